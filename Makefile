@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - set up .venv, then run the main job on the embedded default (a tiny offline merge)
+#   make test   - set up .venv, then run the whole test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup clean
+
+$(BIN)/registry: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first: the local CPU wheel; the project's range accepts it, so pip keeps it.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(BIN)/registry
+
+setup: $(BIN)/registry
+
+demo: setup
+	$(BIN)/registry demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .mergeling
