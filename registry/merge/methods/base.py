@@ -1,0 +1,128 @@
+"""The contract between merge methods and the engine.
+
+A method is a pure torch function (no I/O) that merges ONE tensor:
+
+    fn(tensors, base, *, weights, densities, normalize, lambda_, stats=None, **method_specific) -> Tensor
+
+- `tensors`: the non-base inputs in recipe order, fp32, all the same shape and device.
+- `base`: the base model's tensor (fp32, same shape) or None for methods with `needs_base=False`.
+- `weights`, `densities`: one per entry of `tensors` (densities are ignored unless `uses_density`).
+- `normalize`, `lambda_`: mergekit's `normalize` and `lambda` (the engine applies the defaults in
+  `MethodSpec` when the recipe leaves them out).
+- `stats`: when given, the method ADDS its counts to it (the engine aggregates them into
+  merge_report.json); None skips the counting work.
+- Returns a new fp32 tensor of the same shape; the inputs are not modified. The engine casts it to
+  the output dtype.
+
+`ties_sv` takes more keywords (`slack`, `protect`, `cuts`): see `registry.merge.methods.ties_sv`,
+which also documents the two-pass API for `slack_scope: model`.
+
+Methods work through a tensor in flat chunks of `CHUNK_ELEMENTS`, so their working memory is a
+few chunks, not a few copies of the tensor (the largest, the embedding, is 65 M entries for a
+7B Llama). Chunking never changes a result: every operation after trimming is elementwise or a
+reduction over the inputs axis, and trimming is an exact global top-k (`registry.merge.topk`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per input per chunk
+
+
+@dataclass
+class TensorStats:
+    """Diagnostics of one merged tensor (or, summed, of a model). Filled in by a method when passed.
+
+    Attributes:
+        elements: entries of the tensor.
+        kept: per input (entries of `tensors`, recipe order): non-zero entries that survived trimming.
+        sign_conflicts: positions where surviving entries of different inputs disagree in sign.
+        protected_discarded: per protected input index: its surviving entries whose sign differs
+            from the final elected sign (discarded by the election, after the slack).
+        conflicts: per protected input index: |C|, its surviving entries whose sign disagrees with
+            the elected sign before the slack (for `ties`, the same as `protected_discarded`).
+        rescued: per protected input index: entries of C whose sign the slack flipped to theirs.
+    """
+
+    elements: int = 0
+    kept: list[int] = field(default_factory=list)
+    sign_conflicts: int = 0
+    protected_discarded: dict[int, int] = field(default_factory=dict)
+    conflicts: dict[int, int] = field(default_factory=dict)
+    rescued: dict[int, int] = field(default_factory=dict)
+
+    def add_kept(self, index: int, count: int) -> None:
+        """Add `count` kept entries for input `index` (grows `kept` as needed)."""
+        while len(self.kept) <= index:
+            self.kept.append(0)
+        self.kept[index] += count
+
+    def merge(self, other: TensorStats) -> None:
+        """Add another tensor's counts to these (for model totals)."""
+        self.elements += other.elements
+        for index, count in enumerate(other.kept):
+            self.add_kept(index, count)
+        self.sign_conflicts += other.sign_conflicts
+        for mine, theirs in (
+            (self.protected_discarded, other.protected_discarded),
+            (self.conflicts, other.conflicts),
+            (self.rescued, other.rescued),
+        ):
+            for index, count in theirs.items():
+                mine[index] = mine.get(index, 0) + count
+
+
+MethodFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the planner and the engine need to know about a method.
+
+    Attributes:
+        name: the recipe id (`merge_method`).
+        needs_base: the method takes a base tensor (task vectors are relative to it).
+        uses_density: per-input `density` is meaningful (trimming).
+        default_normalize: `parameters.normalize` when the recipe leaves it out (as mergekit).
+        default_lambda: `parameters.lambda` when the recipe leaves it out.
+        fn: the tensor function (see the module docstring).
+        summary: one line for `--help` and model cards.
+        extra_parameters: method-specific keyword names `fn` accepts beyond the common ones.
+    """
+
+    name: str
+    needs_base: bool
+    uses_density: bool
+    default_normalize: bool
+    default_lambda: float
+    fn: MethodFn
+    summary: str
+    extra_parameters: tuple[str, ...] = ()
+
+
+def flat_chunks(numel: int, size: int = CHUNK_ELEMENTS) -> Iterator[slice]:
+    """Consecutive slices covering range(numel), each at most `size` long."""
+    for start in range(0, numel, size):
+        yield slice(start, min(start + size, numel))
+
+
+def check_inputs(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: torch.Tensor | None, **lists: object) -> None:
+    """Raise ValueError unless there is at least one input, shapes agree and per-input lists match.
+
+    Args:
+        tensors: the non-base inputs.
+        base: the base tensor or None.
+        **lists: per-input sequences (weights, densities) that must have one entry per input.
+    """
+    if not tensors:
+        raise ValueError("a merge needs at least one input tensor")
+    shapes = {tuple(t.shape) for t in tensors} | ({tuple(base.shape)} if base is not None else set())
+    if len(shapes) != 1:
+        raise ValueError(f"input tensors differ in shape: {sorted(shapes)}")
+    for name, values in lists.items():
+        if len(values) != len(tensors):  # type: ignore[arg-type]
+            raise ValueError(f"{name} has {len(values)} entries for {len(tensors)} inputs")  # type: ignore[arg-type]

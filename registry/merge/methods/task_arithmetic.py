@@ -1,0 +1,73 @@
+"""`task_arithmetic`: θ₀ + λ Σ wᵢτᵢ with τᵢ = θᵢ − θ₀ (Ilharco et al. 2023, https://arxiv.org/abs/2212.04089).
+
+Matches mergekit 0.1.5 `task_arithmetic` bit for bit on fp32 inputs (same operation order:
+stacked deltas scaled by the weights, summed over the inputs axis, divided by Σ wᵢ when
+`normalize` (default off; a |Σ wᵢ| below 1e-8 counts as 1), times λ when λ ≠ 1, plus the base).
+Limits: no trimming (densities are ignored, as in mergekit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from registry.merge.methods.base import TensorStats, check_inputs, flat_chunks
+
+
+def merge_task_arithmetic(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    *,
+    weights: Sequence[float],
+    densities: Sequence[float] = (),
+    normalize: bool = False,
+    lambda_: float = 1.0,
+    stats: TensorStats | None = None,
+) -> torch.Tensor:
+    """Add the weighted task vectors of `tensors` to `base` (fp32 in, fp32 out).
+
+    Args:
+        tensors: the fine-tuned inputs, fp32, same shape as `base`.
+        base: the base tensor.
+        weights: one weight per input.
+        densities: ignored.
+        normalize: divide the summed task vector by Σ wᵢ.
+        lambda_: scale of the summed task vector.
+        stats: when given, `elements` and `kept` (non-zero deltas per input) are added.
+
+    Returns:
+        The merged tensor.
+
+    Raises:
+        ValueError: without a base, or on mismatched shapes or weight counts.
+    """
+    if base is None:
+        raise ValueError("task_arithmetic needs a base tensor")
+    check_inputs(tensors, base, weights=weights)
+    n = len(tensors)
+    flat_base = base.reshape(-1)
+    # (n, 1) fp32 weights broadcast over a (n, chunk) stack of deltas, as mergekit's (n, 1, ..., 1).
+    weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
+    divisor = weight.sum(dim=0)
+    divisor[divisor.abs() < 1e-8] = 1
+    result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
+    flat_out = result.view(-1)
+    for part in flat_chunks(base.numel()):
+        chunk_base = flat_base[part]
+        deltas = torch.empty((n, chunk_base.numel()), dtype=torch.float32, device=base.device)
+        for index, tensor in enumerate(tensors):
+            torch.sub(tensor.reshape(-1)[part], chunk_base, out=deltas[index])
+        if stats is not None:
+            for index in range(n):
+                stats.add_kept(index, int(torch.count_nonzero(deltas[index])))
+        deltas.mul_(weight)
+        mixed = deltas.sum(dim=0)
+        if normalize:
+            mixed /= divisor
+        if lambda_ != 1:
+            mixed *= lambda_
+        torch.add(chunk_base, mixed, out=flat_out[part])
+    if stats is not None:
+        stats.elements += base.numel()
+    return result

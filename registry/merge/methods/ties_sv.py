@@ -1,0 +1,203 @@
+"""`ties_sv`: TIES with sign slack for protected (SFT) parameters (Tao et al. 2024, https://arxiv.org/abs/2407.03994).
+
+TIES, plus a slack step between the election and the merge. For a protected input p, let C be the
+positions where p has a surviving (trimmed, non-zero) entry whose sign disagrees with the elected
+sign γ: TIES would discard it. Rank C by the election margin |Σᵢ wᵢτ̂ᵢ|, smallest first (equal
+margins: lower flat index first), and flip γ to p's sign on the first ⌈slack·|C|⌉ of them, so those
+entries of p survive; then merge disjointly as TIES. `slack = 0` is exactly `ties` (bit for bit).
+Several protected inputs: the step runs for each in the order listed, each on the γ left by the
+previous ones. ⌈slack·|C|⌉ is computed exactly from the decimal value of `slack` (0.05 · 100 = 5).
+
+Scope of the ranking (the paper leaves it open):
+
+- `slack_scope: tensor` (default): C and its ranking are per tensor. Call `merge_ties_sv` with
+  `cuts=None`; it makes one extra pass over the tensor per protected input to find the cut.
+- `slack_scope: model`: C is ranked across the whole model, ties across tensors going to the
+  tensor that comes first in the engine's tensor order. Two passes; the engine does, with
+  `protect` the same list for every tensor and `names` the tensor order:
+
+      cuts = {name: [] for name in names}
+      for step in range(len(protect)):              # usually one protected input (the SFT)
+          margins = [(name, conflict_margins(inputs(name), base(name), weights=..., densities=...,
+                                             protect=protect, cuts=cuts[name]))
+                     for name in names]             # pass 1: fp32 margins of C, |C| entries each
+          plan = plan_model_slack(margins, slack=slack)
+          for name in names:
+              cuts[name].append(plan.cuts[name])
+      # pass 2, tensor by tensor:
+      merged = merge_ties_sv(inputs(name), base(name), ..., slack=slack, protect=protect, cuts=cuts[name])
+
+  Pass 1 holds only the conflict margins (4 bytes per conflicting position), never the tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+from registry.merge.methods.base import TensorStats
+from registry.merge.methods.ties import elected_chunks, merge_elected
+from registry.merge.topk import Cut, ascending_keys, find_cut
+
+
+def slack_count(slack: float, conflicts: int) -> int:
+    """⌈slack · conflicts⌉, exact for the decimal value of `slack` (no float round-up).
+
+    Raises:
+        ValueError: if slack is outside [0, 1].
+    """
+    if not 0 <= slack <= 1:
+        raise ValueError(f"slack={slack} must be within [0, 1]")
+    return math.ceil(Fraction(repr(float(slack))) * conflicts)
+
+
+def conflict_margins(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    *,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    protect: Sequence[int],
+    cuts: Sequence[Cut] = (),
+) -> torch.Tensor:
+    """Pass 1: the election margins |Σ wᵢτ̂ᵢ| on C of the protected input `protect[len(cuts)]`.
+
+    Args:
+        tensors, base, weights, densities: as `merge_ties_sv`.
+        protect: the protected input indices.
+        cuts: the cuts already decided for `protect[:len(cuts)]` (their flips apply first).
+
+    Returns:
+        1-D fp32 margins, one per position of C, in flat order.
+
+    Raises:
+        ValueError: when every protected input already has a cut.
+    """
+    if len(cuts) >= len(protect):
+        raise ValueError(f"all {len(protect)} protected inputs already have a cut")
+    index = protect[len(cuts)]
+    found = []
+    chunks = elected_chunks(
+        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=cuts
+    )
+    for _, _, sign, sign_weight, majority in chunks:
+        conflict = (sign[index] != 0) & (sign[index] != majority)
+        found.append(sign_weight[conflict].abs())
+    return torch.cat(found) if found else torch.empty(0, dtype=torch.float32, device=base.device)
+
+
+def tensor_slack_cut(margins: torch.Tensor, *, slack: float) -> Cut:
+    """The cut that rescues the first ⌈slack·|C|⌉ conflicts of one tensor (smallest margin first).
+
+    Args:
+        margins: from `conflict_margins`.
+        slack: in [0, 1].
+
+    Returns:
+        A cut over `ascending_keys(margins)`.
+    """
+    keys = ascending_keys(margins)
+    return find_cut(lambda: (keys,), slack_count(slack, keys.numel()), numel=keys.numel())
+
+
+@dataclass(frozen=True)
+class ModelSlack:
+    """The model-wide slack step of one protected input: a cut per tensor name."""
+
+    cuts: dict[str, Cut]
+    conflicts: int
+    rescued: int
+
+
+def plan_model_slack(margins: Sequence[tuple[str, torch.Tensor]], *, slack: float) -> ModelSlack:
+    """Rank the conflicts of all tensors together and cut the first ⌈slack·|C|⌉.
+
+    Args:
+        margins: (tensor name, `conflict_margins` of it) in the engine's tensor order.
+        slack: in [0, 1].
+
+    Returns:
+        Per tensor, its share of the cut: margins below the global threshold, plus the ties at the
+        threshold that remain, given to tensors in order (lower flat index first within one).
+    """
+    keys = [(name, ascending_keys(m)) for name, m in margins]
+    total = sum(k.numel() for _, k in keys)
+    wanted = slack_count(slack, total)
+    cut = find_cut(lambda: (k for _, k in keys), wanted, numel=total)
+    ties_left = cut.ties
+    cuts = {}
+    for name, k in keys:
+        share = min(ties_left, int((k == cut.key).sum())) if ties_left else 0
+        ties_left -= share
+        cuts[name] = Cut(key=cut.key, ties=share)
+    return ModelSlack(cuts=cuts, conflicts=total, rescued=min(wanted, total))
+
+
+def merge_ties_sv(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor | None,
+    *,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    normalize: bool = True,
+    lambda_: float = 1.0,
+    stats: TensorStats | None = None,
+    slack: float = 0.0,
+    protect: Sequence[int] = (),
+    cuts: Sequence[Cut] | None = None,
+) -> torch.Tensor:
+    """TIES-SV-merge `tensors` onto `base` (fp32 in, fp32 out).
+
+    Args:
+        tensors: the fine-tuned inputs, fp32, same shape as `base`.
+        base: the base tensor.
+        weights: one weight per input, applied before the sign election.
+        densities: one kept fraction per input.
+        normalize: divide by the summed weights of the agreeing entries.
+        lambda_: scale of the merged task vector.
+        stats: when given, counts are added, with conflicts and rescues per protected input.
+        slack: the share of each protected input's conflicts to rescue, in [0, 1].
+        protect: indices into `tensors` of the protected inputs (usually the SFT model), in order.
+        cuts: None: rank per tensor (`slack_scope: tensor`). Otherwise one cut per protected input
+            from `plan_model_slack(...).cuts[name]` (`slack_scope: model`).
+
+    Returns:
+        The merged tensor.
+
+    Raises:
+        ValueError: without a base, on a bad `protect` index, slack outside [0, 1], or list lengths.
+    """
+    if base is None:
+        raise ValueError("ties_sv needs a base tensor")
+    if not 0 <= slack <= 1:
+        raise ValueError(f"slack={slack} must be within [0, 1]")
+    bad = [i for i in protect if not 0 <= i < len(tensors)]
+    if bad or len(set(protect)) != len(protect):
+        raise ValueError(f"protect={list(protect)} must be distinct indices into the {len(tensors)} inputs")
+    if cuts is None:
+        cuts = []
+        for _ in protect:
+            if slack == 0:
+                cuts.append(Cut.keep_none())
+                continue
+            margins = conflict_margins(
+                tensors, base, weights=weights, densities=densities, protect=protect, cuts=cuts
+            )
+            cuts.append(tensor_slack_cut(margins, slack=slack))
+    elif len(cuts) != len(protect):
+        raise ValueError(f"{len(cuts)} cuts for {len(protect)} protected inputs")
+    return merge_elected(
+        tensors,
+        base,
+        weights=weights,
+        densities=densities,
+        normalize=normalize,
+        lambda_=lambda_,
+        stats=stats,
+        protect=protect,
+        slack_cuts=cuts,
+    )
