@@ -1,0 +1,293 @@
+"""The catalog on the Hub: a dataset repo holding one JSON file per entry.
+
+Layout: `entries/<kind>/<id>.json`. One file per entry means two writers adding different entries
+touch different paths; each write is still a commit whose `parent_commit` is the head the writer
+read, so a write that raced another is refused by the Hub (412) and retried on the new head (with
+jittered exponential backoff). That retry is what makes "refuse a duplicate" and "replace a merge
+entry" safe: the check and the write see the same head, or the write fails and both are redone.
+
+All Hub traffic goes through a `CatalogHub` (implemented by `registry.hub.HubClient`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from registry.catalog.entries import (
+    CtEntry,
+    EntryKind,
+    MergeEntry,
+    SftEntry,
+    dump_entry,
+    entry_kind,
+    entry_path,
+    parse_entry,
+)
+from registry.errors import CatalogError, HubConflictError, HubRepoNotFoundError
+
+logger = logging.getLogger(__name__)
+
+AnyEntry = CtEntry | SftEntry | MergeEntry
+REGISTRY_REPO_NAME = "mergeling-registry"
+_ENTRIES_DIR = "entries/"
+
+
+class CatalogHub(Protocol):
+    """The Hub operations the catalog needs (all on dataset repos here)."""
+
+    def create_repo(self, repo_id: str, *, repo_type: str, exist_ok: bool) -> None: ...
+
+    def head_sha(self, repo_id: str, *, repo_type: str, revision: str | None = None) -> str | None: ...
+
+    def list_files(self, repo_id: str, *, repo_type: str, revision: str) -> list[str]: ...
+
+    def read_file(self, repo_id: str, path: str, *, repo_type: str, revision: str) -> bytes: ...
+
+    def commit_files(
+        self,
+        repo_id: str,
+        *,
+        repo_type: str,
+        message: str,
+        add: dict[str, bytes],
+        delete: Sequence[str] = (),
+        parent_commit: str | None,
+    ) -> str: ...
+
+
+@dataclass(frozen=True)
+class AddManyResult:
+    """What `CatalogStore.add_many` wrote."""
+
+    added: tuple[str, ...]
+    present: tuple[str, ...]
+    commit: str | None
+
+
+@dataclass
+class CatalogStore:
+    """Read and write catalog entries in a Hub dataset repo.
+
+    Args:
+        hub: the Hub client.
+        repo_id: the registry dataset repo (`<namespace>/mergeling-registry` by default).
+        max_attempts: commits tried before giving up when other writers keep moving the head.
+        backoff_s: first retry delay; it doubles each attempt (capped at 2 s), with full jitter.
+    """
+
+    hub: CatalogHub
+    repo_id: str
+    max_attempts: int = 30
+    backoff_s: float = 0.05
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    # -- reading ----------------------------------------------------------------------------
+    def head(self) -> str | None:
+        """The registry's current commit sha (None for an empty repo).
+
+        Raises:
+            CatalogError: when the registry repo does not exist.
+        """
+        try:
+            return self.hub.head_sha(self.repo_id, repo_type="dataset")
+        except HubRepoNotFoundError as exc:
+            raise CatalogError(
+                f"registry {self.repo_id!r} does not exist on this Hub: add a first entry "
+                "(`registry add ct ...`) to create it, or pass --registry OWNER/NAME",
+                repo_id=self.repo_id,
+            ) from exc
+
+    def entry_ids(self, *, revision: str | None = None, kind: EntryKind | None = None) -> list[str]:
+        """IDs of the stored entries (sorted), optionally of one kind."""
+        revision = revision or self.head()
+        if revision is None:
+            return []
+        ids = []
+        for path in self.hub.list_files(self.repo_id, repo_type="dataset", revision=revision):
+            if path.startswith(_ENTRIES_DIR) and path.endswith(".json"):
+                entry_id = path.rsplit("/", 1)[-1][: -len(".json")]
+                if kind is None or path.startswith(f"{_ENTRIES_DIR}{kind}/"):
+                    ids.append(entry_id)
+        return sorted(ids)
+
+    def list_entries(self, *, kind: EntryKind | None = None) -> list[AnyEntry]:
+        """Every stored entry (optionally of one kind), read at one consistent head, sorted by id.
+
+        Raises:
+            CatalogError: when the registry does not exist or holds an invalid entry file.
+        """
+        revision = self.head()
+        if revision is None:
+            return []
+        return [self._read(entry_id, revision) for entry_id in self.entry_ids(revision=revision, kind=kind)]
+
+    def get(self, entry_id: str) -> AnyEntry:
+        """One entry by ID.
+
+        Raises:
+            CatalogError: when the ID is malformed or no such entry exists.
+        """
+        _check_id(entry_id)
+        revision = self.head()
+        if revision is None or entry_id not in self.entry_ids(revision=revision, kind=entry_kind(entry_id)):
+            raise CatalogError(
+                f"no entry {entry_id!r} in registry {self.repo_id!r}; `registry list` shows the IDs",
+                entry_id=entry_id,
+                repo_id=self.repo_id,
+            )
+        return self._read(entry_id, revision)
+
+    def _read(self, entry_id: str, revision: str) -> AnyEntry:
+        path = entry_path(entry_id)
+        raw = self.hub.read_file(self.repo_id, path, repo_type="dataset", revision=revision)
+        try:
+            return parse_entry(raw)
+        except ValidationError as exc:
+            raise CatalogError(
+                f"registry file {path!r} at {revision[:7]} is not a valid entry ({exc.error_count()} errors: "
+                f"{exc.errors()[0]['msg']}); fix or `registry remove {entry_id}` it",
+                entry_id=entry_id,
+                repo_id=self.repo_id,
+            ) from exc
+
+    # -- writing ----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the registry dataset repo if it does not exist yet."""
+        self.hub.create_repo(self.repo_id, repo_type="dataset", exist_ok=True)
+
+    def add(self, entry: AnyEntry, *, replace: bool = False) -> str:
+        """Write one entry (creating the registry repo if needed).
+
+        Args:
+            entry: the entry to store.
+            replace: overwrite an existing entry with the same ID instead of refusing.
+
+        Returns:
+            The commit sha that holds the entry.
+
+        Raises:
+            CatalogError: when the entry exists and `replace` is False.
+            HubConflictError: when other writers kept moving the head for `max_attempts` tries.
+        """
+        self.ensure()
+        path = entry_path(entry.id)
+        payload = dump_entry(entry)
+
+        def attempt(head: str | None, existing: set[str]) -> str | None:
+            if entry.id in existing and not replace:
+                raise CatalogError(
+                    f"entry {entry.id!r} is already in registry {self.repo_id!r}; "
+                    f"`registry show {entry.id}` shows it, `registry remove {entry.id}` drops it",
+                    entry_id=entry.id,
+                    repo_id=self.repo_id,
+                )
+            verb = "Update" if entry.id in existing else "Add"
+            return self.hub.commit_files(
+                self.repo_id, repo_type="dataset", message=f"{verb} {entry.id}", add={path: payload},
+                parent_commit=head,
+            )  # fmt: skip
+
+        return self._retrying(attempt, what=f"add {entry.id}")
+
+    def add_many(self, entries: Sequence[AnyEntry]) -> AddManyResult:
+        """Write several new entries in one commit, leaving those already recorded untouched.
+
+        Returns:
+            The IDs added, the IDs already present, and the commit sha (None when nothing was new).
+
+        Raises:
+            HubConflictError: when other writers kept moving the head for `max_attempts` tries.
+        """
+        if not entries:
+            return AddManyResult(added=(), present=(), commit=None)
+        self.ensure()
+        outcome: list[AddManyResult] = []
+
+        def attempt(head: str | None, existing: set[str]) -> str | None:
+            fresh = {entry.id: entry for entry in entries if entry.id not in existing}
+            present = tuple(entry.id for entry in entries if entry.id in existing)
+            outcome[:] = [AddManyResult(added=tuple(fresh), present=present, commit=None)]
+            if not fresh:
+                return None
+            return self.hub.commit_files(
+                self.repo_id, repo_type="dataset", message=f"Add {len(fresh)} entries",
+                add={entry_path(entry_id): dump_entry(entry) for entry_id, entry in fresh.items()},
+                parent_commit=head,
+            )  # fmt: skip
+
+        sha = self._retrying(attempt, what=f"add {len(entries)} entries")
+        return AddManyResult(added=outcome[0].added, present=outcome[0].present, commit=sha or None)
+
+    def remove(self, entry_id: str) -> str:
+        """Delete one entry.
+
+        Returns:
+            The commit sha without the entry.
+
+        Raises:
+            CatalogError: when the ID is malformed or no such entry exists.
+        """
+        _check_id(entry_id)
+
+        def attempt(head: str | None, existing: set[str]) -> str | None:
+            if entry_id not in existing:
+                raise CatalogError(
+                    f"no entry {entry_id!r} in registry {self.repo_id!r}; `registry list` shows the IDs",
+                    entry_id=entry_id,
+                    repo_id=self.repo_id,
+                )
+            return self.hub.commit_files(
+                self.repo_id, repo_type="dataset", message=f"Remove {entry_id}", add={},
+                delete=[entry_path(entry_id)], parent_commit=head,
+            )  # fmt: skip
+
+        return self._retrying(attempt, what=f"remove {entry_id}")
+
+    def _retrying(self, attempt: Callable[[str | None, set[str]], str | None], *, what: str) -> str:
+        for number in range(1, self.max_attempts + 1):
+            head = self.head()
+            existing = set(self.entry_ids(revision=head)) if head else set()
+            try:
+                sha = attempt(head, existing)
+            except HubConflictError:
+                delay = self.rng.uniform(0, min(2.0, self.backoff_s * 2 ** (number - 1)))
+                logger.debug("registry head moved during %s (attempt %d); retrying in %.2fs", what, number, delay)
+                self.sleep(delay)
+                continue
+            logger.info("registry %s: %s (commit %s)", self.repo_id, what, (sha or "")[:7])
+            return sha or ""
+        raise HubConflictError(
+            f"could not {what} in registry {self.repo_id!r}: other writers moved its head {self.max_attempts} "
+            "times in a row; try again",
+            repo_id=self.repo_id,
+        )
+
+
+def record_merge(store: CatalogStore, entry: MergeEntry) -> str:
+    """Record (or update) a merge entry: the bot calls this as a merge moves through its states.
+
+    Args:
+        store: the catalog.
+        entry: the merge entry; its `updated_at` is set to now.
+
+    Returns:
+        The commit sha holding the entry.
+    """
+    now = datetime.now(UTC).replace(microsecond=0)
+    return store.add(entry.model_copy(update={"updated_at": now}), replace=True)
+
+
+def _check_id(entry_id: str) -> None:
+    try:
+        entry_kind(entry_id)
+    except ValueError as exc:
+        raise CatalogError(str(exc), entry_id=entry_id) from exc

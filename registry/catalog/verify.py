@@ -1,0 +1,268 @@
+"""Verify a checkpoint on the Hub before it enters the catalog, and build its entry.
+
+`add` resolves the revision to a commit sha, reads config.json at that commit for the
+architecture and shapes, checks the declared base against the model card and the base's own
+config, and refuses (with the reason) anything it cannot verify: a missing repo, a missing
+revision, no config.json, a config without Llama-style shape keys, or a base that does not match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from registry.catalog.entries import (
+    CtEntry,
+    ModelRef,
+    ModelShape,
+    SftEntry,
+    TokenizerFacts,
+    ct_entry_id,
+    sft_entry_id,
+    validate_language,
+)
+from registry.errors import CatalogError, HubRepoNotFoundError, HubRevisionNotFoundError
+
+logger = logging.getLogger(__name__)
+
+_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
+
+
+class ModelHub(Protocol):
+    """The Hub operations verification needs (model repos)."""
+
+    def model_info(self, repo_id: str, *, revision: str | None = None) -> Any: ...
+
+    def read_file(self, repo_id: str, path: str, *, repo_type: str, revision: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the Hub says about one model at one commit."""
+
+    repo: str
+    revision: str
+    shape: ModelShape
+    card: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+    @property
+    def card_bases(self) -> tuple[str, ...]:
+        """The `base_model` the model card declares (none, one or several)."""
+        return _as_tuple(self.card.get("base_model"))
+
+
+def shape_from_config(config: dict[str, Any], *, repo: str) -> ModelShape:
+    """Read architecture and shape facts from a config.json mapping.
+
+    Args:
+        config: the parsed config.json.
+        repo: the repo it came from (for the error message).
+
+    Returns:
+        The shape facts.
+
+    Raises:
+        CatalogError: when Llama-style shape keys are missing or not positive integers.
+    """
+    missing = [key for key in _SHAPE_KEYS if not isinstance(config.get(key), int) or config[key] <= 0]
+    architectures = config.get("architectures") or []
+    if missing or not architectures or not config.get("model_type"):
+        missing += [k for k in ("architectures", "model_type") if not config.get(k)]
+        raise CatalogError(
+            f"config.json of {repo} lacks {', '.join(missing)}; Mergeling records decoder models with "
+            "Llama-style configs (hidden_size, num_hidden_layers, intermediate_size, num_attention_heads, "
+            "vocab_size, architectures, model_type)",
+            repo_id=repo,
+        )
+    return ModelShape(
+        architecture=str(architectures[0]),
+        model_type=str(config["model_type"]),
+        hidden_size=config["hidden_size"],
+        num_hidden_layers=config["num_hidden_layers"],
+        intermediate_size=config["intermediate_size"],
+        num_attention_heads=config["num_attention_heads"],
+        num_key_value_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+        vocab_size=config["vocab_size"],
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+    )
+
+
+def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None) -> Checkpoint:
+    """Resolve a model's revision to a commit and read its config.json and card metadata.
+
+    Args:
+        hub: the Hub client.
+        repo: the model repo id.
+        revision: a branch, tag or commit sha (default: the default branch).
+
+    Returns:
+        The checkpoint facts at the resolved commit.
+
+    Raises:
+        CatalogError: repo missing, revision missing, no or unreadable config.json.
+    """
+    shown = f"{repo}@{revision}" if revision else repo
+    try:
+        info = hub.model_info(repo, revision=revision)
+    except HubRevisionNotFoundError as exc:
+        raise CatalogError(
+            f"cannot verify {shown}: revision {revision!r} does not exist in {repo} "
+            "(name a branch, tag or full commit sha that exists)",
+            repo_id=repo,
+        ) from exc
+    except HubRepoNotFoundError as exc:
+        raise CatalogError(
+            f"cannot verify {shown}: model repo {repo} not found on this Hub (check the name and --endpoint; "
+            "private repos need a --token that can read them)",
+            repo_id=repo,
+        ) from exc
+    sha = getattr(info, "sha", None)
+    if not sha:
+        raise CatalogError(f"cannot verify {shown}: the Hub reports no commit for it (empty repo?)", repo_id=repo)
+    files = {sibling.rfilename for sibling in (getattr(info, "siblings", None) or [])}
+    if "config.json" not in files:
+        raise CatalogError(
+            f"cannot verify {shown}: no config.json at commit {sha[:7]}, so its architecture and shapes are "
+            "unknown; push the model's config.json (save_pretrained writes it)",
+            repo_id=repo,
+        )
+    raw = hub.read_file(repo, "config.json", repo_type="model", revision=sha)
+    try:
+        config = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"cannot verify {shown}: config.json at {sha[:7]} is not valid JSON ({exc})") from exc
+    card_data = getattr(info, "card_data", None)
+    card = card_data.to_dict() if card_data is not None else {}
+    return Checkpoint(
+        repo=repo,
+        revision=sha,
+        shape=shape_from_config(config, repo=repo),
+        card=card,
+        tags=tuple(getattr(info, "tags", None) or ()),
+    )
+
+
+def check_base(checkpoint: Checkpoint, base: Checkpoint, *, kind: str) -> None:
+    """Refuse a checkpoint that cannot be a fine-tune of the declared base.
+
+    Raises:
+        CatalogError: when the model card names another base, or the architecture or a shape
+            (anything but the vocabulary size) differs from the base's config.json.
+    """
+    declared = checkpoint.card_bases
+    if declared and base.repo not in declared:
+        raise CatalogError(
+            f"base mismatch: the model card of {checkpoint.repo} declares base_model {', '.join(declared)}, "
+            f"not {base.repo}; pass --base {declared[0]} or fix the card",
+            repo_id=checkpoint.repo,
+        )
+    mine, theirs = checkpoint.shape.body(), base.shape.body()
+    differing = [f"{key} {mine[key]} vs {theirs[key]}" for key in mine if mine[key] != theirs[key]]
+    if differing:
+        raise CatalogError(
+            f"base mismatch: {kind.upper()} {checkpoint.repo} cannot derive from {base.repo} "
+            f"({'; '.join(differing)}); pass the --base it was trained from",
+            repo_id=checkpoint.repo,
+        )
+    if kind == "ct" and checkpoint.shape.vocab_size < base.shape.vocab_size:
+        raise CatalogError(
+            f"base mismatch: CT {checkpoint.repo} has {checkpoint.shape.vocab_size} vocabulary rows, fewer "
+            f"than base {base.repo}'s {base.shape.vocab_size}; continued pre-training keeps or extends it",
+            repo_id=checkpoint.repo,
+        )
+
+
+def build_ct_entry(
+    hub: ModelHub,
+    *,
+    repo: str,
+    revision: str | None,
+    language: str,
+    base: str,
+    base_revision: str | None = None,
+    tokens: int | None = None,
+    source: str = "add",
+    note: str | None = None,
+) -> CtEntry:
+    """Verify a CT checkpoint and its base on the Hub and build its entry.
+
+    Raises:
+        CatalogError: when the language code is malformed, the checkpoint or the base cannot be
+            verified, or they do not match.
+    """
+    try:
+        validate_language(language)
+    except ValueError as exc:
+        raise CatalogError(f"cannot record {repo}: {exc}", repo_id=repo) from exc
+    checkpoint = inspect_checkpoint(hub, repo, revision=revision)
+    base_checkpoint = inspect_checkpoint(hub, base, revision=base_revision)
+    check_base(checkpoint, base_checkpoint, kind="ct")
+    return _valid(
+        CtEntry,
+        id=ct_entry_id(repo=repo, revision=checkpoint.revision, language=language),
+        repo=repo,
+        revision=checkpoint.revision,
+        language=language,
+        base=ModelRef(repo=base, revision=base_checkpoint.revision),
+        shape=checkpoint.shape,
+        tokens=tokens,
+        tokenizer=TokenizerFacts.from_sizes(
+            vocab_size=checkpoint.shape.vocab_size, base_vocab_size=base_checkpoint.shape.vocab_size
+        ),
+        source=source,
+        note=note,
+    )
+
+
+def build_sft_entry(
+    hub: ModelHub,
+    *,
+    repo: str,
+    revision: str | None,
+    base: str,
+    base_revision: str | None = None,
+    data: str | None = None,
+    source: str = "add",
+    note: str | None = None,
+) -> SftEntry:
+    """Verify an SFT checkpoint and its base on the Hub and build its entry.
+
+    Raises:
+        CatalogError: when the checkpoint or the base cannot be verified, or they do not match.
+    """
+    checkpoint = inspect_checkpoint(hub, repo, revision=revision)
+    base_checkpoint = inspect_checkpoint(hub, base, revision=base_revision)
+    check_base(checkpoint, base_checkpoint, kind="sft")
+    return _valid(
+        SftEntry,
+        id=sft_entry_id(repo=repo, revision=checkpoint.revision),
+        repo=repo,
+        revision=checkpoint.revision,
+        base=ModelRef(repo=base, revision=base_checkpoint.revision),
+        shape=checkpoint.shape,
+        data=data,
+        source=source,
+        note=note,
+    )
+
+
+def _valid(model: type, **fields: Any) -> Any:
+    # Entry validators raise ValueError (a bad language code, say); the user sees a CatalogError.
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        details = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        raise CatalogError(f"cannot record {fields.get('repo')}: {details}", repo_id=fields.get("repo")) from exc
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(item) for item in value)
