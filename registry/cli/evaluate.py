@@ -1,9 +1,157 @@
-"""Placeholder: this command group is being built (see the issues)."""
+"""`registry eval`: evaluate a model on a language suite, and compare results files.
+
+`eval` is both a command and a group: `registry eval MODEL --suite ...` runs the default `run`
+subcommand, `registry eval compare A.json B.json` the comparison.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
 import typer
+from typer.core import TyperGroup
+
+from registry.cli._state import cli_state, stderr_console, stdout_console
+
+_HELP = """Evaluate models in the target language (lm-evaluation-harness) and compare results.
+
+Two forms:
+
+  registry eval MODEL --suite recipes/eval/ben_Beng.yaml [--data-dir DIR] [--limit N] --output results.json
+  MODEL is a checkpoint directory or a Hub repo OWNER/NAME, optionally @REVISION;
+  this form is `registry eval run ...`.
+
+  registry eval compare RESULTS.json... [--markdown]
+"""
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group that runs `default_command` when the first argument is not one of its commands.
+
+    So `registry eval MODEL ...` means `registry eval run MODEL ...`, while `registry eval
+    compare ...` and `registry eval --help` keep their usual meaning.
+    """
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        help_names = set(ctx.help_option_names) | {"--help"}
+        if args and args[0] not in self.commands and args[0] not in help_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+class Device(str, Enum):
+    """Where the model runs."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+eval_app = typer.Typer(cls=DefaultCommandGroup, help=_HELP, no_args_is_help=True, rich_markup_mode=None)
+
+
+@eval_app.command("run")
+def run_command(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="A local checkpoint directory, or a Hub repo `owner/name[@revision]`.")],
+    suite: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Suite file, e.g. recipes/eval/ben_Beng.yaml.")],
+    output: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="Write the results JSON here (default: print it on stdout).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Local data in the ../shared/data layout (instead of --data-repo)."),
+    ] = None,
+    data_repo: Annotated[
+        str,
+        typer.Option(envvar="MERGELING_DATA_REPO", help="Hub dataset repo `owner/name[@rev]` holding the data (via HF_ENDPOINT)."),
+    ] = "mergeling/eval-data",
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N documents per task (results are labelled as limited).")
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    batch_size: Annotated[int, typer.Option(min=1, help="lm-eval batch size.")] = 8,
+    tasks_dir: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Task configs (default: ../tasks beside the suite's folder).",
+                     rich_help_panel="Advanced"),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Results cache (default: $MERGELING_CACHE/eval or ~/.cache/mergeling/eval).",
+                     rich_help_panel="Advanced"),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the results cache.",
+                                           rich_help_panel="Advanced")] = False,
+) -> None:
+    """Evaluate MODEL on every task of a suite (cached per model and task)."""
+    from registry.evaluate.cache import ResultCache, default_cache_dir
+    from registry.evaluate.runner import evaluate_model
+    from registry.evaluate.sources import fetch_data_repo, resolve_model
+    from registry.evaluate.suite import load_suite
+    from registry.evaluate.tasks import find_task
+
+    state = cli_state(ctx)
+    spec = load_suite(suite)
+    tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
+    if data_dir is None:
+        files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
+        data_root, data_source = fetch_data_repo(data_repo, files=files)
+    else:
+        data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
+    resolved = resolve_model(model, progress=state.progress)
+    record = evaluate_model(
+        resolved,
+        suite=spec,
+        suite_path=suite,
+        tasks_dir=tasks_root,
+        data_dir=data_root,
+        data_source=data_source,
+        limit=limit,
+        device=device.value,
+        batch_size=batch_size,
+        cache=None if no_cache else ResultCache(cache_dir or default_cache_dir()),
+    )
+    from registry.evaluate.compare import build_comparison, render_rich
+
+    if output is None:
+        typer.echo(record.model_dump_json(indent=2))
+        stderr_console().print(render_rich(build_comparison([record])))
+    else:
+        record.save(output)
+        stderr_console().print(render_rich(build_comparison([record])))
+        typer.echo(str(output))
+    if record.limited:
+        stderr_console().print("[yellow]Limited run: some numbers cover only part of their split (marked †).[/]")
+
+
+@eval_app.command("compare")
+def compare_command(
+    results: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Results files; the first is the reference.")],
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print GitHub markdown instead of a rich table.")] = False,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="Column name per results file (repeat, in order).")
+    ] = None,
+) -> None:
+    """Print one table of RESULTS (models x metrics) with differences to the first."""
+    from registry.evaluate.compare import build_comparison, render_markdown, render_rich
+    from registry.evaluate.records import load_record
+
+    comparison = build_comparison([load_record(p) for p in results], labels=label or None)
+    if markdown:
+        typer.echo(render_markdown(comparison), nl=False)
+    else:
+        stdout_console().print(render_rich(comparison))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the root app."""
+    """Mount `registry eval` (a command and a group: see DefaultCommandGroup)."""
+    app.add_typer(eval_app, name="eval")
+
+
+__all__: list[Any] = ["register"]

@@ -1,0 +1,261 @@
+"""Run a suite on one model with lm-evaluation-harness, one task at a time, through the cache.
+
+The model is loaded once (lm-eval's `HFLM`) and only if some task misses the cache, so a model
+whose results are all cached costs a hash of its files and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.errors import EvaluationError
+from registry.evaluate.cache import ResultCache, cache_key
+from registry.evaluate.records import EvalRecord, MetricValue, TaskResult
+from registry.evaluate.sources import ResolvedModel
+from registry.evaluate.suite import Suite
+from registry.evaluate.tasks import TaskSpec, find_task, task_hash
+
+if TYPE_CHECKING:
+    from lm_eval.api.model import LM
+
+log = logging.getLogger(__name__)
+
+FEWSHOT_SEED = 1234  # lm-eval's default; fixed so k-shot contexts are the same on every run
+_SKIP_KEYS = ("alias", "name", "sample_len", "samples")
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """A suite task resolved against the task configs and the data.
+
+    Attributes:
+        spec: the task config.
+        num_fewshot: shots to use.
+        limit: documents to evaluate (None: all).
+        task_hash: `tasks.task_hash` of the config and its data files.
+    """
+
+    spec: TaskSpec
+    num_fewshot: int
+    limit: int | None
+    task_hash: str
+
+
+def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | None = None) -> list[PlannedTask]:
+    """Resolve every task of `suite`: config, shots, effective limit, hash; check the data is there.
+
+    Args:
+        suite: the suite.
+        tasks_dir: where the task configs live (`recipes/tasks`).
+        data_dir: the data directory.
+        limit: the `--limit` override; the smaller of it and a task's own limit wins.
+
+    Returns:
+        One PlannedTask per suite task, in order.
+
+    Raises:
+        EvaluationError: an unknown task or a broken config.
+        DataNotFoundError: a data file is missing.
+    """
+    planned = []
+    for item in suite.tasks:
+        spec = find_task(item.task, tasks_dir=tasks_dir)
+        spec.to_lm_eval(data_dir=data_dir)  # raises DataNotFoundError early, before any model loads
+        shots = item.num_fewshot if item.num_fewshot is not None else int(spec.config.get("num_fewshot") or 0)
+        limits = [x for x in (limit, item.limit) if x is not None]
+        planned.append(
+            PlannedTask(
+                spec=spec,
+                num_fewshot=shots,
+                limit=min(limits) if limits else None,
+                task_hash=task_hash(spec, data_dir=data_dir if spec.uses_local_data() else None),
+            )
+        )
+    return planned
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` when a GPU is visible, else `cpu`; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def lm_eval_version() -> str:
+    """The installed lm-evaluation-harness version."""
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def load_lm(model_dir: Path, *, device: str, batch_size: int) -> LM:
+    """Wrap a checkpoint directory in lm-eval's HFLM (dtype from its config).
+
+    Raises:
+        EvaluationError: transformers cannot load it.
+    """
+    from lm_eval.models.huggingface import HFLM
+
+    try:
+        return HFLM(pretrained=str(model_dir), device=device, batch_size=batch_size, dtype="auto")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise EvaluationError(f"Cannot load {model_dir} for evaluation: {exc}") from exc
+
+
+def _metric(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def parse_task_results(raw: dict[str, Any], task: str) -> tuple[dict[str, MetricValue], int, int]:
+    """Pull one task's metrics out of `simple_evaluate`'s output.
+
+    Args:
+        raw: the dict `lm_eval.simple_evaluate` returned.
+        task: the task name.
+
+    Returns:
+        (metrics by name, documents evaluated, documents in the split).
+
+    Raises:
+        EvaluationError: the task is missing from the output.
+    """
+    try:
+        values = raw["results"][task]
+        higher = raw["higher_is_better"][task]
+        counts = raw["n-samples"][task]
+    except KeyError as exc:
+        raise EvaluationError(f"lm-eval returned no results for task {task}.", task=task) from exc
+    metrics: dict[str, MetricValue] = {}
+    for key, value in values.items():
+        name, _, _filter = key.partition(",")
+        if name in _SKIP_KEYS or name.endswith("_stderr"):
+            continue
+        number = _metric(value)
+        if number is None:
+            continue
+        stderr = _metric(values.get(f"{name}_stderr,{_filter}"))
+        metrics[name] = MetricValue(
+            value=number,
+            stderr=stderr if stderr is not None and math.isfinite(stderr) else None,
+            higher_is_better=bool(higher.get(name, True)),
+        )
+    return metrics, int(counts["effective"]), int(counts["original"])
+
+
+def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path) -> TaskResult:
+    """Evaluate one task with lm-eval (seeded: the same model gives the same numbers).
+
+    Args:
+        lm: the loaded model.
+        planned: the task, shots and limit.
+        data_dir: the data directory.
+
+    Returns:
+        The TaskResult (not cached).
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    config = planned.spec.to_lm_eval(data_dir=data_dir, num_fewshot=planned.num_fewshot)
+    started = time.perf_counter()
+    raw = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[config],
+        task_manager=TaskManager(include_defaults=False),
+        limit=planned.limit,
+        log_samples=False,
+        bootstrap_iters=100,
+        fewshot_random_seed=FEWSHOT_SEED,
+    )
+    if raw is None:
+        raise EvaluationError(f"lm-eval returned nothing for task {planned.spec.name}.", task=planned.spec.name)
+    metrics, n_samples, n_total = parse_task_results(raw, planned.spec.name)
+    return TaskResult(
+        task=planned.spec.name,
+        task_hash=planned.task_hash,
+        num_fewshot=planned.num_fewshot,
+        n_samples=n_samples,
+        n_total=n_total,
+        limit=planned.limit,
+        metrics=metrics,
+        duration_s=round(time.perf_counter() - started, 3),
+    )
+
+
+def evaluate_model(
+    model: ResolvedModel,
+    *,
+    suite: Suite,
+    suite_path: Path,
+    tasks_dir: Path,
+    data_dir: Path,
+    data_source: str,
+    limit: int | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    cache: ResultCache | None = None,
+) -> EvalRecord:
+    """Evaluate `model` on every task of `suite`, reusing cached task results.
+
+    Args:
+        model: the resolved model (local directory and identity).
+        suite: the suite.
+        suite_path: its file (recorded).
+        tasks_dir: where task configs live.
+        data_dir: the data directory.
+        data_source: how the data is named in the record (a path or `hub:<repo>@<sha>`).
+        limit: evaluate only the first N documents of each task (labelled in the record).
+        device: `auto`, `cpu`, `cuda` or `cuda:N`.
+        batch_size: lm-eval batch size.
+        cache: where results are looked up and stored; None disables caching.
+
+    Returns:
+        The EvalRecord.
+
+    Raises:
+        EvaluationError: a task config, the model or lm-eval failed.
+        DataNotFoundError: data files are missing.
+    """
+    started = time.perf_counter()
+    planned = plan_suite(suite, tasks_dir=tasks_dir, data_dir=data_dir, limit=limit)
+    version = lm_eval_version()
+    device = resolve_device(device)
+    lm: LM | None = None
+    results: list[TaskResult] = []
+    for item in planned:
+        key = cache_key(model_key=model.identity.key, task_hash=item.task_hash, num_fewshot=item.num_fewshot,
+                        limit=item.limit, lm_eval_version=version)
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            log.info("%s: cached result (%s)", item.spec.name, key[:12])
+            results.append(hit.model_copy(update={"cached": True}))
+            continue
+        if lm is None:
+            log.info("Loading %s on %s", model.path, device)
+            lm = load_lm(model.path, device=device, batch_size=batch_size)
+        log.info("%s: %d-shot, %s", item.spec.name, item.num_fewshot,
+                 f"limit {item.limit}" if item.limit else "all documents")
+        result = run_task(lm, item, data_dir=data_dir)
+        if cache is not None:
+            cache.put(key, result)
+        results.append(result)
+    return EvalRecord(
+        model=model.identity,
+        suite=str(suite_path),
+        language=suite.language,
+        data_source=data_source,
+        lm_eval_version=version,
+        device=device,
+        limit=limit,
+        duration_s=round(time.perf_counter() - started, 3),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tasks=tuple(results),
+    )

@@ -1,0 +1,86 @@
+"""Evaluation suites: `recipes/eval/<lang>.yaml` lists the tasks, shots and limits for a language."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from registry.errors import EvaluationError
+
+
+class SuiteTask(BaseModel):
+    """One task of a suite.
+
+    Attributes:
+        task: a task name from `recipes/tasks/` (the file stem).
+        num_fewshot: shots; None keeps the task config's own `num_fewshot`.
+        limit: evaluate only the first N documents (results are then labelled as limited).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    num_fewshot: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+
+
+class Suite(BaseModel):
+    """A language's evaluation suite.
+
+    Attributes:
+        language: the target language (FLORES code, e.g. `ben_Beng`).
+        description: one line for humans.
+        tasks: the tasks, in the order they run and are reported.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    language: str
+    description: str = ""
+    tasks: tuple[SuiteTask, ...] = Field(min_length=1)
+
+    @field_validator("language")
+    @classmethod
+    def _flores_code(cls, value: str) -> str:
+        lang, _, script = value.partition("_")
+        if not (len(lang) == 3 and lang.islower() and len(script) == 4 and script[0].isupper()):
+            raise ValueError(f"language must be a FLORES-200 code like ben_Beng, got {value!r}")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, value: tuple[SuiteTask, ...]) -> tuple[SuiteTask, ...]:
+        names = [t.task for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tasks listed twice: {', '.join(dupes)}")
+        return value
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and validate a suite file.
+
+    Args:
+        path: `recipes/eval/<lang>.yaml`.
+
+    Returns:
+        The Suite.
+
+    Raises:
+        EvaluationError: the file is missing, not YAML, or invalid (the message names the field).
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise EvaluationError(
+            f"Suite {path} does not exist; suites live in recipes/eval/<lang>.yaml.", suite=str(path)
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise EvaluationError(f"Suite {path} is not valid YAML: {exc}", suite=str(path)) from exc
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
+        raise EvaluationError(f"Suite {path} is invalid: {problems}", suite=str(path)) from exc

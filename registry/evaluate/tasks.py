@@ -1,0 +1,228 @@
+"""Our lm-eval task configs (`recipes/tasks/*.yaml`): load, resolve, hash.
+
+The files use lm-eval's task YAML schema with three additions our loader resolves (lm-eval's own
+loader cannot: its `!function` only imports modules beside the YAML file):
+- `include: _template.yaml` merges a template from the same folder (the file's keys win);
+- `!function registry.evaluate.mgsm.process_results` names a function by its dotted path, and
+  only functions inside `registry.evaluate` are accepted;
+- the string `$DATA_DIR` in any value is replaced by the data directory (a local copy of the
+  `../shared/data` layout, or the snapshot of the Hub dataset repo).
+Files whose name starts with `_` are templates, not tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registry.errors import DataNotFoundError, EvaluationError
+
+DATA_DIR_PLACEHOLDER = "$DATA_DIR"
+_FUNCTION_PREFIX = "registry.evaluate."
+_REQUIRED = ("task", "output_type", "doc_to_text", "doc_to_target", "test_split")
+_OUTPUT_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until", "multiple_choice")
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """A `!function` value: the dotted path of a function inside `registry.evaluate`."""
+
+    path: str
+
+    def resolve(self) -> Callable[..., Any]:
+        """Import and return the function.
+
+        Raises:
+            EvaluationError: the module or function does not exist.
+        """
+        module_name, _, attr = self.path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise EvaluationError(
+                f"Task config names !function {self.path}, which cannot be imported ({exc}); "
+                "use a function defined in registry.evaluate."
+            ) from exc
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader plus `!function` (dotted path, checked against the allowed prefix)."""
+
+
+def _function(loader: _Loader, node: yaml.Node) -> FunctionRef:
+    path = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    if not path.startswith(_FUNCTION_PREFIX):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"!function {path!r} is outside {_FUNCTION_PREFIX}*", node.start_mark
+        )
+    return FunctionRef(path)
+
+
+_Loader.add_constructor("!function", _function)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task config after `include` resolution, before `$DATA_DIR` substitution.
+
+    Attributes:
+        name: the lm-eval task name (`task:`), also the file stem.
+        path: the YAML file.
+        config: the merged config; `!function` values are `FunctionRef`s.
+    """
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+
+    def data_files(self) -> dict[str, str]:
+        """Split -> file, relative to the data directory (`$DATA_DIR/` stripped); {} for Hub data."""
+        files = (self.config.get("dataset_kwargs") or {}).get("data_files") or {}
+        prefix = DATA_DIR_PLACEHOLDER + "/"
+        return {split: f[len(prefix) :] for split, f in files.items() if isinstance(f, str) and f.startswith(prefix)}
+
+    def uses_local_data(self) -> bool:
+        """Whether the task reads files from the data directory (False: a Hub dataset like milic)."""
+        return bool(self.data_files())
+
+    def to_lm_eval(self, *, data_dir: Path, num_fewshot: int | None = None) -> dict[str, Any]:
+        """The config dict lm-eval's TaskManager builds a task from.
+
+        Args:
+            data_dir: where `$DATA_DIR` points.
+            num_fewshot: overrides the config's `num_fewshot` when given.
+
+        Returns:
+            A fresh dict with functions resolved and paths filled in.
+
+        Raises:
+            DataNotFoundError: a data file the task needs is missing.
+        """
+        for rel in self.data_files().values():
+            if not (data_dir / rel).is_file():
+                raise DataNotFoundError(
+                    f"Task {self.name} needs {data_dir / rel}, which does not exist; point --data-dir at a "
+                    "copy of the shared data layout (or --data-repo at a Hub dataset seeded with "
+                    "`registry hub seed-data`).",
+                    path=str(data_dir / rel),
+                    task=self.name,
+                )
+        config = _substitute(self.config, str(data_dir))
+        if num_fewshot is not None:
+            config["num_fewshot"] = num_fewshot
+        return config
+
+
+def _substitute(value: Any, data_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(DATA_DIR_PLACEHOLDER, data_dir)
+    if isinstance(value, FunctionRef):
+        return value.resolve()
+    if isinstance(value, dict):
+        return {k: _substitute(v, data_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, data_dir) for v in value]
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    except FileNotFoundError as exc:
+        raise EvaluationError(f"Task config {path} does not exist.", task=path.stem) from exc
+    except yaml.YAMLError as exc:
+        raise EvaluationError(f"Task config {path} is not valid YAML: {exc}", task=path.stem) from exc
+    if not isinstance(data, dict):
+        raise EvaluationError(f"Task config {path} must be a mapping, got {type(data).__name__}.", task=path.stem)
+    return data
+
+
+def load_task(path: Path) -> TaskSpec:
+    """Load and check one task config file.
+
+    Args:
+        path: `recipes/tasks/<task>.yaml`.
+
+    Returns:
+        The TaskSpec.
+
+    Raises:
+        EvaluationError: unreadable, bad include, missing keys, unknown output type, or a
+            `task:` that differs from the file stem.
+    """
+    data = _read_yaml(path)
+    include = data.pop("include", None)
+    if include is not None:
+        base = _read_yaml(path.parent / str(include))
+        if "include" in base:
+            raise EvaluationError(f"{path.parent / str(include)}: templates cannot include further templates.")
+        data = {**base, **data}
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise EvaluationError(f"Task config {path} lacks {', '.join(missing)}; see recipes/tasks/README.md.", task=path.stem)
+    if data["output_type"] not in _OUTPUT_TYPES:
+        raise EvaluationError(
+            f"Task config {path}: output_type {data['output_type']!r} is not one of {', '.join(_OUTPUT_TYPES)}.",
+            task=path.stem,
+        )
+    if data["task"] != path.stem:
+        raise EvaluationError(f"Task config {path} declares task {data['task']!r}; rename the file or the task to match.")
+    return TaskSpec(name=str(data["task"]), path=path, config=data)
+
+
+def find_task(name: str, *, tasks_dir: Path) -> TaskSpec:
+    """Load the task called `name` from `tasks_dir`.
+
+    Raises:
+        EvaluationError: no such task (the message lists the available ones).
+    """
+    path = tasks_dir / f"{name}.yaml"
+    if name.startswith("_") or not path.is_file():
+        raise EvaluationError(
+            f"Unknown task {name!r} (looked for {path}); available: {', '.join(list_tasks(tasks_dir)) or 'none'}.",
+            task=name,
+        )
+    return load_task(path)
+
+
+def list_tasks(tasks_dir: Path) -> list[str]:
+    """Names of every task config in `tasks_dir` (templates excluded), sorted."""
+    return sorted(p.stem for p in tasks_dir.glob("*.yaml") if not p.name.startswith("_"))
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, FunctionRef):
+        return f"!function {value.path}"
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def task_hash(spec: TaskSpec, *, data_dir: Path | None) -> str:
+    """A content hash of what the task measures: its merged config plus its data files' bytes.
+
+    The data directory's location is not part of it (the config is hashed before `$DATA_DIR` is
+    filled in), so the same data served locally or from the Hub gives the same hash.
+
+    Args:
+        spec: the task.
+        data_dir: where its data files are; None hashes the config alone (Hub-served tasks).
+
+    Returns:
+        A sha256 hex digest.
+    """
+    digest = hashlib.sha256(json.dumps(_canonical(spec.config), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    if data_dir is not None:
+        for split, rel in sorted(spec.data_files().items()):
+            digest.update(f"\0{split}\0{rel}\0".encode())
+            digest.update(hashlib.sha256((data_dir / rel).read_bytes()).digest())
+    return digest.hexdigest()
