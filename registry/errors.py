@@ -76,6 +76,14 @@ class HubConflictError(HubError):
     """A concurrent write moved the branch (parent commit mismatch) or the entry already exists."""
 
 
+class HubEntryNotFoundError(HubError, FileNotFoundError):
+    """The repository and revision exist but the file or folder does not. Fields: `path`."""
+
+
+class HubUnavailableError(HubError, ConnectionError):
+    """The Hub endpoint cannot be reached (server down, wrong URL, offline mode)."""
+
+
 # -- the catalog (registry entries) ---------------------------------------------------------
 class CatalogError(RegistryError, ValueError):
     """An entry cannot be added, found or verified. Fields: `entry_id`, `repo_id`."""
