@@ -1,9 +1,95 @@
-"""Placeholder: this command group is being built (see the issues)."""
+"""`registry merge`: run a recipe (a mergekit-style YAML) into a model directory."""
 
 from __future__ import annotations
 
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from registry.cli._state import cli_state, stderr_console
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("merge")(merge)
+
+
+def merge(
+    ctx: typer.Context,
+    recipe: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The recipe YAML (mergekit-style).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", file_okay=True, help="Output model directory (must not exist).")
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where to compute (fp32); auto picks CUDA when present.")] = Device.auto,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and run every check (headers, NaN/Inf scan), compute nothing.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe value, e.g. --set parameters.slack=0.1 (repeatable).",
+                     show_default=False),
+    ] = None,
+    shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.")] = "5GB",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result (or plan) as JSON.")] = False,
+) -> None:
+    """Merge the models of RECIPE into --out (safetensors shards, config, tokenizer, report, model card).
+
+    Inputs are local directories or Hub repo ids (`org/name@revision`, downloaded with HF_ENDPOINT and
+    HF_TOKEN). Every compatibility check runs before any compute; a failure leaves nothing at --out.
+    """
+    from registry.io.writer import parse_size
+    from registry.merge.engine import check_output, resolve_device, run_merge
+    from registry.merge.plan import plan_merge, scan_inputs
+    from registry.recipe import load_recipe
+
+    state = cli_state(ctx)
+    console = stderr_console()
+    if out is None and not dry_run:
+        raise typer.BadParameter("--out is required (unless --dry-run)", param_hint="--out")
+    parsed = load_recipe(recipe, overrides=list(set_ or ()))
+    parse_size(shard_size)
+    if out is not None:
+        check_output(out, overwrite=overwrite)
+    if dry_run:
+        plan = plan_merge(parsed, offline=True)
+        if plan.complete:
+            scan_inputs(plan, progress=state.progress)
+        for line in plan.skipped:
+            console.print(f"[yellow]Skipped:[/] {line}")
+        if json_output:
+            typer.echo(json.dumps({
+                "recipe": str(recipe), "recipe_hash": parsed.recipe_hash(), "complete": plan.complete,
+                "skipped": plan.skipped, "warnings": plan.warnings,
+                "inputs": [{"ref": s.ref, "path": str(s.path) if s.path else None, "commit": s.commit}
+                           for s in plan.sources],
+                "tensors": len(plan.tensors), "parameters": sum(t.numel for t in plan.tensors),
+            }, indent=2))
+        else:
+            typer.echo(plan.describe())
+            verdict = "every check passed" if plan.complete else "recipe valid; remote checks skipped"
+            console.print(f"Dry run: {verdict}; nothing was computed or written.")
+        return
+    resolve_device(device.value)
+    plan = plan_merge(parsed)
+    for line in plan.warnings:
+        console.print(f"[yellow]Warning:[/] {line}")
+    result = run_merge(plan, out=out, device=device.value, shard_size=shard_size,  # type: ignore[arg-type]
+                       overwrite=overwrite, progress=state.progress)
+    console.print(f"Merged on {result.device} in {result.seconds:.1f} s")
+    if json_output:
+        typer.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
+                               "totals": result.report.to_dict()["totals"],
+                               "shares": result.report.to_dict()["shares"]}, indent=2))
+    else:
+        typer.echo(result.report.summary())
+        typer.echo(str(result.out))

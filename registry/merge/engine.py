@@ -1,0 +1,270 @@
+"""The merge engine: stream one output tensor at a time through a method and into shards.
+
+Three stages overlap: a reader thread loads the next tensors' inputs (pread releases the GIL), the
+calling thread computes in fp32 on the chosen device, and a writer thread puts the previous result
+at its place in its shard. Peak memory is the inputs of about three tensors plus the method's
+working set. Everything is written to a temporary directory beside `out` and renamed at the end;
+any failure (or Ctrl-C) removes it, so no half-written output ever exists at `out`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.errors import MergeError, OutputExistsError
+from registry.io.checkpoint import Checkpoint, open_checkpoint
+from registry.io.writer import ShardedWriter, parse_size
+from registry.merge.plan import MergePlan, TensorPlan, check_finite, check_same_base
+from registry.merge.report import MergeReport
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+_PREFETCH = 2  # tensors read ahead of the one being computed
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a merge produced."""
+
+    out: Path
+    files: list[Path]
+    report: MergeReport
+    device: str
+    seconds: float
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` when available, else `cpu`; `cuda` without a GPU is an error.
+
+    Raises:
+        MergeError: `cuda` asked for but not available, or an unknown device name.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MergeError("--device cuda: no CUDA device is available; use --device cpu or auto", device=device)
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise MergeError(f"--device {device!r}: write auto, cpu or cuda", device=device)
+    return device
+
+
+def check_output(out: Path, *, overwrite: bool) -> None:
+    """Refuse an existing output path unless `overwrite`.
+
+    Raises:
+        OutputExistsError: `out` exists and `overwrite` is False.
+    """
+    if out.exists() and not overwrite:
+        raise OutputExistsError(
+            f"output {out} already exists; choose another --out or pass --overwrite to replace it", path=str(out)
+        )
+
+
+def run_merge(
+    plan: MergePlan,
+    *,
+    out: Path,
+    device: str = "auto",
+    shard_size: int | str = "5GB",
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_files: dict[str, str] | None = None,
+) -> MergeResult:
+    """Run a planned merge and write the output directory atomically.
+
+    Args:
+        plan: from `plan_merge(recipe)` (every input resolved).
+        out: the output directory (must not exist unless `overwrite`).
+        device: auto | cpu | cuda.
+        shard_size: the most bytes per safetensors shard (`5GB`, `500MB`, bytes).
+        overwrite: replace an existing `out`.
+        progress: show a progress bar on stderr.
+        extra_files: more files to write into the output (name -> text), e.g. the model card.
+
+    Returns:
+        The files written, the diagnostics report, the device and the wall time.
+
+    Raises:
+        OutputExistsError, MergeError, CompatibilityError, CheckpointError.
+    """
+    from registry.merge.methods import get_method
+
+    started = time.monotonic()
+    out = Path(out)
+    check_output(out, overwrite=overwrite)
+    if not plan.complete:
+        raise MergeError(f"the plan is incomplete ({plan.skipped[0]}); plan without offline mode to merge")
+    dev = resolve_device(device)
+    spec = get_method(plan.recipe.merge_method)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    ckpts: list[Checkpoint] = []
+    writer: ShardedWriter | None = None
+    try:
+        ckpts = [open_checkpoint(s.path) for s in plan.sources]  # type: ignore[arg-type]
+        check_same_base(plan, ckpts)
+        writer = ShardedWriter(tmp, [(t.name, t.dtype, t.shape) for t in plan.tensors],
+                               shard_size=parse_size(shard_size))
+        stream = _Stream(plan, ckpts, spec, dev)
+        report = stream.run(writer, progress=progress)
+        files = writer.close()
+        writer = None
+        from registry.merge.outputs import write_side_files
+
+        write_side_files(plan, tmp, report=report, extra_files=extra_files or {})
+        _publish(tmp, out)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for ckpt in ckpts:
+            ckpt.close()
+    files = [out / f.name for f in files]
+    return MergeResult(out=out, files=files, report=report, device=dev, seconds=time.monotonic() - started)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, trash)
+        os.rename(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink()
+    else:
+        os.rename(tmp, out)
+
+
+class _Stream:
+    """Reads, computes and writes the planned tensors with the three stages overlapped."""
+
+    def __init__(self, plan: MergePlan, ckpts: list[Checkpoint], spec: Any, device: str) -> None:
+        recipe = plan.recipe
+        self.plan, self.ckpts, self.spec, self.device = plan, ckpts, spec, device
+        self.weights = list(recipe.weights())
+        self.densities = list(recipe.densities())
+        params = recipe.parameters
+        self.normalize = spec.default_normalize if params.normalize is None else params.normalize
+        self.lambda_ = spec.default_lambda if params.lambda_ is None else params.lambda_
+        self.protect = list(recipe.protected_indices())
+        self.extra: dict[str, Any] = {}
+        if "protect" in spec.extra_parameters:
+            self.extra["protect"] = self.protect
+        if recipe.merge_method == "ties_sv":
+            self.extra["slack"] = params.slack or 0.0
+        self.model_scope = recipe.merge_method == "ties_sv" and params.slack_scope == "model" and bool(params.slack)
+        self.needed = sorted({*([plan.base_index] if plan.base_index is not None else []), *plan.input_indices,
+                              *{t.extra_from for t in plan.tensors if t.extra_from is not None}})
+
+    def _load(self, t: TensorPlan) -> dict[int, torch.Tensor]:
+        return {i: self.ckpts[i].read(t.name) for i in self.needed}
+
+    def _prepare(self, t: TensorPlan, raw: dict[int, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        import torch
+
+        rows = t.shared_rows
+        fp32: dict[int, torch.Tensor] = {}
+        for i in [*([self.plan.base_index] if self.plan.base_index is not None else []), *self.plan.input_indices]:
+            if i in fp32:
+                continue
+            x = raw[i]
+            if rows is not None:
+                x = x[:rows]
+            x = x.to(self.device, non_blocking=True).to(torch.float32)
+            check_finite(x, model=self.plan.sources[i].ref, name=t.name)
+            fp32[i] = x
+        base = fp32[self.plan.base_index] if self.plan.base_index is not None else None
+        return [fp32[i] for i in self.plan.input_indices], base
+
+    def _stages(self, progress: bool, desc: str):  # type: ignore[no-untyped-def]
+        """Yield (tensor plan, raw inputs) with reads running ahead on a thread."""
+        from registry.progress import progress_bar
+
+        tensors = self.plan.tensors
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-read") as reader:
+            pending: deque[Future[dict[int, torch.Tensor]]] = deque()
+            submitted = 0
+            bar = progress_bar(total=sum(t.numel for t in tensors), desc=desc, unit="param",
+                               unit_scale=True, enabled=progress)
+            try:
+                for t in tensors:
+                    while submitted < len(tensors) and len(pending) < _PREFETCH:
+                        pending.append(reader.submit(self._load, tensors[submitted]))
+                        submitted += 1
+                    yield t, pending.popleft().result()
+                    bar.update(t.numel)
+            finally:
+                for fut in pending:
+                    fut.cancel()
+                bar.close()
+
+    def _model_cuts(self, progress: bool) -> dict[str, list[Any]]:
+        from registry.merge.methods.ties_sv import conflict_margins, plan_model_slack
+
+        cuts: dict[str, list[Any]] = {t.name: [] for t in self.plan.tensors}
+        for step in range(len(self.protect)):
+            margins = []
+            for t, raw in self._stages(progress, f"slack scan {step + 1}/{len(self.protect)}"):
+                inputs, base = self._prepare(t, raw)
+                found = conflict_margins(inputs, base, weights=self.weights, densities=self.densities,
+                                         protect=self.protect, cuts=cuts[t.name])
+                margins.append((t.name, found.cpu()))
+            slack = plan_model_slack(margins, slack=self.extra["slack"])
+            for name in cuts:
+                cuts[name].append(slack.cuts[name])
+        return cuts
+
+    def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
+        import torch
+
+        from registry.merge.methods import TensorStats
+
+        labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
+        report = MergeReport(method=self.spec.name, inputs=labels,
+                             protected=self.protect if "protect" in self.spec.extra_parameters else [])
+        model_cuts = self._model_cuts(progress) if self.model_scope else None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
+            last: Future[None] | None = None
+            for t, raw in self._stages(progress, "merge"):
+                inputs, base = self._prepare(t, raw)
+                stats = TensorStats()
+                extra = dict(self.extra)
+                if model_cuts is not None:
+                    extra["cuts"] = model_cuts[t.name]
+                try:
+                    merged = self.spec.fn(inputs, base, weights=self.weights, densities=self.densities,
+                                          normalize=self.normalize, lambda_=self.lambda_, stats=stats, **extra)
+                except (ValueError, RuntimeError) as exc:
+                    raise MergeError(f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}",
+                                     tensor=t.name, method=self.spec.name) from exc
+                from registry.io.safetensors import torch_dtype
+
+                result = merged.to(torch_dtype(t.dtype))
+                if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
+                    tail = raw[t.extra_from][t.shared_rows:t.shape[0]].to(self.device).to(torch.float32)
+                    check_finite(tail, model=self.plan.sources[t.extra_from].ref, name=t.name)
+                    result = torch.cat([result, tail.to(result.dtype)])
+                result = result.cpu()
+                del merged, inputs, base, raw
+                report.add(t.name, stats)
+                if last is not None:
+                    last.result()
+                last = pool.submit(writer.write, t.name, result)
+            if last is not None:
+                last.result()
+        return report

@@ -1,0 +1,65 @@
+"""The files written beside the weights: config, generation config, tokenizer, recipe, report, card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from registry.card import CardInput, build_model_card, read_card_license
+from registry.merge.plan import MergePlan
+from registry.merge.report import MergeReport
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+)
+RECIPE_FILE = "mergeling_recipe.yaml"
+REPORT_FILE = "merge_report.json"
+
+
+def card_inputs(plan: MergePlan) -> list[CardInput]:
+    """The plan's sources as the model card lists them (role, Hub commit, license, language)."""
+    recipe = plan.recipe
+    roles = {m.model: (m.role or "input", m.language) for m in recipe.models}
+    out = []
+    for i, src in enumerate(plan.sources):
+        role, language = roles.get(src.ref, ("input", None))
+        if i == plan.base_index:
+            role = "base"
+        elif i not in plan.input_indices:
+            role = "tokenizer"
+        out.append(CardInput(ref=src.ref, role=role, revision=src.commit, repo_id=src.repo_id, license=read_card_license(src.path),
+                             language=language))
+    return out
+
+
+def write_side_files(plan: MergePlan, out: Path, *, report: MergeReport, extra_files: dict[str, str]) -> None:
+    """Write everything but the weights into `out` (deterministic content).
+
+    Args:
+        plan: the executed plan.
+        out: the (temporary) output directory.
+        report: the diagnostics.
+        extra_files: more files (name -> text) that win over the defaults (e.g. a custom README.md).
+    """
+    (out / "config.json").write_text(json.dumps(plan.config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    order = [plan.base_index, plan.tokenizer_index, *plan.input_indices]
+    for i in order:
+        if i is None:
+            continue
+        gen = plan.sources[i].path / "generation_config.json"  # type: ignore[operator]
+        if gen.is_file():
+            shutil.copyfile(gen, out / "generation_config.json")
+            break
+    tok_dir = plan.sources[plan.tokenizer_index].path
+    for name in TOKENIZER_FILES:
+        src = tok_dir / name  # type: ignore[operator]
+        if src.is_file():
+            shutil.copyfile(src, out / name)
+    (out / RECIPE_FILE).write_text(plan.recipe.to_yaml(), encoding="utf-8")
+    report.write(out / REPORT_FILE)
+    card = build_model_card(plan.recipe, card_inputs(plan), diagnostics=report.summary())
+    (out / "README.md").write_text(str(card), encoding="utf-8")
+    for name, text in extra_files.items():
+        (out / name).write_text(text, encoding="utf-8")

@@ -1,0 +1,376 @@
+"""Plan a merge: resolve the inputs, run every compatibility check, and list what to compute.
+
+Nothing here computes a merge. `plan_merge` reads configs and safetensors headers only;
+`scan_inputs` adds the checks that need tensor data (NaN/Inf, same base), which the engine also
+runs inline, before the output is moved into place. Hub inputs are fetched with
+`snapshot_download` (weights, config, tokenizer, generation config, README only); with
+`offline=True` (dry runs) only the local cache is used and unresolved inputs are reported as
+skipped instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.errors import CompatibilityError, HubError, HubRepoNotFoundError, HubRevisionNotFoundError
+from registry.io.checkpoint import Checkpoint, open_checkpoint
+from registry.io.safetensors import FLOAT_DTYPES
+
+if TYPE_CHECKING:
+    from registry.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+HUB_PATTERNS = [
+    "*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "config.json",
+    "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "*.model",
+    "vocab.json", "merges.txt", "chat_template.jinja", "README.md",
+]
+_ARCH_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads", "head_dim")
+_SAME_BASE_LIMIT = 1.0  # ||θ - θ0|| / ||θ0||: fine-tunes stay well below, unrelated inits are near √2
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One resolved input: the recipe reference and where its files are."""
+
+    ref: str
+    path: Path | None  # None: a Hub input that was not resolved (offline dry run)
+    repo_id: str | None = None
+    revision: str | None = None
+    commit: str | None = None  # the Hub commit actually used
+
+    @property
+    def label(self) -> str:
+        return self.ref
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One output tensor: name, output shape and dtype code, and how vocabulary rows combine."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    shared_rows: int | None = None  # vocab tensors: rows [0, shared_rows) merge ...
+    extra_from: int | None = None  # ... and the rest come from this source index (tokenizer model)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class MergePlan:
+    """Everything the engine needs. `sources[0]` is the base when the method has one."""
+
+    recipe: Recipe
+    sources: list[ModelSource]
+    base_index: int | None
+    input_indices: list[int]  # sources of the method's non-base inputs, in recipe order
+    tokenizer_index: int
+    tensors: list[TensorPlan] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # checks not run, with the reason
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when every input was resolved and every header-level check ran."""
+        return not self.skipped
+
+    def describe(self) -> str:
+        """A human summary of the plan (for `--dry-run`)."""
+        recipe = self.recipe
+        lines = [f"method: {recipe.merge_method}   dtype: {recipe.output_dtype() or 'as base'}"]
+        for i, src in enumerate(self.sources):
+            role = "base" if i == self.base_index else ("input" if i in self.input_indices else "tokenizer")
+            where = str(src.path) if src.path else "(not resolved)"
+            rev = f" @ {src.commit[:12]}" if src.commit else ""
+            lines.append(f"  {role:9s} {src.ref}{rev}  ->  {where}")
+        lines.append(f"  weights {list(recipe.weights())}  densities {list(recipe.densities())}")
+        if recipe.merge_method == "ties_sv":
+            p = recipe.parameters
+            lines.append(f"  slack {p.slack if p.slack is not None else 0.0}  scope {p.slack_scope or 'tensor'}"
+                         f"  protect {[recipe.merge_inputs()[i].model for i in recipe.protected_indices()]}")
+        if self.tensors:
+            total = sum(t.numel for t in self.tensors)
+            vocab = [t.name for t in self.tensors if t.extra_from is not None]
+            lines.append(f"  {len(self.tensors)} tensors, {total:,} parameters"
+                         + (f"; extended vocabulary in {', '.join(vocab)}" if vocab else ""))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [f"  skipped: {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def resolve_source(ref: str, *, offline: bool = False) -> ModelSource:
+    """Resolve a model reference: an existing local directory, else a Hub repo id (`org/name@rev`).
+
+    Args:
+        ref: the recipe's reference.
+        offline: use only the local Hub cache (no network); unresolved gives `path=None`.
+
+    Raises:
+        CompatibilityError: neither an existing directory nor a Hub repo id.
+        HubError: the Hub could not provide it (not found, no access, unreachable).
+    """
+    local = Path(ref).expanduser()
+    if local.is_dir():
+        return ModelSource(ref=ref, path=local.resolve())
+    repo_id, _, revision = ref.partition("@")
+    if ref.startswith((".", "/", "~")) or repo_id.count("/") != 1:
+        raise CompatibilityError(
+            f"model {ref!r}: no such directory (relative paths are resolved against {Path.cwd()}), and not a "
+            "Hub repo id (org/name); check the path", model=ref, reason="not found",
+        )
+    path, commit = _download(repo_id, revision or None, offline=offline)
+    return ModelSource(ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit)
+
+
+def _download(repo_id: str, revision: str | None, *, offline: bool) -> tuple[Path | None, str | None]:
+    # Kept small and isolated: the project's Hub wrapper (registry/hub.py) may take this over.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=offline,
+        )
+    except LocalEntryNotFoundError:
+        if offline:
+            return None, None
+        raise HubError(f"cannot reach the Hub for {repo_id} (check HF_ENDPOINT and your network)",
+                       repo_id=repo_id) from None
+    except RevisionNotFoundError:
+        raise HubRevisionNotFoundError(f"{repo_id}: revision {revision!r} not found; check the @revision",
+                                       repo_id=repo_id) from None
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise HubRepoNotFoundError(
+            f"{repo_id}: not found or no access ({type(exc).__name__}); check the id and set HF_TOKEN",
+            repo_id=repo_id) from None
+    except OSError as exc:
+        raise HubError(f"{repo_id}: download failed ({exc}); check HF_ENDPOINT and HF_TOKEN",
+                       repo_id=repo_id) from None
+    path = Path(folder)
+    return path, path.name if len(path.name) == 40 else None
+
+
+def plan_merge(recipe: Recipe, *, offline: bool = False) -> MergePlan:
+    """Resolve inputs and run every header-level compatibility check.
+
+    Args:
+        recipe: a validated recipe.
+        offline: dry-run mode: Hub inputs only from the local cache; missing ones are skipped.
+
+    Returns:
+        The plan; `plan.skipped` lists the checks that could not run.
+
+    Raises:
+        CompatibilityError, CheckpointError, HubError: the first problem found.
+    """
+    refs: list[str] = []
+    base_index = None
+    if recipe.base_model is not None:
+        refs.append(recipe.base_model)
+        base_index = 0
+    input_indices = []
+    for entry in recipe.merge_inputs():
+        if entry.model not in refs:
+            refs.append(entry.model)
+        input_indices.append(refs.index(entry.model))
+    tok_ref = recipe.tokenizer_model() or refs[0]
+    if tok_ref not in refs:
+        refs.append(tok_ref)
+    sources = [resolve_source(ref, offline=offline) for ref in refs]
+    plan = MergePlan(recipe=recipe, sources=sources, base_index=base_index, input_indices=input_indices,
+                     tokenizer_index=refs.index(tok_ref))
+    missing = [s.ref for s in sources if s.path is None]
+    if missing:
+        plan.skipped.append(
+            f"{', '.join(missing)} not in the local Hub cache: the recipe is valid, but architecture, tensor and "
+            "vocabulary checks were skipped (a real merge downloads the inputs and runs them first)"
+        )
+        return plan
+    checkpoints = [open_checkpoint(s.path) for s in sources]  # type: ignore[arg-type]
+    try:
+        _check_plan(plan, checkpoints)
+    finally:
+        for ckpt in checkpoints:
+            ckpt.close()
+    return plan
+
+
+def _check_plan(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
+    labels = [s.ref for s in plan.sources]
+    ref = plan.base_index if plan.base_index is not None else plan.input_indices[0]
+    ref_cfg = ckpts[ref].config
+    for i, ckpt in enumerate(ckpts):
+        for key in _ARCH_KEYS:
+            if ref_cfg.get(key) != ckpt.config.get(key):
+                raise CompatibilityError(
+                    f"{labels[i]} has {key}={ckpt.config.get(key)!r} but {labels[ref]} has {ref_cfg.get(key)!r}: "
+                    "different architectures cannot be merged; use fine-tunes of the same base",
+                    model=labels[i], reason=key,
+                )
+    ref_names = set(ckpts[ref].tensors)
+    for i, ckpt in enumerate(ckpts):
+        names = set(ckpt.tensors)
+        missing, extra = sorted(ref_names - names), sorted(names - ref_names)
+        if missing or extra:
+            tied = [ckpts[j].config.get("tie_word_embeddings") for j in (ref, i)]
+            hint = " (tied vs untied embeddings)" if tied[0] != tied[1] else ""
+            what = f"lacks {missing[0]!r}" if missing else f"has extra tensor {extra[0]!r}"
+            count = len(missing) + len(extra)
+            raise CompatibilityError(
+                f"{labels[i]} {what} compared with {labels[ref]}{hint} ({count} tensor names differ); "
+                "merge only checkpoints of the same architecture", model=labels[i], tensor=(missing or extra)[0],
+            )
+    vocab = [c.config.get("vocab_size") for c in ckpts]
+    out_dtype = plan.recipe.output_dtype()
+    from registry.io.safetensors import dtype_code
+
+    for name in sorted(ref_names):
+        infos = [c.tensors[name] for c in ckpts]
+        for i, info in enumerate(infos):
+            if info.dtype not in FLOAT_DTYPES:
+                raise CompatibilityError(
+                    f"{labels[i]}: tensor {name!r} has dtype {info.dtype}; only float tensors (F32, F16, BF16, F64) "
+                    "can be merged; dequantize the checkpoint first", model=labels[i], tensor=name,
+                )
+        code = dtype_code(_torch_dtype(out_dtype)) if out_dtype else infos[ref].dtype
+        shapes = [info.shape for info in infos]
+        if all(s == shapes[ref] for s in shapes):
+            plan.tensors.append(TensorPlan(name, shapes[ref], code))
+            continue
+        is_vocab = all(len(s) == len(shapes[ref]) and s[1:] == shapes[ref][1:] and s[0] == vocab[i]
+                       for i, s in enumerate(shapes))
+        if not is_vocab:
+            bad = next(i for i, s in enumerate(shapes) if s != shapes[ref])
+            raise CompatibilityError(
+                f"tensor {name!r}: {labels[bad]} has shape {list(shapes[bad])} but {labels[ref]} has "
+                f"{list(shapes[ref])}; merge only checkpoints of the same architecture", model=labels[bad], tensor=name,
+            )
+        tok = plan.tokenizer_index
+        used = [plan.base_index] if plan.base_index is not None else []
+        used += plan.input_indices
+        shared = min(shapes[i][0] for i in used + [tok])
+        rows = shapes[tok][0]
+        dropped = [labels[i] for i in used if shapes[i][0] > rows]
+        if dropped:
+            plan.warnings.append(f"{name}: rows beyond {rows} of {', '.join(dropped)} are dropped "
+                                 f"(the tokenizer of {labels[tok]} has no ids for them)")
+        plan.tensors.append(TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok))
+    _finish_config(plan, ckpts)
+
+
+def _finish_config(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
+    ref = plan.base_index if plan.base_index is not None else plan.input_indices[0]
+    config = dict(ckpts[ref].config)
+    vocab_rows = [t.shape[0] for t in plan.tensors if t.extra_from is not None]
+    if vocab_rows:
+        config["vocab_size"] = vocab_rows[0]
+    out_dtype = plan.recipe.output_dtype()
+    if out_dtype:
+        config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = out_dtype
+    config.pop("_name_or_path", None)
+    plan.config = config
+    tok_path = plan.sources[plan.tokenizer_index].path
+    size = tokenizer_size(tok_path) if tok_path else None
+    if size is not None and size > config.get("vocab_size", size):
+        raise CompatibilityError(
+            f"the tokenizer of {plan.sources[plan.tokenizer_index].ref} has {size} ids but the merged embedding has "
+            f"{config['vocab_size']} rows; set tokenizer_source to the model whose vocabulary matches",
+            model=plan.sources[plan.tokenizer_index].ref, reason="vocabulary",
+        )
+
+
+def tokenizer_size(path: Path) -> int | None:
+    """The number of ids of a `tokenizer.json` (vocab + added tokens), or None without one."""
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        ids = set((data.get("model") or {}).get("vocab", {}).values())
+        ids |= {t["id"] for t in data.get("added_tokens") or []}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return (max(ids) + 1) if ids else None
+
+
+def scan_inputs(plan: MergePlan, *, progress: bool = False) -> None:
+    """The data checks: no NaN/Inf in any input tensor, and every input is a fine-tune of the base.
+
+    Raises:
+        CompatibilityError: names the model and tensor.
+    """
+    from registry.progress import progress_bar
+
+    paths = [s.path for s in plan.sources]
+    if any(p is None for p in paths):
+        return
+    ckpts = [open_checkpoint(p) for p in paths]  # type: ignore[arg-type]
+    try:
+        for t in progress_bar(plan.tensors, desc="scan", unit="tensor", enabled=progress):
+            for i, ckpt in enumerate(ckpts):
+                check_finite(ckpt.read(t.name), model=plan.sources[i].ref, name=t.name)
+        check_same_base(plan, ckpts)
+    finally:
+        for ckpt in ckpts:
+            ckpt.close()
+
+
+def check_finite(tensor: Any, *, model: str, name: str) -> None:
+    """Refuse a tensor holding NaN or Inf.
+
+    Raises:
+        CompatibilityError: names the model, the tensor and how many entries are bad.
+    """
+    import torch
+
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise CompatibilityError(
+            f"{model}: tensor {name!r} holds {bad} NaN/Inf values; the checkpoint is corrupt or diverged, "
+            "use another checkpoint", model=model, tensor=name, reason="nan",
+        )
+
+
+def check_same_base(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
+    """Each input must be close to the base on one probe matrix (fine-tunes are; unrelated models are not).
+
+    Raises:
+        CompatibilityError: an input that does not look like a fine-tune of the base.
+    """
+    if plan.base_index is None:
+        return
+    probes = [t for t in plan.tensors if len(t.shape) == 2 and t.extra_from is None]
+    if not probes:
+        return
+    probe = min(probes, key=lambda t: (t.numel, t.name))
+    base = ckpts[plan.base_index].read(probe.name).float()
+    norm = float(base.norm()) or 1.0
+    for i in plan.input_indices:
+        distance = float((ckpts[i].read(probe.name).float() - base).norm()) / norm
+        if distance > _SAME_BASE_LIMIT:
+            raise CompatibilityError(
+                f"{plan.sources[i].ref} does not look like a fine-tune of {plan.sources[plan.base_index].ref}: "
+                f"on {probe.name} it differs by {distance:.2f}x the base's norm (fine-tunes stay below "
+                f"{_SAME_BASE_LIMIT}); set base_model to the model it was trained from",
+                model=plan.sources[i].ref, tensor=probe.name, reason="base",
+            )
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)

@@ -1,0 +1,435 @@
+"""Merge recipes: mergekit-style YAML plus a few Mergeling keys, validated by pydantic.
+
+A plain mergekit config for `linear`, `task_arithmetic` or `ties` loads unchanged. mergekit
+features we do not implement (slices, modules, gradients, filters, LoRA references, `union`
+tokenizers, `chat_template`, ...) are refused by name, never ignored. Every error is a
+`RecipeError` naming the dotted field, the bad value and what to write instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from registry.errors import RecipeError, UnknownMethodError, UnsupportedFeatureError
+
+Role = Literal["ct", "sft", "base"]
+# Method ids and what each accepts; kept beside the methods' own registry and checked against it
+# in `load_recipe` (an unknown id there is refused with the list of valid ids).
+_NEEDS_DENSITY = {"ties", "ties_sv"}
+_HAS_LAMBDA = {"task_arithmetic", "ties", "ties_sv"}
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+# mergekit keys we know but do not implement: refused with these explanations.
+_UNSUPPORTED_TOP = {
+    "slices": "layer slices (frankenmerges) are not supported; list whole models under `models:`",
+    "modules": "per-module configurations are not supported; list whole models under `models:`",
+    "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
+    "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
+}
+_UNSUPPORTED_PARAMS = {
+    "rescale": "DARE rescaling", "epsilon": "DELLA", "gamma": "magnitude outliers", "t": "SLERP",
+    "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock", "lambda_": None,
+}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class ModelParameters(_Frozen):
+    """Per-input parameters (`models[].parameters`)."""
+
+    weight: float | None = None
+    density: float | None = None
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_finite(cls, value: float | None) -> float | None:
+        if value is not None and not _finite(value):
+            raise ValueError("weight must be a finite number, e.g. 1.0")
+        return value
+
+    @field_validator("density")
+    @classmethod
+    def _density_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError("density is the kept fraction: write a number in (0, 1], e.g. 0.2")
+        return value
+
+
+class GlobalParameters(ModelParameters):
+    """Top-level `parameters`: method options, plus defaults for `weight`/`density` (mergekit)."""
+
+    normalize: bool | None = None
+    lambda_: float | None = Field(default=None, alias="lambda")
+    int8_mask: bool | None = None  # mergekit memory option; no effect on results, accepted
+    slack: float | None = None
+    slack_scope: Literal["tensor", "model"] | None = None
+    protect: tuple[str, ...] | None = None
+
+    @field_validator("slack")
+    @classmethod
+    def _slack_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError("slack is a fraction of the conflicts: write a number in [0, 1], e.g. 0.05")
+        return value
+
+    @field_validator("lambda_")
+    @classmethod
+    def _lambda_finite(cls, value: float | None) -> float | None:
+        if value is not None and not _finite(value):
+            raise ValueError("lambda must be a finite number, e.g. 1.0")
+        return value
+
+
+class ModelEntry(_Frozen):
+    """One input (`models[]`): a local path or Hub repo id with optional `@revision`."""
+
+    model: str = Field(min_length=1)
+    role: Role | None = None
+    language: str | None = None
+    parameters: ModelParameters = ModelParameters()
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        return _check_reference(value)
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", value):
+            raise ValueError("language is a FLORES-style code: write e.g. ben_Beng or khk_Cyrl")
+        return value
+
+
+class MergelingBlock(_Frozen):
+    """The `mergeling:` block: what the registry and the bot need."""
+
+    output_repo: str | None = None
+    eval_suite: str | None = None
+
+    @field_validator("output_repo")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        if value is not None and not _REPO_ID.match(value):
+            raise ValueError("output_repo is a Hub repo id: write e.g. my-org/Llama-2-7b-ben-ties-sv")
+        return value
+
+
+class Recipe(_Frozen):
+    """A validated merge recipe."""
+
+    merge_method: str
+    base_model: str | None = None
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
+    parameters: GlobalParameters = GlobalParameters()
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    mergeling: MergelingBlock = MergelingBlock()
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_ref(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reference(value)
+
+    @field_validator("dtype", "out_dtype")
+    @classmethod
+    def _dtype_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value not in _DTYPES:
+            raise ValueError("dtype must be one of float32, bfloat16, float16")
+        return _DTYPES[value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        method = self.merge_method
+        needs_base = method != "linear"
+        if needs_base and self.base_model is None:
+            raise ValueError(f"{method} needs `base_model:`; add the model the inputs were fine-tuned from")
+        if len(self.merge_inputs()) < (1 if needs_base else 2):
+            raise ValueError(f"{method} needs at least {1 if needs_base else 2} input models besides the base")
+        if method not in _NEEDS_DENSITY:
+            if self.parameters.density is not None or any(m.parameters.density is not None for m in self.models):
+                raise ValueError(f"density is not used by {method}; remove it or use merge_method: ties")
+        if method not in _HAS_LAMBDA and self.parameters.lambda_ is not None:
+            raise ValueError(f"lambda is not used by {method}; remove it")
+        if method != "ties_sv":
+            for key in ("slack", "slack_scope", "protect"):
+                if getattr(self.parameters, key) is not None:
+                    raise ValueError(f"{key} is a ties_sv parameter; remove it or use merge_method: ties_sv")
+        else:
+            refs = [m.model for m in self.merge_inputs()]
+            for ref in self.parameters.protect or ():
+                if ref not in refs:
+                    raise ValueError(f"protect lists {ref!r}, which is not an input; write one of {refs}")
+            if not self.protected_indices():
+                raise ValueError("ties_sv protects the SFT model: give it `role: sft` or list it in parameters.protect")
+        self.tokenizer_model()
+        return self
+
+    # -- derived views -------------------------------------------------------------------
+    def merge_inputs(self) -> tuple[ModelEntry, ...]:
+        """The non-base inputs in recipe order (an entry equal to `base_model` is the base)."""
+        if self.merge_method == "linear":
+            return self.models
+        return tuple(m for m in self.models if m.model != self.base_model and m.role != "base")
+
+    def protected_indices(self) -> tuple[int, ...]:
+        """Indices into `merge_inputs()` of the protected models (ties_sv), in listed order."""
+        inputs = self.merge_inputs()
+        if self.parameters.protect is not None:
+            return tuple(next(i for i, m in enumerate(inputs) if m.model == ref) for ref in self.parameters.protect)
+        return tuple(i for i, m in enumerate(inputs) if m.role == "sft")
+
+    def weights(self) -> tuple[float, ...]:
+        """Per-input weight: the model's own, else the top-level default, else 1.0."""
+        default = self.parameters.weight if self.parameters.weight is not None else 1.0
+        return tuple(m.parameters.weight if m.parameters.weight is not None else default for m in self.merge_inputs())
+
+    def densities(self) -> tuple[float, ...]:
+        """Per-input density: the model's own, else the top-level default, else 1.0 (mergekit)."""
+        default = self.parameters.density if self.parameters.density is not None else 1.0
+        return tuple(
+            m.parameters.density if m.parameters.density is not None else default for m in self.merge_inputs()
+        )
+
+    def output_dtype(self) -> str | None:
+        """The output dtype name, or None to keep each tensor's dtype from the base."""
+        return self.out_dtype or self.dtype
+
+    def tokenizer_model(self) -> str | None:
+        """The model reference whose tokenizer (and extra vocabulary rows) the output uses."""
+        source = self.tokenizer_source
+        if source in (None, "base"):
+            return self.base_model or self.models[0].model
+        if source in ("ct", "sft"):
+            matches = [m.model for m in self.models if m.role == source]
+            if len(matches) != 1:
+                raise ValueError(
+                    f"tokenizer_source: {source} needs exactly one input with role {source} (found {len(matches)});"
+                    " name the model instead, e.g. tokenizer_source: " + (matches[0] if matches else "<model>")
+                )
+            return matches[0]
+        refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])
+        if source not in refs:
+            raise ValueError(f"tokenizer_source must be base, ct, sft or one of the inputs {refs}")
+        return source
+
+    def languages(self) -> tuple[str, ...]:
+        """Target languages of the CT inputs, in recipe order, without repeats."""
+        return tuple(dict.fromkeys(m.language for m in self.models if m.language))
+
+    def to_yaml(self) -> str:
+        """Canonical YAML of the recipe (defaults left out)."""
+        return yaml.safe_dump(self.canonical(), sort_keys=False, allow_unicode=True)
+
+    def canonical(self) -> dict[str, Any]:
+        """The recipe as plain data, defaults left out, aliases used (`lambda`)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+
+    def recipe_hash(self) -> str:
+        """sha256 of the canonical JSON: equal recipes hash equal, whatever the YAML layout."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_recipe(path: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: the YAML file.
+        overrides: `dotted.key=value` strings (values parsed as YAML), applied before validation;
+            list items by index, e.g. `models.0.parameters.density=0.3`.
+
+    Returns:
+        The validated recipe.
+
+    Raises:
+        RecipeError: unreadable file, bad YAML, bad override or invalid content (names the field).
+        UnknownMethodError: `merge_method` is not a Mergeling method.
+        UnsupportedFeatureError: a mergekit feature Mergeling does not implement.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}; check the path", path=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({exc}); fix the syntax", path=str(path)) from None
+    return parse_recipe(data, overrides=overrides, source=str(path))
+
+
+def parse_recipe(data: Any, *, overrides: list[str] | tuple[str, ...] = (), source: str = "<recipe>") -> Recipe:
+    """Validate recipe data (already parsed YAML); see `load_recipe`."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with merge_method, models, ...", path=source)
+    data = json.loads(json.dumps(data, default=str))  # deep copy, dates as strings
+    for item in overrides:
+        _apply_override(data, item, source)
+    _refuse_unsupported(data, source)
+    method = data.get("merge_method")
+    if isinstance(method, str):
+        from registry.merge.methods import METHODS
+
+        if method not in METHODS:
+            raise UnknownMethodError(
+                f"{source}: merge_method {method!r} is unknown; write one of {', '.join(sorted(METHODS))}",
+                path=source, field="merge_method", value=method, method=method, valid=sorted(METHODS),
+            )
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _recipe_error(exc, data, source) from None
+
+
+def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item!r}: write key=value, e.g. parameters.slack=0.1", path=source, value=item)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RecipeError(
+                    f"--set {item!r}: {'.'.join(parts[:i]) or 'recipe'} is a list of {len(node)}; "
+                    f"use an index 0..{len(node) - 1}", path=source, field=key, value=part,
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise RecipeError(
+                f"--set {item!r}: {'.'.join(parts[:i])} is a value, not a mapping; set it directly",
+                path=source, field=key, value=item,
+            )
+
+
+def _refuse_unsupported(data: dict[str, Any], source: str) -> None:
+    for key, why in _UNSUPPORTED_TOP.items():
+        if key in data:
+            raise UnsupportedFeatureError(f"{source}: `{key}`: {why}", path=source, field=key, value=data[key])
+    if data.get("tokenizer_source") == "union":
+        raise UnsupportedFeatureError(
+            f"{source}: tokenizer_source: union (merged vocabularies) is not supported; "
+            "write base, ct, sft or a model reference", path=source, field="tokenizer_source", value="union",
+        )
+    blocks: list[tuple[str, Any]] = [("parameters", data.get("parameters"))]
+    models = data.get("models")
+    if isinstance(models, list):
+        for i, entry in enumerate(models):
+            if isinstance(entry, dict):
+                blocks.append((f"models.{i}.parameters", entry.get("parameters")))
+                ref = entry.get("model")
+                if isinstance(ref, str) and "+" in ref:
+                    raise UnsupportedFeatureError(
+                        f"{source}: models.{i}.model = {ref!r}: LoRA references (model+lora) are not supported; "
+                        "merge the adapter into the model first (peft merge_and_unload) and give its path",
+                        path=source, field=f"models.{i}.model", value=ref,
+                    )
+    for where, params in blocks:
+        if not isinstance(params, dict):
+            continue
+        for name, value in params.items():
+            field = f"{where}.{name}"
+            if name in _UNSUPPORTED_PARAMS and _UNSUPPORTED_PARAMS[name]:
+                raise UnsupportedFeatureError(
+                    f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter; Mergeling implements "
+                    "linear, task_arithmetic, ties and ties_sv only; remove it", path=source, field=field, value=value,
+                )
+            if name == "protect":
+                continue
+            if isinstance(value, list):
+                raise UnsupportedFeatureError(
+                    f"{source}: {field} = {value!r}: gradient (list) parameter values are not supported; "
+                    "write one number", path=source, field=field, value=value,
+                )
+            if isinstance(value, dict):
+                raise UnsupportedFeatureError(
+                    f"{source}: {field} = {value!r}: conditional parameters (filter/value) are not supported; "
+                    "write one number", path=source, field=field, value=value,
+                )
+
+
+def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> RecipeError:
+    messages = []
+    first_field, first_value = "", None
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "recipe"
+        value = err.get("input")
+        kind = err["type"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            valid = _valid_keys(loc[:-1])
+            msg = f"unknown key `{loc[-1]}`" + (f" in {parent}" if parent else "") + f"; valid keys: {', '.join(valid)}"
+            text = msg
+        elif kind == "missing":
+            text = f"{field}: required; add it (see recipes/demo-tiny.yaml for an example)"
+        elif kind == "literal_error":
+            text = f"{field} = {value!r}: {msg}"
+        else:
+            text = f"{field} = {_short(value)}: {msg}" if loc else msg
+        if not messages:
+            first_field, first_value = field, value
+        messages.append(text)
+    body = "; ".join(messages[:3]) + (f" (and {len(messages) - 3} more)" if len(messages) > 3 else "")
+    return RecipeError(f"{source}: {body}", path=source, field=first_field, value=first_value)
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        if part.isdigit():
+            continue
+        annotation = model.model_fields[part].annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        found = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if found is None:
+            return []
+        model = found
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
+def _check_reference(value: str) -> str:
+    if value.count("@") > 1:
+        raise ValueError("a model reference has at most one @revision: write org/name@main or a local path")
+    if value.endswith("@"):
+        raise ValueError("empty @revision: write org/name@<branch, tag or commit> or drop the @")
+    return value
