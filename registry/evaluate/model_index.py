@@ -29,14 +29,15 @@ def _dataset(task: TaskResult) -> tuple[str, str, str, str]:
     return task_type, dataset_type, dataset_name, config
 
 
-def to_eval_results(record: EvalRecord, *, source_name: str = "Mergeling registry eval",
-                    source_url: str | None = None) -> list[EvalResult]:
+def to_eval_results(record: EvalRecord, *, source_url: str | None = None,
+                    source_name: str = "Mergeling registry eval") -> list[EvalResult]:
     """One EvalResult per (task, metric) of `record`.
 
     Args:
         record: a results record.
-        source_name: shown as the source of the numbers.
-        source_url: a link to the results file or run, if any.
+        source_url: a link to the results file or run; the card names a source only with one
+            (huggingface_hub requires both or neither).
+        source_name: the source's name, used with `source_url`.
 
     Returns:
         The EvalResults, in record order.
@@ -64,7 +65,7 @@ def to_eval_results(record: EvalRecord, *, source_name: str = "Mergeling registr
                     metric_type=metric,
                     metric_value=round(mv.value, 6),
                     metric_name=f"{metric}{suffix}",
-                    source_name=source_name,
+                    source_name=source_name if source_url else None,
                     source_url=source_url,
                 )
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,6 +152,27 @@ def parse_task_results(raw: dict[str, Any], task: str) -> tuple[dict[str, Metric
     return metrics, int(counts["effective"]), int(counts["original"])
 
 
+@contextmanager
+def _rolling_without_bos(lm: LM, *, enabled: bool) -> Iterator[None]:
+    """Score rolling log-likelihoods as log p(text | BOS), not log p(BOS text | BOS).
+
+    HFLM prepends BOS as the context of the first window, and with a tokenizer that adds BOS
+    itself (Llama's, ours) the encoded text starts with a second BOS whose probability then
+    counts as part of the document (about one token of NLL per sentence, which inflates bits
+    per byte). Encoding the text without special tokens removes it; the tests check the result
+    against direct scoring with transformers.
+    """
+    if not enabled or not hasattr(lm, "add_bos_token"):
+        yield
+        return
+    saved = lm.add_bos_token
+    lm.add_bos_token = False
+    try:
+        yield
+    finally:
+        lm.add_bos_token = saved
+
+
 def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path) -> TaskResult:
     """Evaluate one task with lm-eval (seeded: the same model gives the same numbers).
 
@@ -166,15 +189,16 @@ def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path) -> TaskResult:
 
     config = planned.spec.to_lm_eval(data_dir=data_dir, num_fewshot=planned.num_fewshot)
     started = time.perf_counter()
-    raw = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=[config],
-        task_manager=TaskManager(include_defaults=False),
-        limit=planned.limit,
-        log_samples=False,
-        bootstrap_iters=100,
-        fewshot_random_seed=FEWSHOT_SEED,
-    )
+    with _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"):
+        raw = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[config],
+            task_manager=TaskManager(include_defaults=False),
+            limit=planned.limit,
+            log_samples=False,
+            bootstrap_iters=100,
+            fewshot_random_seed=FEWSHOT_SEED,
+        )
     if raw is None:
         raise EvaluationError(f"lm-eval returned nothing for task {planned.spec.name}.", task=planned.spec.name)
     metrics, n_samples, n_total = parse_task_results(raw, planned.spec.name)

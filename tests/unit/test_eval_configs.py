@@ -1,0 +1,103 @@
+"""Every task config in recipes/tasks and every suite in recipes/eval loads and is usable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.errors import DataNotFoundError, EvaluationError
+from registry.evaluate.suite import load_suite
+from registry.evaluate.tasks import FunctionRef, find_task, list_tasks, load_task, task_hash
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ROOT / "recipes" / "tasks"
+SUITES = sorted((ROOT / "recipes" / "eval").glob("*.yaml"))
+LANGS = ("ben_Beng", "tam_Taml", "tel_Telu", "ory_Orya", "bod_Tibt", "uig_Arab", "khk_Cyrl", "eng_Latn")
+
+
+def test_expected_tasks_exist() -> None:
+    names = set(list_tasks(TASKS))
+    for lang in LANGS:
+        assert {f"sib200_{lang}", f"flores_{lang}"} <= names
+    assert {"mgsm_ben_Beng", "mgsm_tel_Telu", "mgsm_eng_Latn", "belebele_eng_Latn"} <= names
+    for lang in ("bo", "ug", "mn"):
+        assert {f"milic_topic_{lang}", f"milic_reading_{lang}", f"milic_response_{lang}", f"milic_math_{lang}"} <= names
+    assert {p.stem for p in SUITES} == set(LANGS)
+
+
+@pytest.mark.parametrize("name", list_tasks(TASKS))
+def test_task_config_is_valid_for_lm_eval(name: str) -> None:
+    from lm_eval.config.task import TaskConfig
+
+    spec = load_task(TASKS / f"{name}.yaml")
+    for value in spec.config.values():
+        if isinstance(value, FunctionRef):
+            assert callable(value.resolve())
+    config = spec.to_lm_eval(data_dir=Path("/nonexistent")) if not spec.uses_local_data() else None
+    if config is not None:  # Hub-served (milic): lm-eval's schema accepts it
+        assert TaskConfig(**config).task == name
+    assert len(task_hash(spec, data_dir=None)) == 64
+
+
+@pytest.mark.parametrize("suite_path", SUITES, ids=lambda p: p.stem)
+def test_suite_is_valid(suite_path: Path) -> None:
+    suite = load_suite(suite_path)
+    assert suite.language == suite_path.stem
+    for item in suite.tasks:
+        spec = find_task(item.task, tasks_dir=TASKS)
+        assert spec.uses_local_data(), f"{item.task}: default suites use local/seeded data only"
+    assert any(t.task.endswith(suite.language) for t in suite.tasks)
+
+
+def test_local_tasks_build_in_lm_eval(shared_data: Path) -> None:
+    """lm-eval builds every local-data task (loads its documents) from our configs."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_defaults=False)
+    for name in list_tasks(TASKS):
+        spec = find_task(name, tasks_dir=TASKS)
+        if not spec.uses_local_data():
+            continue
+        loaded = manager.load([spec.to_lm_eval(data_dir=shared_data)])
+        task = loaded["tasks"][name]
+        docs = list(task.test_docs())
+        assert docs, name
+        first = docs[0]
+        assert task.doc_to_text(first) is not None
+        if name.startswith("sib200_"):
+            assert len(docs) == 204 and task.doc_to_target(first) in task.doc_to_choice(first)
+        if name.startswith("flores_"):
+            assert len(docs) == 1012
+        if name.startswith("mgsm_"):
+            assert len(docs) == 250 and len(list(task.fewshot_docs())) == 8
+
+
+def test_task_hash_depends_on_data_not_location(shared_data: Path, tmp_path: Path) -> None:
+    spec = find_task("flores_eng_Latn", tasks_dir=TASKS)
+    copy = tmp_path / "flores200" / "devtest"
+    copy.mkdir(parents=True)
+    src = (shared_data / "flores200/devtest/eng_Latn.jsonl").read_bytes()
+    (copy / "eng_Latn.jsonl").write_bytes(src)
+    assert task_hash(spec, data_dir=shared_data) == task_hash(spec, data_dir=tmp_path)
+    (copy / "eng_Latn.jsonl").write_bytes(src.replace(b"a", b"b", 1))
+    assert task_hash(spec, data_dir=shared_data) != task_hash(spec, data_dir=tmp_path)
+
+
+def test_errors_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="Unknown task 'sib200_xxx_Yyyy'.*available: .*sib200_ben_Beng"):
+        find_task("sib200_xxx_Yyyy", tasks_dir=TASKS)
+    with pytest.raises(DataNotFoundError, match="--data-dir"):
+        find_task("sib200_ben_Beng", tasks_dir=TASKS).to_lm_eval(data_dir=tmp_path)
+    bad = tmp_path / "evil.yaml"
+    bad.write_text("task: evil\noutput_type: generate_until\ndoc_to_text: x\ndoc_to_target: y\ntest_split: t\n"
+                   "process_results: !function os.system\n")
+    with pytest.raises(EvaluationError, match="outside registry.evaluate"):
+        load_task(bad)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("language: bengali\ntasks: [{task: a}, {task: a}]\n")
+    with pytest.raises(EvaluationError, match="language.*FLORES-200 code.*tasks.*listed twice"):
+        load_suite(suite)
+    suite.write_text("language: ben_Beng\ntasks: [{task: a, shots: 3}]\n")
+    with pytest.raises(EvaluationError, match="shots"):
+        load_suite(suite)
