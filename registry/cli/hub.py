@@ -1,9 +1,107 @@
-"""Placeholder: this command group is being built (see the issues)."""
+"""`registry hub ...`: run the embedded Hub-compatible server, manage its tokens, seed data repos."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from registry.cli._state import cli_state, stderr_console
+from registry.errors import HubError
+
+logger = logging.getLogger(__name__)
+
+hub_app = typer.Typer(help="The embedded Hub-compatible server: serve, tokens, seed evaluation data.", no_args_is_help=True)
+token_app = typer.Typer(help="Access tokens of an embedded hub.", no_args_is_help=True)
+hub_app.add_typer(token_app, name="token")
+
+DataDir = Annotated[Path, typer.Option("--data", help="The hub's data directory (repos, blobs, accounts).", file_okay=False)]
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.add_typer(hub_app, name="hub")
+
+
+@hub_app.command("serve")
+def serve(
+    data: DataDir,
+    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless others must reach it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.", min=0, max=65535)] = 7860,
+    lfs_threshold: Annotated[
+        int, typer.Option(help="Files this big (bytes) go through LFS for clients with Xet off.", min=1, rich_help_panel="Limits")
+    ] = 10 * 1024 * 1024,
+) -> None:
+    """Serve a Hub-compatible API on HOST:PORT over --data; prints the URL as the first stdout line.
+
+    Point clients at it with HF_ENDPOINT=URL and HF_TOKEN (see `registry hub token create`).
+    """
+    import signal
+
+    from registry.localhub import EmbeddedHub
+    from registry.localhub.app import HubConfig
+
+    try:
+        hub = EmbeddedHub.create(data, host=host, port=port, config=HubConfig(lfs_threshold=lfs_threshold))
+    except OSError as exc:
+        raise HubError(f"Cannot serve {data} on {host}:{port}: {exc}. Pick another --port or --data", endpoint=f"http://{host}:{port}") from exc
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    typer.echo(hub.url)
+    stderr_console().print(f"Serving {data} at {hub.url} (Ctrl-C to stop). Clients: HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1")
+    try:
+        hub.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Argument(help="User name (created if new).")],
+    data: DataDir,
+    org: Annotated[str | None, typer.Option(help="Organisation to create or join; the token may act for it.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="A write token (default: read-only).")] = False,
+    name: Annotated[str, typer.Option(help="A label for the token, shown by whoami.")] = "cli",
+) -> None:
+    """Create an access token for USER on the hub stored in --data; the token is the LAST stdout line.
+
+    Only its hash is stored: copy it now, it cannot be shown again.
+    """
+    from registry.localhub.auth import Accounts
+
+    try:
+        token = Accounts(data).create_token(user, org=org, write=write, name=name)
+    except ValueError as exc:
+        raise HubError(f"Cannot create a token: {exc}") from None
+    role = "write" if write else "read"
+    stderr_console().print(f"Created a {role} token for {user!r}{f' (member of {org!r})' if org else ''}. Store it now:")
+    typer.echo(token)
+
+
+@hub_app.command("seed-data")
+def seed_data(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="A folder laid out like ../shared/data.", exists=True, file_okay=False)],
+    repo: Annotated[str, typer.Option(help="The dataset repo to create or update, OWNER/NAME.")],
+    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
+    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+) -> None:
+    """Upload evaluation data (the ../shared/data layout) as a dataset repo; prints the commit sha.
+
+    Files keep their paths, so `registry eval --data-repo OWNER/NAME` finds them; the README gets
+    `configs:` so `datasets.load_dataset(REPO, "sib200-ben_Beng")` works too.
+    """
+    from registry.hub import HubClient
+    from registry.datarepo import seed_data_repo
+
+    client = HubClient(endpoint=endpoint, token=token)
+    sha = seed_data_repo(client, directory, repo_id=repo, private=private, progress=cli_state(ctx).progress)
+    typer.echo(sha)

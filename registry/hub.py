@@ -1,0 +1,377 @@
+"""The one place that talks to a Hugging Face Hub (huggingface.co or an embedded hub).
+
+`HubClient(endpoint=..., token=...)` wraps `huggingface_hub.HfApi` with the endpoint and token
+injected, and turns every `huggingface_hub` failure into a `registry.errors.Hub*` error whose
+message says what failed and what to do. Results are `huggingface_hub`'s typed dataclasses
+(`ModelInfo`, `DatasetInfo`, `Discussion`, ...), or plain values (commit shas, paths).
+
+Everything goes through `HfApi` methods, which take the endpoint explicitly; module-level helpers
+(`hf_hub_download`, `ModelCard.load`) read `HF_ENDPOINT` once at import and are avoided here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from registry.errors import (
+    HubAuthError,
+    HubConflictError,
+    HubEntryNotFoundError,
+    HubError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+    HubUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from huggingface_hub import DatasetInfo, Discussion, ModelInfo, WebhookInfo
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_ENDPOINT = "https://huggingface.co"
+# Sent on every request to a hub without Xet, so it may answer "lfs" at preupload (see
+# registry.localhub.app.client_disabled_xet).
+XET_DISABLED_HEADER = "X-Mergeling-Xet"
+
+
+def is_public_hub(endpoint: str) -> bool:
+    """Whether `endpoint` is huggingface.co (or hf.co), which speaks Xet."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return host in ("huggingface.co", "hf.co") or host.endswith((".huggingface.co", ".hf.co"))
+
+
+def default_endpoint() -> str:
+    """`HF_ENDPOINT` when set, else huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or PUBLIC_ENDPOINT).rstrip("/")
+
+
+class HubClient:
+    """A Hub client with its endpoint and token injected.
+
+    Args:
+        endpoint: the Hub URL; None means `HF_ENDPOINT` or huggingface.co.
+        token: an access token; None means `HF_TOKEN` or the stored login, as in huggingface_hub.
+        cache_dir: where downloads are cached (default: the huggingface_hub cache).
+    """
+
+    def __init__(self, *, endpoint: str | None = None, token: str | None = None, cache_dir: Path | None = None) -> None:
+        from huggingface_hub import HfApi, constants
+
+        self.endpoint = (endpoint or default_endpoint()).rstrip("/")
+        self.cache_dir = cache_dir
+        headers: dict[str, str] = {}
+        if not is_public_hub(self.endpoint):
+            # An embedded hub has no Xet storage. huggingface_hub >= 1.20 uploads every file
+            # the server marks "lfs" through hf_xet whenever hf_xet is importable, and no server
+            # answer can stop it; the upload then fails on the missing xet-write-token route.
+            # The client reads this constant at call time, so setting it makes it use the plain
+            # LFS batch API (which huggingface.co also accepts, so other clients in this process
+            # keep working). The header tells the server it may answer "lfs" for large files;
+            # without it the server answers "regular" (inline base64), which is safe but costly.
+            constants.HF_HUB_DISABLE_XET = True
+            headers[XET_DISABLED_HEADER] = "disabled"
+        self.api = HfApi(endpoint=self.endpoint, token=token, headers=headers, library_name="mergeling")
+        # httpx logs every request at INFO; keep that for -vv (DEBUG) only.
+        for name in ("httpx", "httpx2"):
+            http_logger = logging.getLogger(name)
+            if http_logger.level == logging.NOTSET and not logger.isEnabledFor(logging.DEBUG):
+                http_logger.setLevel(logging.WARNING)
+
+    # -- error conversion ---------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, what: str, *, repo_id: str | None = None, revision: str | None = None, path: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except HubError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (converted below, or re-raised unchanged)
+            converted = convert_error(exc, what=what, endpoint=self.endpoint, repo_id=repo_id, revision=revision, path=path)
+            if converted is None:
+                raise
+            raise converted from exc
+
+    # -- identity and repos -------------------------------------------------------------------
+    def whoami(self) -> str:
+        """The username of the token.
+
+        Raises:
+            HubAuthError: no token, or the hub does not know it.
+        """
+        with self._errors("whoami"):
+            return str(self.api.whoami()["name"])
+
+    def create_repo(self, repo_id: str, *, repo_type: str = "model", private: bool = False, exist_ok: bool = False) -> str:
+        """Create a repo; return its web URL.
+
+        Raises:
+            HubConflictError: it exists and `exist_ok` is False.
+            HubAuthError: the token may not write to that namespace.
+        """
+        with self._errors("create repo", repo_id=repo_id):
+            return str(self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=exist_ok))
+
+    def delete_repo(self, repo_id: str, *, repo_type: str = "model", missing_ok: bool = False) -> None:
+        """Delete a repo (and all its revisions)."""
+        with self._errors("delete repo", repo_id=repo_id):
+            self.api.delete_repo(repo_id, repo_type=repo_type, missing_ok=missing_ok)
+
+    def repo_info(
+        self, repo_id: str, *, repo_type: str = "model", revision: str | None = None, files_metadata: bool = False
+    ) -> ModelInfo | DatasetInfo | Any:
+        """The repo's info at `revision` (default branch when None): sha, siblings, tags, card data."""
+        with self._errors("read repo info", repo_id=repo_id, revision=revision):
+            return self.api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=files_metadata)
+
+    def model_info(self, repo_id: str, *, revision: str | None = None, files_metadata: bool = False) -> ModelInfo:
+        """`repo_info` of a model repo."""
+        return self.repo_info(repo_id, repo_type="model", revision=revision, files_metadata=files_metadata)
+
+    def head_sha(self, repo_id: str, *, repo_type: str = "model", revision: str | None = None) -> str | None:
+        """The commit sha `revision` (default: main) points to; None for a repo without commits."""
+        return self.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
+
+    def repo_exists(self, repo_id: str, *, repo_type: str = "model") -> bool:
+        try:
+            self.repo_info(repo_id, repo_type=repo_type)
+        except HubRepoNotFoundError:
+            return False
+        return True
+
+    def list_models(
+        self,
+        *,
+        filter: str | Sequence[str] | None = None,  # noqa: A002 (huggingface_hub's name)
+        author: str | None = None,
+        search: str | None = None,
+        card_data: bool = False,
+        limit: int | None = None,
+    ) -> list[ModelInfo]:
+        """Models whose tags include every `filter` value, by `author`, with `search` in the id."""
+        with self._errors("list models"):
+            return list(self.api.list_models(filter=filter, author=author, search=search, cardData=card_data, limit=limit))
+
+    def list_datasets(
+        self, *, filter: str | Sequence[str] | None = None, author: str | None = None, search: str | None = None  # noqa: A002
+    ) -> list[DatasetInfo]:
+        """Dataset repos, filtered as `list_models`."""
+        with self._errors("list datasets"):
+            return list(self.api.list_datasets(filter=filter, author=author, search=search))
+
+    # -- files --------------------------------------------------------------------------------
+    def list_files(self, repo_id: str, *, repo_type: str = "model", revision: str | None = None) -> list[str]:
+        """Every file path in the repo at `revision`."""
+        with self._errors("list files", repo_id=repo_id, revision=revision):
+            return list(self.api.list_repo_files(repo_id, repo_type=repo_type, revision=revision))
+
+    def file_exists(self, repo_id: str, path: str, *, repo_type: str = "model", revision: str | None = None) -> bool:
+        with self._errors("check file", repo_id=repo_id, revision=revision, path=path):
+            return bool(self.api.file_exists(repo_id, path, repo_type=repo_type, revision=revision))
+
+    def download_file(self, repo_id: str, path: str, *, repo_type: str = "model", revision: str | None = None) -> Path:
+        """Download one file into the cache; return its local path.
+
+        Raises:
+            HubEntryNotFoundError: no such file at that revision.
+        """
+        with self._errors("download", repo_id=repo_id, revision=revision, path=path):
+            return Path(
+                self.api.hf_hub_download(repo_id, path, repo_type=repo_type, revision=revision, cache_dir=self.cache_dir)
+            )
+
+    def read_file(self, repo_id: str, path: str, *, repo_type: str = "model", revision: str | None = None) -> bytes:
+        """The bytes of one (small) file."""
+        return self.download_file(repo_id, path, repo_type=repo_type, revision=revision).read_bytes()
+
+    def snapshot(
+        self,
+        repo_id: str,
+        *,
+        repo_type: str = "model",
+        revision: str | None = None,
+        allow_patterns: Sequence[str] | None = None,
+        local_dir: Path | None = None,
+    ) -> Path:
+        """Download a repo (or the files matching `allow_patterns`); return the local folder."""
+        with self._errors("download snapshot", repo_id=repo_id, revision=revision):
+            return Path(
+                self.api.snapshot_download(
+                    repo_id,
+                    repo_type=repo_type,
+                    revision=revision,
+                    allow_patterns=list(allow_patterns) if allow_patterns else None,
+                    cache_dir=self.cache_dir,
+                    local_dir=local_dir,
+                )
+            )
+
+    # -- writes -------------------------------------------------------------------------------
+    def commit_files(
+        self,
+        repo_id: str,
+        *,
+        repo_type: str = "model",
+        message: str,
+        add: Mapping[str, bytes | Path],
+        delete: Sequence[str] = (),
+        parent_commit: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """One commit adding `add` (path in repo -> bytes or local file) and deleting `delete`.
+
+        Returns:
+            The new commit sha.
+
+        Raises:
+            HubConflictError: `parent_commit` is no longer the head (someone committed in between).
+            HubEntryNotFoundError: a path in `delete` does not exist.
+        """
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=_source(v)) for p, v in add.items()]
+        ops += [CommitOperationDelete(path_in_repo=p) for p in delete]
+        with self._errors("commit", repo_id=repo_id, revision=revision):
+            info = self.api.create_commit(
+                repo_id,
+                operations=ops,
+                commit_message=message,
+                repo_type=repo_type,
+                revision=revision,
+                parent_commit=parent_commit,
+                create_pr=create_pr,
+            )
+        return str(info.oid)
+
+    def upload_folder(
+        self,
+        folder: Path,
+        repo_id: str,
+        *,
+        repo_type: str = "model",
+        message: str = "Upload folder",
+        path_in_repo: str | None = None,
+        revision: str | None = None,
+    ) -> str:
+        """Upload a local folder in one commit; return the commit sha."""
+        with self._errors("upload folder", repo_id=repo_id, revision=revision):
+            info = self.api.upload_folder(
+                folder_path=str(folder),
+                repo_id=repo_id,
+                repo_type=repo_type,
+                commit_message=message,
+                path_in_repo=path_in_repo,
+                revision=revision,
+            )
+        return str(info.oid)
+
+    # -- discussions and webhooks ------------------------------------------------------------
+    def create_discussion(self, repo_id: str, *, title: str, description: str = "", repo_type: str = "model") -> int:
+        """Open a discussion; return its number."""
+        with self._errors("create discussion", repo_id=repo_id):
+            return self.api.create_discussion(repo_id, title=title, description=description, repo_type=repo_type).num
+
+    def comment_discussion(self, repo_id: str, num: int, comment: str, *, repo_type: str = "model") -> None:
+        with self._errors("comment on discussion", repo_id=repo_id):
+            self.api.comment_discussion(repo_id, num, comment, repo_type=repo_type)
+
+    def list_discussions(self, repo_id: str, *, repo_type: str = "model", author: str | None = None) -> list[Discussion]:
+        with self._errors("list discussions", repo_id=repo_id):
+            return list(self.api.get_repo_discussions(repo_id, repo_type=repo_type, author=author))
+
+    def create_webhook(
+        self, *, url: str, watched: Sequence[Mapping[str, str]], domains: Sequence[str] = ("repo", "discussion"), secret: str | None = None
+    ) -> WebhookInfo:
+        """Register a webhook on `watched` items ({"type": "user"|"org"|"model"|..., "name": ...})."""
+        from huggingface_hub import WebhookWatchedItem
+
+        items = [WebhookWatchedItem(type=w["type"], name=w["name"]) for w in watched]
+        with self._errors("create webhook"):
+            return self.api.create_webhook(url=url, watched=items, domains=list(domains), secret=secret)
+
+
+def _source(value: bytes | Path) -> bytes | str:
+    return str(value) if isinstance(value, Path) else value
+
+
+def convert_error(
+    exc: Exception,
+    *,
+    what: str,
+    endpoint: str,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    path: str | None = None,
+) -> HubError | None:
+    """Map a huggingface_hub (or transport) exception to our error, or None to let it through.
+
+    Args:
+        exc: the exception raised by huggingface_hub.
+        what: the action, for the message ("commit", "download").
+        endpoint: the hub URL, named in messages.
+        repo_id, revision, path: what was asked for.
+    """
+    from huggingface_hub import errors as hf
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    fields = {"repo_id": repo_id, "status": status, "endpoint": endpoint}
+    server = _server_message(exc)
+    where = f" on {endpoint}"
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return HubRevisionNotFoundError(
+            f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
+            revision=revision,
+            **fields,
+        )
+    if isinstance(exc, hf.RemoteEntryNotFoundError) or (isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)):
+        return HubEntryNotFoundError(
+            f"Cannot {what}: {path or 'the file'!r} does not exist in {repo_id}"
+            f"{f' at {revision}' if revision else ''}{where}; list the files with `list_repo_files`",
+            path=path,
+            **fields,
+        )
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return HubRepoNotFoundError(
+            f"Cannot {what}: repository {repo_id} not found{where}. Check the id and repo type; a private repo "
+            "needs a token that can read it (--token or HF_TOKEN)",
+            **fields,
+        )
+    if isinstance(exc, hf.HfHubHTTPError):
+        if status in (401, 403):
+            return HubAuthError(
+                f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {'invalid or missing token' if status == 401 else 'permission denied'}"
+                f" ({server}). Pass a write token for that namespace (--token or HF_TOKEN; on an embedded hub "
+                "create one with `registry hub token create USER --write`)",
+                **fields,
+            )
+        if status in (409, 412):
+            return HubConflictError(
+                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
+            )
+        return HubError(f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}", **fields)
+    if isinstance(exc, hf.OfflineModeIsEnabled) or isinstance(exc, hf.LocalEntryNotFoundError) or _is_transport_error(exc):
+        return HubUnavailableError(
+            f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {endpoint} cannot be reached ({type(exc).__name__}). "
+            "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
+            **fields,
+        )
+    return None
+
+
+def _server_message(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if response is not None:
+        message = response.headers.get("X-Error-Message")
+        if message:
+            return message
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException"})

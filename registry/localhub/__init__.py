@@ -1,0 +1,61 @@
+"""The embedded Hub-compatible server.
+
+    hub = EmbeddedHub.start(Path("data"), port=0)   # a background thread on 127.0.0.1
+    ... HfApi(endpoint=hub.url, token=...) ...
+    hub.stop()
+
+`registry hub serve` runs the same in the foreground. The protocol is specified in
+docs/hub-protocol.md (the subset `huggingface_hub`, `transformers` and `datasets` speak).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from registry.localhub.app import HubConfig, LocalHub
+    from registry.localhub.http import HttpServer
+
+
+@dataclass
+class EmbeddedHub:
+    """A running server and its application."""
+
+    app: LocalHub
+    server: HttpServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @classmethod
+    def create(cls, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, config: HubConfig | None = None) -> EmbeddedHub:
+        """Bind a server on `host:port` (0: a free port) over `data_dir`, not yet serving.
+
+        Raises:
+            OSError: the port is taken, or another server uses `data_dir`.
+        """
+        from registry.localhub.app import LocalHub
+        from registry.localhub.http import HttpServer
+
+        app = LocalHub(data_dir, config=config)
+        try:
+            server = HttpServer(app, host=host, port=port)
+        except OSError:
+            app.close()
+            raise
+        app.webhooks.base_url = server.url
+        return cls(app=app, server=server)
+
+    @classmethod
+    def start(cls, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, config: HubConfig | None = None) -> EmbeddedHub:
+        """`create`, then serve from a background thread."""
+        hub = cls.create(data_dir, host=host, port=port, config=config)
+        hub.server.start()
+        return hub
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.app.close()

@@ -1,0 +1,250 @@
+"""Parsing and applying commits: the NDJSON payload of `POST .../commit/{rev}`.
+
+Everything is validated before anything is written, so a bad payload leaves no trace; commits
+to one repo are serialised by a per-repo lock, so `parentCommit` checks cannot race.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from registry.localhub.storage import FileEntry, RepoStore, Storage, StorageError, git_blob_oid, lfs_pointer, validate_path
+
+
+@dataclass(frozen=True)
+class AddBytes:
+    path: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class AddLfs:
+    path: str
+    sha256: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class AddEntry:
+    """Reuse a stored file as it is (LFS or not): merges of pull requests."""
+
+    path: str
+    entry: FileEntry
+
+
+@dataclass(frozen=True)
+class Delete:
+    path: str
+    folder: bool
+
+
+Operation = AddBytes | AddLfs | AddEntry | Delete
+
+
+@dataclass(frozen=True)
+class CommitHeader:
+    summary: str
+    description: str
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    commit_id: str
+    old_head: str
+    ref: str  # "refs/heads/main" or "refs/pr/N"
+
+
+def _bad(message: str) -> StorageError:
+    return StorageError(f"Malformed commit payload: {message}", status=400, code="BadRequest")
+
+
+def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
+    """Parse and validate the commit payload.
+
+    Raises:
+        StorageError: 400 for malformed lines, unknown keys, unsafe paths or bad base64.
+    """
+    header: CommitHeader | None = None
+    ops: list[Operation] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+        except (ValueError, KeyError, TypeError):
+            raise _bad(f"line {number} is not a JSON object with 'key' and 'value'") from None
+        if not isinstance(value, dict):
+            raise _bad(f"line {number}: 'value' must be an object")
+        if key == "header":
+            if header is not None or ops:
+                raise _bad("the header must be the first line, once")
+            parent = value.get("parentCommit")
+            if parent is not None and not (isinstance(parent, str) and 4 <= len(parent) <= 40 and all(c in "0123456789abcdef" for c in parent)):
+                raise _bad(f"parentCommit {parent!r} is not a hex commit id")
+            header = CommitHeader(str(value.get("summary") or ""), str(value.get("description") or ""), parent)
+            continue
+        if header is None:
+            raise _bad("the first line must be the header")
+        path = value.get("path")
+        if not isinstance(path, str):
+            raise _bad(f"line {number}: missing 'path'")
+        if key == "deletedFolder":
+            ops.append(Delete(validate_path(path.rstrip("/")), folder=True))
+            continue
+        validate_path(path)
+        if key == "file":
+            if value.get("encoding", "base64") != "base64":
+                raise _bad(f"line {number}: only base64 encoding is supported")
+            try:
+                data = base64.b64decode(value.get("content", ""), validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise _bad(f"line {number}: content of {path!r} is not valid base64") from None
+            ops.append(AddBytes(path, data))
+        elif key == "lfsFile":
+            oid, size = value.get("oid"), value.get("size")
+            if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str):
+                raise _bad(f"line {number}: lfsFile needs algo 'sha256' and an oid")
+            if size is not None and not isinstance(size, int):
+                raise _bad(f"line {number}: size must be an integer")
+            ops.append(AddLfs(path, oid.lower(), size))
+        elif key == "deletedFile":
+            ops.append(Delete(path, folder=False))
+        else:
+            raise _bad(f"line {number}: unknown key {key!r} (expected header, file, lfsFile, deletedFile, deletedFolder)")
+    if header is None:
+        raise _bad("empty payload: no header line")
+    return header, ops
+
+
+class RepoLocks:
+    """One lock per repo, so commits to a repo run one at a time (owned by the hub, not global)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def get(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+def branch_ref(store: RepoStore, revision: str) -> tuple[str, str]:
+    """Map a commit target to (refs.json kind, name): a branch or `refs/pr/N`.
+
+    Raises:
+        StorageError: 404 `RevisionNotFound` for tags, commit ids or unknown branches.
+    """
+    refs = store.refs()
+    if revision.startswith("refs/pr/") and revision[8:] in refs["prs"]:
+        return "prs", revision[8:]
+    name = revision[11:] if revision.startswith("refs/heads/") else revision
+    if name in refs["heads"]:
+        return "heads", name
+    raise StorageError(
+        f"Branch {revision!r} not found in {store.repo_id}: commits go to a branch or refs/pr/N; "
+        "create the branch first",
+        status=404,
+        code="RevisionNotFound",
+    )
+
+
+def apply_commit(
+    storage: Storage,
+    store: RepoStore,
+    *,
+    lock: threading.Lock,
+    kind: str,
+    name: str,
+    header: CommitHeader,
+    ops: list[Operation],
+    author: str,
+) -> CommitResult:
+    """Apply `ops` on top of the head of ref (`kind`, `name`) and move the ref.
+
+    Raises:
+        StorageError: 412 on a parentCommit mismatch, 404 `EntryNotFound` for deleting a missing
+            file, 422 for an LFS object that was never uploaded.
+    """
+    with lock:
+        refs = store.refs()
+        old_head = refs[kind][name]
+        if header.parent is not None and not old_head.startswith(header.parent):
+            raise StorageError(
+                f"Parent commit {header.parent} is not the head of {name} ({old_head}): someone committed "
+                "in between; re-read the branch and retry",
+                status=412,
+                code="PreconditionFailed",
+            )
+        files = dict(store.commit(old_head).files)
+        pending: list[bytes] = []
+        for op in ops:
+            if isinstance(op, AddBytes):
+                files[op.path] = FileEntry(
+                    sha256=_sha256(op.data), size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False
+                )
+                pending.append(op.data)
+            elif isinstance(op, AddEntry):
+                files[op.path] = op.entry
+            elif isinstance(op, AddLfs):
+                if not storage.blobs.exists(op.sha256):
+                    raise StorageError(
+                        f"LFS object {op.sha256} for {op.path!r} was never uploaded; upload it through the "
+                        "LFS batch API first",
+                        status=422,
+                        code="LfsObjectMissing",
+                    )
+                size = storage.blobs.size(op.sha256)
+                if op.size is not None and op.size != size:
+                    raise _bad(f"size {op.size} of {op.path!r} does not match the stored object ({size})")
+                files[op.path] = FileEntry(
+                    sha256=op.sha256, size=size, git_oid=git_blob_oid(lfs_pointer(op.sha256, size)), lfs=True
+                )
+            elif op.folder:
+                doomed = [p for p in files if p.startswith(op.path + "/")]
+                if not doomed:
+                    raise StorageError(
+                        f"A folder with this name doesn't exist: {op.path!r}", status=404, code="EntryNotFound"
+                    )
+                for p in doomed:
+                    del files[p]
+            else:
+                if op.path not in files:
+                    raise StorageError(
+                        f"A file with this name doesn't exist: {op.path!r}", status=404, code="EntryNotFound"
+                    )
+                del files[op.path]
+        _check_no_file_folder_clash(files)
+        for data in pending:
+            storage.blobs.put_bytes(data)
+        commit_id = store.write_commit(
+            parents=[old_head], title=header.summary or "Update files", message=header.description, author=author, files=files
+        )
+        refs = store.refs()
+        refs[kind][name] = commit_id
+        store.write_refs(refs)
+    ref = f"refs/heads/{name}" if kind == "heads" else f"refs/pr/{name}"
+    return CommitResult(commit_id=commit_id, old_head=old_head, ref=ref)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_no_file_folder_clash(files: dict[str, Any]) -> None:
+    folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
+    expanded = set()
+    for f in folders:
+        parts = f.split("/")
+        expanded.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    clash = expanded & set(files)
+    if clash:
+        raise _bad(f"{sorted(clash)[0]!r} would be both a file and a folder")

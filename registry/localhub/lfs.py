@@ -1,0 +1,95 @@
+"""Routes: the plain git-LFS batch API (`transfer: basic`), the signed upload PUT, and verify.
+
+The client's single-part PUT carries no auth header and none of the batch's `header` values, so
+the upload URL authorises itself: it is signed with the server secret (HMAC-SHA256 over oid,
+size and expiry) and valid for one hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.routes_repos import web_path
+
+if TYPE_CHECKING:
+    from registry.localhub.app import LocalHub
+
+_OID = re.compile(r"^[0-9a-f]{64}$")
+URL_LIFETIME_S = 3600
+LFS_JSON = "application/vnd.git-lfs+json"
+
+
+def _sign(hub: LocalHub, oid: str, size: int, expires: int) -> str:
+    return hmac.new(hub.secret, f"{oid}:{size}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
+    hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    if not isinstance(body, dict) or body.get("operation") != "upload":
+        raise HttpError("Only the 'upload' operation is supported; download files through /resolve", status=400, code="BadRequest")
+    objects = body.get("objects")
+    if not isinstance(objects, list):
+        raise HttpError("LFS batch body needs an 'objects' list", status=400, code="BadRequest")
+    verify = f"{req.base_url}{web_path(repo_type, repo_id)}.git/info/lfs/objects/verify"
+    out: list[dict[str, Any]] = []
+    for obj in objects:
+        oid, size = str(obj.get("oid", "")), obj.get("size")
+        if not _OID.match(oid) or not isinstance(size, int) or size < 0:
+            out.append({"oid": oid, "size": size, "error": {"code": 422, "message": f"Invalid oid {oid!r} or size {size!r}"}})
+        elif size > hub.config.max_lfs_bytes:
+            msg = f"Object {oid} of {size} bytes exceeds this hub's limit of {hub.config.max_lfs_bytes} bytes"
+            out.append({"oid": oid, "size": size, "error": {"code": 422, "message": msg}})
+        elif hub.storage.blobs.exists(oid):
+            out.append({"oid": oid, "size": size})
+        else:
+            expires = int(time.time()) + URL_LIFETIME_S
+            query = urlencode({"size": size, "expires": expires, "sig": _sign(hub, oid, size, expires)})
+            out.append(
+                {
+                    "oid": oid,
+                    "size": size,
+                    "authenticated": True,
+                    "actions": {
+                        "upload": {"href": f"{req.base_url}/lfs-upload/{oid}?{query}", "header": {}, "expires_in": URL_LIFETIME_S},
+                        "verify": {"href": verify, "header": {}},
+                    },
+                }
+            )
+    resp = Response.json({"transfer": "basic", "objects": out})
+    resp.headers["Content-Type"] = LFS_JSON
+    return resp
+
+
+def upload(hub: LocalHub, req: Request, *, oid: str) -> Response:
+    """`PUT /lfs-upload/{oid}?size&expires&sig`: stream the body into the blob store, checking the hash."""
+    try:
+        size, expires = int(req.q("size") or -1), int(req.q("expires") or 0)
+    except ValueError:
+        raise HttpError("Malformed LFS upload URL; request a new one from the batch API", status=400) from None
+    if not _OID.match(oid) or not hmac.compare_digest(_sign(hub, oid, size, expires), req.q("sig") or ""):
+        raise HttpError("Invalid LFS upload signature; request a new upload URL from the batch API", status=403)
+    if expires < time.time():
+        raise HttpError("Expired LFS upload URL; request a new one from the batch API", status=403)
+    if hub.storage.blobs.exists(oid):
+        req.body.read(limit=size)
+        return Response.json({})
+    stored_oid, stored_size = hub.storage.blobs.put_stream(req.body.iter_chunks(limit=size), expected_sha256=oid)
+    if stored_size != size:  # cannot happen with a matching sha256 unless the size was wrong
+        raise HttpError(f"Uploaded {stored_size} bytes, announced {size}", status=422)
+    return Response.json({})
+
+
+def verify(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
+    hub.read_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    oid, size = str(body.get("oid", "")), body.get("size")
+    if not _OID.match(oid) or not hub.storage.blobs.exists(oid) or (size is not None and hub.storage.blobs.size(oid) != size):
+        raise HttpError(f"LFS object {oid} is not stored (or has another size); upload it again", status=404)
+    return Response.json({})

@@ -1,0 +1,243 @@
+"""Routes: file resolve (HEAD/GET with Range), tree, paths-info, validate-yaml, preupload, commit."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
+
+from registry.localhub.commits import apply_commit, branch_ref, parse_ndjson
+from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.routes_repos import web_path
+from registry.localhub.storage import Commit, FileEntry, RepoStore, StorageError, lfs_pointer, validate_path
+
+if TYPE_CHECKING:
+    from registry.localhub.app import LocalHub
+
+TREE_PAGE_SIZE = 1000
+
+
+def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
+    """Serve a file directly (never a redirect), with the headers `hf_hub_download` needs."""
+    store = hub.read_repo(req, repo_type, repo_id)
+    commit_id = store.resolve(revision)
+    entry = store.commit(commit_id).files.get(path)
+    if entry is None:
+        return _entry_not_found(path, revision, repo_id, commit_id)
+    headers = {
+        "X-Repo-Commit": commit_id,
+        "ETag": f'"{entry.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    if entry.lfs:
+        headers["X-Linked-Etag"] = f'"{entry.sha256}"'
+        headers["X-Linked-Size"] = str(entry.size)
+    blob = hub.storage.blobs.path(entry.sha256)
+    span = _parse_range(req.headers.get("Range"), entry.size)
+    if span is None:
+        return Response(status=200, headers=headers, file=(blob, 0, entry.size))
+    start, end = span
+    if start >= entry.size:
+        headers["Content-Range"] = f"bytes */{entry.size}"
+        return Response(status=416, headers=headers)
+    headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
+    return Response(status=206, headers=headers, file=(blob, start, end - start + 1))
+
+
+def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> Response:
+    message = f"Entry not found: {path!r} at revision {revision!r} of {repo_id}"
+    return Response.json(
+        {"error": message},
+        status=404,
+        headers={"X-Error-Code": "EntryNotFound", "X-Error-Message": message, "X-Repo-Commit": commit_id},
+    )
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """A single `bytes=` range as inclusive (start, end), or None for "whole file"."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", value)
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # multiple or malformed ranges: serve the whole file (allowed by RFC 9110)
+    if not m.group(1):
+        n = int(m.group(2))
+        return (max(size - n, 0), size - 1) if n else (size, size)
+    start = int(m.group(1))
+    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    if m.group(2) and int(m.group(2)) < start:
+        return None
+    return start, end
+
+
+def tree_entry(path: str, entry: FileEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "file", "oid": entry.git_oid, "size": entry.size, "path": path}
+    if entry.lfs:
+        out["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+    return out
+
+
+def folder_entry(path: str, files: dict[str, FileEntry]) -> dict[str, Any]:
+    listing = "".join(f"{p}\0{e.git_oid}\n" for p, e in sorted(files.items()) if p.startswith(path + "/"))
+    return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
+
+
+def _folders(files: dict[str, FileEntry]) -> set[str]:
+    out: set[str] = set()
+    for p in files:
+        parts = p.split("/")[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return out
+
+
+def _last_commits(store: RepoStore, commit: Commit, paths: list[str]) -> dict[str, dict[str, str]]:
+    """For `expand=true`: the newest commit that changed each path (file or folder)."""
+    found: dict[str, dict[str, str]] = {}
+    history = list(store.history(commit.id))
+    for i, c in enumerate(history):
+        parent = history[i + 1].files if i + 1 < len(history) else {}
+        changed = {p for p in set(c.files) | set(parent) if c.files.get(p) != parent.get(p)}
+        for path in paths:
+            if path not in found and any(p == path or p.startswith(path + "/") for p in changed):
+                found[path] = {"id": c.id, "title": c.title, "date": c.date}
+        if len(found) == len(paths):
+            break
+    return found
+
+
+def tree(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
+    store = hub.read_repo(req, repo_type, repo_id)
+    commit = store.commit(store.resolve(revision))
+    path = path.strip("/")
+    folders = _folders(commit.files)
+    if path and path not in folders:
+        message = f"Folder not found: {path!r} at revision {revision!r} of {repo_id}"
+        raise StorageError(message, status=404, code="EntryNotFound")
+    prefix = path + "/" if path else ""
+    recursive = req.qbool("recursive")
+
+    def wanted(p: str) -> bool:
+        return p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
+
+    entries = [folder_entry(f, commit.files) for f in sorted(folders) if wanted(f)]
+    entries += [tree_entry(p, e) for p, e in sorted(commit.files.items()) if wanted(p)]
+    cursor = int(req.q("cursor") or 0)
+    page = entries[cursor : cursor + TREE_PAGE_SIZE]
+    if req.qbool("expand"):
+        last = _last_commits(store, commit, [e["path"] for e in page])
+        for e in page:
+            if e["path"] in last:
+                e["lastCommit"] = last[e["path"]]
+    headers = {}
+    if cursor + TREE_PAGE_SIZE < len(entries):
+        query = {k: v for k, v in req.query.items() if k != "cursor"}
+        query["cursor"] = [str(cursor + TREE_PAGE_SIZE)]
+        url = f"{req.base_url}/api/{repo_type}s/{repo_id}/tree/{_quote(revision)}"
+        url += ("/" + _quote(path)) if path else ""
+        headers["Link"] = f'<{url}?{urlencode(query, doseq=True)}>; rel="next"'
+    return Response.json(page, headers=headers)
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def paths_info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    store = hub.read_repo(req, repo_type, repo_id)
+    commit = store.commit(store.resolve(revision))
+    raw = req.body.read(limit=hub.config.max_json_bytes)
+    if "json" in req.headers.get("Content-Type", ""):
+        import json
+
+        try:
+            body = json.loads(raw or b"{}")
+            paths, expand = list(body.get("paths", [])), bool(body.get("expand"))
+        except (ValueError, AttributeError):
+            raise HttpError("paths-info body is not valid JSON", status=400, code="BadRequest") from None
+    else:
+        form = parse_qs(raw.decode("utf-8", errors="replace"))
+        paths, expand = form.get("paths", []), form.get("expand", ["false"])[-1].lower() in ("1", "true")
+    folders = _folders(commit.files)
+    out = []
+    for p in paths:
+        p = str(p).strip("/")
+        if p in commit.files:
+            out.append(tree_entry(p, commit.files[p]))
+        elif p in folders:
+            out.append(folder_entry(p, commit.files))
+    if expand and out:
+        last = _last_commits(store, commit, [e["path"] for e in out])
+        for e in out:
+            if e["path"] in last:
+                e["lastCommit"] = last[e["path"]]
+    return Response.json(out)
+
+
+def validate_yaml(hub: LocalHub, req: Request) -> Response:
+    """Always JSON: the client parses the body before looking at the status."""
+    import yaml
+
+    body = req.json(limit=hub.config.max_json_bytes)
+    text = str(body.get("content", "")) if isinstance(body, dict) else ""
+    if text.startswith("---"):
+        lines = text.splitlines()
+        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+        if end is not None:
+            try:
+                data = yaml.safe_load("\n".join(lines[1:end]))
+            except yaml.YAMLError as exc:
+                return Response.json({"errors": [{"message": f"Invalid YAML in README front matter: {exc}"}]}, status=400)
+            if data is not None and not isinstance(data, dict):
+                return Response.json({"errors": [{"message": "README front matter must be a YAML mapping"}]}, status=400)
+    return Response.json({"errors": [], "warnings": []})
+
+
+def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    from registry.localhub.app import client_disabled_xet
+
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    files = body.get("files") if isinstance(body, dict) else None
+    if not isinstance(files, list):
+        raise HttpError("preupload body must be {'files': [{'path', 'size', 'sample'}]}", status=400, code="BadRequest")
+    current = store.commit(store.resolve(revision)).files
+    lfs_ok = client_disabled_xet(req)
+    out = []
+    for item in files:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise HttpError("each preupload file needs a 'path'", status=400, code="BadRequest")
+        path = validate_path(item["path"])
+        size = int(item.get("size") or 0)
+        mode = "lfs" if lfs_ok and size >= hub.config.lfs_threshold else "regular"
+        existing = current.get(path)
+        oid = None
+        if existing is not None:
+            oid = existing.sha256 if mode == "lfs" else (None if existing.lfs else existing.git_oid)
+        out.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+    return Response.json({"files": out})
+
+
+def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    from registry.localhub import discussions
+
+    store, who = hub.write_repo(req, repo_type, repo_id)
+    header, ops = parse_ndjson(req.body.read(limit=hub.config.max_commit_bytes))
+    lock = hub.locks.get(f"{repo_type}/{repo_id}")
+    pr_num = None
+    if req.qbool("create_pr"):
+        kind, name = branch_ref(store, revision)
+        pr_num = discussions.open_pull_request(hub, store, who=who, title=header.summary, description=header.description, base=name)
+        kind, name = "prs", str(pr_num)
+    else:
+        kind, name = branch_ref(store, revision)
+    result = apply_commit(hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name)
+    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)])
+    base = req.base_url + web_path(repo_type, repo_id)
+    out: dict[str, Any] = {"commitOid": result.commit_id, "commitUrl": f"{base}/commit/{result.commit_id}"}
+    if pr_num is not None:
+        out["pullRequestUrl"] = f"{base}/discussions/{pr_num}"
+    return Response.json(out)

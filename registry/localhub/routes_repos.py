@@ -1,0 +1,284 @@
+"""Routes: identity, repo lifecycle, repo info and search, refs, commits, branches and tags."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from registry.localhub.cards import parse_front_matter, tags_from_card
+from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.storage import REPO_TYPES, Commit, RepoStore, StorageError, validate_path
+
+if TYPE_CHECKING:
+    from registry.localhub.app import LocalHub
+
+
+def web_path(repo_type: str, repo_id: str) -> str:
+    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[repo_type] + f"/{repo_id}"
+
+
+def whoami(hub: LocalHub, req: Request) -> Response:
+    who = hub.require_user(req)
+    return Response.json(
+        {
+            "type": "user",
+            "id": who.name,
+            "name": who.name,
+            "fullname": who.name,
+            "orgs": [{"type": "org", "name": o, "id": o} for o in who.orgs],
+            "auth": {"type": "access_token", "accessToken": {"displayName": who.token_name, "role": who.role}},
+        }
+    )
+
+
+def repos_action(hub: LocalHub, req: Request, action: str) -> Response:
+    if action == "create" and req.method == "POST":
+        return _create(hub, req)
+    if action == "delete" and req.method == "DELETE":
+        return _delete(hub, req)
+    if action == "move" and req.method == "POST":
+        return _move(hub, req)
+    raise HttpError(f"No route for {req.method} /api/repos/{action}", status=404)
+
+
+def _repo_type(value: Any) -> str:
+    repo_type = value or "model"
+    if repo_type not in REPO_TYPES:
+        raise HttpError(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}", status=400)
+    return repo_type
+
+
+def _create(hub: LocalHub, req: Request) -> Response:
+    who = hub.require_user(req)
+    body = req.json(limit=hub.config.max_json_bytes)
+    repo_type = _repo_type(body.get("type"))
+    ns = body.get("organization") or who.name
+    repo_id = f"{ns}/{body.get('name', '')}"
+    hub.check_write(who, ns)
+    url = req.base_url + web_path(repo_type, repo_id)
+    private = body.get("visibility", "public") == "private" if "visibility" in body else bool(body.get("private"))
+    extra = {"sdk": body["sdk"]} if repo_type == "space" and body.get("sdk") else {}
+    try:
+        store = hub.storage.create_repo(repo_type, repo_id, private=private, author=who.name, extra=extra)
+    except StorageError as exc:
+        if exc.status == 409:
+            return Response.json({"error": str(exc), "url": url}, status=409, headers={"X-Error-Message": str(exc)})
+        raise
+    hub.webhooks.emit_repo(store, scope="repo", action="create")
+    return Response.json({"url": url, "name": repo_id, "id": store.info["objectId"]})
+
+
+def _delete(hub: LocalHub, req: Request) -> Response:
+    who = hub.require_user(req)
+    body = req.json(limit=hub.config.max_json_bytes)
+    repo_type = _repo_type(body.get("type"))
+    repo_id = f"{body.get('organization') or who.name}/{body.get('name', '')}"
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    hub.webhooks.emit_repo(store, scope="repo", action="delete")
+    hub.storage.delete_repo(repo_type, repo_id)
+    return Response.json({})
+
+
+def _move(hub: LocalHub, req: Request) -> Response:
+    import os
+
+    from registry.localhub.storage import repo_dir
+
+    body = req.json(limit=hub.config.max_json_bytes)
+    repo_type = _repo_type(body.get("type"))
+    src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
+    store, who = hub.write_repo(req, repo_type, src)
+    hub.check_write(who, dst.split("/")[0])
+    target = repo_dir(hub.data_dir, repo_type, dst)
+    if hub.storage.exists(repo_type, dst):
+        raise HttpError(f"Cannot move {src} to {dst}: {dst} already exists", status=409)
+    with hub.locks.get(f"{repo_type}/{src}"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(store.root, target)
+    return Response.json({})
+
+
+def settings(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    changes: dict[str, Any] = {}
+    if "visibility" in body:
+        changes["private"] = body["visibility"] == "private"
+    if "private" in body:
+        changes["private"] = bool(body["private"])
+    if "gated" in body:
+        changes["gated"] = body["gated"]
+    store.update_info(**changes)
+    hub.webhooks.emit_repo(store, scope="repo.config", action="update")
+    return Response.json({})
+
+
+def card_of(hub: LocalHub, store: RepoStore, commit: Commit) -> dict[str, Any]:
+    entry = commit.files.get("README.md")
+    if entry is None or entry.size > 1_000_000:
+        return {}
+    return parse_front_matter(hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace"))
+
+
+def repo_json(hub: LocalHub, store: RepoStore, commit: Commit, *, blobs: bool, siblings: bool = True) -> dict[str, Any]:
+    """The info object of `GET /api/{type}s/{id}` for `commit`."""
+    info = store.info
+    card = card_of(hub, store, commit)
+    out: dict[str, Any] = {
+        "_id": info["objectId"],
+        "id": store.repo_id,
+        "author": store.repo_id.split("/")[0],
+        "sha": commit.id,
+        "private": bool(info.get("private")),
+        "gated": info.get("gated", False),
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "lastModified": commit.date,
+        "createdAt": info["createdAt"],
+        "tags": tags_from_card(card, repo_type=store.repo_type),
+    }
+    if card:
+        out["cardData"] = card
+    if store.repo_type == "model":
+        out["modelId"] = store.repo_id
+        for key in ("library_name", "pipeline_tag"):
+            if isinstance(card.get(key), str):
+                out[key] = card[key]
+    if store.repo_type == "space":
+        out["sdk"] = info.get("sdk", card.get("sdk", "gradio"))
+    if siblings:
+        out["siblings"] = [_sibling(path, e, blobs=blobs) for path, e in sorted(commit.files.items())]
+    return out
+
+
+def _sibling(path: str, entry: Any, *, blobs: bool) -> dict[str, Any]:
+    from registry.localhub.storage import lfs_pointer
+
+    if not blobs:
+        return {"rfilename": path}
+    out: dict[str, Any] = {"rfilename": path, "size": entry.size, "blobId": entry.git_oid}
+    if entry.lfs:
+        out["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+    return out
+
+
+def info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str | None) -> Response:
+    store = hub.read_repo(req, repo_type, repo_id)
+    commit = store.commit(store.resolve(revision or "main"))
+    return Response.json(repo_json(hub, store, commit, blobs=req.qbool("blobs")))
+
+
+def list_repos(hub: LocalHub, req: Request, repo_type: str) -> Response:
+    """`GET /api/{type}s`: `filter` (all tags), `author`, `search`, `sort`, `limit`, `full`/`cardData`."""
+    who = hub.principal(req)
+    wanted = set(req.query.get("filter", []))
+    author = req.q("author")
+    searches = [s.lower() for s in req.query.get("search", []) if s]
+    expand = set(req.query.get("expand", []))
+    full = req.qbool("full") or "siblings" in expand
+    with_card = full or req.qbool("cardData") or "cardData" in expand
+    rows: list[dict[str, Any]] = []
+    for store in hub.storage.iter_repos(repo_type):
+        if not hub.can_see(who, store):
+            continue
+        if author and store.repo_id.split("/")[0] != author:
+            continue
+        if searches and not any(s in store.repo_id.lower() for s in searches):
+            continue
+        try:
+            commit = store.commit(store.resolve("main"))
+        except StorageError:
+            continue
+        row = repo_json(hub, store, commit, blobs=False, siblings=full)
+        if not wanted <= set(row["tags"]):
+            continue
+        if not with_card:
+            row.pop("cardData", None)
+        rows.append(row)
+    sort = req.q("sort") or "createdAt"
+    key = sort if sort in ("lastModified", "createdAt", "downloads", "likes") else "createdAt"
+    rows.sort(key=lambda r: (r.get(key) or 0, r["id"]), reverse=True)
+    limit = req.q("limit")
+    if limit and limit.isdigit():
+        rows = rows[: int(limit)]
+    return Response.json(rows)
+
+
+def refs(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
+    store = hub.read_repo(req, repo_type, repo_id)
+    refs_ = store.refs()
+
+    def rows(kind: str, prefix: str) -> list[dict[str, str]]:
+        return [{"name": n if kind != "prs" else f"refs/pr/{n}", "ref": prefix + n, "targetCommit": c} for n, c in sorted(refs_[kind].items())]
+
+    out: dict[str, Any] = {"branches": rows("heads", "refs/heads/"), "converts": [], "tags": rows("tags", "refs/tags/")}
+    if req.qbool("include_prs"):
+        out["pullRequests"] = rows("prs", "refs/pr/")
+    return Response.json(out)
+
+
+def commits(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    store = hub.read_repo(req, repo_type, repo_id)
+    formatted = "formatted" in req.query.get("expand[]", []) + req.query.get("expand", [])
+    out = []
+    for c in store.history(store.resolve(revision)):
+        row: dict[str, Any] = {"id": c.id, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": c.author}]}
+        if formatted:
+            row["formatted"] = {"title": c.title, "message": c.message}
+        out.append(row)
+    return Response.json(out)
+
+
+def _check_ref_name(name: str) -> str:
+    try:
+        validate_path(name)
+    except StorageError:
+        raise HttpError(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'", status=400) from None
+    if name.startswith("refs/") or any(c in name for c in " ~^:?*[@{"):
+        raise HttpError(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'", status=400)
+    return name
+
+
+def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, branch: str) -> Response:
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    name = _check_ref_name(branch)
+    with hub.locks.get(f"{repo_type}/{repo_id}"):
+        refs_ = store.refs()
+        if name in refs_["heads"]:
+            raise HttpError(f"Branch {name!r} already exists in {repo_id}", status=409)
+        start = store.resolve(body.get("startingPoint") or "main")
+        refs_["heads"][name] = start
+        store.write_refs(refs_)
+    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(f"refs/heads/{name}", None, start)])
+    return Response.json({})
+
+
+def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    name = _check_ref_name(str(body.get("tag", "")))
+    with hub.locks.get(f"{repo_type}/{repo_id}"):
+        refs_ = store.refs()
+        if name in refs_["tags"]:
+            raise HttpError(f"Tag {name!r} already exists in {repo_id}", status=409)
+        target = store.resolve(revision or "main")
+        refs_["tags"][name] = target
+        store.write_refs(refs_)
+    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(f"refs/tags/{name}", None, target)])
+    return Response.json({})
+
+
+def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kind: str, name: str) -> Response:
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    if kind == "heads" and name == "main":
+        raise HttpError("The main branch cannot be deleted; delete the repo instead", status=400)
+    with hub.locks.get(f"{repo_type}/{repo_id}"):
+        refs_ = store.refs()
+        if name not in refs_[kind]:
+            what = "Branch" if kind == "heads" else "Tag"
+            raise HttpError(f"{what} {name!r} not found in {repo_id}", status=404, code="RevisionNotFound")
+        old = refs_[kind].pop(name)
+        store.write_refs(refs_)
+    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(f"refs/{kind}/{name}", old, None)])
+    return Response.json({})

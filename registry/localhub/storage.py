@@ -1,0 +1,427 @@
+"""On-disk storage of the embedded hub: content-addressed blobs, commit records and refs.
+
+Layout under the data directory:
+
+    blobs/<sha256[:2]>/<sha256>           file contents, named by their sha256
+    repos/<type>s/<ns>/<name>/repo.json   repo record (visibility, creation date, object id)
+    repos/<type>s/<ns>/<name>/refs.json   {"heads": {...}, "tags": {...}, "prs": {...}} -> commit ids
+    repos/<type>s/<ns>/<name>/commits/<id>.json   one record per commit, holding the full file map
+
+Crash safety: every file is written to a temp file in the same folder, fsynced, then renamed
+over its target (atomic on POSIX). A commit writes its blobs first, then its commit record, and
+moves the ref last; a process killed at any point leaves the ref on the old or the new commit,
+and both are complete. Orphan blobs and commit records are harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+REPO_TYPES = ("model", "dataset", "space")
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Namespaces that would collide with URL prefixes of the protocol.
+RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings"})
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+
+
+class StorageError(Exception):
+    """A storage-level failure the HTTP layer maps to an error code.
+
+    Attributes:
+        status: the HTTP status to answer.
+        code: the `X-Error-Code` value (empty for none).
+    """
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def now_iso() -> str:
+    """The current UTC time as the client expects it: `YYYY-MM-DDTHH:MM:SS.fffZ`."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def git_blob_oid(data: bytes) -> str:
+    """The git blob id of `data`: sha1 of `blob <len>\\0` + bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer text stored in git for an LFS file."""
+    return LFS_POINTER.format(sha256=sha256, size=size).encode()
+
+
+def validate_name(part: str, *, what: str) -> str:
+    """Check one namespace or repo-name segment.
+
+    Raises:
+        StorageError: 400 when `part` is not a safe name (path traversal, odd characters).
+    """
+    if not _NAME_RE.match(part) or ".." in part or part.endswith(".git"):
+        raise StorageError(
+            f"Invalid {what} {part!r}: use letters, digits, '-', '_' and '.', at most 96 characters, "
+            "no '..' and no '.git' suffix",
+            status=400,
+        )
+    return part
+
+
+def validate_repo_id(repo_id: str) -> tuple[str, str]:
+    """Split and check `ns/name`.
+
+    Raises:
+        StorageError: 400 for a malformed or unsafe id.
+    """
+    parts = repo_id.split("/")
+    if len(parts) != 2:
+        raise StorageError(f"Invalid repo id {repo_id!r}: expected 'namespace/name'", status=400)
+    ns, name = validate_name(parts[0], what="namespace"), validate_name(parts[1], what="repo name")
+    if ns in RESERVED_NAMESPACES:
+        raise StorageError(f"Namespace {ns!r} is reserved; choose another one", status=400)
+    return ns, name
+
+
+def validate_path(path: str) -> str:
+    """Check a file path inside a repo (relative, no traversal, no `.git` segment).
+
+    Raises:
+        StorageError: 400 for an unsafe path.
+    """
+    bad = (
+        not path
+        or len(path) > 1024
+        or path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or any(seg in ("", ".", "..", ".git") for seg in path.split("/"))
+    )
+    if bad:
+        raise StorageError(
+            f"Invalid path in repo {path!r}: paths are relative, '/'-separated, with no empty, '.', "
+            "'..' or '.git' segments",
+            status=400,
+        )
+    return path
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via temp file + fsync + rename, then fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """`atomic_write` of a JSON document."""
+    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode())
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON document written by `atomic_write_json`."""
+    return json.loads(path.read_bytes())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Content-addressed file contents, named by sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise StorageError(f"Invalid sha256 {sha256!r}: expected 64 lowercase hex digits", status=400)
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store `data`; return its sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.exists(sha):
+            atomic_write(self.path(sha), data)
+        return sha
+
+    def put_stream(self, chunks: Iterator[bytes], *, expected_sha256: str | None = None) -> tuple[str, int]:
+        """Stream chunks into the store, checking the sha256 when given.
+
+        Returns:
+            (sha256, size) of what was stored.
+
+        Raises:
+            StorageError: 422 when the content does not hash to `expected_sha256` (nothing kept).
+        """
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            sha = digest.hexdigest()
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise StorageError(
+                    f"Uploaded content hashes to {sha}, not the announced oid {expected_sha256}; "
+                    "re-upload the file",
+                    status=422,
+                )
+            target = self.path(sha)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            return sha, size
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def open(self, sha256: str) -> BinaryIO:
+        return self.path(sha256).open("rb")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file in a commit: where its bytes are and how the client should see it."""
+
+    sha256: str
+    size: int
+    git_oid: str  # git blob id: of the content, or of the LFS pointer when `lfs`
+    lfs: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size, "git": self.git_oid, "lfs": self.lfs}
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> FileEntry:
+        return FileEntry(sha256=obj["sha256"], size=obj["size"], git_oid=obj["git"], lfs=obj["lfs"])
+
+    @property
+    def etag(self) -> str:
+        """The Hub's rule: sha256 for LFS files, the git blob id otherwise."""
+        return self.sha256 if self.lfs else self.git_oid
+
+
+@dataclass(frozen=True)
+class Commit:
+    id: str
+    parents: tuple[str, ...]
+    title: str
+    message: str
+    author: str
+    date: str
+    files: dict[str, FileEntry]
+
+
+class RepoStore:
+    """One repository's record, refs and commits."""
+
+    def __init__(self, root: Path, *, repo_type: str, repo_id: str) -> None:
+        self.root = root
+        self.repo_type = repo_type
+        self.repo_id = repo_id
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return read_json(self.root / "repo.json")
+
+    def update_info(self, **changes: Any) -> None:
+        atomic_write_json(self.root / "repo.json", {**self.info, **changes})
+
+    def refs(self) -> dict[str, dict[str, str]]:
+        return read_json(self.root / "refs.json")
+
+    def write_refs(self, refs: dict[str, dict[str, str]]) -> None:
+        atomic_write_json(self.root / "refs.json", refs)
+
+    def commit(self, commit_id: str) -> Commit:
+        rec = read_json(self.root / "commits" / f"{commit_id}.json")
+        return Commit(
+            id=commit_id,
+            parents=tuple(rec["parents"]),
+            title=rec["title"],
+            message=rec["message"],
+            author=rec["author"],
+            date=rec["date"],
+            files={p: FileEntry.from_json(e) for p, e in rec["files"].items()},
+        )
+
+    def write_commit(
+        self, *, parents: list[str], title: str, message: str, author: str, files: dict[str, FileEntry]
+    ) -> str:
+        """Write a commit record (not yet on any ref); return its 40-hex id."""
+        rec = {
+            "parents": parents,
+            "title": title,
+            "message": message,
+            "author": author,
+            "date": now_iso(),
+            "files": {p: files[p].to_json() for p in sorted(files)},
+            "nonce": secrets.token_hex(8),
+        }
+        body = json.dumps(rec, sort_keys=True).encode()
+        commit_id = hashlib.sha1(body).hexdigest()
+        atomic_write(self.root / "commits" / f"{commit_id}.json", body)
+        return commit_id
+
+    def resolve(self, revision: str) -> str:
+        """A branch, tag, `refs/heads/x`, `refs/tags/x`, `refs/pr/N` or (prefix of a) commit id.
+
+        Raises:
+            StorageError: 404 `RevisionNotFound`.
+        """
+        refs = self.refs()
+        rev = revision
+        for prefix, kind in (("refs/heads/", "heads"), ("refs/tags/", "tags"), ("refs/pr/", "prs")):
+            if rev.startswith(prefix) and rev[len(prefix) :] in refs[kind]:
+                return refs[kind][rev[len(prefix) :]]
+        if rev in refs["heads"]:
+            return refs["heads"][rev]
+        if rev in refs["tags"]:
+            return refs["tags"][rev]
+        if re.fullmatch(r"[0-9a-f]{5,40}", rev):
+            if len(rev) == 40 and (self.root / "commits" / f"{rev}.json").is_file():
+                return rev
+            matches = [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")] if len(rev) < 40 else []
+            reachable = [m for m in matches if self._is_reachable(m)]
+            if len(reachable) == 1:
+                return reachable[0]
+        raise StorageError(
+            f"Revision {revision!r} not found in {self.repo_type} repo {self.repo_id}: use a branch, tag, "
+            "refs/pr/N or commit id",
+            status=404,
+            code="RevisionNotFound",
+        )
+
+    def _is_reachable(self, commit_id: str) -> bool:
+        return any(commit_id == c.id for head in self._all_heads() for c in self.history(head))
+
+    def _all_heads(self) -> list[str]:
+        refs = self.refs()
+        return [*refs["heads"].values(), *refs["tags"].values(), *refs["prs"].values()]
+
+    def history(self, commit_id: str) -> Iterator[Commit]:
+        """Commits from `commit_id` back along first parents, newest first."""
+        current: str | None = commit_id
+        while current:
+            commit = self.commit(current)
+            yield commit
+            current = commit.parents[0] if commit.parents else None
+
+
+def repo_dir(root: Path, repo_type: str, repo_id: str) -> Path:
+    ns, name = validate_repo_id(repo_id)
+    if repo_type not in REPO_TYPES:
+        raise StorageError(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
+    return root / "repos" / f"{repo_type}s" / ns / name
+
+
+class Storage:
+    """All repos and blobs under one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.blobs = BlobStore(data_dir / "blobs")
+        (data_dir / "repos").mkdir(parents=True, exist_ok=True)
+        self._trash = data_dir / ".trash"
+        # A repo deleted while the server was killed is left in the trash: finish deleting it.
+        if self._trash.exists():
+            shutil.rmtree(self._trash, ignore_errors=True)
+        self._trash.mkdir(parents=True, exist_ok=True)
+
+    def repo(self, repo_type: str, repo_id: str) -> RepoStore:
+        """The store of an existing repo.
+
+        Raises:
+            StorageError: 404 `RepoNotFound`.
+        """
+        root = repo_dir(self.data_dir, repo_type, repo_id)
+        if not (root / "refs.json").is_file():
+            raise StorageError(
+                f"Repository not found: {repo_type} {repo_id!r}. Check the id and repo type, or create it first",
+                status=404,
+                code="RepoNotFound",
+            )
+        return RepoStore(root, repo_type=repo_type, repo_id=repo_id)
+
+    def exists(self, repo_type: str, repo_id: str) -> bool:
+        return (repo_dir(self.data_dir, repo_type, repo_id) / "refs.json").is_file()
+
+    def create_repo(self, repo_type: str, repo_id: str, *, private: bool, author: str, extra: dict[str, Any]) -> RepoStore:
+        """Create a repo with one initial commit (`.gitattributes`) on `main`.
+
+        Raises:
+            StorageError: 409 when it exists.
+        """
+        root = repo_dir(self.data_dir, repo_type, repo_id)
+        if (root / "refs.json").is_file():
+            raise StorageError(f"You already created this {repo_type} repo: {repo_id}", status=409)
+        root.mkdir(parents=True, exist_ok=True)
+        store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)
+        atomic_write_json(
+            root / "repo.json",
+            {"private": private, "createdAt": now_iso(), "objectId": secrets.token_hex(12), **extra},
+        )
+        data = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+        sha = self.blobs.put_bytes(data)
+        entry = FileEntry(sha256=sha, size=len(data), git_oid=git_blob_oid(data), lfs=False)
+        commit_id = store.write_commit(
+            parents=[], title="initial commit", message="", author=author, files={".gitattributes": entry}
+        )
+        # refs.json last: its presence is what makes the repo exist.
+        store.write_refs({"heads": {"main": commit_id}, "tags": {}, "prs": {}})
+        return store
+
+    def delete_repo(self, repo_type: str, repo_id: str) -> None:
+        """Delete a repo (rename into the trash first, so a crash never leaves half a repo)."""
+        store = self.repo(repo_type, repo_id)
+        target = self._trash / secrets.token_hex(8)
+        os.replace(store.root, target)
+        shutil.rmtree(target, ignore_errors=True)
+
+    def iter_repos(self, repo_type: str) -> Iterator[RepoStore]:
+        base = self.data_dir / "repos" / f"{repo_type}s"
+        if not base.is_dir():
+            return
+        for ns_dir in sorted(base.iterdir()):
+            for repo in sorted(ns_dir.iterdir()) if ns_dir.is_dir() else []:
+                if (repo / "refs.json").is_file():
+                    yield RepoStore(repo, repo_type=repo_type, repo_id=f"{ns_dir.name}/{repo.name}")

@@ -1,0 +1,271 @@
+"""Webhooks: management routes (`/api/settings/webhooks*`) and outbound delivery.
+
+Delivery: one worker thread per webhook (events to one URL arrive in order; a slow URL does not
+hold up the others), `webhook_attempts` tries with exponential backoff, and one line per try in
+`<data>/webhook-deliveries.jsonl` (webhook id, event, attempt, status or error). The secret
+travels as-is in `X-Webhook-Secret`, as on the Hub (no HMAC). Payloads follow the Hub's v3
+format and send both `repo.headSha` (Hub docs) and `repo.head_sha` (huggingface_hub's model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
+
+if TYPE_CHECKING:
+    from registry.localhub.app import LocalHub
+
+logger = logging.getLogger(__name__)
+_WATCH_TYPES = ("user", "org", "model", "dataset", "space")
+_DOMAINS = ("repo", "discussion")
+
+
+class WebhookDispatcher:
+    """Stores webhooks and delivers events to the matching ones."""
+
+    def __init__(self, hub: LocalHub) -> None:
+        self._hub = hub
+        self.path = hub.data_dir / "webhooks.json"
+        self.log_path = hub.data_dir / "webhook-deliveries.jsonl"
+        self._lock = threading.Lock()
+        self._queues: dict[str, queue.Queue[dict[str, Any] | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self.base_url = "http://127.0.0.1"
+
+    # -- storage -----------------------------------------------------------------------------
+    def load(self) -> dict[str, dict[str, Any]]:
+        return read_json(self.path) if self.path.is_file() else {}
+
+    def _save(self, hooks: dict[str, dict[str, Any]]) -> None:
+        atomic_write_json(self.path, hooks)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every logged delivery attempt, oldest first."""
+        if not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    # -- events ------------------------------------------------------------------------------
+    def emit_repo(
+        self,
+        store: RepoStore,
+        *,
+        scope: str,
+        action: str,
+        updated_refs: list[tuple[str, str | None, str | None]] | None = None,
+    ) -> None:
+        """Send a `repo*` event (create, delete, update, content updates with their refs)."""
+        payload: dict[str, Any] = {"event": {"action": action, "scope": scope}, "repo": self._repo(store, head=True)}
+        if updated_refs is not None:
+            payload["updatedRefs"] = [{"ref": r, "oldSha": o, "newSha": n} for r, o, n in updated_refs]
+        self._dispatch(store, "repo", payload)
+
+    def emit_discussion(
+        self, store: RepoStore, *, scope: str, action: str, discussion: dict[str, Any], comment: dict[str, Any] | None
+    ) -> None:
+        """Send a `discussion*` event; `discussion` and `comment` are the stored records."""
+        base = self.base_url + _web(store)
+        d = {
+            "id": discussion["id"],
+            "num": discussion["num"],
+            "author": {"id": discussion["author"]["name"]},
+            "title": discussion["title"],
+            "isPullRequest": discussion["isPullRequest"],
+            "status": discussion["status"],
+            "url": {"web": f"{base}/discussions/{discussion['num']}", "api": f"{self.base_url}/api/{store.repo_type}s/{store.repo_id}/discussions/{discussion['num']}"},
+        }
+        if discussion["isPullRequest"]:
+            d["changes"] = {"base": discussion["changes"]["base"]}
+        payload: dict[str, Any] = {"event": {"action": action, "scope": scope}, "repo": self._repo(store, head=False), "discussion": d}
+        if comment is not None:
+            payload["comment"] = {
+                "id": comment["id"],
+                "author": {"id": comment["author"]["name"]},
+                "hidden": comment["data"]["hidden"],
+                "content": comment["data"]["latest"]["raw"],
+                "url": {"web": f"{base}/discussions/{discussion['num']}#{comment['id']}"},
+            }
+        self._dispatch(store, "discussion", payload)
+
+    def _repo(self, store: RepoStore, *, head: bool) -> dict[str, Any]:
+        info = store.info
+        out: dict[str, Any] = {
+            "type": store.repo_type,
+            "name": store.repo_id,
+            "id": info["objectId"],
+            "private": bool(info.get("private")),
+            "url": {"web": self.base_url + _web(store), "api": f"{self.base_url}/api/{store.repo_type}s/{store.repo_id}"},
+            "owner": {"id": store.repo_id.split("/")[0]},
+        }
+        if head:
+            sha = store.refs()["heads"].get("main")
+            out["headSha"] = out["head_sha"] = sha
+        return out
+
+    def _dispatch(self, store: RepoStore, domain: str, payload: dict[str, Any]) -> None:
+        ns = store.repo_id.split("/")[0]
+        private = bool(store.info.get("private"))
+        for hook_id, hook in self.load().items():
+            if hook.get("disabled") or domain not in hook.get("domains", _DOMAINS):
+                continue
+            if not any(_matches(w, store, ns) for w in hook.get("watched", [])):
+                continue
+            if private and not self._owner_can_read(hook["owner"], ns):
+                continue
+            body = {**payload, "webhook": {"id": hook_id, "version": 3}}
+            self._queue(hook_id).put({"url": hook["url"], "secret": hook.get("secret"), "body": body})
+
+    def _owner_can_read(self, owner: str, ns: str) -> bool:
+        data = self._hub.accounts._load()  # noqa: SLF001 (same package)
+        return owner == ns or ns in data["users"].get(owner, {}).get("orgs", [])
+
+    # -- delivery ----------------------------------------------------------------------------
+    def _queue(self, hook_id: str) -> queue.Queue[dict[str, Any] | None]:
+        with self._lock:
+            if hook_id not in self._queues:
+                q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+                t = threading.Thread(target=self._worker, args=(hook_id, q), name=f"webhook-{hook_id}", daemon=True)
+                self._queues[hook_id] = q
+                self._threads.append(t)
+                t.start()
+            return self._queues[hook_id]
+
+    def _worker(self, hook_id: str, q: queue.Queue[dict[str, Any] | None]) -> None:
+        while (job := q.get()) is not None:
+            self._deliver(hook_id, job)
+
+    def _deliver(self, hook_id: str, job: dict[str, Any]) -> None:
+        cfg = self._hub.config
+        data = json.dumps(job["body"]).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "mergeling-localhub"}
+        if job["secret"]:
+            headers["X-Webhook-Secret"] = job["secret"]
+        event = job["body"]["event"]
+        for attempt in range(1, cfg.webhook_attempts + 1):
+            status, error = None, None
+            try:
+                request = urllib.request.Request(job["url"], data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (user-configured URL)
+                    status = resp.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except (OSError, ValueError) as exc:
+                error = type(exc).__name__
+            self._log(hook_id=hook_id, event=event, attempt=attempt, status=status, error=error)
+            if status is not None and 200 <= status < 300:
+                return
+            if status is not None and 400 <= status < 500 and status not in (408, 429):
+                return  # the receiver rejected it: retrying would not help
+            if attempt < cfg.webhook_attempts:
+                time.sleep(cfg.webhook_backoff_s * 2 ** (attempt - 1))
+        logger.warning("Webhook %s: giving up on a %s event after %d attempts", hook_id, event["scope"], cfg.webhook_attempts)
+
+    def _log(self, **fields: Any) -> None:
+        line = json.dumps({"time": now_iso(), **fields}) + "\n"
+        with self._lock, self.log_path.open("a") as fh:
+            fh.write(line)
+        logger.info("Webhook %s delivery attempt %s: %s", fields["hook_id"], fields["attempt"], fields["status"] or fields["error"])
+
+    def close(self) -> None:
+        with self._lock:
+            for q in self._queues.values():
+                q.put(None)
+        for t in self._threads:
+            t.join(timeout=2)
+
+
+def _web(store: RepoStore) -> str:
+    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[store.repo_type] + f"/{store.repo_id}"
+
+
+def _matches(watch: dict[str, str], store: RepoStore, ns: str) -> bool:
+    if watch.get("type") in ("user", "org"):
+        return watch.get("name") == ns
+    return watch.get("type") == store.repo_type and watch.get("name") == store.repo_id
+
+
+# -- management routes -------------------------------------------------------------------------
+def _public(hook_id: str, hook: dict[str, Any]) -> dict[str, Any]:
+    out = {k: hook[k] for k in ("url", "watched", "domains", "disabled")}
+    if hook.get("secret"):
+        out["secret"] = hook["secret"]
+    return {"id": hook_id, **out}
+
+
+def _validated(body: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    hook = dict(base)
+    if "watched" in body:
+        watched = body["watched"]
+        if not isinstance(watched, list) or not all(isinstance(w, dict) and w.get("type") in _WATCH_TYPES and isinstance(w.get("name"), str) for w in watched):
+            raise HttpError(f"'watched' must be a list of {{type, name}} with type in {', '.join(_WATCH_TYPES)}", status=400, code="BadRequest")
+        hook["watched"] = [{"type": w["type"], "name": w["name"]} for w in watched]
+    if body.get("domains") is not None:
+        if not isinstance(body["domains"], list) or not set(body["domains"]) <= set(_DOMAINS) or not body["domains"]:
+            raise HttpError(f"'domains' must be a non-empty subset of {list(_DOMAINS)}", status=400, code="BadRequest")
+        hook["domains"] = list(body["domains"])
+    if body.get("url") is not None:
+        if not str(body["url"]).startswith(("http://", "https://")):
+            raise HttpError(f"Webhook url {body['url']!r} must start with http:// or https://", status=400, code="BadRequest")
+        hook["url"] = body["url"]
+    if "secret" in body:
+        hook["secret"] = body["secret"] or None
+    if body.get("jobSourceId") or body.get("secrets"):
+        raise HttpError("Job webhooks are not supported by this hub; give a 'url' instead", status=400, code="BadRequest")
+    if not hook.get("url"):
+        raise HttpError("A webhook needs a 'url'", status=400, code="BadRequest")
+    return hook
+
+
+def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
+    who = hub.require_user(req)
+    hooks = hub.webhooks
+    with hooks._lock:  # noqa: SLF001 (the dispatcher owns the file; routes share its lock)
+        all_hooks = hooks.load()
+    mine = {k: v for k, v in all_hooks.items() if v["owner"] == who.name}
+    if not rest:
+        if req.method == "GET":
+            return Response.json([_public(k, v) for k, v in mine.items()])
+        if req.method == "POST":
+            body = req.json(limit=hub.config.max_json_bytes)
+            hook = _validated(body, {"owner": who.name, "watched": [], "domains": list(_DOMAINS), "disabled": False, "createdAt": now_iso()})
+            hook_id = secrets.token_hex(12)
+            with hooks._lock:  # noqa: SLF001
+                current = hooks.load()
+                current[hook_id] = hook
+                hooks._save(current)  # noqa: SLF001
+            return Response.json({"webhook": _public(hook_id, hook)})
+    hook_id = rest[0]
+    if hook_id not in mine:
+        raise HttpError(f"Webhook {hook_id!r} not found among {who.name!r}'s webhooks", status=404)
+    action = rest[1] if len(rest) > 1 else ""
+    if req.method == "GET" and action == "":
+        return Response.json({"webhook": _public(hook_id, mine[hook_id])})
+    if req.method == "GET" and action == "deliveries":
+        return Response.json([d for d in hooks.deliveries() if d["hook_id"] == hook_id])
+    if req.method == "DELETE" and action == "":
+        with hooks._lock:  # noqa: SLF001
+            current = hooks.load()
+            current.pop(hook_id, None)
+            hooks._save(current)  # noqa: SLF001
+        return Response.json({})
+    if req.method == "POST" and action in ("", "enable", "disable"):
+        body = req.json(limit=hub.config.max_json_bytes) if action == "" else {}
+        with hooks._lock:  # noqa: SLF001
+            current = hooks.load()
+            hook = _validated(body, current[hook_id])
+            if action:
+                hook["disabled"] = action == "disable"
+            current[hook_id] = hook
+            hooks._save(current)  # noqa: SLF001
+        return Response.json({"webhook": _public(hook_id, hook)})
+    raise HttpError(f"No route for {req.method} /api/settings/webhooks/{'/'.join(rest)}", status=404)
