@@ -48,7 +48,7 @@ class StorageError(Exception):
     def __init__(self, message: str, *, status: int = 400, code: str = "") -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
+        self.code = code or {400: "BadRequest", 413: "PayloadTooLarge", 409: "Conflict"}.get(status, "")
 
 
 def now_iso() -> str:
