@@ -175,7 +175,7 @@ def _load_bin(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Path] | No
         try:
             state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = _pickle_reason(str(exc)) or type(exc).__name__
             raise CheckpointError(
                 f"{file}: refused: not loadable with torch.load(weights_only=True) ({reason}); "
                 "nothing was unpickled. Convert it to safetensors with a trusted tool first",
@@ -192,3 +192,14 @@ def _load_bin(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Path] | No
             ckpt._bin[name] = tensor
             nbytes = tensor.numel() * tensor.element_size()
             ckpt.tensors[name] = TensorInfo(name, dtype_code(tensor.dtype), tuple(tensor.shape), file, 0, nbytes)
+
+
+def _pickle_reason(text: str) -> str:
+    """The useful part of torch's weights-only refusal (it is long, multi-line, with ANSI codes)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please | To | Check |$)", text, flags=re.MULTILINE)
+    if match:
+        return match.group(1).strip()
+    return text.strip().splitlines()[0] if text.strip() else ""
