@@ -101,7 +101,7 @@ def run_command(
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
     if data_dir is None:
         files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
-        data_root, data_source = fetch_data_repo(data_repo, files=files)
+        data_root, data_source = fetch_data_repo(data_repo, files=files)  # HubClient from HF_ENDPOINT/HF_TOKEN
     else:
         data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
     resolved = resolve_model(model, progress=state.progress)

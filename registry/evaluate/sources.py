@@ -4,8 +4,8 @@ A model is a local directory (identified by a hash of its weight, config and tok
 Hub repo `owner/name[@revision]` (identified by the resolved commit sha). Data is a local
 directory in the `../shared/data` layout, or a Hub dataset repo with the same layout.
 
-Hub access goes through `huggingface_hub` with the endpoint from `HF_ENDPOINT`.
-TODO(hub): route through `registry.hub` once it lands (it is the one Hub wrapper).
+Hub access goes through `registry.hub.HubClient` (endpoint and token injected; its errors are
+already our `Hub*` errors).
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry.errors import DataNotFoundError, EvaluationError, HubError
+from registry.errors import DataNotFoundError, EvaluationError
 from registry.evaluate.records import ModelIdentity
 from registry.progress import progress_bar
 
+if TYPE_CHECKING:
+    from registry.hub import HubClient
+
 log = logging.getLogger(__name__)
+_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 # Files whose bytes decide what a model computes (weights, shapes, tokenization).
 _IDENTITY_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "config.json",
@@ -74,11 +79,12 @@ def split_reference(reference: str) -> tuple[str, str | None]:
     return name, (revision or None) if sep else None
 
 
-def resolve_model(reference: str, *, progress: bool = False) -> ResolvedModel:
+def resolve_model(reference: str, *, hub: HubClient | None = None, progress: bool = False) -> ResolvedModel:
     """Find the model named by `reference` and pin its identity.
 
     Args:
         reference: a local checkpoint directory, or `owner/name[@revision]` on the Hub.
+        hub: the Hub client for repo references (default: `HubClient()` from `HF_ENDPOINT`).
         progress: show progress bars.
 
     Returns:
@@ -101,20 +107,22 @@ def resolve_model(reference: str, *, progress: bool = False) -> ResolvedModel:
         raise EvaluationError(
             f"Model {reference!r} is neither an existing directory nor a Hub repo id (owner/name[@revision])."
         )
-    snapshot = _snapshot(repo_id, repo_type="model", revision=revision, allow_patterns=None)
-    sha = snapshot.name  # snapshot folders are named after the resolved commit sha
+    hub = hub or _default_client()
+    snapshot = hub.snapshot(repo_id, repo_type="model", revision=revision)
+    sha = _snapshot_sha(hub, snapshot, repo_id=repo_id, repo_type="model", revision=revision)
     return ResolvedModel(
         path=snapshot,
         identity=ModelIdentity(reference=reference, repo_id=repo_id, revision=revision, sha=sha, local_path=str(snapshot)),
     )
 
 
-def fetch_data_repo(repo: str, *, files: Iterable[str]) -> tuple[Path, str]:
+def fetch_data_repo(repo: str, *, files: Iterable[str], hub: HubClient | None = None) -> tuple[Path, str]:
     """Download the evaluation files a suite needs from a Hub dataset repo.
 
     Args:
         repo: `owner/name[@revision]` of a dataset repo in the `../shared/data` layout.
         files: paths inside the repo the tasks read.
+        hub: the Hub client (default: `HubClient()` from `HF_ENDPOINT`).
 
     Returns:
         (the local snapshot directory, `hub:<repo>@<sha>` for the record).
@@ -123,21 +131,23 @@ def fetch_data_repo(repo: str, *, files: Iterable[str]) -> tuple[Path, str]:
         HubError: the repo or revision cannot be fetched.
     """
     repo_id, revision = split_reference(repo)
-    snapshot = _snapshot(repo_id, repo_type="dataset", revision=revision, allow_patterns=sorted(set(files)))
-    return snapshot, f"hub:{repo_id}@{snapshot.name}"
+    hub = hub or _default_client()
+    snapshot = hub.snapshot(repo_id, repo_type="dataset", revision=revision, allow_patterns=sorted(set(files)))
+    sha = _snapshot_sha(hub, snapshot, repo_id=repo_id, repo_type="dataset", revision=revision)
+    return snapshot, f"hub:{repo_id}@{sha}"
 
 
-def _snapshot(repo_id: str, *, repo_type: str, revision: str | None, allow_patterns: list[str] | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+def _default_client() -> HubClient:
+    from registry.hub import HubClient
 
-    try:
-        return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, allow_patterns=allow_patterns))
-    except RevisionNotFoundError as exc:
-        raise HubError(f"{repo_type} repo {repo_id} has no revision {revision!r}; check the @revision.",
-                       repo_id=repo_id) from exc
-    except RepositoryNotFoundError as exc:
-        raise HubError(f"{repo_type} repo {repo_id} was not found on the Hub (HF_ENDPOINT); check the name "
-                       "and your token (HF_TOKEN).", repo_id=repo_id) from exc
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        raise HubError(f"Downloading {repo_type} repo {repo_id} failed: {exc}", repo_id=repo_id) from exc
+    return HubClient()
+
+
+def _snapshot_sha(hub: HubClient, snapshot: Path, *, repo_id: str, repo_type: str, revision: str | None) -> str:
+    """The commit a snapshot holds: its cache folder is named after it; else ask the Hub."""
+    if _SHA.match(snapshot.name):
+        return snapshot.name
+    sha = hub.head_sha(repo_id, repo_type=repo_type, revision=revision)
+    if sha is None:
+        raise EvaluationError(f"Cannot resolve the commit of {repo_type} repo {repo_id}@{revision or 'main'}.")
+    return sha
