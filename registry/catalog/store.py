@@ -16,6 +16,7 @@ import random
 import time
 from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,12 +82,16 @@ class CatalogStore:
         repo_id: the registry dataset repo (`<namespace>/mergeling-registry` by default).
         max_attempts: commits tried before giving up when other writers keep moving the head.
         backoff_s: first retry delay; it doubles each attempt (capped at 2 s), with full jitter.
+        read_workers: entry files fetched concurrently by `list_entries`.
+        sleep: how to wait between retries (injectable for tests).
+        rng: the jitter's random source.
     """
 
     hub: CatalogHub
     repo_id: str
     max_attempts: int = 30
     backoff_s: float = 0.05
+    read_workers: int = 8
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
@@ -128,7 +133,10 @@ class CatalogStore:
         revision = self.head()
         if revision is None:
             return []
-        return [self._read(entry_id, revision) for entry_id in self.entry_ids(revision=revision, kind=kind)]
+        ids = self.entry_ids(revision=revision, kind=kind)
+        # One small file per entry: fetch them concurrently, since each read is a round trip.
+        with ThreadPoolExecutor(max_workers=self.read_workers) as pool:
+            return list(pool.map(lambda entry_id: self._read(entry_id, revision), ids))
 
     def get(self, entry_id: str) -> AnyEntry:
         """One entry by ID.
@@ -178,7 +186,6 @@ class CatalogStore:
             CatalogError: when the entry exists and `replace` is False.
             HubConflictError: when other writers kept moving the head for `max_attempts` tries.
         """
-        self.ensure()
         path = entry_path(entry.id)
         payload = dump_entry(entry)
 
@@ -196,7 +203,7 @@ class CatalogStore:
                 parent_commit=head,
             )  # fmt: skip
 
-        return self._retrying(attempt, what=f"add {entry.id}")
+        return self._retrying(attempt, what=f"add {entry.id}", create=True)
 
     def add_many(self, entries: Sequence[AnyEntry]) -> AddManyResult:
         """Write several new entries in one commit, leaving those already recorded untouched.
@@ -209,7 +216,6 @@ class CatalogStore:
         """
         if not entries:
             return AddManyResult(added=(), present=(), commit=None)
-        self.ensure()
         outcome: list[AddManyResult] = []
 
         def attempt(head: str | None, existing: set[str]) -> str | None:
@@ -224,7 +230,7 @@ class CatalogStore:
                 parent_commit=head,
             )  # fmt: skip
 
-        sha = self._retrying(attempt, what=f"add {len(entries)} entries")
+        sha = self._retrying(attempt, what=f"add {len(entries)} entries", create=True)
         return AddManyResult(added=outcome[0].added, present=outcome[0].present, commit=sha or None)
 
     def remove(self, entry_id: str) -> str:
@@ -252,9 +258,17 @@ class CatalogStore:
 
         return self._retrying(attempt, what=f"remove {entry_id}")
 
-    def _retrying(self, attempt: Callable[[str | None, set[str]], str | None], *, what: str) -> str:
+    def _retrying(
+        self, attempt: Callable[[str | None, set[str]], str | None], *, what: str, create: bool = False
+    ) -> str:
         for number in range(1, self.max_attempts + 1):
-            head = self.head()
+            try:
+                head = self.head()
+            except CatalogError:
+                if not create:
+                    raise
+                self.ensure()  # the first write creates the registry repo
+                head = self.head()
             existing = set(self.entry_ids(revision=head)) if head else set()
             try:
                 sha = attempt(head, existing)
