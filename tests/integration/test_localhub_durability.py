@@ -1,0 +1,119 @@
+"""Durability: concurrent commits, restarts, and a server SIGKILLed in the middle of commits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+
+from tests._fixtures.hub import HubFactory, HubHandle
+
+
+def _payload(i: int) -> bytes:
+    # 1.5 MB of deterministic bytes per step, so a commit takes long enough to be interrupted.
+    return hashlib.sha256(str(i).encode()).digest() * (48 * 1024)
+
+
+def test_concurrent_commits_are_serialised_and_none_is_lost(hub: HubHandle) -> None:
+    from huggingface_hub import CommitOperationAdd
+
+    hub.api().create_repo("alice/busy")
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        api = hub.api()
+        try:
+            for i in range(5):
+                api.create_commit("alice/busy", [CommitOperationAdd(f"w{w}/{i}.txt", f"{w}-{i}".encode())], commit_message=f"{w}.{i}")
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    files = set(hub.api().list_repo_files("alice/busy"))
+    assert {f"w{w}/{i}.txt" for w in range(4) for i in range(5)} <= files
+    assert len(hub.api().list_repo_commits("alice/busy")) == 21  # 20 + the initial commit
+
+
+def test_parent_commit_retry_loop_loses_no_update(hub: HubHandle) -> None:
+    """Read-modify-write of one file by several writers with parentCommit and retry on 412."""
+    from registry.errors import HubConflictError
+
+    hub.client().create_repo("lab/counter", repo_type="dataset")
+
+    def bump(n: int) -> None:
+        client = hub.client(cache=f"cache-{threading.get_ident()}")
+        for _ in range(n):
+            while True:
+                head = client.head_sha("lab/counter", repo_type="dataset")
+                files = client.list_files("lab/counter", repo_type="dataset", revision=head)
+                value = int(client.read_file("lab/counter", "n.txt", repo_type="dataset", revision=head)) if "n.txt" in files else 0
+                try:
+                    client.commit_files("lab/counter", repo_type="dataset", message="bump", add={"n.txt": str(value + 1).encode()}, parent_commit=head)
+                    break
+                except HubConflictError:
+                    continue
+
+    threads = [threading.Thread(target=bump, args=(4,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert hub.client().read_file("lab/counter", "n.txt", repo_type="dataset") == b"12"
+
+
+def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) -> None:
+    """Kill the server while a client streams commits; after restart every repo reads cleanly."""
+    from huggingface_hub import CommitOperationAdd
+
+    first = hub_factory.process("crash")
+    data_dir = first.data_dir
+    first.api().create_repo("alice/crashy")
+    first.api().create_repo("lab/bystander")
+    first.api().upload_file(path_or_fileobj=b"still here", path_in_repo="keep.txt", repo_id="lab/bystander")
+    current = first
+    for round_ in range(2):
+        done: list[int] = []
+
+        def writer(handle: HubHandle = current) -> None:
+            api = handle.api()
+            for i in range(round_ * 100, round_ * 100 + 100):
+                state = json.dumps({"step": i, "sha256": hashlib.sha256(_payload(i)).hexdigest()}).encode()
+                ops = [CommitOperationAdd(f"step-{i % 3}.bin", _payload(i)), CommitOperationAdd("state.json", state)]
+                try:
+                    api.create_commit("alice/crashy", ops, commit_message=f"step {i}")
+                except Exception:  # noqa: BLE001 (the server is being killed)
+                    return
+                done.append(i)
+
+        # Daemon: after the kill the client may sit in huggingface_hub's retry backoff for a while;
+        # it cannot commit anything more (the new server listens on another port).
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        time.sleep(1.0 + 0.37 * round_)
+        assert current.process is not None
+        current.process.send_signal(signal.SIGKILL)
+        current.process.wait()
+        t.join(timeout=2)
+        done = list(done)
+        assert done, "no commit finished before the kill; the test proves nothing"
+        current = hub_factory.process(f"restart{round_}", data_dir=data_dir)
+        api = current.api(first.token)  # accounts persisted: the old token still works
+        state = json.loads(Path(api.hf_hub_download("alice/crashy", "state.json", cache_dir=current.home / f"c{round_}")).read_text())
+        # The head is a whole commit: the last acknowledged one, or the one the kill interrupted.
+        assert state["step"] in (done[-1], done[-1] + 1)
+        step_file = api.hf_hub_download("alice/crashy", f"step-{state['step'] % 3}.bin", cache_dir=current.home / f"c{round_}")
+        with open(step_file, "rb") as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == state["sha256"]
+        for repo in ("alice/crashy", "lab/bystander"):
+            for path in api.list_repo_files(repo):
+                api.hf_hub_download(repo, path, cache_dir=current.home / f"all{round_}")
+        assert api.list_repo_commits("alice/crashy")[0].title == f"step {state['step']}"
