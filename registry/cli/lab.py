@@ -1,9 +1,113 @@
-"""Placeholder: this command group is being built (see the issues)."""
+"""`registry lab`: build tiny base / CT-X / SFT checkpoints offline, for tests and the demo."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from registry.cli._state import cli_state, stderr_console, stdout_console
+
+_STAGES = ("base", "ct", "sft")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    lab = typer.Typer(help="The tiny-model lab: real CT-X / SFT / base checkpoints built offline on a CPU.")
+    lab.command("build")(build)
+    app.add_typer(lab, name="lab")
+
+
+def build(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Output directory (base/, ct-<lang>/, sft/, lab.json).")],
+    languages: Annotated[
+        str, typer.Option(help="Comma-separated FLORES-200 codes of the CT languages.")
+    ] = "ben_Beng,khk_Cyrl,uig_Arab",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data laid out like ../shared/data. Default: ../shared/data from the current directory if it "
+            "exists, else synthetic text.",
+            file_okay=False,
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the tokenizer sample, the init and every training run.")] = 0,
+    steps: Annotated[
+        str | None,
+        typer.Option(help="Training steps per stage, e.g. 'base=1000,ct=400,sft=400' (any subset; those are the defaults).", show_default=False),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print lab.json instead of a table.")] = False,
+) -> None:
+    """Build a tokenizer, a tiny Llama base, CT-X per language and an SFT model, with model cards."""
+    from transformers.utils import logging as hf_logging
+
+    from registry.lab.build import LabConfig, build_lab
+    from registry.lab.corpora import resolve_data_dir
+
+    hf_logging.disable_progress_bar()  # transformers' per-load bars; the lab shows its own per stage
+    console = stderr_console()
+    resolved = resolve_data_dir(data_dir, cwd=Path.cwd())
+    if resolved is None:
+        console.print(
+            "[bold yellow]WARNING: no data directory (no --data-dir, no ../shared/data): training on SYNTHETIC "
+            "text. The checkpoints work, but their scores mean nothing.[/]"
+        )
+    else:
+        console.print(f"Data: {resolved}")
+    try:
+        config = LabConfig(
+            languages=tuple(code.strip() for code in languages.split(",") if code.strip()),
+            seed=seed,
+            **_parse_steps(steps),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    result = build_lab(out, config=config, data_dir=resolved, overwrite=overwrite, progress=cli_state(ctx).progress)
+    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    if json_output:
+        typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return
+    _print_table(manifest, synthetic=result.synthetic)
+    console.print(f"Wrote {len(result.checkpoints)} checkpoints and {result.manifest}")
+
+
+def _parse_steps(spec: str | None) -> dict[str, int]:
+    if not spec:
+        return {}
+    values: dict[str, int] = {}
+    for part in spec.split(","):
+        name, sep, number = part.partition("=")
+        name = name.strip()
+        if not sep or name not in _STAGES or not number.strip().isdigit():
+            raise typer.BadParameter(
+                f"--steps part {part!r} is not STAGE=N with STAGE one of {', '.join(_STAGES)} (e.g. base=800,ct=300)"
+            )
+        values[f"{name}_steps"] = int(number)
+    return values
+
+
+def _print_table(manifest: dict, *, synthetic: bool) -> None:
+    from rich.table import Table
+
+    title = "Lab checkpoints" + (" (SYNTHETIC DATA)" if synthetic else "")
+    table = Table(title=title)
+    for column in ("name", "role", "language", "params", "steps", "loss", "Δ vs base", "path"):
+        table.add_column(column)
+    for name, entry in manifest["checkpoints"].items():
+        delta = entry["delta_vs_base"]
+        train = entry["train"]
+        table.add_row(
+            name,
+            entry["role"],
+            entry["language"],
+            f"{entry['n_params'] / 1e6:.2f} M",
+            str(train["steps"]),
+            f"{train['first_loss']:.2f} → {train['last_loss']:.2f}",
+            "—" if delta is None else f"{delta['total']:.4f}",
+            entry["path"],
+        )
+    stdout_console().print(table)
