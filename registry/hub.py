@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PUBLIC_ENDPOINT = "https://huggingface.co"
+_WEB_PREFIX = {"model": "", "dataset": "/datasets", "space": "/spaces"}
 # Sent on every request to a hub without Xet, so it may answer "lfs" at preupload (see
 # registry.localhub.app.client_disabled_xet).
 XET_DISABLED_HEADER = "X-Mergeling-Xet"
@@ -113,8 +114,21 @@ class HubClient:
             HubConflictError: it exists and `exist_ok` is False.
             HubAuthError: the token may not write to that namespace.
         """
+        from huggingface_hub.errors import HfHubHTTPError
+
+        url = f"{self.endpoint}{_WEB_PREFIX[repo_type]}/{repo_id}"
         with self._errors("create repo", repo_id=repo_id):
-            return str(self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=exist_ok))
+            try:
+                # exist_ok is handled here: huggingface_hub's own handling of a 403 builds a
+                # RepoUrl against constants.ENDPOINT and fails on any other endpoint.
+                return str(self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False))
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if exist_ok and status == 409:
+                    return url
+                if exist_ok and status in (401, 402, 403) and self.repo_exists(repo_id, repo_type=repo_type):
+                    return url
+                raise
 
     def delete_repo(self, repo_id: str, *, repo_type: str = "model", missing_ok: bool = False) -> None:
         """Delete a repo (and all its revisions)."""
