@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import CompatibilityError, HubError, HubRepoNotFoundError, HubRevisionNotFoundError
+from registry.errors import CompatibilityError
 from registry.io.checkpoint import Checkpoint, open_checkpoint
 from registry.io.safetensors import FLOAT_DTYPES
 
 if TYPE_CHECKING:
+    from registry.hub import HubClient
     from registry.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,13 @@ class MergePlan:
         return "\n".join(lines)
 
 
-def resolve_source(ref: str, *, offline: bool = False) -> ModelSource:
+def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = None) -> ModelSource:
     """Resolve a model reference: an existing local directory, else a Hub repo id (`org/name@rev`).
 
     Args:
         ref: the recipe's reference.
         offline: use only the local Hub cache (no network); unresolved gives `path=None`.
+        hub: the Hub client (endpoint, token, cache); None builds one from HF_ENDPOINT/HF_TOKEN.
 
     Raises:
         CompatibilityError: neither an existing directory nor a Hub repo id.
@@ -129,46 +131,36 @@ def resolve_source(ref: str, *, offline: bool = False) -> ModelSource:
             f"model {ref!r}: no such directory (relative paths are resolved against {Path.cwd()}), and not a "
             "Hub repo id (org/name); check the path", model=ref, reason="not found",
         )
-    path, commit = _download(repo_id, revision or None, offline=offline)
+    if offline:
+        path = _cached_snapshot(repo_id, revision or None, cache_dir=hub.cache_dir if hub else None)
+    else:
+        from registry.hub import HubClient
+
+        client = hub or HubClient()
+        path = client.snapshot(repo_id, revision=revision or None, allow_patterns=HUB_PATTERNS)
+    commit = path.name if path is not None and len(path.name) == 40 else None
     return ModelSource(ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit)
 
 
-def _download(repo_id: str, revision: str | None, *, offline: bool) -> tuple[Path | None, str | None]:
-    # Kept small and isolated: the project's Hub wrapper (registry/hub.py) may take this over.
+def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | None) -> Path | None:
+    # Dry runs never touch the network: only a snapshot already in the local cache counts.
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(
-            repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=offline,
-        )
-    except LocalEntryNotFoundError:
-        if offline:
-            return None, None
-        raise HubError(f"cannot reach the Hub for {repo_id} (check HF_ENDPOINT and your network)",
-                       repo_id=repo_id) from None
-    except RevisionNotFoundError:
-        raise HubRevisionNotFoundError(f"{repo_id}: revision {revision!r} not found; check the @revision",
-                                       repo_id=repo_id) from None
-    except (RepositoryNotFoundError, GatedRepoError) as exc:
-        raise HubRepoNotFoundError(
-            f"{repo_id}: not found or no access ({type(exc).__name__}); check the id and set HF_TOKEN",
-            repo_id=repo_id) from None
-    except OSError as exc:
-        raise HubError(f"{repo_id}: download failed ({exc}); check HF_ENDPOINT and HF_TOKEN",
-                       repo_id=repo_id) from None
-    path = Path(folder)
-    return path, path.name if len(path.name) == 40 else None
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
+                                      local_files_only=True, cache_dir=cache_dir))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
 
 
-def plan_merge(recipe: Recipe, *, offline: bool = False) -> MergePlan:
+def plan_merge(recipe: Recipe, *, offline: bool = False, hub: HubClient | None = None) -> MergePlan:
     """Resolve inputs and run every header-level compatibility check.
 
     Args:
         recipe: a validated recipe.
         offline: dry-run mode: Hub inputs only from the local cache; missing ones are skipped.
+        hub: the Hub client for Hub inputs (None: one from HF_ENDPOINT / HF_TOKEN).
 
     Returns:
         The plan; `plan.skipped` lists the checks that could not run.
@@ -189,7 +181,7 @@ def plan_merge(recipe: Recipe, *, offline: bool = False) -> MergePlan:
     tok_ref = recipe.tokenizer_model() or refs[0]
     if tok_ref not in refs:
         refs.append(tok_ref)
-    sources = [resolve_source(ref, offline=offline) for ref in refs]
+    sources = [resolve_source(ref, offline=offline, hub=hub) for ref in refs]
     plan = MergePlan(recipe=recipe, sources=sources, base_index=base_index, input_indices=input_indices,
                      tokenizer_index=refs.index(tok_ref))
     missing = [s.ref for s in sources if s.path is None]

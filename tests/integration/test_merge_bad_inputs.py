@@ -194,7 +194,7 @@ def test_hub_input_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # Port 9 on loopback: nothing listens, so the Hub client fails fast; an empty cache has no copy.
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"merge_method": "ties", "base_model": "org/base",

@@ -1,0 +1,76 @@
+"""Every merge recipe in recipes/ parses and dry-run plans; Hub inputs are validated offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from registry.cli import app
+from registry.lab.tiny import DemoFamily
+from registry.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+# recipes/*.yaml that are not merge recipes (owned elsewhere): the catalog's seed list.
+NOT_MERGE_RECIPES = {"registry-seed.yaml"}
+MERGE_RECIPES = sorted(p for p in RECIPES.glob("*.yaml") if p.name not in NOT_MERGE_RECIPES)
+LANGS = ("ben_Beng", "tam_Taml", "tel_Telu", "bod_Tibt", "uig_Arab", "khk_Cyrl")
+WIDE = {"COLUMNS": "2000"}
+
+
+def test_the_shipped_recipes_are_all_there() -> None:
+    names = {p.name for p in MERGE_RECIPES}
+    assert {f"{lang}-ties-sv.yaml" for lang in LANGS} <= names
+    assert {"ben_Beng-ties.yaml", "ben_Beng-linear.yaml", "multi-khk_Cyrl-uig_Arab-ties-sv.yaml",
+            "demo-tiny.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", [p for p in MERGE_RECIPES if p.name != "demo-tiny.yaml"], ids=lambda p: p.name)
+def test_hub_recipe_dry_run_offline(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty cache and an unroutable endpoint: the dry run must not need the network.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(path)
+    assert recipe.base_model == "meta-llama/Llama-2-7b-hf"
+    sft = [m for m in recipe.models if m.role == "sft"]
+    assert [m.model for m in sft] == ["pkupie/Llama-2-7b-FLAN-step884"]
+    for entry in recipe.models:
+        if entry.role == "ct":
+            assert entry.model.startswith("pkupie/Llama-2-7b-") and entry.language in LANGS
+    suite = recipe.mergeling.eval_suite
+    assert suite is not None and suite.startswith("recipes/eval/") and suite.removeprefix("recipes/eval/")[:8] in LANGS
+    assert recipe.mergeling.output_repo
+    result = CliRunner().invoke(app, ["-q", "merge", str(path), "--dry-run", "--json"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["complete"] is False
+    assert "not in the local Hub cache" in plan["skipped"][0]
+    assert {i["ref"] for i in plan["inputs"]} >= {"meta-llama/Llama-2-7b-hf", "pkupie/Llama-2-7b-FLAN-step884"}
+    assert "Skipped:" in result.stderr
+
+
+def test_demo_recipe_dry_run_on_built_models(tiny_family: DemoFamily, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo recipe names .mergeling/demo/models/{base,ct,sft} relative to the current directory.
+    models = tmp_path / ".mergeling" / "demo" / "models"
+    for name in ("base", "ct", "sft"):
+        shutil.copytree(getattr(tiny_family, name), models / name)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run", "--json"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["complete"] is True and plan["skipped"] == []
+    assert plan["tensors"] > 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mergeling"]  # a dry run writes nothing
+    text = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run"], env=WIDE)
+    assert "slack 0.05" in text.stdout and "every check passed" in text.stderr
+
+
+def test_demo_recipe_is_plain_yaml_with_comments() -> None:
+    text = (RECIPES / "demo-tiny.yaml").read_text()
+    assert text.lstrip().startswith("#")
+    assert yaml.safe_load(text)["merge_method"] == "ties_sv"
