@@ -1,9 +1,336 @@
-"""Placeholder: this command group is being built (see the issues)."""
+"""Catalog commands: `registry add ct|sft|--from`, `list`, `show`, `pairs`, `sync`, `remove`.
+
+Every command works on a registry dataset repo on a Hub: `--registry` (default
+`<your namespace>/mergeling-registry`), `--endpoint` (env HF_ENDPOINT) and `--token` (env HF_TOKEN).
+Results (IDs, tables, JSON) go to stdout; progress and notes go to stderr.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from registry.cli._state import stderr_console, stdout_console
+from registry.errors import CatalogError
+
+if TYPE_CHECKING:
+    from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
+    from registry.catalog.pairing import PairCheck
+    from registry.catalog.store import CatalogStore
+    from registry.hub import HubClient
+
+_HUB_PANEL = "Hub"
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry", envvar="MERGELING_REGISTRY", rich_help_panel=_HUB_PANEL,
+        help="Registry dataset repo (OWNER/NAME). Default: <your namespace>/mergeling-registry.",
+    ),
+]  # fmt: skip
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint", envvar="HF_ENDPOINT", rich_help_panel=_HUB_PANEL, help="Hub URL (default: huggingface.co)."),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="HF_TOKEN", rich_help_panel=_HUB_PANEL, show_default=False, help="Hub token."),
+]
+
+
+class Kind(StrEnum):
+    ct = "ct"
+    sft = "sft"
+    merge = "merge"
+
+
+def _language(value: str | None) -> str | None:
+    from registry.catalog.entries import validate_language
+
+    if value is None:
+        return None
+    try:
+        return validate_language(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _reference(value: str) -> str:
+    from registry.catalog.entries import split_reference
+
+    try:
+        split_reference(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return value
+
+
+def _connect(ctx: typer.Context, registry: str | None, endpoint: str | None, token: str | None) -> tuple[HubClient, CatalogStore]:
+    """The Hub client and the catalog store, with options inherited from `registry add --...`."""
+    from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
+    from registry.hub import HubClient
+
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    registry = registry or parent.get("registry")
+    endpoint = endpoint or parent.get("endpoint")
+    token = token or parent.get("token")
+    # HF_HUB_CACHE is read here, not only at huggingface_hub's import, so a caller (or a test
+    # runner) can point one invocation's downloads elsewhere.
+    cache = os.environ.get("HF_HUB_CACHE")
+    hub = HubClient(endpoint=endpoint, token=token, cache_dir=Path(cache) if cache else None)
+    if registry is None:
+        if not token:
+            raise CatalogError(
+                "no registry repo given and no token to find your namespace: pass --registry OWNER/NAME "
+                "(or set MERGELING_REGISTRY), or --token (HF_TOKEN)"
+            )
+        registry = f"{hub.whoami()}/{REGISTRY_REPO_NAME}"
+    _reference(registry)
+    return hub, CatalogStore(hub=hub, repo_id=registry)
+
+
+# -- add ------------------------------------------------------------------------------------
+add_app = typer.Typer(
+    help="Record a checkpoint in the registry (verified on the Hub first).", no_args_is_help=False
+)
+
+
+@add_app.callback(invoke_without_command=True)
+def add(
+    ctx: typer.Context,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", exists=True, dir_okay=False, help="Seed file of checkpoints (e.g. recipes/registry-seed.yaml)."),
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="With --from: record entries the Hub cannot verify as unverified metadata.")
+    ] = False,
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Record checkpoints: `add ct`, `add sft`, or `add --from FILE` for a whole seed file."""
+    if ctx.invoked_subcommand is not None:
+        if from_file is not None or no_verify:
+            raise typer.BadParameter("--from/--no-verify cannot be combined with `add ct` or `add sft`")
+        return
+    if from_file is None:
+        stderr_console().print(ctx.get_help())
+        raise typer.Exit(code=2)
+    from registry.catalog.seed import load_seed, seed_entries
+
+    seed = load_seed(from_file)
+    hub, store = _connect(ctx, registry, endpoint, token)
+    entries = seed_entries(None if no_verify else hub, seed, verify=not no_verify)
+    result = store.add_many(entries)
+    for entry_id in result.added:
+        typer.echo(entry_id)
+    note = f" (commit {result.commit[:7]})" if result.commit else ""
+    kind = "unverified " if no_verify else ""
+    stderr_console().print(
+        f"Added {len(result.added)} {kind}entries to {store.repo_id}{note}; {len(result.present)} already present."
+    )
+
+
+@add_app.command("ct")
+def add_ct(
+    ctx: typer.Context,
+    reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="CT model repo.")],
+    language: Annotated[str, typer.Option(callback=_language, help="Target language, e.g. ben_Beng.")],
+    base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the CT continued from.")],
+    tokens: Annotated[int | None, typer.Option(min=0, help="Tokens of continued pre-training.")] = None,
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Verify a continually pre-trained (CT) checkpoint on the Hub and record it."""
+    from registry.catalog.entries import split_reference
+    from registry.catalog.verify import build_ct_entry
+
+    hub, store = _connect(ctx, registry, endpoint, token)
+    repo, revision = split_reference(reference)
+    base_repo, base_revision = split_reference(base)
+    entry = build_ct_entry(
+        hub, repo=repo, revision=revision, language=language, base=base_repo, base_revision=base_revision, tokens=tokens
+    )
+    _report_added(store, entry)
+
+
+@add_app.command("sft")
+def add_sft(
+    ctx: typer.Context,
+    reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="SFT model repo.")],
+    base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the SFT was tuned from.")],
+    data: Annotated[str | None, typer.Option(help="Training data, e.g. flan.")] = None,
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Verify an instruction-tuned (SFT) checkpoint on the Hub and record it."""
+    from registry.catalog.entries import split_reference
+    from registry.catalog.verify import build_sft_entry
+
+    hub, store = _connect(ctx, registry, endpoint, token)
+    repo, revision = split_reference(reference)
+    base_repo, base_revision = split_reference(base)
+    entry = build_sft_entry(hub, repo=repo, revision=revision, base=base_repo, base_revision=base_revision, data=data)
+    _report_added(store, entry)
+
+
+def _report_added(store: CatalogStore, entry: CtEntry | SftEntry) -> None:
+    sha = store.add(entry)
+    typer.echo(entry.id)
+    stderr_console().print(f"Added {entry.id} ({entry.repo}@{entry.revision[:7]}) to {store.repo_id} (commit {sha[:7]}).")
+
+
+# -- list, show, remove ---------------------------------------------------------------------
+def list_entries(
+    ctx: typer.Context,
+    language: Annotated[str | None, typer.Option(callback=_language, help="Only this language, e.g. ben_Beng.")] = None,
+    kind: Annotated[Kind | None, typer.Option(help="Only this kind of entry.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List registry entries (a table, or --json)."""
+    _, store = _connect(ctx, registry, endpoint, token)
+    entries = [e for e in store.list_entries(kind=kind.value if kind else None) if _has_language(e, language)]
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    stdout_console().print(_entries_table(entries, title=store.repo_id))
+
+
+def show(
+    ctx: typer.Context,
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Print one entry as JSON."""
+    _, store = _connect(ctx, registry, endpoint, token)
+    typer.echo(store.get(entry_id).model_dump_json(indent=2))
+
+
+def remove(
+    ctx: typer.Context,
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove one entry from the registry (the checkpoint itself is untouched)."""
+    _, store = _connect(ctx, registry, endpoint, token)
+    sha = store.remove(entry_id)
+    typer.echo(entry_id)
+    stderr_console().print(f"Removed {entry_id} from {store.repo_id} (commit {sha[:7]}).")
+
+
+# -- pairs and sync -------------------------------------------------------------------------
+def pairs(
+    ctx: typer.Context,
+    language: Annotated[str | None, typer.Option(callback=_language, help="Only CT checkpoints of this language.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """CT × SFT pairs: which can be merged, and why the others cannot."""
+    from registry.catalog.pairing import find_pairs
+
+    _, store = _connect(ctx, registry, endpoint, token)
+    checks = find_pairs(store.list_entries(), language=language)
+    if as_json:
+        typer.echo(json.dumps([c.model_dump(mode="json") for c in checks], indent=2))
+        return
+    stdout_console().print(_pairs_table(checks))
+
+
+def sync(
+    ctx: typer.Context,
+    registry: RegistryOpt = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Discover checkpoints tagged mergeling-ct / mergeling-sft on the Hub and record the new ones."""
+    from registry.catalog.sync import discover
+
+    hub, store = _connect(ctx, registry, endpoint, token)
+    try:
+        known = set(store.entry_ids())
+    except CatalogError:
+        known = set()  # no registry yet: add_many creates it
+    found = discover(hub, known_ids=known)
+    result = store.add_many(list(found.new))
+    for entry_id in result.added:
+        typer.echo(entry_id)
+    console = stderr_console()
+    for reason in found.skipped:
+        console.print(f"[yellow]Skipped[/] {reason}", markup=True, highlight=False)
+    console.print(
+        f"Sync: {len(result.added)} added, {len(found.present) + len(result.present)} already present, "
+        f"{len(found.skipped)} skipped (registry {store.repo_id})."
+    )
+
+
+# -- rendering ------------------------------------------------------------------------------
+def _has_language(entry: CtEntry | SftEntry | MergeEntry, language: str | None) -> bool:
+    if language is None:
+        return True
+    if entry.kind == "ct":
+        return entry.language == language
+    if entry.kind == "merge":
+        return language in entry.languages
+    return False
+
+
+def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str):  # noqa: ANN202 (rich.Table)
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {len(entries)} entries", title_justify="left")
+    for column in ("ID", "kind", "language", "model", "base", "vocab", "status"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        if e.kind == "merge":
+            output = f"{e.output_repo}@{e.output_revision[:7]}" if e.output_revision else e.output_repo
+            table.add_row(e.id, e.kind, ",".join(e.languages), output, e.method, "", e.status)
+            continue
+        vocab = str(e.shape.vocab_size) if e.shape else "?"
+        if e.kind == "ct" and e.tokenizer and e.tokenizer.extended:
+            vocab += f" (+{e.tokenizer.added_tokens})"
+        language = e.language if e.kind == "ct" else (e.data or "")
+        revision = e.revision[:7] if e.verified else e.revision
+        table.add_row(
+            e.id, e.kind, language, f"{e.repo}@{revision}", str(e.base), vocab, "verified" if e.verified else "unverified"
+        )
+    return table
+
+
+def _pairs_table(checks: list[PairCheck]):  # noqa: ANN202 (rich.Table)
+    from rich.table import Table
+
+    table = Table(title=f"{sum(c.compatible for c in checks)} of {len(checks)} pairs compatible", title_justify="left")
+    for column in ("language", "CT", "SFT", "status", "why"):
+        table.add_column(column, overflow="fold")
+    styles = {"compatible": "green", "incompatible": "red", "unverified": "yellow"}
+    for c in checks:
+        why = "; ".join(c.reasons + c.notes)
+        table.add_row(c.language, c.ct_id, c.sft_id, f"[{styles[c.status]}]{c.status}[/]", why)
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the root app."""
+    """Add the catalog commands to the root app."""
+    app.add_typer(add_app, name="add")
+    app.command("list")(list_entries)
+    app.command("show")(show)
+    app.command("pairs")(pairs)
+    app.command("sync")(sync)
+    app.command("remove")(remove)
