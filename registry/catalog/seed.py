@@ -121,12 +121,15 @@ def seed_entries(hub: ModelHub | None, seed: SeedFile, *, verify: bool = True) -
         try:
             entries.append(_verified(hub, item, seed) if verify else _unverified(item, seed))
         except CatalogError as exc:
-            failures.append(str(exc))
+            # The short reason keeps a file's worth of failures readable; base mismatches and
+            # other one-off failures keep their full message.
+            reason = getattr(exc, "reason", None)
+            failures.append(f"{exc.repo_id}: {reason}" if reason and getattr(exc, "repo_id", None) else str(exc))
     if failures:
         raise CatalogError(
             f"{len(failures)} of {len(seed.checkpoints)} seed checkpoints could not be verified, nothing added: "
-            + " | ".join(failures)
-            + " (pass --no-verify to record them as unverified metadata)"
+            + "; ".join(failures)
+            + ". Check --endpoint, or pass --no-verify to record them as unverified metadata"
         )
     return entries
 

@@ -277,7 +277,7 @@ class CatalogStore:
                 logger.debug("registry head moved during %s (attempt %d); retrying in %.2fs", what, number, delay)
                 self.sleep(delay)
                 continue
-            logger.info("registry %s: %s (commit %s)", self.repo_id, what, (sha or "")[:7])
+            logger.debug("registry %s: %s (commit %s)", self.repo_id, what, (sha or "")[:7])
             return sha or ""
         raise HubConflictError(
             f"could not {what} in registry {self.repo_id!r}: other writers moved its head {self.max_attempts} "

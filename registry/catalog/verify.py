@@ -76,6 +76,7 @@ def shape_from_config(config: dict[str, Any], *, repo: str) -> ModelShape:
             "Llama-style configs (hidden_size, num_hidden_layers, intermediate_size, num_attention_heads, "
             "vocab_size, architectures, model_type)",
             repo_id=repo,
+            reason=f"config.json lacks {', '.join(missing)}",
         )
     return ModelShape(
         architecture=str(architectures[0]),
@@ -112,28 +113,37 @@ def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None)
             f"cannot verify {shown}: revision {revision!r} does not exist in {repo} "
             "(name a branch, tag or full commit sha that exists)",
             repo_id=repo,
+            reason=f"revision {revision!r} not found",
         ) from exc
     except HubRepoNotFoundError as exc:
         raise CatalogError(
             f"cannot verify {shown}: model repo {repo} not found on this Hub (check the name and --endpoint; "
             "private repos need a --token that can read them)",
             repo_id=repo,
+            reason="repo not found",
         ) from exc
     sha = getattr(info, "sha", None)
     if not sha:
-        raise CatalogError(f"cannot verify {shown}: the Hub reports no commit for it (empty repo?)", repo_id=repo)
+        raise CatalogError(
+            f"cannot verify {shown}: the Hub reports no commit for it (empty repo?)", repo_id=repo, reason="no commit"
+        )
     files = {sibling.rfilename for sibling in (getattr(info, "siblings", None) or [])}
     if "config.json" not in files:
         raise CatalogError(
             f"cannot verify {shown}: no config.json at commit {sha[:7]}, so its architecture and shapes are "
             "unknown; push the model's config.json (save_pretrained writes it)",
             repo_id=repo,
+            reason="no config.json",
         )
     raw = hub.read_file(repo, "config.json", repo_type="model", revision=sha)
     try:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"cannot verify {shown}: config.json at {sha[:7]} is not valid JSON ({exc})") from exc
+        raise CatalogError(
+            f"cannot verify {shown}: config.json at {sha[:7]} is not valid JSON ({exc})",
+            repo_id=repo,
+            reason="config.json is not JSON",
+        ) from exc
     card_data = getattr(info, "card_data", None)
     card = card_data.to_dict() if card_data is not None else {}
     return Checkpoint(

@@ -295,7 +295,7 @@ def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str
     from rich.table import Table
 
     table = Table(title=f"{title}: {len(entries)} entries", title_justify="left")
-    for column in ("ID", "kind", "language", "model", "base", "vocab", "status"):
+    for column in ("ID", "kind", "language/data", "model", "base/method", "vocab", "status"):
         table.add_column(column, overflow="fold")
     for e in entries:
         if e.kind == "merge":

@@ -208,7 +208,7 @@ def test_add_from_seed_refuses_unverifiable_unless_no_verify(lab: Lab, tmp_path:
     assert refused.exit_code == 1
     message = " ".join(refused.stderr.split())
     assert "1 of 8 seed checkpoints could not be verified, nothing added" in message
-    assert "pkupie/Llama-2-7b-ory not found" in message and "--no-verify" in message
+    assert "pkupie/Llama-2-7b-ory: repo not found" in message and "--no-verify" in message
     assert run(lab, "list", registry="alice/cli-unverified").exit_code == 1  # registry never created
 
     added = ok(run(lab, "add", "--from", str(seed), "--no-verify", registry="alice/cli-unverified")).split()
