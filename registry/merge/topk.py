@@ -99,19 +99,78 @@ def find_cut(chunks: Callable[[], Iterable[torch.Tensor]], k: int, *, numel: int
     return Cut(key=(bucket << _LOW_BITS) | offset, ties=k - above - above_low)
 
 
-def cut_mask(keys: torch.Tensor, cut: Cut, ties_left: int) -> tuple[torch.Tensor, int]:
+def find_cut_sampled(
+    keys_of: Callable[[slice], torch.Tensor],
+    k: int,
+    *,
+    numel: int,
+    sample: torch.Tensor,
+    parts: Callable[[], Iterable[slice]],
+) -> Cut:
+    """Find the exact cut keeping the k largest keys in ONE pass, guided by a sample.
+
+    The sample's quantiles give a narrow window of keys that holds the k-th largest with
+    overwhelming probability (±6 standard errors of the sample quantile, at least ±1% of ranks);
+    one pass counts the keys above the window and gathers those inside it, and the k-th largest is
+    picked among those. When the window misses (a skewed sample), it falls back to the two-pass
+    `find_cut`, so the result is always exact.
+
+    Args:
+        keys_of: the int32 keys of one flat slice (the returned tensor may be a reused buffer).
+        k: how many entries to keep.
+        numel: total number of keys.
+        sample: int32 keys of some entries (e.g. a strided subsample), any order.
+        parts: called once or three times; yields the flat slices covering range(numel) in order.
+
+    Returns:
+        The same `Cut` as `find_cut`.
+    """
+    if k <= 0:
+        return Cut.keep_none()
+    if k >= numel:
+        return Cut.keep_all()
+    size = sample.numel()
+    if size >= 1024:
+        ordered = torch.sort(sample.reshape(-1), descending=True).values
+        quantile = k / numel
+        spread = max(6 * (quantile * (1 - quantile) / size) ** 0.5, 0.01)
+        high_rank = max(int((quantile - spread) * size), 0)
+        low_rank = min(int((quantile + spread) * size) + 1, size - 1)
+        high_key, low_key = int(ordered[high_rank]), int(ordered[low_rank])
+        above, inside = 0, []
+        for part in parts():
+            keys = keys_of(part)
+            above += int(torch.count_nonzero(keys > high_key))
+            inside.append(keys[(keys >= low_key) & (keys <= high_key)])
+        candidates = torch.cat(inside)
+        if above < k <= above + candidates.numel():
+            cut = find_cut(lambda: (candidates,), k - above, numel=candidates.numel())
+            return cut if cut != Cut.keep_all() else _floor_cut(candidates)
+    return find_cut(lambda: (keys_of(part) for part in parts()), k, numel=numel)
+
+
+def _floor_cut(candidates: torch.Tensor) -> Cut:
+    """All candidates are kept: the cut sits at the smallest candidate, keeping all its copies."""
+    key = int(candidates.min())
+    return Cut(key=key, ties=int(torch.count_nonzero(candidates == key)))
+
+
+def cut_mask(
+    keys: torch.Tensor, cut: Cut, ties_left: int, *, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """The kept entries of one chunk.
 
     Args:
         keys: int32 keys of this chunk.
         cut: from `find_cut` over all chunks.
         ties_left: ties still to keep (start with `cut.ties`, pass on what this returns).
+        out: an optional 1-D bool buffer with `keys.numel()` entries to write the mask into.
 
     Returns:
         (bool mask shaped like `keys`, ties left for the following chunks).
     """
     flat = keys.reshape(-1)
-    mask = flat > cut.key
+    mask = torch.gt(flat, cut.key, out=out) if out is not None else flat > cut.key
     if ties_left > 0:
         equal = torch.nonzero(flat == cut.key).squeeze(1)[:ties_left]
         mask[equal] = True

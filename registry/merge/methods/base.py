@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 22  # 16 MiB of fp32 per input per chunk
+CHUNK_ELEMENTS = 1 << 20  # 4 MiB of fp32 per input per chunk: the workspace stays in cache
 
 
 @dataclass
@@ -104,8 +104,14 @@ class MethodSpec:
     extra_parameters: tuple[str, ...] = ()
 
 
-def flat_chunks(numel: int, size: int = CHUNK_ELEMENTS) -> Iterator[slice]:
-    """Consecutive slices covering range(numel), each at most `size` long."""
+def chunk_elements() -> int:
+    """The chunk length methods use now (`CHUNK_ELEMENTS`, read at call time so tests can shrink it)."""
+    return CHUNK_ELEMENTS
+
+
+def flat_chunks(numel: int, size: int | None = None) -> Iterator[slice]:
+    """Consecutive slices covering range(numel), each at most `size` (default `chunk_elements()`) long."""
+    size = size or chunk_elements()
     for start in range(0, numel, size):
         yield slice(start, min(start + size, numel))
 

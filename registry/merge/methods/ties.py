@@ -20,8 +20,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, flat_chunks
-from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut, magnitude_keys
+from registry.merge.methods.base import TensorStats, chunk_elements, check_inputs, flat_chunks
+from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
+
+_SAMPLE = 1 << 16  # entries sampled (strided) to guess where the trimming cut falls
 
 
 def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
@@ -42,47 +44,43 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
         return Cut.keep_none()
     k = max(1, int(density * numel))
     flat, flat_base = tensor.reshape(-1), base.reshape(-1)
+    size = min(chunk_elements(), numel)
+    delta = torch.empty(size, dtype=torch.float32, device=base.device)
 
-    def keys():
-        for part in flat_chunks(numel):
-            yield magnitude_keys(flat[part] - flat_base[part])
+    def keys_of(part: slice) -> torch.Tensor:
+        view = delta[: part.stop - part.start]
+        torch.sub(flat[part], flat_base[part], out=view)
+        return magnitude_keys(view.abs_())
 
-    return find_cut(keys, k, numel=numel)
+    stride = max(1, numel // _SAMPLE)
+    sample = magnitude_keys(flat[::stride] - flat_base[::stride])
+    return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel))
 
 
-class _Trimmer:
-    """Walks the chunks of all inputs in flat order, producing trimmed, weighted deltas."""
+class _Workspace:
+    """Buffers for one chunk of n inputs, reused for every chunk so the work stays in cache."""
 
-    def __init__(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, cuts: Sequence[Cut], weights: Sequence[float]) -> None:
-        self.flats = [t.reshape(-1) for t in tensors]
-        self.flat_base = base.reshape(-1)
-        self.cuts = list(cuts)
-        self.ties_left = [cut.ties for cut in cuts]
-        # (n, 1): broadcast over a (n, chunk) stack, as mergekit's (n, 1, ..., 1) weights.
-        self.weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
+    def __init__(self, n: int, size: int, device: torch.device) -> None:
+        f32 = {"dtype": torch.float32, "device": device}
+        self.deltas = torch.empty((n, size), **f32)  # (n, c) trimmed, weighted deltas
+        self.signed = torch.empty((n, size), **f32)  # (n, c) deltas · elected sign, then products
+        self.agree = torch.empty((n, size), dtype=torch.bool, device=device)
+        self.magnitude = torch.empty(size, **f32)
+        self.kept = torch.empty(size, dtype=torch.bool, device=device)
+        self.votes = torch.empty(size, **f32)  # Σ wᵢτ̂ᵢ
+        self.positive = torch.empty(size, dtype=torch.bool, device=device)
+        self.majority = torch.empty(size, **f32)  # elected sign, ±1
+        self.mixed = torch.empty(size, **f32)
+        self.divisor = torch.empty(size, **f32)
+        self.one = torch.ones((), **f32)
+        self.minus_one = -self.one
 
-    def deltas(self, part: slice) -> torch.Tensor:
-        """(n, chunk) fp32: trimmed deltas of this chunk times the weights."""
-        chunk_base = self.flat_base[part]
-        out = torch.empty((len(self.flats), chunk_base.numel()), dtype=torch.float32, device=chunk_base.device)
-        for index, (flat, cut) in enumerate(zip(self.flats, self.cuts)):
-            delta = flat[part] - chunk_base
-            if cut == Cut.keep_none():
-                out[index].zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
-            elif cut == Cut.keep_all():
-                out[index] = delta
-            else:
-                mask, self.ties_left[index] = cut_mask(magnitude_keys(delta), cut, self.ties_left[index])
-                torch.mul(delta, mask.to(torch.float32), out=out[index])
-        out.mul_(self.weight)
+    def view(self, c: int) -> _Workspace:
+        """The first c columns of every buffer (the last chunk is shorter)."""
+        out = object.__new__(_Workspace)
+        for name, value in vars(self).items():
+            out.__dict__[name] = value if value.dim() == 0 else value[..., :c]
         return out
-
-
-def elect(deltas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sign votes Σ wᵢτ̂ᵢ, elected sign as fp32 ±1) over the inputs axis of (n, chunk) deltas."""
-    sign_weight = deltas.sum(dim=0)
-    majority = (sign_weight >= 0).to(torch.float32) * 2 - 1
-    return sign_weight, majority
 
 
 def elected_chunks(
@@ -94,7 +92,7 @@ def elected_chunks(
     protect: Sequence[int] = (),
     slack_cuts: Sequence[Cut] = (),
     stats: TensorStats | None = None,
-) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[slice, _Workspace]]:
     """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
 
     Args:
@@ -102,35 +100,64 @@ def elected_chunks(
         protect: protected input indices; the first `len(slack_cuts)` of them get their slack step.
         slack_cuts: per protected input, a cut over `ascending_keys` of its conflict margins in
             flat order; the conflicts it keeps get their elected sign flipped to that input's.
-        stats: when given, `conflicts` and `rescued` are added for the stepped inputs.
+        stats: when given, `kept`, `conflicts` and `rescued` are added.
 
     Yields:
-        (flat slice, weighted trimmed deltas (n, c), their signs (n, c), votes Σ wᵢτ̂ᵢ (c,),
-        elected sign ±1 (c,)), in flat order.
+        (flat slice, workspace): `deltas` (n, c) weighted trimmed deltas, `votes` Σ wᵢτ̂ᵢ,
+        `majority` the elected sign (±1, after the slack), `signed` = deltas · majority. The
+        buffers are reused by the next chunk.
     """
     check_inputs(tensors, base, weights=weights, densities=densities)
     if len(slack_cuts) > len(protect):
         raise ValueError(f"{len(slack_cuts)} slack cuts for {len(protect)} protected inputs")
-    trimmer = _Trimmer(tensors, base, [trim_cut(t, base, d) for t, d in zip(tensors, densities)], weights)
+    n, numel = len(tensors), base.numel()
+    cuts = [trim_cut(t, base, d) for t, d in zip(tensors, densities)]
+    ties_left = [cut.ties for cut in cuts]
     slack_left = [cut.ties for cut in slack_cuts]
-    for part in flat_chunks(base.numel()):
-        deltas = trimmer.deltas(part)
-        sign = deltas.sign()
-        sign_weight, majority = elect(deltas)
-        for step, (index, cut) in enumerate(zip(protect, slack_cuts)):
-            conflict = (sign[index] != 0) & (sign[index] != majority)
+    flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
+    # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
+    weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
+    full = _Workspace(n, min(chunk_elements(), numel), base.device)
+    for part in flat_chunks(numel):
+        ws = full.view(part.stop - part.start)
+        for index, (flat, cut) in enumerate(zip(flats, cuts)):
+            delta = ws.deltas[index]
+            if cut == Cut.keep_none():
+                delta.zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
+                continue
+            torch.sub(flat[part], flat_base[part], out=delta)
+            if cut != Cut.keep_all():
+                torch.abs(delta, out=ws.magnitude)
+                mask, ties_left[index] = cut_mask(ws.magnitude.view(torch.int32), cut, ties_left[index], out=ws.kept)
+                delta.mul_(mask)  # as mergekit's delta * mask: trimmed negatives become -0.0
             if stats is not None:
-                stats.conflicts[index] = stats.conflicts.get(index, 0) + int(conflict.sum())
+                stats.add_kept(index, int(torch.count_nonzero(delta)))
+        ws.deltas.mul_(weight)
+        torch.sum(ws.deltas, dim=0, out=ws.votes)
+        torch.ge(ws.votes, 0, out=ws.positive)  # an exact-zero vote elects +
+        torch.where(ws.positive, ws.one, ws.minus_one, out=ws.majority)
+        # deltaᵢ · γ > 0 exactly when deltaᵢ is non-zero and agrees with γ (· ±1 is exact).
+        torch.mul(ws.deltas, ws.majority, out=ws.signed)
+        flipped_any = False
+        for step, (index, cut) in enumerate(zip(protect, slack_cuts)):
+            if flipped_any:
+                torch.mul(ws.deltas[index], ws.majority, out=ws.signed[index])
+            conflict = ws.signed[index] < 0
+            if stats is not None:
+                stats.conflicts[index] = stats.conflicts.get(index, 0) + int(torch.count_nonzero(conflict))
             if cut == Cut.keep_none():
                 continue
             positions = torch.nonzero(conflict).squeeze(1)
-            keys = ascending_keys(sign_weight[positions].abs())
+            keys = ascending_keys(ws.votes[positions].abs())
             rescue, slack_left[step] = cut_mask(keys, cut, slack_left[step])
             flipped = positions[rescue]
-            majority[flipped] = sign[index][flipped]
+            ws.majority[flipped] = -ws.majority[flipped]
             if stats is not None:
                 stats.rescued[index] = stats.rescued.get(index, 0) + int(flipped.numel())
-        yield part, deltas, sign, sign_weight, majority
+            flipped_any = True
+        if flipped_any:
+            torch.mul(ws.deltas, ws.majority, out=ws.signed)
+        yield part, ws
 
 
 def merge_elected(
@@ -161,29 +188,31 @@ def merge_elected(
     chunks = elected_chunks(
         tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=slack_cuts, stats=stats
     )
-    for part, deltas, sign, _, majority in chunks:
-        mask = sign == majority
-        mixed = (deltas * mask).sum(dim=0)
-        divisor = (weight * mask).sum(dim=0)
-        divisor[divisor == 0] = 1
-        if normalize:
-            mixed /= divisor
-        if lambda_ != 1:
-            mixed *= lambda_
-        torch.add(flat_base[part], mixed, out=flat_out[part])
+    for part, ws in chunks:
+        torch.gt(ws.signed, 0, out=ws.agree)
         if stats is not None:
-            _count(stats, deltas, sign, majority, protect)
+            _count(stats, ws, protect)
+        # mergekit: (deltas * mask).sum(0) and (weights * mask).sum(0), mask = sign == γ.
+        torch.mul(ws.deltas, ws.agree, out=ws.signed)
+        torch.sum(ws.signed, dim=0, out=ws.mixed)
+        torch.mul(weight, ws.agree, out=ws.signed)
+        torch.sum(ws.signed, dim=0, out=ws.divisor)
+        ws.divisor.add_(ws.divisor == 0)  # a zero divisor counts as 1 (0 + 1; others + 0 unchanged)
+        if normalize:
+            ws.mixed.div_(ws.divisor)
+        if lambda_ != 1:
+            ws.mixed.mul_(lambda_)
+        torch.add(flat_base[part], ws.mixed, out=flat_out[part])
     return result
 
 
-def _count(stats: TensorStats, deltas: torch.Tensor, sign: torch.Tensor, majority: torch.Tensor, protect: Sequence[int]) -> None:
-    stats.elements += deltas.shape[1]
-    for index in range(deltas.shape[0]):
-        stats.add_kept(index, int(torch.count_nonzero(deltas[index])))
-    stats.sign_conflicts += int(((sign > 0).any(dim=0) & (sign < 0).any(dim=0)).sum())
+def _count(stats: TensorStats, ws: _Workspace, protect: Sequence[int]) -> None:
+    # ws.signed < 0: a surviving entry whose sign differs from the final γ.
+    lost = ws.signed < 0
+    stats.elements += ws.deltas.shape[1]
+    stats.sign_conflicts += int(torch.count_nonzero(lost.any(dim=0)))
     for index in protect:
-        lost = int(((sign[index] != 0) & (sign[index] != majority)).sum())
-        stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + lost
+        stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + int(torch.count_nonzero(lost[index]))
 
 
 def merge_ties(

@@ -84,9 +84,9 @@ def conflict_margins(
     chunks = elected_chunks(
         tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=cuts
     )
-    for _, _, sign, sign_weight, majority in chunks:
-        conflict = (sign[index] != 0) & (sign[index] != majority)
-        found.append(sign_weight[conflict].abs())
+    for _, ws in chunks:
+        # signed < 0: a surviving entry of `index` whose sign differs from the elected one.
+        found.append(ws.votes[ws.signed[index] < 0].abs())
     return torch.cat(found) if found else torch.empty(0, dtype=torch.float32, device=base.device)
 
 
