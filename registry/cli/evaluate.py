@@ -74,6 +74,9 @@ def run_command(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N documents per task (results are labelled as limited).")
     ] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Run only this task of the suite (repeat for several).")
+    ] = None,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="lm-eval batch size.")] = 8,
     tasks_dir: Annotated[
@@ -93,11 +96,11 @@ def run_command(
     from registry.evaluate.cache import ResultCache, default_cache_dir
     from registry.evaluate.runner import evaluate_model
     from registry.evaluate.sources import fetch_data_repo, resolve_model
-    from registry.evaluate.suite import load_suite
+    from registry.evaluate.suite import load_suite, select_tasks
     from registry.evaluate.tasks import find_task
 
     state = cli_state(ctx)
-    spec = load_suite(suite)
+    spec = select_tasks(load_suite(suite), task or [])
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
     if data_dir is None:
         files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]

@@ -84,3 +84,21 @@ def load_suite(path: Path) -> Suite:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
         raise EvaluationError(f"Suite {path} is invalid: {problems}", suite=str(path)) from exc
+
+
+def select_tasks(suite: Suite, names: list[str] | tuple[str, ...]) -> Suite:
+    """The suite restricted to `names` (in suite order); an empty selection keeps every task.
+
+    Raises:
+        EvaluationError: a name that is not in the suite (the message lists the suite's tasks).
+    """
+    if not names:
+        return suite
+    known = [t.task for t in suite.tasks]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise EvaluationError(
+            f"Task(s) {', '.join(unknown)} are not in the {suite.language} suite; choose from: {', '.join(known)}.",
+            task=unknown[0],
+        )
+    return suite.model_copy(update={"tasks": tuple(t for t in suite.tasks if t.task in names)})

@@ -76,7 +76,8 @@ def test_cache_hit_and_determinism(base_run: tuple[Path, Path], shared_data: Pat
                                    mini_suite: Path) -> None:
     first, cache = base_run
     tasks = ("--tasks-dir", str(ROOT / "recipes" / "tasks"))
-    again = _eval(tiny_family.base, tmp_path / "cached.json", shared_data, cache, *tasks, suite=mini_suite)
+    again = _eval(tiny_family.base, tmp_path / "cached.json", shared_data, cache, "--task", "sib200_ben_Beng",
+                  "--task", "flores_ben_Beng")
     assert again.exit_code == 0, again.output
     assert all(t.cached for t in load_record(tmp_path / "cached.json").tasks)
     expected = {k: v for k, v in _numbers(first).items() if k in ("sib200_ben_Beng", "flores_ben_Beng")}
@@ -130,5 +131,7 @@ def test_errors_are_one_line_and_actionable(tiny_family, tmp_path: Path) -> None
     bad_json.write_text(json.dumps({"hello": 1}))
     out = CliRunner().invoke(app, ["eval", "compare", str(bad_json)])
     assert out.exit_code == 1 and "not a `registry eval` results file" in out.stderr
+    not_in_suite = _eval(tiny_family.base, tmp_path / "x.json", tmp_path, tmp_path / "c", "--task", "mgsm_tam_Taml")
+    assert not_in_suite.exit_code == 1 and "not in the ben_Beng suite; choose from:" in not_in_suite.stderr
     usage = CliRunner().invoke(app, ["eval", str(tiny_family.base), "--suite", str(SUITE), "--device", "tpu"])
     assert usage.exit_code == 2

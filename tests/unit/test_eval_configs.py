@@ -101,3 +101,15 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
     suite.write_text("language: ben_Beng\ntasks: [{task: a, shots: 3}]\n")
     with pytest.raises(EvaluationError, match="shots"):
         load_suite(suite)
+
+
+def test_select_tasks() -> None:
+    from registry.evaluate.suite import select_tasks
+
+    suite = load_suite(ROOT / "recipes" / "eval" / "ben_Beng.yaml")
+    assert select_tasks(suite, []) == suite
+    picked = select_tasks(suite, ["flores_eng_Latn", "sib200_ben_Beng"])
+    assert [t.task for t in picked.tasks] == ["sib200_ben_Beng", "flores_eng_Latn"]  # suite order
+    assert picked.tasks[0].num_fewshot == 5
+    with pytest.raises(EvaluationError, match="mgsm_tam_Taml are not in the ben_Beng suite; choose from: sib200_ben_Beng"):
+        select_tasks(suite, ["mgsm_tam_Taml"])
