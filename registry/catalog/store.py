@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 AnyEntry = CtEntry | SftEntry | MergeEntry
 REGISTRY_REPO_NAME = "mergeling-registry"
-_ENTRIES_DIR = "entries/"
 
 
 class CatalogHub(Protocol):
@@ -46,9 +45,7 @@ class CatalogHub(Protocol):
 
     def create_repo(self, repo_id: str, *, repo_type: str, exist_ok: bool) -> None: ...
 
-    def head_sha(self, repo_id: str, *, repo_type: str, revision: str | None = None) -> str | None: ...
-
-    def list_files(self, repo_id: str, *, repo_type: str, revision: str) -> list[str]: ...
+    def repo_info(self, repo_id: str, *, repo_type: str) -> Any: ...
 
     def read_file(self, repo_id: str, path: str, *, repo_type: str, revision: str) -> bytes: ...
 
@@ -96,33 +93,40 @@ class CatalogStore:
     rng: random.Random = field(default_factory=random.Random)
 
     # -- reading ----------------------------------------------------------------------------
-    def head(self) -> str | None:
-        """The registry's current commit sha (None for an empty repo).
+    def snapshot(self) -> tuple[str | None, list[str]]:
+        """The registry's head commit (None for an empty repo) and the entry IDs at that commit.
+
+        One repo-info call gives both, so they are consistent and a write costs one round trip less.
 
         Raises:
             CatalogError: when the registry repo does not exist.
         """
         try:
-            return self.hub.head_sha(self.repo_id, repo_type="dataset")
+            info = self.hub.repo_info(self.repo_id, repo_type="dataset")
         except HubRepoNotFoundError as exc:
             raise CatalogError(
                 f"registry {self.repo_id!r} does not exist on this Hub: add a first entry "
                 "(`registry add ct ...`) to create it, or pass --registry OWNER/NAME",
                 repo_id=self.repo_id,
             ) from exc
+        paths = [sibling.rfilename for sibling in (info.siblings or [])]
+        return info.sha, _ids_in(paths)
 
-    def entry_ids(self, *, revision: str | None = None, kind: EntryKind | None = None) -> list[str]:
-        """IDs of the stored entries (sorted), optionally of one kind."""
-        revision = revision or self.head()
-        if revision is None:
-            return []
-        ids = []
-        for path in self.hub.list_files(self.repo_id, repo_type="dataset", revision=revision):
-            if path.startswith(_ENTRIES_DIR) and path.endswith(".json"):
-                entry_id = path.rsplit("/", 1)[-1][: -len(".json")]
-                if kind is None or path.startswith(f"{_ENTRIES_DIR}{kind}/"):
-                    ids.append(entry_id)
-        return sorted(ids)
+    def head(self) -> str | None:
+        """The registry's current commit sha (None for an empty repo).
+
+        Raises:
+            CatalogError: when the registry repo does not exist.
+        """
+        return self.snapshot()[0]
+
+    def entry_ids(self, *, kind: EntryKind | None = None) -> list[str]:
+        """IDs of the stored entries (sorted), optionally of one kind.
+
+        Raises:
+            CatalogError: when the registry repo does not exist.
+        """
+        return [entry_id for entry_id in self.snapshot()[1] if kind is None or entry_kind(entry_id) == kind]
 
     def list_entries(self, *, kind: EntryKind | None = None) -> list[AnyEntry]:
         """Every stored entry (optionally of one kind), read at one consistent head, sorted by id.
@@ -130,10 +134,10 @@ class CatalogStore:
         Raises:
             CatalogError: when the registry does not exist or holds an invalid entry file.
         """
-        revision = self.head()
+        revision, ids = self.snapshot()
         if revision is None:
             return []
-        ids = self.entry_ids(revision=revision, kind=kind)
+        ids = [entry_id for entry_id in ids if kind is None or entry_kind(entry_id) == kind]
         # One small file per entry: fetch them concurrently, since each read is a round trip.
         with ThreadPoolExecutor(max_workers=self.read_workers) as pool:
             return list(pool.map(lambda entry_id: self._read(entry_id, revision), ids))
@@ -145,8 +149,8 @@ class CatalogStore:
             CatalogError: when the ID is malformed or no such entry exists.
         """
         _check_id(entry_id)
-        revision = self.head()
-        if revision is None or entry_id not in self.entry_ids(revision=revision, kind=entry_kind(entry_id)):
+        revision, ids = self.snapshot()
+        if revision is None or entry_id not in ids:
             raise CatalogError(
                 f"no entry {entry_id!r} in registry {self.repo_id!r}; `registry list` shows the IDs",
                 entry_id=entry_id,
@@ -263,13 +267,13 @@ class CatalogStore:
     ) -> str:
         for number in range(1, self.max_attempts + 1):
             try:
-                head = self.head()
+                head, ids = self.snapshot()
             except CatalogError:
                 if not create:
                     raise
                 self.ensure()  # the first write creates the registry repo
-                head = self.head()
-            existing = set(self.entry_ids(revision=head)) if head else set()
+                head, ids = self.snapshot()
+            existing = set(ids)
             try:
                 sha = attempt(head, existing)
             except HubConflictError:
@@ -298,6 +302,18 @@ def record_merge(store: CatalogStore, entry: MergeEntry) -> str:
     """
     now = datetime.now(UTC).replace(microsecond=0)
     return store.add(entry.model_copy(update={"updated_at": now}), replace=True)
+
+
+def _ids_in(paths: Sequence[str]) -> list[str]:
+    """Entry IDs from repo paths: `entries/<kind>/<id>.json` where the ID's kind matches the folder."""
+    ids = []
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "entries" and parts[2].endswith(".json"):
+            entry_id = parts[2][: -len(".json")]
+            if entry_id.split("-", 1)[0] == parts[1]:
+                ids.append(entry_id)
+    return sorted(ids)
 
 
 def _check_id(entry_id: str) -> None:
