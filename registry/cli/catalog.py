@@ -90,7 +90,12 @@ def _connect(ctx: typer.Context, registry: str | None, endpoint: str | None, tok
                 "(or set MERGELING_REGISTRY), or --token (HF_TOKEN)"
             )
         registry = f"{hub.whoami()}/{REGISTRY_REPO_NAME}"
-    _reference(registry)
+    from registry.catalog.entries import validate_repo_id
+
+    try:
+        validate_repo_id(registry)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--registry") from exc
     return hub, CatalogStore(hub=hub, repo_id=registry)
 
 

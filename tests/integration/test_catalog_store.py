@@ -66,6 +66,25 @@ def test_add_get_list_remove_round_trip(hub: HubHandle) -> None:
         store.get("../../etc/passwd")
 
 
+def test_stray_files_are_ignored_and_a_corrupt_entry_is_named(hub: HubHandle) -> None:
+    store = CatalogStore(hub=hub.client(), repo_id="alice/store-stray")
+    entry = _ct("6" * 40)
+    store.add(entry)
+    hub.client().commit_files(
+        "alice/store-stray", repo_type="dataset", message="Stray files",
+        add={"README.md": b"# registry\n", "entries/ct/notes.txt": b"x", f"entries/sft/{entry.id}.json": b"{}"},
+    )  # fmt: skip
+    assert store.entry_ids() == [entry.id]
+    broken = "ct-ben_Beng-lab--ct-main"
+    hub.client().commit_files(
+        "alice/store-stray", repo_type="dataset", message="Broken", add={f"entries/ct/{broken}.json": b'{"kind": "ct"}'}
+    )
+    with pytest.raises(CatalogError, match=rf"'entries/ct/{broken}.json' at \w{{7}} is not a valid entry.*registry remove {broken}"):
+        store.list_entries()
+    store.remove(broken)
+    assert store.list_entries() == [entry]
+
+
 def test_record_merge_updates_in_place(hub: HubHandle) -> None:
     store = CatalogStore(hub=hub.client(), repo_id="alice/store-merges")
     recipe_hash = "e" * 64

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from registry.catalog.entries import MergeEntry, MergeInput, merge_entry_id
+from registry.catalog.store import CatalogStore, record_merge
 from registry.cli import app
 from tests._fixtures.hub import HubHandle
 
@@ -74,7 +76,7 @@ def run(lab: Lab, *args: str, registry: str | None = "alice/cli-registry", token
         extra += ["--registry", registry]
     env = {"COLUMNS": "250", "HF_HUB_CACHE": str(lab.tmp / "cli-cache"), "HF_TOKEN": None, "HF_ENDPOINT": None,
            "MERGELING_REGISTRY": None}  # fmt: skip
-    if args[0] == "add" and args[1].startswith("--"):
+    if args[0] == "add" and (len(args) == 1 or args[1].startswith("--")):
         return CliRunner().invoke(app, ["-q", "add", *extra, *args[1:]], env=env)
     return CliRunner().invoke(app, ["-q", *args, *extra], env=env)
 
@@ -119,6 +121,20 @@ def test_add_list_show_pairs_remove(lab: Lab) -> None:
     duplicate = run(lab, "add", "sft", "lab/tiny-sft", "--base", "lab/tiny-base")
     assert duplicate.exit_code == 1 and "already in registry" in duplicate.stderr
 
+    recipe_hash = "d" * 64
+    record_merge(
+        CatalogStore(hub=lab.hub.client(), repo_id="alice/cli-registry"),
+        MergeEntry(
+            id=merge_entry_id(output_repo="alice/ben-merged", recipe_hash=recipe_hash), method="ties_sv",
+            recipe_hash=recipe_hash, output_repo="alice/ben-merged", languages=("ben_Beng",),
+            inputs=(MergeInput(role="ct", repo="lab/tiny-ct", revision=lab.sha["lab/tiny-ct"], entry_id=ct_id),
+                    MergeInput(role="sft", repo="lab/tiny-sft", revision=lab.sha["lab/tiny-sft"], entry_id=sft_id)),
+        ),
+    )  # fmt: skip
+    merges = ok(run(lab, "list", "--kind", "merge", "--language", "ben_Beng"))
+    assert "merge-alice--ben-merged-ddddddd" in merges and "ties_sv" in merges and "pending" in merges
+    ok(run(lab, "remove", "merge-alice--ben-merged-ddddddd"))
+
     assert ok(run(lab, "remove", other_id)).strip() == other_id
     assert [e["id"] for e in json.loads(ok(run(lab, "list", "--json")))] == sorted([ct_id, sft_id])
     gone = run(lab, "show", other_id)
@@ -160,6 +176,9 @@ def test_usage_errors_exit_2(lab: Lab) -> None:
     bad_repo = run(lab, "add", "sft", "not-a-repo", "--base", "lab/tiny-base")
     assert bad_repo.exit_code == 2 and "owner/name" in bad_repo.stderr
     assert run(lab, "list", "--kind", "weights").exit_code == 2
+    bad_registry = run(lab, "list", registry="no-namespace")
+    assert bad_registry.exit_code == 2 and "owner/name" in bad_registry.stderr
+    assert run(lab, "add").exit_code == 2  # neither a subcommand nor --from
 
 
 def test_default_registry_is_in_the_token_owners_namespace(lab: Lab) -> None:
