@@ -6,6 +6,7 @@ subcommand, `registry eval compare A.json B.json` the comparison.
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -100,6 +101,9 @@ def run_command(
     from registry.evaluate.tasks import find_task
 
     state = cli_state(ctx)
+    # lm-eval warns once per request when a prompt is truncated (constant with tiny models) and
+    # logs every step at INFO; show that only with -v / -vv.
+    logging.getLogger("lm_eval").setLevel({0: logging.ERROR, 1: logging.WARNING}.get(state.verbose, logging.DEBUG))
     spec = select_tasks(load_suite(suite), task or [])
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
     if data_dir is None:
