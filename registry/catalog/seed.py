@@ -26,6 +26,7 @@ from registry.catalog.entries import (
 )
 from registry.catalog.verify import ModelHub, build_ct_entry, build_sft_entry
 from registry.errors import CatalogError, RecipeError
+from registry.progress import progress_bar
 
 
 class SeedCheckpoint(BaseModel):
@@ -100,13 +101,16 @@ def load_seed(path: Path) -> SeedFile:
         raise RecipeError(f"seed file {path}: {where}: {message}", path=str(path), field=where) from exc
 
 
-def seed_entries(hub: ModelHub | None, seed: SeedFile, *, verify: bool = True) -> list[CtEntry | SftEntry]:
+def seed_entries(
+    hub: ModelHub | None, seed: SeedFile, *, verify: bool = True, progress: bool = False
+) -> list[CtEntry | SftEntry]:
     """Build the entries of a seed file, verified on the Hub or recorded as unverified.
 
     Args:
         hub: the Hub client (unused, may be None, when `verify` is False).
         seed: the parsed seed file.
         verify: check each checkpoint and its base on the Hub (the default).
+        progress: show a progress bar on stderr while verifying.
 
     Returns:
         One entry per checkpoint, in file order.
@@ -117,7 +121,8 @@ def seed_entries(hub: ModelHub | None, seed: SeedFile, *, verify: bool = True) -
     """
     entries: list[CtEntry | SftEntry] = []
     failures: list[str] = []
-    for item in seed.checkpoints:
+    items = progress_bar(seed.checkpoints, desc="Verifying", unit="model", enabled=progress and verify)
+    for item in items:
         try:
             entries.append(_verified(hub, item, seed) if verify else _unverified(item, seed))
         except CatalogError as exc:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from registry.catalog.entries import CtEntry, SftEntry, language_from_card
 from registry.catalog.verify import build_ct_entry, build_sft_entry
 from registry.errors import CatalogError
+from registry.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,13 @@ def _single_base(card: dict[str, Any]) -> str:
     return str(bases[0])
 
 
-def discover(hub: DiscoveryHub, *, known_ids: set[str]) -> Discovery:
+def discover(hub: DiscoveryHub, *, known_ids: set[str], progress: bool = False) -> Discovery:
     """List tagged models on the Hub and build entries for the ones not yet recorded.
 
     Args:
         hub: the Hub client.
         known_ids: IDs already in the catalog.
+        progress: show a progress bar on stderr while verifying candidates.
 
     Returns:
         The new (verified) entries, the IDs already present, and the skipped repos with reasons.
@@ -98,20 +100,20 @@ def discover(hub: DiscoveryHub, *, known_ids: set[str]) -> Discovery:
     new: list[CtEntry | SftEntry] = []
     present: list[str] = []
     skipped: list[str] = []
-    for tag in (CT_TAG, SFT_TAG):
-        for info in hub.list_models(filter=tag, card_data=True):
-            repo = info.id
-            card = info.card_data.to_dict() if getattr(info, "card_data", None) is not None else {}
-            try:
-                entry = _entry_from_card(hub, repo, card, kind="ct" if tag == CT_TAG else "sft")
-            except (ValueError, CatalogError) as exc:
-                skipped.append(f"{repo}: {exc}")
-                logger.warning("sync skipped %s: %s", repo, exc)
-                continue
-            if entry.id in known_ids:
-                present.append(entry.id)
-            else:
-                new.append(entry)
+    candidates = [(tag, info) for tag in (CT_TAG, SFT_TAG) for info in hub.list_models(filter=tag, card_data=True)]
+    for tag, info in progress_bar(candidates, desc="Verifying", unit="model", enabled=progress):
+        repo = info.id
+        card = info.card_data.to_dict() if getattr(info, "card_data", None) is not None else {}
+        try:
+            entry = _entry_from_card(hub, repo, card, kind="ct" if tag == CT_TAG else "sft")
+        except (ValueError, CatalogError) as exc:
+            skipped.append(f"{repo}: {exc}")
+            logger.debug("sync skipped %s: %s", repo, exc)
+            continue
+        if entry.id in known_ids:
+            present.append(entry.id)
+        else:
+            new.append(entry)
     return Discovery(new=tuple(new), present=tuple(present), skipped=tuple(skipped))
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from registry.cli._state import stderr_console, stdout_console
+from registry.cli._state import cli_state, stderr_console, stdout_console
 from registry.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def add(
 
     seed = load_seed(from_file)
     hub, store = _connect(ctx, registry, endpoint, token)
-    entries = seed_entries(None if no_verify else hub, seed, verify=not no_verify)
+    entries = seed_entries(None if no_verify else hub, seed, verify=not no_verify, progress=cli_state(ctx).progress)
     result = store.add_many(entries)
     for entry_id in result.added:
         typer.echo(entry_id)
@@ -272,7 +272,7 @@ def sync(
         known = set(store.entry_ids())
     except CatalogError:
         known = set()  # no registry yet: add_many creates it
-    found = discover(hub, known_ids=known)
+    found = discover(hub, known_ids=known, progress=cli_state(ctx).progress)
     result = store.add_many(list(found.new))
     for entry_id in result.added:
         typer.echo(entry_id)
