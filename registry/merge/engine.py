@@ -168,7 +168,9 @@ class _Stream:
         if recipe.merge_method == "ties_sv":
             self.extra["slack"] = params.slack or 0.0
         self.model_scope = recipe.merge_method == "ties_sv" and params.slack_scope == "model" and bool(params.slack)
-        self.needed = sorted({*([plan.base_index] if plan.base_index is not None else []), *plan.input_indices,
+        # linear ignores the base (it is listed for the card and the config only): never read it.
+        self.base_index = plan.base_index if spec.needs_base else None
+        self.needed = sorted({*([self.base_index] if self.base_index is not None else []), *plan.input_indices,
                               *{t.extra_from for t in plan.tensors if t.extra_from is not None}})
 
     def _load(self, t: TensorPlan) -> dict[int, torch.Tensor]:
@@ -179,7 +181,7 @@ class _Stream:
 
         rows = t.shared_rows
         fp32: dict[int, torch.Tensor] = {}
-        for i in [*([self.plan.base_index] if self.plan.base_index is not None else []), *self.plan.input_indices]:
+        for i in [*([self.base_index] if self.base_index is not None else []), *self.plan.input_indices]:
             if i in fp32:
                 continue
             x = raw[i]
@@ -188,7 +190,7 @@ class _Stream:
             x = x.to(self.device, non_blocking=True).to(torch.float32)
             check_finite(x, model=self.plan.sources[i].ref, name=t.name)
             fp32[i] = x
-        base = fp32[self.plan.base_index] if self.plan.base_index is not None else None
+        base = fp32[self.base_index] if self.base_index is not None else None
         return [fp32[i] for i in self.plan.input_indices], base
 
     def _stages(self, progress: bool, desc: str):  # type: ignore[no-untyped-def]
@@ -235,7 +237,8 @@ class _Stream:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
-        report = MergeReport(method=self.spec.name, inputs=labels,
+        roles = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+        report = MergeReport(method=self.spec.name, inputs=labels, roles=roles,
                              protected=self.protect if "protect" in self.spec.extra_parameters else [])
         model_cuts = self._model_cuts(progress) if self.model_scope else None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:

@@ -22,6 +22,7 @@ class MergeReport:
     method: str
     inputs: list[str]
     protected: list[int]
+    roles: list[str] = field(default_factory=list)  # ct | sft | input, per entry of `inputs`
     tensors: dict[str, TensorStats] = field(default_factory=dict)
 
     def add(self, name: str, stats: TensorStats) -> None:
@@ -67,6 +68,7 @@ class MergeReport:
         return {
             "method": self.method,
             "inputs": list(self.inputs),
+            "roles": list(self.roles),
             "protected": [self.inputs[i] for i in self.protected],
             "totals": totals,
             "shares": shares,
@@ -77,6 +79,10 @@ class MergeReport:
         """Write the report as stable, sorted, indented JSON."""
         path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
+    def _name(self, index: int) -> str:
+        role = self.roles[index] if index < len(self.roles) else ""
+        return f"{role} {self.inputs[index]}" if role and role != "input" else self.inputs[index]
+
     def summary(self) -> str:
         """A few lines for humans: elements, kept shares, conflicts, and what the protected model lost."""
         total = self.totals()
@@ -85,12 +91,12 @@ class MergeReport:
         n = total.elements
         lines = [f"{self.method}: {len(self.tensors)} tensors, {n:,} parameters"]
         if total.kept:
-            kept = ", ".join(f"{label} {total.kept[i] / n:.1%}" for i, label in enumerate(self.inputs)
+            kept = ", ".join(f"{self._name(i)} {total.kept[i] / n:.1%}" for i in range(len(self.inputs))
                              if i < len(total.kept))
             lines.append(f"  kept after trimming: {kept}")
             lines.append(f"  sign conflicts: {total.sign_conflicts:,} ({total.sign_conflicts / n:.2%} of parameters)")
         for i in self.protected:
-            label = self.inputs[i]
+            label = self._name(i)
             kept_i = total.kept[i] if i < len(total.kept) else 0
             lost = total.protected_discarded.get(i, 0)
             share = f"{lost / kept_i:.1%}" if kept_i else "n/a"
