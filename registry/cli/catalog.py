@@ -72,6 +72,7 @@ def _reference(value: str) -> str:
 
 def _connect(ctx: typer.Context, registry: str | None, endpoint: str | None, token: str | None) -> tuple[HubClient, CatalogStore]:
     """The Hub client and the catalog store, with options inherited from `registry add --...`."""
+    from registry.catalog.entries import validate_repo_id
     from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
     from registry.hub import HubClient
 
@@ -84,19 +85,27 @@ def _connect(ctx: typer.Context, registry: str | None, endpoint: str | None, tok
     cache = os.environ.get("HF_HUB_CACHE")
     hub = HubClient(endpoint=endpoint, token=token, cache_dir=Path(cache) if cache else None)
     if registry is None:
-        if not token:
-            raise CatalogError(
-                "no registry repo given and no token to find your namespace: pass --registry OWNER/NAME "
-                "(or set MERGELING_REGISTRY), or --token (HF_TOKEN)"
-            )
-        registry = f"{hub.whoami()}/{REGISTRY_REPO_NAME}"
-    from registry.catalog.entries import validate_repo_id
-
+        registry = f"{_namespace(hub)}/{REGISTRY_REPO_NAME}"
     try:
         validate_repo_id(registry)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--registry") from exc
     return hub, CatalogStore(hub=hub, repo_id=registry)
+
+
+def _namespace(hub: HubClient) -> str:
+    """The token owner's name, for the default registry repo."""
+    from registry.errors import HubAuthError, HubError
+
+    hint = "pass --registry OWNER/NAME (or set MERGELING_REGISTRY), or a valid --token (HF_TOKEN)"
+    try:
+        return hub.whoami()
+    except HubAuthError as exc:
+        raise CatalogError(f"no registry repo given and the token's namespace is unknown ({exc}); {hint}") from exc
+    except HubError:
+        raise
+    except OSError as exc:  # huggingface_hub's LocalTokenNotFoundError: no token anywhere
+        raise CatalogError(f"no registry repo given and no token to find your namespace: {hint}") from exc
 
 
 # -- add ------------------------------------------------------------------------------------

@@ -188,6 +188,8 @@ def test_default_registry_is_in_the_token_owners_namespace(lab: Lab) -> None:
     )
     no_token = CliRunner().invoke(app, ["list", "--endpoint", lab.hub.url], env={"HF_TOKEN": None, "MERGELING_REGISTRY": None})
     assert no_token.exit_code == 1 and "pass --registry OWNER/NAME" in " ".join(no_token.stderr.split())
+    bad_token = run(lab, "list", registry=None, token="hf_not_a_token")
+    assert bad_token.exit_code == 1 and "the token's namespace is unknown" in " ".join(bad_token.stderr.split())
 
 
 def test_sync_discovers_checkpoints_from_card_metadata(lab: Lab) -> None:
