@@ -5,17 +5,29 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-
 from tests._fixtures.hub import HubFactory, HubHandle
 
 
-def _payload(i: int) -> bytes:
-    # 1.5 MB of deterministic bytes per step, so a commit takes long enough to be interrupted.
-    return hashlib.sha256(str(i).encode()).digest() * (48 * 1024)
+# The writer runs in its own process: after the kill, huggingface_hub retries with backoff and
+# resets its shared HTTP session, which would break this process's own downloads.
+_WRITER = """
+import hashlib, json, sys
+from huggingface_hub import CommitOperationAdd, HfApi
+api = HfApi()
+first = int(sys.argv[1])
+for i in range(first, first + 100):
+    data = hashlib.sha256(str(i).encode()).digest() * (48 * 1024)
+    state = json.dumps({"step": i, "sha256": hashlib.sha256(data).hexdigest()}).encode()
+    ops = [CommitOperationAdd(f"step-{i % 3}.bin", data), CommitOperationAdd("state.json", state)]
+    api.create_commit("alice/crashy", ops, commit_message=f"step {i}")
+    print(i, flush=True)
+"""
 
 
 def test_concurrent_commits_are_serialised_and_none_is_lost(hub: HubHandle) -> None:
@@ -72,8 +84,6 @@ def test_parent_commit_retry_loop_loses_no_update(hub: HubHandle) -> None:
 
 def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) -> None:
     """Kill the server while a client streams commits; after restart every repo reads cleanly."""
-    from huggingface_hub import CommitOperationAdd
-
     first = hub_factory.process("crash")
     data_dir = first.data_dir
     first.api().create_repo("alice/crashy")
@@ -81,35 +91,29 @@ def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) ->
     first.api().upload_file(path_or_fileobj=b"still here", path_in_repo="keep.txt", repo_id="lab/bystander")
     current = first
     for round_ in range(2):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(round_ * 100)], env=current.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         done: list[int] = []
-
-        def writer(handle: HubHandle = current) -> None:
-            api = handle.api()
-            for i in range(round_ * 100, round_ * 100 + 100):
-                state = json.dumps({"step": i, "sha256": hashlib.sha256(_payload(i)).hexdigest()}).encode()
-                ops = [CommitOperationAdd(f"step-{i % 3}.bin", _payload(i)), CommitOperationAdd("state.json", state)]
-                try:
-                    api.create_commit("alice/crashy", ops, commit_message=f"step {i}")
-                except Exception:  # noqa: BLE001 (the server is being killed)
-                    return
-                done.append(i)
-
-        # Daemon: after the kill the client may sit in huggingface_hub's retry backoff for a while;
-        # it cannot commit anything more (the new server listens on another port).
-        t = threading.Thread(target=writer, daemon=True)
-        t.start()
-        time.sleep(1.0 + 0.37 * round_)
+        reader = threading.Thread(target=lambda w=writer: done.extend(int(line) for line in w.stdout), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        deadline = time.monotonic() + 60
+        while len(done) < 2 and time.monotonic() < deadline:  # a loaded machine may be slow to start
+            time.sleep(0.01)
+        time.sleep(0.05 + 0.13 * round_)  # land the kill at a different point of a commit each round
         assert current.process is not None
         current.process.send_signal(signal.SIGKILL)
         current.process.wait()
-        t.join(timeout=2)
-        done = list(done)
+        time.sleep(0.2)  # let an acknowledged commit's line reach us
+        writer.kill()
+        writer.wait()
+        reader.join(timeout=5)
         assert done, "no commit finished before the kill; the test proves nothing"
         current = hub_factory.process(f"restart{round_}", data_dir=data_dir)
         api = current.api(first.token)  # accounts persisted: the old token still works
         state = json.loads(Path(api.hf_hub_download("alice/crashy", "state.json", cache_dir=current.home / f"c{round_}")).read_text())
         # The head is a whole commit: the last acknowledged one, or the one the kill interrupted.
-        assert state["step"] in (done[-1], done[-1] + 1)
+        assert state["step"] in (done[-1], done[-1] + 1), (state, done[-3:])
         step_file = api.hf_hub_download("alice/crashy", f"step-{state['step'] % 3}.bin", cache_dir=current.home / f"c{round_}")
         with open(step_file, "rb") as fh:
             assert hashlib.sha256(fh.read()).hexdigest() == state["sha256"]
