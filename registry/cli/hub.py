@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     data: DataDir,
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless others must reach it.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.", min=0, max=65535)] = 7860,
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.", min=0, max=65535)] = 8780,
     lfs_threshold: Annotated[
         int, typer.Option(help="Files this big (bytes) go through LFS for clients with Xet off.", min=1, rich_help_panel="Limits")
     ] = 10 * 1024 * 1024,

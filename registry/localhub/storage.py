@@ -28,27 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-REPO_TYPES = ("model", "dataset", "space")
-_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+from registry.localhub.names import (  # noqa: F401 (re-exported: routes import them from here)
+    REPO_TYPES,
+    RESERVED_NAMESPACES,
+    StorageError,
+    validate_name,
+    validate_path,
+    validate_repo_id,
+)
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Namespaces that would collide with URL prefixes of the protocol.
-RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings"})
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
-
-
-class StorageError(Exception):
-    """A storage-level failure the HTTP layer maps to an error code.
-
-    Attributes:
-        status: the HTTP status to answer.
-        code: the `X-Error-Code` value (empty for none).
-    """
-
-    def __init__(self, message: str, *, status: int = 400, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code or {400: "BadRequest", 413: "PayloadTooLarge", 409: "Conflict"}.get(status, "")
 
 
 def now_iso() -> str:
@@ -65,59 +55,6 @@ def git_blob_oid(data: bytes) -> str:
 def lfs_pointer(sha256: str, size: int) -> bytes:
     """The git-lfs pointer text stored in git for an LFS file."""
     return LFS_POINTER.format(sha256=sha256, size=size).encode()
-
-
-def validate_name(part: str, *, what: str) -> str:
-    """Check one namespace or repo-name segment.
-
-    Raises:
-        StorageError: 400 when `part` is not a safe name (path traversal, odd characters).
-    """
-    if not _NAME_RE.match(part) or ".." in part or part.endswith(".git"):
-        raise StorageError(
-            f"Invalid {what} {part!r}: use letters, digits, '-', '_' and '.', at most 96 characters, "
-            "no '..' and no '.git' suffix",
-            status=400,
-        )
-    return part
-
-
-def validate_repo_id(repo_id: str) -> tuple[str, str]:
-    """Split and check `ns/name`.
-
-    Raises:
-        StorageError: 400 for a malformed or unsafe id.
-    """
-    parts = repo_id.split("/")
-    if len(parts) != 2:
-        raise StorageError(f"Invalid repo id {repo_id!r}: expected 'namespace/name'", status=400)
-    ns, name = validate_name(parts[0], what="namespace"), validate_name(parts[1], what="repo name")
-    if ns in RESERVED_NAMESPACES:
-        raise StorageError(f"Namespace {ns!r} is reserved; choose another one", status=400)
-    return ns, name
-
-
-def validate_path(path: str) -> str:
-    """Check a file path inside a repo (relative, no traversal, no `.git` segment).
-
-    Raises:
-        StorageError: 400 for an unsafe path.
-    """
-    bad = (
-        not path
-        or len(path) > 1024
-        or path.startswith("/")
-        or "\\" in path
-        or "\0" in path
-        or any(seg in ("", ".", "..", ".git") for seg in path.split("/"))
-    )
-    if bad:
-        raise StorageError(
-            f"Invalid path in repo {path!r}: paths are relative, '/'-separated, with no empty, '.', "
-            "'..' or '.git' segments",
-            status=400,
-        )
-    return path
 
 
 def atomic_write(path: Path, data: bytes) -> None:
