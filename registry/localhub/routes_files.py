@@ -225,7 +225,18 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
     from registry.localhub import discussions
 
     store, who = hub.write_repo(req, repo_type, repo_id)
-    header, ops = parse_ndjson(req.body.read(limit=hub.config.max_commit_bytes))
+    try:
+        raw = req.body.read(limit=hub.config.max_commit_bytes)
+    except HttpError as exc:
+        if exc.status != 413:
+            raise
+        raise HttpError(
+            f"{exc} (inline file content). Send large files through LFS: set HF_HUB_DISABLE_XET=1 and "
+            "HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet, or use registry.hub.HubClient",
+            status=413,
+            code="PayloadTooLarge",
+        ) from None
+    header, ops = parse_ndjson(raw)
     lock = hub.locks.get(f"{repo_type}/{repo_id}")
     pr_num = None
     if req.qbool("create_pr"):

@@ -263,3 +263,37 @@ def test_delete_repo_and_validate_yaml(hub: HubHandle) -> None:
     assert ok.status_code == 200 and ok.json() == {"errors": [], "warnings": []}
     bad = httpx.post(f"{hub.url}/api/validate-yaml", json={"content": "---\na: [\n---\n", "repoType": "model"})
     assert bad.status_code == 400 and bad.json()["errors"][0]["message"]
+
+
+def test_settings_move_and_ref_deletion(hub: HubHandle) -> None:
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    api = hub.api()
+    api.create_repo("alice/movable")
+    api.update_repo_settings("alice/movable", private=True)
+    with pytest.raises(RepositoryNotFoundError):
+        hub.api(hub.bob_token).model_info("alice/movable")
+    api.move_repo("alice/movable", "lab/moved")
+    assert api.model_info("lab/moved").private is True
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("alice/movable")
+    api.create_branch("lab/moved", branch="feature/x")
+    api.create_tag("lab/moved", tag="v0")
+    assert api.model_info("lab/moved", revision="feature/x").sha == api.model_info("lab/moved").sha
+    api.delete_branch("lab/moved", branch="feature/x")
+    api.delete_tag("lab/moved", tag="v0")
+    refs = api.list_repo_refs("lab/moved")
+    assert [b.name for b in refs.branches] == ["main"] and refs.tags == []
+
+
+def test_oversized_commit_says_how_to_use_lfs(hub_factory) -> None:  # type: ignore[no-untyped-def]
+    small = hub_factory.thread("small", max_commit_bytes=1024)
+    api = small.api()
+    api.create_repo("alice/limited")
+    r = httpx.post(
+        f"{small.url}/api/models/alice/limited/commit/main",
+        content=b'{"key":"header","value":{"summary":"x"}}\n' + b"x" * 2048,
+        headers={"Authorization": f"Bearer {small.token}", "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 413 and "HF_HUB_DISABLE_XET=1" in r.json()["error"]
+    assert len(api.list_repo_commits("alice/limited")) == 1

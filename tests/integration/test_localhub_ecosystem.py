@@ -67,7 +67,7 @@ print(model.config.hidden_size, logits.shape[-1], round(float(logits.float().abs
     assert out == [str(model.config.hidden_size), str(local.shape[-1]), str(round(float(local.float().abs().sum()), 3))]
 
 
-def test_datasets_load_dataset_jsonl_configs(hub: HubHandle, tmp_path: Path) -> None:
+def test_datasets_load_dataset_jsonl_configs_and_parquet(hub: HubHandle, tmp_path: Path) -> None:
     rows = {"train": [{"text": f"t{i}", "label": i % 3} for i in range(7)], "test": [{"text": "x", "label": 1}]}
     folder = tmp_path / "ds"
     (folder / "data").mkdir(parents=True)
@@ -82,6 +82,13 @@ def test_datasets_load_dataset_jsonl_configs(hub: HubHandle, tmp_path: Path) -> 
     api = hub.api()
     api.create_repo("lab/jsonl-data", repo_type="dataset")
     api.upload_folder(folder_path=str(folder), repo_id="lab/jsonl-data", repo_type="dataset")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "pq" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": [0, 1, 2]}), tmp_path / "pq" / "data" / "train-00000-of-00001.parquet")
+    api.create_repo("lab/parquet-data", repo_type="dataset")
+    api.upload_folder(folder_path=str(tmp_path / "pq"), repo_id="lab/parquet-data", repo_type="dataset")
     code = """
 import datasets
 print(sorted(datasets.get_dataset_config_names("lab/jsonl-data")))
@@ -90,9 +97,10 @@ print(ds["train"].num_rows, ds["test"].num_rows, ds["train"][6]["label"])
 print(datasets.load_dataset("lab/jsonl-data", "extra", split="train")[0]["text"])
 stream = datasets.load_dataset("lab/jsonl-data", "main", split="train", streaming=True)
 print(sum(1 for _ in stream))
+print(list(datasets.load_dataset("lab/parquet-data", split="train")["label"]))
 """
     out = hub.run_python(code, timeout=240).stdout.splitlines()
-    assert out == ["['extra', 'main']", "7 1 0", "m", "7"]
+    assert out == ["['extra', 'main']", "7 1 0", "m", "7", "[0, 1, 2]"]
 
 
 @pytest.mark.shared_data
