@@ -1,0 +1,60 @@
+"""Ctrl-C in the middle of `registry merge` (a real process, a real SIGINT) leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _family(root: Path, tensors: int = 48) -> dict:
+    generator = torch.Generator().manual_seed(1)
+    config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 8})
+    base = {f"layers.{i:02d}.weight": 0.02 * torch.randn(1024, 1024, generator=generator) for i in range(tensors)}
+    for name in ("base", "a", "b"):
+        state = base if name == "base" else {k: v + 0.01 * torch.randn(v.shape, generator=generator)
+                                             for k, v in base.items()}
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text(config)
+        save_file(state, root / name / "model.safetensors", metadata={"format": "pt"})
+    return {"merge_method": "ties_sv", "base_model": str(root / "base"),
+            "models": [{"model": str(root / "a"), "role": "ct", "parameters": {"density": 0.2}},
+                       {"model": str(root / "b"), "role": "sft", "parameters": {"density": 0.2}}],
+            "parameters": {"slack": 0.1}}
+
+
+@pytest.mark.slow
+def test_sigint_mid_merge_leaves_nothing(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_family(tmp_path / "models")))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from registry.cli import main; main()", "merge", str(recipe), "--out",
+         str(work / "merged"), "--device", "cpu", "--shard-size", "20MB"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    # Wait until shards are being written into the temporary directory, then interrupt.
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = list(work.glob(".merged.partial-*/model-*.safetensors"))
+        if partial:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the merge finished before it could be interrupted"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Interrupted" in stderr
+    assert list(work.iterdir()) == []
