@@ -173,6 +173,8 @@ class LocalHub:
         from registry.localhub import lfs, routes_files
 
         s = req.segments
+        # Like the Hub: a token that is sent must be valid, even for reads that need none.
+        self.principal(req)
         if s and s[0] == "api":
             return self._api(req, s[1:])
         if s and s[0] == "lfs-upload" and len(s) == 2 and req.method == "PUT":

@@ -130,5 +130,9 @@ class Accounts:
         user = data["users"].get(rec["user"], {"orgs": []})
         return Principal(name=rec["user"], orgs=tuple(user["orgs"]), role=rec["role"], token_name=rec["name"])
 
+    def orgs_of(self, user: str) -> tuple[str, ...]:
+        """The organisations `user` belongs to (empty for an unknown user)."""
+        return tuple(self._load()["users"].get(user, {}).get("orgs", []))
+
     def is_org(self, name: str) -> bool:
         return name in self._load()["orgs"]

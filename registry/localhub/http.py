@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,9 +51,13 @@ class Body:
     def __init__(self, rfile: BinaryIO, headers: Message) -> None:
         self._rfile = rfile
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        length = headers.get("Content-Length")
-        self.length = int(length) if length is not None and not self.chunked else (None if self.chunked else 0)
-        self.consumed = self.length == 0
+        self.malformed = False
+        self.length: int | None = None
+        if not self.chunked:
+            raw = headers.get("Content-Length", "0")
+            self.malformed = not raw.strip().isdigit()
+            self.length = 0 if self.malformed else int(raw)
+        self.consumed = self.length == 0 and not self.malformed
         self._chunk_left = 0
 
     def iter_chunks(self, *, limit: int, size: int = 1 << 20) -> Iterator[bytes]:
@@ -162,6 +167,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = Body(self.rfile, self.headers)
         try:
+            if body.malformed:
+                raise HttpError("Malformed Content-Length header", status=400, code="BadRequest")
             segments, query = parse_target(self.path)
             host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
             req = Request(self.command, segments, query, self.headers, f"http://{host}", body)
@@ -201,9 +208,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(resp.body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server signature)
-        # The request line never holds a token (tokens travel in headers or as signed query args,
-        # which we strip), so the path is safe to log.
-        logger.debug("%s %s", self.address_string(), (format % args).split("?")[0])
+        # Tokens travel in headers, never in the path; query strings (signed LFS URLs) are dropped.
+        logger.debug("%s %s", self.address_string(), re.sub(r"\?\S*", "", format % args))
 
 
 class _Server(ThreadingHTTPServer):

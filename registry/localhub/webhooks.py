@@ -126,8 +126,7 @@ class WebhookDispatcher:
             self._queue(hook_id).put({"url": hook["url"], "secret": hook.get("secret"), "body": body})
 
     def _owner_can_read(self, owner: str, ns: str) -> bool:
-        data = self._hub.accounts._load()  # noqa: SLF001 (same package)
-        return owner == ns or ns in data["users"].get(owner, {}).get("orgs", [])
+        return owner == ns or ns in self._hub.accounts.orgs_of(owner)
 
     # -- delivery ----------------------------------------------------------------------------
     def _queue(self, hook_id: str) -> queue.Queue[dict[str, Any] | None]:

@@ -184,6 +184,9 @@ def test_unauthorized_writes_are_refused_and_change_nothing(hub: HubHandle, uplo
             api.delete_repo("alice/tiny")
     assert hub.api().model_info("alice/tiny").sha == before
     assert "evil.txt" not in hub.api().list_repo_files("alice/tiny")
+    with pytest.raises(HfHubHTTPError) as exc:  # like the Hub: a sent token must be valid, even to read
+        hub.api("hf_not_a_token").model_info("alice/tiny")
+    assert exc.value.response.status_code == 401 and "Invalid credentials" in str(exc.value)
 
 
 def test_resolve_headers_and_ranges(hub: HubHandle, uploaded: str, model_folder: Path) -> None:
@@ -245,6 +248,11 @@ def test_bad_repo_names_unknown_revisions_and_oversized_bodies(hub: HubHandle) -
     assert r.status_code == 404 and r.headers["X-Error-Code"] in ("RevisionNotFound", "RepoNotFound")
     r = httpx.get(f"{hub.url}/api/models/..%2F..%2Fetc/passwd")
     assert r.status_code in (400, 404)
+    import socket
+
+    with socket.create_connection(("127.0.0.1", int(hub.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"POST /api/validate-yaml HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 400")
     huge = b"x" * (17 * 1024 * 1024)
     r = httpx.post(f"{hub.url}/api/validate-yaml", content=huge, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.headers["X-Error-Code"] == "PayloadTooLarge"
