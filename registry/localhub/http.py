@@ -220,6 +220,16 @@ class _Server(ThreadingHTTPServer):
         self.app = app
         super().__init__(address, _RequestHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-response (cancelled download, killed process) is routine.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            logger.debug("Client %s went away: %s", client_address, type(exc).__name__)
+            return
+        logger.error("Unhandled error while serving %s", client_address, exc_info=exc)
+
 
 class HttpServer:
     """A running server: `start()` in a background thread, or `serve_forever()` in this one."""
