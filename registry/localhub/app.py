@@ -18,7 +18,8 @@ from typing import Any
 from registry.localhub.auth import Accounts, Principal
 from registry.localhub.commits import RepoLocks
 from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.storage import REPO_TYPES, RepoStore, Storage, StorageError, validate_repo_id
+from registry.localhub.names import REPO_TYPES, StorageError, validate_repo_id
+from registry.localhub.storage import RepoStore, Storage
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
-from registry.localhub.storage import atomic_write_json, now_iso, read_json, validate_name
+from registry.localhub.names import RESERVED_NAMESPACES, StorageError, validate_name
+from registry.localhub.storage import atomic_write_json, now_iso, read_json
 
 TOKEN_PREFIX = "hf_"
 
@@ -90,8 +91,6 @@ class Accounts:
         Raises:
             ValueError: for an invalid user or org name.
         """
-        from registry.localhub.storage import RESERVED_NAMESPACES, StorageError
-
         for value, what in ((user, "user name"), (org, "organisation name")):
             if value is None:
                 continue

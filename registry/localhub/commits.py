@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from registry.localhub.storage import FileEntry, RepoStore, Storage, StorageError, git_blob_oid, lfs_pointer, validate_path
+from registry.localhub.names import StorageError, validate_path
+from registry.localhub.storage import FileEntry, RepoStore, Storage, git_blob_oid, lfs_pointer
 
 
 @dataclass(frozen=True)

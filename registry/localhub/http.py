@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from registry.localhub.storage import StorageError
+from registry.localhub.names import StorageError
 
 logger = logging.getLogger(__name__)
 

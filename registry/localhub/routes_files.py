@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlencode
 from registry.localhub.commits import apply_commit, branch_ref, parse_ndjson
 from registry.localhub.http import HttpError, Request, Response
 from registry.localhub.routes_repos import web_path
-from registry.localhub.storage import Commit, FileEntry, RepoStore, StorageError, lfs_pointer, validate_path
+from registry.localhub.names import StorageError, validate_path
+from registry.localhub.storage import Commit, FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub

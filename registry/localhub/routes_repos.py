@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
 from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.storage import REPO_TYPES, Commit, RepoStore, StorageError, validate_path
+from registry.localhub.names import REPO_TYPES, StorageError, validate_path
+from registry.localhub.storage import Commit, RepoStore
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub

@@ -28,14 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from registry.localhub.names import (  # noqa: F401 (re-exported: routes import them from here)
-    REPO_TYPES,
-    RESERVED_NAMESPACES,
-    StorageError,
-    validate_name,
-    validate_path,
-    validate_repo_id,
-)
+from registry.localhub.names import REPO_TYPES, StorageError, validate_repo_id
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"

@@ -14,7 +14,8 @@ import pytest
 from registry.localhub.cards import parse_front_matter, tags_from_card
 from registry.localhub.commits import AddBytes, AddLfs, CommitHeader, Delete, RepoLocks, apply_commit, branch_ref, parse_ndjson
 from registry.localhub.routes_files import _parse_range
-from registry.localhub.storage import Storage, StorageError, git_blob_oid, lfs_pointer, validate_path, validate_repo_id
+from registry.localhub.names import StorageError, validate_path, validate_repo_id
+from registry.localhub.storage import Storage, git_blob_oid, lfs_pointer
 
 
 def test_git_blob_oid_matches_git(tmp_path: Path) -> None:
