@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -160,7 +162,7 @@ def apply_commit(
     storage: Storage,
     store: RepoStore,
     *,
-    lock: threading.Lock,
+    lock: threading.Lock | None,
     kind: str,
     name: str,
     header: CommitHeader,
@@ -169,11 +171,13 @@ def apply_commit(
 ) -> CommitResult:
     """Apply `ops` on top of the head of ref (`kind`, `name`) and move the ref.
 
+    `lock` is the repo's lock; None when the caller already holds it (a PR merge).
+
     Raises:
         StorageError: 412 on a parentCommit mismatch, 404 `EntryNotFound` for deleting a missing
             file, 422 for an LFS object that was never uploaded.
     """
-    with lock:
+    with lock if lock is not None else contextlib.nullcontext():
         refs = store.refs()
         old_head = refs[kind][name]
         if header.parent is not None and not old_head.startswith(header.parent):
@@ -235,8 +239,6 @@ def apply_commit(
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 

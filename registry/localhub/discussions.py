@@ -176,8 +176,6 @@ def _apply(
 
 def _merge(hub: LocalHub, store: RepoStore, d: dict[str, Any], who: Principal) -> str:
     """Apply the PR's changes onto its base branch (the caller holds the repo lock)."""
-    import threading
-
     from registry.localhub.commits import AddEntry, Delete, Operation
 
     refs = store.refs()
@@ -192,8 +190,7 @@ def _merge(hub: LocalHub, store: RepoStore, d: dict[str, Any], who: Principal) -
     for p in sorted(changed):
         ops.append(AddEntry(p, new[p]) if p in new else Delete(p, folder=False))
     header = CommitHeader(summary=f"Merge pull request #{d['num']}: {d['title']}", description="", parent=None)
-    # The caller already holds the repo lock: a fresh lock keeps apply_commit from deadlocking.
-    result = apply_commit(hub.storage, store, lock=threading.Lock(), kind="heads", name=base, header=header, ops=ops, author=who.name)
+    result = apply_commit(hub.storage, store, lock=None, kind="heads", name=base, header=header, ops=ops, author=who.name)
     return result.commit_id
 
 
