@@ -67,6 +67,7 @@ def test_local_tasks_build_in_lm_eval(shared_data: Path) -> None:
         assert task.doc_to_text(first) is not None
         if name.startswith("sib200_"):
             assert len(docs) == 204 and task.doc_to_target(first) in task.doc_to_choice(first)
+            assert len({d["category"] for d in docs[:20]}) >= 5  # --limit 20 is not one label
         if name.startswith("flores_"):
             assert len(docs) == 1012
         if name.startswith("mgsm_"):
