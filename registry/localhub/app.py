@@ -90,6 +90,9 @@ class LocalHub:
             raise OSError(f"Another hub server is already using {self.data_dir}; stop it or use another --data") from None
         self.config = config or HubConfig()
         self.storage = Storage(self.data_dir)
+        # Uploads interrupted by a crash leave partial files here; we hold the lock, so none is live.
+        for stale in self.storage.blobs.tmp.iterdir():
+            stale.unlink(missing_ok=True)
         self.accounts = Accounts(self.data_dir)
         self.locks = RepoLocks()
         self.secret = self._server_secret()
