@@ -92,6 +92,7 @@ def _move(hub: LocalHub, req: Request) -> Response:
     target = repo_dir(hub.data_dir, repo_type, dst)
     if hub.storage.exists(repo_type, dst):
         raise HttpError(f"Cannot move {src} to {dst}: {dst} already exists", status=409)
+    hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)
     with hub.locks.get(f"{repo_type}/{src}"):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(store.root, target)

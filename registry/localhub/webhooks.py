@@ -63,9 +63,12 @@ class WebhookDispatcher:
         scope: str,
         action: str,
         updated_refs: list[tuple[str, str | None, str | None]] | None = None,
+        moved_to: str | None = None,
     ) -> None:
-        """Send a `repo*` event (create, delete, update, content updates with their refs)."""
+        """Send a `repo*` event (create, delete, update, move, content updates with their refs)."""
         payload: dict[str, Any] = {"event": {"action": action, "scope": scope}, "repo": self._repo(store, head=True)}
+        if moved_to is not None:
+            payload["movedTo"] = {"name": moved_to, "owner": {"id": moved_to.split("/")[0]}}
         if updated_refs is not None:
             payload["updatedRefs"] = [{"ref": r, "oldSha": o, "newSha": n} for r, o, n in updated_refs]
         self._dispatch(store, "repo", payload)

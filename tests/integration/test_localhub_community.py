@@ -87,6 +87,10 @@ def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle
     time.sleep(0.3)
     assert all(b["repo"]["name"] == "alice/hooked" for _, b in receiver.received)
     assert len(receiver.wait(0, scope="repo.content")) == 1
+    api.enable_webhook(hook.id)
+    api.move_repo("alice/hooked", "alice/renamed")
+    moved = WebhookPayload.model_validate(next(b for _, b in receiver.wait(2, scope="repo") if b["event"]["action"] == "move"))
+    assert moved.repo.name == "alice/hooked" and moved.movedTo is not None and moved.movedTo.name == "alice/renamed"
     api.delete_webhook(hook.id)
     assert hook.id not in [w.id for w in api.list_webhooks()]
     assert hub.api(hub.bob_token).list_webhooks() == []
