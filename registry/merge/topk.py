@@ -38,6 +38,11 @@ class Cut:
     key: int
     ties: int = 0
 
+    @property
+    def value(self) -> float:
+        """The fp32 value whose bit pattern is `key` (for magnitude keys: the threshold |x|)."""
+        return float(torch.tensor([self.key], dtype=torch.int32).view(torch.float32))
+
     @classmethod
     def keep_all(cls) -> Cut:
         return cls(key=-1, ties=0)
@@ -116,7 +121,7 @@ def find_cut_sampled(
     `find_cut`, so the result is always exact.
 
     Args:
-        keys_of: the int32 keys of one flat slice (the returned tensor may be a reused buffer).
+        keys_of: the `magnitude_keys` of one flat slice (finite values; may be a reused buffer).
         k: how many entries to keep.
         numel: total number of keys.
         sample: int32 keys of some entries (e.g. a strided subsample), any order.
@@ -136,12 +141,21 @@ def find_cut_sampled(
         spread = max(6 * (quantile * (1 - quantile) / size) ** 0.5, 0.01)
         high_rank = max(int((quantile - spread) * size), 0)
         low_rank = min(int((quantile + spread) * size) + 1, size - 1)
-        high_key, low_key = int(ordered[high_rank]), int(ordered[low_rank])
+        high, low = Cut(int(ordered[high_rank])).value, Cut(int(ordered[low_rank])).value
         above, inside = 0, []
+        above_mask = low_mask = None
         for part in parts():
             keys = keys_of(part)
-            above += int(torch.count_nonzero(keys > high_key))
-            inside.append(keys[(keys >= low_key) & (keys <= high_key)])
+            # Non-negative fp32 values order like their keys; float compares into float masks are
+            # several times faster than int32 or bool ones on CPU.
+            values = keys.view(torch.float32)
+            if above_mask is None or above_mask.shape != values.shape:
+                above_mask, low_mask = torch.empty_like(values), torch.empty_like(values)
+            torch.gt(values, high, out=above_mask)
+            above += int(above_mask.sum())
+            torch.ge(values, low, out=low_mask)
+            low_mask.sub_(above_mask)  # low <= value <= high
+            inside.append(keys[low_mask.bool()])
         candidates = torch.cat(inside)
         if above < k <= above + candidates.numel():
             cut = find_cut(lambda: (candidates,), k - above, numel=candidates.numel())

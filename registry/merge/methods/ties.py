@@ -58,22 +58,26 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
 
 
 class _Workspace:
-    """Buffers for one chunk of n inputs, reused for every chunk so the work stays in cache."""
+    """Buffers for one chunk of n inputs, reused for every chunk so the work stays in cache.
+
+    Masks are fp32 0/1, not bool: on CPU, float compares into float outputs and float products
+    are several times faster than bool ones, and x · 1.0 / x · 0.0 give the same bits as
+    mergekit's multiplications by its masks.
+    """
 
     def __init__(self, n: int, size: int, device: torch.device) -> None:
         f32 = {"dtype": torch.float32, "device": device}
         self.deltas = torch.empty((n, size), **f32)  # (n, c) trimmed, weighted deltas
-        self.signed = torch.empty((n, size), **f32)  # (n, c) deltas · elected sign, then products
-        self.agree = torch.empty((n, size), dtype=torch.bool, device=device)
+        self.signed = torch.empty((n, size), **f32)  # (n, c) deltas · elected sign
+        self.agree = torch.empty((n, size), **f32)  # (n, c) 1.0 where an entry agrees with γ
+        self.scratch = torch.empty((n, size), **f32)  # (n, c) products before their sums
         self.magnitude = torch.empty(size, **f32)
-        self.kept = torch.empty(size, dtype=torch.bool, device=device)
+        self.keep = torch.empty(size, **f32)  # 1.0 where an entry survives trimming
         self.votes = torch.empty(size, **f32)  # Σ wᵢτ̂ᵢ
-        self.positive = torch.empty(size, dtype=torch.bool, device=device)
         self.majority = torch.empty(size, **f32)  # elected sign, ±1
         self.mixed = torch.empty(size, **f32)
         self.divisor = torch.empty(size, **f32)
         self.one = torch.ones((), **f32)
-        self.minus_one = -self.one
 
     def view(self, c: int) -> _Workspace:
         """The first c columns of every buffer (the last chunk is shorter)."""
@@ -81,6 +85,28 @@ class _Workspace:
         for name, value in vars(self).items():
             out.__dict__[name] = value if value.dim() == 0 else value[..., :c]
         return out
+
+
+def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
+    """Zero the entries of one chunk's delta (in place) that `cut` drops; returns the ties left."""
+    torch.abs(delta, out=ws.magnitude)
+    threshold = cut.value
+    torch.gt(ws.magnitude, threshold, out=ws.keep)
+    if ties_left > 0:
+        equal = torch.nonzero(ws.magnitude == threshold).squeeze(1)[:ties_left]
+        ws.keep[equal] = 1.0
+        ties_left -= int(equal.numel())
+    delta.mul_(ws.keep)  # as mergekit's delta * mask: dropped negatives become -0.0
+    return ties_left
+
+
+def _kept_count(cut: Cut, k: int) -> int | None:
+    """Non-zero entries a trimming cut keeps, when known without counting (None: count)."""
+    if cut == Cut.keep_none():
+        return 0
+    if cut == Cut.keep_all():
+        return None
+    return k if cut.key > 0 else k - cut.ties  # a zero threshold: the ties it keeps are zeros
 
 
 def elected_chunks(
@@ -114,6 +140,10 @@ def elected_chunks(
     cuts = [trim_cut(t, base, d) for t, d in zip(tensors, densities)]
     ties_left = [cut.ties for cut in cuts]
     slack_left = [cut.ties for cut in slack_cuts]
+    if stats is not None:
+        for index, (cut, density) in enumerate(zip(cuts, densities)):
+            known = _kept_count(cut, max(1, int(density * numel)))
+            stats.add_kept(index, known or 0)
     flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
     # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
@@ -126,16 +156,16 @@ def elected_chunks(
                 delta.zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
                 continue
             torch.sub(flat[part], flat_base[part], out=delta)
-            if cut != Cut.keep_all():
-                torch.abs(delta, out=ws.magnitude)
-                mask, ties_left[index] = cut_mask(ws.magnitude.view(torch.int32), cut, ties_left[index], out=ws.kept)
-                delta.mul_(mask)  # as mergekit's delta * mask: trimmed negatives become -0.0
-            if stats is not None:
-                stats.add_kept(index, int(torch.count_nonzero(delta)))
+            if cut == Cut.keep_all():
+                if stats is not None:
+                    stats.add_kept(index, int(torch.count_nonzero(delta)))
+            else:
+                ties_left[index] = _trim(delta, cut, ties_left[index], ws)
         ws.deltas.mul_(weight)
         torch.sum(ws.deltas, dim=0, out=ws.votes)
-        torch.ge(ws.votes, 0, out=ws.positive)  # an exact-zero vote elects +
-        torch.where(ws.positive, ws.one, ws.minus_one, out=ws.majority)
+        # γ = +1 where votes >= 0 (an exact-zero vote elects +; -0.0 + 0.0 is +0.0), else -1.
+        torch.add(ws.votes, 0.0, out=ws.majority)
+        torch.copysign(ws.one, ws.majority, out=ws.majority)
         # deltaᵢ · γ > 0 exactly when deltaᵢ is non-zero and agrees with γ (· ±1 is exact).
         torch.mul(ws.deltas, ws.majority, out=ws.signed)
         flipped_any = False
@@ -190,29 +220,34 @@ def merge_elected(
     )
     for part, ws in chunks:
         torch.gt(ws.signed, 0, out=ws.agree)
-        if stats is not None:
-            _count(stats, ws, protect)
         # mergekit: (deltas * mask).sum(0) and (weights * mask).sum(0), mask = sign == γ.
-        torch.mul(ws.deltas, ws.agree, out=ws.signed)
-        torch.sum(ws.signed, dim=0, out=ws.mixed)
-        torch.mul(weight, ws.agree, out=ws.signed)
-        torch.sum(ws.signed, dim=0, out=ws.divisor)
-        ws.divisor.add_(ws.divisor == 0)  # a zero divisor counts as 1 (0 + 1; others + 0 unchanged)
+        torch.mul(ws.deltas, ws.agree, out=ws.scratch)
+        torch.sum(ws.scratch, dim=0, out=ws.mixed)
+        torch.mul(weight, ws.agree, out=ws.scratch)
+        torch.sum(ws.scratch, dim=0, out=ws.divisor)
+        torch.eq(ws.divisor, 0, out=ws.keep)
+        ws.divisor.add_(ws.keep)  # a zero divisor counts as 1 (0 + 1; others + 0 are unchanged)
         if normalize:
             ws.mixed.div_(ws.divisor)
         if lambda_ != 1:
             ws.mixed.mul_(lambda_)
         torch.add(flat_base[part], ws.mixed, out=flat_out[part])
+        if stats is not None:
+            _count(stats, ws, protect)
     return result
 
 
 def _count(stats: TensorStats, ws: _Workspace, protect: Sequence[int]) -> None:
-    # ws.signed < 0: a surviving entry whose sign differs from the final γ.
-    lost = ws.signed < 0
-    stats.elements += ws.deltas.shape[1]
-    stats.sign_conflicts += int(torch.count_nonzero(lost.any(dim=0)))
+    # 1.0 where a surviving entry's sign differs from the final γ (reuses the scratch buffer).
+    lost = torch.lt(ws.signed, 0, out=ws.scratch)
+    stats.elements += lost.shape[1]
+    if lost.shape[0] <= 2:
+        # With two inputs at most one entry per position can disagree with γ = sign of their sum.
+        stats.sign_conflicts += int(lost.sum())
+    else:
+        stats.sign_conflicts += int(torch.count_nonzero(lost.sum(dim=0)))
     for index in protect:
-        stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + int(torch.count_nonzero(lost[index]))
+        stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + int(lost[index].sum())
 
 
 def merge_ties(
