@@ -14,8 +14,9 @@ import os
 import shutil
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PREFETCH = 2  # tensors read ahead of the one being computed
+
+@dataclass
+class _Loaded:
+    """One tensor's inputs: prepared fp32 (`inputs`, `base`) on CPU, else `raw` stored tensors."""
+
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    base: torch.Tensor | None = None
+    raw: dict[int, torch.Tensor] | None = None
+    tail: torch.Tensor | None = None  # extra vocabulary rows of the tokenizer model, stored dtype
 
 
 @dataclass(frozen=True)
@@ -173,10 +182,21 @@ class _Stream:
         self.needed = sorted({*([self.base_index] if self.base_index is not None else []), *plan.input_indices,
                               *{t.extra_from for t in plan.tensors if t.extra_from is not None}})
 
-    def _load(self, t: TensorPlan) -> dict[int, torch.Tensor]:
-        return {i: self.ckpts[i].read(t.name) for i in self.needed}
+    def _load(self, t: TensorPlan) -> _Loaded:
+        # Runs on the reader thread. On CPU it also does the fp32 conversion and the NaN/Inf
+        # checks, so they overlap the method's compute on the main thread.
+        raw = {i: self.ckpts[i].read(t.name) for i in self.needed}
+        tail = None
+        if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
+            tail = raw[t.extra_from][t.shared_rows : t.shape[0]]
+            check_finite(tail.float(), model=self.plan.sources[t.extra_from].ref, name=t.name)
+        if self.device == "cpu":
+            inputs, base = self._prepare(t, raw)
+            return _Loaded(inputs=inputs, base=base, tail=tail)
+        return _Loaded(raw=raw, tail=tail)
 
     def _prepare(self, t: TensorPlan, raw: dict[int, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """fp32 inputs and base on the device, shared vocabulary rows only, each checked for NaN/Inf."""
         import torch
 
         rows = t.shared_rows
@@ -193,19 +213,36 @@ class _Stream:
         base = fp32[self.base_index] if self.base_index is not None else None
         return [fp32[i] for i in self.plan.input_indices], base
 
-    def _stages(self, progress: bool, desc: str):  # type: ignore[no-untyped-def]
-        """Yield (tensor plan, raw inputs) with reads running ahead on a thread."""
+    def _ready(self, t: TensorPlan, loaded: _Loaded) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        if loaded.raw is not None:
+            return self._prepare(t, loaded.raw)
+        return loaded.inputs, loaded.base
+
+    def _finish(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """Cast to the output dtype, append the tokenizer model's extra vocabulary rows, move to CPU."""
+        import torch
+
+        from registry.io.safetensors import torch_dtype
+
+        result = merged.to(torch_dtype(t.dtype))
+        if tail is not None:
+            result = torch.cat([result, tail.to(result.device).to(result.dtype)])
+        return result.cpu()
+
+    def _stages(self, progress: bool, desc: str) -> Iterator[tuple[TensorPlan, _Loaded]]:
+        """Yield (tensor plan, loaded inputs) with loading running ahead on a thread."""
         from registry.progress import progress_bar
 
         tensors = self.plan.tensors
+        depth = 1 if self.device == "cpu" else 2  # CPU: fp32 copies in flight, keep one
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-read") as reader:
-            pending: deque[Future[dict[int, torch.Tensor]]] = deque()
+            pending: deque[Future[_Loaded]] = deque()
             submitted = 0
             bar = progress_bar(total=sum(t.numel for t in tensors), desc=desc, unit="param",
                                unit_scale=True, enabled=progress)
             try:
                 for t in tensors:
-                    while submitted < len(tensors) and len(pending) < _PREFETCH:
+                    while submitted < len(tensors) and len(pending) < depth:
                         pending.append(reader.submit(self._load, tensors[submitted]))
                         submitted += 1
                     yield t, pending.popleft().result()
@@ -221,8 +258,8 @@ class _Stream:
         cuts: dict[str, list[Any]] = {t.name: [] for t in self.plan.tensors}
         for step in range(len(self.protect)):
             margins = []
-            for t, raw in self._stages(progress, f"slack scan {step + 1}/{len(self.protect)}"):
-                inputs, base = self._prepare(t, raw)
+            for t, loaded in self._stages(progress, f"slack scan {step + 1}/{len(self.protect)}"):
+                inputs, base = self._ready(t, loaded)
                 found = conflict_margins(inputs, base, weights=self.weights, densities=self.densities,
                                          protect=self.protect, cuts=cuts[t.name])
                 margins.append((t.name, found.cpu()))
@@ -231,9 +268,11 @@ class _Stream:
                 cuts[name].append(slack.cuts[name])
         return cuts
 
-    def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
-        import torch
+    def _finish_and_write(self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor,
+                          tail: torch.Tensor | None) -> None:
+        writer.write(t.name, self._finish(t, merged, tail))
 
+    def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
@@ -241,10 +280,11 @@ class _Stream:
         report = MergeReport(method=self.spec.name, inputs=labels, roles=roles,
                              protected=self.protect if "protect" in self.spec.extra_parameters else [])
         model_cuts = self._model_cuts(progress) if self.model_scope else None
+        on_cpu = self.device == "cpu"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
             last: Future[None] | None = None
-            for t, raw in self._stages(progress, "merge"):
-                inputs, base = self._prepare(t, raw)
+            for t, loaded in self._stages(progress, "merge"):
+                inputs, base = self._ready(t, loaded)
                 stats = TensorStats()
                 extra = dict(self.extra)
                 if model_cuts is not None:
@@ -255,19 +295,15 @@ class _Stream:
                 except (ValueError, RuntimeError) as exc:
                     raise MergeError(f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}",
                                      tensor=t.name, method=self.spec.name) from exc
-                from registry.io.safetensors import torch_dtype
-
-                result = merged.to(torch_dtype(t.dtype))
-                if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
-                    tail = raw[t.extra_from][t.shared_rows:t.shape[0]].to(self.device).to(torch.float32)
-                    check_finite(tail, model=self.plan.sources[t.extra_from].ref, name=t.name)
-                    result = torch.cat([result, tail.to(result.dtype)])
-                result = result.cpu()
-                del merged, inputs, base, raw
+                del inputs, base
                 report.add(t.name, stats)
                 if last is not None:
-                    last.result()
-                last = pool.submit(writer.write, t.name, result)
+                    last.result()  # one result in flight: bounded memory
+                if on_cpu:  # the cast overlaps the next tensor's compute
+                    last = pool.submit(self._finish_and_write, writer, t, merged, loaded.tail)
+                else:  # the cast runs on the GPU; the copy back synchronises here
+                    last = pool.submit(writer.write, t.name, self._finish(t, merged, loaded.tail))
+                del merged, loaded
             if last is not None:
                 last.result()
         return report
