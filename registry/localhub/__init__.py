@@ -5,7 +5,8 @@
     hub.stop()
 
 `registry hub serve` runs the same in the foreground. The protocol is specified in
-docs/hub-protocol.md (the subset `huggingface_hub`, `transformers` and `datasets` speak).
+../shared/docs/hub-protocol.md (the subset `huggingface_hub`, `transformers` and `datasets`
+speak); docs/localhub.md describes this server.
 """
 
 from __future__ import annotations
