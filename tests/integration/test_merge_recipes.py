@@ -43,6 +43,7 @@ def test_hub_recipe_dry_run_offline(path: Path, tmp_path: Path, monkeypatch: pyt
             assert entry.model.startswith("pkupie/Llama-2-7b-") and entry.language in LANGS
     suite = recipe.mergeling.eval_suite
     assert suite is not None and suite.startswith("recipes/eval/") and suite.removeprefix("recipes/eval/")[:8] in LANGS
+    assert (RECIPES.parent / suite).is_file(), f"{path.name}: eval suite {suite} does not exist"
     assert recipe.mergeling.output_repo
     result = CliRunner().invoke(app, ["-q", "merge", str(path), "--dry-run", "--json"], env=WIDE)
     assert result.exit_code == 0, result.output
@@ -68,6 +69,8 @@ def test_demo_recipe_dry_run_on_built_models(tiny_family: DemoFamily, tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == [".mergeling"]  # a dry run writes nothing
     text = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run"], env=WIDE)
     assert "slack 0.05" in text.stdout and "every check passed" in text.stderr
+    suite = load_recipe(RECIPES / "demo-tiny.yaml").mergeling.eval_suite
+    assert suite is not None and (RECIPES.parent / suite).is_file()
 
 
 def test_demo_recipe_is_plain_yaml_with_comments() -> None:
