@@ -35,7 +35,7 @@ _UNSUPPORTED_TOP = {
 }
 _UNSUPPORTED_PARAMS = {
     "rescale": "DARE rescaling", "epsilon": "DELLA", "gamma": "magnitude outliers", "t": "SLERP",
-    "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock", "lambda_": None,
+    "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -358,7 +358,7 @@ def _refuse_unsupported(data: dict[str, Any], source: str) -> None:
             continue
         for name, value in params.items():
             field = f"{where}.{name}"
-            if name in _UNSUPPORTED_PARAMS and _UNSUPPORTED_PARAMS[name]:
+            if name in _UNSUPPORTED_PARAMS:
                 raise UnsupportedFeatureError(
                     f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter; Mergeling implements "
                     "linear, task_arithmetic, ties and ties_sv only; remove it", path=source, field=field, value=value,

@@ -44,7 +44,7 @@ def demo(
         hf_logging.disable_progress_bar()
         build_demo_family(models, seed=0, ct_extra_vocab=16)
     overrides = [f"base_model={models / 'base'}", f"models.0.model={models / 'ct'}",
-                 f"models.1.model={models / 'sft'}", f"parameters.protect=[{models / 'sft'}]"]
+                 f"models.1.model={models / 'sft'}"]
     parsed = load_recipe(recipe, overrides=overrides)
     plan = plan_merge(parsed)
     out = workdir / "merged"

@@ -29,6 +29,8 @@ from registry.merge.report import MergeReport
 if TYPE_CHECKING:
     import torch
 
+    from registry.merge.methods import MethodSpec
+
 log = logging.getLogger(__name__)
 
 
@@ -162,7 +164,7 @@ def _publish(tmp: Path, out: Path) -> None:
 class _Stream:
     """Reads, computes and writes the planned tensors with the three stages overlapped."""
 
-    def __init__(self, plan: MergePlan, ckpts: list[Checkpoint], spec: Any, device: str) -> None:
+    def __init__(self, plan: MergePlan, ckpts: list[Checkpoint], spec: MethodSpec, device: str) -> None:
         recipe = plan.recipe
         self.plan, self.ckpts, self.spec, self.device = plan, ckpts, spec, device
         self.weights = list(recipe.weights())
