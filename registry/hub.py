@@ -2,7 +2,7 @@
 
 `HubClient(endpoint=..., token=...)` wraps `huggingface_hub.HfApi` with the endpoint and token
 injected, and turns every `huggingface_hub` failure into a `registry.errors.Hub*` error whose
-message says what failed and what to do. Results are `huggingface_hub`'s typed dataclasses
+message says what failed and what to do (the mapping is `registry.hub_errors.convert_error`). Results are `huggingface_hub`'s typed dataclasses
 (`ModelInfo`, `DatasetInfo`, `Discussion`, ...), or plain values (commit shas, paths).
 
 Everything goes through `HfApi` methods, which take the endpoint explicitly; module-level helpers
@@ -19,15 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from registry.errors import (
-    HubAuthError,
-    HubConflictError,
-    HubEntryNotFoundError,
-    HubError,
-    HubRepoNotFoundError,
-    HubRevisionNotFoundError,
-    HubUnavailableError,
-)
+from registry.errors import HubError, HubRepoNotFoundError
+from registry.hub_errors import convert_error
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetInfo, Discussion, ModelInfo, WebhookInfo
@@ -309,83 +302,26 @@ class HubClient:
             return self.api.create_webhook(url=url, watched=items, domains=list(domains), secret=secret)
 
 
+    def list_webhooks(self) -> list[WebhookInfo]:
+        """The token owner's webhooks."""
+        with self._errors("list webhooks"):
+            return list(self.api.list_webhooks())
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        with self._errors("delete webhook"):
+            self.api.delete_webhook(webhook_id)
+
+    # -- refs ----------------------------------------------------------------------------------
+    def create_branch(self, repo_id: str, branch: str, *, repo_type: str = "model", revision: str | None = None, exist_ok: bool = False) -> None:
+        """Create `branch` at `revision` (default: the head of main)."""
+        with self._errors("create branch", repo_id=repo_id, revision=revision):
+            self.api.create_branch(repo_id, branch=branch, revision=revision, repo_type=repo_type, exist_ok=exist_ok)
+
+    def create_tag(self, repo_id: str, tag: str, *, repo_type: str = "model", revision: str | None = None, message: str | None = None) -> None:
+        """Tag `revision` (default: the head of main)."""
+        with self._errors("create tag", repo_id=repo_id, revision=revision):
+            self.api.create_tag(repo_id, tag=tag, tag_message=message, revision=revision, repo_type=repo_type)
+
+
 def _source(value: bytes | Path) -> bytes | str:
     return str(value) if isinstance(value, Path) else value
-
-
-def convert_error(
-    exc: Exception,
-    *,
-    what: str,
-    endpoint: str,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    path: str | None = None,
-) -> HubError | None:
-    """Map a huggingface_hub (or transport) exception to our error, or None to let it through.
-
-    Args:
-        exc: the exception raised by huggingface_hub.
-        what: the action, for the message ("commit", "download").
-        endpoint: the hub URL, named in messages.
-        repo_id, revision, path: what was asked for.
-    """
-    from huggingface_hub import errors as hf
-
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    fields = {"repo_id": repo_id, "status": status, "endpoint": endpoint}
-    server = _server_message(exc)
-    where = f" on {endpoint}"
-    if isinstance(exc, hf.RevisionNotFoundError):
-        return HubRevisionNotFoundError(
-            f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
-            revision=revision,
-            **fields,
-        )
-    if isinstance(exc, hf.RemoteEntryNotFoundError) or (isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)):
-        return HubEntryNotFoundError(
-            f"Cannot {what}: {path or 'the file'!r} does not exist in {repo_id}"
-            f"{f' at {revision}' if revision else ''}{where}; list the files with `list_repo_files`",
-            path=path,
-            **fields,
-        )
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        return HubRepoNotFoundError(
-            f"Cannot {what}: repository {repo_id} not found{where}. Check the id and repo type; a private repo "
-            "needs a token that can read it (--token or HF_TOKEN)",
-            **fields,
-        )
-    if isinstance(exc, hf.HfHubHTTPError):
-        if status in (401, 403):
-            return HubAuthError(
-                f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {'invalid or missing token' if status == 401 else 'permission denied'}"
-                f" ({server}). Pass a write token for that namespace (--token or HF_TOKEN; on an embedded hub "
-                "create one with `registry hub token create USER --write`)",
-                **fields,
-            )
-        if status in (409, 412):
-            return HubConflictError(
-                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
-            )
-        return HubError(f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}", **fields)
-    if isinstance(exc, hf.OfflineModeIsEnabled) or isinstance(exc, hf.LocalEntryNotFoundError) or _is_transport_error(exc):
-        return HubUnavailableError(
-            f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {endpoint} cannot be reached ({type(exc).__name__}). "
-            "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
-            **fields,
-        )
-    return None
-
-
-def _server_message(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if response is not None:
-        message = response.headers.get("X-Error-Message")
-        if message:
-            return message
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _is_transport_error(exc: Exception) -> bool:
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException"})

@@ -90,4 +90,22 @@ def test_discussions_and_webhooks_through_the_client(hub: HubHandle) -> None:
     assert [d.title for d in client.list_discussions("alice/talky")] == ["Merged model ready"]
     hook = client.create_webhook(url="http://127.0.0.1:9/hook", watched=[{"type": "user", "name": "alice"}], secret="s")
     assert hook.url == "http://127.0.0.1:9/hook" and hook.secret == "s" and hook.domains == ["repo", "discussion"]
-    client.api.delete_webhook(hook.id)  # nothing listens there: stop further deliveries
+    assert [w.id for w in client.list_webhooks()] == [hook.id]
+    client.delete_webhook(hook.id)  # nothing listens there: stop further deliveries
+    assert client.list_webhooks() == []
+
+
+def test_branches_and_tags_through_the_client(hub: HubHandle) -> None:
+    client = hub.client()
+    client.create_repo("alice/refs")
+    first = client.head_sha("alice/refs")
+    client.create_branch("alice/refs", "candidate")
+    client.create_branch("alice/refs", "candidate", exist_ok=True)
+    on_branch = client.commit_files("alice/refs", message="x", add={"x": b"x"}, revision="candidate")
+    client.create_tag("alice/refs", "v1", revision=on_branch, message="first merge")
+    assert client.head_sha("alice/refs", revision="v1") == on_branch
+    assert client.head_sha("alice/refs") == first
+    with pytest.raises(HubConflictError):
+        client.create_tag("alice/refs", "v1")
+    with pytest.raises(HubRevisionNotFoundError):
+        client.create_branch("alice/refs", "other", revision="no-such-rev")

@@ -14,7 +14,8 @@ from registry.errors import (
     HubUnavailableError,
     RegistryError,
 )
-from registry.hub import HubClient, convert_error, default_endpoint, is_public_hub
+from registry.hub import HubClient, default_endpoint, is_public_hub
+from registry.hub_errors import convert_error
 
 ENDPOINT = "http://127.0.0.1:9"
 

@@ -1,0 +1,95 @@
+"""Turn huggingface_hub (and transport) exceptions into `registry.errors.Hub*` errors.
+
+Messages say what failed, on which endpoint and repo, and what to do next. Used by
+`registry.hub.HubClient`; kept apart so the mapping can be tested on the client's own exceptions.
+"""
+
+from __future__ import annotations
+
+from registry.errors import (
+    HubAuthError,
+    HubConflictError,
+    HubEntryNotFoundError,
+    HubError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+    HubUnavailableError,
+)
+
+
+def convert_error(
+    exc: Exception,
+    *,
+    what: str,
+    endpoint: str,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    path: str | None = None,
+) -> HubError | None:
+    """Map a huggingface_hub (or transport) exception to our error, or None to let it through.
+
+    Args:
+        exc: the exception raised by huggingface_hub.
+        what: the action, for the message ("commit", "download").
+        endpoint: the hub URL, named in messages.
+        repo_id, revision, path: what was asked for.
+    """
+    from huggingface_hub import errors as hf
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    fields = {"repo_id": repo_id, "status": status, "endpoint": endpoint}
+    server = _server_message(exc)
+    where = f" on {endpoint}"
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return HubRevisionNotFoundError(
+            f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
+            revision=revision,
+            **fields,
+        )
+    if isinstance(exc, hf.RemoteEntryNotFoundError) or (isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)):
+        return HubEntryNotFoundError(
+            f"Cannot {what}: {path or 'the file'!r} does not exist in {repo_id}"
+            f"{f' at {revision}' if revision else ''}{where}; list the files with `list_repo_files`",
+            path=path,
+            **fields,
+        )
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return HubRepoNotFoundError(
+            f"Cannot {what}: repository {repo_id} not found{where}. Check the id and repo type; a private repo "
+            "needs a token that can read it (--token or HF_TOKEN)",
+            **fields,
+        )
+    if isinstance(exc, hf.HfHubHTTPError):
+        if status in (401, 403):
+            return HubAuthError(
+                f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {'invalid or missing token' if status == 401 else 'permission denied'}"
+                f" ({server}). Pass a write token for that namespace (--token or HF_TOKEN; on an embedded hub "
+                "create one with `registry hub token create USER --write`)",
+                **fields,
+            )
+        if status in (409, 412):
+            return HubConflictError(
+                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
+            )
+        return HubError(f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}", **fields)
+    if isinstance(exc, hf.OfflineModeIsEnabled) or isinstance(exc, hf.LocalEntryNotFoundError) or _is_transport_error(exc):
+        return HubUnavailableError(
+            f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {endpoint} cannot be reached ({type(exc).__name__}). "
+            "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
+            **fields,
+        )
+    return None
+
+
+def _server_message(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if response is not None:
+        message = response.headers.get("X-Error-Message")
+        if message:
+            return message
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException"})
