@@ -14,7 +14,6 @@ import logging
 import queue
 import secrets
 import threading
-import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ class WebhookDispatcher:
         self._lock = threading.Lock()
         self._queues: dict[str, queue.Queue[dict[str, Any] | None]] = {}
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
         self.base_url = "http://127.0.0.1"
 
     # -- storage -----------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class WebhookDispatcher:
             return self._queues[hook_id]
 
     def _worker(self, hook_id: str, q: queue.Queue[dict[str, Any] | None]) -> None:
-        while (job := q.get()) is not None:
+        while (job := q.get()) is not None and not self._stopping.is_set():
             self._deliver(hook_id, job)
 
     def _deliver(self, hook_id: str, job: dict[str, Any]) -> None:
@@ -168,8 +168,8 @@ class WebhookDispatcher:
                 return
             if status is not None and 400 <= status < 500 and status not in (408, 429):
                 return  # the receiver rejected it: retrying would not help
-            if attempt < cfg.webhook_attempts:
-                time.sleep(cfg.webhook_backoff_s * 2 ** (attempt - 1))
+            if attempt < cfg.webhook_attempts and self._stopping.wait(cfg.webhook_backoff_s * 2 ** (attempt - 1)):
+                return  # the server is stopping: pending retries are dropped (and were logged)
         logger.warning("Webhook %s: giving up on a %s event after %d attempts", hook_id, event["scope"], cfg.webhook_attempts)
 
     def _log(self, **fields: Any) -> None:
@@ -179,6 +179,8 @@ class WebhookDispatcher:
         logger.info("Webhook %s delivery attempt %s: %s", fields["hook_id"], fields["attempt"], fields["status"] or fields["error"])
 
     def close(self) -> None:
+        """Stop the workers: deliveries in flight finish, queued events and retries are dropped."""
+        self._stopping.set()
         with self._lock:
             for q in self._queues.values():
                 q.put(None)
