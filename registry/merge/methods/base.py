@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 CHUNK_ELEMENTS = 1 << 20  # 4 MiB of fp32 per input per chunk: the workspace stays in cache
+CUDA_CHUNK_ELEMENTS = 1 << 24  # on a GPU, fewer and larger kernels
 
 
 @dataclass
@@ -104,8 +105,10 @@ class MethodSpec:
     extra_parameters: tuple[str, ...] = ()
 
 
-def chunk_elements() -> int:
-    """The chunk length methods use now (`CHUNK_ELEMENTS`, read at call time so tests can shrink it)."""
+def chunk_elements(device: torch.device | None = None) -> int:
+    """The chunk length for tensors on `device` (read at call time, so tests can shrink it)."""
+    if device is not None and device.type == "cuda":
+        return max(CHUNK_ELEMENTS, CUDA_CHUNK_ELEMENTS)
     return CHUNK_ELEMENTS
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, flat_chunks
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks
 
 
 def merge_linear(
@@ -50,7 +50,7 @@ def merge_linear(
     result = torch.zeros(first.shape, dtype=torch.float32, device=first.device)
     flat_out = result.view(-1)
     coefficients = weight.unbind(0)
-    for part in flat_chunks(first.numel()):
+    for part in flat_chunks(first.numel(), chunk_elements(first.device)):
         out = flat_out[part]
         for tensor, coefficient in zip(tensors, coefficients):
             out.addcmul_(tensor.reshape(-1)[part], coefficient.reshape(1))

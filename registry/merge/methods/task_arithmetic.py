@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, flat_chunks
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks
 
 
 def merge_task_arithmetic(
@@ -53,7 +53,7 @@ def merge_task_arithmetic(
     divisor[divisor.abs() < 1e-8] = 1
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
-    for part in flat_chunks(base.numel()):
+    for part in flat_chunks(base.numel(), chunk_elements(base.device)):
         chunk_base = flat_base[part]
         deltas = torch.empty((n, chunk_base.numel()), dtype=torch.float32, device=base.device)
         for index, tensor in enumerate(tensors):

@@ -44,7 +44,7 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
         return Cut.keep_none()
     k = max(1, int(density * numel))
     flat, flat_base = tensor.reshape(-1), base.reshape(-1)
-    size = min(chunk_elements(), numel)
+    size = min(chunk_elements(base.device), numel)
     delta = torch.empty(size, dtype=torch.float32, device=base.device)
 
     def keys_of(part: slice) -> torch.Tensor:
@@ -54,7 +54,7 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
 
     stride = max(1, numel // _SAMPLE)
     sample = magnitude_keys(flat[::stride] - flat_base[::stride])
-    return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel))
+    return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel, size))
 
 
 class _Workspace:
@@ -147,8 +147,9 @@ def elected_chunks(
     flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
     # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
-    full = _Workspace(n, min(chunk_elements(), numel), base.device)
-    for part in flat_chunks(numel):
+    size = min(chunk_elements(base.device), numel)
+    full = _Workspace(n, size, base.device)
+    for part in flat_chunks(numel, size):
         ws = full.view(part.stop - part.start)
         for index, (flat, cut) in enumerate(zip(flats, cuts)):
             delta = ws.deltas[index]

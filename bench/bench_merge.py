@@ -1,0 +1,207 @@
+"""Benchmark: `registry merge` against mergekit 0.1.5 on a TinyLlama-1.1B-shaped bf16 model.
+
+Synthesizes base + two fine-tunes (base + small seeded deltas) as sharded safetensors, written
+tensor by tensor (no torch.nn model), then runs, as separate processes and alternating:
+
+- `registry merge CONFIG --out ...` (ours),
+- `mergekit-yaml CONFIG ...` (the peer; the same config file),
+- an I/O floor: read the three inputs once and write one output of the same size,
+
+at least `--runs` times each, recording wall time and the child's peak RSS (`os.wait4`). Prints a
+table of medians and the ratios. Nothing here is imported by the product.
+
+    .venv/bin/python bench/bench_merge.py                       # full size, 3 runs each (~15 min)
+    .venv/bin/python bench/bench_merge.py --layers 2 --runs 1   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int = 2048
+    intermediate: int = 5632
+    layers: int = 22
+    heads: int = 32
+    kv_heads: int = 4
+    vocab: int = 32000
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        out = [("model.embed_tokens.weight", (self.vocab, self.hidden))]
+        for i in range(self.layers):
+            p = f"model.layers.{i}."
+            out += [
+                (p + "self_attn.q_proj.weight", (self.hidden, self.hidden)),
+                (p + "self_attn.k_proj.weight", (kv, self.hidden)),
+                (p + "self_attn.v_proj.weight", (kv, self.hidden)),
+                (p + "self_attn.o_proj.weight", (self.hidden, self.hidden)),
+                (p + "mlp.gate_proj.weight", (self.intermediate, self.hidden)),
+                (p + "mlp.up_proj.weight", (self.intermediate, self.hidden)),
+                (p + "mlp.down_proj.weight", (self.hidden, self.intermediate)),
+                (p + "input_layernorm.weight", (self.hidden,)),
+                (p + "post_attention_layernorm.weight", (self.hidden,)),
+            ]
+        return out + [("model.norm.weight", (self.hidden,)), ("lm_head.weight", (self.vocab, self.hidden))]
+
+    def config(self) -> dict[str, object]:
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
+            "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+            "tie_word_embeddings": False, "dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+        }
+
+
+def synthesize(
+    root: Path, shape: Shape, *, dtype: str = "bfloat16", scale: float = 0.002, shard_bytes: int = 2 << 30
+) -> dict[str, Path]:
+    """Write base, ft1, ft2 under root (skipped when already there); returns their paths."""
+    import torch
+    from safetensors.torch import save_file
+
+    from registry.lab.tiny import build_tiny_tokenizer
+
+    paths = {name: root / name for name in ("base", "ft1", "ft2")}
+    stamp = root / "shape.json"
+    wanted = {**shape.__dict__, "dtype": dtype, "scale": scale}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return paths
+    shutil.rmtree(root, ignore_errors=True)
+    tokenizer = build_tiny_tokenizer(vocab_size=shape.vocab)
+    for seed, (name, path) in enumerate(paths.items()):
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps({**shape.config(), "dtype": dtype}, indent=2))
+        tokenizer.save_pretrained(str(path))
+        base_gen, delta_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(100 + seed)
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for tensor_name, dims in shape.tensors():
+            t = torch.randn(dims, generator=base_gen) * 0.02
+            if name != "base":
+                t += scale * torch.randn(dims, generator=delta_gen)
+            t = t.to(getattr(torch, dtype))
+            if size and size + t.nbytes > shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][tensor_name] = t
+            size += t.nbytes
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(path / file), metadata={"format": "pt"})
+            weight_map.update({k: file for k in shard})
+        total = sum(t.nbytes for s in shards for t in s.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        print(f"  wrote {path} ({total / 1e9:.2f} GB)", flush=True)
+    stamp.write_text(json.dumps(wanted))
+    return paths
+
+
+IO_FLOOR = r"""
+import sys, json, os
+from pathlib import Path
+from safetensors import safe_open
+from safetensors.torch import save_file
+inputs, out = [Path(p) for p in sys.argv[1:4]], Path(sys.argv[4])
+out.mkdir(parents=True)
+index = json.loads((inputs[0] / "model.safetensors.index.json").read_text())["weight_map"]
+files = sorted(set(index.values()))
+for file in files:
+    handles = [safe_open(str(p / file), "pt") for p in inputs]
+    shard = {}
+    for name in handles[0].keys():
+        tensors = [h.get_tensor(name) for h in handles]  # read all three
+        shard[name] = tensors[0].clone()
+        del tensors
+    save_file(shard, str(out / file))
+    del shard, handles
+"""
+
+
+def run_child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS GiB) of one child process; raises when it fails."""
+    start = time.perf_counter()
+    with log.open("w") as sink:
+        child = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({status}); see {log}")
+    return wall, usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "_work", help="scratch directory")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=22)
+    parser.add_argument("--density", type=float, default=0.2)
+    parser.add_argument("--mergekit-dtype", default="bfloat16", help="mergekit compute dtype (its `dtype`)")
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every child (0: unset)")
+    parser.add_argument("--skip-mergekit", action="store_true")
+    args = parser.parse_args()
+
+    shape = Shape(layers=args.layers)
+    print(f"synthesizing {shape} under {args.work}/models", flush=True)
+    models = synthesize(args.work / "models", shape)
+    config = {
+        "merge_method": "ties", "base_model": str(models["base"]), "dtype": args.mergekit_dtype,
+        "out_dtype": "bfloat16",
+        "models": [{"model": str(models[m]), "parameters": {"weight": 1.0, "density": args.density}} for m in ("ft1", "ft2")],
+        "parameters": {"normalize": True},
+    }
+    config_path = args.work / "ties.yml"
+    config_path.write_text(json.dumps(config, indent=2))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    out = args.work / "out"
+    commands = {
+        "registry merge": [str(BIN / "registry"), "--quiet", "merge", str(config_path), "--out", str(out), "--device", "cpu"],
+        "I/O floor": [sys.executable, "-c", IO_FLOOR, *(str(models[m]) for m in ("base", "ft1", "ft2")), str(out)],
+    }
+    if not args.skip_mergekit:
+        commands["mergekit-yaml"] = [str(BIN / "mergekit-yaml"), str(config_path), str(out), "--lazy-unpickle"]
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    load = os.getloadavg()
+    for run in range(args.runs):
+        for name, cmd in commands.items():
+            shutil.rmtree(out, ignore_errors=True)
+            wall, rss = run_child(cmd, env, args.work / f"{name.replace(' ', '_').replace('/', '')}.log")
+            results[name].append((wall, rss))
+            print(f"run {run + 1}: {name:15s} {wall:7.1f} s  {rss:5.2f} GiB  (load {os.getloadavg()[0]:.1f})", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+
+    med = {n: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
+    print(f"\nmedians of {args.runs} runs; load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+    print(f"{'what':16s} {'wall s':>8s} {'peak RSS GiB':>13s}")
+    for name, (wall, rss) in med.items():
+        print(f"{name:16s} {wall:8.1f} {rss:13.2f}")
+    ours, floor = med["registry merge"], med["I/O floor"]
+    print(f"\nours / I/O floor: time {ours[0] / floor[0]:.2f}x (target <= 1.3x)")
+    if "mergekit-yaml" in med:
+        theirs = med["mergekit-yaml"]
+        print(f"mergekit / ours: time {theirs[0] / ours[0]:.2f}x faster (target >= 2x), "
+              f"RSS ours/mergekit {ours[1] / theirs[1]:.2f} (target <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
