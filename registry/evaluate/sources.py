@@ -73,6 +73,34 @@ def hash_model_files(model_dir: Path, *, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
+def model_files_to_fetch(files: Iterable[str]) -> list[str]:
+    """The files of a model repo evaluation needs: configs, tokenizer, and one weights format.
+
+    Root-level files only. Safetensors when the repo has them (never also the `.bin` twins,
+    which double a 7B download), else `.bin`; optimizer states, other frameworks' weights,
+    media and checkpoint subfolders are skipped.
+
+    Args:
+        files: every path in the repo.
+
+    Returns:
+        The paths to download, sorted.
+    """
+    files = list(files)
+    weights = ".safetensors" if any(f.endswith(".safetensors") for f in files) else ".bin"
+    keep = []
+    for name in files:
+        if "/" in name:  # checkpoints in subfolders are not what from_pretrained(root) loads
+            continue
+        if name.endswith((weights, f"{weights}.index.json")) and not name.startswith(("optimizer", "training_args")):
+            keep.append(name)
+        elif (name.endswith(".json") and not name.endswith(".index.json")) or name.startswith("tokenizer") or name.endswith(
+            (".model", ".tiktoken", ".txt")
+        ):
+            keep.append(name)
+    return sorted(keep)
+
+
 def split_reference(reference: str) -> tuple[str, str | None]:
     """`owner/name@rev` -> (`owner/name`, `rev`); no `@` -> (reference, None)."""
     name, sep, revision = reference.partition("@")
@@ -108,7 +136,8 @@ def resolve_model(reference: str, *, hub: HubClient | None = None, progress: boo
             f"Model {reference!r} is neither an existing directory nor a Hub repo id (owner/name[@revision])."
         )
     hub = hub or _default_client()
-    snapshot = hub.snapshot(repo_id, repo_type="model", revision=revision)
+    files = model_files_to_fetch(hub.list_files(repo_id, revision=revision))
+    snapshot = hub.snapshot(repo_id, repo_type="model", revision=revision, allow_patterns=files)
     sha = _snapshot_sha(hub, snapshot, repo_id=repo_id, repo_type="model", revision=revision)
     return ResolvedModel(
         path=snapshot,

@@ -23,11 +23,15 @@ def test_hub_model_and_data_match_local(hub, shared_data: Path, tiny_family, tmp
         shutil.copyfile(shared_data / rel, data / rel)
     data_sha = seed_data_repo(client, data, repo_id="alice/eval-data-test", progress=False)
     client.create_repo("alice/tiny-base", exist_ok=True)
-    model_sha = client.upload_folder(tiny_family.base, "alice/tiny-base")
+    upload = tmp_path / "upload"
+    shutil.copytree(tiny_family.base, upload)
+    (upload / "optimizer.pt").write_bytes(b"not needed for evaluation")
+    model_sha = client.upload_folder(upload, "alice/tiny-base")
 
     model = resolve_model("alice/tiny-base@main", hub=client)
     assert model.identity.sha == model_sha and model.identity.repo_id == "alice/tiny-base"
     assert model.identity.key == f"hub:alice/tiny-base@{model_sha}"
+    assert (model.path / "model.safetensors").is_file() and not (model.path / "optimizer.pt").exists()
     files = ["flores200/devtest/ben_Beng.jsonl", "sib200/ben_Beng/train.jsonl", "sib200/ben_Beng/test.jsonl"]
     data_root, source = fetch_data_repo("alice/eval-data-test", files=files, hub=client)
     assert source == f"hub:alice/eval-data-test@{data_sha}"

@@ -109,3 +109,18 @@ def test_eval_results_source() -> None:
     r = to_eval_results(make_record(), source_url="https://hub.example/org/m/blob/main/results.json")[0]
     assert r.source_name == "Mergeling registry eval" and r.source_url.endswith("results.json")
     assert to_eval_results(make_record())[0].source_name is None
+
+
+def test_model_files_to_fetch() -> None:
+    from registry.evaluate.sources import model_files_to_fetch
+
+    repo = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors", "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin",
+            "pytorch_model.bin.index.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+            "special_tokens_map.json", "README.md", "optimizer.pt", "flax_model.msgpack", "images/plot.png",
+            "checkpoint-100/model.safetensors", "checkpoint-100/config.json"]
+    assert model_files_to_fetch(repo) == sorted([
+        "config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+        "special_tokens_map.json"])
+    assert model_files_to_fetch(["config.json", "pytorch_model.bin", "optimizer.bin"]) == ["config.json", "pytorch_model.bin"]
