@@ -100,13 +100,19 @@ def weight_files(path: Path) -> tuple[str, list[Path], dict[str, Path] | None]:
                         path=str(file),
                     )
             return fmt, files, mapping
+    # Without an index, transformers reads model.safetensors / pytorch_model.bin only; other
+    # files beside them (adapters, consolidated copies) are not part of the model.
+    for fmt, name in (("safetensors", "model.safetensors"), ("bin", "pytorch_model.bin")):
+        if (path / name).is_file():
+            return fmt, [path / name], None
     single = sorted(path.glob("*.safetensors"))
-    if single:
+    if len(single) == 1:
         return "safetensors", single, None
-    bins = sorted(path.glob("*.bin"))
-    bins = [b for b in bins if b.name not in ("training_args.bin", "optimizer.bin")]
-    if bins:
-        return "bin", bins, None
+    if len(single) > 1:
+        raise CheckpointError(
+            f"{path}: several .safetensors files ({', '.join(f.name for f in single[:3])}, ...) and no "
+            f"{ST_INDEX}; add the index or keep one model file", path=str(path),
+        )
     raise CheckpointError(
         f"{path}: no weights found (model.safetensors, a shard index, or pytorch_model.bin); "
         "check the path or download the checkpoint", path=str(path),

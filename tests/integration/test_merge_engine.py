@@ -196,3 +196,18 @@ def test_stats_match_direct_method_call(tiny_family: DemoFamily, tmp_path: Path)
                           normalize=True, lambda_=1.0, stats=stats, protect=[1])
     assert result.report.tensors[name] == stats
     assert stats.kept == [int(0.3 * base[name].numel())] * 2
+
+
+def test_bin_input_merges_like_safetensors(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    import shutil
+
+    sft_bin = tmp_path / "sft-bin"
+    shutil.copytree(tiny_family.sft, sft_bin)
+    torch.save(load_file(sft_bin / "model.safetensors"), sft_bin / "pytorch_model.bin")
+    (sft_bin / "model.safetensors").unlink()
+    data = _recipe(tiny_family, "ties_sv")
+    run_merge(plan_merge(parse_recipe(data)), out=tmp_path / "st", device="cpu", progress=False)
+    data["models"][1]["model"] = str(sft_bin)
+    run_merge(plan_merge(parse_recipe(data)), out=tmp_path / "bin", device="cpu", progress=False)
+    assert (tmp_path / "st" / "model.safetensors").read_bytes() == (tmp_path / "bin" / "model.safetensors").read_bytes()
+    assert not list((tmp_path / "bin").glob("*.bin"))  # outputs are safetensors only

@@ -156,3 +156,14 @@ def test_checkpoint_without_weights_or_config(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
     with pytest.raises(CheckpointError, match="gone.safetensors, which is missing"):
         open_checkpoint(tmp_path)
+
+
+def test_model_file_preferred_and_ambiguous_files_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    save_file({"w": torch.ones(2)}, tmp_path / "model.safetensors")
+    save_file({"lora_A": torch.ones(2)}, tmp_path / "adapter_model.safetensors")
+    with open_checkpoint(tmp_path) as ckpt:
+        assert set(ckpt.tensors) == {"w"}
+    (tmp_path / "model.safetensors").rename(tmp_path / "weights.safetensors")
+    with pytest.raises(CheckpointError, match="several .safetensors files"):
+        open_checkpoint(tmp_path)
