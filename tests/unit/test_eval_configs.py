@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,24 @@ def test_select_tasks() -> None:
     assert picked.tasks[0].num_fewshot == 5
     with pytest.raises(EvaluationError, match="mgsm_tam_Taml are not in the ben_Beng suite; choose from: sib200_ben_Beng"):
         select_tasks(suite, ["mgsm_tam_Taml"])
+
+
+@pytest.mark.parametrize(("lang", "q_label", "a_label"), [
+    ("ben_Beng", "প্রশ্ন:", "ধাপে ধাপে উত্তর:"), ("tel_Telu", "ప్రశ్న:", "దశలవారీగా సమాధానం:")])
+def test_mgsm_prompt_is_eight_native_exemplars_then_the_question(
+    shared_data: Path, lang: str, q_label: str, a_label: str
+) -> None:
+    from lm_eval.tasks import TaskManager
+
+    config = find_task(f"mgsm_{lang}", tasks_dir=TASKS).to_lm_eval(data_dir=shared_data)
+    task = TaskManager(include_defaults=False).load([config])["tasks"][f"mgsm_{lang}"]
+    task.set_fewshot_seed(1234)
+    doc = next(iter(task.test_docs()))
+    context = task.fewshot_context(doc, num_fewshot=8)
+    exemplars = [json.loads(line) for line in (shared_data / f"mgsm/exemplars/{lang}.jsonl").read_text("utf-8").splitlines()]
+    assert context.count(q_label) == 9 and context.count(a_label) == 9
+    assert context.startswith(exemplars[0]["q"])  # published order, first exemplar first
+    positions = [context.index(ex["a"].partition(":")[2].strip()) for ex in exemplars]
+    assert positions == sorted(positions)
+    assert context.endswith(f"{q_label} {doc['prompt'].partition(' ')[2]}") and context.endswith(a_label)
+    assert config["generation_kwargs"]["until"] == ["\n\n", q_label] and config["generation_kwargs"]["do_sample"] is False

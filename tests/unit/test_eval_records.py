@@ -124,3 +124,13 @@ def test_model_files_to_fetch() -> None:
         "model.safetensors.index.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
         "special_tokens_map.json"])
     assert model_files_to_fetch(["config.json", "pytorch_model.bin", "optimizer.bin"]) == ["config.json", "pytorch_model.bin"]
+
+
+def test_limited_results_stay_labelled_in_card_yaml() -> None:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(model_name="m", eval_results=to_eval_results(make_record(make_task(n=20))))
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\nbody\n")
+    reloaded = ModelCard(str(card)).data.eval_results
+    assert reloaded is not None and reloaded[0].dataset_split == "test[:20]"
+    assert "--limit: 20 of 204" in reloaded[0].metric_name
