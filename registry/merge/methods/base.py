@@ -4,8 +4,11 @@ A method is a pure torch function (no I/O) that merges ONE tensor:
 
     fn(tensors, base, *, weights, densities, normalize, lambda_, stats=None, **method_specific) -> Tensor
 
-- `tensors`: the non-base inputs in recipe order, fp32, all the same shape and device.
-- `base`: the base model's tensor (fp32, same shape) or None for methods with `needs_base=False`.
+- `tensors`: the non-base inputs in recipe order, all the same shape and device, in any float
+  dtype: math is always fp32, and bf16/fp16 inputs are converted chunk by chunk (exactly), so
+  the engine can pass the tensors as read, without whole-tensor fp32 copies.
+- `base`: the base model's tensor (same shape, any float dtype) or None for methods with
+  `needs_base=False`.
 - `weights`, `densities`: one per entry of `tensors` (densities are ignored unless `uses_density`).
 - `normalize`, `lambda_`: mergekit's `normalize` and `lambda` (the engine applies the defaults in
   `MethodSpec` when the recipe leaves them out).
@@ -119,6 +122,25 @@ def flat_chunks(numel: int, size: int | None = None) -> Iterator[slice]:
         yield slice(start, min(start + size, numel))
 
 
+def fp32_chunk(flat: torch.Tensor, part: slice, buffer: torch.Tensor) -> torch.Tensor:
+    """`flat[part]` in fp32: the view itself when already fp32, else converted into `buffer`.
+
+    Args:
+        flat: a 1-D tensor of any float dtype.
+        part: the slice to take.
+        buffer: a 1-D fp32 tensor at least as long as the slice (overwritten when converting).
+
+    Returns:
+        An fp32 tensor holding exactly the slice's values (bf16 and fp16 convert exactly).
+    """
+    chunk = flat[part]
+    if chunk.dtype == torch.float32:
+        return chunk
+    out = buffer[: chunk.numel()]
+    out.copy_(chunk)
+    return out
+
+
 def check_inputs(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: torch.Tensor | None, **lists: object) -> None:
     """Raise ValueError unless there is at least one input, shapes agree and per-input lists match.
 
@@ -129,6 +151,9 @@ def check_inputs(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: t
     """
     if not tensors:
         raise ValueError("a merge needs at least one input tensor")
+    odd = sorted({str(t.dtype) for t in [*tensors, *([base] if base is not None else [])] if not t.is_floating_point()})
+    if odd:
+        raise ValueError(f"merge inputs must be floating point, got {', '.join(odd)}")
     shapes = {tuple(t.shape) for t in tensors} | ({tuple(base.shape)} if base is not None else set())
     if len(shapes) != 1:
         raise ValueError(f"input tensors differ in shape: {sorted(shapes)}")

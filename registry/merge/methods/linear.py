@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
 
 
 def merge_linear(
@@ -26,10 +26,10 @@ def merge_linear(
     lambda_: float = 1.0,
     stats: TensorStats | None = None,
 ) -> torch.Tensor:
-    """Weighted average of `tensors` (fp32 in, fp32 out). `base`, `densities`, `lambda_` are unused.
+    """Weighted average of `tensors` (any float dtype in, fp32 out). `base`, `densities`, `lambda_` are unused.
 
     Args:
-        tensors: the inputs, fp32, same shape.
+        tensors: the inputs, same shape, any float dtype (math in fp32).
         base: ignored (accepted for the common signature).
         weights: one weight per input.
         densities: ignored.
@@ -50,10 +50,12 @@ def merge_linear(
     result = torch.zeros(first.shape, dtype=torch.float32, device=first.device)
     flat_out = result.view(-1)
     coefficients = weight.unbind(0)
-    for part in flat_chunks(first.numel(), chunk_elements(first.device)):
+    size = min(chunk_elements(first.device), first.numel())
+    buffer = torch.empty(size, dtype=torch.float32, device=first.device)
+    for part in flat_chunks(first.numel(), size):
         out = flat_out[part]
         for tensor, coefficient in zip(tensors, coefficients):
-            out.addcmul_(tensor.reshape(-1)[part], coefficient.reshape(1))
+            out.addcmul_(fp32_chunk(tensor.reshape(-1), part, buffer), coefficient.reshape(1))
         if normalize:
             out.div_(weight.sum(dim=0).reshape(1))
     if stats is not None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
 
 
 def merge_task_arithmetic(
@@ -25,10 +25,10 @@ def merge_task_arithmetic(
     lambda_: float = 1.0,
     stats: TensorStats | None = None,
 ) -> torch.Tensor:
-    """Add the weighted task vectors of `tensors` to `base` (fp32 in, fp32 out).
+    """Add the weighted task vectors of `tensors` to `base` (any float dtype in, fp32 out).
 
     Args:
-        tensors: the fine-tuned inputs, fp32, same shape as `base`.
+        tensors: the fine-tuned inputs, same shape as `base`, any float dtype (math in fp32).
         base: the base tensor.
         weights: one weight per input.
         densities: ignored.
@@ -53,11 +53,13 @@ def merge_task_arithmetic(
     divisor[divisor.abs() < 1e-8] = 1
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
-    for part in flat_chunks(base.numel(), chunk_elements(base.device)):
-        chunk_base = flat_base[part]
+    size = min(chunk_elements(base.device), base.numel())
+    base_buffer = torch.empty(size, dtype=torch.float32, device=base.device)
+    for part in flat_chunks(base.numel(), size):
+        chunk_base = fp32_chunk(flat_base, part, base_buffer)
         deltas = torch.empty((n, chunk_base.numel()), dtype=torch.float32, device=base.device)
         for index, tensor in enumerate(tensors):
-            torch.sub(tensor.reshape(-1)[part], chunk_base, out=deltas[index])
+            torch.sub(fp32_chunk(tensor.reshape(-1), part, deltas[index]), chunk_base, out=deltas[index])
         if stats is not None:
             for index in range(n):
                 stats.add_kept(index, int(torch.count_nonzero(deltas[index])))

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, chunk_elements, check_inputs, flat_chunks
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
 from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
 
 _SAMPLE = 1 << 16  # entries sampled (strided) to guess where the trimming cut falls
@@ -46,14 +46,15 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     flat, flat_base = tensor.reshape(-1), base.reshape(-1)
     size = min(chunk_elements(base.device), numel)
     delta = torch.empty(size, dtype=torch.float32, device=base.device)
+    base_fp32 = torch.empty(size, dtype=torch.float32, device=base.device)
 
     def keys_of(part: slice) -> torch.Tensor:
         view = delta[: part.stop - part.start]
-        torch.sub(flat[part], flat_base[part], out=view)
+        torch.sub(fp32_chunk(flat, part, view), fp32_chunk(flat_base, part, base_fp32), out=view)
         return magnitude_keys(view.abs_())
 
     stride = max(1, numel // _SAMPLE)
-    sample = magnitude_keys(flat[::stride] - flat_base[::stride])
+    sample = magnitude_keys(flat[::stride].float() - flat_base[::stride].float())
     return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel, size))
 
 
@@ -71,6 +72,7 @@ class _Workspace:
         self.signed = torch.empty((n, size), **f32)  # (n, c) deltas · elected sign
         self.agree = torch.empty((n, size), **f32)  # (n, c) 1.0 where an entry agrees with γ
         self.scratch = torch.empty((n, size), **f32)  # (n, c) products before their sums
+        self.base = torch.empty(size, **f32)  # this chunk of the base, in fp32
         self.magnitude = torch.empty(size, **f32)
         self.keep = torch.empty(size, **f32)  # 1.0 where an entry survives trimming
         self.votes = torch.empty(size, **f32)  # Σ wᵢτ̂ᵢ
@@ -151,12 +153,13 @@ def elected_chunks(
     full = _Workspace(n, size, base.device)
     for part in flat_chunks(numel, size):
         ws = full.view(part.stop - part.start)
+        ws.base = fp32_chunk(flat_base, part, ws.base)
         for index, (flat, cut) in enumerate(zip(flats, cuts)):
             delta = ws.deltas[index]
             if cut == Cut.keep_none():
                 delta.zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
                 continue
-            torch.sub(flat[part], flat_base[part], out=delta)
+            torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
             if cut == Cut.keep_all():
                 if stats is not None:
                     stats.add_kept(index, int(torch.count_nonzero(delta)))
@@ -215,7 +218,7 @@ def merge_elected(
     """
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
-    flat_out, flat_base = result.view(-1), base.reshape(-1)
+    flat_out = result.view(-1)
     chunks = elected_chunks(
         tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=slack_cuts, stats=stats
     )
@@ -232,7 +235,7 @@ def merge_elected(
             ws.mixed.div_(ws.divisor)
         if lambda_ != 1:
             ws.mixed.mul_(lambda_)
-        torch.add(flat_base[part], ws.mixed, out=flat_out[part])
+        torch.add(ws.base, ws.mixed, out=flat_out[part])
         if stats is not None:
             _count(stats, ws, protect)
     return result
@@ -262,10 +265,10 @@ def merge_ties(
     stats: TensorStats | None = None,
     protect: Sequence[int] = (),
 ) -> torch.Tensor:
-    """TIES-merge `tensors` onto `base` (fp32 in, fp32 out).
+    """TIES-merge `tensors` onto `base` (any float dtype in, fp32 out).
 
     Args:
-        tensors: the fine-tuned inputs, fp32, same shape as `base`.
+        tensors: the fine-tuned inputs, same shape as `base`, any float dtype (math in fp32).
         base: the base tensor.
         weights: one weight per input, applied before the sign election.
         densities: one kept fraction per input.

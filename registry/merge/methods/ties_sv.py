@@ -150,10 +150,10 @@ def merge_ties_sv(
     protect: Sequence[int] = (),
     cuts: Sequence[Cut] | None = None,
 ) -> torch.Tensor:
-    """TIES-SV-merge `tensors` onto `base` (fp32 in, fp32 out).
+    """TIES-SV-merge `tensors` onto `base` (any float dtype in, fp32 out).
 
     Args:
-        tensors: the fine-tuned inputs, fp32, same shape as `base`.
+        tensors: the fine-tuned inputs, same shape as `base`, any float dtype (math in fp32).
         base: the base tensor.
         weights: one weight per input, applied before the sign election.
         densities: one kept fraction per input.

@@ -1,0 +1,34 @@
+"""Every method takes bf16/fp16 inputs as read and gives exactly the fp32-input result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import registry.merge.methods.base as methods_base
+from registry.merge.methods import METHODS
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_equal_their_fp32_copies(name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(4)
+    base = (torch.randn(37, 29, generator=g) * 0.02).to(dtype)
+    inputs = [(base.float() + 0.002 * torch.randn(37, 29, generator=g)).to(dtype) for _ in range(3)]
+    spec = METHODS[name]
+    kwargs: dict[str, object] = {
+        "weights": [1.0, 0.5, 0.8], "densities": [0.2, 0.4, 0.3], "normalize": spec.default_normalize, "lambda_": 1.0,
+    }
+    if name == "ties_sv":
+        kwargs.update(slack=0.2, protect=[2])
+    with_base = spec.needs_base
+    expected = spec.fn([t.float() for t in inputs], base.float() if with_base else None, **kwargs)
+    monkeypatch.setattr(methods_base, "CHUNK_ELEMENTS", 100)  # several chunks, a short last one
+    got = spec.fn(inputs, base if with_base else None, **kwargs)
+    assert got.dtype == torch.float32
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))
+
+
+def test_integer_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="floating point, got torch.int64"):
+        METHODS["ties"].fn([torch.arange(4)], torch.zeros(4), weights=[1.0], densities=[1.0])
