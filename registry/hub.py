@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from registry.errors import HubError, HubRepoNotFoundError
+from registry.errors import HubConflictError, HubError, HubRepoNotFoundError
 from registry.hub_errors import convert_error
 
 if TYPE_CHECKING:
@@ -253,6 +253,18 @@ class HubClient:
                 parent_commit=parent_commit,
                 create_pr=create_pr,
             )
+        if parent_commit is not None and info.oid != parent_commit and _all_unchanged(ops):
+            # huggingface_hub drops additions whose content equals the file at the branch HEAD
+            # (not at parent_commit) and, when nothing is left, returns the head without
+            # committing: the parent check never reaches the server. A stale writer would then
+            # "succeed" without its read being current, so report the conflict ourselves.
+            raise HubConflictError(
+                f"Cannot commit on {repo_id}: the branch moved past parent commit {parent_commit} (now {info.oid}) "
+                "and already holds these files. Re-read and retry",
+                repo_id=repo_id,
+                status=412,
+                endpoint=self.endpoint,
+            )
         return str(info.oid)
 
     def upload_folder(
@@ -321,6 +333,16 @@ class HubClient:
         """Tag `revision` (default: the head of main)."""
         with self._errors("create tag", repo_id=repo_id, revision=revision):
             self.api.create_tag(repo_id, tag=tag, tag_message=message, revision=revision, repo_type=repo_type)
+
+
+def _all_unchanged(ops: Sequence[Any]) -> bool:
+    """Whether the client skipped every operation as unchanged (its own no-op test)."""
+    from huggingface_hub import CommitOperationAdd
+
+    return bool(ops) and all(
+        isinstance(op, CommitOperationAdd) and op._remote_oid is not None and op._remote_oid == op._local_oid  # noqa: SLF001
+        for op in ops
+    )
 
 
 def _source(value: bytes | Path) -> bytes | str:

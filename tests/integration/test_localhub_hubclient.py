@@ -109,3 +109,16 @@ def test_branches_and_tags_through_the_client(hub: HubHandle) -> None:
         client.create_tag("alice/refs", "v1")
     with pytest.raises(HubRevisionNotFoundError):
         client.create_branch("alice/refs", "other", revision="no-such-rev")
+
+
+def test_stale_parent_with_identical_content_is_a_conflict(hub: HubHandle) -> None:
+    """huggingface_hub skips a no-op commit without asking the server; the client must still refuse it."""
+    client = hub.client()
+    client.create_repo("lab/stale", repo_type="dataset")
+    base = client.head_sha("lab/stale", repo_type="dataset")
+    client.commit_files("lab/stale", repo_type="dataset", message="first", add={"n.txt": b"1"}, parent_commit=base)
+    with pytest.raises(HubConflictError) as exc:
+        client.commit_files("lab/stale", repo_type="dataset", message="same", add={"n.txt": b"1"}, parent_commit=base)
+    assert base in str(exc.value)
+    head = client.head_sha("lab/stale", repo_type="dataset")
+    assert client.commit_files("lab/stale", repo_type="dataset", message="noop", add={"n.txt": b"1"}, parent_commit=head) == head
