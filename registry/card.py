@@ -163,3 +163,38 @@ def _body(recipe: Recipe, inputs: Sequence[CardInput], *, name: str, repo_id: st
     )
     parts.append("## Citation\n\n" + CITATIONS)
     return "\n\n".join(parts) + "\n"
+
+
+def build_card_for_output(
+    out_dir: Path, *, eval_results: list[EvalResult] | None = None, repo_id: str | None = None
+) -> ModelCard:
+    """Rebuild the model card of a merge output directory, e.g. to add evaluation results.
+
+    Reads `mergeling_recipe.yaml` and `merge_report.json` (its `sources` and `summary`).
+
+    Args:
+        out_dir: a directory written by `registry merge`.
+        eval_results: results to add (see `registry.evaluate.model_index.to_eval_results`).
+        repo_id: where it is published (defaults to the recipe's `mergeling.output_repo`).
+
+    Returns:
+        The card (write it with `card.save(out_dir / "README.md")`).
+
+    Raises:
+        RecipeError: the directory lacks a valid recipe or report.
+    """
+    import json
+
+    from registry.errors import RecipeError
+    from registry.recipe import load_recipe
+
+    recipe = load_recipe(out_dir / "mergeling_recipe.yaml")
+    try:
+        report = json.loads((out_dir / "merge_report.json").read_text(encoding="utf-8"))
+        inputs = [CardInput(**source) for source in report["sources"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecipeError(
+            f"{out_dir}: no usable merge_report.json ({exc}); is this a `registry merge` output?", path=str(out_dir)
+        ) from None
+    return build_model_card(recipe, inputs, diagnostics=report.get("summary"), repo_id=repo_id,
+                            eval_results=eval_results)

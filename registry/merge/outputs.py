@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from registry.card import CardInput, build_model_card, read_card_license
@@ -58,8 +59,10 @@ def write_side_files(plan: MergePlan, out: Path, *, report: MergeReport, extra_f
         if src.is_file():
             shutil.copyfile(src, out / name)
     (out / RECIPE_FILE).write_text(plan.recipe.to_yaml(), encoding="utf-8")
+    inputs = card_inputs(plan)
+    report.sources = [asdict(i) for i in inputs]
     report.write(out / REPORT_FILE)
-    card = build_model_card(plan.recipe, card_inputs(plan), diagnostics=report.summary())
+    card = build_model_card(plan.recipe, inputs, diagnostics=report.summary())
     (out / "README.md").write_text(str(card), encoding="utf-8")
     for name, text in extra_files.items():
         (out / name).write_text(text, encoding="utf-8")

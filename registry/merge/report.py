@@ -23,6 +23,7 @@ class MergeReport:
     inputs: list[str]
     protected: list[int]
     roles: list[str] = field(default_factory=list)  # ct | sft | input, per entry of `inputs`
+    sources: list[dict[str, Any]] = field(default_factory=list)  # every input as the model card lists it
     tensors: dict[str, TensorStats] = field(default_factory=dict)
 
     def add(self, name: str, stats: TensorStats) -> None:
@@ -72,6 +73,8 @@ class MergeReport:
             "protected": [self.inputs[i] for i in self.protected],
             "totals": totals,
             "shares": shares,
+            "summary": self.summary(),
+            "sources": list(self.sources),
             "tensors": {name: self._entry(self.tensors[name]) for name in sorted(self.tensors)},
         }
 

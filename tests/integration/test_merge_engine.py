@@ -211,3 +211,19 @@ def test_bin_input_merges_like_safetensors(tiny_family: DemoFamily, tmp_path: Pa
     run_merge(plan_merge(parse_recipe(data)), out=tmp_path / "bin", device="cpu", progress=False)
     assert (tmp_path / "st" / "model.safetensors").read_bytes() == (tmp_path / "bin" / "model.safetensors").read_bytes()
     assert not list((tmp_path / "bin").glob("*.bin"))  # outputs are safetensors only
+
+
+def test_card_rebuilt_from_output_with_eval_results(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    from huggingface_hub import EvalResult, ModelCard
+
+    from registry.card import build_card_for_output
+
+    out = tmp_path / "out"
+    run_merge(plan_merge(parse_recipe(_recipe(tiny_family, "ties_sv"))), out=out, device="cpu", progress=False)
+    assert str(build_card_for_output(out)) == (out / "README.md").read_text()  # same card as the merge wrote
+    result = EvalResult(task_type="text-classification", dataset_type="Davlan/sib200", dataset_name="SIB-200",
+                        metric_type="accuracy", metric_value=0.5)
+    card = build_card_for_output(out, eval_results=[result], repo_id="lab/tiny-merge")
+    data = ModelCard(str(card)).data
+    assert data.eval_results[0].metric_value == 0.5 and data.model_name == "tiny-merge"
+    assert "discarded by the election" in card.text
