@@ -206,7 +206,9 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
     ref_cfg = ckpts[ref].config
     for i, ckpt in enumerate(ckpts):
         for key in _ARCH_KEYS:
-            if ref_cfg.get(key) != ckpt.config.get(key):
+            # A key only one config spells out (head_dim, num_key_value_heads in older saves) is not
+            # a difference; tensor shapes catch any real one below.
+            if key in ref_cfg and key in ckpt.config and ref_cfg[key] != ckpt.config[key]:
                 raise CompatibilityError(
                     f"{labels[i]} has {key}={ckpt.config.get(key)!r} but {labels[ref]} has {ref_cfg.get(key)!r}: "
                     "different architectures cannot be merged; use fine-tunes of the same base",

@@ -211,3 +211,16 @@ def test_usage_errors_exit_2(tiny_family: DemoFamily, tmp_path: Path) -> None:
     assert CliRunner().invoke(app, ["merge", str(recipe)]).exit_code == 2  # no --out
     assert CliRunner().invoke(app, ["merge", str(recipe), "--out", "x", "--device", "tpu"]).exit_code == 2
     assert CliRunner().invoke(app, ["merge", str(tmp_path / "nope.yaml"), "--out", "x"]).exit_code == 2
+
+
+def test_config_keys_missing_on_one_side_are_not_differences(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    family = _family_copy(tiny_family, tmp_path / "models")
+    config = json.loads((family.base / "config.json").read_text())
+    config.pop("head_dim", None)
+    config.pop("num_key_value_heads", None)  # as older Llama-2 configs on the Hub
+    (family.base / "config.json").write_text(json.dumps(config))
+    _edit_config(family.sft, head_dim=json.loads((family.ct / "config.json").read_text()).get("head_dim", 16))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(family)))
+    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run"], env=WIDE)
+    assert result.exit_code == 0, result.output
