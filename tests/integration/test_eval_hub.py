@@ -4,43 +4,62 @@ task hashes and numbers as with local data."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from registry.datarepo import seed_data_repo
+from registry.evaluate.records import load_record
 from registry.evaluate.runner import evaluate_model
 from registry.evaluate.sources import fetch_data_repo, resolve_model
-from registry.evaluate.suite import Suite, SuiteTask
+from registry.evaluate.suite import load_suite
 
 TASKS = Path(__file__).resolve().parents[2] / "recipes" / "tasks"
-SUITE = Suite(language="ben_Beng", tasks=(SuiteTask(task="flores_ben_Beng"), SuiteTask(task="sib200_ben_Beng", num_fewshot=2)))
+FILES = ["flores200/devtest/ben_Beng.jsonl", "sib200/ben_Beng/train.jsonl", "sib200/ben_Beng/test.jsonl"]
 
 
+@pytest.mark.slow
 def test_hub_model_and_data_match_local(hub, shared_data: Path, tiny_family, tmp_path: Path) -> None:
     client = hub.client()
     data = tmp_path / "data"
-    for rel in ("flores200/devtest/ben_Beng.jsonl", "sib200/ben_Beng/train.jsonl", "sib200/ben_Beng/test.jsonl"):
+    for rel in FILES:
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared_data / rel, data / rel)
     data_sha = seed_data_repo(client, data, repo_id="alice/eval-data-test", progress=False)
-    client.create_repo("alice/tiny-base", exist_ok=True)
     upload = tmp_path / "upload"
     shutil.copytree(tiny_family.base, upload)
     (upload / "optimizer.pt").write_bytes(b"not needed for evaluation")
+    client.create_repo("alice/tiny-base", exist_ok=True)
     model_sha = client.upload_folder(upload, "alice/tiny-base")
 
     model = resolve_model("alice/tiny-base@main", hub=client)
     assert model.identity.sha == model_sha and model.identity.repo_id == "alice/tiny-base"
     assert model.identity.key == f"hub:alice/tiny-base@{model_sha}"
     assert (model.path / "model.safetensors").is_file() and not (model.path / "optimizer.pt").exists()
-    files = ["flores200/devtest/ben_Beng.jsonl", "sib200/ben_Beng/train.jsonl", "sib200/ben_Beng/test.jsonl"]
-    data_root, source = fetch_data_repo("alice/eval-data-test", files=files, hub=client)
+    data_root, source = fetch_data_repo("alice/eval-data-test", files=FILES, hub=client)
     assert source == f"hub:alice/eval-data-test@{data_sha}"
+    assert sorted(p.relative_to(data_root).as_posix() for p in data_root.rglob("*.jsonl")) == sorted(FILES)
 
-    common = {"suite": SUITE, "suite_path": Path("mini.yaml"), "tasks_dir": TASKS, "limit": 3, "device": "cpu",
-              "batch_size": 4, "cache": None}
-    from_hub = evaluate_model(model, data_dir=data_root, data_source=source, **common)
-    local = evaluate_model(resolve_model(str(tiny_family.base)), data_dir=shared_data, data_source="local", **common)
-    assert from_hub.data_source == source and from_hub.model.sha == model_sha
+    suite = tmp_path / "suite" / "ben_Beng.yaml"
+    suite.parent.mkdir()
+    suite.write_text("language: ben_Beng\ntasks:\n  - {task: flores_ben_Beng}\n  - {task: sib200_ben_Beng, num_fewshot: 2}\n")
+    local = evaluate_model(resolve_model(str(tiny_family.base)), suite=load_suite(suite), suite_path=suite,
+                           tasks_dir=TASKS, data_dir=shared_data, data_source="local", limit=3, device="cpu",
+                           batch_size=4, cache=None)
+    # the CLI in a fresh process, model and data from the hub (HF_ENDPOINT / HF_TOKEN, fresh HF_HOME)
+    out = tmp_path / "cli.json"
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "registry"), "-q", "eval", "alice/tiny-base@main", "--suite", str(suite),
+         "--tasks-dir", str(TASKS), "--data-repo", "alice/eval-data-test", "--limit", "3", "--device", "cpu",
+         "--batch-size", "4", "--output", str(out), "--cache-dir", str(tmp_path / "cache")],
+        env=hub.env(), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    from_hub = load_record(out)
+    assert from_hub.model.sha == model_sha and from_hub.model.repo_id == "alice/tiny-base"
+    assert from_hub.data_source == source
     for a, b in zip(from_hub.tasks, local.tasks, strict=True):
         assert a.task_hash == b.task_hash  # same bytes, wherever they were served from
-        assert {k: m.value for k, m in a.metrics.items()} == {k: m.value for k, m in b.metrics.items()}
+        assert {k: m.value for k, m in a.metrics.items()} == pytest.approx({k: m.value for k, m in b.metrics.items()})
