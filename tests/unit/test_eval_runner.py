@@ -1,0 +1,34 @@
+"""Pure parts of the runner: device choice and reading lm-eval's output."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.errors import EvaluationError
+from registry.evaluate.runner import parse_task_results, resolve_device
+
+
+def test_resolve_device() -> None:
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EvaluationError, match="no CUDA GPU; use --device cpu or auto"):
+            resolve_device("cuda")
+
+
+def test_parse_task_results() -> None:
+    raw = {
+        "results": {"t": {"alias": "t", "acc,none": 0.5, "acc_stderr,none": 0.1, "bits_per_byte,none": 2.5,
+                          "bits_per_byte_stderr,none": "N/A", "sample_len": 4}},
+        "higher_is_better": {"t": {"acc": True, "bits_per_byte": False}},
+        "n-samples": {"t": {"original": 10, "effective": 4}},
+    }
+    metrics, n, total = parse_task_results(raw, "t")
+    assert (n, total) == (4, 10)
+    assert metrics["acc"].value == 0.5 and metrics["acc"].stderr == 0.1 and metrics["acc"].higher_is_better
+    assert metrics["bits_per_byte"].stderr is None and not metrics["bits_per_byte"].higher_is_better
+    assert set(metrics) == {"acc", "bits_per_byte"}
+    with pytest.raises(EvaluationError, match="no results for task u"):
+        parse_task_results(raw, "u")
