@@ -40,6 +40,9 @@ def build(
         typer.Option(help="Training steps per stage, e.g. 'base=1000,ct=400,sft=400' (any subset; those are the defaults).", show_default=False),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Keep stages already finished in --out (same settings) and build the rest.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print lab.json instead of a table.")] = False,
 ) -> None:
     """Build a tokenizer, a tiny Llama base, CT-X per language and an SFT model, with model cards."""
@@ -66,7 +69,8 @@ def build(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    result = build_lab(out, config=config, data_dir=resolved, overwrite=overwrite, progress=cli_state(ctx).progress)
+    result = build_lab(out, config=config, data_dir=resolved, overwrite=overwrite, resume=resume,
+                       progress=cli_state(ctx).progress)
     manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
     if json_output:
         typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False))

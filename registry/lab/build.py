@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "lab.json"
+STAGE_RECORD = "lab_train.json"  # in each checkpoint: its training run; marks the stage finished
 
 
 class LabConfig(BaseModel):
@@ -102,9 +103,15 @@ def build_lab(
     data_dir: Path | None,
     prompt_format: PromptFormat | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> LabResult:
     """Build tokenizer, base, CT-X per language and SFT into `out_dir`.
+
+    Each trained checkpoint gets a `lab_train.json` (what its training run did). With `resume`,
+    a stage whose checkpoint already has one is kept as it is, so a long build that was stopped
+    (or whose stages were run as separate processes) finishes without retraining; the settings
+    must be the same, which `lab.json` records.
 
     Args:
         out_dir: the output directory (`base/`, `ct-<lang>/`, `sft/`, `lab.json`).
@@ -112,52 +119,87 @@ def build_lab(
         data_dir: a `../shared/data`-style directory, or None for the synthetic fallback.
         prompt_format: the SIB-200 prompt format of the evaluation tasks (default: `PromptFormat()`).
         overwrite: allow writing into a non-empty `out_dir`.
+        resume: keep finished stages (implies `overwrite`).
         progress: show progress bars.
 
     Returns:
         The checkpoints and manifest written.
 
     Raises:
-        OutputExistsError: if `out_dir` is not empty and `overwrite` is False.
+        OutputExistsError: if `out_dir` is not empty and neither `overwrite` nor `resume` is set.
         DataNotFoundError: if `data_dir` lacks text for a language.
         LabError: if training fails.
     """
     from registry.lab.tokenizer import train_tokenizer
 
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out_dir} is not empty; choose another --out or pass --overwrite", path=out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (overwrite or resume):
+        raise OutputExistsError(
+            f"{out_dir} is not empty; choose another --out, or pass --overwrite (or --resume to keep finished stages)",
+            path=out_dir,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     fmt = prompt_format or PromptFormat()
     corpora = load_corpora(data_dir, languages=config.languages, seed=config.seed)
     if corpora.synthetic:
         logger.warning("NO DATA DIRECTORY FOUND: the lab is training on SYNTHETIC text; its numbers mean nothing.")
-    tokenizer = train_tokenizer(_tokenizer_texts(corpora, seed=config.seed), vocab_size=config.vocab_size,
-                                model_max_length=config.max_position_embeddings)
     names = _repo_names(config)
-    base_dir = _init_base(out_dir / "base", tokenizer=tokenizer, config=config)
+    base_dir = out_dir / "base"
     trained: dict[str, TrainResult] = {}
-    trained["base"] = train_causal_lm(
-        base_dir, corpora.english, out_dir=base_dir, steps=config.base_steps, lr=config.base_lr,
-        batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed, progress=progress, desc="base",
-    )  # fmt: skip
+    done = _finished(base_dir) if resume else None
+    if done is None:
+        tokenizer = train_tokenizer(_tokenizer_texts(corpora, seed=config.seed), vocab_size=config.vocab_size,
+                                    model_max_length=config.max_position_embeddings)  # fmt: skip
+        _init_base(base_dir, tokenizer=tokenizer, config=config)
+        done = _record(train_causal_lm(
+            base_dir, corpora.english, out_dir=base_dir, steps=config.base_steps, lr=config.base_lr,
+            batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed, progress=progress, desc="base",
+        ))  # fmt: skip
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    trained["base"] = done
     checkpoints = [LabCheckpoint("base", base_dir, names["base"], "base", ENGLISH)]
     for index, lang in enumerate(config.languages, start=1):
         ct_dir = out_dir / f"ct-{lang}"
-        texts = _ct_mix(corpora, lang, tokenizer=tokenizer, english_share=config.ct_english_share, seed=config.seed)
-        trained[f"ct-{lang}"] = train_causal_lm(
-            base_dir, texts, out_dir=ct_dir, steps=config.ct_steps, lr=config.ct_lr, batch_size=config.batch_size,
-            seq_len=config.seq_len, seed=config.seed + index, progress=progress, desc=f"ct-{lang}",
-        )  # fmt: skip
+        done = _finished(ct_dir) if resume else None
+        if done is None:
+            texts = _ct_mix(corpora, lang, tokenizer=tokenizer, english_share=config.ct_english_share, seed=config.seed)
+            done = _record(train_causal_lm(
+                base_dir, texts, out_dir=ct_dir, steps=config.ct_steps, lr=config.ct_lr, batch_size=config.batch_size,
+                seq_len=config.seq_len, seed=config.seed + index, progress=progress, desc=f"ct-{lang}",
+            ))  # fmt: skip
+        trained[f"ct-{lang}"] = done
         checkpoints.append(LabCheckpoint(f"ct-{lang}", ct_dir, names[f"ct-{lang}"], "ct", lang))
     sft_dir = out_dir / "sft"
-    trained["sft"] = train_causal_lm(
-        base_dir, _sft_mix(corpora, fmt=fmt, config=config), out_dir=sft_dir, steps=config.sft_steps,
-        lr=config.sft_lr, batch_size=config.batch_size, seq_len=config.sft_seq_len, seed=config.seed + 100,
-        progress=progress, desc="sft",
-    )  # fmt: skip
+    done = _finished(sft_dir) if resume else None
+    if done is None:
+        done = _record(train_causal_lm(
+            base_dir, _sft_mix(corpora, fmt=fmt, config=config), out_dir=sft_dir, steps=config.sft_steps,
+            lr=config.sft_lr, batch_size=config.batch_size, seq_len=config.sft_seq_len, seed=config.seed + 100,
+            progress=progress, desc="sft",
+        ))  # fmt: skip
+    trained["sft"] = done
     checkpoints.append(LabCheckpoint("sft", sft_dir, names["sft"], "sft", ENGLISH))
     manifest = _finish(out_dir, checkpoints, trained, corpora=corpora, config=config, fmt=fmt, data_dir=data_dir)
     return LabResult(out_dir=out_dir, checkpoints=tuple(checkpoints), manifest=manifest, synthetic=corpora.synthetic)
+
+
+def _record(result: TrainResult) -> TrainResult:
+    """Write `lab_train.json` into the trained checkpoint: the mark that its stage is finished."""
+    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
+    (result.out_dir / STAGE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _finished(model_dir: Path) -> TrainResult | None:
+    """The recorded training run of a finished stage, or None when it must be (re)trained."""
+    path = model_dir / STAGE_RECORD
+    if not (path.is_file() and any(model_dir.glob("*.safetensors"))):
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    logger.info("Resuming: keeping %s (trained earlier, %d steps)", model_dir, record["steps"])
+    return TrainResult(**{**record, "out_dir": Path(record["out_dir"])})
 
 
 def _repo_names(config: LabConfig) -> dict[str, str]:

@@ -121,6 +121,27 @@ parameters: {{normalize: true, lambda: 1.0, slack: 0.1}}
     assert any(not merged[k].equal(ct[k]) for k in ct) and any(not merged[k].equal(sft[k]) for k in sft)
 
 
+@pytest.mark.slow
+def test_resume_keeps_finished_stages(lab_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    copy = tmp_path / "lab"
+    shutil.copytree(lab_dir, copy)
+    (copy / "sft" / "lab_train.json").unlink()  # as if the build had stopped during SFT
+    before = {name: load_file(str(copy / name / "model.safetensors")) for name in ("base", "ct-ben_Beng", "sft")}
+    result = build_lab(copy, config=SMALL, data_dir=shared_data_dir(), resume=True, progress=False)
+    after = {name: load_file(str(copy / name / "model.safetensors")) for name in ("base", "ct-ben_Beng", "sft")}
+    for name in ("base", "ct-ben_Beng"):
+        assert all(after[name][k].equal(before[name][k]) for k in before[name]), name
+    # SFT was retrained with the same seed: deterministic, so the same weights again.
+    assert all(after["sft"][k].equal(before["sft"][k]) for k in before["sft"])
+    assert (copy / "sft" / "lab_train.json").is_file()
+    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    assert manifest["checkpoints"]["sft"]["train"]["steps"] == SMALL.sft_steps
+
+
 def test_synthetic_fallback_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import ModelCard
 
@@ -139,7 +160,7 @@ def test_synthetic_fallback_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     again = CliRunner().invoke(app, ["lab", "build", "--out", str(out), "--steps", "base=1,ct=1,sft=1"])
     assert again.exit_code == 1
-    assert "is not empty" in again.stderr and "--overwrite" in again.stderr
+    assert "is not empty" in again.stderr and "--overwrite" in again.stderr and "--resume" in again.stderr
 
 
 @pytest.mark.parametrize(
