@@ -30,8 +30,8 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     """The trimming cut of τ = tensor − base at `density` (mergekit's `magnitude` k).
 
     Args:
-        tensor: an input, fp32.
-        base: the base, fp32, same shape.
+        tensor: an input (any float dtype).
+        base: the base, same shape.
         density: the kept fraction.
 
     Returns:
@@ -51,7 +51,7 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     def keys_of(part: slice) -> torch.Tensor:
         view = delta[: part.stop - part.start]
         torch.sub(fp32_chunk(flat, part, view), fp32_chunk(flat_base, part, base_fp32), out=view)
-        return magnitude_keys(view.abs_())
+        return view.abs_().view(torch.int32)  # magnitude keys, computed in place
 
     stride = max(1, numel // _SAMPLE)
     sample = magnitude_keys(flat[::stride].float() - flat_base[::stride].float())
