@@ -38,7 +38,7 @@ def _items(shared_data: Path, per_label: int) -> list[SibRecord]:
 def _train(base: Path, records: list[SibRecord], out: Path) -> Path:
     fmt = PromptFormat()
     examples = [Example(prompt=fmt.prompt(r), completion=fmt.target_delimiter + r.category) for r in records]
-    result = train_causal_lm(base, examples, out_dir=out, steps=120, lr=3e-3, batch_size=len(examples), seq_len=160,
+    result = train_causal_lm(base, examples, out_dir=out, steps=80, lr=5e-3, batch_size=len(examples), seq_len=160,
                              seed=0, progress=False)
     assert result.last_loss < result.first_loss
     return out
