@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Loaded:
-    """One tensor's inputs: prepared fp32 (`inputs`, `base`) on CPU, else `raw` stored tensors."""
+    """One tensor's inputs: checked (`inputs`, `base`) on CPU, else `raw` stored tensors."""
 
     inputs: list[torch.Tensor] = field(default_factory=list)
     base: torch.Tensor | None = None
@@ -185,8 +185,8 @@ class _Stream:
                               *{t.extra_from for t in plan.tensors if t.extra_from is not None}})
 
     def _load(self, t: TensorPlan) -> _Loaded:
-        # Runs on the reader thread. On CPU it also does the fp32 conversion and the NaN/Inf
-        # checks, so they overlap the method's compute on the main thread.
+        # Runs on the reader thread. On CPU it also does the NaN/Inf checks, so they overlap the
+        # method's compute on the main thread.
         raw = {i: self.ckpts[i].read(t.name) for i in self.needed}
         tail = None
         if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
@@ -198,22 +198,23 @@ class _Stream:
         return _Loaded(raw=raw, tail=tail)
 
     def _prepare(self, t: TensorPlan, raw: dict[int, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """fp32 inputs and base on the device, shared vocabulary rows only, each checked for NaN/Inf."""
-        import torch
+        """Inputs and base on the device, shared vocabulary rows only, each checked for NaN/Inf.
 
-        rows = t.shared_rows
-        fp32: dict[int, torch.Tensor] = {}
+        Tensors keep their stored dtype: the methods do fp32 math chunk by chunk (bf16/fp16 convert
+        exactly), so no whole-tensor fp32 copy is ever made.
+        """
+        ready: dict[int, torch.Tensor] = {}
         for i in [*([self.base_index] if self.base_index is not None else []), *self.plan.input_indices]:
-            if i in fp32:
+            if i in ready:
                 continue
             x = raw[i]
-            if rows is not None:
-                x = x[:rows]
-            x = x.to(self.device, non_blocking=True).to(torch.float32)
+            if t.shared_rows is not None:
+                x = x[: t.shared_rows]
+            x = x.to(self.device, non_blocking=True)
             check_finite(x, model=self.plan.sources[i].ref, name=t.name)
-            fp32[i] = x
-        base = fp32[self.base_index] if self.base_index is not None else None
-        return [fp32[i] for i in self.plan.input_indices], base
+            ready[i] = x
+        base = ready[self.base_index] if self.base_index is not None else None
+        return [ready[i] for i in self.plan.input_indices], base
 
     def _ready(self, t: TensorPlan, loaded: _Loaded) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         if loaded.raw is not None:
@@ -236,21 +237,27 @@ class _Stream:
         from registry.progress import progress_bar
 
         tensors = self.plan.tensors
-        depth = 1 if self.device == "cpu" else 2  # CPU: fp32 copies in flight, keep one
+        # Read ahead as far as a byte budget allows: many small tensors, but only one of the
+        # largest (the embeddings), so peak memory stays about twice the largest tensor's inputs.
+        cost = [sum(self.ckpts[i].tensors[t.name].nbytes for i in self.needed) for t in tensors]
+        budget = max(cost, default=0)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-read") as reader:
-            pending: deque[Future[_Loaded]] = deque()
-            submitted = 0
+            pending: deque[tuple[int, Future[_Loaded]]] = deque()
+            submitted = in_flight = 0
             bar = progress_bar(total=sum(t.numel for t in tensors), desc=desc, unit="param",
                                unit_scale=True, enabled=progress)
             try:
                 for t in tensors:
-                    while submitted < len(tensors) and len(pending) < depth:
-                        pending.append(reader.submit(self._load, tensors[submitted]))
+                    while submitted < len(tensors) and (not pending or in_flight + cost[submitted] <= budget):
+                        pending.append((cost[submitted], reader.submit(self._load, tensors[submitted])))
+                        in_flight += cost[submitted]
                         submitted += 1
-                    yield t, pending.popleft().result()
+                    size, future = pending.popleft()
+                    in_flight -= size
+                    yield t, future.result()
                     bar.update(t.numel)
             finally:
-                for fut in pending:
+                for _, fut in pending:
                     fut.cancel()
                 bar.close()
 
