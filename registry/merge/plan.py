@@ -127,9 +127,10 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
         return ModelSource(ref=ref, path=local.resolve())
     repo_id, _, revision = ref.partition("@")
     if ref.startswith((".", "/", "~")) or repo_id.count("/") != 1:
+        hint = "; `registry demo` builds the demo models there" if ".mergeling/demo/" in ref else ""
         raise CompatibilityError(
             f"model {ref!r}: no such directory (relative paths are resolved against {Path.cwd()}), and not a "
-            "Hub repo id (org/name); check the path", model=ref, reason="not found",
+            f"Hub repo id (org/name); check the path{hint}", model=ref, reason="not found",
         )
     if offline:
         path = _cached_snapshot(repo_id, revision or None, cache_dir=hub.cache_dir if hub else None)
