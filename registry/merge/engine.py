@@ -121,6 +121,7 @@ def run_merge(
     dev = resolve_device(device)
     spec = get_method(plan.recipe.merge_method)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -149,6 +150,21 @@ def run_merge(
             ckpt.close()
     files = [out / f.name for f in files]
     return MergeResult(out=out, files=files, report=report, device=dev, seconds=time.monotonic() - started)
+
+
+def _remove_stale_partials(out: Path) -> None:
+    # A merge killed hard (SIGKILL, power loss) cannot clean up; its process id is in the name.
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("Removing %s, left by an interrupted merge", partial)
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def _publish(tmp: Path, out: Path) -> None:

@@ -58,3 +58,18 @@ def test_sigint_mid_merge_leaves_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr[-2000:]
     assert "Interrupted" in stderr
     assert list(work.iterdir()) == []
+
+
+def test_partial_left_by_a_killed_merge_is_removed(tiny_family, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from registry.merge.engine import run_merge
+    from registry.merge.plan import plan_merge
+    from registry.recipe import parse_recipe
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    stale = tmp_path / f".merged.partial-{dead.pid}"
+    (stale / "junk").mkdir(parents=True)
+    data = {"merge_method": "ties", "base_model": str(tiny_family.base),
+            "models": [{"model": str(tiny_family.ct)}, {"model": str(tiny_family.sft)}]}
+    run_merge(plan_merge(parse_recipe(data)), out=tmp_path / "merged", device="cpu", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
