@@ -20,9 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from registry.errors import RecipeError, UnknownMethodError, UnsupportedFeatureError
 
 Role = Literal["ct", "sft", "base"]
-# Method ids and what each accepts; kept beside the methods' own registry and checked against it
-# in `load_recipe` (an unknown id there is refused with the list of valid ids).
-_NEEDS_DENSITY = {"ties", "ties_sv"}
+# What each method accepts comes from its `MethodSpec`; `lambda` scales task vectors, so every
+# method but linear takes it.
 _HAS_LAMBDA = {"task_arithmetic", "ties", "ties_sv"}
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -153,35 +152,38 @@ class Recipe(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        from registry.merge.methods import METHODS
+
         method = self.merge_method
-        needs_base = method != "linear"
-        if needs_base and self.base_model is None:
+        spec = METHODS.get(method)
+        if spec is None:  # parse_recipe refuses unknown ids first, with UnknownMethodError
+            raise ValueError(f"unknown merge method; write one of {', '.join(sorted(METHODS))}")
+        if spec.needs_base and self.base_model is None:
             raise ValueError(f"{method} needs `base_model:`; add the model the inputs were fine-tuned from")
-        if len(self.merge_inputs()) < (1 if needs_base else 2):
-            raise ValueError(f"{method} needs at least {1 if needs_base else 2} input models besides the base")
-        if method not in _NEEDS_DENSITY:
+        least = 1 if spec.needs_base else 2
+        if len(self.merge_inputs()) < least:
+            raise ValueError(f"{method} needs at least {least} input models besides the base")
+        if not spec.uses_density:
             if self.parameters.density is not None or any(m.parameters.density is not None for m in self.models):
                 raise ValueError(f"density is not used by {method}; remove it or use merge_method: ties")
         if method not in _HAS_LAMBDA and self.parameters.lambda_ is not None:
             raise ValueError(f"lambda is not used by {method}; remove it")
-        if method != "ties_sv":
-            for key in ("slack", "slack_scope", "protect"):
-                if getattr(self.parameters, key) is not None:
-                    raise ValueError(f"{key} is a ties_sv parameter; remove it or use merge_method: ties_sv")
-        else:
-            refs = [m.model for m in self.merge_inputs()]
-            for ref in self.parameters.protect or ():
-                if ref not in refs:
-                    raise ValueError(f"protect lists {ref!r}, which is not an input; write one of {refs}")
-            if not self.protected_indices():
-                raise ValueError("ties_sv protects the SFT model: give it `role: sft` or list it in parameters.protect")
+        for key, needs in (("slack", "slack"), ("slack_scope", "slack"), ("protect", "protect")):
+            if getattr(self.parameters, key) is not None and needs not in spec.extra_parameters:
+                raise ValueError(f"{key} is a ties_sv parameter; remove it or use merge_method: ties_sv")
+        refs = [m.model for m in self.merge_inputs()]
+        for ref in self.parameters.protect or ():
+            if ref not in refs:
+                raise ValueError(f"protect lists {ref!r}, which is not an input; write one of {refs}")
+        if "slack" in spec.extra_parameters and not self.protected_indices():
+            raise ValueError(f"{method} protects the SFT model: give it `role: sft` or list it in parameters.protect")
         self.tokenizer_model()
         return self
 
     # -- derived views -------------------------------------------------------------------
     def merge_inputs(self) -> tuple[ModelEntry, ...]:
         """The non-base inputs in recipe order (an entry equal to `base_model` is the base)."""
-        if self.merge_method == "linear":
+        if self.merge_method == "linear":  # no task vectors: every listed model is averaged
             return self.models
         return tuple(m for m in self.models if m.model != self.base_model and m.role != "base")
 
