@@ -40,6 +40,15 @@ def convert_error(
     fields = {"repo_id": repo_id, "status": status, "endpoint": endpoint}
     server = _server_message(exc)
     where = f" on {endpoint}"
+    if isinstance(exc, hf.LocalTokenNotFoundError):
+        # Raised before any request (whoami needs a token); an OSError, so it would otherwise
+        # slip past callers that catch HubAuthError.
+        return HubAuthError(
+            f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: no token (none given, no HF_TOKEN, no stored login). "
+            "Pass one with --token or HF_TOKEN (on an embedded hub create one with "
+            "`registry hub token create USER --data DIR --write`)",
+            **fields,
+        )
     if isinstance(exc, hf.RevisionNotFoundError):
         return HubRevisionNotFoundError(
             f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
@@ -64,7 +73,7 @@ def convert_error(
             return HubAuthError(
                 f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {'invalid or missing token' if status == 401 else 'permission denied'}"
                 f" ({server}). Pass a write token for that namespace (--token or HF_TOKEN; on an embedded hub "
-                "create one with `registry hub token create USER --write`)",
+                "create one with `registry hub token create USER --data DIR --write`)",
                 **fields,
             )
         if status in (409, 412):

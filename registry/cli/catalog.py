@@ -95,17 +95,13 @@ def _connect(ctx: typer.Context, registry: str | None, endpoint: str | None, tok
 
 def _namespace(hub: HubClient) -> str:
     """The token owner's name, for the default registry repo."""
-    from registry.errors import HubAuthError, HubError
+    from registry.errors import HubAuthError
 
     hint = "pass --registry OWNER/NAME (or set MERGELING_REGISTRY), or a valid --token (HF_TOKEN)"
     try:
         return hub.whoami()
     except HubAuthError as exc:
         raise CatalogError(f"no registry repo given and the token's namespace is unknown ({exc}); {hint}") from exc
-    except HubError:
-        raise
-    except OSError as exc:  # huggingface_hub's LocalTokenNotFoundError: no token anywhere
-        raise CatalogError(f"no registry repo given and no token to find your namespace: {hint}") from exc
 
 
 # -- add ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from registry.errors import (
@@ -97,3 +99,14 @@ def test_embedded_endpoints_turn_xet_off_and_say_so() -> None:
     assert constants.HF_HUB_DISABLE_XET is True
     assert client.api.headers == {"X-Mergeling-Xet": "disabled"}
     assert HubClient(endpoint="https://huggingface.co", token="hf_x").api.headers == {}
+
+
+def test_whoami_without_any_token_is_an_auth_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # no stored login
+    with pytest.raises(HubAuthError) as exc:
+        HubClient(endpoint=ENDPOINT).whoami()
+    assert "no token" in str(exc.value) and "HF_TOKEN" in str(exc.value) and "registry hub token create" in str(exc.value)
