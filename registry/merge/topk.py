@@ -136,12 +136,14 @@ def find_cut_sampled(
         return Cut.keep_all()
     size = sample.numel()
     if size >= 1024:
-        ordered = torch.sort(sample.reshape(-1), descending=True).values
+        flat_sample = sample.reshape(-1)
         quantile = k / numel
         spread = max(6 * (quantile * (1 - quantile) / size) ** 0.5, 0.01)
-        high_rank = max(int((quantile - spread) * size), 0)
+        high_rank = max(int((quantile - spread) * size), 0)  # 0-based ranks, largest first
         low_rank = min(int((quantile + spread) * size) + 1, size - 1)
-        high, low = Cut(int(ordered[high_rank])).value, Cut(int(ordered[low_rank])).value
+        # kthvalue counts from the smallest (1-based): rank r from the top is size - r.
+        high = Cut(int(torch.kthvalue(flat_sample, size - high_rank).values)).value
+        low = Cut(int(torch.kthvalue(flat_sample, size - low_rank).values)).value
         above, inside = 0, []
         above_mask = low_mask = None
         for part in parts():

@@ -32,3 +32,16 @@ def test_low_precision_inputs_equal_their_fp32_copies(name: str, dtype: torch.dt
 def test_integer_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="floating point, got torch.int64"):
         METHODS["ties"].fn([torch.arange(4)], torch.zeros(4), weights=[1.0], densities=[1.0])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("columns", [1, 3, 17, 4099])
+def test_sum_inputs_matches_torch_sum_bit_for_bit(n: int, columns: int) -> None:
+    g = torch.Generator().manual_seed(n * 1000 + columns)
+    stack = torch.randn(n, columns, generator=g) * torch.logspace(-30, 30, columns)
+    stack[:, ::3] = -0.0  # signed zeros: the sum's zero sign must match too
+    stack[0, ::5] = 0.0
+    stack[-1, ::7] = -stack[0, ::7]  # exact cancellations
+    out = torch.empty(columns)
+    expected = torch.sum(stack, dim=0)
+    assert torch.equal(methods_base.sum_inputs(stack, out=out).view(torch.int32), expected.view(torch.int32))

@@ -141,6 +141,32 @@ def fp32_chunk(flat: torch.Tensor, part: slice, buffer: torch.Tensor) -> torch.T
     return out
 
 
+def sum_inputs(stack: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    """`torch.sum(stack, dim=0, out=out)` for a (n, c) fp32 stack, bit for bit, with fewer passes.
+
+    For n <= 4, torch's CPU sum over the leading axis accumulates in order from +0.0:
+    ((0 + x₀) + x₁) + ..., which equals (x₀ + x₁ + ...) + 0.0 bit for bit (the trailing + 0.0 only
+    turns a -0.0 into +0.0, as the leading one does). Plain adds are ~2x faster than the strided
+    reduction; more inputs use `torch.sum` (it blocks the sum differently there).
+
+    Args:
+        stack: (n, c) fp32.
+        out: (c,) fp32, written.
+
+    Returns:
+        `out`.
+    """
+    n = stack.shape[0]
+    if n > 4 or n == 0:
+        return torch.sum(stack, dim=0, out=out)
+    if n == 1:
+        return torch.add(stack[0], 0.0, out=out)
+    torch.add(stack[0], stack[1], out=out)
+    for row in stack[2:]:
+        out.add_(row)
+    return out.add_(0.0)
+
+
 def check_inputs(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: torch.Tensor | None, **lists: object) -> None:
     """Raise ValueError unless there is at least one input, shapes agree and per-input lists match.
 

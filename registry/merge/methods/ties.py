@@ -20,7 +20,14 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
+from registry.merge.methods.base import (
+    TensorStats,
+    check_inputs,
+    chunk_elements,
+    flat_chunks,
+    fp32_chunk,
+    sum_inputs,
+)
 from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
 
 _SAMPLE = 1 << 16  # entries sampled (strided) to guess where the trimming cut falls
@@ -75,6 +82,7 @@ class _Workspace:
         self.base = torch.empty(size, **f32)  # this chunk of the base, in fp32
         self.magnitude = torch.empty(size, **f32)
         self.keep = torch.empty(size, **f32)  # 1.0 where an entry survives trimming
+        self.equal = torch.empty(size, **f32)  # 1.0 where |delta| equals the trimming threshold
         self.votes = torch.empty(size, **f32)  # Σ wᵢτ̂ᵢ
         self.majority = torch.empty(size, **f32)  # elected sign, ±1
         self.mixed = torch.empty(size, **f32)
@@ -95,9 +103,15 @@ def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
     threshold = cut.value
     torch.gt(ws.magnitude, threshold, out=ws.keep)
     if ties_left > 0:
-        equal = torch.nonzero(ws.magnitude == threshold).squeeze(1)[:ties_left]
-        ws.keep[equal] = 1.0
-        ties_left -= int(equal.numel())
+        torch.eq(ws.magnitude, threshold, out=ws.equal)
+        count = int(ws.equal.sum())
+        if count <= ties_left:  # keep every tie of this chunk: no positions needed
+            ws.keep.add_(ws.equal)
+            ties_left -= count
+        elif count:  # the quota runs out here: the first ties_left, lowest index first
+            equal = torch.nonzero(ws.equal).squeeze(1)[:ties_left]
+            ws.keep[equal] = 1.0
+            ties_left = 0
     delta.mul_(ws.keep)  # as mergekit's delta * mask: dropped negatives become -0.0
     return ties_left
 
@@ -166,7 +180,7 @@ def elected_chunks(
             else:
                 ties_left[index] = _trim(delta, cut, ties_left[index], ws)
         ws.deltas.mul_(weight)
-        torch.sum(ws.deltas, dim=0, out=ws.votes)
+        sum_inputs(ws.deltas, out=ws.votes)
         # γ = +1 where votes >= 0 (an exact-zero vote elects +; -0.0 + 0.0 is +0.0), else -1.
         torch.add(ws.votes, 0.0, out=ws.majority)
         torch.copysign(ws.one, ws.majority, out=ws.majority)
@@ -226,9 +240,9 @@ def merge_elected(
         torch.gt(ws.signed, 0, out=ws.agree)
         # mergekit: (deltas * mask).sum(0) and (weights * mask).sum(0), mask = sign == γ.
         torch.mul(ws.deltas, ws.agree, out=ws.scratch)
-        torch.sum(ws.scratch, dim=0, out=ws.mixed)
+        sum_inputs(ws.scratch, out=ws.mixed)
         torch.mul(weight, ws.agree, out=ws.scratch)
-        torch.sum(ws.scratch, dim=0, out=ws.divisor)
+        sum_inputs(ws.scratch, out=ws.divisor)
         torch.eq(ws.divisor, 0, out=ws.keep)
         ws.divisor.add_(ws.keep)  # a zero divisor counts as 1 (0 + 1; others + 0 are unchanged)
         if normalize:
