@@ -28,7 +28,7 @@ class Checkpoint:
     path: Path
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]
-    format: str  # "safetensors" | "bin"
+    format: str  # "safetensors" | "bin" | "headers" (a remote view: tensor table only, no data)
     _files: dict[Path, SafetensorsFile] = field(default_factory=dict, repr=False)
     _bin: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -41,6 +41,9 @@ class Checkpoint:
         """
         if self.format == "bin":
             return self._bin[name]
+        if self.format == "headers":
+            raise CheckpointError(f"{self.path}: a header-only view has no tensor data ({name!r})",
+                                  path=str(self.path), tensor=name)
         info = self.tensors[name]
         return self._files[info.path].read(name)
 

@@ -155,12 +155,16 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | No
         return None
 
 
-def plan_merge(recipe: Recipe, *, offline: bool = False, hub: HubClient | None = None) -> MergePlan:
+def plan_merge(
+    recipe: Recipe, *, offline: bool = False, remote_headers: bool = False, hub: HubClient | None = None
+) -> MergePlan:
     """Resolve inputs and run every header-level compatibility check.
 
     Args:
         recipe: a validated recipe.
         offline: dry-run mode: Hub inputs only from the local cache; missing ones are skipped.
+        remote_headers: with `offline`, read config, tokenizer and safetensors headers of uncached
+            Hub inputs over the network (a few MB) instead of skipping their checks.
         hub: the Hub client for Hub inputs (None: one from HF_ENDPOINT / HF_TOKEN).
 
     Returns:
@@ -185,23 +189,48 @@ def plan_merge(recipe: Recipe, *, offline: bool = False, hub: HubClient | None =
     sources = [resolve_source(ref, offline=offline, hub=hub) for ref in refs]
     plan = MergePlan(recipe=recipe, sources=sources, base_index=base_index, input_indices=input_indices,
                      tokenizer_index=refs.index(tok_ref))
-    missing = [s.ref for s in sources if s.path is None]
-    if missing:
+    missing = [i for i, s in enumerate(sources) if s.path is None]
+    if missing and not remote_headers:
         plan.skipped.append(
-            f"{', '.join(missing)} not in the local Hub cache: the recipe is valid, but architecture, tensor and "
-            "vocabulary checks were skipped (a real merge downloads the inputs and runs them first)"
+            f"{', '.join(sources[i].ref for i in missing)} not in the local Hub cache: the recipe is valid, but "
+            "architecture, tensor and vocabulary checks were skipped (--remote-checks reads them from the Hub; a "
+            "real merge downloads the inputs and runs every check first)"
         )
         return plan
-    checkpoints = [open_checkpoint(s.path) for s in sources]  # type: ignore[arg-type]
+    remote = _remote_headers(plan, missing, hub)
+    checkpoints = [remote[i].checkpoint if i in remote else open_checkpoint(s.path)  # type: ignore[arg-type]
+                   for i, s in enumerate(plan.sources)]
+    tok = plan.tokenizer_index
+    tokenizer_json = remote[tok].tokenizer_json if tok in remote else plan.sources[tok].path / "tokenizer.json"  # type: ignore[operator]
     try:
-        _check_plan(plan, checkpoints)
+        _check_plan(plan, checkpoints, tokenizer_json)
     finally:
         for ckpt in checkpoints:
             ckpt.close()
     return plan
 
 
-def _check_plan(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
+def _remote_headers(plan: MergePlan, missing: list[int], hub: HubClient | None) -> dict[int, Any]:
+    if not missing:
+        return {}
+    from dataclasses import replace
+
+    from registry.hub import HubClient
+    from registry.merge.remote import fetch_headers
+
+    client = hub or HubClient()
+    remote = {}
+    for i in missing:
+        src = plan.sources[i]
+        remote[i] = fetch_headers(src.repo_id, src.revision, hub=client)  # type: ignore[arg-type]
+        plan.sources[i] = replace(src, commit=remote[i].commit)
+    names = ", ".join(plan.sources[i].ref for i in missing)
+    plan.skipped.append(f"data checks (NaN/Inf, same base) for {names}: they need the weights and run during "
+                        "the merge; headers were read from the Hub")
+    return remote
+
+
+def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path | None) -> None:
     labels = [s.ref for s in plan.sources]
     ref = plan.base_index if plan.base_index is not None else plan.input_indices[0]
     ref_cfg = ckpts[ref].config
@@ -263,10 +292,10 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
             plan.warnings.append(f"{name}: rows beyond {rows} of {', '.join(dropped)} are dropped "
                                  f"(the tokenizer of {labels[tok]} has no ids for them)")
         plan.tensors.append(TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok))
-    _finish_config(plan, ckpts)
+    _finish_config(plan, ckpts, tokenizer_json)
 
 
-def _finish_config(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
+def _finish_config(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path | None) -> None:
     ref = plan.base_index if plan.base_index is not None else plan.input_indices[0]
     config = dict(ckpts[ref].config)
     vocab_rows = [t.shape[0] for t in plan.tensors if t.extra_from is not None]
@@ -277,8 +306,7 @@ def _finish_config(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
         config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = out_dtype
     config.pop("_name_or_path", None)
     plan.config = config
-    tok_path = plan.sources[plan.tokenizer_index].path
-    size = tokenizer_size(tok_path) if tok_path else None
+    size = tokenizer_size(tokenizer_json) if tokenizer_json else None
     if size is not None and size > config.get("vocab_size", size):
         raise CompatibilityError(
             f"the tokenizer of {plan.sources[plan.tokenizer_index].ref} has {size} ids but the merged embedding has "
@@ -287,9 +315,8 @@ def _finish_config(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
         )
 
 
-def tokenizer_size(path: Path) -> int | None:
-    """The number of ids of a `tokenizer.json` (vocab + added tokens), or None without one."""
-    file = path / "tokenizer.json"
+def tokenizer_size(file: Path) -> int | None:
+    """The number of ids in a `tokenizer.json` file (vocab + added tokens), or None without one."""
     if not file.is_file():
         return None
     try:

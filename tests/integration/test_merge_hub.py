@@ -27,6 +27,14 @@ def _recipe(base: str, ct: str, sft: str) -> dict:
     }
 
 
+def _upload(hub, family: DemoFamily, prefix: str):  # type: ignore[no-untyped-def]
+    client = hub.client(cache=f"{prefix}-upload")
+    for name in ("base", "ct", "sft"):
+        client.create_repo(f"lab/{prefix}-{name}", exist_ok=True)
+        client.upload_folder(getattr(family, name), f"lab/{prefix}-{name}")
+    return client
+
+
 def test_merge_from_hub_repo_ids(hub, tiny_family: DemoFamily, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client = hub.client(cache="merge-cache")
     commits = {}
@@ -69,3 +77,60 @@ def test_hub_errors_are_clear(hub, tmp_path: Path) -> None:  # type: ignore[no-u
         plan_merge(parse_recipe(_recipe("lab/nope", "lab/nope-ct", "lab/nope-sft")), hub=client)
     with pytest.raises(HubRevisionNotFoundError, match="no-such-branch"):
         plan_merge(parse_recipe(_recipe("lab/tiny-empty@no-such-branch", "lab/a", "lab/b")), hub=client)
+
+
+def test_dry_run_remote_checks_read_headers_only(hub, tiny_family: DemoFamily, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from registry.errors import CompatibilityError
+
+    uploader = _upload(hub, tiny_family, "remote")
+    client = hub.client(cache="remote-dry-run")  # an empty cache: nothing downloaded yet
+    recipe = parse_recipe(_recipe("lab/remote-base", "lab/remote-ct", "lab/remote-sft"))
+    plan = plan_merge(recipe, offline=True, remote_headers=True, hub=client)
+    assert len(plan.tensors) == len(load_file(tiny_family.base / "model.safetensors"))
+    assert all(s.commit and len(s.commit) == 40 for s in plan.sources)
+    assert plan.skipped and "need the weights" in plan.skipped[0]
+    cache = hub.home / "remote-dry-run"
+    assert list(cache.rglob("config.json")) and not list(cache.rglob("*.safetensors"))  # headers only
+
+    # A shape mismatch is found from the headers alone.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    state = load_file(tiny_family.ct / "model.safetensors")
+    state["model.layers.0.mlp.up_proj.weight"] = torch.zeros(3, 3)
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    (broken / "config.json").write_text(json.dumps(json.loads((tiny_family.ct / "config.json").read_text())))
+    uploader.create_repo("lab/remote-broken", exist_ok=True)
+    uploader.upload_folder(broken, "lab/remote-broken")
+    bad = parse_recipe(_recipe("lab/remote-base", "lab/remote-broken", "lab/remote-sft"))
+    with pytest.raises(CompatibilityError, match="up_proj"):
+        plan_merge(bad, offline=True, remote_headers=True, hub=client)
+
+
+def test_cli_dry_run_remote_checks(hub, tiny_family: DemoFamily, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+
+    _upload(hub, tiny_family, "cli")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe("lab/cli-base", "lab/cli-ct", "lab/cli-sft")))
+    plain = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["tensors"] == 0  # nothing cached, nothing read
+    remote = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", "--remote-checks", "--json"])
+    assert remote.exit_code == 0, remote.output
+    plan = json.loads(remote.stdout)
+    assert plan["tensors"] > 10 and all(len(i["commit"]) == 40 for i in plan["inputs"])
+    assert not (tmp_path / "out").exists()
