@@ -122,13 +122,14 @@ def weight_files(path: Path) -> tuple[str, list[Path], dict[str, Path] | None]:
     )
 
 
-def open_checkpoint(path: str | Path, *, headers_only: bool = False) -> Checkpoint:
+def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open a model directory: config plus validated tensor table.
+
+    Safetensors: only headers are read here (tensors on `read`). `.bin`: loaded (memory-mapped)
+    with `torch.load(weights_only=True)`, since a pickle has no separate header.
 
     Args:
         path: the directory.
-        headers_only: for `.bin` inputs, still loads (a pickle has no separate header); for
-            safetensors, nothing but headers is read either way.
 
     Returns:
         The open checkpoint (close it, or use `with`).
