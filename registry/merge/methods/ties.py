@@ -65,6 +65,11 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel, size))
 
 
+def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]) -> list[Cut]:
+    """`trim_cut` of every input (the costly part of TIES; share it between passes over a tensor)."""
+    return [trim_cut(t, base, d) for t, d in zip(tensors, densities)]
+
+
 class _Workspace:
     """Buffers for one chunk of n inputs, reused for every chunk so the work stays in cache.
 
@@ -134,6 +139,7 @@ def elected_chunks(
     protect: Sequence[int] = (),
     slack_cuts: Sequence[Cut] = (),
     stats: TensorStats | None = None,
+    trims: Sequence[Cut] | None = None,
 ) -> Iterator[tuple[slice, _Workspace]]:
     """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
 
@@ -143,6 +149,7 @@ def elected_chunks(
         slack_cuts: per protected input, a cut over `ascending_keys` of its conflict margins in
             flat order; the conflicts it keeps get their elected sign flipped to that input's.
         stats: when given, `kept`, `conflicts` and `rescued` are added.
+        trims: the inputs' trimming cuts when already known (`trim_cuts`), else computed here.
 
     Yields:
         (flat slice, workspace): `deltas` (n, c) weighted trimmed deltas, `votes` Σ wᵢτ̂ᵢ,
@@ -153,7 +160,7 @@ def elected_chunks(
     if len(slack_cuts) > len(protect):
         raise ValueError(f"{len(slack_cuts)} slack cuts for {len(protect)} protected inputs")
     n, numel = len(tensors), base.numel()
-    cuts = [trim_cut(t, base, d) for t, d in zip(tensors, densities)]
+    cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
     ties_left = [cut.ties for cut in cuts]
     slack_left = [cut.ties for cut in slack_cuts]
     if stats is not None:
@@ -219,6 +226,7 @@ def merge_elected(
     stats: TensorStats | None,
     protect: Sequence[int] = (),
     slack_cuts: Sequence[Cut] = (),
+    trims: Sequence[Cut] | None = None,
 ) -> torch.Tensor:
     """TIES with an optional slack step (see `ties_sv`); with no `slack_cuts` it is plain TIES.
 
@@ -226,6 +234,7 @@ def merge_elected(
         tensors, base, weights, densities, normalize, lambda_, stats: as `merge_ties`.
         protect: protected input indices (counted in `stats`), in the order their slack step applies.
         slack_cuts: as `elected_chunks` (empty: plain TIES).
+        trims: as `elected_chunks`.
 
     Returns:
         The merged tensor (fp32).
@@ -234,7 +243,8 @@ def merge_elected(
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
     chunks = elected_chunks(
-        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=slack_cuts, stats=stats
+        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=slack_cuts, stats=stats,
+        trims=trims,
     )
     for part, ws in chunks:
         torch.gt(ws.signed, 0, out=ws.agree)

@@ -39,8 +39,8 @@ from fractions import Fraction
 
 import torch
 
-from registry.merge.methods.base import TensorStats
-from registry.merge.methods.ties import elected_chunks, merge_elected
+from registry.merge.methods.base import TensorStats, check_inputs
+from registry.merge.methods.ties import elected_chunks, merge_elected, trim_cuts
 from registry.merge.topk import Cut, ascending_keys, find_cut
 
 
@@ -63,6 +63,7 @@ def conflict_margins(
     densities: Sequence[float],
     protect: Sequence[int],
     cuts: Sequence[Cut] = (),
+    trims: Sequence[Cut] | None = None,
 ) -> torch.Tensor:
     """Pass 1: the election margins |Σ wᵢτ̂ᵢ| on C of the protected input `protect[len(cuts)]`.
 
@@ -70,6 +71,7 @@ def conflict_margins(
         tensors, base, weights, densities: as `merge_ties_sv`.
         protect: the protected input indices.
         cuts: the cuts already decided for `protect[:len(cuts)]` (their flips apply first).
+        trims: the inputs' trimming cuts when already known (`ties.trim_cuts`).
 
     Returns:
         1-D fp32 margins, one per position of C, in flat order.
@@ -82,7 +84,7 @@ def conflict_margins(
     index = protect[len(cuts)]
     found = []
     chunks = elected_chunks(
-        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=cuts
+        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=cuts, trims=trims
     )
     for _, ws in chunks:
         # signed < 0: a surviving entry of `index` whose sign differs from the elected one.
@@ -173,19 +175,23 @@ def merge_ties_sv(
     """
     if base is None:
         raise ValueError("ties_sv needs a base tensor")
+    check_inputs(tensors, base, weights=weights, densities=densities)
     if not 0 <= slack <= 1:
         raise ValueError(f"slack={slack} must be within [0, 1]")
     bad = [i for i in protect if not 0 <= i < len(tensors)]
     if bad or len(set(protect)) != len(protect):
         raise ValueError(f"protect={list(protect)} must be distinct indices into the {len(tensors)} inputs")
+    trims = None
     if cuts is None:
         cuts = []
         for _ in protect:
             if slack == 0:
                 cuts.append(Cut.keep_none())
                 continue
+            # Trimming is the costly part: find the cuts once for every pass over this tensor.
+            trims = trims if trims is not None else trim_cuts(tensors, base, densities)
             margins = conflict_margins(
-                tensors, base, weights=weights, densities=densities, protect=protect, cuts=cuts
+                tensors, base, weights=weights, densities=densities, protect=protect, cuts=cuts, trims=trims
             )
             cuts.append(tensor_slack_cut(margins, slack=slack))
     elif len(cuts) != len(protect):
@@ -200,4 +206,5 @@ def merge_ties_sv(
         stats=stats,
         protect=protect,
         slack_cuts=cuts,
+        trims=trims,
     )
