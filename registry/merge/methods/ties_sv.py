@@ -24,6 +24,8 @@ Scope of the ranking (the paper leaves it open):
           plan = plan_model_slack(margins, slack=slack)
           for name in names:
               cuts[name].append(plan.cuts[name])
+      # (optional: keep trims[name] = trim_cuts(...) from pass 1 and pass trims= to both calls,
+      #  so each tensor's trimming cuts, the costly part, are found once)
       # pass 2, tensor by tensor:
       merged = merge_ties_sv(inputs(name), base(name), ..., slack=slack, protect=protect, cuts=cuts[name])
 
@@ -151,6 +153,7 @@ def merge_ties_sv(
     slack: float = 0.0,
     protect: Sequence[int] = (),
     cuts: Sequence[Cut] | None = None,
+    trims: Sequence[Cut] | None = None,
 ) -> torch.Tensor:
     """TIES-SV-merge `tensors` onto `base` (any float dtype in, fp32 out).
 
@@ -166,6 +169,8 @@ def merge_ties_sv(
         protect: indices into `tensors` of the protected inputs (usually the SFT model), in order.
         cuts: None: rank per tensor (`slack_scope: tensor`). Otherwise one cut per protected input
             from `plan_model_slack(...).cuts[name]` (`slack_scope: model`).
+        trims: the inputs' trimming cuts if already found for this tensor (`ties.trim_cuts`, e.g.
+            kept from pass 1 of the model scope: two ints per input), else found here.
 
     Returns:
         The merged tensor.
@@ -181,7 +186,6 @@ def merge_ties_sv(
     bad = [i for i in protect if not 0 <= i < len(tensors)]
     if bad or len(set(protect)) != len(protect):
         raise ValueError(f"protect={list(protect)} must be distinct indices into the {len(tensors)} inputs")
-    trims = None
     if cuts is None:
         cuts = []
         for _ in protect:
