@@ -167,3 +167,16 @@ def test_bad_arguments() -> None:
         merge_ties_sv([CT, SFT], BASE, weights=[1.0, 1.0], densities=[1.0, 1.0], slack=0.1, protect=[2])
     with pytest.raises(ValueError, match="1 cuts for 0"):
         merge_ties_sv([CT, SFT], BASE, weights=[1.0, 1.0], densities=[1.0, 1.0], cuts=[Cut.keep_none()])
+
+
+def test_shared_trimming_cuts_give_the_same_merge() -> None:
+    from registry.merge.methods.ties import trim_cuts
+
+    base, inputs = _random(2, 6)
+    kwargs = {"weights": [1.0, 1.0], "densities": [0.2, 0.3], "protect": [1]}
+    trims = trim_cuts(inputs, base, kwargs["densities"])
+    margins = conflict_margins(inputs, base, trims=trims, **kwargs)
+    assert torch.equal(margins, conflict_margins(inputs, base, **kwargs))
+    plan = plan_model_slack([("t", margins)], slack=0.4)
+    shared = merge_ties_sv(inputs, base, slack=0.4, cuts=[plan.cuts["t"]], trims=trims, **kwargs)
+    assert torch.equal(shared, merge_ties_sv(inputs, base, slack=0.4, **kwargs))  # one tensor: same ranking
