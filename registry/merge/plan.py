@@ -138,9 +138,34 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
         from registry.hub import HubClient
 
         client = hub or HubClient()
-        path = client.snapshot(repo_id, revision=revision or None, allow_patterns=HUB_PATTERNS)
+        # The snapshot is fetched by the given revision (not the listed commit), so the cache
+        # records the branch and later dry runs find it offline.
+        wanted = hub_files(client.list_files(repo_id, revision=revision or None))
+        path = client.snapshot(repo_id, revision=revision or None, allow_patterns=wanted)
     commit = path.name if path is not None and len(path.name) == 40 else None
     return ModelSource(ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit)
+
+
+def hub_files(files: list[str]) -> list[str]:
+    """The files of a Hub model repo a merge needs: root-level weights in ONE format (safetensors
+    when present; repos such as Llama-2-7b-hf ship both), config, tokenizer, generation config, README.
+    """
+    from fnmatch import fnmatch
+
+    root = [f for f in files if "/" not in f]
+    safetensors = any(f.endswith(".safetensors") for f in root)
+    wanted = []
+    for name in root:
+        if name.endswith((".safetensors", ".safetensors.index.json")):
+            keep = safetensors
+        elif name.endswith((".bin", ".bin.index.json")):
+            keep = not safetensors and name.startswith("pytorch_model")
+        else:
+            keep = any(fnmatch(name, pattern) for pattern in HUB_PATTERNS if "safetensors" not in pattern
+                       and ".bin" not in pattern)
+        if keep:
+            wanted.append(name)
+    return sorted(wanted)
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | None) -> Path | None:
@@ -149,7 +174,10 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | No
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
+        # Only config.json is required here: huggingface_hub calls a cached snapshot incomplete
+        # when a pattern matches a listed file it lacks (the unused weights format, for one);
+        # open_checkpoint then checks that the weights are all there.
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json"],
                                       local_files_only=True, cache_dir=cache_dir))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None

@@ -43,6 +43,9 @@ def test_merge_from_hub_repo_ids(hub, tiny_family: DemoFamily, tmp_path: Path) -
         shutil.copytree(getattr(tiny_family, name), folder)
         (folder / "README.md").write_text(f"---\nlicense: {'llama2' if name == 'base' else 'apache-2.0'}\n---\n")
         (folder / "optimizer.pt").write_bytes(b"not wanted")  # outside the download patterns
+        (folder / "pytorch_model.bin").write_bytes(b"a second weights format: not wanted")
+        (folder / "original").mkdir()
+        (folder / "original" / "consolidated.safetensors").write_bytes(b"not at the root: not wanted")
         client.create_repo(f"lab/tiny-{name}", exist_ok=True)
         commits[name] = client.upload_folder(folder, f"lab/tiny-{name}")
     recipe = parse_recipe(_recipe("lab/tiny-base", "lab/tiny-ct@main", f"lab/tiny-sft@{commits['sft']}"))
@@ -53,8 +56,11 @@ def test_merge_from_hub_repo_ids(hub, tiny_family: DemoFamily, tmp_path: Path) -
     plan = plan_merge(recipe, hub=client)
     assert plan.complete
     assert [s.commit for s in plan.sources] == [commits["base"], commits["ct"], commits["sft"]]
-    assert not (plan.sources[0].path / "optimizer.pt").exists()  # type: ignore[operator]
-    assert plan_merge(recipe, offline=True, hub=client).complete  # now served from the cache
+    for unwanted in ("optimizer.pt", "pytorch_model.bin", "original"):
+        assert not (plan.sources[0].path / unwanted).exists(), unwanted  # type: ignore[operator]
+    assert (plan.sources[0].path / "README.md").is_file()  # type: ignore[operator]
+    again = plan_merge(recipe, offline=True, hub=client)
+    assert again.complete, again.skipped  # now served from the cache
 
     out = tmp_path / "hub-merge"
     run_merge(plan, out=out, device="cpu", progress=False)
