@@ -59,7 +59,7 @@ eval_app = typer.Typer(cls=DefaultCommandGroup, help=_HELP, no_args_is_help=True
 @eval_app.command("run")
 def run_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="A local checkpoint directory, or a Hub repo `owner/name[@revision]`.")],
+    model: Annotated[str, typer.Argument(help="A local checkpoint directory, or a Hub repo `owner/name\\[@revision]`.")],
     suite: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Suite file, e.g. recipes/eval/ben_Beng.yaml.")],
     output: Annotated[
         Path | None, typer.Option(dir_okay=False, help="Write the results JSON here (default: print it on stdout).")
@@ -70,7 +70,7 @@ def run_command(
     ] = None,
     data_repo: Annotated[
         str,
-        typer.Option(envvar="MERGELING_DATA_REPO", help="Hub dataset repo `owner/name[@rev]` holding the data (via HF_ENDPOINT)."),
+        typer.Option(envvar="MERGELING_DATA_REPO", help="Hub dataset repo `owner/name\\[@rev]` holding the data (via HF_ENDPOINT)."),
     ] = "mergeling/eval-data",
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N documents per task (results are labelled as limited).")
@@ -103,7 +103,11 @@ def run_command(
     state = cli_state(ctx)
     # lm-eval warns once per request when a prompt is truncated (constant with tiny models) and
     # logs every step at INFO; show that only with -v / -vv.
-    logging.getLogger("lm_eval").setLevel({0: logging.ERROR, 1: logging.WARNING}.get(state.verbose, logging.DEBUG))
+    # transformers warns that a FLORES document is longer than the model's context: harmless, since
+    # lm-eval scores it in rolling windows.
+    level = {0: logging.ERROR, 1: logging.WARNING}.get(state.verbose, logging.DEBUG)
+    for name in ("lm_eval", "transformers.tokenization_utils_base"):
+        logging.getLogger(name).setLevel(level)
     spec = select_tasks(load_suite(suite), task or [])
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
     if data_dir is None:
@@ -123,6 +127,7 @@ def run_command(
         device=device.value,
         batch_size=batch_size,
         cache=None if no_cache else ResultCache(cache_dir or default_cache_dir()),
+        progress=state.progress,
     )
     from registry.evaluate.compare import build_comparison, render_rich
 

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEWSHOT_SEED = 1234  # lm-eval's default; fixed so k-shot contexts are the same on every run
+HARNESS_SEEDS = (0, 1234, 1234)  # python, numpy, torch: what lm-eval's simple_evaluate sets by default
+# lm-eval modules that draw tqdm bars on our path (building requests, tokenizing, running them).
+_TQDM_MODULES = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.models.huggingface")
 _SKIP_KEYS = ("alias", "name", "sample_len", "samples")
 
 
@@ -123,10 +126,10 @@ def _metric(value: Any) -> float | None:
 
 
 def parse_task_results(raw: dict[str, Any], task: str) -> tuple[dict[str, MetricValue], int, int]:
-    """Pull one task's metrics out of `simple_evaluate`'s output.
+    """Pull one task's metrics out of lm-eval's results dict.
 
     Args:
-        raw: the dict `lm_eval.simple_evaluate` returned.
+        raw: the dict `lm_eval.evaluator.evaluate` returned.
         task: the task name.
 
     Returns:
@@ -179,32 +182,85 @@ def _rolling_without_bos(lm: LM, *, enabled: bool) -> Iterator[None]:
         lm.add_bos_token = saved
 
 
-def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path) -> TaskResult:
+def _disabled_tqdm(*args: Any, **kwargs: Any) -> Any:
+    """A tqdm that stays off even when the caller passes `disable=False` (lm-eval's model code does)."""
+    from tqdm import tqdm
+
+    return tqdm(*args, **{**kwargs, "disable": True})
+
+
+@contextmanager
+def harness_progress(*, enabled: bool) -> Iterator[None]:
+    """Show or hide the progress bars of lm-eval and transformers for the duration of the block.
+
+    lm-eval has no switch for them: its model methods take `disable_tqdm`, but `evaluate` never
+    passes it (and `loglikelihood_rolling` forces a bar per batch), and the request-building bar
+    in `lm_eval.api.task` takes no option at all. So while disabled, the `tqdm` name in the
+    modules that draw bars on our path is bound to a disabled bar, and restored on exit.
+    Transformers' bars (loading weights) use its documented switch, also restored.
+
+    Args:
+        enabled: True leaves everything as it is.
+    """
+    if enabled:
+        yield
+        return
+    import importlib
+
+    from transformers.utils import logging as hf_logging
+
+    modules = [importlib.import_module(name) for name in _TQDM_MODULES]
+    saved = [module.tqdm for module in modules]
+    transformers_bars = hf_logging.is_progress_bar_enabled()
+    for module in modules:
+        module.tqdm = _disabled_tqdm
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, saved, strict=True):
+            module.tqdm = original
+        if transformers_bars:
+            hf_logging.enable_progress_bar()
+
+
+def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = True) -> TaskResult:
     """Evaluate one task with lm-eval (seeded: the same model gives the same numbers).
+
+    Calls `lm_eval.evaluator.evaluate` with `simple_evaluate`'s seeds rather than
+    `simple_evaluate` itself: the latter also gathers environment info for its own results file
+    (torch's `collect_env` and a `git describe` subprocess), about 1.5 s per task on 2 cores, and
+    prints "fatal: not a git repository" on stderr whenever the working directory is not one.
 
     Args:
         lm: the loaded model.
         planned: the task, shots and limit.
         data_dir: the data directory.
+        progress: False hides lm-eval's progress bars (`--quiet`).
 
     Returns:
         The TaskResult (not cached).
     """
-    import lm_eval
+    import random
+
+    import numpy as np
+    import torch
+    from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager
 
     config = planned.spec.to_lm_eval(data_dir=data_dir, num_fewshot=planned.num_fewshot)
     started = time.perf_counter()
-    with _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"):
-        raw = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=[config],
-            task_manager=TaskManager(include_defaults=False),
-            limit=planned.limit,
-            log_samples=False,
-            bootstrap_iters=100,
-            fewshot_random_seed=FEWSHOT_SEED,
-        )
+    random.seed(HARNESS_SEEDS[0])
+    np.random.seed(HARNESS_SEEDS[1])
+    torch.manual_seed(HARNESS_SEEDS[2])
+    loaded = TaskManager(include_defaults=False).load([config])
+    for task in loaded["tasks"].values():
+        task.set_fewshot_seed(seed=FEWSHOT_SEED)
+    with (
+        _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"),
+        harness_progress(enabled=progress),
+    ):
+        raw = evaluate(lm=lm, task_dict=loaded, limit=planned.limit, bootstrap_iters=100, log_samples=False)
     if raw is None:
         raise EvaluationError(f"lm-eval returned nothing for task {planned.spec.name}.", task=planned.spec.name)
     metrics, n_samples, n_total = parse_task_results(raw, planned.spec.name)
@@ -232,6 +288,7 @@ def evaluate_model(
     device: str = "auto",
     batch_size: int = 8,
     cache: ResultCache | None = None,
+    progress: bool = True,
 ) -> EvalRecord:
     """Evaluate `model` on every task of `suite`, reusing cached task results.
 
@@ -246,6 +303,7 @@ def evaluate_model(
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
         batch_size: lm-eval batch size.
         cache: where results are looked up and stored; None disables caching.
+        progress: False hides the progress bars of lm-eval and transformers (`--quiet`).
 
     Returns:
         The EvalRecord.
@@ -270,10 +328,11 @@ def evaluate_model(
             continue
         if lm is None:
             log.info("Loading %s on %s", model.path, device)
-            lm = load_lm(model.path, device=device, batch_size=batch_size)
+            with harness_progress(enabled=progress):
+                lm = load_lm(model.path, device=device, batch_size=batch_size)
         log.info("%s: %d-shot, %s", item.spec.name, item.num_fewshot,
                  f"limit {item.limit}" if item.limit else "all documents")
-        result = run_task(lm, item, data_dir=data_dir)
+        result = run_task(lm, item, data_dir=data_dir, progress=progress)
         if cache is not None:
             cache.put(key, result)
         results.append(result)

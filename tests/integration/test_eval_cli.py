@@ -46,6 +46,9 @@ def base_run(shared_data: Path, tiny_family, tmp_path_factory: pytest.TempPathFa
     result = _eval(tiny_family.base, root / "base.json", shared_data, root / "cache")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().endswith("base.json")
+    # -q: no progress bars (lm-eval's and transformers' included), only the table and the limit note
+    assert "%|" not in result.stderr and "it/s" not in result.stderr, result.stderr
+    assert "Limited run" in result.stderr
     return root / "base.json", root / "cache"
 
 

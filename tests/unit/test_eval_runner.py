@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from registry.errors import EvaluationError
-from registry.evaluate.runner import parse_task_results, resolve_device
+from registry.evaluate.runner import harness_progress, parse_task_results, resolve_device
 
 
 def test_resolve_device() -> None:
@@ -32,3 +32,23 @@ def test_parse_task_results() -> None:
     assert set(metrics) == {"acc", "bits_per_byte"}
     with pytest.raises(EvaluationError, match="no results for task u"):
         parse_task_results(raw, "u")
+
+
+def test_harness_progress_hides_lm_eval_bars_and_restores_them() -> None:
+    import io
+
+    import lm_eval.models.huggingface as hf_module
+    from transformers.utils import logging as hf_logging
+
+    original, transformers_bars = hf_module.tqdm, hf_logging.is_progress_bar_enabled()  # off under conftest's env
+    out = io.StringIO()
+    with harness_progress(enabled=False):
+        # lm-eval's model code passes disable=False explicitly; the bar must stay off anyway
+        assert list(hf_module.tqdm(range(3), disable=False, file=out, desc="requests")) == [0, 1, 2]
+        assert not hf_logging.is_progress_bar_enabled()
+    assert out.getvalue() == ""
+    assert hf_module.tqdm is original and hf_logging.is_progress_bar_enabled() == transformers_bars
+    with harness_progress(enabled=True):
+        assert hf_module.tqdm is original
+        list(hf_module.tqdm(range(3), file=out, desc="requests"))
+    assert "requests" in out.getvalue()
