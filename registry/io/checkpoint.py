@@ -183,7 +183,7 @@ def _load_bin(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Path] | No
 
     for file in files:
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            state = _torch_load(file)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
             reason = _pickle_reason(str(exc)) or type(exc).__name__
             raise CheckpointError(
@@ -213,3 +213,16 @@ def _pickle_reason(text: str) -> str:
     if match:
         return match.group(1).strip()
     return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _torch_load(file: Path) -> object:
+    """torch.load(weights_only=True), memory-mapped when the file allows it (zip format)."""
+    import torch
+
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+    # Legacy (pre-zip) .bin files cannot be memory-mapped: load them into memory, still weights-only.
+    return torch.load(file, map_location="cpu", weights_only=True)

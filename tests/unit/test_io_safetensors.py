@@ -167,3 +167,10 @@ def test_model_file_preferred_and_ambiguous_files_refused(tmp_path: Path) -> Non
     (tmp_path / "model.safetensors").rename(tmp_path / "weights.safetensors")
     with pytest.raises(CheckpointError, match="several .safetensors files"):
         open_checkpoint(tmp_path)
+
+
+def test_legacy_bin_format_loads_without_mmap(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    with open_checkpoint(tmp_path) as ckpt:
+        assert torch.equal(ckpt.read("w"), torch.arange(4.0))
