@@ -88,7 +88,9 @@ def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | N
     if not records:
         raise EvaluationError("Nothing to compare: pass at least one results file.")
     if labels is not None and len(labels) != len(records):
-        raise EvaluationError(f"Got {len(labels)} labels for {len(records)} results files.")
+        raise EvaluationError(
+            f"Got {len(labels)} labels for {len(records)} results files; pass one --label per file, in order."
+        )
     names = list(labels) if labels is not None else _unique_labels([r.model.label for r in records])
     order: list[tuple[str, str]] = []
     higher: dict[tuple[str, str], bool] = {}

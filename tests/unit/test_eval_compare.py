@@ -37,7 +37,7 @@ def test_missing_metric_and_duplicate_labels() -> None:
     assert format_cell(table.rows[1].cells[0]) == "—"
     with pytest.raises(EvaluationError, match="at least one"):
         build_comparison([])
-    with pytest.raises(EvaluationError, match="2 labels for 1"):
+    with pytest.raises(EvaluationError, match="2 labels for 1 results files; pass one --label per file"):
         build_comparison([a], labels=["x", "y"])
 
 
