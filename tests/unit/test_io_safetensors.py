@@ -174,3 +174,14 @@ def test_legacy_bin_format_loads_without_mmap(tmp_path: Path) -> None:
     torch.save({"w": torch.arange(4.0)}, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
     with open_checkpoint(tmp_path) as ckpt:
         assert torch.equal(ckpt.read("w"), torch.arange(4.0))
+
+
+def test_sharded_bin_with_index(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    torch.save({"a": torch.ones(2)}, tmp_path / "pytorch_model-00001-of-00002.bin")
+    torch.save({"b": torch.zeros(3)}, tmp_path / "pytorch_model-00002-of-00002.bin")
+    index = {"weight_map": {"a": "pytorch_model-00001-of-00002.bin", "b": "pytorch_model-00002-of-00002.bin"}}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    with open_checkpoint(tmp_path) as ckpt:
+        assert set(ckpt.tensors) == {"a", "b"} and ckpt.format == "bin"
+        assert torch.equal(ckpt.read("b"), torch.zeros(3))
