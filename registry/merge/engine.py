@@ -1,9 +1,10 @@
 """The merge engine: stream one output tensor at a time through a method and into shards.
 
-Three stages overlap: a reader thread loads the next tensors' inputs (pread releases the GIL), the
-calling thread computes in fp32 on the chosen device, and a writer thread puts the previous result
-at its place in its shard. Peak memory is the inputs of about three tensors plus the method's
-working set. Everything is written to a temporary directory beside `out` and renamed at the end;
+Three stages overlap: a reader thread loads the next tensors' inputs (pread releases the GIL) and,
+on CPU, checks them for NaN/Inf; the calling thread runs the method (fp32 math, chunk by chunk) on
+the chosen device; a writer thread casts the previous result and puts it at its place in its
+shard. Read-ahead is bounded by the byte size of the largest tensor's inputs, so peak memory is
+about twice that plus the method's working set, whatever the model size. Everything is written to a temporary directory beside `out` and renamed at the end;
 any failure (or Ctrl-C) removes it, so no half-written output ever exists at `out`.
 """
 
@@ -65,10 +66,10 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MergeError("--device cuda: no CUDA device is available; use --device cpu or auto", device=device)
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise MergeError(f"--device {device!r}: write auto, cpu or cuda", device=device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeError(f"--device {device}: no CUDA device is available; use --device cpu or auto", device=device)
     return device
 
 
