@@ -224,3 +224,14 @@ def test_config_keys_missing_on_one_side_are_not_differences(tiny_family: DemoFa
     recipe.write_text(yaml.safe_dump(_recipe(family)))
     result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run"], env=WIDE)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_requested_without_gpu(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(tiny_family)))
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(tmp_path / "out"), "--device", "cuda"],
+                                env=WIDE)
+    assert result.exit_code == 1
+    assert "no CUDA device" in result.output and "--device cpu" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
