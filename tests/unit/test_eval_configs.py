@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from registry.errors import DataNotFoundError, EvaluationError
 from registry.evaluate.suite import load_suite
@@ -136,3 +137,38 @@ def test_mgsm_prompt_is_eight_native_exemplars_then_the_question(
     assert positions == sorted(positions)
     assert context.endswith(f"{q_label} {doc['prompt'].partition(' ')[2]}") and context.endswith(a_label)
     assert config["generation_kwargs"]["until"] == ["\n\n", q_label] and config["generation_kwargs"]["do_sample"] is False
+
+
+# The record shape the milic configs assume (UNVERIFIED against pkupie/milic-eval; see _milic_mc.yaml).
+_MILIC_MC_RECORD = {"context": "CTX-TEXT", "question": "Q-TEXT", "choices": ["alpha", "beta", "gamma"], "answer": 1}
+_MILIC_MATH_RECORD = {"question": "Q-TEXT: 2 + 3", "answer_number": 5}
+
+
+@pytest.mark.parametrize("name", [n for n in list_tasks(TASKS) if n.startswith("milic_")])
+def test_milic_config_is_flagged_and_builds_on_the_assumed_fields(name: str, tmp_path: Path) -> None:
+    """Each milic task: flagged as unverified, Hub-served, and usable by lm-eval on a record with
+    exactly the documented fields (a template naming any other field would render it empty)."""
+    from lm_eval.tasks import TaskManager
+
+    from registry.evaluate.mgsm import process_results
+
+    spec = find_task(name, tasks_dir=TASKS)
+    template = TASKS / str(yaml.safe_load(spec.path.read_text("utf-8"))["include"])
+    assert spec.path.read_text("utf-8").startswith("# UNVERIFIED") and "UNVERIFIED" in template.read_text("utf-8")
+    assert spec.config["dataset_path"] == "pkupie/milic-eval" and not spec.uses_local_data()
+    assert spec.config["dataset_name"].endswith(name.rpartition("_")[2])  # the subset of this language
+    math = name.startswith("milic_math_")
+    record = _MILIC_MATH_RECORD if math else _MILIC_MC_RECORD
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    config = {k: v for k, v in spec.to_lm_eval(data_dir=tmp_path).items() if k != "dataset_name"}
+    config |= {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}}}
+    task = TaskManager(include_defaults=False).load([config])["tasks"][name]
+    (doc,) = list(task.test_docs())
+    text = task.doc_to_text(doc)
+    if math:
+        assert text == "Question: Q-TEXT: 2 + 3\nStep-by-Step Answer:"
+        assert process_results(doc, ["2 + 3 = 5. The answer is 5."]) == {"exact_match": 1}
+        return
+    assert "CTX-TEXT" in text and ("Q-TEXT" in text) == name.startswith("milic_reading_")
+    assert task.doc_to_choice(doc) == ["alpha", "beta", "gamma"] and task.doc_to_target(doc) == 1
