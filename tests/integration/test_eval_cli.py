@@ -121,6 +121,7 @@ def test_help_explains_both_forms() -> None:
     assert "registry eval MODEL --suite" in out.stdout and "registry eval compare" in out.stdout
     run_help = CliRunner().invoke(app, ["eval", "run", "--help"])
     assert "--data-dir" in run_help.stdout and "--limit" in run_help.stdout
+    assert "owner/name[@revision]" in run_help.stdout  # not eaten as rich markup
 
 
 def test_errors_are_one_line_and_actionable(tiny_family, tmp_path: Path) -> None:

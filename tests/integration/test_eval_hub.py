@@ -54,9 +54,11 @@ def test_hub_model_and_data_match_local(hub, shared_data: Path, tiny_family, tmp
         [str(Path(sys.executable).parent / "registry"), "-q", "eval", "alice/tiny-base@main", "--suite", str(suite),
          "--tasks-dir", str(TASKS), "--data-repo", "alice/eval-data-test", "--limit", "3", "--device", "cpu",
          "--batch-size", "4", "--output", str(out), "--cache-dir", str(tmp_path / "cache")],
-        env=hub.env(), capture_output=True, text=True, timeout=300, check=False,
+        env=hub.env(), capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )
     assert cli.returncode == 0, cli.stderr
+    # -q outside a git checkout: no progress bars, and none of lm-eval's `git describe` noise
+    assert "%|" not in cli.stderr and "fatal:" not in cli.stderr, cli.stderr
     from_hub = load_record(out)
     assert from_hub.model.sha == model_sha and from_hub.model.repo_id == "alice/tiny-base"
     assert from_hub.data_source == source
