@@ -53,7 +53,7 @@ def client_disabled_xet(req: Request) -> bool:
     """Whether the client will use the LFS batch API for "lfs" files instead of Xet.
 
     huggingface_hub >= 1.20 sends every "lfs" file through Xet whenever hf_xet is importable,
-    which this server cannot speak. Our own client (`registry.hub.Hub`) disables Xet and says so
+    which this server cannot speak. Our own client (`registry.hub.HubClient`) disables Xet and says so
     with a header; subprocess clients say so with `HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet`.
     Clients older than 1.20 let the server pick the transfer, so they are safe too.
     """
@@ -131,7 +131,7 @@ class LocalHub:
         who = self.principal(req)
         if who is None:
             raise HttpError(
-                "Authorization header is required: pass a token (create one with `registry hub token create USER --write`)",
+                "Authorization header is required: pass a token (create one with `registry hub token create USER --data DIR --write`)",
                 status=401,
             )
         return who
@@ -250,7 +250,7 @@ class LocalHub:
         }
         if action in ("xet-read-token", "xet-write-token"):
             raise HttpError(
-                "This hub does not support Xet; set HF_HUB_DISABLE_XET=1 (registry.hub.Hub does this for you)",
+                "This hub does not support Xet; set HF_HUB_DISABLE_XET=1 (registry.hub.HubClient does this for you)",
                 status=501,
                 code="XetNotSupported",
             )

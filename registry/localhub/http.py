@@ -121,14 +121,22 @@ class Request:
     def qbool(self, name: str) -> bool:
         return (self.q(name) or "").lower() in ("1", "true", "yes")
 
-    def json(self, *, limit: int = 16 << 20) -> Any:
+    def json(self, *, limit: int = 16 << 20) -> dict[str, Any]:
+        """The body as a JSON object (`{}` when empty); every JSON API body of the Hub is one.
+
+        Raises:
+            HttpError: 400 when the body is not a JSON object, 413 when it exceeds `limit`.
+        """
         raw = self.body.read(limit=limit)
         if not raw:
             return {}
         try:
-            return json.loads(raw)
+            obj = json.loads(raw)
         except ValueError:
             raise HttpError("Request body is not valid JSON", status=400, code="BadRequest") from None
+        if not isinstance(obj, dict):
+            raise HttpError(f"Request body must be a JSON object, not {type(obj).__name__}", status=400, code="BadRequest")
+        return obj
 
     @property
     def token(self) -> str | None:

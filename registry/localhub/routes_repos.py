@@ -48,12 +48,20 @@ def _repo_type(value: Any) -> str:
     return repo_type
 
 
+def _body_repo_id(body: dict[str, Any], *, default_namespace: str) -> str:
+    """`organization/name` from a create or delete body (`organization` null: the caller)."""
+    name, org = body.get("name"), body.get("organization")
+    if not isinstance(name, str) or not (org is None or isinstance(org, str)):
+        raise HttpError("'name' must be a string and 'organization' a string or null", status=400, code="BadRequest")
+    return f"{org or default_namespace}/{name}"
+
+
 def _create(hub: LocalHub, req: Request) -> Response:
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
-    ns = body.get("organization") or who.name
-    repo_id = f"{ns}/{body.get('name', '')}"
+    repo_id = _body_repo_id(body, default_namespace=who.name)
+    ns = repo_id.split("/")[0]
     hub.check_write(who, ns)
     url = req.base_url + web_path(repo_type, repo_id)
     private = body.get("visibility", "public") == "private" if "visibility" in body else bool(body.get("private"))
@@ -72,7 +80,7 @@ def _delete(hub: LocalHub, req: Request) -> Response:
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
-    repo_id = f"{body.get('organization') or who.name}/{body.get('name', '')}"
+    repo_id = _body_repo_id(body, default_namespace=who.name)
     store, _ = hub.write_repo(req, repo_type, repo_id)
     hub.webhooks.emit_repo(store, scope="repo", action="delete")
     hub.storage.delete_repo(repo_type, repo_id)

@@ -244,6 +244,13 @@ def test_bad_repo_names_unknown_revisions_and_oversized_bodies(hub: HubHandle) -
         r = httpx.post(f"{hub.url}/api/repos/create", json={"name": name}, headers=auth)
         assert r.status_code == 400, name
     assert not (hub.data_dir / "repos" / "models" / "alice" / "..").resolve().joinpath("x").exists()
+    for body in ([1, 2], {"name": 5}, {"name": "ok", "organization": ["lab"]}):
+        r = httpx.post(f"{hub.url}/api/repos/create", json=body, headers=auth)
+        assert (r.status_code, r.headers["X-Error-Code"]) == (400, "BadRequest"), body
+    assert not (hub.data_dir / "repos" / "models" / "alice" / "5").exists()
+    hub.api().create_repo("alice/paged", exist_ok=True)
+    r = httpx.get(f"{hub.url}/api/models/alice/paged/tree/main", params={"cursor": "zzz"})
+    assert r.status_code == 400 and "cursor" in r.json()["error"]
     r = httpx.get(f"{hub.url}/api/models/alice/tiny/tree/deadbeef00")
     assert r.status_code == 404 and r.headers["X-Error-Code"] in ("RevisionNotFound", "RepoNotFound")
     r = httpx.get(f"{hub.url}/api/models/..%2F..%2Fetc/passwd")
