@@ -84,6 +84,10 @@ class HubUnavailableError(HubError, ConnectionError):
     """The Hub endpoint cannot be reached (server down, wrong URL, offline mode)."""
 
 
+class HubBadRequestError(HubError, ValueError):
+    """The client refused the call before sending it (a malformed repo id). Fields: `repo_id`."""
+
+
 # -- the catalog (registry entries) ---------------------------------------------------------
 class CatalogError(RegistryError, ValueError):
     """An entry cannot be added, found or verified. Fields: `entry_id`, `repo_id`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from registry.errors import (
     HubAuthError,
+    HubBadRequestError,
     HubConflictError,
     HubEntryNotFoundError,
     HubError,
@@ -48,6 +49,11 @@ def convert_error(
             "Pass one with --token or HF_TOKEN (on an embedded hub create one with "
             "`registry hub token create USER --data DIR --write`)",
             **fields,
+        )
+    if isinstance(exc, hf.HFValidationError):
+        # huggingface_hub checks repo ids before any request; a ValueError with a traceback otherwise.
+        return HubBadRequestError(
+            f"Cannot {what}: {exc}", repo_id=repo_id, status=None, endpoint=endpoint
         )
     if isinstance(exc, hf.RevisionNotFoundError):
         return HubRevisionNotFoundError(

@@ -85,11 +85,24 @@ def token_create(
     typer.echo(token)
 
 
+def _repo_id(value: str) -> str:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if "/" not in value:
+        raise typer.BadParameter(f"{value!r} has no owner: use OWNER/NAME")
+    return value
+
+
 @hub_app.command("seed-data")
 def seed_data(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="A folder laid out like ../shared/data.", exists=True, file_okay=False)],
-    repo: Annotated[str, typer.Option(help="The dataset repo to create or update, OWNER/NAME.")],
+    repo: Annotated[str, typer.Option(callback=_repo_id, help="The dataset repo to create or update, OWNER/NAME.")],
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
     token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,

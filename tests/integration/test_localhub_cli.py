@@ -75,3 +75,6 @@ def test_seed_data_refuses_a_folder_without_jsonl(hub: HubHandle, tmp_path: Path
     code, _, err = _invoke("hub", "seed-data", str(tmp_path / "empty"), "--repo", "lab/nothing", "--endpoint", hub.url, "--token", hub.token)
     assert code == 1 and "No .jsonl files" in err
     assert not hub.client().repo_exists("lab/nothing", repo_type="dataset")
+    for bad in ("../x", "noowner", "a/b/c"):
+        code, _, err = _invoke("hub", "seed-data", str(tmp_path / "empty"), "--repo", bad, "--endpoint", hub.url, "--token", hub.token)
+        assert code == 2 and "--repo" in err, bad

@@ -110,3 +110,11 @@ def test_whoami_without_any_token_is_an_auth_error(monkeypatch: pytest.MonkeyPat
     with pytest.raises(HubAuthError) as exc:
         HubClient(endpoint=ENDPOINT).whoami()
     assert "no token" in str(exc.value) and "HF_TOKEN" in str(exc.value) and "registry hub token create" in str(exc.value)
+
+
+def test_a_malformed_repo_id_is_our_error_before_any_request() -> None:
+    from registry.errors import HubBadRequestError
+
+    with pytest.raises(HubBadRequestError) as exc:
+        HubClient(endpoint=ENDPOINT, token="hf_x").head_sha("../x")  # nothing listens there: no request made
+    assert isinstance(exc.value, ValueError) and "'../x'" in str(exc.value) and exc.value.repo_id == "../x"
