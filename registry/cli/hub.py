@@ -46,7 +46,9 @@ def serve(
     try:
         hub = EmbeddedHub.create(data, host=host, port=port, config=HubConfig(lfs_threshold=lfs_threshold))
     except OSError as exc:
-        raise HubError(f"Cannot serve {data} on {host}:{port}: {exc}. Pick another --port or --data", endpoint=f"http://{host}:{port}") from exc
+        # errno is set for socket errors (port taken, host not local); the data-dir lock says its own fix.
+        hint = ". Pick another --port (0: any free one) or --host" if exc.errno is not None else ""
+        raise HubError(f"Cannot serve {data} on {host}:{port}: {exc}{hint}", endpoint=f"http://{host}:{port}") from exc
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

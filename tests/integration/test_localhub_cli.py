@@ -78,3 +78,11 @@ def test_seed_data_refuses_a_folder_without_jsonl(hub: HubHandle, tmp_path: Path
     for bad in ("../x", "noowner", "a/b/c"):
         code, _, err = _invoke("hub", "seed-data", str(tmp_path / "empty"), "--repo", bad, "--endpoint", hub.url, "--token", hub.token)
         assert code == 2 and "--repo" in err, bad
+
+
+def test_serve_refuses_a_busy_data_dir_or_port(hub: HubHandle, tmp_path: Path) -> None:
+    code, out, err = _invoke("hub", "serve", "--data", str(hub.data_dir), "--port", "0")
+    assert code == 1 and out == "" and "Another hub server is already using" in " ".join(err.split())
+    port = hub.url.rsplit(":", 1)[1]
+    code, out, err = _invoke("hub", "serve", "--data", str(tmp_path / "other"), "--port", port)
+    assert code == 1 and out == "" and "Pick another --port" in " ".join(err.split())
