@@ -19,6 +19,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class WebhookDispatcher:
         self, store: RepoStore, *, scope: str, action: str, discussion: dict[str, Any], comment: dict[str, Any] | None
     ) -> None:
         """Send a `discussion*` event; `discussion` and `comment` are the stored records."""
-        base = self.base_url + _web(store)
+        base = self.base_url + web_path(store.repo_type, store.repo_id)
         d = {
             "id": discussion["id"],
             "num": discussion["num"],
@@ -107,7 +108,10 @@ class WebhookDispatcher:
             "name": store.repo_id,
             "id": info["objectId"],
             "private": bool(info.get("private")),
-            "url": {"web": self.base_url + _web(store), "api": f"{self.base_url}/api/{store.repo_type}s/{store.repo_id}"},
+            "url": {
+                "web": self.base_url + web_path(store.repo_type, store.repo_id),
+                "api": f"{self.base_url}/api/{store.repo_type}s/{store.repo_id}",
+            },
             "owner": {"id": store.repo_id.split("/")[0]},
         }
         if head:
@@ -186,10 +190,6 @@ class WebhookDispatcher:
                 q.put(None)
         for t in self._threads:
             t.join(timeout=2)
-
-
-def _web(store: RepoStore) -> str:
-    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[store.repo_type] + f"/{store.repo_id}"
 
 
 def _matches(watch: dict[str, str], store: RepoStore, ns: str) -> bool:
