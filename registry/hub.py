@@ -2,7 +2,8 @@
 
 `HubClient(endpoint=..., token=...)` wraps `huggingface_hub.HfApi` with the endpoint and token
 injected, and turns every `huggingface_hub` failure into a `registry.errors.Hub*` error whose
-message says what failed and what to do (the mapping is `registry.hub_errors.convert_error`). Results are `huggingface_hub`'s typed dataclasses
+message says what failed and what to do (the mapping is `registry.hub_errors.convert_error`).
+Results are `huggingface_hub`'s typed dataclasses
 (`ModelInfo`, `DatasetInfo`, `Discussion`, ...), or plain values (commit shas, paths).
 
 Everything goes through `HfApi` methods, which take the endpoint explicitly; module-level helpers
@@ -144,6 +145,7 @@ class HubClient:
         return self.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
 
     def repo_exists(self, repo_id: str, *, repo_type: str = "model") -> bool:
+        """Whether the repo exists and this token may see it (a private repo of others reads as absent)."""
         try:
             self.repo_info(repo_id, repo_type=repo_type)
         except HubRepoNotFoundError:
@@ -177,6 +179,11 @@ class HubClient:
             return list(self.api.list_repo_files(repo_id, repo_type=repo_type, revision=revision))
 
     def file_exists(self, repo_id: str, path: str, *, repo_type: str = "model", revision: str | None = None) -> bool:
+        """Whether `path` exists in the repo at `revision` (default branch when None).
+
+        Raises:
+            HubRepoNotFoundError: the repo does not exist (or is private to someone else).
+        """
         with self._errors("check file", repo_id=repo_id, revision=revision, path=path):
             return bool(self.api.file_exists(repo_id, path, repo_type=repo_type, revision=revision))
 
@@ -296,10 +303,12 @@ class HubClient:
             return self.api.create_discussion(repo_id, title=title, description=description, repo_type=repo_type).num
 
     def comment_discussion(self, repo_id: str, num: int, comment: str, *, repo_type: str = "model") -> None:
+        """Add `comment` to discussion (or pull request) number `num`."""
         with self._errors("comment on discussion", repo_id=repo_id):
             self.api.comment_discussion(repo_id, num, comment, repo_type=repo_type)
 
     def list_discussions(self, repo_id: str, *, repo_type: str = "model", author: str | None = None) -> list[Discussion]:
+        """The repo's discussions and pull requests, optionally only those opened by `author`."""
         with self._errors("list discussions", repo_id=repo_id):
             return list(self.api.get_repo_discussions(repo_id, repo_type=repo_type, author=author))
 
@@ -313,13 +322,13 @@ class HubClient:
         with self._errors("create webhook"):
             return self.api.create_webhook(url=url, watched=items, domains=list(domains), secret=secret)
 
-
     def list_webhooks(self) -> list[WebhookInfo]:
         """The token owner's webhooks."""
         with self._errors("list webhooks"):
             return list(self.api.list_webhooks())
 
     def delete_webhook(self, webhook_id: str) -> None:
+        """Delete one of the token owner's webhooks."""
         with self._errors("delete webhook"):
             self.api.delete_webhook(webhook_id)
 
