@@ -1,4 +1,4 @@
-"""Accounts (users, orgs, hashed tokens), the Xet signal, and the data-repo card builder."""
+"""Accounts (users, orgs, hashed tokens) and the Xet signal."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from registry.datarepo import dataset_card, dataset_configs
 from registry.localhub.app import client_disabled_xet
 from registry.localhub.auth import Accounts, hash_token
 from registry.localhub.http import Body, Request
@@ -71,24 +70,3 @@ def _request(headers: dict[str, str]) -> Request:
 )
 def test_client_disabled_xet(headers: dict[str, str], expected: bool) -> None:
     assert client_disabled_xet(_request(headers)) is expected
-
-
-def test_dataset_configs_for_the_shared_data_layout() -> None:
-    paths = [
-        "sib200/ben_Beng/train.jsonl",
-        "sib200/ben_Beng/dev.jsonl",
-        "sib200/ben_Beng/test.jsonl",
-        "flores200/devtest/ben_Beng.jsonl",
-        "flores200/devtest/eng_Latn.jsonl",
-        "sib200/labels.txt",
-        "manifest.json",
-    ]
-    configs = {c["config_name"]: c["data_files"] for c in dataset_configs(paths)}
-    assert set(configs) == {"sib200-ben_Beng", "flores200-devtest-ben_Beng", "flores200-devtest-eng_Latn"}
-    assert {f["split"]: f["path"] for f in configs["sib200-ben_Beng"]} == {
-        "train": "sib200/ben_Beng/train.jsonl",
-        "validation": "sib200/ben_Beng/dev.jsonl",
-        "test": "sib200/ben_Beng/test.jsonl",
-    }
-    card = dataset_card(paths, readme="# Original\n")
-    assert card.startswith("---\nconfigs:\n") and card.endswith("# Original\n")
