@@ -16,6 +16,8 @@ import secrets
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.http import HttpError, Request, Response
@@ -47,8 +49,13 @@ class WebhookDispatcher:
     def load(self) -> dict[str, dict[str, Any]]:
         return read_json(self.path) if self.path.is_file() else {}
 
-    def _save(self, hooks: dict[str, dict[str, Any]]) -> None:
-        atomic_write_json(self.path, hooks)
+    @contextmanager
+    def edit(self) -> Iterator[dict[str, dict[str, Any]]]:
+        """The stored webhooks, under the lock; saved atomically when the block ends without error."""
+        with self._lock:
+            hooks = self.load()
+            yield hooks
+            atomic_write_json(self.path, hooks)
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Every logged delivery attempt, oldest first."""
@@ -233,9 +240,7 @@ def _validated(body: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
     who = hub.require_user(req)
     hooks = hub.webhooks
-    with hooks._lock:  # noqa: SLF001 (the dispatcher owns the file; routes share its lock)
-        all_hooks = hooks.load()
-    mine = {k: v for k, v in all_hooks.items() if v["owner"] == who.name}
+    mine = {k: v for k, v in hooks.load().items() if v["owner"] == who.name}
     if not rest:
         if req.method == "GET":
             return Response.json([_public(k, v) for k, v in mine.items()])
@@ -243,10 +248,8 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
             body = req.json(limit=hub.config.max_json_bytes)
             hook = _validated(body, {"owner": who.name, "watched": [], "domains": list(_DOMAINS), "disabled": False, "createdAt": now_iso()})
             hook_id = secrets.token_hex(12)
-            with hooks._lock:  # noqa: SLF001
-                current = hooks.load()
+            with hooks.edit() as current:
                 current[hook_id] = hook
-                hooks._save(current)  # noqa: SLF001
             return Response.json({"webhook": _public(hook_id, hook)})
     hook_id = rest[0]
     if hook_id not in mine:
@@ -257,19 +260,15 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
     if req.method == "GET" and action == "deliveries":
         return Response.json([d for d in hooks.deliveries() if d["hook_id"] == hook_id])
     if req.method == "DELETE" and action == "":
-        with hooks._lock:  # noqa: SLF001
-            current = hooks.load()
+        with hooks.edit() as current:
             current.pop(hook_id, None)
-            hooks._save(current)  # noqa: SLF001
         return Response.json({})
     if req.method == "POST" and action in ("", "enable", "disable"):
         body = req.json(limit=hub.config.max_json_bytes) if action == "" else {}
-        with hooks._lock:  # noqa: SLF001
-            current = hooks.load()
+        with hooks.edit() as current:
             hook = _validated(body, current[hook_id])
             if action:
                 hook["disabled"] = action == "disable"
             current[hook_id] = hook
-            hooks._save(current)  # noqa: SLF001
         return Response.json({"webhook": _public(hook_id, hook)})
     raise HttpError(f"No route for {req.method} /api/settings/webhooks/{'/'.join(rest)}", status=404)

@@ -64,6 +64,7 @@ def receiver() -> Iterator[Receiver]:
 
 def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle, receiver: Receiver) -> None:
     from huggingface_hub import WebhookPayload, WebhookWatchedItem
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = hub.api()
     hook = api.create_webhook(url=receiver.url, watched=[WebhookWatchedItem(type="user", name="alice")], secret="s3cret")
@@ -91,6 +92,13 @@ def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle
     api.move_repo("alice/hooked", "alice/renamed")
     moved = WebhookPayload.model_validate(next(b for _, b in receiver.wait(2, scope="repo") if b["event"]["action"] == "move"))
     assert moved.repo.name == "alice/hooked" and moved.movedTo is not None and moved.movedTo.name == "alice/renamed"
+    # An update that fails validation changes nothing; a valid one is stored.
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.update_webhook(hook.id, url="ftp://elsewhere", watched=[WebhookWatchedItem(type="user", name="alice")])
+    assert exc.value.response.status_code == 400 and api.get_webhook(hook.id).url == receiver.url
+    api.update_webhook(hook.id, watched=[WebhookWatchedItem(type="org", name="lab")], domains=["repo"])
+    updated = api.get_webhook(hook.id)
+    assert [(w.type, w.name) for w in updated.watched] == [("org", "lab")] and updated.domains == ["repo"]
     api.delete_webhook(hook.id)
     assert hook.id not in [w.id for w in api.list_webhooks()]
     assert hub.api(hub.bob_token).list_webhooks() == []
