@@ -95,7 +95,7 @@ def run_command(
 ) -> None:
     """Evaluate MODEL on every task of a suite (cached per model and task)."""
     from registry.evaluate.cache import ResultCache, default_cache_dir
-    from registry.evaluate.runner import evaluate_model
+    from registry.evaluate.runner import evaluate_model, harness_progress
     from registry.evaluate.sources import fetch_data_repo, resolve_model
     from registry.evaluate.suite import load_suite, select_tasks
     from registry.evaluate.tasks import find_task
@@ -110,12 +110,13 @@ def run_command(
         logging.getLogger(name).setLevel(level)
     spec = select_tasks(load_suite(suite), task or [])
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
-    if data_dir is None:
-        files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
-        data_root, data_source = fetch_data_repo(data_repo, files=files)  # HubClient from HF_ENDPOINT/HF_TOKEN
-    else:
-        data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
-    resolved = resolve_model(model, progress=state.progress)
+    with harness_progress(enabled=state.progress):  # -q: huggingface_hub's download bars too
+        if data_dir is None:
+            files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
+            data_root, data_source = fetch_data_repo(data_repo, files=files)  # HubClient from HF_ENDPOINT/HF_TOKEN
+        else:
+            data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
+        resolved = resolve_model(model, progress=state.progress)
     record = evaluate_model(
         resolved,
         suite=spec,

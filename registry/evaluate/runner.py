@@ -191,13 +191,14 @@ def _disabled_tqdm(*args: Any, **kwargs: Any) -> Any:
 
 @contextmanager
 def harness_progress(*, enabled: bool) -> Iterator[None]:
-    """Show or hide the progress bars of lm-eval and transformers for the duration of the block.
+    """Show or hide the progress bars of lm-eval and the libraries under it for the block.
 
     lm-eval has no switch for them: its model methods take `disable_tqdm`, but `evaluate` never
     passes it (and `loglikelihood_rolling` forces a bar per batch), and the request-building bar
     in `lm_eval.api.task` takes no option at all. So while disabled, the `tqdm` name in the
     modules that draw bars on our path is bound to a disabled bar, and restored on exit.
-    Transformers' bars (loading weights) use its documented switch, also restored.
+    Transformers' bars (loading weights), datasets' (building a split on first use) and
+    huggingface_hub's (downloading models and data) have documented switches, also restored.
 
     Args:
         enabled: True leaves everything as it is.
@@ -207,14 +208,19 @@ def harness_progress(*, enabled: bool) -> Iterator[None]:
         return
     import importlib
 
+    import datasets
+    from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
     modules = [importlib.import_module(name) for name in _TQDM_MODULES]
     saved = [module.tqdm for module in modules]
-    transformers_bars = hf_logging.is_progress_bar_enabled()
+    transformers_bars, datasets_bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hub_bars = not hub_utils.are_progress_bars_disabled()
     for module in modules:
         module.tqdm = _disabled_tqdm
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hub_utils.disable_progress_bars()
     try:
         yield
     finally:
@@ -222,6 +228,10 @@ def harness_progress(*, enabled: bool) -> Iterator[None]:
             module.tqdm = original
         if transformers_bars:
             hf_logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.enable_progress_bars()
+        if hub_bars:
+            hub_utils.enable_progress_bars()
 
 
 def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = True) -> TaskResult:
@@ -253,14 +263,12 @@ def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = T
     random.seed(HARNESS_SEEDS[0])
     np.random.seed(HARNESS_SEEDS[1])
     torch.manual_seed(HARNESS_SEEDS[2])
-    loaded = TaskManager(include_defaults=False).load([config])
-    for task in loaded["tasks"].values():
-        task.set_fewshot_seed(seed=FEWSHOT_SEED)
-    with (
-        _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"),
-        harness_progress(enabled=progress),
-    ):
-        raw = evaluate(lm=lm, task_dict=loaded, limit=planned.limit, bootstrap_iters=100, log_samples=False)
+    with harness_progress(enabled=progress):
+        loaded = TaskManager(include_defaults=False).load([config])  # builds the dataset splits
+        for task in loaded["tasks"].values():
+            task.set_fewshot_seed(seed=FEWSHOT_SEED)
+        with _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"):
+            raw = evaluate(lm=lm, task_dict=loaded, limit=planned.limit, bootstrap_iters=100, log_samples=False)
     if raw is None:
         raise EvaluationError(f"lm-eval returned nothing for task {planned.spec.name}.", task=planned.spec.name)
     metrics, n_samples, n_total = parse_task_results(raw, planned.spec.name)

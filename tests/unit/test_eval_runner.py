@@ -37,17 +37,22 @@ def test_parse_task_results() -> None:
 def test_harness_progress_hides_lm_eval_bars_and_restores_them() -> None:
     import io
 
+    import datasets
     import lm_eval.models.huggingface as hf_module
+    from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
+    datasets.enable_progress_bars()
     original, transformers_bars = hf_module.tqdm, hf_logging.is_progress_bar_enabled()  # off under conftest's env
     out = io.StringIO()
     with harness_progress(enabled=False):
         # lm-eval's model code passes disable=False explicitly; the bar must stay off anyway
         assert list(hf_module.tqdm(range(3), disable=False, file=out, desc="requests")) == [0, 1, 2]
-        assert not hf_logging.is_progress_bar_enabled()
+        assert not hf_logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+        assert hub_utils.are_progress_bars_disabled()
     assert out.getvalue() == ""
     assert hf_module.tqdm is original and hf_logging.is_progress_bar_enabled() == transformers_bars
+    assert datasets.is_progress_bar_enabled()
     with harness_progress(enabled=True):
         assert hf_module.tqdm is original
         list(hf_module.tqdm(range(3), file=out, desc="requests"))
