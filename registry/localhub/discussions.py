@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from registry.localhub.auth import Principal
 from registry.localhub.commits import CommitHeader, apply_commit
 from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
             with lock:
                 d = _create(store, who, title=title, description=str(body.get("description") or ""), pull_request=bool(body.get("pullRequest")))
             hub.webhooks.emit_discussion(store, scope="discussion", action="create", discussion=d, comment=d["events"][0])
-            return Response.json({"num": d["num"], "url": f"{req.base_url}/{repo_id}/discussions/{d['num']}"})
+            return Response.json({"num": d["num"], "url": f"{req.base_url}{web_path(repo_type, repo_id)}/discussions/{d['num']}"})
     num = rest[0]
     data = _load(store)
     if num not in data["items"]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from tests._fixtures.hub import HubFactory, HubHandle
@@ -146,6 +147,12 @@ def test_discussions_and_comments_with_webhook_events(hub: HubHandle, receiver: 
     comment = WebhookPayload.model_validate(receiver.wait(1, scope="discussion.comment")[0][1])
     assert comment.comment is not None and comment.comment.content == "Queued a TIES-SV merge."
     assert all(b["event"]["scope"].startswith("discussion") for _, b in receiver.received)
+    # The web URL of a dataset discussion carries the /datasets prefix, as on the Hub.
+    api.create_repo("lab/talk-data", repo_type="dataset")
+    r = httpx.post(
+        f"{hub.url}/api/datasets/lab/talk-data/discussions", json={"title": "Which split?"}, headers={"Authorization": f"Bearer {hub.bob_token}"}
+    )
+    assert r.status_code == 200 and r.json()["url"] == f"{hub.url}/datasets/lab/talk-data/discussions/1"
 
 
 def test_pull_request_commit_and_merge(hub: HubHandle) -> None:
