@@ -111,11 +111,13 @@ def run_command(
     spec = select_tasks(load_suite(suite), task or [])
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
     with harness_progress(enabled=state.progress):  # -q: huggingface_hub's download bars too
-        if data_dir is None:
-            files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
-            data_root, data_source = fetch_data_repo(data_repo, files=files)  # HubClient from HF_ENDPOINT/HF_TOKEN
-        else:
+        files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
+        if data_dir is not None:
             data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
+        elif files:
+            data_root, data_source = fetch_data_repo(data_repo, files=files)  # HubClient from HF_ENDPOINT/HF_TOKEN
+        else:  # only tasks that name their own dataset (milic): no data repo to fetch
+            data_root, data_source = Path.cwd(), "datasets named by the task configs"
         resolved = resolve_model(model, progress=state.progress)
     record = evaluate_model(
         resolved,

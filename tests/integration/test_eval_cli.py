@@ -139,3 +139,25 @@ def test_errors_are_one_line_and_actionable(tiny_family, tmp_path: Path) -> None
     assert not_in_suite.exit_code == 1 and "not in the ben_Beng suite; choose from:" in not_in_suite.stderr
     usage = CliRunner().invoke(app, ["eval", str(tiny_family.base), "--suite", str(SUITE), "--device", "tpu"])
     assert usage.exit_code == 2
+
+
+def test_tasks_with_their_own_dataset_need_no_data_repo(tiny_family, shared_data: Path, tmp_path: Path) -> None:
+    """A suite of tasks that name their own dataset (like milic) runs without --data-dir and
+    without touching --data-repo (here an unreachable hub)."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "sib200_own.yaml").write_text(
+        f"include: {ROOT / 'recipes' / 'tasks' / '_sib200.yaml'}\ntask: sib200_own\ndataset_kwargs:\n  data_files:\n"
+        f"    train: {shared_data / 'sib200/eng_Latn/train.jsonl'}\n    test: {shared_data / 'sib200/eng_Latn/test.jsonl'}\n"
+    )
+    suite = tmp_path / "eval" / "eng_Latn.yaml"
+    suite.parent.mkdir()
+    suite.write_text("language: eng_Latn\ntasks:\n  - {task: sib200_own, num_fewshot: 0}\n")
+    out = tmp_path / "own.json"
+    result = CliRunner().invoke(app, ["-q", "eval", str(tiny_family.base), "--suite", str(suite), "--tasks-dir", str(tasks),
+                                      "--data-repo", "nobody/nothing", "--limit", "2", "--device", "cpu",
+                                      "--output", str(out), "--no-cache"],
+                                env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert result.exit_code == 0, result.output
+    record = load_record(out)
+    assert record.data_source == "datasets named by the task configs" and record.tasks[0].n_samples == 2
