@@ -312,3 +312,23 @@ def test_oversized_commit_says_how_to_use_lfs(hub_factory) -> None:  # type: ign
     )
     assert r.status_code == 413 and "HF_HUB_DISABLE_XET=1" in r.json()["error"]
     assert len(api.list_repo_commits("alice/limited")) == 1
+
+
+def test_tokens_are_neither_logged_nor_stored_in_clear(hub: HubHandle, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    caplog.set_level(logging.DEBUG, logger="registry.localhub")
+    api = hub.api()
+    assert api.whoami()["name"] == "alice"
+    api.create_repo("alice/logged", exist_ok=True)
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/logged")
+    with pytest.raises(HfHubHTTPError):
+        hub.api("hf_wrong_secret_token").whoami()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "/api/whoami-v2" in logged  # requests are logged at DEBUG...
+    secrets_ = (hub.token, hub.read_token, hub.bob_token, "hf_wrong_secret_token")
+    assert not [s for s in secrets_ if s in logged]  # ...but never a token
+    stored = [p for p in hub.data_dir.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets_)]
+    assert stored == []
