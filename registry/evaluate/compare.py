@@ -29,6 +29,8 @@ class Cell:
         delta: value minus the first model's value (None in the first column or when missing).
         n_samples: documents evaluated.
         n_total: documents in the split.
+        reference_limited: the first column's value (the delta's reference) comes from a
+            partial evaluation, so the delta does too.
     """
 
     value: float | None
@@ -36,6 +38,7 @@ class Cell:
     delta: float | None = None
     n_samples: int = 0
     n_total: int = 0
+    reference_limited: bool = False
 
     @property
     def limited(self) -> bool:
@@ -104,6 +107,7 @@ def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | N
     for task_name, metric in order:
         cells = []
         reference: float | None = None
+        reference_limited = False
         for i, record in enumerate(records):
             task = next((t for t in record.tasks if t.task == task_name), None)
             mv = task.metrics.get(metric) if task is not None else None
@@ -111,9 +115,10 @@ def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | N
                 cells.append(Cell(value=None))
                 continue
             if i == 0:
-                reference = mv.value
+                reference, reference_limited = mv.value, task.limited
             delta = mv.value - reference if i > 0 and reference is not None else None
-            cells.append(Cell(value=mv.value, stderr=mv.stderr, delta=delta, n_samples=task.n_samples, n_total=task.n_total))
+            cells.append(Cell(value=mv.value, stderr=mv.stderr, delta=delta, n_samples=task.n_samples,
+                              n_total=task.n_total, reference_limited=delta is not None and reference_limited))
         rows.append(Row(task=task_name, metric=metric, higher_is_better=higher[(task_name, metric)], cells=tuple(cells)))
     return Comparison(models=tuple(names), limited=tuple(r.limited for r in records), rows=tuple(rows))
 
@@ -128,14 +133,19 @@ def _unique_labels(labels: list[str]) -> list[str]:
 
 
 def format_cell(cell: Cell) -> str:
-    """`0.4120 ±0.03 (+0.0210)†` — value, stderr, delta to the first column, limit mark."""
+    """`0.4120 ±0.03 (+0.0210)†` — value, stderr, delta to the first column, limit mark.
+
+    A full-split value compared with a limited reference keeps its own number unmarked and marks
+    the delta: `0.4120 ±0.03 (+0.0210†)`.
+    """
     if cell.value is None:
         return "—"
     text = f"{cell.value:.4f}"
     if cell.stderr is not None:
         text += f" ±{cell.stderr:.3f}"
     if cell.delta is not None:
-        text += f" ({cell.delta:+.4f})"
+        mark = LIMIT_MARK if cell.reference_limited and not cell.limited else ""
+        text += f" ({cell.delta:+.4f}{mark})"
     if cell.limited:
         text += LIMIT_MARK
     return text
@@ -152,7 +162,7 @@ def footnote(comparison: Comparison) -> str:
     counts = sorted({(c.n_samples, c.n_total) for r in comparison.rows for c in r.cells if c.limited})
     detail = ", ".join(f"{n} of {total}" for n, total in counts)
     return (f"{LIMIT_MARK} evaluated with --limit on part of the split ({detail} documents): "
-            "not comparable with full-split results.")
+            f"not comparable with full-split results (a {LIMIT_MARK} inside a difference: its reference is).")
 
 
 def render_markdown(comparison: Comparison) -> str:

@@ -57,3 +57,14 @@ def test_rich_table_renders_all_cells() -> None:
     console.print(render_rich(build_comparison([make_record(make_task(acc=0.25)), make_record(make_task(acc=0.5, n=9))])))
     out = console.export_text()
     assert "0.2500" in out and "(+0.2500)†" in out and "not comparable" in out
+
+
+def test_difference_to_a_limited_reference_is_marked() -> None:
+    limited = make_record(make_task(acc=0.5, n=20), path="/m/base", limit=20)
+    full = make_record(make_task(acc=0.25), path="/m/ct")
+    table = build_comparison([limited, full])
+    ref, other = table.rows[0].cells
+    assert ref.limited and not other.limited and other.reference_limited
+    assert format_cell(other) == "0.2500 ±0.030 (-0.2500†)"  # the value is full-split, the difference is not
+    assert "| 0.5000 ±0.030† | 0.2500 ±0.030 (-0.2500†) |" in render_markdown(table)
+    assert not build_comparison([full, full]).rows[0].cells[1].reference_limited
