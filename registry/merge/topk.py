@@ -19,10 +19,13 @@ reach here (the engine rejects NaN inputs).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 _LOW_BITS = 15
 _HIGH_BUCKETS = 1 << 16  # keys are 31-bit: 16 high bits + 15 low bits
@@ -115,7 +118,7 @@ def find_cut_sampled(
     """Find the exact cut keeping the k largest keys in ONE pass, guided by a sample.
 
     The sample's quantiles give a narrow window of keys that holds the k-th largest with
-    overwhelming probability (±6 standard errors of the sample quantile, at least ±1% of ranks);
+    overwhelming probability (±6 standard errors of the sample quantile, at least ±0.2% of ranks);
     one pass counts the keys above the window and gathers those inside it, and the k-th largest is
     picked among those. When the window misses (a skewed sample), it falls back to the two-pass
     `find_cut`, so the result is always exact.
@@ -138,7 +141,7 @@ def find_cut_sampled(
     if size >= 1024:
         flat_sample = sample.reshape(-1)
         quantile = k / numel
-        spread = max(6 * (quantile * (1 - quantile) / size) ** 0.5, 0.01)
+        spread = max(6 * (quantile * (1 - quantile) / size) ** 0.5, 0.002)
         high_rank = max(int((quantile - spread) * size), 0)  # 0-based ranks, largest first
         low_rank = min(int((quantile + spread) * size) + 1, size - 1)
         # kthvalue counts from the smallest (1-based): rank r from the top is size - r.
@@ -162,6 +165,7 @@ def find_cut_sampled(
         if above < k <= above + candidates.numel():
             cut = find_cut(lambda: (candidates,), k - above, numel=candidates.numel())
             return cut if cut != Cut.keep_all() else _floor_cut(candidates)
+        logger.debug("sampled window missed the cut (k=%d of %d): two-pass select", k, numel)
     return find_cut(lambda: (keys_of(part) for part in parts()), k, numel=numel)
 
 

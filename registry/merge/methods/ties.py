@@ -30,7 +30,7 @@ from registry.merge.methods.base import (
 )
 from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
 
-_SAMPLE = 1 << 16  # entries sampled (strided) to guess where the trimming cut falls
+_SAMPLE = 1 << 18  # entries sampled (strided) to guess where the trimming cut falls
 
 
 def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
