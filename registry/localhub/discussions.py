@@ -12,8 +12,9 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.auth import Principal
-from registry.localhub.commits import CommitHeader, apply_commit
+from registry.localhub.commits import CommitHeader, CommitResult, Operation, apply_commit
 from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.names import StorageError
 from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
@@ -73,12 +74,31 @@ def _create(store: RepoStore, who: Principal, *, title: str, description: str, p
     return d
 
 
-def open_pull_request(hub: LocalHub, store: RepoStore, *, who: Principal, title: str, description: str, base: str) -> int:
-    """Open PR N on `base` (its ref starts at the base head); return N."""
+def commit_pull_request(
+    hub: LocalHub, store: RepoStore, *, who: Principal, header: CommitHeader, ops: list[Operation], base: str
+) -> tuple[int, CommitResult]:
+    """Open PR N on `base` (its ref starts at the base head) holding one commit of `ops`.
+
+    Returns:
+        N and the commit.
+
+    Raises:
+        StorageError: the commit was refused (stale parent, missing file or LFS object); the PR
+            and its ref are dropped again, so nothing is kept.
+    """
     with hub.locks.get(f"{store.repo_type}/{store.repo_id}"):
-        d = _create(store, who, title=title or "Pull request", description=description or "", pull_request=True, base=base)
+        discussions_before, refs_before = _load(store), store.refs()
+        d = _create(store, who, title=header.summary or "Pull request", description=header.description or "", pull_request=True, base=base)
+        try:
+            result = apply_commit(
+                hub.storage, store, lock=None, kind="prs", name=str(d["num"]), header=header, ops=ops, author=who.name
+            )
+        except StorageError:
+            store.write_refs(refs_before)
+            _save(store, discussions_before)
+            raise
     hub.webhooks.emit_discussion(store, scope="discussion", action="create", discussion=d, comment=d["events"][0])
-    return d["num"]
+    return d["num"], result
 
 
 def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[str]) -> Response:

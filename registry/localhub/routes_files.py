@@ -212,10 +212,10 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
     lfs_ok = client_disabled_xet(req)
     out = []
     for item in files:
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise HttpError("each preupload file needs a 'path'", status=400, code="BadRequest")
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("size", 0), int):
+            raise HttpError("each preupload file needs a 'path' (and an integer 'size')", status=400, code="BadRequest")
         path = validate_path(item["path"])
-        size = int(item.get("size") or 0)
+        size = item.get("size") or 0
         mode = "lfs" if lfs_ok and size >= hub.config.lfs_threshold else "regular"
         existing = current.get(path)
         oid = None
@@ -241,15 +241,13 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
             code="PayloadTooLarge",
         ) from None
     header, ops = parse_ndjson(raw)
-    lock = hub.locks.get(f"{repo_type}/{repo_id}")
+    kind, name = branch_ref(store, revision)
     pr_num = None
     if req.qbool("create_pr"):
-        kind, name = branch_ref(store, revision)
-        pr_num = discussions.open_pull_request(hub, store, who=who, title=header.summary, description=header.description, base=name)
-        kind, name = "prs", str(pr_num)
+        pr_num, result = discussions.commit_pull_request(hub, store, who=who, header=header, ops=ops, base=name)
     else:
-        kind, name = branch_ref(store, revision)
-    result = apply_commit(hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name)
+        lock = hub.locks.get(f"{repo_type}/{repo_id}")
+        result = apply_commit(hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name)
     hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)])
     base = req.base_url + web_path(repo_type, repo_id)
     out: dict[str, Any] = {"commitOid": result.commit_id, "commitUrl": f"{base}/commit/{result.commit_id}"}

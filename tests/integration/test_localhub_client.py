@@ -249,6 +249,8 @@ def test_bad_repo_names_unknown_revisions_and_oversized_bodies(hub: HubHandle) -
         assert (r.status_code, r.headers["X-Error-Code"]) == (400, "BadRequest"), body
     assert not (hub.data_dir / "repos" / "models" / "alice" / "5").exists()
     hub.api().create_repo("alice/paged", exist_ok=True)
+    r = httpx.post(f"{hub.url}/api/models/alice/paged/preupload/main", json={"files": [{"path": "a", "size": "big"}]}, headers=auth)
+    assert (r.status_code, r.headers["X-Error-Code"]) == (400, "BadRequest")
     r = httpx.get(f"{hub.url}/api/models/alice/paged/tree/main", params={"cursor": "zzz"})
     assert r.status_code == 400 and "cursor" in r.json()["error"]
     r = httpx.get(f"{hub.url}/api/models/alice/tiny/tree/deadbeef00")

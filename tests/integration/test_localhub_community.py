@@ -156,11 +156,17 @@ def test_discussions_and_comments_with_webhook_events(hub: HubHandle, receiver: 
 
 
 def test_pull_request_commit_and_merge(hub: HubHandle) -> None:
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import EntryNotFoundError
 
     api = hub.api()
     api.create_repo("alice/pr-repo")
     api.upload_file(path_or_fileobj=b"base", path_in_repo="base.txt", repo_id="alice/pr-repo")
+    # A refused PR commit leaves no PR behind (nor its ref).
+    with pytest.raises(EntryNotFoundError):
+        api.create_commit("alice/pr-repo", [CommitOperationDelete("nope.txt")], commit_message="Drop nope", create_pr=True)
+    assert list(api.get_repo_discussions("alice/pr-repo")) == []
+    assert api.list_repo_refs("alice/pr-repo", include_pull_requests=True).pull_requests == []
     info = api.create_commit(
         "alice/pr-repo", [CommitOperationAdd("merged.safetensors", b"weights")], commit_message="Add merge", create_pr=True
     )
