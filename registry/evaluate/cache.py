@@ -2,7 +2,7 @@
 
 CT and SFT inputs are evaluated once and reused by every merge that shares them. The key holds
 everything that changes the numbers except the device and batch size (which move them only by
-floating-point noise); the record keeps the device of the original run.
+floating-point noise); each cached task result keeps the device of the run that computed it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ class TaskResult(BaseModel):
         limit: the limit applied, or None for the full split.
         metrics: metric name -> value.
         duration_s: wall time of the evaluation (of the original run when served from cache).
+        device: where it was computed (of the original run when served from cache; None in
+            files written before this field existed).
         cached: whether this result came from the cache.
     """
 
@@ -46,6 +48,7 @@ class TaskResult(BaseModel):
     limit: int | None = None
     metrics: dict[str, MetricValue]
     duration_s: float
+    device: str | None = None
     cached: bool = False
 
     @property
@@ -100,7 +103,7 @@ class EvalRecord(BaseModel):
         language: the suite's language.
         data_source: the data directory or `hub:<repo>@<sha>`.
         lm_eval_version: the harness version.
-        device: where it ran (`cpu`, `cuda`, ...).
+        device: where this run computed (`cpu`, `cuda`, ...); cached tasks keep their own.
         limit: the `--limit` asked for, or None.
         duration_s: wall time of the whole run.
         created_at: ISO-8601 UTC time the run finished.

@@ -340,7 +340,7 @@ def evaluate_model(
                 lm = load_lm(model.path, device=device, batch_size=batch_size)
         log.info("%s: %d-shot, %s", item.spec.name, item.num_fewshot,
                  f"limit {item.limit}" if item.limit else "all documents")
-        result = run_task(lm, item, data_dir=data_dir, progress=progress)
+        result = run_task(lm, item, data_dir=data_dir, progress=progress).model_copy(update={"device": device})
         if cache is not None:
             cache.put(key, result)
         results.append(result)

@@ -61,7 +61,7 @@ def test_results_record_schema(base_run: tuple[Path, Path], tiny_family) -> None
     assert record.lm_eval_version == version("lm_eval") and record.device == "cpu" and record.language == "ben_Beng"
     assert record.limit == LIMIT and record.limited
     for task in record.tasks:
-        assert (task.n_samples, task.limit, task.cached) == (LIMIT, LIMIT, False)
+        assert (task.n_samples, task.limit, task.cached, task.device) == (LIMIT, LIMIT, False, "cpu")
         assert len(task.task_hash) == 64 and task.duration_s > 0
     by_task = {t.task: t for t in record.tasks}
     assert by_task["sib200_ben_Beng"].num_fewshot == 5 and by_task["sib200_ben_Beng"].n_total == 204
@@ -82,7 +82,7 @@ def test_cache_hit_and_determinism(base_run: tuple[Path, Path], shared_data: Pat
     again = _eval(tiny_family.base, tmp_path / "cached.json", shared_data, cache, "--task", "sib200_ben_Beng",
                   "--task", "flores_ben_Beng")
     assert again.exit_code == 0, again.output
-    assert all(t.cached for t in load_record(tmp_path / "cached.json").tasks)
+    assert all(t.cached and t.device == "cpu" for t in load_record(tmp_path / "cached.json").tasks)
     expected = {k: v for k, v in _numbers(first).items() if k in ("sib200_ben_Beng", "flores_ben_Beng")}
     assert _numbers(tmp_path / "cached.json") == expected
     # computed afresh (no cache), through the explicit `run` subcommand: the same numbers
