@@ -224,7 +224,7 @@ def _list(req: Request, store: RepoStore) -> Response:
         items = [d for d in items if (d["status"] in ("open", "draft")) == (status == "open")]
     if author:
         items = [d for d in items if d["author"]["name"] == author]
-    page = int(req.q("p") or 0)
+    page = req.qint("p")
     start = page * PAGE_SIZE
     return Response.json({"discussions": [_summary(d, store) for d in items[start : start + PAGE_SIZE]], "count": len(items), "start": start})
 

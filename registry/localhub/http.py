@@ -118,6 +118,19 @@ class Request:
         values = self.query.get(name)
         return values[-1] if values else default
 
+    def qint(self, name: str, default: int = 0) -> int:
+        """A non-negative integer query parameter (`default` when absent or empty).
+
+        Raises:
+            HttpError: 400 when the value is not a non-negative integer.
+        """
+        raw = self.q(name)
+        if not raw:
+            return default
+        if not raw.isdigit():
+            raise HttpError(f"Query parameter {name}={raw!r} must be a non-negative integer", status=400, code="BadRequest")
+        return int(raw)
+
     def qbool(self, name: str) -> bool:
         return (self.q(name) or "").lower() in ("1", "true", "yes")
 
@@ -157,7 +170,7 @@ def parse_target(target: str) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def error_response(exc: HttpError) -> Response:
-    headers = {"X-Error-Message": str(exc).replace("\r", " ").replace("\n", " ")}
+    headers = {"X-Error-Message": str(exc)}
     if exc.code:
         headers["X-Error-Code"] = exc.code
     return Response.json({"error": str(exc)}, status=exc.status, headers=headers)
@@ -200,7 +213,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(resp.status)
         for key, value in resp.headers.items():
             if key.lower() != "content-length":
-                self.send_header(key, value)
+                # http.server encodes header values as strict latin-1, and messages may quote
+                # non-ASCII paths or revisions: escape them rather than drop the connection.
+                self.send_header(key, _header_safe(value))
         self.send_header("Content-Length", resp.headers.get("Content-Length", str(length)))
         self.end_headers()
         if self.command == "HEAD":
@@ -216,6 +231,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server signature)
         # Tokens travel in headers, never in the path; query strings (signed LFS URLs) are dropped.
         logger.debug("%s %s", self.address_string(), re.sub(r"\?\S*", "", format % args))
+
+
+def _header_safe(value: str) -> str:
+    """`value` as one line of ASCII (non-ASCII characters as backslash escapes)."""
+    return value.replace("\r", " ").replace("\n", " ").encode("ascii", "backslashreplace").decode("ascii")
 
 
 class _Server(ThreadingHTTPServer):

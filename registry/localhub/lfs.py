@@ -40,6 +40,8 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
     verify = f"{req.base_url}{web_path(repo_type, repo_id)}.git/info/lfs/objects/verify"
     out: list[dict[str, Any]] = []
     for obj in objects:
+        if not isinstance(obj, dict):
+            raise HttpError("each LFS batch object must be {'oid', 'size'}", status=400, code="BadRequest")
         oid, size = str(obj.get("oid", "")), obj.get("size")
         if not _OID.match(oid) or not isinstance(size, int) or size < 0:
             out.append({"oid": oid, "size": size, "error": {"code": 422, "message": f"Invalid oid {oid!r} or size {size!r}"}})

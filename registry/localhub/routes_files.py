@@ -124,10 +124,7 @@ def tree(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision:
 
     entries = [folder_entry(f, commit.files) for f in sorted(folders) if wanted(f)]
     entries += [tree_entry(p, e) for p, e in sorted(commit.files.items()) if wanted(p)]
-    raw_cursor = req.q("cursor") or "0"
-    if not raw_cursor.isdigit():
-        raise HttpError(f"Invalid tree cursor {raw_cursor!r}: follow the Link header of the previous page", status=400, code="BadRequest")
-    cursor = int(raw_cursor)
+    cursor = req.qint("cursor")
     page = entries[cursor : cursor + TREE_PAGE_SIZE]
     if req.qbool("expand"):
         last = _last_commits(store, commit, [e["path"] for e in page])

@@ -249,8 +249,13 @@ def test_bad_repo_names_unknown_revisions_and_oversized_bodies(hub: HubHandle) -
         assert (r.status_code, r.headers["X-Error-Code"]) == (400, "BadRequest"), body
     assert not (hub.data_dir / "repos" / "models" / "alice" / "5").exists()
     hub.api().create_repo("alice/paged", exist_ok=True)
-    r = httpx.post(f"{hub.url}/api/models/alice/paged/preupload/main", json={"files": [{"path": "a", "size": "big"}]}, headers=auth)
-    assert (r.status_code, r.headers["X-Error-Code"]) == (400, "BadRequest")
+    for method, path, body in (
+        ("POST", "/api/models/alice/paged/preupload/main", {"files": [{"path": "a", "size": "big"}]}),
+        ("POST", "/alice/paged.git/info/lfs/objects/batch", {"operation": "upload", "objects": [1]}),
+        ("GET", "/api/models/alice/paged/discussions?p=x", None),
+    ):
+        r = httpx.request(method, f"{hub.url}{path}", json=body, headers=auth)
+        assert (r.status_code, r.headers["X-Error-Code"]) == (400, "BadRequest"), path
     r = httpx.get(f"{hub.url}/api/models/alice/paged/tree/main", params={"cursor": "zzz"})
     assert r.status_code == 400 and "cursor" in r.json()["error"]
     r = httpx.get(f"{hub.url}/api/models/alice/tiny/tree/deadbeef00")
@@ -334,3 +339,17 @@ def test_tokens_are_neither_logged_nor_stored_in_clear(hub: HubHandle, caplog: p
     assert not [s for s in secrets_ if s in logged]  # ...but never a token
     stored = [p for p in hub.data_dir.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets_)]
     assert stored == []
+
+
+def test_non_ascii_paths_round_trip_and_missing_ones_are_clean_404s(hub: HubHandle, tmp_path: Path) -> None:
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    api = hub.api()
+    api.create_repo("alice/unicode", exist_ok=True)
+    api.upload_file(path_or_fileobj="বাংলা".encode(), path_in_repo="données/বাংলা.txt", repo_id="alice/unicode")
+    assert Path(api.hf_hub_download("alice/unicode", "données/বাংলা.txt", cache_dir=tmp_path)).read_text() == "বাংলা"
+    # Error messages quote the path or revision; non-ASCII must not break the response headers.
+    with pytest.raises(EntryNotFoundError):
+        api.hf_hub_download("alice/unicode", "日本.txt", cache_dir=tmp_path)
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("alice/unicode", revision="ветка")
