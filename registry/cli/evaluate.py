@@ -136,11 +136,11 @@ def run_command(
 
     if output is None:
         typer.echo(record.model_dump_json(indent=2))
-        stderr_console().print(render_rich(build_comparison([record])))
     else:
         record.save(output)
-        stderr_console().print(render_rich(build_comparison([record])))
         typer.echo(str(output))
+    if not state.quiet:  # -q: the results and warnings only
+        stderr_console().print(render_rich(build_comparison([record])))
     if record.limited:
         stderr_console().print("[yellow]Limited run: some numbers cover only part of their split (marked †).[/]")
 
