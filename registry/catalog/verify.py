@@ -144,6 +144,13 @@ def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None)
             repo_id=repo,
             reason="config.json is not JSON",
         ) from exc
+    if not isinstance(config, dict):
+        raise CatalogError(
+            f"cannot verify {shown}: config.json at {sha[:7]} is a JSON {type(config).__name__}, not an object; "
+            "push the config.json that save_pretrained writes",
+            repo_id=repo,
+            reason="config.json is not a JSON object",
+        )
     card_data = getattr(info, "card_data", None)
     card = card_data.to_dict() if card_data is not None else {}
     return Checkpoint(

@@ -54,6 +54,8 @@ def lab(hub: HubHandle, tmp_path_factory: pytest.TempPathFactory) -> Lab:
         client.create_repo(repo)
         client.upload_folder(folder, repo)
     client.create_repo("lab/card-only")
+    client.create_repo("lab/list-config")
+    client.commit_files("lab/list-config", message="A config that is not an object", add={"config.json": b"[1, 2]"})
     for repo, card in cards.items():
         client.commit_files(repo, message="Card", add={"README.md": card})
     # Stand-ins for the paper's checkpoints under their real names (the seed file's repos).
@@ -159,6 +161,7 @@ def test_add_pins_a_revision(lab: Lab) -> None:
         (["sft", "lab/tiny-base", "--base", "lab/other-base"],
          "base mismatch: SFT lab/tiny-base cannot derive from lab/other-base (hidden_size 64 vs 32; intermediate_size 128 vs 64)"),
         (["ct", "lab/card-only", "--language", "tam_Taml", "--base", "lab/tiny-base"], "no config.json at commit"),
+        (["sft", "lab/list-config", "--base", "lab/tiny-base"], "is a JSON list, not an object"),
     ],
 )  # fmt: skip
 def test_add_refuses_what_it_cannot_verify(lab: Lab, args: list[str], message: str) -> None:
