@@ -9,7 +9,6 @@ revision, no config.json, a config without Llama-style shape keys, or a base tha
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,8 +23,6 @@ from registry.catalog.entries import (
     validate_language,
 )
 from registry.errors import CatalogError, HubRepoNotFoundError, HubRevisionNotFoundError
-
-logger = logging.getLogger(__name__)
 
 _SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
 

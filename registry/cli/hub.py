@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +9,6 @@ import typer
 
 from registry.cli._state import cli_state, stderr_console
 from registry.errors import HubError
-
-logger = logging.getLogger(__name__)
 
 hub_app = typer.Typer(help="The embedded Hub-compatible server: serve, tokens, seed evaluation data.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens of an embedded hub.", no_args_is_help=True)

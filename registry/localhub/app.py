@@ -8,7 +8,6 @@ serves it. Routes live in modules by capability (`routes_repos`, `routes_files`,
 from __future__ import annotations
 
 import fcntl
-import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from registry.localhub.commits import RepoLocks
 from registry.localhub.http import HttpError, Request, Response
 from registry.localhub.names import REPO_TYPES, StorageError, validate_repo_id
 from registry.localhub.storage import RepoStore, Storage
-
-logger = logging.getLogger(__name__)
 
 XET_DISABLED_HEADER = "X-Mergeling-Xet"
 XET_DISABLED_ORIGIN = "mergeling-no-xet"
