@@ -132,6 +132,3 @@ class Accounts:
     def orgs_of(self, user: str) -> tuple[str, ...]:
         """The organisations `user` belongs to (empty for an unknown user)."""
         return tuple(self._load()["users"].get(user, {}).get("orgs", []))
-
-    def is_org(self, name: str) -> bool:
-        return name in self._load()["orgs"]
