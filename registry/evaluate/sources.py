@@ -135,6 +135,9 @@ def resolve_model(reference: str, *, hub: HubClient | None = None, progress: boo
         raise EvaluationError(
             f"Model {reference!r} is neither an existing directory nor a Hub repo id (owner/name[@revision])."
         )
+    owner = repo_id.partition("/")[0]
+    if Path(owner).is_dir():  # `ckpts/ct-bn` with a typo reads as a repo id: say which it was taken for
+        log.warning("No directory %s here (though %s/ exists); looking for the Hub repo %s.", repo_id, owner, repo_id)
     hub = hub or _default_client()
     files = model_files_to_fetch(hub.list_files(repo_id, revision=revision))
     snapshot = hub.snapshot(repo_id, repo_type="model", revision=revision, allow_patterns=files)

@@ -68,3 +68,14 @@ def test_hub_model_and_data_match_local(hub, shared_data: Path, tiny_family, tmp
     for a, b in zip(from_hub.tasks, local.tasks, strict=True):
         assert a.task_hash == b.task_hash  # same bytes, wherever they were served from
         assert {k: m.value for k, m in a.metrics.items()} == pytest.approx({k: m.value for k, m in b.metrics.items()})
+
+
+def test_missing_local_dir_read_as_repo_id_is_said(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from registry.errors import HubRepoNotFoundError
+
+    (tmp_path / "ckpts" / "ct-ben").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HubRepoNotFoundError, match="ckpts/ct-bn not found"):
+        resolve_model("ckpts/ct-bn", hub=hub.client())  # a typo of the local directory
+    assert "No directory ckpts/ct-bn here (though ckpts/ exists); looking for the Hub repo" in caplog.text
