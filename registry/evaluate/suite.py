@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from registry.errors import EvaluationError
+
+# Keys only an lm-eval task config has at its top level (a suite has language/description/tasks).
+_TASK_CONFIG = re.compile(r"^(output_type|include|doc_to_text|dataset_path):", re.MULTILINE)
 
 
 class SuiteTask(BaseModel):
@@ -72,11 +76,19 @@ def load_suite(path: Path) -> Suite:
         EvaluationError: the file is missing, not YAML, or invalid (the message names the field).
     """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise EvaluationError(
             f"Suite {path} does not exist; suites live in recipes/eval/<lang>.yaml.", suite=str(path)
         ) from exc
+    if _TASK_CONFIG.search(text):
+        raise EvaluationError(
+            f"{path} is a task config, not a suite; pass a suite such as recipes/eval/ben_Beng.yaml "
+            "(a suite lists tasks by name).",
+            suite=str(path),
+        )
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise EvaluationError(f"Suite {path} is not valid YAML: {exc}", suite=str(path)) from exc
     try:

@@ -104,6 +104,9 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
     suite.write_text("language: ben_Beng\ntasks: [{task: a, shots: 3}]\n")
     with pytest.raises(EvaluationError, match="shots"):
         load_suite(suite)
+    for task_file in ("_sib200.yaml", "sib200_ben_Beng.yaml"):  # a task config passed as --suite
+        with pytest.raises(EvaluationError, match="is a task config, not a suite; pass a suite such as recipes/eval"):
+            load_suite(TASKS / task_file)
 
 
 def test_select_tasks() -> None:
