@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from huggingface_hub import HfApi
 
-from tests._fixtures.hub import HubHandle
+from tests._fixtures.hub import HubFactory, HubHandle
 
 
 def _sha256(path: Path) -> str:
@@ -78,9 +79,7 @@ def test_private_repo_is_invisible_to_others(hub: HubHandle) -> None:
     assert "alice/secret" in [m.id for m in api.list_models(author="alice")]
 
 
-def _anonymous_api(hub: HubHandle):  # type: ignore[no-untyped-def]
-    from huggingface_hub import HfApi
-
+def _anonymous_api(hub: HubHandle) -> HfApi:
     return HfApi(endpoint=hub.url, token=False)
 
 
@@ -308,7 +307,7 @@ def test_settings_move_and_ref_deletion(hub: HubHandle) -> None:
     assert [b.name for b in refs.branches] == ["main"] and refs.tags == []
 
 
-def test_oversized_commit_says_how_to_use_lfs(hub_factory) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_commit_says_how_to_use_lfs(hub_factory: HubFactory) -> None:
     small = hub_factory.thread("small", max_commit_bytes=1024)
     api = small.api()
     api.create_repo("alice/limited")
