@@ -140,6 +140,19 @@ class HubClient:
         """`repo_info` of a model repo."""
         return self.repo_info(repo_id, repo_type="model", revision=revision, files_metadata=files_metadata)
 
+    def safetensors_metadata(self, repo_id: str, *, revision: str | None = None) -> Any:
+        """The safetensors headers of a model repo, read with HTTP range requests (no weights).
+
+        Returns:
+            huggingface_hub's `SafetensorsRepoMetadata` (`weight_map`, `files_metadata`).
+
+        Raises:
+            huggingface_hub's `NotASafetensorsRepoError` / `SafetensorsParsingError` unchanged (the
+            caller decides what a repo without readable headers means); Hub errors as ours.
+        """
+        with self._errors("read safetensors headers", repo_id=repo_id, revision=revision):
+            return self.api.get_safetensors_metadata(repo_id, revision=revision)
+
     def head_sha(self, repo_id: str, *, repo_type: str = "model", revision: str | None = None) -> str | None:
         """The commit sha `revision` (default: main) points to; None for a repo without commits."""
         return self.repo_info(repo_id, repo_type=repo_type, revision=revision).sha

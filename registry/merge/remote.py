@@ -47,8 +47,6 @@ def fetch_headers(repo_id: str, revision: str | None, *, hub: HubClient) -> Remo
     """
     from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
 
-    from registry.hub import convert_error
-
     commit = hub.head_sha(repo_id, revision=revision)
     pinned = commit or revision
     label = f"{repo_id}@{pinned}" if pinned else repo_id
@@ -62,16 +60,10 @@ def fetch_headers(repo_id: str, revision: str | None, *, hub: HubClient) -> Remo
     except HubEntryNotFoundError:
         tokenizer = None
     try:
-        metadata = hub.api.get_safetensors_metadata(repo_id, revision=pinned)
+        metadata = hub.safetensors_metadata(repo_id, revision=pinned)
     except (NotASafetensorsRepoError, SafetensorsParsingError) as exc:
         raise CheckpointError(f"{label}: cannot read safetensors headers remotely ({exc}); "
                               "run the dry run after downloading the model", path=label) from None
-    except Exception as exc:  # noqa: BLE001 (converted to our Hub errors, or re-raised)
-        converted = convert_error(exc, what="read safetensors headers", endpoint=hub.endpoint, repo_id=repo_id,
-                                  revision=pinned)
-        if converted is None:
-            raise
-        raise converted from exc
     tensors: dict[str, TensorInfo] = {}
     for filename, file_meta in sorted(metadata.files_metadata.items()):
         for name, info in file_meta.tensors.items():
