@@ -10,9 +10,13 @@ import pytest
 _DEFAULT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def _candidate() -> Path:
+    return Path(os.environ.get("MERGELING_SHARED_DATA", _DEFAULT))
+
+
 def shared_data_dir() -> Path | None:
     """../shared/data beside the checkout, or $MERGELING_SHARED_DATA; None when absent."""
-    path = Path(os.environ.get("MERGELING_SHARED_DATA", _DEFAULT))
+    path = _candidate()
     return path if (path / "manifest.json").is_file() else None
 
 
@@ -20,5 +24,5 @@ def shared_data_dir() -> Path | None:
 def shared_data() -> Path:
     path = shared_data_dir()
     if path is None:
-        pytest.skip(f"../shared/data not found (looked in {_DEFAULT}; set MERGELING_SHARED_DATA)")
+        pytest.skip(f"shared data not found (no manifest.json in {_candidate()}; set MERGELING_SHARED_DATA)")
     return path
