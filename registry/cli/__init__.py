@@ -82,6 +82,9 @@ def _root(
         handlers=[RichHandler(console=stderr_console(), show_path=False, show_time=False)],
         force=True,
     )
+    # huggingface_hub has a stderr handler of its own and also propagates to the root logger, so
+    # each of its warnings (retries, say) would print twice.
+    logging.getLogger("huggingface_hub").propagate = False
     ctx.obj = CliState(verbose=verbose, quiet=quiet)
 
 
