@@ -37,7 +37,10 @@ def build(
     seed: Annotated[int, typer.Option(help="Seeds the tokenizer sample, the init and every training run.")] = 0,
     steps: Annotated[
         str | None,
-        typer.Option(help="Training steps per stage, e.g. 'base=1000,ct=400,sft=300' (any subset; those are the defaults).", show_default=False),
+        typer.Option(
+            help="Training steps per stage, e.g. 'base=1000,ct=400,sft=300' (any subset; those are the defaults).",
+            show_default=False,
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
     resume: Annotated[

@@ -142,7 +142,12 @@ def load_corpora(data_dir: Path | None, *, languages: tuple[str, ...], seed: int
         )
         sources.append(str(alpaca_path.relative_to(data_dir)))
     return LabCorpora(
-        english=english, target=target, sib_train=sib, instructions=instructions, synthetic=False, sources=tuple(sources)
+        english=english,
+        target=target,
+        sib_train=sib,
+        instructions=instructions,
+        synthetic=False,
+        sources=tuple(sources),
     )
 
 
@@ -202,7 +207,8 @@ def synthetic_corpora(*, languages: tuple[str, ...], seed: int) -> LabCorpora:
     topics = list(_TOPIC_WORDS)
 
     def english_sentence(topic: str) -> str:
-        words = [rng.choice(_TOPIC_WORDS[topic].split()) if rng.random() < 0.3 else rng.choice(_FILLER) for _ in range(14)]
+        topic_words = _TOPIC_WORDS[topic].split()
+        words = [rng.choice(topic_words) if rng.random() < 0.3 else rng.choice(_FILLER) for _ in range(14)]
         return " ".join(words).capitalize() + "."
 
     english = tuple(" ".join(english_sentence(rng.choice(topics)) for _ in range(6)) for _ in range(600))

@@ -245,7 +245,8 @@ def _encode_example(tokenizer, example: Example, seq_len: int) -> tuple[torch.Te
     import torch
 
     prompt = tokenizer(example.prompt, verbose=False)["input_ids"]
-    completion = tokenizer(example.completion, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id]
+    completion = tokenizer(example.completion, add_special_tokens=False, verbose=False)["input_ids"]
+    completion = completion + [tokenizer.eos_token_id]
     ids = (prompt + completion)[-seq_len:]  # keep the answer; long few-shot contexts lose their start
     n_labels = min(len(completion), len(ids))
     labels = [_IGNORE] * (len(ids) - n_labels) + ids[len(ids) - n_labels :]
