@@ -36,6 +36,10 @@ _UNSUPPORTED_PARAMS = {
     "rescale": "DARE rescaling", "epsilon": "DELLA", "gamma": "magnitude outliers", "t": "SLERP",
     "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock",
 }
+_MERGEKIT_METHODS = {
+    "slerp", "nuslerp", "multislerp", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
+    "della_linear", "model_stock", "sce", "karcher", "arcee_fusion", "nearswap", "passthrough", "core_space",
+}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -213,6 +217,8 @@ class Recipe(_Frozen):
     def tokenizer_model(self) -> str | None:
         """The model reference whose tokenizer (and extra vocabulary rows) the output uses."""
         source = self.tokenizer_source
+        if source is not None and source.startswith("model:"):  # mergekit's spelling of a model reference
+            source = source.removeprefix("model:").strip()
         if source in (None, "base"):
             return self.base_model or self.models[0].model
         if source in ("ct", "sft"):
@@ -225,7 +231,8 @@ class Recipe(_Frozen):
             return matches[0]
         refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])
         if source not in refs:
-            raise ValueError(f"tokenizer_source must be base, ct, sft or one of the inputs {refs}")
+            raise ValueError(f"tokenizer_source must be base, ct, sft or one of the inputs {refs} "
+                             "(optionally as model:<ref>)")
         return source
 
     def languages(self) -> tuple[str, ...]:
@@ -281,16 +288,17 @@ def parse_recipe(data: Any, *, overrides: list[str] | tuple[str, ...] = (), sour
     data = json.loads(json.dumps(data, default=str))  # deep copy, dates as strings
     for item in overrides:
         _apply_override(data, item, source)
-    _refuse_unsupported(data, source)
     method = data.get("merge_method")
     if isinstance(method, str):
         from registry.merge.methods import METHODS
 
         if method not in METHODS:
+            what = "a mergekit method Mergeling does not implement" if method in _MERGEKIT_METHODS else "unknown"
             raise UnknownMethodError(
-                f"{source}: merge_method {method!r} is unknown; write one of {', '.join(sorted(METHODS))}",
+                f"{source}: merge_method {method!r} is {what}; write one of {', '.join(sorted(METHODS))}",
                 path=source, field="merge_method", value=method, method=method, valid=sorted(METHODS),
             )
+    _refuse_unsupported(data, source)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -343,18 +351,20 @@ def _refuse_unsupported(data: dict[str, Any], source: str) -> None:
             "write base, ct, sft or a model reference", path=source, field="tokenizer_source", value="union",
         )
     blocks: list[tuple[str, Any]] = [("parameters", data.get("parameters"))]
+    refs: list[tuple[str, Any]] = [("base_model", data.get("base_model"))]
     models = data.get("models")
     if isinstance(models, list):
         for i, entry in enumerate(models):
             if isinstance(entry, dict):
                 blocks.append((f"models.{i}.parameters", entry.get("parameters")))
-                ref = entry.get("model")
-                if isinstance(ref, str) and "+" in ref:
-                    raise UnsupportedFeatureError(
-                        f"{source}: models.{i}.model = {ref!r}: LoRA references (model+lora) are not supported; "
-                        "merge the adapter into the model first (peft merge_and_unload) and give its path",
-                        path=source, field=f"models.{i}.model", value=ref,
-                    )
+                refs.append((f"models.{i}.model", entry.get("model")))
+    for field, ref in refs:
+        if isinstance(ref, str) and "+" in ref:
+            raise UnsupportedFeatureError(
+                f"{source}: {field} = {ref!r}: LoRA references (model+lora) are not supported; "
+                "merge the adapter into the model first (peft merge_and_unload) and give its path",
+                path=source, field=field, value=ref,
+            )
     for where, params in blocks:
         if not isinstance(params, dict):
             continue
@@ -368,8 +378,9 @@ def _refuse_unsupported(data: dict[str, Any], source: str) -> None:
             if name == "protect":
                 continue
             if isinstance(value, list):
+                kind = "conditional (filter/value)" if any(isinstance(v, dict) for v in value) else "gradient (list)"
                 raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r}: gradient (list) parameter values are not supported; "
+                    f"{source}: {field} = {_short(value)}: {kind} parameter values are not supported; "
                     "write one number", path=source, field=field, value=value,
                 )
             if isinstance(value, dict):

@@ -130,8 +130,13 @@ def test_unknown_key_lists_valid_keys() -> None:
 def test_unknown_method_lists_valid_ids() -> None:
     with pytest.raises(UnknownMethodError) as info:
         parse_recipe({**TIES_SV, "merge_method": "dare_ties"})
-    assert "'dare_ties'" in str(info.value)
+    assert "'dare_ties' is a mergekit method Mergeling does not implement" in str(info.value)
     assert "ties_sv" in str(info.value) and "linear" in str(info.value)
+    with pytest.raises(UnknownMethodError, match="'tie' is unknown"):
+        parse_recipe({**TIES_SV, "merge_method": "tie"})
+    # The method is named before its parameters: a slerp config is refused as slerp, not as `t`.
+    with pytest.raises(UnknownMethodError, match="'slerp' is a mergekit method"):
+        parse_recipe({**TIES_SV, "merge_method": "slerp", "parameters": {"t": 0.5}})
 
 
 @pytest.mark.parametrize(
@@ -145,6 +150,9 @@ def test_unknown_method_lists_valid_ids() -> None:
         ({"parameters": {"t": 0.5}}, "SLERP"),
         ({"parameters": {"weight": {"filter": "mlp", "value": 0.5}}}, "conditional"),
         ({"models": [{"model": "org/ct+org/lora"}, {"model": "org/sft", "role": "sft"}]}, "LoRA"),
+        ({"base_model": "org/base+org/lora"}, r"base_model = 'org/base\+org/lora': LoRA"),
+        ({"parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.2}]}},
+         r"parameters\.density = .*: conditional \(filter/value\)"),
     ],
 )
 def test_unsupported_mergekit_features_refused_by_name(change: dict, name: str) -> None:
@@ -170,6 +178,8 @@ def test_method_specific_parameters_checked() -> None:
 def test_tokenizer_source_roles() -> None:
     assert parse_recipe({**TIES_SV, "tokenizer_source": "ct"}).tokenizer_model() == "org/ct@v1"
     assert parse_recipe({**TIES_SV, "tokenizer_source": "org/sft"}).tokenizer_model() == "org/sft"
+    # mergekit writes a model reference as `model:<path>`.
+    assert parse_recipe({**TIES_SV, "tokenizer_source": "model:org/sft"}).tokenizer_model() == "org/sft"
     with pytest.raises(RecipeError, match="tokenizer_source"):
         parse_recipe({**TIES_SV, "tokenizer_source": "other/model"})
 
