@@ -27,7 +27,7 @@ def merge(
     ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The recipe YAML (mergekit-style).")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", file_okay=True, help="Output model directory (must not exist).")
+        Path | None, typer.Option("--out", "-o", file_okay=True, help="Output model directory (must not exist unless --overwrite).")
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to compute (fp32); auto picks CUDA when present.")] = Device.auto,
     dry_run: Annotated[
@@ -48,8 +48,19 @@ def merge(
 ) -> None:
     """Merge the models of RECIPE into --out (safetensors shards, config, tokenizer, report, model card).
 
-    Inputs are local directories or Hub repo ids (`org/name@revision`, downloaded with HF_ENDPOINT and
-    HF_TOKEN). Every compatibility check runs before any compute; a failure leaves nothing at --out.
+    Inputs are local directories or Hub repo ids (org/name@revision), downloaded with HF_ENDPOINT and HF_TOKEN.
+    A plain mergekit config (linear, task_arithmetic, ties) runs unchanged.
+    Every compatibility check runs before any compute; a failure leaves nothing at --out.
+
+    Examples:
+
+      registry merge recipes/ben_Beng-ties-sv.yaml --out ./merged
+
+      registry merge my-mergekit-config.yml --out ./merged --device cuda
+
+      registry merge recipes/demo-tiny.yaml --dry-run
+
+      registry merge RECIPE --out DIR --set parameters.slack=0.1 --set models.0.parameters.density=0.3
     """
     from registry.io.writer import parse_size
     from registry.merge.engine import check_output, resolve_device, run_merge
