@@ -40,6 +40,12 @@ _MERGEKIT_METHODS = {
     "slerp", "nuslerp", "multislerp", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
     "della_linear", "model_stock", "sce", "karcher", "arcee_fusion", "nearswap", "passthrough", "core_space",
 }
+# pydantic's type errors say what is wrong; these say what to write (by error type prefix).
+_TYPE_HINTS = {
+    "float": "; write a number, e.g. 0.5", "int": "; write a whole number", "bool": "; write true or false",
+    "string": "; write it as text", "tuple": "; write a list (- item lines)",
+    "dict": "; write a mapping (key: value lines)", "model_type": "; write a mapping (key: value lines)",
+}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -409,7 +415,10 @@ def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> Re
         elif kind == "literal_error":
             text = f"{field} = {value!r}: {msg}"
         else:
-            text = f"{field} = {_short(value)}: {msg}" if loc else msg
+            hint = next((h for prefix, h in _TYPE_HINTS.items() if kind.startswith(prefix)), "")
+            if kind == "string_type" and loc and loc[-1] in ("model", "base_model"):
+                hint = "; write a local path or a Hub repo id such as org/name@main"
+            text = (f"{field} = {_short(value)}: {msg}" if loc else msg) + hint
         if not messages:
             first_field, first_value = field, value
         messages.append(text)

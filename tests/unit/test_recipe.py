@@ -101,6 +101,13 @@ def test_overrides_are_yaml_typed(tmp_path: Path) -> None:
         ("parameters.protect=[org/nope]", "protect lists 'org/nope'"),
         ("models.7.role=ct", "is a list of 2; use an index 0..1"),
         ("noequals", "write key=value"),
+        # Type errors say what to write, not only what pydantic expected.
+        ("parameters.lambda=abc", "parameters.lambda = 'abc': Input should be a valid number, unable to parse "
+                                  "string as a number; write a number, e.g. 0.5"),
+        ("parameters.normalize=maybe", "write true or false"),
+        ("models.0.model={path: x}", "models.0.model = {'path': 'x'}: Input should be a valid string; write a "
+                                     "local path or a Hub repo id"),
+        ("parameters=[1]", "write a mapping"),
     ],
 )
 def test_bad_values_name_field_and_value(tmp_path: Path, override: str, needle: str) -> None:
