@@ -100,7 +100,8 @@ def merge(
         console.print(f"[yellow]Warning:[/] {line}")
     result = run_merge(plan, out=out, device=device.value, shard_size=shard_size,  # type: ignore[arg-type]
                        overwrite=overwrite, progress=state.progress)
-    console.print(f"Merged on {result.device} in {result.seconds:.1f} s")
+    if not state.quiet:
+        console.print(f"Merged on {result.device} in {result.seconds:.1f} s")
     if json_output:
         typer.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
                                "totals": result.report.to_dict()["totals"],

@@ -186,6 +186,35 @@ def test_byte_identical_twice_and_report(tiny_family: DemoFamily, tmp_path: Path
     assert 0 < report["shares"]["protected_discarded"][sft] < 1
 
 
+def test_plain_mergekit_config_runs_unchanged(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    # A config as mergekit users write it: base listed among the models, no roles, int8_mask,
+    # and mergekit's `model:` spelling of tokenizer_source.
+    config = tmp_path / "mergekit.yml"
+    config.write_text(f"""models:
+  - model: {tiny_family.ct}
+    parameters: {{density: 0.3, weight: 1.0}}
+  - model: {tiny_family.sft}
+    parameters: {{density: 0.3, weight: 0.7}}
+  - model: {tiny_family.base}
+merge_method: ties
+base_model: {tiny_family.base}
+parameters: {{normalize: true, int8_mask: true}}
+dtype: float32
+tokenizer_source: model:{tiny_family.base}
+""")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["merge", str(config), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    # stdout holds the results only (summary, then the output path); timing goes to stderr.
+    assert result.stdout.splitlines()[0].startswith("ties: ") and result.stdout.splitlines()[-1] == str(out)
+    assert "Merged on cpu" in result.stderr and "Merged on" not in result.stdout
+    got = _state(out)
+    for name, tensor in _expected(_recipe(tiny_family, "ties"), tiny_family).items():  # normalize: mergekit's default
+        assert torch.equal(got[name], tensor), name
+    quiet = CliRunner().invoke(app, ["-q", "merge", str(config), "--out", str(tmp_path / "q"), "--device", "cpu"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
 def test_stats_match_direct_method_call(tiny_family: DemoFamily, tmp_path: Path) -> None:
     data = _recipe(tiny_family, "ties")
     result = run_merge(plan_merge(parse_recipe(data)), out=tmp_path / "o", device="cpu", progress=False)
