@@ -77,7 +77,7 @@ def read_config(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{file}: cannot read config ({exc}); re-save the model", path=str(file)) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: config is not a JSON object", path=str(file))
+        raise CheckpointError(f"{file}: config is not a JSON object; re-save the model with save_pretrained", path=str(file))
     return data
 
 
@@ -94,7 +94,7 @@ def weight_files(path: Path) -> tuple[str, list[Path], dict[str, Path] | None]:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
                 mapping = {str(k): path / str(v) for k, v in weight_map.items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise CheckpointError(f"{index}: not a valid shard index ({exc!r})", path=str(index)) from None
+                raise CheckpointError(f"{index}: not a valid shard index ({exc!r}); re-download the checkpoint", path=str(index)) from None
             files = sorted(set(mapping.values()))
             for file in files:
                 if not file.is_file():
@@ -163,7 +163,8 @@ def _open_safetensors(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Pa
                 continue  # the index is authoritative; a stray copy elsewhere is ignored
             if name in ckpt.tensors:
                 raise CheckpointError(
-                    f"{ckpt.path}: tensor {name!r} is in both {ckpt.tensors[name].path.name} and {file.name}",
+                    f"{ckpt.path}: tensor {name!r} is in both {ckpt.tensors[name].path.name} and {file.name}; "
+                    "remove the stale file (two saves mixed in one directory)",
                     path=str(file), tensor=name,
                 )
             ckpt.tensors[name] = info
@@ -171,7 +172,8 @@ def _open_safetensors(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Pa
         for name, file in mapping.items():
             if name not in ckpt.tensors:
                 raise CheckpointError(
-                    f"{ST_INDEX} in {ckpt.path} says {name!r} is in {file.name}, but that shard does not hold it",
+                    f"{ST_INDEX} in {ckpt.path} says {name!r} is in {file.name}, but that shard does not hold it; "
+                    "re-download the checkpoint (index and shards are from different saves)",
                     path=str(file), tensor=name,
                 )
 
@@ -192,12 +194,14 @@ def _load_bin(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Path] | No
                 path=str(file),
             ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{file}: not a state dict of tensors", path=str(file))
+            raise CheckpointError(f"{file}: not a state dict of tensors; give a checkpoint saved with save_pretrained",
+                                  path=str(file))
         for name, tensor in state.items():
             if mapping is not None and mapping.get(name) != file:
                 continue
             if name in ckpt.tensors:
-                raise CheckpointError(f"{ckpt.path}: tensor {name!r} appears twice", path=str(file), tensor=name)
+                raise CheckpointError(f"{ckpt.path}: tensor {name!r} appears twice; re-download the checkpoint",
+                                      path=str(file), tensor=name)
             tensor = tensor.contiguous()
             ckpt._bin[name] = tensor
             nbytes = tensor.numel() * tensor.element_size()

@@ -65,7 +65,8 @@ def dtype_code(dtype: torch.dtype) -> str:
     for code, torch_name in _TORCH_NAMES.items():
         if torch_name == name:
             return code
-    raise CheckpointError(f"dtype {dtype} cannot be stored in safetensors", dtype=str(dtype))
+    raise CheckpointError(f"dtype {dtype} cannot be stored in safetensors; set dtype: float32, bfloat16 or float16",
+                          dtype=str(dtype))
 
 
 def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -92,7 +93,8 @@ def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]
                 raise _bad(path, f"header length {length} does not fit the file of {size} bytes (truncated?)")
             raw = fh.read(length)
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from None
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}; check the file and its permissions",
+                              path=str(path)) from None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -162,7 +164,8 @@ def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
         got = os.preadv(fd, [view[done : done + _MAX_READ]], info.offset + done)
         if got <= 0:
             raise CheckpointError(
-                f"{info.path}: tensor {info.name!r} ends past the end of the file (truncated while reading?)",
+                f"{info.path}: tensor {info.name!r} ends past the end of the file (truncated while reading?); "
+                "re-download the checkpoint",
                 path=str(info.path), tensor=info.name,
             )
         done += got
