@@ -185,3 +185,21 @@ def test_sharded_bin_with_index(tmp_path: Path) -> None:
     with open_checkpoint(tmp_path) as ckpt:
         assert set(ckpt.tensors) == {"a", "b"} and ckpt.format == "bin"
         assert torch.equal(ckpt.read("b"), torch.zeros(3))
+
+
+def test_inconsistent_shard_index_is_refused_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    save_file({"a": torch.ones(2)}, tmp_path / "model-00001-of-00002.safetensors")
+    save_file({"b": torch.ones(2)}, tmp_path / "model-00002-of-00002.safetensors")
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors",
+                                                "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(CheckpointError, match=r"says 'a' is in model-00002-of-00002\.safetensors.*re-download"):
+        open_checkpoint(tmp_path)
+    index.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="not a valid shard index.*re-download the checkpoint"):
+        open_checkpoint(tmp_path)
+    index.unlink()
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="config is not a JSON object; re-save the model"):
+        open_checkpoint(tmp_path)
