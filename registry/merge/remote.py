@@ -55,6 +55,11 @@ def fetch_headers(repo_id: str, revision: str | None, *, hub: HubClient) -> Remo
     except HubEntryNotFoundError:
         raise CheckpointError(f"{label}: no config.json; a model repo needs its transformers config",
                               path=label) from None
+    except ValueError as exc:  # JSONDecodeError
+        raise CheckpointError(f"{label}: config.json is not valid JSON ({exc}); fix it in the repo or pick another "
+                              "revision", path=label) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{label}: config.json is not a JSON object; fix it in the repo", path=label)
     try:
         tokenizer = hub.download_file(repo_id, "tokenizer.json", revision=pinned)
     except HubEntryNotFoundError:
@@ -70,7 +75,8 @@ def fetch_headers(repo_id: str, revision: str | None, *, hub: HubClient) -> Remo
             if metadata.weight_map.get(name) != filename:
                 continue
             if info.dtype not in DTYPE_SIZES:
-                raise CheckpointError(f"{label}/{filename}: tensor {name!r} has unknown dtype {info.dtype!r}",
+                raise CheckpointError(f"{label}/{filename}: tensor {name!r} has unknown dtype {info.dtype!r}; "
+                                      "re-save the checkpoint with a standard dtype",
                                       path=label, tensor=name)
             begin, end = info.data_offsets
             tensors[name] = TensorInfo(name, info.dtype, tuple(info.shape), Path(f"hub:{label}/{filename}"),

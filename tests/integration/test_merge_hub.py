@@ -116,6 +116,16 @@ def test_dry_run_remote_checks_read_headers_only(hub, tiny_family: DemoFamily, t
     with pytest.raises(CompatibilityError, match="up_proj"):
         plan_merge(bad, offline=True, remote_headers=True, hub=client)
 
+    # A config.json that is not JSON is named, with the fix, instead of a JSON traceback.
+    (broken / "config.json").write_text("{not json")
+    uploader.create_repo("lab/remote-badconfig", exist_ok=True)
+    uploader.upload_folder(broken, "lab/remote-badconfig")
+    from registry.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"lab/remote-badconfig@\w+: config\.json is not valid JSON.*fix it"):
+        plan_merge(parse_recipe(_recipe("lab/remote-base", "lab/remote-badconfig", "lab/remote-sft")),
+                   offline=True, remote_headers=True, hub=client)
+
 
 def test_cli_dry_run_remote_checks(hub, tiny_family: DemoFamily, tmp_path: Path,  # type: ignore[no-untyped-def]
                                    monkeypatch: pytest.MonkeyPatch) -> None:
