@@ -28,6 +28,14 @@ def demo(
 
     The recipe names the models as .mergeling/demo/models/{base,ct,sft} (relative to the current
     directory, as mergekit resolves paths); the demo points it at --workdir with --set overrides.
+
+    Examples:
+
+      registry demo
+
+      registry demo --workdir /tmp/mergeling-demo
+
+      registry merge recipes/demo-tiny.yaml --dry-run    (after a first `registry demo`)
     """
     from registry.lab.tiny import build_demo_family
     from registry.merge.engine import run_merge
