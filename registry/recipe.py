@@ -1,8 +1,7 @@
 """Merge recipes: mergekit-style YAML plus a few Mergeling keys, validated by pydantic.
 
 A plain mergekit config for `linear`, `task_arithmetic` or `ties` loads unchanged. mergekit
-features we do not implement (slices, modules, gradients, filters, LoRA references, `union`
-tokenizers, `chat_template`, ...) are refused by name, never ignored. Every error is a
+features we do not implement are refused by name, never ignored (`registry.mergekit_compat`). Every error is a
 `RecipeError` naming the dotted field, the bad value and what to write instead.
 """
 
@@ -17,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from registry.errors import RecipeError, UnknownMethodError, UnsupportedFeatureError
+from registry.errors import RecipeError, UnknownMethodError
+from registry.mergekit_compat import MERGEKIT_METHODS, refuse_unsupported
 
 Role = Literal["ct", "sft", "base"]
 # What each method accepts comes from its `MethodSpec`; `lambda` scales task vectors, so every
@@ -25,21 +25,6 @@ Role = Literal["ct", "sft", "base"]
 _HAS_LAMBDA = {"task_arithmetic", "ties", "ties_sv"}
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
-# mergekit keys we know but do not implement: refused with these explanations.
-_UNSUPPORTED_TOP = {
-    "slices": "layer slices (frankenmerges) are not supported; list whole models under `models:`",
-    "modules": "per-module configurations are not supported; list whole models under `models:`",
-    "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
-    "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
-}
-_UNSUPPORTED_PARAMS = {
-    "rescale": "DARE rescaling", "epsilon": "DELLA", "gamma": "magnitude outliers", "t": "SLERP",
-    "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock",
-}
-_MERGEKIT_METHODS = {
-    "slerp", "nuslerp", "multislerp", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
-    "della_linear", "model_stock", "sce", "karcher", "arcee_fusion", "nearswap", "passthrough", "core_space",
-}
 # pydantic's type errors say what is wrong; these say what to write (by error type prefix).
 _TYPE_HINTS = {
     "float": "; write a number, e.g. 0.5", "int": "; write a whole number", "bool": "; write true or false",
@@ -299,12 +284,12 @@ def parse_recipe(data: Any, *, overrides: list[str] | tuple[str, ...] = (), sour
         from registry.merge.methods import METHODS
 
         if method not in METHODS:
-            what = "a mergekit method Mergeling does not implement" if method in _MERGEKIT_METHODS else "unknown"
+            what = "a mergekit method Mergeling does not implement" if method in MERGEKIT_METHODS else "unknown"
             raise UnknownMethodError(
                 f"{source}: merge_method {method!r} is {what}; write one of {', '.join(sorted(METHODS))}",
                 path=source, field="merge_method", value=method, method=method, valid=sorted(METHODS),
             )
-    _refuse_unsupported(data, source)
+    refuse_unsupported(data, source)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -345,55 +330,6 @@ def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
                 f"--set {item!r}: {'.'.join(parts[:i])} is a value, not a mapping; set it directly",
                 path=source, field=key, value=item,
             )
-
-
-def _refuse_unsupported(data: dict[str, Any], source: str) -> None:
-    for key, why in _UNSUPPORTED_TOP.items():
-        if key in data:
-            raise UnsupportedFeatureError(f"{source}: `{key}`: {why}", path=source, field=key, value=data[key])
-    if data.get("tokenizer_source") == "union":
-        raise UnsupportedFeatureError(
-            f"{source}: tokenizer_source: union (merged vocabularies) is not supported; "
-            "write base, ct, sft or a model reference", path=source, field="tokenizer_source", value="union",
-        )
-    blocks: list[tuple[str, Any]] = [("parameters", data.get("parameters"))]
-    refs: list[tuple[str, Any]] = [("base_model", data.get("base_model"))]
-    models = data.get("models")
-    if isinstance(models, list):
-        for i, entry in enumerate(models):
-            if isinstance(entry, dict):
-                blocks.append((f"models.{i}.parameters", entry.get("parameters")))
-                refs.append((f"models.{i}.model", entry.get("model")))
-    for field, ref in refs:
-        if isinstance(ref, str) and "+" in ref:
-            raise UnsupportedFeatureError(
-                f"{source}: {field} = {ref!r}: LoRA references (model+lora) are not supported; "
-                "merge the adapter into the model first (peft merge_and_unload) and give its path",
-                path=source, field=field, value=ref,
-            )
-    for where, params in blocks:
-        if not isinstance(params, dict):
-            continue
-        for name, value in params.items():
-            field = f"{where}.{name}"
-            if name in _UNSUPPORTED_PARAMS:
-                raise UnsupportedFeatureError(
-                    f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter; Mergeling implements "
-                    "linear, task_arithmetic, ties and ties_sv only; remove it", path=source, field=field, value=value,
-                )
-            if name == "protect":
-                continue
-            if isinstance(value, list):
-                kind = "conditional (filter/value)" if any(isinstance(v, dict) for v in value) else "gradient (list)"
-                raise UnsupportedFeatureError(
-                    f"{source}: {field} = {_short(value)}: {kind} parameter values are not supported; "
-                    "write one number", path=source, field=field, value=value,
-                )
-            if isinstance(value, dict):
-                raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r}: conditional parameters (filter/value) are not supported; "
-                    "write one number", path=source, field=field, value=value,
-                )
 
 
 def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> RecipeError:

@@ -1,0 +1,87 @@
+"""mergekit compatibility: the mergekit features Mergeling does not implement, refused by name.
+
+A plain mergekit config for `linear`, `task_arithmetic` or `ties` loads unchanged; anything else
+mergekit understands (other methods, slices, modules, token surgery, chat templates, LoRA
+references, gradient or conditional parameter values, other methods' parameters) is an error that
+names the feature, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from registry.errors import UnsupportedFeatureError
+
+# Keys we know but do not implement: refused with these explanations.
+_UNSUPPORTED_TOP = {
+    "slices": "layer slices (frankenmerges) are not supported; list whole models under `models:`",
+    "modules": "per-module configurations are not supported; list whole models under `models:`",
+    "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
+    "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
+}
+_UNSUPPORTED_PARAMS = {
+    "rescale": "DARE rescaling", "epsilon": "DELLA", "gamma": "magnitude outliers", "t": "SLERP",
+    "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock",
+}
+MERGEKIT_METHODS = frozenset({
+    "slerp", "nuslerp", "multislerp", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
+    "della_linear", "model_stock", "sce", "karcher", "arcee_fusion", "nearswap", "passthrough", "core_space",
+})
+
+
+def refuse_unsupported(data: dict[str, Any], source: str) -> None:
+    """Refuse, by name, any mergekit feature Mergeling does not implement.
+
+    Args:
+        data: the recipe as parsed YAML (overrides applied), before validation.
+        source: where it came from (the file name), for the message.
+
+    Raises:
+        UnsupportedFeatureError: names the dotted field, the feature and what to write instead.
+    """
+    for key, why in _UNSUPPORTED_TOP.items():
+        if key in data:
+            raise UnsupportedFeatureError(f"{source}: `{key}`: {why}", path=source, field=key, value=data[key])
+    if data.get("tokenizer_source") == "union":
+        raise UnsupportedFeatureError(
+            f"{source}: tokenizer_source: union (merged vocabularies) is not supported; "
+            "write base, ct, sft or a model reference", path=source, field="tokenizer_source", value="union",
+        )
+    blocks: list[tuple[str, Any]] = [("parameters", data.get("parameters"))]
+    refs: list[tuple[str, Any]] = [("base_model", data.get("base_model"))]
+    models = data.get("models")
+    if isinstance(models, list):
+        for i, entry in enumerate(models):
+            if isinstance(entry, dict):
+                blocks.append((f"models.{i}.parameters", entry.get("parameters")))
+                refs.append((f"models.{i}.model", entry.get("model")))
+    for field, ref in refs:
+        if isinstance(ref, str) and "+" in ref:
+            raise UnsupportedFeatureError(
+                f"{source}: {field} = {ref!r}: LoRA references (model+lora) are not supported; "
+                "merge the adapter into the model first (peft merge_and_unload) and give its path",
+                path=source, field=field, value=ref,
+            )
+    for where, params in blocks:
+        if not isinstance(params, dict):
+            continue
+        for name, value in params.items():
+            field = f"{where}.{name}"
+            if name in _UNSUPPORTED_PARAMS:
+                raise UnsupportedFeatureError(
+                    f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter; Mergeling implements "
+                    "linear, task_arithmetic, ties and ties_sv only; remove it", path=source, field=field, value=value,
+                )
+            if name == "protect":
+                continue
+            if isinstance(value, list):
+                kind = "conditional (filter/value)" if any(isinstance(v, dict) for v in value) else "gradient (list)"
+                raise UnsupportedFeatureError(
+                    f"{source}: {field} = {value!r:.60}: {kind} parameter values are not supported; "
+                    "write one number", path=source, field=field, value=value,
+                )
+            if isinstance(value, dict):
+                raise UnsupportedFeatureError(
+                    f"{source}: {field} = {value!r}: conditional parameters (filter/value) are not supported; "
+                    "write one number", path=source, field=field, value=value,
+                )
