@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,8 +13,6 @@ from registry.io.safetensors import SafetensorsFile, TensorInfo, dtype_code
 
 if TYPE_CHECKING:
     import torch
-
-log = logging.getLogger(__name__)
 
 ST_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"

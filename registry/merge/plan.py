@@ -2,16 +2,14 @@
 
 Nothing here computes a merge. `plan_merge` reads configs and safetensors headers only;
 `scan_inputs` adds the checks that need tensor data (NaN/Inf, same base), which the engine also
-runs inline, before the output is moved into place. Hub inputs are fetched with
-`snapshot_download` (weights, config, tokenizer, generation config, README only); with
-`offline=True` (dry runs) only the local cache is used and unresolved inputs are reported as
-skipped instead of failing.
+runs inline, before the output is moved into place. Inputs are resolved by
+`registry.merge.sources`; with `offline=True` (dry runs) only the local cache is used and
+unresolved inputs are reported as skipped instead of failing.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,36 +18,15 @@ from typing import TYPE_CHECKING, Any
 from registry.errors import CompatibilityError
 from registry.io.checkpoint import Checkpoint, open_checkpoint
 from registry.io.safetensors import FLOAT_DTYPES
+from registry.merge.sources import ModelSource, resolve_source
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
     from registry.recipe import Recipe
 
-log = logging.getLogger(__name__)
-
-HUB_PATTERNS = [
-    "*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "config.json",
-    "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "*.model",
-    "vocab.json", "merges.txt", "chat_template.jinja", "README.md",
-]
 _ARCH_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
               "num_attention_heads", "num_key_value_heads", "head_dim")
 _SAME_BASE_LIMIT = 1.0  # ||θ - θ0|| / ||θ0||: fine-tunes stay well below, unrelated inits are near √2
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """One resolved input: the recipe reference and where its files are."""
-
-    ref: str
-    path: Path | None  # None: a Hub input that was not resolved (offline dry run)
-    repo_id: str | None = None
-    revision: str | None = None
-    commit: str | None = None  # the Hub commit actually used
-
-    @property
-    def label(self) -> str:
-        return self.ref
 
 
 @dataclass(frozen=True)
@@ -108,79 +85,6 @@ class MergePlan:
         lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  skipped: {s}" for s in self.skipped]
         return "\n".join(lines)
-
-
-def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = None) -> ModelSource:
-    """Resolve a model reference: an existing local directory, else a Hub repo id (`org/name@rev`).
-
-    Args:
-        ref: the recipe's reference.
-        offline: use only the local Hub cache (no network); unresolved gives `path=None`.
-        hub: the Hub client (endpoint, token, cache); None builds one from HF_ENDPOINT/HF_TOKEN.
-
-    Raises:
-        CompatibilityError: neither an existing directory nor a Hub repo id.
-        HubError: the Hub could not provide it (not found, no access, unreachable).
-    """
-    local = Path(ref).expanduser()
-    if local.is_dir():
-        return ModelSource(ref=ref, path=local.resolve())
-    repo_id, _, revision = ref.partition("@")
-    if ref.startswith((".", "/", "~")) or repo_id.count("/") != 1:
-        hint = "; `registry demo` builds the demo models there" if ".mergeling/demo/" in ref else ""
-        raise CompatibilityError(
-            f"model {ref!r}: no such directory (relative paths are resolved against {Path.cwd()}), and not a "
-            f"Hub repo id (org/name); check the path{hint}", model=ref, reason="not found",
-        )
-    if offline:
-        path = _cached_snapshot(repo_id, revision or None, cache_dir=hub.cache_dir if hub else None)
-    else:
-        from registry.hub import HubClient
-
-        client = hub or HubClient()
-        # The snapshot is fetched by the given revision (not the listed commit), so the cache
-        # records the branch and later dry runs find it offline.
-        wanted = hub_files(client.list_files(repo_id, revision=revision or None))
-        path = client.snapshot(repo_id, revision=revision or None, allow_patterns=wanted)
-    commit = path.name if path is not None and len(path.name) == 40 else None
-    return ModelSource(ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit)
-
-
-def hub_files(files: list[str]) -> list[str]:
-    """The files of a Hub model repo a merge needs: root-level weights in ONE format (safetensors
-    when present; repos such as Llama-2-7b-hf ship both), config, tokenizer, generation config, README.
-    """
-    from fnmatch import fnmatch
-
-    root = [f for f in files if "/" not in f]
-    safetensors = any(f.endswith(".safetensors") for f in root)
-    wanted = []
-    for name in root:
-        if name.endswith((".safetensors", ".safetensors.index.json")):
-            keep = safetensors
-        elif name.endswith((".bin", ".bin.index.json")):
-            keep = not safetensors and name.startswith("pytorch_model")
-        else:
-            keep = any(fnmatch(name, pattern) for pattern in HUB_PATTERNS if "safetensors" not in pattern
-                       and ".bin" not in pattern)
-        if keep:
-            wanted.append(name)
-    return sorted(wanted)
-
-
-def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | None) -> Path | None:
-    # Dry runs never touch the network: only a snapshot already in the local cache counts.
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        # Only config.json is required here: huggingface_hub calls a cached snapshot incomplete
-        # when a pattern matches a listed file it lacks (the unused weights format, for one);
-        # open_checkpoint then checks that the weights are all there.
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json"],
-                                      local_files_only=True, cache_dir=cache_dir))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return None
 
 
 def plan_merge(
