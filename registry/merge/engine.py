@@ -153,6 +153,17 @@ def run_merge(
     return MergeResult(out=out, files=files, report=report, device=dev, seconds=time.monotonic() - started)
 
 
+def _fix_for(exc: BaseException, device: str) -> str:
+    """What to do after the method failed on a tensor."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) and device != "cpu":
+        return "the tensor does not fit in GPU memory: free the GPU or use --device cpu"
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "not enough memory: close other programs or merge on a machine with more RAM"
+    return "run with MERGELING_DEBUG=1 and report the traceback"
+
+
 def _remove_stale_partials(out: Path) -> None:
     # A merge killed hard (SIGKILL, power loss) cannot clean up; its process id is in the name.
     for partial in out.parent.glob(f".{out.name}.partial-*"):
@@ -319,8 +330,8 @@ class _Stream:
                     merged = self.spec.fn(inputs, base, weights=self.weights, densities=self.densities,
                                           normalize=self.normalize, lambda_=self.lambda_, stats=stats, **extra)
                 except (ValueError, RuntimeError) as exc:
-                    raise MergeError(f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}",
-                                     tensor=t.name, method=self.spec.name) from exc
+                    raise MergeError(f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; "
+                                     f"{_fix_for(exc, self.device)}", tensor=t.name, method=self.spec.name) from exc
                 del inputs, base
                 report.add(t.name, stats)
                 if last is not None:

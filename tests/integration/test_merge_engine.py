@@ -256,3 +256,11 @@ def test_card_rebuilt_from_output_with_eval_results(tiny_family: DemoFamily, tmp
     data = ModelCard(str(card)).data
     assert data.eval_results[0].metric_value == 0.5 and data.model_name == "tiny-merge"
     assert "discarded by the election" in card.text
+
+
+def test_method_failure_says_what_to_do() -> None:
+    from registry.merge.engine import _fix_for
+
+    assert "--device cpu" in _fix_for(torch.OutOfMemoryError("CUDA out of memory"), "cuda")
+    assert "more RAM" in _fix_for(torch.OutOfMemoryError("out of memory"), "cpu")
+    assert "MERGELING_DEBUG=1" in _fix_for(ValueError("shapes"), "cpu")
