@@ -264,3 +264,42 @@ def test_method_failure_says_what_to_do() -> None:
     assert "--device cpu" in _fix_for(torch.OutOfMemoryError("CUDA out of memory"), "cuda")
     assert "more RAM" in _fix_for(torch.OutOfMemoryError("out of memory"), "cpu")
     assert "MERGELING_DEBUG=1" in _fix_for(ValueError("shapes"), "cpu")
+
+
+def test_multilingual_three_inputs(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    # CT-mn + CT-ug + SFT: two CT inputs (the second a perturbed copy of the first) and the protected SFT.
+    import shutil
+
+    from safetensors.torch import save_file
+
+    ct2 = tmp_path / "ct2"
+    shutil.copytree(tiny_family.ct, ct2)
+    generator = torch.Generator().manual_seed(7)
+    state = {k: v + 0.01 * torch.randn(v.shape, generator=generator)
+             for k, v in load_file(ct2 / "model.safetensors").items()}
+    save_file(state, ct2 / "model.safetensors", metadata={"format": "pt"})
+    data = _recipe(tiny_family, "ties_sv")
+    data["models"] = [
+        {"model": str(tiny_family.ct), "role": "ct", "language": "khk_Cyrl", "parameters": {"density": 0.3}},
+        {"model": str(ct2), "role": "ct", "language": "uig_Arab", "parameters": {"density": 0.3}},
+        {"model": str(tiny_family.sft), "role": "sft", "parameters": {"density": 0.3}},
+    ]
+    recipe = parse_recipe(data)
+    out = tmp_path / "out"
+    result = run_merge(plan_merge(recipe), out=out, device="cpu", progress=False)
+    report = json.loads((out / "merge_report.json").read_text())
+    assert report["inputs"] == [str(tiny_family.ct), str(ct2), str(tiny_family.sft)]
+    assert report["protected"] == [str(tiny_family.sft)] and report["roles"] == ["ct", "ct", "sft"]
+    assert set(report["totals"]["kept"]) == set(report["inputs"])
+    assert result.report.totals().elements == sum(t.numel for t in plan_merge(recipe).tensors)
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").data.language == ["mn", "ug", "en"]
+    spec = get_method("ties_sv")
+    base, a, b, c = (_state(p) for p in (tiny_family.base, tiny_family.ct, ct2, tiny_family.sft))
+    got = _state(out)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    want = spec.fn([a[name].float(), b[name].float(), c[name].float()], base[name].float(), weights=[1.0] * 3,
+                   densities=[0.3] * 3, normalize=spec.default_normalize, lambda_=spec.default_lambda,
+                   protect=[2], slack=0.2)
+    assert torch.equal(got[name], want.to(got[name].dtype))
