@@ -103,9 +103,9 @@ def merge(
     if not state.quiet:
         console.print(f"Merged on {result.device} in {result.seconds:.1f} s")
     if json_output:
+        report = result.report.to_dict()
         typer.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
-                               "totals": result.report.to_dict()["totals"],
-                               "shares": result.report.to_dict()["shares"]}, indent=2))
+                               "totals": report["totals"], "shares": report["shares"]}, indent=2))
     else:
         typer.echo(result.report.summary())
         typer.echo(str(result.out))

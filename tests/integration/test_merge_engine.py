@@ -211,8 +211,12 @@ tokenizer_source: model:{tiny_family.base}
     got = _state(out)
     for name, tensor in _expected(_recipe(tiny_family, "ties"), tiny_family).items():  # normalize: mergekit's default
         assert torch.equal(got[name], tensor), name
-    quiet = CliRunner().invoke(app, ["-q", "merge", str(config), "--out", str(tmp_path / "q"), "--device", "cpu"])
+    quiet = CliRunner().invoke(app, ["-q", "merge", str(config), "--out", str(tmp_path / "q"), "--device", "cpu",
+                                     "--json"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+    printed = json.loads(quiet.stdout)
+    assert printed["out"] == str(tmp_path / "q") and printed["files"] == [str(tmp_path / "q" / "model.safetensors")]
+    assert printed["totals"]["elements"] == sum(t.numel() for t in got.values())
 
 
 def test_stats_match_direct_method_call(tiny_family: DemoFamily, tmp_path: Path) -> None:
