@@ -56,7 +56,7 @@ class CardInput:
     """One input as the card shows it."""
 
     ref: str
-    role: str  # base | ct | sft | input
+    role: str  # base | ct | sft | input | tokenizer (a source used only for its tokenizer)
     revision: str | None = None  # the Hub commit used, or None for a local path
     repo_id: str | None = None  # None for a local path (left out of `base_model`)
     license: str | None = None

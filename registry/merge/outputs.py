@@ -30,8 +30,8 @@ def card_inputs(plan: MergePlan) -> list[CardInput]:
             role = "base"
         elif i not in plan.input_indices:
             role = "tokenizer"
-        out.append(CardInput(ref=src.ref, role=role, revision=src.commit, repo_id=src.repo_id, license=read_card_license(src.path),
-                             language=language))
+        out.append(CardInput(ref=src.ref, role=role, revision=src.commit, repo_id=src.repo_id,
+                             license=read_card_license(src.path), language=language))
     return out
 
 
