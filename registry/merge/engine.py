@@ -119,6 +119,12 @@ def run_merge(
     check_output(out, overwrite=overwrite)
     if not plan.complete:
         raise MergeError(f"the plan is incomplete ({plan.skipped[0]}); plan without offline mode to merge")
+    target = out.resolve()
+    for src in plan.sources:
+        # --overwrite onto an input (or a folder holding one) would destroy what is being merged.
+        if src.path is not None and (target == src.path or target in src.path.parents):
+            raise OutputExistsError(f"--out {out} would replace the input {src.ref}; choose another --out",
+                                    path=str(out))
     dev = resolve_device(device)
     spec = get_method(plan.recipe.merge_method)
     out.parent.mkdir(parents=True, exist_ok=True)

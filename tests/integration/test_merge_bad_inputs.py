@@ -190,6 +190,20 @@ def test_output_exists(tiny_family: DemoFamily, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "recipe.yaml"]
 
 
+def test_overwrite_never_replaces_an_input(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    family = _family_copy(tiny_family, tmp_path / "models")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(family)))
+    before = sorted(p.name for p in family.ct.iterdir())
+    for out in (family.ct, tmp_path / "models"):
+        args = ["-q", "merge", str(recipe), "--out", str(out), "--overwrite", "--device", "cpu"]
+        result = CliRunner().invoke(app, args, env=WIDE)
+        assert result.exit_code == 1, result.output
+        assert "would replace the input" in result.output and "choose another --out" in result.output
+    assert sorted(p.name for p in family.ct.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "recipe.yaml"]
+
+
 def test_hub_input_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Port 9 on loopback: nothing listens, so the Hub client fails fast; an empty cache has no copy.
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
