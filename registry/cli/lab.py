@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
     lab = typer.Typer(help="The tiny-model lab: real CT-X / SFT / base checkpoints built offline on a CPU.")
     lab.command("build")(build)
+    lab.command("push")(push)
     app.add_typer(lab, name="lab")
 
 
@@ -47,8 +48,24 @@ def build(
         bool, typer.Option(help="Keep stages already finished in --out (same settings) and build the rest.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print lab.json instead of a table.")] = False,
+    namespace: Annotated[
+        str,
+        typer.Option(
+            help="Hub namespace the checkpoints are named under (cards: base_model = NAMESPACE/tiny-base); "
+            "push them there with `registry lab push`.",
+        ),
+    ] = "mergeling-lab",
 ) -> None:
-    """Build a tokenizer, a tiny Llama base, CT-X per language and an SFT model, with model cards."""
+    """Build a tokenizer, a tiny Llama base, CT-X per language and an SFT model, with model cards.
+
+    Examples:
+
+        registry lab build --out lab                                  # ben_Beng, khk_Cyrl, uig_Arab
+
+        registry lab build --out lab --languages ben_Beng --steps base=200,ct=100,sft=100
+
+        registry lab build --out lab --namespace alice && registry lab push lab
+    """
     from transformers.utils import logging as hf_logging
 
     from registry.lab.build import LabConfig, build_lab
@@ -68,6 +85,7 @@ def build(
         config = LabConfig(
             languages=tuple(code.strip() for code in languages.split(",") if code.strip()),
             seed=seed,
+            repo_prefix=namespace,
             **_parse_steps(steps),
         )
     except ValueError as exc:
@@ -80,6 +98,40 @@ def build(
         return
     _print_table(manifest, synthetic=result.synthetic)
     console.print(f"Wrote {len(result.checkpoints)} checkpoints and {result.manifest}")
+
+
+def push(
+    ctx: typer.Context,
+    lab_dir: Annotated[Path, typer.Argument(help="A `registry lab build --out` directory (holds lab.json).",
+                                            exists=True, file_okay=False)],
+    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
+    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
+) -> None:
+    """Upload every lab checkpoint to the Hub under the repo id its card names; prints REPO@SHA lines.
+
+    The base goes first, so a CT/SFT card's base_model exists by the time it lands; then
+    `registry add ct|sft` can verify them. Example (an embedded hub):
+
+        registry lab build --out lab --namespace alice && registry lab push lab
+    """
+    from registry.errors import LabError
+    from registry.hub import HubClient
+
+    manifest_path = lab_dir / "lab.json"
+    if not manifest_path.is_file():
+        raise LabError(f"{lab_dir} has no lab.json: build it first with `registry lab build --out {lab_dir}`")
+    checkpoints = json.loads(manifest_path.read_text(encoding="utf-8"))["checkpoints"]
+    client = HubClient(endpoint=endpoint, token=token)
+    # base first: the others' cards name it
+    for name, entry in sorted(checkpoints.items(), key=lambda item: item[1]["role"] != "base"):
+        folder = lab_dir / name
+        if not (folder / "config.json").is_file():
+            raise LabError(f"{folder} is missing or incomplete: rebuild with `registry lab build --out {lab_dir} --resume`")
+        client.create_repo(entry["repo_id"], private=private, exist_ok=True)
+        sha = client.upload_folder(folder, entry["repo_id"], message=f"Upload lab checkpoint {name}")
+        stderr_console().print(f"Pushed {name} to {entry['repo_id']}")
+        typer.echo(f"{entry['repo_id']}@{sha}")
 
 
 def _parse_steps(spec: str | None) -> dict[str, int]:

@@ -206,3 +206,31 @@ def _load_all(model_dir: Path) -> dict:
     for shard in sorted(model_dir.glob("*.safetensors")):
         tensors.update(load_file(str(shard)))
     return tensors
+
+
+def test_push_to_hub_then_registry_add_verifies_against_the_card(lab_dir: Path, hub) -> None:  # type: ignore[no-untyped-def]
+    token = hub.make_token("mergeling-lab", write=True)  # the namespace the lab's cards name
+    runner = CliRunner()
+    pushed = runner.invoke(app, ["-q", "lab", "push", str(lab_dir), "--endpoint", hub.url, "--token", token])
+    assert pushed.exit_code == 0, pushed.output
+    repos = dict(line.split("@") for line in pushed.stdout.split())
+    assert set(repos) == {"mergeling-lab/tiny-base", "mergeling-lab/tiny-ct-ben_Beng", "mergeling-lab/tiny-sft"}
+    client = hub.client(token)
+    for repo, sha in repos.items():
+        assert client.head_sha(repo) == sha
+    local = (lab_dir / "ct-ben_Beng" / "model.safetensors").read_bytes()
+    assert client.read_file("mergeling-lab/tiny-ct-ben_Beng", "model.safetensors") == local
+
+    common = ["--endpoint", hub.url, "--token", token]
+    added = runner.invoke(app, ["add", "ct", "mergeling-lab/tiny-ct-ben_Beng", "--language", "ben_Beng",
+                                "--base", "mergeling-lab/tiny-base", *common])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["list", "--json", *common])
+    assert "mergeling-lab/tiny-ct-ben_Beng" in listed.stdout
+
+
+def test_push_refuses_a_directory_without_lab_json(tmp_path: Path, hub) -> None:  # type: ignore[no-untyped-def]
+    result = CliRunner().invoke(app, ["lab", "push", str(tmp_path), "--endpoint", hub.url, "--token", hub.token])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())  # rich wraps long lines
+    assert "no lab.json" in message and "registry lab build --out" in message
