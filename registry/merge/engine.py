@@ -295,21 +295,28 @@ class _Stream:
                     fut.cancel()
                 bar.close()
 
-    def _model_cuts(self, progress: bool) -> dict[str, list[Any]]:
+    def _model_cuts(self, progress: bool) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """Pass 1 of `slack_scope: model`: per tensor name, its slack cuts and its trimming cuts."""
+        from registry.merge.methods.ties import trim_cuts
         from registry.merge.methods.ties_sv import conflict_margins, plan_model_slack
 
         cuts: dict[str, list[Any]] = {t.name: [] for t in self.plan.tensors}
+        # Trimming is the costly part of every pass: find each tensor's cuts once and keep them
+        # (two ints per input) for the later scans and the merge.
+        trims: dict[str, list[Any]] = {}
         for step in range(len(self.protect)):
             margins = []
             for t, loaded in self._stages(progress, f"slack scan {step + 1}/{len(self.protect)}"):
                 inputs, base = self._ready(t, loaded)
+                if t.name not in trims:
+                    trims[t.name] = trim_cuts(inputs, base, self.densities)
                 found = conflict_margins(inputs, base, weights=self.weights, densities=self.densities,
-                                         protect=self.protect, cuts=cuts[t.name])
+                                         protect=self.protect, cuts=cuts[t.name], trims=trims[t.name])
                 margins.append((t.name, found.cpu()))
             slack = plan_model_slack(margins, slack=self.extra["slack"])
             for name in cuts:
                 cuts[name].append(slack.cuts[name])
-        return cuts
+        return cuts, trims
 
     def _finish_and_write(self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor,
                           tail: torch.Tensor | None) -> None:
@@ -322,7 +329,7 @@ class _Stream:
         roles = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
         report = MergeReport(method=self.spec.name, inputs=labels, roles=roles,
                              protected=self.protect if "protect" in self.spec.extra_parameters else [])
-        model_cuts = self._model_cuts(progress) if self.model_scope else None
+        model_cuts, model_trims = self._model_cuts(progress) if self.model_scope else (None, None)
         on_cpu = self.device == "cpu"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
             last: Future[None] | None = None
@@ -330,8 +337,9 @@ class _Stream:
                 inputs, base = self._ready(t, loaded)
                 stats = TensorStats()
                 extra = dict(self.extra)
-                if model_cuts is not None:
+                if model_cuts is not None and model_trims is not None:
                     extra["cuts"] = model_cuts[t.name]
+                    extra["trims"] = model_trims.get(t.name)  # None (no scan ran): found by the method
                 try:
                     merged = self.spec.fn(inputs, base, weights=self.weights, densities=self.densities,
                                           normalize=self.normalize, lambda_=self.lambda_, stats=stats, **extra)

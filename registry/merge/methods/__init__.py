@@ -53,7 +53,7 @@ METHODS: dict[str, MethodSpec] = {
         default_lambda=1.0,
         fn=merge_ties_sv,
         summary="TIES with sign slack that rescues protected (SFT) parameters (Tao et al. 2024).",
-        extra_parameters=("slack", "protect", "cuts"),
+        extra_parameters=("slack", "protect", "cuts", "trims"),
     ),
 }
 
