@@ -53,3 +53,29 @@ def make_tiny_family() -> Callable[..., DemoFamily]:
         return build_demo_family(root, **options)  # type: ignore[arg-type]
 
     return make
+
+
+def write_stack_family(root: Path, *, tensors: int, rows: int = 1024, cols: int = 1024, seed: int = 1) -> int:
+    """Write base/, a/, b/ under `root`: `tensors` fp32 matrices each, a and b = base + small deltas.
+
+    A minimal Llama-typed checkpoint (config + one safetensors file) with many equal-sized tensors,
+    for tests that need a merge to take a while or to scale (memory, interrupts).
+
+    Returns:
+        The bytes of weights written (three models).
+    """
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 8})
+    base = {f"layers.{i:02d}.weight": 0.02 * torch.randn(rows, cols, generator=generator) for i in range(tensors)}
+    for name in ("base", "a", "b"):
+        state = base if name == "base" else {k: v + 0.01 * torch.randn(v.shape, generator=generator)
+                                             for k, v in base.items()}
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text(config)
+        save_file(state, root / name / "model.safetensors", metadata={"format": "pt"})
+    return 3 * tensors * rows * cols * 4

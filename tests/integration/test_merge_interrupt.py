@@ -10,23 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import save_file
+from tests._fixtures.models import write_stack_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _family(root: Path, tensors: int = 48) -> dict:
-    generator = torch.Generator().manual_seed(1)
-    config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 8})
-    base = {f"layers.{i:02d}.weight": 0.02 * torch.randn(1024, 1024, generator=generator) for i in range(tensors)}
-    for name in ("base", "a", "b"):
-        state = base if name == "base" else {k: v + 0.01 * torch.randn(v.shape, generator=generator)
-                                             for k, v in base.items()}
-        (root / name).mkdir(parents=True)
-        (root / name / "config.json").write_text(config)
-        save_file(state, root / name / "model.safetensors", metadata={"format": "pt"})
+    write_stack_family(root, tensors=tensors, seed=1)
     return {"merge_method": "ties_sv", "base_model": str(root / "base"),
             "models": [{"model": str(root / "a"), "role": "ct", "parameters": {"density": 0.2}},
                        {"model": str(root / "b"), "role": "sft", "parameters": {"density": 0.2}}],

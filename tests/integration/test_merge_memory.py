@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
+from tests._fixtures.models import write_stack_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS, COLS = 1024, 1024  # 4 MiB per fp32 tensor
@@ -40,16 +39,7 @@ print(json.dumps({"delta": status("VmHWM") - before}))
 
 
 def _model_family(root: Path, tensors: int) -> int:
-    generator = torch.Generator().manual_seed(tensors)
-    config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 8})
-    base = {f"layers.{i:02d}.weight": 0.02 * torch.randn(ROWS, COLS, generator=generator) for i in range(tensors)}
-    for name in ("base", "a", "b"):
-        state = base if name == "base" else {k: v + 0.01 * torch.randn(v.shape, generator=generator)
-                                             for k, v in base.items()}
-        (root / name).mkdir(parents=True)
-        (root / name / "config.json").write_text(config)
-        save_file(state, root / name / "model.safetensors", metadata={"format": "pt"})
-    return 3 * tensors * ROWS * COLS * 4
+    return write_stack_family(root, tensors=tensors, rows=ROWS, cols=COLS, seed=tensors)
 
 
 def _peak_delta(root: Path) -> int:
