@@ -61,11 +61,21 @@ class Shape:
 
     def config(self) -> dict[str, object]:
         return {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
-            "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
-            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
-            "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "hidden_act": "silu",
-            "tie_word_embeddings": False, "dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5,
+            "hidden_act": "silu",
+            "tie_word_embeddings": False,
+            "dtype": "bfloat16",
+            "bos_token_id": 1,
+            "eos_token_id": 2,
         }
 
 
@@ -163,9 +173,13 @@ def main() -> None:
     print(f"synthesizing {shape} under {args.work}/models", flush=True)
     models = synthesize(args.work / "models", shape)
     config = {
-        "merge_method": "ties", "base_model": str(models["base"]), "dtype": args.mergekit_dtype,
+        "merge_method": "ties",
+        "base_model": str(models["base"]),
+        "dtype": args.mergekit_dtype,
         "out_dtype": "bfloat16",
-        "models": [{"model": str(models[m]), "parameters": {"weight": 1.0, "density": args.density}} for m in ("ft1", "ft2")],
+        "models": [
+            {"model": str(models[m]), "parameters": {"weight": 1.0, "density": args.density}} for m in ("ft1", "ft2")
+        ],
         "parameters": {"normalize": True},
     }
     config_path = args.work / "ties.yml"
@@ -175,7 +189,16 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     out = args.work / "out"
     commands = {
-        "registry merge": [str(BIN / "registry"), "--quiet", "merge", str(config_path), "--out", str(out), "--device", "cpu"],
+        "registry merge": [
+            str(BIN / "registry"),
+            "--quiet",
+            "merge",
+            str(config_path),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
         "I/O floor": [sys.executable, "-c", IO_FLOOR, *(str(models[m]) for m in ("base", "ft1", "ft2")), str(out)],
     }
     if not args.skip_mergekit:
@@ -187,7 +210,9 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             wall, rss = run_child(cmd, env, args.work / f"{name.replace(' ', '_').replace('/', '')}.log")
             results[name].append((wall, rss))
-            print(f"run {run + 1}: {name:15s} {wall:7.1f} s  {rss:5.2f} GiB  (load {os.getloadavg()[0]:.1f})", flush=True)
+            print(
+                f"run {run + 1}: {name:15s} {wall:7.1f} s  {rss:5.2f} GiB  (load {os.getloadavg()[0]:.1f})", flush=True
+            )
     shutil.rmtree(out, ignore_errors=True)
 
     med = {n: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
@@ -199,8 +224,10 @@ def main() -> None:
     print(f"\nours / I/O floor: time {ours[0] / floor[0]:.2f}x (target <= 1.3x)")
     if "mergekit-yaml" in med:
         theirs = med["mergekit-yaml"]
-        print(f"mergekit / ours: time {theirs[0] / ours[0]:.2f}x faster (target >= 2x), "
-              f"RSS ours/mergekit {ours[1] / theirs[1]:.2f} (target <= 0.5)")
+        print(
+            f"mergekit / ours: time {theirs[0] / ours[0]:.2f}x faster (target >= 2x), "
+            f"RSS ours/mergekit {ours[1] / theirs[1]:.2f} (target <= 0.5)"
+        )
 
 
 if __name__ == "__main__":

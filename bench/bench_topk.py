@@ -82,12 +82,19 @@ def main() -> None:
         m[torch.argsort(x.abs().reshape(-1), descending=True)[:k]] = True
         return m
 
-    print(f"tensor {args.rows}x{args.cols} fp32{' (bf16 values)' if args.bf16 else ''}, k={k}, "
-          f"threads={torch.get_num_threads()}, median of {args.repeat}")
+    print(
+        f"tensor {args.rows}x{args.cols} fp32{' (bf16 values)' if args.bf16 else ''}, k={k}, "
+        f"threads={torch.get_num_threads()}, median of {args.repeat}"
+    )
     reference = None
-    for name, fn in [("radix (ours)", radix), ("radix, chunked (ours)", radix_chunked),
-                     ("sampled 1-pass (ours, ties)", sampled),
-                     ("torch.kthvalue", kthvalue), ("torch.topk", topk), ("argsort (mergekit)", argsort)]:
+    for name, fn in [
+        ("radix (ours)", radix),
+        ("radix, chunked (ours)", radix_chunked),
+        ("sampled 1-pass (ours, ties)", sampled),
+        ("torch.kthvalue", kthvalue),
+        ("torch.topk", topk),
+        ("argsort (mergekit)", argsort),
+    ]:
         seconds, mask = _time(fn, args.repeat)
         mask = mask.reshape(-1)
         if reference is None:

@@ -31,7 +31,10 @@ LLAMA2_7B = {"hidden": 4096, "intermediate": 11008, "heads": 32, "kv_heads": 32,
 
 def _config(models: dict[str, Path], *, dtype: str, out_dtype: str) -> dict[str, object]:
     return {
-        "merge_method": "ties", "base_model": str(models["base"]), "dtype": dtype, "out_dtype": out_dtype,
+        "merge_method": "ties",
+        "base_model": str(models["base"]),
+        "dtype": dtype,
+        "out_dtype": out_dtype,
         "models": [{"model": str(models[m]), "parameters": {"weight": 1.0, "density": 0.2}} for m in ("ft1", "ft2")],
         "parameters": {"normalize": True},
     }
@@ -87,16 +90,21 @@ def main() -> None:
     for path in outs.values():
         shutil.rmtree(path, ignore_errors=True)
     for device in ("cpu", "cuda"):
-        wall, _ = run_child([str(BIN / "registry"), "--quiet", "merge", str(config), "--out", str(outs[device]),
-                             "--device", device], env, logs / f"fp32-{device}.log")
+        wall, _ = run_child(
+            [str(BIN / "registry"), "--quiet", "merge", str(config), "--out", str(outs[device]), "--device", device],
+            env,
+            logs / f"fp32-{device}.log",
+        )
         print(f"fp32 check: registry merge --device {device}: {wall:.1f} s", flush=True)
     differ, total = _compare(outs["cpu"], outs["cuda"])
     print(f"fp32 check: CPU vs CUDA: {differ} of {total} entries differ ({'PASS' if differ == 0 else 'FAIL'})")
     if not args.skip_mergekit:
         run_child([str(BIN / "mergekit-yaml"), str(config), str(outs["mergekit"]), "--cuda"], env, logs / "fp32-mk.log")
         differ_mk, _ = _compare(outs["cuda"], outs["mergekit"])
-        print(f"fp32 check: ours (CUDA) vs mergekit --cuda: {differ_mk} of {total} entries differ "
-              "(allowed only at trimming ties)")
+        print(
+            f"fp32 check: ours (CUDA) vs mergekit --cuda: {differ_mk} of {total} entries differ "
+            "(allowed only at trimming ties)"
+        )
 
     # 2. timing on bf16 inputs
     models = synthesize(args.work / "bf16", Shape(layers=args.layers, **LLAMA2_7B), dtype="bfloat16")
@@ -106,12 +114,25 @@ def main() -> None:
         path = args.work / f"bf16-{dtype}.yml"
         path.write_text(json.dumps(_config(models, dtype=dtype, out_dtype="bfloat16")))
         if dtype == "float32":
-            commands["registry merge --device cuda"] = [str(BIN / "registry"), "--quiet", "merge", str(path),
-                                                        "--out", str(out), "--device", "cuda"]
+            commands["registry merge --device cuda"] = [
+                str(BIN / "registry"),
+                "--quiet",
+                "merge",
+                str(path),
+                "--out",
+                str(out),
+                "--device",
+                "cuda",
+            ]
         if not args.skip_mergekit:
             commands[f"mergekit --cuda ({dtype})"] = [str(BIN / "mergekit-yaml"), str(path), str(out), "--cuda"]
-    commands["I/O floor (CPU)"] = [sys.executable, "-c", IO_FLOOR, *(str(models[m]) for m in ("base", "ft1", "ft2")),
-                                   str(out)]
+    commands["I/O floor (CPU)"] = [
+        sys.executable,
+        "-c",
+        IO_FLOOR,
+        *(str(models[m]) for m in ("base", "ft1", "ft2")),
+        str(out),
+    ]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for run in range(args.runs):
         for name, cmd in commands.items():
@@ -122,8 +143,10 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     print(f"\nLlama-2-7B shape, {args.layers} layers, bf16 inputs; medians of {args.runs}")
     for name, runs in results.items():
-        print(f"{name:32s} {statistics.median(w for w, _ in runs):8.1f} s "
-              f"{statistics.median(m for _, m in runs):6.2f} GiB")
+        print(
+            f"{name:32s} {statistics.median(w for w, _ in runs):8.1f} s "
+            f"{statistics.median(m for _, m in runs):6.2f} GiB"
+        )
 
 
 if __name__ == "__main__":

@@ -21,14 +21,33 @@ if TYPE_CHECKING:
 
 # FLORES-style codes of the paper's languages -> ISO 639-1 (the Hub's `language` field).
 ISO_639_1 = {
-    "ben_Beng": "bn", "tam_Taml": "ta", "tel_Telu": "te", "ory_Orya": "or", "bod_Tibt": "bo",
-    "uig_Arab": "ug", "khk_Cyrl": "mn", "eng_Latn": "en",
+    "ben_Beng": "bn",
+    "tam_Taml": "ta",
+    "tel_Telu": "te",
+    "ory_Orya": "or",
+    "bod_Tibt": "bo",
+    "uig_Arab": "ug",
+    "khk_Cyrl": "mn",
+    "eng_Latn": "en",
 }
 # Higher is more restrictive; an unknown license is treated as the most restrictive of all.
 _LICENSE_RANK = {
-    "mit": 0, "apache-2.0": 0, "bsd-3-clause": 0, "bsd-2-clause": 0, "cc0-1.0": 0, "cc-by-4.0": 1,
-    "openrail": 2, "cc-by-sa-4.0": 3, "llama2": 4, "llama3": 4, "llama3.1": 4, "llama3.2": 4, "gemma": 4,
-    "cc-by-nc-4.0": 5, "cc-by-nc-sa-4.0": 6, "other": 7,
+    "mit": 0,
+    "apache-2.0": 0,
+    "bsd-3-clause": 0,
+    "bsd-2-clause": 0,
+    "cc0-1.0": 0,
+    "cc-by-4.0": 1,
+    "openrail": 2,
+    "cc-by-sa-4.0": 3,
+    "llama2": 4,
+    "llama3": 4,
+    "llama3.1": 4,
+    "llama3.2": 4,
+    "gemma": 4,
+    "cc-by-nc-4.0": 5,
+    "cc-by-nc-sa-4.0": 6,
+    "other": 7,
 }
 CITATIONS = """```bibtex
 @inproceedings{yadav2023ties,
@@ -130,13 +149,21 @@ def build_model_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def _body(recipe: Recipe, inputs: Sequence[CardInput], *, name: str, repo_id: str | None,
-          diagnostics: str | None, eval_results: list[EvalResult] | None) -> str:
+def _body(
+    recipe: Recipe,
+    inputs: Sequence[CardInput],
+    *,
+    name: str,
+    repo_id: str | None,
+    diagnostics: str | None,
+    eval_results: list[EvalResult] | None,
+) -> str:
     langs = ", ".join(recipe.languages()) or "the CT model's language"
     method = recipe.merge_method
     rows = "\n".join(
         f"| {i.role} | `{i.ref.partition('@')[0]}` | {('`' + i.revision + '`') if i.revision else 'local'} "
-        f"| {i.language or ''} | {i.license or 'unknown'} |" for i in inputs
+        f"| {i.language or ''} | {i.license or 'unknown'} |"
+        for i in inputs
     )
     parts = [
         f"# {name}",
@@ -147,9 +174,11 @@ def _body(recipe: Recipe, inputs: Sequence[CardInput], *, name: str, repo_id: st
         "## Recipe\n\nAlso in this repository as `mergeling_recipe.yaml`.\n\n```yaml\n" + recipe.to_yaml() + "```",
     ]
     if diagnostics:
-        parts.append("## Merge diagnostics\n\nFrom `merge_report.json` (share of each input's entries kept after "
-                     "trimming, sign conflicts, and the protected SFT entries the sign election discarded):\n\n"
-                     "```text\n" + diagnostics.rstrip() + "\n```")
+        parts.append(
+            "## Merge diagnostics\n\nFrom `merge_report.json` (share of each input's entries kept after "
+            "trimming, sign conflicts, and the protected SFT entries the sign election discarded):\n\n"
+            "```text\n" + diagnostics.rstrip() + "\n```"
+        )
     if eval_results:
         lines = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value} |" for r in eval_results)
         parts.append("## Evaluation\n\n| task | metric | value |\n|---|---|---|\n" + lines)
@@ -196,5 +225,6 @@ def build_card_for_output(
         raise RecipeError(
             f"{out_dir}: no usable merge_report.json ({exc}); is this a `registry merge` output?", path=str(out_dir)
         ) from None
-    return build_model_card(recipe, inputs, diagnostics=report.get("summary"), repo_id=repo_id,
-                            eval_results=eval_results)
+    return build_model_card(
+        recipe, inputs, diagnostics=report.get("summary"), repo_id=repo_id, eval_results=eval_results
+    )

@@ -47,7 +47,10 @@ def dataset_configs(paths: list[str]) -> list[dict[str, Any]]:
         prefix = folder.replace("/", "-")
         if all(s in SPLIT_NAMES for s in stems) and len({SPLIT_NAMES[s] for s in stems}) == len(stems):
             configs.append(
-                {"config_name": prefix or "default", "data_files": [{"split": SPLIT_NAMES[s], "path": f} for s, f in zip(stems, files, strict=True)]}
+                {
+                    "config_name": prefix or "default",
+                    "data_files": [{"split": SPLIT_NAMES[s], "path": f} for s, f in zip(stems, files, strict=True)],
+                }
             )
         else:
             for stem, f in zip(stems, files, strict=True):
@@ -60,12 +63,16 @@ def dataset_card(paths: list[str], *, readme: str | None) -> str:
     """README text: a front matter with `configs`, then the folder's own README (or a stub)."""
     import yaml
 
-    front = yaml.safe_dump({"configs": dataset_configs(paths), "tags": ["mergeling-eval-data"]}, sort_keys=False, allow_unicode=True)
+    front = yaml.safe_dump(
+        {"configs": dataset_configs(paths), "tags": ["mergeling-eval-data"]}, sort_keys=False, allow_unicode=True
+    )
     body = readme if readme is not None else "# Evaluation data\n\nUploaded by `registry hub seed-data`.\n"
     return f"---\n{front}---\n\n{body}"
 
 
-def seed_data_repo(hub: HubClient, directory: Path, *, repo_id: str, private: bool = False, progress: bool = True) -> str:
+def seed_data_repo(
+    hub: HubClient, directory: Path, *, repo_id: str, private: bool = False, progress: bool = True
+) -> str:
     """Create (or update) dataset repo `repo_id` with the files of `directory`, in one commit.
 
     Args:
@@ -96,4 +103,6 @@ def seed_data_repo(hub: HubClient, directory: Path, *, repo_id: str, private: bo
     add["README.md"] = dataset_card(paths, readme=readme).encode()
     hub.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     logger.info("Uploading %d files from %s to dataset %s", len(add), directory, repo_id)
-    return hub.commit_files(repo_id, repo_type="dataset", message=f"Seed evaluation data from {directory.name}", add=add)
+    return hub.commit_files(
+        repo_id, repo_type="dataset", message=f"Seed evaluation data from {directory.name}", add=add
+    )

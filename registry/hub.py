@@ -80,13 +80,17 @@ class HubClient:
 
     # -- error conversion ---------------------------------------------------------------------
     @contextmanager
-    def _errors(self, what: str, *, repo_id: str | None = None, revision: str | None = None, path: str | None = None) -> Iterator[None]:
+    def _errors(
+        self, what: str, *, repo_id: str | None = None, revision: str | None = None, path: str | None = None
+    ) -> Iterator[None]:
         try:
             yield
         except HubError:
             raise
         except Exception as exc:  # noqa: BLE001 (converted below, or re-raised unchanged)
-            converted = convert_error(exc, what=what, endpoint=self.endpoint, repo_id=repo_id, revision=revision, path=path)
+            converted = convert_error(
+                exc, what=what, endpoint=self.endpoint, repo_id=repo_id, revision=revision, path=path
+            )
             if converted is None:
                 raise
             raise converted from exc
@@ -101,7 +105,9 @@ class HubClient:
         with self._errors("whoami"):
             return str(self.api.whoami()["name"])
 
-    def create_repo(self, repo_id: str, *, repo_type: str = "model", private: bool = False, exist_ok: bool = False) -> str:
+    def create_repo(
+        self, repo_id: str, *, repo_type: str = "model", private: bool = False, exist_ok: bool = False
+    ) -> str:
         """Create a repo; return its web URL.
 
         Raises:
@@ -176,10 +182,16 @@ class HubClient:
     ) -> list[ModelInfo]:
         """Models whose tags include every `filter` value, by `author`, with `search` in the id."""
         with self._errors("list models"):
-            return list(self.api.list_models(filter=filter, author=author, search=search, cardData=card_data, limit=limit))
+            return list(
+                self.api.list_models(filter=filter, author=author, search=search, cardData=card_data, limit=limit)
+            )
 
     def list_datasets(
-        self, *, filter: str | Sequence[str] | None = None, author: str | None = None, search: str | None = None  # noqa: A002
+        self,
+        *,
+        filter: str | Sequence[str] | None = None,
+        author: str | None = None,
+        search: str | None = None,  # noqa: A002
     ) -> list[DatasetInfo]:
         """Dataset repos, filtered as `list_models`."""
         with self._errors("list datasets"):
@@ -208,7 +220,9 @@ class HubClient:
         """
         with self._errors("download", repo_id=repo_id, revision=revision, path=path):
             return Path(
-                self.api.hf_hub_download(repo_id, path, repo_type=repo_type, revision=revision, cache_dir=self.cache_dir)
+                self.api.hf_hub_download(
+                    repo_id, path, repo_type=repo_type, revision=revision, cache_dir=self.cache_dir
+                )
             )
 
     def read_file(self, repo_id: str, path: str, *, repo_type: str = "model", revision: str | None = None) -> bytes:
@@ -320,13 +334,20 @@ class HubClient:
         with self._errors("comment on discussion", repo_id=repo_id):
             self.api.comment_discussion(repo_id, num, comment, repo_type=repo_type)
 
-    def list_discussions(self, repo_id: str, *, repo_type: str = "model", author: str | None = None) -> list[Discussion]:
+    def list_discussions(
+        self, repo_id: str, *, repo_type: str = "model", author: str | None = None
+    ) -> list[Discussion]:
         """The repo's discussions and pull requests, optionally only those opened by `author`."""
         with self._errors("list discussions", repo_id=repo_id):
             return list(self.api.get_repo_discussions(repo_id, repo_type=repo_type, author=author))
 
     def create_webhook(
-        self, *, url: str, watched: Sequence[Mapping[str, str]], domains: Sequence[str] = ("repo", "discussion"), secret: str | None = None
+        self,
+        *,
+        url: str,
+        watched: Sequence[Mapping[str, str]],
+        domains: Sequence[str] = ("repo", "discussion"),
+        secret: str | None = None,
     ) -> WebhookInfo:
         """Register a webhook on `watched` items ({"type": "user"|"org"|"model"|..., "name": ...})."""
         from huggingface_hub import WebhookWatchedItem
@@ -346,12 +367,28 @@ class HubClient:
             self.api.delete_webhook(webhook_id)
 
     # -- refs ----------------------------------------------------------------------------------
-    def create_branch(self, repo_id: str, branch: str, *, repo_type: str = "model", revision: str | None = None, exist_ok: bool = False) -> None:
+    def create_branch(
+        self,
+        repo_id: str,
+        branch: str,
+        *,
+        repo_type: str = "model",
+        revision: str | None = None,
+        exist_ok: bool = False,
+    ) -> None:
         """Create `branch` at `revision` (default: the head of main)."""
         with self._errors("create branch", repo_id=repo_id, revision=revision):
             self.api.create_branch(repo_id, branch=branch, revision=revision, repo_type=repo_type, exist_ok=exist_ok)
 
-    def create_tag(self, repo_id: str, tag: str, *, repo_type: str = "model", revision: str | None = None, message: str | None = None) -> None:
+    def create_tag(
+        self,
+        repo_id: str,
+        tag: str,
+        *,
+        repo_type: str = "model",
+        revision: str | None = None,
+        message: str | None = None,
+    ) -> None:
         """Tag `revision` (default: the head of main)."""
         with self._errors("create tag", repo_id=repo_id, revision=revision):
             self.api.create_tag(repo_id, tag=tag, tag_message=message, revision=revision, repo_type=repo_type)

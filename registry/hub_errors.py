@@ -52,16 +52,16 @@ def convert_error(
         )
     if isinstance(exc, hf.HFValidationError):
         # huggingface_hub checks repo ids before any request; a ValueError with a traceback otherwise.
-        return HubBadRequestError(
-            f"Cannot {what}: {exc}", repo_id=repo_id, status=None, endpoint=endpoint
-        )
+        return HubBadRequestError(f"Cannot {what}: {exc}", repo_id=repo_id, status=None, endpoint=endpoint)
     if isinstance(exc, hf.RevisionNotFoundError):
         return HubRevisionNotFoundError(
             f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
             revision=revision,
             **fields,
         )
-    if isinstance(exc, hf.RemoteEntryNotFoundError) or (isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)):
+    if isinstance(exc, hf.RemoteEntryNotFoundError) or (
+        isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)
+    ):
         return HubEntryNotFoundError(
             f"Cannot {what}: {path or 'the file'!r} does not exist in {repo_id}"
             f"{f' at {revision}' if revision else ''}{where}; list the files with `list_repo_files`",
@@ -87,7 +87,11 @@ def convert_error(
                 f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
             )
         return HubError(f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}", **fields)
-    if isinstance(exc, hf.OfflineModeIsEnabled) or isinstance(exc, hf.LocalEntryNotFoundError) or _is_transport_error(exc):
+    if (
+        isinstance(exc, hf.OfflineModeIsEnabled)
+        or isinstance(exc, hf.LocalEntryNotFoundError)
+        or _is_transport_error(exc)
+    ):
         return HubUnavailableError(
             f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {endpoint} cannot be reached ({type(exc).__name__}). "
             "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",

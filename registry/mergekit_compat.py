@@ -20,13 +20,34 @@ _UNSUPPORTED_TOP = {
     "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
 }
 _UNSUPPORTED_PARAMS = {
-    "rescale": "DARE rescaling", "epsilon": "DELLA", "gamma": "magnitude outliers", "t": "SLERP",
-    "select_topk": "SCE", "k": "model stock", "filter_wise": "model stock",
+    "rescale": "DARE rescaling",
+    "epsilon": "DELLA",
+    "gamma": "magnitude outliers",
+    "t": "SLERP",
+    "select_topk": "SCE",
+    "k": "model stock",
+    "filter_wise": "model stock",
 }
-MERGEKIT_METHODS = frozenset({
-    "slerp", "nuslerp", "multislerp", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
-    "della_linear", "model_stock", "sce", "karcher", "arcee_fusion", "nearswap", "passthrough", "core_space",
-})
+MERGEKIT_METHODS = frozenset(
+    {
+        "slerp",
+        "nuslerp",
+        "multislerp",
+        "dare_ties",
+        "dare_linear",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "della",
+        "della_linear",
+        "model_stock",
+        "sce",
+        "karcher",
+        "arcee_fusion",
+        "nearswap",
+        "passthrough",
+        "core_space",
+    }
+)
 
 
 def refuse_unsupported(data: dict[str, Any], source: str) -> None:
@@ -45,7 +66,10 @@ def refuse_unsupported(data: dict[str, Any], source: str) -> None:
     if data.get("tokenizer_source") == "union":
         raise UnsupportedFeatureError(
             f"{source}: tokenizer_source: union (merged vocabularies) is not supported; "
-            "write base, ct, sft or a model reference", path=source, field="tokenizer_source", value="union",
+            "write base, ct, sft or a model reference",
+            path=source,
+            field="tokenizer_source",
+            value="union",
         )
     blocks: list[tuple[str, Any]] = [("parameters", data.get("parameters"))]
     refs: list[tuple[str, Any]] = [("base_model", data.get("base_model"))]
@@ -60,7 +84,9 @@ def refuse_unsupported(data: dict[str, Any], source: str) -> None:
             raise UnsupportedFeatureError(
                 f"{source}: {field} = {ref!r}: LoRA references (model+lora) are not supported; "
                 "merge the adapter into the model first (peft merge_and_unload) and give its path",
-                path=source, field=field, value=ref,
+                path=source,
+                field=field,
+                value=ref,
             )
     for where, params in blocks:
         if not isinstance(params, dict):
@@ -70,18 +96,26 @@ def refuse_unsupported(data: dict[str, Any], source: str) -> None:
             if name in _UNSUPPORTED_PARAMS:
                 raise UnsupportedFeatureError(
                     f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter; Mergeling implements "
-                    "linear, task_arithmetic, ties and ties_sv only; remove it", path=source, field=field, value=value,
+                    "linear, task_arithmetic, ties and ties_sv only; remove it",
+                    path=source,
+                    field=field,
+                    value=value,
                 )
             if name == "protect":
                 continue
             if isinstance(value, list):
                 kind = "conditional (filter/value)" if any(isinstance(v, dict) for v in value) else "gradient (list)"
                 raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r:.60}: {kind} parameter values are not supported; "
-                    "write one number", path=source, field=field, value=value,
+                    f"{source}: {field} = {value!r:.60}: {kind} parameter values are not supported; write one number",
+                    path=source,
+                    field=field,
+                    value=value,
                 )
             if isinstance(value, dict):
                 raise UnsupportedFeatureError(
                     f"{source}: {field} = {value!r}: conditional parameters (filter/value) are not supported; "
-                    "write one number", path=source, field=field, value=value,
+                    "write one number",
+                    path=source,
+                    field=field,
+                    value=value,
                 )

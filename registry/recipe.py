@@ -23,13 +23,23 @@ Role = Literal["ct", "sft", "base"]
 # What each method accepts comes from its `MethodSpec`; `lambda` scales task vectors, so every
 # method but linear takes it.
 _HAS_LAMBDA = {"task_arithmetic", "ties", "ties_sv"}
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 # pydantic's type errors say what is wrong; these say what to write (by error type prefix).
 _TYPE_HINTS = {
-    "float": "; write a number, e.g. 0.5", "int": "; write a whole number", "bool": "; write true or false",
-    "string": "; write it as text", "tuple": "; write a list (- item lines)",
-    "dict": "; write a mapping (key: value lines)", "model_type": "; write a mapping (key: value lines)",
+    "float": "; write a number, e.g. 0.5",
+    "int": "; write a whole number",
+    "bool": "; write true or false",
+    "string": "; write it as text",
+    "tuple": "; write a list (- item lines)",
+    "dict": "; write a mapping (key: value lines)",
+    "model_type": "; write a mapping (key: value lines)",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -197,9 +207,7 @@ class Recipe(_Frozen):
     def densities(self) -> tuple[float, ...]:
         """Per-input density: the model's own, else the top-level default, else 1.0 (mergekit)."""
         default = self.parameters.density if self.parameters.density is not None else 1.0
-        return tuple(
-            m.parameters.density if m.parameters.density is not None else default for m in self.merge_inputs()
-        )
+        return tuple(m.parameters.density if m.parameters.density is not None else default for m in self.merge_inputs())
 
     def output_dtype(self) -> str | None:
         """The output dtype name, or None to keep each tensor's dtype from the base."""
@@ -222,8 +230,9 @@ class Recipe(_Frozen):
             return matches[0]
         refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])
         if source not in refs:
-            raise ValueError(f"tokenizer_source must be base, ct, sft or one of the inputs {refs} "
-                             "(optionally as model:<ref>)")
+            raise ValueError(
+                f"tokenizer_source must be base, ct, sft or one of the inputs {refs} (optionally as model:<ref>)"
+            )
         return source
 
     def languages(self) -> tuple[str, ...]:
@@ -287,7 +296,11 @@ def parse_recipe(data: Any, *, overrides: list[str] | tuple[str, ...] = (), sour
             what = "a mergekit method Mergeling does not implement" if method in MERGEKIT_METHODS else "unknown"
             raise UnknownMethodError(
                 f"{source}: merge_method {method!r} is {what}; write one of {', '.join(sorted(METHODS))}",
-                path=source, field="merge_method", value=method, method=method, valid=sorted(METHODS),
+                path=source,
+                field="merge_method",
+                value=method,
+                method=method,
+                valid=sorted(METHODS),
             )
     refuse_unsupported(data, source)
     try:
@@ -312,7 +325,10 @@ def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
             if not part.isdigit() or int(part) >= len(node):
                 raise RecipeError(
                     f"--set {item!r}: {'.'.join(parts[:i]) or 'recipe'} is a list of {len(node)}; "
-                    f"use an index 0..{len(node) - 1}", path=source, field=key, value=part,
+                    f"use an index 0..{len(node) - 1}",
+                    path=source,
+                    field=key,
+                    value=part,
                 )
             if last:
                 node[int(part)] = value
@@ -328,7 +344,9 @@ def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
         else:
             raise RecipeError(
                 f"--set {item!r}: {'.'.join(parts[:i])} is a value, not a mapping; set it directly",
-                path=source, field=key, value=item,
+                path=source,
+                field=key,
+                value=item,
             )
 
 

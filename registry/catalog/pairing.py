@@ -57,7 +57,9 @@ def check_pair(ct: CtEntry, sft: SftEntry) -> PairCheck:
         unverified = [entry.id for entry in (ct, sft) if entry.shape is None]
         if reasons:
             return _verdict(ct, sft, "incompatible", reasons, notes)
-        notes.append("shapes not verified for " + ", ".join(unverified) + ": add them again against a Hub that holds them")
+        notes.append(
+            "shapes not verified for " + ", ".join(unverified) + ": add them again against a Hub that holds them"
+        )
         return _verdict(ct, sft, "unverified", reasons, notes)
     if ct.shape.architecture != sft.shape.architecture or ct.shape.model_type != sft.shape.model_type:
         reasons.append(
@@ -96,17 +98,13 @@ def _vocabulary_reasons(ct: CtEntry, sft: SftEntry, notes: list[str]) -> list[st
     return [f"vocabulary: CT has {ct_vocab} tokens, fewer than the SFT checkpoint's {sft_vocab}"]
 
 
-def _verdict(
-    ct: CtEntry, sft: SftEntry, status: PairStatus, reasons: list[str], notes: list[str]
-) -> PairCheck:
+def _verdict(ct: CtEntry, sft: SftEntry, status: PairStatus, reasons: list[str], notes: list[str]) -> PairCheck:
     return PairCheck(
         ct_id=ct.id, sft_id=sft.id, language=ct.language, status=status, reasons=tuple(reasons), notes=tuple(notes)
     )
 
 
-def find_pairs(
-    entries: Iterable[CtEntry | SftEntry | MergeEntry], *, language: str | None = None
-) -> list[PairCheck]:
+def find_pairs(entries: Iterable[CtEntry | SftEntry | MergeEntry], *, language: str | None = None) -> list[PairCheck]:
     """Check every CT × SFT pair in a catalog.
 
     Args:

@@ -151,7 +151,13 @@ def _verified(hub: ModelHub | None, item: SeedCheckpoint, seed: SeedFile) -> CtE
             tokens=item.tokens, source="seed", note=item.note,
         )  # fmt: skip
     return build_sft_entry(
-        hub, repo=repo, revision=revision, base=base, base_revision=base_revision, data=item.data, source="seed",
+        hub,
+        repo=repo,
+        revision=revision,
+        base=base,
+        base_revision=base_revision,
+        data=item.data,
+        source="seed",
         note=item.note,
     )
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError

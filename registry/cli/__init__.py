@@ -92,6 +92,29 @@ for _module in (merge, demo, catalog, hub, evaluate, lab):
     _module.register(app)
 
 
+def _mount_plugins(root: typer.Typer) -> None:
+    """Mount the command groups other packages declare (entry point group `registry.commands`).
+
+    The bot and the Space import `registry`; `registry` never imports them. They reach the CLI the
+    way any plug-in does, by entry point, so `registry` works unchanged when they are absent.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="registry.commands"):
+        try:
+            group = ep.load()
+        except ModuleNotFoundError as exc:
+            # The declaring package is not importable here (e.g. a partial install): skip that group.
+            if exc.name and ep.value.split(":")[0].startswith(exc.name):
+                logging.getLogger(__name__).debug("command group %s not mounted: %s", ep.name, exc)
+                continue
+            raise
+        root.add_typer(group, name=ep.name)
+
+
+_mount_plugins(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

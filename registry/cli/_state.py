@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import typer
 from rich.console import Console
 
@@ -25,8 +26,12 @@ def cli_state(ctx: typer.Context) -> CliState:
 
 
 def stderr_console() -> Console:
-    """The console for diagnostics (stdout is for results only)."""
-    return Console(stderr=True)
+    """The console for diagnostics (stdout is for results only).
+
+    `soft_wrap`: an error is one line whatever the terminal width (or none, when stderr is a pipe),
+    so scripts can grep it and tests need no COLUMNS workaround.
+    """
+    return Console(stderr=True, soft_wrap=True)
 
 
 def stdout_console() -> Console:

@@ -35,7 +35,9 @@ RegistryOpt = Annotated[
 ]  # fmt: skip
 EndpointOpt = Annotated[
     str | None,
-    typer.Option("--endpoint", envvar="HF_ENDPOINT", rich_help_panel=_HUB_PANEL, help="Hub URL (default: huggingface.co)."),
+    typer.Option(
+        "--endpoint", envvar="HF_ENDPOINT", rich_help_panel=_HUB_PANEL, help="Hub URL (default: huggingface.co)."
+    ),
 ]
 TokenOpt = Annotated[
     str | None,
@@ -70,7 +72,9 @@ def _reference(value: str) -> str:
     return value
 
 
-def _connect(ctx: typer.Context, registry: str | None, endpoint: str | None, token: str | None) -> tuple[HubClient, CatalogStore]:
+def _connect(
+    ctx: typer.Context, registry: str | None, endpoint: str | None, token: str | None
+) -> tuple[HubClient, CatalogStore]:
     """The Hub client and the catalog store, with options inherited from `registry add --...`."""
     from registry.catalog.entries import validate_repo_id
     from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
@@ -105,9 +109,7 @@ def _namespace(hub: HubClient) -> str:
 
 
 # -- add ------------------------------------------------------------------------------------
-add_app = typer.Typer(
-    help="Record a checkpoint in the registry (verified on the Hub first).", no_args_is_help=False
-)
+add_app = typer.Typer(help="Record a checkpoint in the registry (verified on the Hub first).", no_args_is_help=False)
 
 
 @add_app.callback(invoke_without_command=True)
@@ -115,10 +117,13 @@ def add(
     ctx: typer.Context,
     from_file: Annotated[
         Path | None,
-        typer.Option("--from", exists=True, dir_okay=False, help="Seed file of checkpoints (e.g. recipes/registry-seed.yaml)."),
+        typer.Option(
+            "--from", exists=True, dir_okay=False, help="Seed file of checkpoints (e.g. recipes/registry-seed.yaml)."
+        ),
     ] = None,
     no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="With --from: record entries the Hub cannot verify as unverified metadata.")
+        bool,
+        typer.Option("--no-verify", help="With --from: record entries the Hub cannot verify as unverified metadata."),
     ] = False,
     registry: RegistryOpt = None,
     endpoint: EndpointOpt = None,
@@ -195,7 +200,9 @@ def add_sft(
 def _report_added(store: CatalogStore, entry: CtEntry | SftEntry) -> None:
     sha = store.add(entry)
     typer.echo(entry.id)
-    stderr_console().print(f"Added {entry.id} ({entry.repo}@{entry.revision[:7]}) to {store.repo_id} (commit {sha[:7]}).")
+    stderr_console().print(
+        f"Added {entry.id} ({entry.repo}@{entry.revision[:7]}) to {store.repo_id} (commit {sha[:7]})."
+    )
 
 
 # -- list, show, remove ---------------------------------------------------------------------
@@ -246,7 +253,9 @@ def remove(
 # -- pairs and sync -------------------------------------------------------------------------
 def pairs(
     ctx: typer.Context,
-    language: Annotated[str | None, typer.Option(callback=_language, help="Only CT checkpoints of this language.")] = None,
+    language: Annotated[
+        str | None, typer.Option(callback=_language, help="Only CT checkpoints of this language.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     registry: RegistryOpt = None,
     endpoint: EndpointOpt = None,
@@ -318,7 +327,13 @@ def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str
         language = e.language if e.kind == "ct" else (e.data or "")
         revision = e.revision[:7] if e.verified else e.revision
         table.add_row(
-            e.id, e.kind, language, f"{e.repo}@{revision}", str(e.base), vocab, "verified" if e.verified else "unverified"
+            e.id,
+            e.kind,
+            language,
+            f"{e.repo}@{revision}",
+            str(e.base),
+            vocab,
+            "verified" if e.verified else "unverified",
         )
     return table
 

@@ -19,9 +19,9 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    workdir: Annotated[
-        Path, typer.Option(help="Where the tiny models (models/) and the merge (merged/) go.")
-    ] = Path(".mergeling/demo"),
+    workdir: Annotated[Path, typer.Option(help="Where the tiny models (models/) and the merge (merged/) go.")] = Path(
+        ".mergeling/demo"
+    ),
     recipe: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The demo recipe.")] = DEMO_RECIPE,
 ) -> None:
     """Build a tiny base / CT / SFT family offline (once), merge it with recipes/demo-tiny.yaml, print the report.
@@ -51,8 +51,7 @@ def demo(
 
         hf_logging.disable_progress_bar()
         build_demo_family(models, seed=0, ct_extra_vocab=16)
-    overrides = [f"base_model={models / 'base'}", f"models.0.model={models / 'ct'}",
-                 f"models.1.model={models / 'sft'}"]
+    overrides = [f"base_model={models / 'base'}", f"models.0.model={models / 'ct'}", f"models.1.model={models / 'sft'}"]
     parsed = load_recipe(recipe, overrides=overrides)
     plan = plan_merge(parsed)
     out = workdir / "merged"

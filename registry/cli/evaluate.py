@@ -7,7 +7,7 @@ subcommand, `registry eval compare A.json B.json` the comparison.
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +45,7 @@ class DefaultCommandGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     """Where the model runs."""
 
     auto = "auto"
@@ -59,18 +59,27 @@ eval_app = typer.Typer(cls=DefaultCommandGroup, help=_HELP, no_args_is_help=True
 @eval_app.command("run")
 def run_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="A local checkpoint directory, or a Hub repo `owner/name\\[@revision]`.")],
-    suite: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Suite file, e.g. recipes/eval/ben_Beng.yaml.")],
+    model: Annotated[
+        str, typer.Argument(help="A local checkpoint directory, or a Hub repo `owner/name\\[@revision]`.")
+    ],
+    suite: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="Suite file, e.g. recipes/eval/ben_Beng.yaml.")
+    ],
     output: Annotated[
         Path | None, typer.Option(dir_okay=False, help="Write the results JSON here (default: print it on stdout).")
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(exists=True, file_okay=False, help="Local data in the ../shared/data layout (instead of --data-repo)."),
+        typer.Option(
+            exists=True, file_okay=False, help="Local data in the ../shared/data layout (instead of --data-repo)."
+        ),
     ] = None,
     data_repo: Annotated[
         str,
-        typer.Option(envvar="MERGELING_DATA_REPO", help="Hub dataset repo `owner/name\\[@rev]` holding the data (via HF_ENDPOINT)."),
+        typer.Option(
+            envvar="MERGELING_DATA_REPO",
+            help="Hub dataset repo `owner/name\\[@rev]` holding the data (via HF_ENDPOINT).",
+        ),
     ] = "mergeling/eval-data",
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N documents per task (results are labelled as limited).")
@@ -82,16 +91,23 @@ def run_command(
     batch_size: Annotated[int, typer.Option(min=1, help="lm-eval batch size.")] = 8,
     tasks_dir: Annotated[
         Path | None,
-        typer.Option(exists=True, file_okay=False, help="Task configs (default: ../tasks beside the suite's folder).",
-                     rich_help_panel="Advanced"),
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Task configs (default: ../tasks beside the suite's folder).",
+            rich_help_panel="Advanced",
+        ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="Results cache (default: $MERGELING_CACHE/eval or ~/.cache/mergeling/eval).",
-                     rich_help_panel="Advanced"),
+        typer.Option(
+            help="Results cache (default: $MERGELING_CACHE/eval or ~/.cache/mergeling/eval).",
+            rich_help_panel="Advanced",
+        ),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the results cache.",
-                                           rich_help_panel="Advanced")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the results cache.", rich_help_panel="Advanced")
+    ] = False,
 ) -> None:
     """Evaluate MODEL on every task of a suite (cached per model and task)."""
     from registry.evaluate.cache import ResultCache, default_cache_dir
@@ -147,8 +163,12 @@ def run_command(
 
 @eval_app.command("compare")
 def compare_command(
-    results: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Results files; the first is the reference.")],
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print GitHub markdown instead of a rich table.")] = False,
+    results: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="Results files; the first is the reference.")
+    ],
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print GitHub markdown instead of a rich table.")
+    ] = False,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="Column name per results file (repeat, in order).")
     ] = None,
@@ -167,5 +187,3 @@ def compare_command(
 def register(app: typer.Typer) -> None:
     """Mount `registry eval` (a command and a group: see DefaultCommandGroup)."""
     app.add_typer(eval_app, name="eval")
-
-

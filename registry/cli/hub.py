@@ -10,11 +10,15 @@ import typer
 from registry.cli._state import cli_state, stderr_console
 from registry.errors import HubError
 
-hub_app = typer.Typer(help="The embedded Hub-compatible server: serve, tokens, seed evaluation data.", no_args_is_help=True)
+hub_app = typer.Typer(
+    help="The embedded Hub-compatible server: serve, tokens, seed evaluation data.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Access tokens of an embedded hub.", no_args_is_help=True)
 hub_app.add_typer(token_app, name="token")
 
-DataDir = Annotated[Path, typer.Option("--data", help="The hub's data directory (repos, blobs, accounts).", file_okay=False)]
+DataDir = Annotated[
+    Path, typer.Option("--data", help="The hub's data directory (repos, blobs, accounts).", file_okay=False)
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -25,10 +29,15 @@ def register(app: typer.Typer) -> None:
 @hub_app.command("serve")
 def serve(
     data: DataDir,
-    host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless others must reach it.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless others must reach it.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.", min=0, max=65535)] = 8780,
     lfs_threshold: Annotated[
-        int, typer.Option(help="Files this big (bytes) go through LFS for clients with Xet off.", min=1, rich_help_panel="Limits")
+        int,
+        typer.Option(
+            help="Files this big (bytes) go through LFS for clients with Xet off.", min=1, rich_help_panel="Limits"
+        ),
     ] = 10 * 1024 * 1024,
 ) -> None:
     """Serve a Hub-compatible API on HOST:PORT over --data; prints the URL as the first stdout line.
@@ -52,7 +61,9 @@ def serve(
 
     signal.signal(signal.SIGTERM, _terminate)
     typer.echo(hub.url)
-    stderr_console().print(f"Serving {data} at {hub.url} (Ctrl-C to stop). Clients: HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1")
+    stderr_console().print(
+        f"Serving {data} at {hub.url} (Ctrl-C to stop). Clients: HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1"
+    )
     try:
         hub.server.serve_forever()
     except KeyboardInterrupt:
@@ -80,7 +91,9 @@ def token_create(
     except ValueError as exc:
         raise HubError(f"Cannot create a token: {exc}") from None
     role = "write" if write else "read"
-    stderr_console().print(f"Created a {role} token for {user!r}{f' (member of {org!r})' if org else ''}. Store it now:")
+    stderr_console().print(
+        f"Created a {role} token for {user!r}{f' (member of {org!r})' if org else ''}. Store it now:"
+    )
     typer.echo(token)
 
 
@@ -100,7 +113,9 @@ def _repo_id(value: str) -> str:
 @hub_app.command("seed-data")
 def seed_data(
     ctx: typer.Context,
-    directory: Annotated[Path, typer.Argument(help="A folder laid out like ../shared/data.", exists=True, file_okay=False)],
+    directory: Annotated[
+        Path, typer.Argument(help="A folder laid out like ../shared/data.", exists=True, file_okay=False)
+    ],
     repo: Annotated[str, typer.Option(callback=_repo_id, help="The dataset repo to create or update, OWNER/NAME.")],
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
     token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
@@ -111,8 +126,8 @@ def seed_data(
     Files keep their paths, so `registry eval --data-repo OWNER/NAME` finds them; the README gets
     `configs:` so `datasets.load_dataset(REPO, "sib200-ben_Beng")` works too.
     """
-    from registry.hub import HubClient
     from registry.datarepo import seed_data_repo
+    from registry.hub import HubClient
 
     client = HubClient(endpoint=endpoint, token=token)
     sha = seed_data_repo(client, directory, repo_id=repo, private=private, progress=cli_state(ctx).progress)

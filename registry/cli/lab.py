@@ -90,8 +90,9 @@ def build(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    result = build_lab(out, config=config, data_dir=resolved, overwrite=overwrite, resume=resume,
-                       progress=cli_state(ctx).progress)
+    result = build_lab(
+        out, config=config, data_dir=resolved, overwrite=overwrite, resume=resume, progress=cli_state(ctx).progress
+    )
     manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
     if json_output:
         typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -102,8 +103,10 @@ def build(
 
 def push(
     ctx: typer.Context,
-    lab_dir: Annotated[Path, typer.Argument(help="A `registry lab build --out` directory (holds lab.json).",
-                                            exists=True, file_okay=False)],
+    lab_dir: Annotated[
+        Path,
+        typer.Argument(help="A `registry lab build --out` directory (holds lab.json).", exists=True, file_okay=False),
+    ],
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
     token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
@@ -127,7 +130,9 @@ def push(
     for name, entry in sorted(checkpoints.items(), key=lambda item: item[1]["role"] != "base"):
         folder = lab_dir / name
         if not (folder / "config.json").is_file():
-            raise LabError(f"{folder} is missing or incomplete: rebuild with `registry lab build --out {lab_dir} --resume`")
+            raise LabError(
+                f"{folder} is missing or incomplete: rebuild with `registry lab build --out {lab_dir} --resume`"
+            )
         client.create_repo(entry["repo_id"], private=private, exist_ok=True)
         sha = client.upload_folder(folder, entry["repo_id"], message=f"Upload lab checkpoint {name}")
         stderr_console().print(f"Pushed {name} to {entry['repo_id']}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +12,7 @@ import typer
 from registry.cli._state import cli_state, stderr_console
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
@@ -27,20 +27,28 @@ def merge(
     ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The recipe YAML (mergekit-style).")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", file_okay=True, help="Output model directory (must not exist unless --overwrite).")
+        Path | None,
+        typer.Option("--out", "-o", file_okay=True, help="Output model directory (must not exist unless --overwrite)."),
     ] = None,
-    device: Annotated[Device, typer.Option(help="Where to compute (fp32); auto picks CUDA when present.")] = Device.auto,
+    device: Annotated[
+        Device, typer.Option(help="Where to compute (fp32); auto picks CUDA when present.")
+    ] = Device.auto,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and run every check (headers, NaN/Inf scan), compute nothing.")
     ] = False,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a recipe value, e.g. --set parameters.slack=0.1 (repeatable).",
-                     show_default=False),
+        typer.Option(
+            "--set", help="Override a recipe value, e.g. --set parameters.slack=0.1 (repeatable).", show_default=False
+        ),
     ] = None,
     remote_checks: Annotated[
-        bool, typer.Option("--remote-checks", help="With --dry-run: read config, tokenizer and safetensors headers "
-                           "of Hub inputs that are not cached (a few MB, needs the Hub) instead of skipping them.")
+        bool,
+        typer.Option(
+            "--remote-checks",
+            help="With --dry-run: read config, tokenizer and safetensors headers "
+            "of Hub inputs that are not cached (a few MB, needs the Hub) instead of skipping them.",
+        ),
     ] = False,
     shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.")] = "5GB",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
@@ -82,13 +90,24 @@ def merge(
         for line in plan.skipped:
             console.print(f"[yellow]Skipped:[/] {line}")
         if json_output:
-            typer.echo(json.dumps({
-                "recipe": str(recipe), "recipe_hash": parsed.recipe_hash(), "complete": plan.complete,
-                "skipped": plan.skipped, "warnings": plan.warnings,
-                "inputs": [{"ref": s.ref, "path": str(s.path) if s.path else None, "commit": s.commit}
-                           for s in plan.sources],
-                "tensors": len(plan.tensors), "parameters": sum(t.numel for t in plan.tensors),
-            }, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "recipe": str(recipe),
+                        "recipe_hash": parsed.recipe_hash(),
+                        "complete": plan.complete,
+                        "skipped": plan.skipped,
+                        "warnings": plan.warnings,
+                        "inputs": [
+                            {"ref": s.ref, "path": str(s.path) if s.path else None, "commit": s.commit}
+                            for s in plan.sources
+                        ],
+                        "tensors": len(plan.tensors),
+                        "parameters": sum(t.numel for t in plan.tensors),
+                    },
+                    indent=2,
+                )
+            )
         else:
             typer.echo(plan.describe())
             verdict = "every check passed" if plan.complete else "the checks that ran passed (see Skipped)"
@@ -98,14 +117,29 @@ def merge(
     plan = plan_merge(parsed)
     for line in plan.warnings:
         console.print(f"[yellow]Warning:[/] {line}")
-    result = run_merge(plan, out=out, device=device.value, shard_size=shard_size,  # type: ignore[arg-type]
-                       overwrite=overwrite, progress=state.progress)
+    result = run_merge(
+        plan,
+        out=out,
+        device=device.value,
+        shard_size=shard_size,  # type: ignore[arg-type]
+        overwrite=overwrite,
+        progress=state.progress,
+    )
     if not state.quiet:
         console.print(f"Merged on {result.device} in {result.seconds:.1f} s")
     if json_output:
         report = result.report.to_dict()
-        typer.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
-                               "totals": report["totals"], "shares": report["shares"]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "out": str(result.out),
+                    "files": [str(f) for f in result.files],
+                    "totals": report["totals"],
+                    "shares": report["shares"],
+                },
+                indent=2,
+            )
+        )
     else:
         typer.echo(result.report.summary())
         typer.echo(str(result.out))

@@ -117,9 +117,19 @@ def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | N
             if i == 0:
                 reference, reference_limited = mv.value, task.limited
             delta = mv.value - reference if i > 0 and reference is not None else None
-            cells.append(Cell(value=mv.value, stderr=mv.stderr, delta=delta, n_samples=task.n_samples,
-                              n_total=task.n_total, reference_limited=delta is not None and reference_limited))
-        rows.append(Row(task=task_name, metric=metric, higher_is_better=higher[(task_name, metric)], cells=tuple(cells)))
+            cells.append(
+                Cell(
+                    value=mv.value,
+                    stderr=mv.stderr,
+                    delta=delta,
+                    n_samples=task.n_samples,
+                    n_total=task.n_total,
+                    reference_limited=delta is not None and reference_limited,
+                )
+            )
+        rows.append(
+            Row(task=task_name, metric=metric, higher_is_better=higher[(task_name, metric)], cells=tuple(cells))
+        )
     return Comparison(models=tuple(names), limited=tuple(r.limited for r in records), rows=tuple(rows))
 
 
@@ -161,8 +171,10 @@ def footnote(comparison: Comparison) -> str:
         return ""
     counts = sorted({(c.n_samples, c.n_total) for r in comparison.rows for c in r.cells if c.limited})
     detail = ", ".join(f"{n} of {total}" for n, total in counts)
-    return (f"{LIMIT_MARK} evaluated with --limit on part of the split ({detail} documents): "
-            f"not comparable with full-split results (a {LIMIT_MARK} inside a difference: its reference is).")
+    return (
+        f"{LIMIT_MARK} evaluated with --limit on part of the split ({detail} documents): "
+        f"not comparable with full-split results (a {LIMIT_MARK} inside a difference: its reference is)."
+    )
 
 
 def render_markdown(comparison: Comparison) -> str:

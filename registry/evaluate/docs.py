@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 def content_order(rows: list[dict[str, object]]) -> list[int]:
     """Indices of `rows` sorted by the sha256 of each row's canonical JSON (ties keep file order)."""
-    keys = [hashlib.sha256(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
-            for r in rows]
+    keys = [
+        hashlib.sha256(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
+        for r in rows
+    ]
     return sorted(range(len(rows)), key=lambda i: (keys[i], i))
 
 

@@ -87,7 +87,7 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, int]:
 
 
 def _split_prefix(text: str) -> tuple[str, str]:
-    """"প্রশ্ন: রজারের ..." -> ("প্রশ্ন:", "রজারের ...")."""
+    """ "প্রশ্ন: রজারের ..." -> ("প্রশ্ন:", "রজারের ...")."""
     head, sep, rest = text.partition(":")
     if not sep:
         raise ValueError(f"MGSM exemplar does not start with a localised 'Question:'/'Answer:' label: {text[:40]!r}")
@@ -121,7 +121,13 @@ def load_mgsm(*, data_files: dict[str, str], **_: Any) -> datasets.DatasetDict:
     for ex in exemplars:
         _, question = _split_prefix(ex["q"])
         _, answer = _split_prefix(ex["a"])
-        shots.append({"prompt": f"{q_label} {question}\n{a_label}", "target": answer, "answer_number": float(ex["answer_number"])})
+        shots.append(
+            {
+                "prompt": f"{q_label} {question}\n{a_label}",
+                "target": answer,
+                "answer_number": float(ex["answer_number"]),
+            }
+        )
     problems = []
     for line in Path(data_files["test"]).read_text("utf-8").splitlines():
         if line:

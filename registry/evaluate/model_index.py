@@ -29,8 +29,9 @@ def _dataset(task: TaskResult) -> tuple[str, str, str, str]:
     return task_type, dataset_type, dataset_name, config
 
 
-def to_eval_results(record: EvalRecord, *, source_url: str | None = None,
-                    source_name: str = "Mergeling registry eval") -> list[EvalResult]:
+def to_eval_results(
+    record: EvalRecord, *, source_url: str | None = None, source_name: str = "Mergeling registry eval"
+) -> list[EvalResult]:
     """One EvalResult per (task, metric) of `record`.
 
     Args:

@@ -144,7 +144,9 @@ def load_record(path: Path) -> EvalRecord:
     try:
         return EvalRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise EvaluationError(f"Results file {path} does not exist; write one with `registry eval ... --output`.") from exc
+        raise EvaluationError(
+            f"Results file {path} does not exist; write one with `registry eval ... --output`."
+        ) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         raise EvaluationError(

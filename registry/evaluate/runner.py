@@ -327,8 +327,13 @@ def evaluate_model(
     lm: LM | None = None
     results: list[TaskResult] = []
     for item in planned:
-        key = cache_key(model_key=model.identity.key, task_hash=item.task_hash, num_fewshot=item.num_fewshot,
-                        limit=item.limit, lm_eval_version=version)
+        key = cache_key(
+            model_key=model.identity.key,
+            task_hash=item.task_hash,
+            num_fewshot=item.num_fewshot,
+            limit=item.limit,
+            lm_eval_version=version,
+        )
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
             log.info("%s: cached result (%s)", item.spec.name, key[:12])
@@ -338,8 +343,12 @@ def evaluate_model(
             log.info("Loading %s on %s", model.path, device)
             with harness_progress(enabled=progress):
                 lm = load_lm(model.path, device=device, batch_size=batch_size)
-        log.info("%s: %d-shot, %s", item.spec.name, item.num_fewshot,
-                 f"limit {item.limit}" if item.limit else "all documents")
+        log.info(
+            "%s: %d-shot, %s",
+            item.spec.name,
+            item.num_fewshot,
+            f"limit {item.limit}" if item.limit else "all documents",
+        )
         result = run_task(lm, item, data_dir=data_dir, progress=progress).model_copy(update={"device": device})
         if cache is not None:
             cache.put(key, result)

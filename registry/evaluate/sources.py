@@ -29,8 +29,17 @@ log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 # Files whose bytes decide what a model computes (weights, shapes, tokenization).
-_IDENTITY_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "config.json",
-                      "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
+_IDENTITY_PATTERNS = (
+    "*.safetensors",
+    "*.bin",
+    "*.safetensors.index.json",
+    "*.bin.index.json",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -62,8 +71,9 @@ def hash_model_files(model_dir: Path, *, progress: bool = False) -> str:
             path=str(model_dir),
         )
     digest = hashlib.sha256()
-    with progress_bar(total=sum(p.stat().st_size for p in files), desc="hash weights", unit="B",
-                      unit_scale=True, enabled=progress) as bar:
+    with progress_bar(
+        total=sum(p.stat().st_size for p in files), desc="hash weights", unit="B", unit_scale=True, enabled=progress
+    ) as bar:
         for path in files:
             digest.update(f"\0{path.name}\0".encode())
             with path.open("rb") as fh:
@@ -94,8 +104,10 @@ def model_files_to_fetch(files: Iterable[str]) -> list[str]:
             continue
         if name.endswith((weights, f"{weights}.index.json")) and not name.startswith(("optimizer", "training_args")):
             keep.append(name)
-        elif (name.endswith(".json") and not name.endswith(".index.json")) or name.startswith("tokenizer") or name.endswith(
-            (".model", ".tiktoken", ".txt")
+        elif (
+            (name.endswith(".json") and not name.endswith(".index.json"))
+            or name.startswith("tokenizer")
+            or name.endswith((".model", ".tiktoken", ".txt"))
         ):
             keep.append(name)
     return sorted(keep)
@@ -144,7 +156,9 @@ def resolve_model(reference: str, *, hub: HubClient | None = None, progress: boo
     sha = _snapshot_sha(hub, snapshot, repo_id=repo_id, repo_type="model", revision=revision)
     return ResolvedModel(
         path=snapshot,
-        identity=ModelIdentity(reference=reference, repo_id=repo_id, revision=revision, sha=sha, local_path=str(snapshot)),
+        identity=ModelIdentity(
+            reference=reference, repo_id=repo_id, revision=revision, sha=sha, local_path=str(snapshot)
+        ),
     )
 
 

@@ -166,14 +166,18 @@ def load_task(path: Path) -> TaskSpec:
         data = {**base, **data}
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
-        raise EvaluationError(f"Task config {path} lacks {', '.join(missing)}; see recipes/tasks/README.md.", task=path.stem)
+        raise EvaluationError(
+            f"Task config {path} lacks {', '.join(missing)}; see recipes/tasks/README.md.", task=path.stem
+        )
     if data["output_type"] not in _OUTPUT_TYPES:
         raise EvaluationError(
             f"Task config {path}: output_type {data['output_type']!r} is not one of {', '.join(_OUTPUT_TYPES)}.",
             task=path.stem,
         )
     if data["task"] != path.stem:
-        raise EvaluationError(f"Task config {path} declares task {data['task']!r}; rename the file or the task to match.")
+        raise EvaluationError(
+            f"Task config {path} declares task {data['task']!r}; rename the file or the task to match."
+        )
     return TaskSpec(name=str(data["task"]), path=path, config=data)
 
 

@@ -39,8 +39,9 @@ class Checkpoint:
         if self.format == "bin":
             return self._bin[name]
         if self.format == "headers":
-            raise CheckpointError(f"{self.path}: a header-only view has no tensor data ({name!r})",
-                                  path=str(self.path), tensor=name)
+            raise CheckpointError(
+                f"{self.path}: a header-only view has no tensor data ({name!r})", path=str(self.path), tensor=name
+            )
         info = self.tensors[name]
         return self._files[info.path].read(name)
 
@@ -74,7 +75,9 @@ def read_config(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{file}: cannot read config ({exc}); re-save the model", path=str(file)) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: config is not a JSON object; re-save the model with save_pretrained", path=str(file))
+        raise CheckpointError(
+            f"{file}: config is not a JSON object; re-save the model with save_pretrained", path=str(file)
+        )
     return data
 
 
@@ -91,7 +94,9 @@ def weight_files(path: Path) -> tuple[str, list[Path], dict[str, Path] | None]:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
                 mapping = {str(k): path / str(v) for k, v in weight_map.items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise CheckpointError(f"{index}: not a valid shard index ({exc!r}); re-download the checkpoint", path=str(index)) from None
+                raise CheckpointError(
+                    f"{index}: not a valid shard index ({exc!r}); re-download the checkpoint", path=str(index)
+                ) from None
             files = sorted(set(mapping.values()))
             for file in files:
                 if not file.is_file():
@@ -111,11 +116,13 @@ def weight_files(path: Path) -> tuple[str, list[Path], dict[str, Path] | None]:
     if len(single) > 1:
         raise CheckpointError(
             f"{path}: several .safetensors files ({', '.join(f.name for f in single[:3])}, ...) and no "
-            f"{ST_INDEX}; add the index or keep one model file", path=str(path),
+            f"{ST_INDEX}; add the index or keep one model file",
+            path=str(path),
         )
     raise CheckpointError(
         f"{path}: no weights found (model.safetensors, a shard index, or pytorch_model.bin); "
-        "check the path or download the checkpoint", path=str(path),
+        "check the path or download the checkpoint",
+        path=str(path),
     )
 
 
@@ -162,7 +169,8 @@ def _open_safetensors(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Pa
                 raise CheckpointError(
                     f"{ckpt.path}: tensor {name!r} is in both {ckpt.tensors[name].path.name} and {file.name}; "
                     "remove the stale file (two saves mixed in one directory)",
-                    path=str(file), tensor=name,
+                    path=str(file),
+                    tensor=name,
                 )
             ckpt.tensors[name] = info
     if mapping is not None:
@@ -171,7 +179,8 @@ def _open_safetensors(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Pa
                 raise CheckpointError(
                     f"{ST_INDEX} in {ckpt.path} says {name!r} is in {file.name}, but that shard does not hold it; "
                     "re-download the checkpoint (index and shards are from different saves)",
-                    path=str(file), tensor=name,
+                    path=str(file),
+                    tensor=name,
                 )
 
 
@@ -191,14 +200,18 @@ def _load_bin(ckpt: Checkpoint, files: list[Path], mapping: dict[str, Path] | No
                 path=str(file),
             ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{file}: not a state dict of tensors; give a checkpoint saved with save_pretrained",
-                                  path=str(file))
+            raise CheckpointError(
+                f"{file}: not a state dict of tensors; give a checkpoint saved with save_pretrained", path=str(file)
+            )
         for name, tensor in state.items():
             if mapping is not None and mapping.get(name) != file:
                 continue
             if name in ckpt.tensors:
-                raise CheckpointError(f"{ckpt.path}: tensor {name!r} appears twice; re-download the checkpoint",
-                                      path=str(file), tensor=name)
+                raise CheckpointError(
+                    f"{ckpt.path}: tensor {name!r} appears twice; re-download the checkpoint",
+                    path=str(file),
+                    tensor=name,
+                )
             tensor = tensor.contiguous()
             ckpt._bin[name] = tensor
             nbytes = tensor.numel() * tensor.element_size()

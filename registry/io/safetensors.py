@@ -23,14 +23,39 @@ if TYPE_CHECKING:
     import torch
 
 DTYPE_SIZES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})  # the dtypes Mergeling merges
 _TORCH_NAMES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
 }
 _MAX_HEADER = 100 * 1024 * 1024
 _MAX_READ = 1 << 30  # one preadv call; Linux caps a single read near 2 GiB anyway
@@ -65,8 +90,9 @@ def dtype_code(dtype: torch.dtype) -> str:
     for code, torch_name in _TORCH_NAMES.items():
         if torch_name == name:
             return code
-    raise CheckpointError(f"dtype {dtype} cannot be stored in safetensors; set dtype: float32, bfloat16 or float16",
-                          dtype=str(dtype))
+    raise CheckpointError(
+        f"dtype {dtype} cannot be stored in safetensors; set dtype: float32, bfloat16 or float16", dtype=str(dtype)
+    )
 
 
 def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -93,8 +119,9 @@ def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]
                 raise _bad(path, f"header length {length} does not fit the file of {size} bytes (truncated?)")
             raw = fh.read(length)
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}; check the file and its permissions",
-                              path=str(path)) from None
+        raise CheckpointError(
+            f"cannot read {path}: {exc.strerror or exc}; check the file and its permissions", path=str(path)
+        ) from None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -130,13 +157,18 @@ def _parse_entry(path: Path, name: str, entry: Any, data_start: int) -> TensorIn
         raise _bad(path, f"tensor {name!r}: unknown dtype {code!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
         raise _bad(path, f"tensor {name!r}: data_offsets {offsets!r} must be [begin, end] with 0 <= begin <= end")
     nbytes = math.prod(shape) * DTYPE_SIZES[code]
     if offsets[1] - offsets[0] != nbytes:
         raise _bad(
-            path, f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but shape {shape} "
+            path,
+            f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but shape {shape} "
             f"x {code} needs {nbytes} (header lies about offsets)",
         )
     return TensorInfo(name, code, tuple(shape), path, data_start + offsets[0], nbytes)
@@ -145,7 +177,8 @@ def _parse_entry(path: Path, name: str, entry: Any, data_start: int) -> TensorIn
 def _bad(path: Path, reason: str) -> CheckpointError:
     return CheckpointError(
         f"{path}: not a valid safetensors file: {reason}; re-download or re-save the checkpoint",
-        path=str(path), reason=reason,
+        path=str(path),
+        reason=reason,
     )
 
 
@@ -166,7 +199,8 @@ def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
             raise CheckpointError(
                 f"{info.path}: tensor {info.name!r} ends past the end of the file (truncated while reading?); "
                 "re-download the checkpoint",
-                path=str(info.path), tensor=info.name,
+                path=str(info.path),
+                tensor=info.name,
             )
         done += got
     return buf.view(torch_dtype(info.dtype)).reshape(info.shape)

@@ -197,9 +197,7 @@ def _train(
         last_loss=sum(losses[-10:]) / len(losses[-10:]),
         seconds=seconds,
     )
-    logger.info(
-        "%s: %d steps, loss %.3f -> %.3f, %.0f s", desc, steps, result.first_loss, result.last_loss, seconds
-    )
+    logger.info("%s: %d steps, loss %.3f -> %.3f, %.0f s", desc, steps, result.first_loss, result.last_loss, seconds)
     return result
 
 

@@ -32,7 +32,9 @@ class EmbeddedHub:
         return self.server.url
 
     @classmethod
-    def create(cls, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, config: HubConfig | None = None) -> EmbeddedHub:
+    def create(
+        cls, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, config: HubConfig | None = None
+    ) -> EmbeddedHub:
         """Bind a server on `host:port` (0: a free port) over `data_dir`, not yet serving.
 
         Raises:
@@ -51,7 +53,9 @@ class EmbeddedHub:
         return cls(app=app, server=server)
 
     @classmethod
-    def start(cls, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, config: HubConfig | None = None) -> EmbeddedHub:
+    def start(
+        cls, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, config: HubConfig | None = None
+    ) -> EmbeddedHub:
         """`create`, then serve from a background thread."""
         hub = cls.create(data_dir, host=host, port=port, config=config)
         hub.server.start()

@@ -84,7 +84,9 @@ class LocalHub:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
-            raise OSError(f"Another hub server is already using {self.data_dir}; stop it or use another --data") from None
+            raise OSError(
+                f"Another hub server is already using {self.data_dir}; stop it or use another --data"
+            ) from None
         self.config = config or HubConfig()
         self.storage = Storage(self.data_dir)
         # Uploads interrupted by a crash leave partial files here; we hold the lock, so none is live.
@@ -240,7 +242,9 @@ class LocalHub:
             ("refs", "GET"): lambda: routes_repos.refs(self, req, repo_type, repo_id),
             ("commits", "GET"): lambda: routes_repos.commits(self, req, repo_type, repo_id, revision=tail or "main"),
             ("branch", "POST"): lambda: routes_repos.create_branch(self, req, repo_type, repo_id, branch=tail),
-            ("branch", "DELETE"): lambda: routes_repos.delete_ref(self, req, repo_type, repo_id, kind="heads", name=tail),
+            ("branch", "DELETE"): lambda: routes_repos.delete_ref(
+                self, req, repo_type, repo_id, kind="heads", name=tail
+            ),
             ("tag", "POST"): lambda: routes_repos.create_tag(self, req, repo_type, repo_id, revision=tail),
             ("tag", "DELETE"): lambda: routes_repos.delete_ref(self, req, repo_type, repo_id, kind="tags", name=tail),
             ("settings", "PUT"): lambda: routes_repos.settings(self, req, repo_type, repo_id),

@@ -89,7 +89,9 @@ def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
             if header is not None or ops:
                 raise _bad("the header must be the first line, once")
             parent = value.get("parentCommit")
-            if parent is not None and not (isinstance(parent, str) and 4 <= len(parent) <= 40 and all(c in "0123456789abcdef" for c in parent)):
+            if parent is not None and not (
+                isinstance(parent, str) and 4 <= len(parent) <= 40 and all(c in "0123456789abcdef" for c in parent)
+            ):
                 raise _bad(f"parentCommit {parent!r} is not a hex commit id")
             header = CommitHeader(str(value.get("summary") or ""), str(value.get("description") or ""), parent)
             continue
@@ -120,7 +122,9 @@ def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
         elif key == "deletedFile":
             ops.append(Delete(path, folder=False))
         else:
-            raise _bad(f"line {number}: unknown key {key!r} (expected header, file, lfsFile, deletedFile, deletedFolder)")
+            raise _bad(
+                f"line {number}: unknown key {key!r} (expected header, file, lfsFile, deletedFile, deletedFolder)"
+            )
     if header is None:
         raise _bad("empty payload: no header line")
     return header, ops
@@ -229,7 +233,11 @@ def apply_commit(
         for data in pending:
             storage.blobs.put_bytes(data)
         commit_id = store.write_commit(
-            parents=[old_head], title=header.summary or "Update files", message=header.description, author=author, files=files
+            parents=[old_head],
+            title=header.summary or "Update files",
+            message=header.description,
+            author=author,
+            files=files,
         )
         refs = store.refs()
         refs[kind][name] = commit_id

@@ -47,7 +47,9 @@ def _summary(d: dict[str, Any], store: RepoStore) -> dict[str, Any]:
     return {**{k: d[k] for k in keys}, "repo": {"name": store.repo_id, "type": store.repo_type}}
 
 
-def _create(store: RepoStore, who: Principal, *, title: str, description: str, pull_request: bool, base: str = "main") -> dict[str, Any]:
+def _create(
+    store: RepoStore, who: Principal, *, title: str, description: str, pull_request: bool, base: str = "main"
+) -> dict[str, Any]:
     data = _load(store)
     num = data["next"]
     d: dict[str, Any] = {
@@ -88,7 +90,14 @@ def commit_pull_request(
     """
     with hub.locks.get(f"{store.repo_type}/{store.repo_id}"):
         discussions_before, refs_before = _load(store), store.refs()
-        d = _create(store, who, title=header.summary or "Pull request", description=header.description or "", pull_request=True, base=base)
+        d = _create(
+            store,
+            who,
+            title=header.summary or "Pull request",
+            description=header.description or "",
+            pull_request=True,
+            base=base,
+        )
         try:
             result = apply_commit(
                 hub.storage, store, lock=None, kind="prs", name=str(d["num"]), header=header, ops=ops, author=who.name
@@ -114,9 +123,19 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
             if not title:
                 raise HttpError("A discussion needs a non-empty 'title'", status=400, code="BadRequest")
             with lock:
-                d = _create(store, who, title=title, description=str(body.get("description") or ""), pull_request=bool(body.get("pullRequest")))
-            hub.webhooks.emit_discussion(store, scope="discussion", action="create", discussion=d, comment=d["events"][0])
-            return Response.json({"num": d["num"], "url": f"{req.base_url}{web_path(repo_type, repo_id)}/discussions/{d['num']}"})
+                d = _create(
+                    store,
+                    who,
+                    title=title,
+                    description=str(body.get("description") or ""),
+                    pull_request=bool(body.get("pullRequest")),
+                )
+            hub.webhooks.emit_discussion(
+                store, scope="discussion", action="create", discussion=d, comment=d["events"][0]
+            )
+            return Response.json(
+                {"num": d["num"], "url": f"{req.base_url}{web_path(repo_type, repo_id)}/discussions/{d['num']}"}
+            )
     num = rest[0]
     data = _load(store)
     if num not in data["items"]:
@@ -134,7 +153,13 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
         event, key, comment = _apply(hub, store, who, d, action, rest[2:], body)
         _save(store, data)
     scope = "discussion.comment" if action == "comment" else "discussion"
-    hub.webhooks.emit_discussion(store, scope=scope, action="create" if action == "comment" and len(rest) == 2 else "update", discussion=d, comment=comment)
+    hub.webhooks.emit_discussion(
+        store,
+        scope=scope,
+        action="create" if action == "comment" and len(rest) == 2 else "update",
+        discussion=d,
+        comment=comment,
+    )
     return Response.json({key: event} if key else {})
 
 
@@ -143,7 +168,13 @@ def _is_writer(who: Principal, store: RepoStore) -> bool:
 
 
 def _apply(
-    hub: LocalHub, store: RepoStore, who: Principal, d: dict[str, Any], action: str, tail: list[str], body: dict[str, Any]
+    hub: LocalHub,
+    store: RepoStore,
+    who: Principal,
+    d: dict[str, Any],
+    action: str,
+    tail: list[str],
+    body: dict[str, Any],
 ) -> tuple[dict[str, Any] | None, str | None, dict[str, Any] | None]:
     """Change discussion `d` in place; return (event, response key, comment event for webhooks)."""
     may_moderate = _is_writer(who, store) or who.name == d["author"]["name"]
@@ -159,7 +190,12 @@ def _apply(
         if event is None:
             raise HttpError(f"Comment {tail[0]!r} not found in discussion #{d['num']}", status=404)
         if tail[1] == "edit" and event["author"]["name"] == who.name:
-            latest = {"raw": str(body.get("content") or ""), "html": str(body.get("content") or ""), "updatedAt": now_iso(), "author": {"name": who.name}}
+            latest = {
+                "raw": str(body.get("content") or ""),
+                "html": str(body.get("content") or ""),
+                "updatedAt": now_iso(),
+                "author": {"name": who.name},
+            }
             event["data"].update(edited=True, latest=latest, history=[latest, *event["data"]["history"]])
         elif tail[1] == "hide" and _is_writer(who, store):
             event["data"]["hidden"] = True
@@ -167,7 +203,9 @@ def _apply(
             raise HttpError(f"User {who.name!r} may not {tail[1]} this comment", status=403)
         return event, "updatedComment", event
     if not may_moderate:
-        raise HttpError(f"User {who.name!r} may not change discussion #{d['num']}: only its author or repo writers can", status=403)
+        raise HttpError(
+            f"User {who.name!r} may not change discussion #{d['num']}: only its author or repo writers can", status=403
+        )
     if action == "title":
         new = str(body.get("title") or "").strip()
         event = _event("title-change", who.name, {"from": d["title"], "to": new})
@@ -186,7 +224,9 @@ def _apply(
         return event, "newStatus", None
     if action == "merge" and d["isPullRequest"]:
         if not _is_writer(who, store):
-            raise HttpError(f"User {who.name!r} may not merge into {store.repo_id}: a write token is needed", status=403)
+            raise HttpError(
+                f"User {who.name!r} may not merge into {store.repo_id}: a write token is needed", status=403
+            )
         merged = _merge(hub, store, d, who)
         d["status"] = "merged"
         d["changes"]["mergeCommitId"] = merged
@@ -197,7 +237,7 @@ def _apply(
 
 def _merge(hub: LocalHub, store: RepoStore, d: dict[str, Any], who: Principal) -> str:
     """Apply the PR's changes onto its base branch (the caller holds the repo lock)."""
-    from registry.localhub.commits import AddEntry, Delete, Operation
+    from registry.localhub.commits import AddEntry, Delete
 
     refs = store.refs()
     base = d["changes"]["base"].removeprefix("refs/heads/")
@@ -211,7 +251,9 @@ def _merge(hub: LocalHub, store: RepoStore, d: dict[str, Any], who: Principal) -
     for p in sorted(changed):
         ops.append(AddEntry(p, new[p]) if p in new else Delete(p, folder=False))
     header = CommitHeader(summary=f"Merge pull request #{d['num']}: {d['title']}", description="", parent=None)
-    result = apply_commit(hub.storage, store, lock=None, kind="heads", name=base, header=header, ops=ops, author=who.name)
+    result = apply_commit(
+        hub.storage, store, lock=None, kind="heads", name=base, header=header, ops=ops, author=who.name
+    )
     return result.commit_id
 
 
@@ -226,7 +268,13 @@ def _list(req: Request, store: RepoStore) -> Response:
         items = [d for d in items if d["author"]["name"] == author]
     page = req.qint("p")
     start = page * PAGE_SIZE
-    return Response.json({"discussions": [_summary(d, store) for d in items[start : start + PAGE_SIZE]], "count": len(items), "start": start})
+    return Response.json(
+        {
+            "discussions": [_summary(d, store) for d in items[start : start + PAGE_SIZE]],
+            "count": len(items),
+            "start": start,
+        }
+    )
 
 
 def _details(d: dict[str, Any], store: RepoStore) -> dict[str, Any]:
@@ -236,4 +284,3 @@ def _details(d: dict[str, Any], store: RepoStore) -> dict[str, Any]:
         out["filesWithConflicts"] = []
         out["diff"] = ""
     return out
-

@@ -67,7 +67,9 @@ class Body:
             HttpError: 413 when the body exceeds `limit` bytes.
         """
         if self.length is not None and self.length > limit:
-            raise HttpError(f"Request body of {self.length} bytes exceeds the limit of {limit}", status=413, code="PayloadTooLarge")
+            raise HttpError(
+                f"Request body of {self.length} bytes exceeds the limit of {limit}", status=413, code="PayloadTooLarge"
+            )
         total = 0
         source = self._chunked() if self.chunked else self._sized(size)
         for piece in source:
@@ -128,7 +130,9 @@ class Request:
         if not raw:
             return default
         if not raw.isdigit():
-            raise HttpError(f"Query parameter {name}={raw!r} must be a non-negative integer", status=400, code="BadRequest")
+            raise HttpError(
+                f"Query parameter {name}={raw!r} must be a non-negative integer", status=400, code="BadRequest"
+            )
         return int(raw)
 
     def qbool(self, name: str) -> bool:
@@ -148,7 +152,9 @@ class Request:
         except ValueError:
             raise HttpError("Request body is not valid JSON", status=400, code="BadRequest") from None
         if not isinstance(obj, dict):
-            raise HttpError(f"Request body must be a JSON object, not {type(obj).__name__}", status=400, code="BadRequest")
+            raise HttpError(
+                f"Request body must be a JSON object, not {type(obj).__name__}", status=400, code="BadRequest"
+            )
         return obj
 
     @property

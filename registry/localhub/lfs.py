@@ -33,7 +33,9 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
     hub.write_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
     if not isinstance(body, dict) or body.get("operation") != "upload":
-        raise HttpError("Only the 'upload' operation is supported; download files through /resolve", status=400, code="BadRequest")
+        raise HttpError(
+            "Only the 'upload' operation is supported; download files through /resolve", status=400, code="BadRequest"
+        )
     objects = body.get("objects")
     if not isinstance(objects, list):
         raise HttpError("LFS batch body needs an 'objects' list", status=400, code="BadRequest")
@@ -44,7 +46,9 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
             raise HttpError("each LFS batch object must be {'oid', 'size'}", status=400, code="BadRequest")
         oid, size = str(obj.get("oid", "")), obj.get("size")
         if not _OID.match(oid) or not isinstance(size, int) or size < 0:
-            out.append({"oid": oid, "size": size, "error": {"code": 422, "message": f"Invalid oid {oid!r} or size {size!r}"}})
+            out.append(
+                {"oid": oid, "size": size, "error": {"code": 422, "message": f"Invalid oid {oid!r} or size {size!r}"}}
+            )
         elif size > hub.config.max_lfs_bytes:
             msg = f"Object {oid} of {size} bytes exceeds this hub's limit of {hub.config.max_lfs_bytes} bytes"
             out.append({"oid": oid, "size": size, "error": {"code": 422, "message": msg}})
@@ -59,7 +63,11 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
                     "size": size,
                     "authenticated": True,
                     "actions": {
-                        "upload": {"href": f"{req.base_url}/lfs-upload/{oid}?{query}", "header": {}, "expires_in": URL_LIFETIME_S},
+                        "upload": {
+                            "href": f"{req.base_url}/lfs-upload/{oid}?{query}",
+                            "header": {},
+                            "expires_in": URL_LIFETIME_S,
+                        },
                         "verify": {"href": verify, "header": {}},
                     },
                 }
@@ -92,6 +100,10 @@ def verify(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Respons
     hub.read_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
     oid, size = str(body.get("oid", "")), body.get("size")
-    if not _OID.match(oid) or not hub.storage.blobs.exists(oid) or (size is not None and hub.storage.blobs.size(oid) != size):
+    if (
+        not _OID.match(oid)
+        or not hub.storage.blobs.exists(oid)
+        or (size is not None and hub.storage.blobs.size(oid) != size)
+    ):
         raise HttpError(f"LFS object {oid} is not stored (or has another size); upload it again", status=404)
     return Response.json({})

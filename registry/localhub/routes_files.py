@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlencode
 
 from registry.localhub.commits import apply_commit, branch_ref, parse_ndjson
 from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.routes_repos import web_path
 from registry.localhub.names import StorageError, validate_path
+from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import Commit, FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
@@ -76,7 +76,11 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
 def tree_entry(path: str, entry: FileEntry) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "file", "oid": entry.git_oid, "size": entry.size, "path": path}
     if entry.lfs:
-        out["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+        out["lfs"] = {
+            "oid": entry.sha256,
+            "size": entry.size,
+            "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
+        }
     return out
 
 
@@ -191,9 +195,13 @@ def validate_yaml(hub: LocalHub, req: Request) -> Response:
             try:
                 data = yaml.safe_load("\n".join(lines[1:end]))
             except yaml.YAMLError as exc:
-                return Response.json({"errors": [{"message": f"Invalid YAML in README front matter: {exc}"}]}, status=400)
+                return Response.json(
+                    {"errors": [{"message": f"Invalid YAML in README front matter: {exc}"}]}, status=400
+                )
             if data is not None and not isinstance(data, dict):
-                return Response.json({"errors": [{"message": "README front matter must be a YAML mapping"}]}, status=400)
+                return Response.json(
+                    {"errors": [{"message": "README front matter must be a YAML mapping"}]}, status=400
+                )
     return Response.json({"errors": [], "warnings": []})
 
 
@@ -209,7 +217,11 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
     lfs_ok = client_disabled_xet(req)
     out = []
     for item in files:
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("size", 0), int):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("path"), str)
+            or not isinstance(item.get("size", 0), int)
+        ):
             raise HttpError("each preupload file needs a 'path' (and an integer 'size')", status=400, code="BadRequest")
         path = validate_path(item["path"])
         size = item.get("size") or 0
@@ -244,8 +256,12 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
         pr_num, result = discussions.commit_pull_request(hub, store, who=who, header=header, ops=ops, base=name)
     else:
         lock = hub.locks.get(f"{repo_type}/{repo_id}")
-        result = apply_commit(hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name)
-    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)])
+        result = apply_commit(
+            hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name
+        )
+    hub.webhooks.emit_repo(
+        store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)]
+    )
     base = req.base_url + web_path(repo_type, repo_id)
     out: dict[str, Any] = {"commitOid": result.commit_id, "commitUrl": f"{base}/commit/{result.commit_id}"}
     if pr_num is not None:

@@ -168,7 +168,11 @@ def _sibling(path: str, entry: Any, *, blobs: bool) -> dict[str, Any]:
         return {"rfilename": path}
     out: dict[str, Any] = {"rfilename": path, "size": entry.size, "blobId": entry.git_oid}
     if entry.lfs:
-        out["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+        out["lfs"] = {
+            "size": entry.size,
+            "sha256": entry.sha256,
+            "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
+        }
     return out
 
 
@@ -219,7 +223,10 @@ def refs(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
     refs_ = store.refs()
 
     def rows(kind: str, prefix: str) -> list[dict[str, str]]:
-        return [{"name": n if kind != "prs" else f"refs/pr/{n}", "ref": prefix + n, "targetCommit": c} for n, c in sorted(refs_[kind].items())]
+        return [
+            {"name": n if kind != "prs" else f"refs/pr/{n}", "ref": prefix + n, "targetCommit": c}
+            for n, c in sorted(refs_[kind].items())
+        ]
 
     out: dict[str, Any] = {"branches": rows("heads", "refs/heads/"), "converts": [], "tags": rows("tags", "refs/tags/")}
     if req.qbool("include_prs"):
@@ -232,7 +239,13 @@ def commits(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
     formatted = "formatted" in req.query.get("expand[]", []) + req.query.get("expand", [])
     out = []
     for c in store.history(store.resolve(revision)):
-        row: dict[str, Any] = {"id": c.id, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": c.author}]}
+        row: dict[str, Any] = {
+            "id": c.id,
+            "title": c.title,
+            "message": c.message,
+            "date": c.date,
+            "authors": [{"user": c.author}],
+        }
         if formatted:
             row["formatted"] = {"title": c.title, "message": c.message}
         out.append(row)
@@ -260,7 +273,9 @@ def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, 
         start = store.resolve(body.get("startingPoint") or "main")
         refs_["heads"][name] = start
         store.write_refs(refs_)
-    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(f"refs/heads/{name}", None, start)])
+    hub.webhooks.emit_repo(
+        store, scope="repo.content", action="update", updated_refs=[(f"refs/heads/{name}", None, start)]
+    )
     return Response.json({})
 
 
@@ -275,7 +290,9 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
         target = store.resolve(revision or "main")
         refs_["tags"][name] = target
         store.write_refs(refs_)
-    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(f"refs/tags/{name}", None, target)])
+    hub.webhooks.emit_repo(
+        store, scope="repo.content", action="update", updated_refs=[(f"refs/tags/{name}", None, target)]
+    )
     return Response.json({})
 
 
@@ -290,5 +307,7 @@ def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kin
             raise HttpError(f"{what} {name!r} not found in {repo_id}", status=404, code="RevisionNotFound")
         old = refs_[kind].pop(name)
         store.write_refs(refs_)
-    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(f"refs/{kind}/{name}", old, None)])
+    hub.webhooks.emit_repo(
+        store, scope="repo.content", action="update", updated_refs=[(f"refs/{kind}/{name}", old, None)]
+    )
     return Response.json({})

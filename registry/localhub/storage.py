@@ -132,8 +132,7 @@ class BlobStore:
             sha = digest.hexdigest()
             if expected_sha256 is not None and sha != expected_sha256:
                 raise StorageError(
-                    f"Uploaded content hashes to {sha}, not the announced oid {expected_sha256}; "
-                    "re-upload the file",
+                    f"Uploaded content hashes to {sha}, not the announced oid {expected_sha256}; re-upload the file",
                     status=422,
                 )
             target = self.path(sha)
@@ -315,7 +314,9 @@ class Storage:
     def exists(self, repo_type: str, repo_id: str) -> bool:
         return (repo_dir(self.data_dir, repo_type, repo_id) / "refs.json").is_file()
 
-    def create_repo(self, repo_type: str, repo_id: str, *, private: bool, author: str, extra: dict[str, Any]) -> RepoStore:
+    def create_repo(
+        self, repo_type: str, repo_id: str, *, private: bool, author: str, extra: dict[str, Any]
+    ) -> RepoStore:
         """Create a repo with one initial commit (`.gitattributes`) on `main`.
 
         Raises:

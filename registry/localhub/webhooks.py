@@ -93,11 +93,18 @@ class WebhookDispatcher:
             "title": discussion["title"],
             "isPullRequest": discussion["isPullRequest"],
             "status": discussion["status"],
-            "url": {"web": f"{base}/discussions/{discussion['num']}", "api": f"{self.base_url}/api/{store.repo_type}s/{store.repo_id}/discussions/{discussion['num']}"},
+            "url": {
+                "web": f"{base}/discussions/{discussion['num']}",
+                "api": f"{self.base_url}/api/{store.repo_type}s/{store.repo_id}/discussions/{discussion['num']}",
+            },
         }
         if discussion["isPullRequest"]:
             d["changes"] = {"base": discussion["changes"]["base"]}
-        payload: dict[str, Any] = {"event": {"action": action, "scope": scope}, "repo": self._repo(store, head=False), "discussion": d}
+        payload: dict[str, Any] = {
+            "event": {"action": action, "scope": scope},
+            "repo": self._repo(store, head=False),
+            "discussion": d,
+        }
         if comment is not None:
             payload["comment"] = {
                 "id": comment["id"],
@@ -181,13 +188,20 @@ class WebhookDispatcher:
                 return  # the receiver rejected it: retrying would not help
             if attempt < cfg.webhook_attempts and self._stopping.wait(cfg.webhook_backoff_s * 2 ** (attempt - 1)):
                 return  # the server is stopping: pending retries are dropped (and were logged)
-        logger.warning("Webhook %s: giving up on a %s event after %d attempts", hook_id, event["scope"], cfg.webhook_attempts)
+        logger.warning(
+            "Webhook %s: giving up on a %s event after %d attempts", hook_id, event["scope"], cfg.webhook_attempts
+        )
 
     def _log(self, **fields: Any) -> None:
         line = json.dumps({"time": now_iso(), **fields}) + "\n"
         with self._lock, self.log_path.open("a") as fh:
             fh.write(line)
-        logger.info("Webhook %s delivery attempt %s: %s", fields["hook_id"], fields["attempt"], fields["status"] or fields["error"])
+        logger.info(
+            "Webhook %s delivery attempt %s: %s",
+            fields["hook_id"],
+            fields["attempt"],
+            fields["status"] or fields["error"],
+        )
 
     def close(self) -> None:
         """Stop the workers: deliveries in flight finish, queued events and retries are dropped."""
@@ -217,8 +231,14 @@ def _validated(body: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     hook = dict(base)
     if "watched" in body:
         watched = body["watched"]
-        if not isinstance(watched, list) or not all(isinstance(w, dict) and w.get("type") in _WATCH_TYPES and isinstance(w.get("name"), str) for w in watched):
-            raise HttpError(f"'watched' must be a list of {{type, name}} with type in {', '.join(_WATCH_TYPES)}", status=400, code="BadRequest")
+        if not isinstance(watched, list) or not all(
+            isinstance(w, dict) and w.get("type") in _WATCH_TYPES and isinstance(w.get("name"), str) for w in watched
+        ):
+            raise HttpError(
+                f"'watched' must be a list of {{type, name}} with type in {', '.join(_WATCH_TYPES)}",
+                status=400,
+                code="BadRequest",
+            )
         hook["watched"] = [{"type": w["type"], "name": w["name"]} for w in watched]
     if body.get("domains") is not None:
         if not isinstance(body["domains"], list) or not set(body["domains"]) <= set(_DOMAINS) or not body["domains"]:
@@ -226,12 +246,16 @@ def _validated(body: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         hook["domains"] = list(body["domains"])
     if body.get("url") is not None:
         if not str(body["url"]).startswith(("http://", "https://")):
-            raise HttpError(f"Webhook url {body['url']!r} must start with http:// or https://", status=400, code="BadRequest")
+            raise HttpError(
+                f"Webhook url {body['url']!r} must start with http:// or https://", status=400, code="BadRequest"
+            )
         hook["url"] = body["url"]
     if "secret" in body:
         hook["secret"] = body["secret"] or None
     if body.get("jobSourceId") or body.get("secrets"):
-        raise HttpError("Job webhooks are not supported by this hub; give a 'url' instead", status=400, code="BadRequest")
+        raise HttpError(
+            "Job webhooks are not supported by this hub; give a 'url' instead", status=400, code="BadRequest"
+        )
     if not hook.get("url"):
         raise HttpError("A webhook needs a 'url'", status=400, code="BadRequest")
     return hook
@@ -246,7 +270,16 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
             return Response.json([_public(k, v) for k, v in mine.items()])
         if req.method == "POST":
             body = req.json(limit=hub.config.max_json_bytes)
-            hook = _validated(body, {"owner": who.name, "watched": [], "domains": list(_DOMAINS), "disabled": False, "createdAt": now_iso()})
+            hook = _validated(
+                body,
+                {
+                    "owner": who.name,
+                    "watched": [],
+                    "domains": list(_DOMAINS),
+                    "disabled": False,
+                    "createdAt": now_iso(),
+                },
+            )
             hook_id = secrets.token_hex(12)
             with hooks.edit() as current:
                 current[hook_id] = hook

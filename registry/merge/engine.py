@@ -123,8 +123,9 @@ def run_merge(
     for src in plan.sources:
         # --overwrite onto an input (or a folder holding one) would destroy what is being merged.
         if src.path is not None and (target == src.path or target in src.path.parents):
-            raise OutputExistsError(f"--out {out} would replace the input {src.ref}; choose another --out",
-                                    path=str(out))
+            raise OutputExistsError(
+                f"--out {out} would replace the input {src.ref}; choose another --out", path=str(out)
+            )
     dev = resolve_device(device)
     spec = get_method(plan.recipe.merge_method)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +138,9 @@ def run_merge(
     try:
         ckpts = [open_checkpoint(s.path) for s in plan.sources]  # type: ignore[arg-type]
         check_same_base(plan, ckpts)
-        writer = ShardedWriter(tmp, [(t.name, t.dtype, t.shape) for t in plan.tensors],
-                               shard_size=parse_size(shard_size))
+        writer = ShardedWriter(
+            tmp, [(t.name, t.dtype, t.shape) for t in plan.tensors], shard_size=parse_size(shard_size)
+        )
         stream = _Stream(plan, ckpts, spec, dev)
         report = stream.run(writer, progress=progress)
         files = writer.close()
@@ -215,8 +217,13 @@ class _Stream:
         self.model_scope = recipe.merge_method == "ties_sv" and params.slack_scope == "model" and bool(params.slack)
         # linear ignores the base (it is listed for the card and the config only): never read it.
         self.base_index = plan.base_index if spec.needs_base else None
-        self.needed = sorted({*([self.base_index] if self.base_index is not None else []), *plan.input_indices,
-                              *{t.extra_from for t in plan.tensors if t.extra_from is not None}})
+        self.needed = sorted(
+            {
+                *([self.base_index] if self.base_index is not None else []),
+                *plan.input_indices,
+                *{t.extra_from for t in plan.tensors if t.extra_from is not None},
+            }
+        )
 
     def _load(self, t: TensorPlan) -> _Loaded:
         # Runs on the reader thread. On CPU it also does the NaN/Inf checks, so they overlap the
@@ -278,8 +285,9 @@ class _Stream:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-read") as reader:
             pending: deque[tuple[int, Future[_Loaded]]] = deque()
             submitted = in_flight = 0
-            bar = progress_bar(total=sum(t.numel for t in tensors), desc=desc, unit="param",
-                               unit_scale=True, enabled=progress)
+            bar = progress_bar(
+                total=sum(t.numel for t in tensors), desc=desc, unit="param", unit_scale=True, enabled=progress
+            )
             try:
                 for t in tensors:
                     while submitted < len(tensors) and (not pending or in_flight + cost[submitted] <= budget):
@@ -310,16 +318,24 @@ class _Stream:
                 inputs, base = self._ready(t, loaded)
                 if t.name not in trims:
                     trims[t.name] = trim_cuts(inputs, base, self.densities)
-                found = conflict_margins(inputs, base, weights=self.weights, densities=self.densities,
-                                         protect=self.protect, cuts=cuts[t.name], trims=trims[t.name])
+                found = conflict_margins(
+                    inputs,
+                    base,
+                    weights=self.weights,
+                    densities=self.densities,
+                    protect=self.protect,
+                    cuts=cuts[t.name],
+                    trims=trims[t.name],
+                )
                 margins.append((t.name, found.cpu()))
             slack = plan_model_slack(margins, slack=self.extra["slack"])
             for name in cuts:
                 cuts[name].append(slack.cuts[name])
         return cuts, trims
 
-    def _finish_and_write(self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor,
-                          tail: torch.Tensor | None) -> None:
+    def _finish_and_write(
+        self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None
+    ) -> None:
         writer.write(t.name, self._finish(t, merged, tail))
 
     def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
@@ -327,8 +343,12 @@ class _Stream:
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
         roles = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
-        report = MergeReport(method=self.spec.name, inputs=labels, roles=roles,
-                             protected=self.protect if "protect" in self.spec.extra_parameters else [])
+        report = MergeReport(
+            method=self.spec.name,
+            inputs=labels,
+            roles=roles,
+            protected=self.protect if "protect" in self.spec.extra_parameters else [],
+        )
         model_cuts, model_trims = self._model_cuts(progress) if self.model_scope else (None, None)
         on_cpu = self.device == "cpu"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
@@ -341,11 +361,22 @@ class _Stream:
                     extra["cuts"] = model_cuts[t.name]
                     extra["trims"] = model_trims.get(t.name)  # None (no scan ran): found by the method
                 try:
-                    merged = self.spec.fn(inputs, base, weights=self.weights, densities=self.densities,
-                                          normalize=self.normalize, lambda_=self.lambda_, stats=stats, **extra)
+                    merged = self.spec.fn(
+                        inputs,
+                        base,
+                        weights=self.weights,
+                        densities=self.densities,
+                        normalize=self.normalize,
+                        lambda_=self.lambda_,
+                        stats=stats,
+                        **extra,
+                    )
                 except (ValueError, RuntimeError) as exc:
-                    raise MergeError(f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; "
-                                     f"{_fix_for(exc, self.device)}", tensor=t.name, method=self.spec.name) from exc
+                    raise MergeError(
+                        f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; {_fix_for(exc, self.device)}",
+                        tensor=t.name,
+                        method=self.spec.name,
+                    ) from exc
                 del inputs, base
                 report.add(t.name, stats)
                 if last is not None:

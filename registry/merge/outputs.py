@@ -12,8 +12,14 @@ from registry.merge.plan import MergePlan
 from registry.merge.report import MergeReport
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
 )
 RECIPE_FILE = "mergeling_recipe.yaml"
 REPORT_FILE = "merge_report.json"
@@ -30,8 +36,16 @@ def card_inputs(plan: MergePlan) -> list[CardInput]:
             role = "base"
         elif i not in plan.input_indices:
             role = "tokenizer"
-        out.append(CardInput(ref=src.ref, role=role, revision=src.commit, repo_id=src.repo_id,
-                             license=read_card_license(src.path), language=language))
+        out.append(
+            CardInput(
+                ref=src.ref,
+                role=role,
+                revision=src.commit,
+                repo_id=src.repo_id,
+                license=read_card_license(src.path),
+                language=language,
+            )
+        )
     return out
 
 

@@ -24,8 +24,16 @@ if TYPE_CHECKING:
     from registry.hub import HubClient
     from registry.recipe import Recipe
 
-_ARCH_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
-              "num_attention_heads", "num_key_value_heads", "head_dim")
+_ARCH_KEYS = (
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+)
 _SAME_BASE_LIMIT = 1.0  # ||θ - θ0|| / ||θ0||: fine-tunes stay well below, unrelated inits are near √2
 
 
@@ -75,13 +83,17 @@ class MergePlan:
         lines.append(f"  weights {list(recipe.weights())}  densities {list(recipe.densities())}")
         if recipe.merge_method == "ties_sv":
             p = recipe.parameters
-            lines.append(f"  slack {p.slack if p.slack is not None else 0.0}  scope {p.slack_scope or 'tensor'}"
-                         f"  protect {[recipe.merge_inputs()[i].model for i in recipe.protected_indices()]}")
+            lines.append(
+                f"  slack {p.slack if p.slack is not None else 0.0}  scope {p.slack_scope or 'tensor'}"
+                f"  protect {[recipe.merge_inputs()[i].model for i in recipe.protected_indices()]}"
+            )
         if self.tensors:
             total = sum(t.numel for t in self.tensors)
             vocab = [t.name for t in self.tensors if t.extra_from is not None]
-            lines.append(f"  {len(self.tensors)} tensors, {total:,} parameters"
-                         + (f"; extended vocabulary in {', '.join(vocab)}" if vocab else ""))
+            lines.append(
+                f"  {len(self.tensors)} tensors, {total:,} parameters"
+                + (f"; extended vocabulary in {', '.join(vocab)}" if vocab else "")
+            )
         lines += [f"  warning: {w}" for w in self.warnings]
         lines += [f"  skipped: {s}" for s in self.skipped]
         return "\n".join(lines)
@@ -119,8 +131,13 @@ def plan_merge(
     if tok_ref not in refs:
         refs.append(tok_ref)
     sources = [resolve_source(ref, offline=offline, hub=hub) for ref in refs]
-    plan = MergePlan(recipe=recipe, sources=sources, base_index=base_index, input_indices=input_indices,
-                     tokenizer_index=refs.index(tok_ref))
+    plan = MergePlan(
+        recipe=recipe,
+        sources=sources,
+        base_index=base_index,
+        input_indices=input_indices,
+        tokenizer_index=refs.index(tok_ref),
+    )
     missing = [i for i, s in enumerate(sources) if s.path is None]
     if missing and not remote_headers:
         plan.skipped.append(
@@ -130,8 +147,10 @@ def plan_merge(
         )
         return plan
     remote = _remote_headers(plan, missing, hub)
-    checkpoints = [remote[i].checkpoint if i in remote else open_checkpoint(s.path)  # type: ignore[arg-type]
-                   for i, s in enumerate(plan.sources)]
+    checkpoints = [
+        remote[i].checkpoint if i in remote else open_checkpoint(s.path)  # type: ignore[arg-type]
+        for i, s in enumerate(plan.sources)
+    ]
     tok = plan.tokenizer_index
     tokenizer_json = remote[tok].tokenizer_json if tok in remote else plan.sources[tok].path / "tokenizer.json"  # type: ignore[operator]
     try:
@@ -157,8 +176,10 @@ def _remote_headers(plan: MergePlan, missing: list[int], hub: HubClient | None) 
         remote[i] = fetch_headers(src.repo_id, src.revision, hub=client)  # type: ignore[arg-type]
         plan.sources[i] = replace(src, commit=remote[i].commit)
     names = ", ".join(plan.sources[i].ref for i in missing)
-    plan.skipped.append(f"data checks (NaN/Inf, same base) for {names}: they need the weights and run during "
-                        "the merge; headers were read from the Hub")
+    plan.skipped.append(
+        f"data checks (NaN/Inf, same base) for {names}: they need the weights and run during "
+        "the merge; headers were read from the Hub"
+    )
     return remote
 
 
@@ -174,7 +195,8 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
                 raise CompatibilityError(
                     f"{labels[i]} has {key}={ckpt.config.get(key)!r} but {labels[ref]} has {ref_cfg.get(key)!r}: "
                     "different architectures cannot be merged; use fine-tunes of the same base",
-                    model=labels[i], reason=key,
+                    model=labels[i],
+                    reason=key,
                 )
     ref_names = set(ckpts[ref].tensors)
     for i, ckpt in enumerate(ckpts):
@@ -187,7 +209,9 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
             count = len(missing) + len(extra)
             raise CompatibilityError(
                 f"{labels[i]} {what} compared with {labels[ref]}{hint} ({count} tensor names differ); "
-                "merge only checkpoints of the same architecture", model=labels[i], tensor=(missing or extra)[0],
+                "merge only checkpoints of the same architecture",
+                model=labels[i],
+                tensor=(missing or extra)[0],
             )
     vocab = [c.config.get("vocab_size") for c in ckpts]
     out_dtype = plan.recipe.output_dtype()
@@ -199,20 +223,25 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
             if info.dtype not in FLOAT_DTYPES:
                 raise CompatibilityError(
                     f"{labels[i]}: tensor {name!r} has dtype {info.dtype}; only float tensors (F32, F16, BF16, F64) "
-                    "can be merged; dequantize the checkpoint first", model=labels[i], tensor=name,
+                    "can be merged; dequantize the checkpoint first",
+                    model=labels[i],
+                    tensor=name,
                 )
         code = dtype_code(_torch_dtype(out_dtype)) if out_dtype else infos[ref].dtype
         shapes = [info.shape for info in infos]
         if all(s == shapes[ref] for s in shapes):
             plan.tensors.append(TensorPlan(name, shapes[ref], code))
             continue
-        is_vocab = all(len(s) == len(shapes[ref]) and s[1:] == shapes[ref][1:] and s[0] == vocab[i]
-                       for i, s in enumerate(shapes))
+        is_vocab = all(
+            len(s) == len(shapes[ref]) and s[1:] == shapes[ref][1:] and s[0] == vocab[i] for i, s in enumerate(shapes)
+        )
         if not is_vocab:
             bad = next(i for i, s in enumerate(shapes) if s != shapes[ref])
             raise CompatibilityError(
                 f"tensor {name!r}: {labels[bad]} has shape {list(shapes[bad])} but {labels[ref]} has "
-                f"{list(shapes[ref])}; merge only checkpoints of the same architecture", model=labels[bad], tensor=name,
+                f"{list(shapes[ref])}; merge only checkpoints of the same architecture",
+                model=labels[bad],
+                tensor=name,
             )
         tok = plan.tokenizer_index
         used = [plan.base_index] if plan.base_index is not None else []
@@ -221,8 +250,10 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
         rows = shapes[tok][0]
         dropped = [labels[i] for i in used if shapes[i][0] > rows]
         if dropped:
-            plan.warnings.append(f"{name}: rows beyond {rows} of {', '.join(dropped)} are dropped "
-                                 f"(the tokenizer of {labels[tok]} has no ids for them)")
+            plan.warnings.append(
+                f"{name}: rows beyond {rows} of {', '.join(dropped)} are dropped "
+                f"(the tokenizer of {labels[tok]} has no ids for them)"
+            )
         plan.tensors.append(TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok))
     _finish_config(plan, ckpts, tokenizer_json)
 
@@ -243,7 +274,8 @@ def _finish_config(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Pat
         raise CompatibilityError(
             f"the tokenizer of {plan.sources[plan.tokenizer_index].ref} has {size} ids but the merged embedding has "
             f"{config['vocab_size']} rows; set tokenizer_source to the model whose vocabulary matches",
-            model=plan.sources[plan.tokenizer_index].ref, reason="vocabulary",
+            model=plan.sources[plan.tokenizer_index].ref,
+            reason="vocabulary",
         )
 
 
@@ -299,7 +331,10 @@ def check_finite(tensor: Any, *, model: str, name: str) -> None:
         bad = int(finite.numel() - finite.sum())
         raise CompatibilityError(
             f"{model}: tensor {name!r} holds {bad} NaN/Inf values; the checkpoint is corrupt or diverged, "
-            "use another checkpoint", model=model, tensor=name, reason="nan",
+            "use another checkpoint",
+            model=model,
+            tensor=name,
+            reason="nan",
         )
 
 
@@ -324,7 +359,9 @@ def check_same_base(plan: MergePlan, ckpts: list[Checkpoint]) -> None:
                 f"{plan.sources[i].ref} does not look like a fine-tune of {plan.sources[plan.base_index].ref}: "
                 f"on {probe.name} it differs by {distance:.2f}x the base's norm (fine-tunes stay below "
                 f"{_SAME_BASE_LIMIT}); set base_model to the model it was trained from",
-                model=plan.sources[i].ref, tensor=probe.name, reason="base",
+                model=plan.sources[i].ref,
+                tensor=probe.name,
+                reason="base",
             )
 
 

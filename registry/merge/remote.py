@@ -53,11 +53,13 @@ def fetch_headers(repo_id: str, revision: str | None, *, hub: HubClient) -> Remo
     try:
         config = json.loads(hub.download_file(repo_id, "config.json", revision=pinned).read_text(encoding="utf-8"))
     except HubEntryNotFoundError:
-        raise CheckpointError(f"{label}: no config.json; a model repo needs its transformers config",
-                              path=label) from None
+        raise CheckpointError(
+            f"{label}: no config.json; a model repo needs its transformers config", path=label
+        ) from None
     except ValueError as exc:  # JSONDecodeError
-        raise CheckpointError(f"{label}: config.json is not valid JSON ({exc}); fix it in the repo or pick another "
-                              "revision", path=label) from None
+        raise CheckpointError(
+            f"{label}: config.json is not valid JSON ({exc}); fix it in the repo or pick another revision", path=label
+        ) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{label}: config.json is not a JSON object; fix it in the repo", path=label)
     try:
@@ -67,19 +69,25 @@ def fetch_headers(repo_id: str, revision: str | None, *, hub: HubClient) -> Remo
     try:
         metadata = hub.safetensors_metadata(repo_id, revision=pinned)
     except (NotASafetensorsRepoError, SafetensorsParsingError) as exc:
-        raise CheckpointError(f"{label}: cannot read safetensors headers remotely ({exc}); "
-                              "run the dry run after downloading the model", path=label) from None
+        raise CheckpointError(
+            f"{label}: cannot read safetensors headers remotely ({exc}); run the dry run after downloading the model",
+            path=label,
+        ) from None
     tensors: dict[str, TensorInfo] = {}
     for filename, file_meta in sorted(metadata.files_metadata.items()):
         for name, info in file_meta.tensors.items():
             if metadata.weight_map.get(name) != filename:
                 continue
             if info.dtype not in DTYPE_SIZES:
-                raise CheckpointError(f"{label}/{filename}: tensor {name!r} has unknown dtype {info.dtype!r}; "
-                                      "re-save the checkpoint with a standard dtype",
-                                      path=label, tensor=name)
+                raise CheckpointError(
+                    f"{label}/{filename}: tensor {name!r} has unknown dtype {info.dtype!r}; "
+                    "re-save the checkpoint with a standard dtype",
+                    path=label,
+                    tensor=name,
+                )
             begin, end = info.data_offsets
-            tensors[name] = TensorInfo(name, info.dtype, tuple(info.shape), Path(f"hub:{label}/{filename}"),
-                                       begin, end - begin)
+            tensors[name] = TensorInfo(
+                name, info.dtype, tuple(info.shape), Path(f"hub:{label}/{filename}"), begin, end - begin
+            )
     checkpoint = Checkpoint(path=Path(f"hub:{label}"), config=config, tensors=tensors, format="headers")
     return RemoteHeaders(checkpoint=checkpoint, commit=commit, tokenizer_json=tokenizer)

@@ -94,8 +94,9 @@ class MergeReport:
         n = total.elements
         lines = [f"{self.method}: {len(self.tensors)} tensors, {n:,} parameters"]
         if total.kept:
-            kept = ", ".join(f"{self._name(i)} {total.kept[i] / n:.1%}" for i in range(len(self.inputs))
-                             if i < len(total.kept))
+            kept = ", ".join(
+                f"{self._name(i)} {total.kept[i] / n:.1%}" for i in range(len(self.inputs)) if i < len(total.kept)
+            )
             lines.append(f"  kept after trimming: {kept}")
             lines.append(f"  sign conflicts: {total.sign_conflicts:,} ({total.sign_conflicts / n:.2%} of parameters)")
         for i in self.protected:

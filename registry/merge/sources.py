@@ -14,9 +14,20 @@ if TYPE_CHECKING:
     from registry.hub import HubClient
 
 HUB_PATTERNS = [
-    "*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "config.json",
-    "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "*.model",
-    "vocab.json", "merges.txt", "chat_template.jinja", "README.md",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "*.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "README.md",
 ]
 
 
@@ -51,7 +62,9 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
         hint = "; `registry demo` builds the demo models there" if ".mergeling/demo/" in ref else ""
         raise CompatibilityError(
             f"model {ref!r}: no such directory (relative paths are resolved against {Path.cwd()}), and not a "
-            f"Hub repo id (org/name); check the path{hint}", model=ref, reason="not found",
+            f"Hub repo id (org/name); check the path{hint}",
+            model=ref,
+            reason="not found",
         )
     if offline:
         path = _cached_snapshot(repo_id, revision or None, cache_dir=hub.cache_dir if hub else None)
@@ -82,8 +95,11 @@ def hub_files(files: list[str]) -> list[str]:
         elif name.endswith((".bin", ".bin.index.json")):
             keep = not safetensors and name.startswith("pytorch_model")
         else:
-            keep = any(fnmatch(name, pattern) for pattern in HUB_PATTERNS if "safetensors" not in pattern
-                       and ".bin" not in pattern)
+            keep = any(
+                fnmatch(name, pattern)
+                for pattern in HUB_PATTERNS
+                if "safetensors" not in pattern and ".bin" not in pattern
+            )
         if keep:
             wanted.append(name)
     return sorted(wanted)
@@ -98,7 +114,10 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | No
         # Only config.json is required here: huggingface_hub calls a cached snapshot incomplete
         # when a pattern matches a listed file it lacks (the unused weights format, for one);
         # open_checkpoint then checks that the weights are all there.
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json"],
-                                      local_files_only=True, cache_dir=cache_dir))
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=["config.json"], local_files_only=True, cache_dir=cache_dir
+            )
+        )
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None

@@ -85,7 +85,12 @@ class HubHandle:
     def run_python(self, code: str, *, timeout: float = 120, **env_kw: Any) -> subprocess.CompletedProcess[str]:
         """Run `code` in a fresh interpreter with `env()`; fail the test with its stderr if it fails."""
         proc = subprocess.run(
-            [sys.executable, "-c", code], env=self.env(**env_kw), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+            [sys.executable, "-c", code],
+            env=self.env(**env_kw),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
         )
         if proc.returncode != 0:
             pytest.fail(f"client subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -128,7 +133,17 @@ def spawn_hub_process(data_dir: Path, *, port: int = 0) -> subprocess.Popen[str]
 
     The URL is the first stdout line (read it from `proc.url`).
     """
-    cmd = [sys.executable, "-c", "from registry.cli import main; main()", "hub", "serve", "--data", str(data_dir), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from registry.cli import main; main()",
+        "hub",
+        "serve",
+        "--data",
+        str(data_dir),
+        "--port",
+        str(port),
+    ]
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / "hub-server.log"  # a file, not a pipe: a full pipe would block the server
     with log.open("a") as err:

@@ -73,8 +73,11 @@ def write_stack_family(root: Path, *, tensors: int, rows: int = 1024, cols: int 
     config = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 8})
     base = {f"layers.{i:02d}.weight": 0.02 * torch.randn(rows, cols, generator=generator) for i in range(tensors)}
     for name in ("base", "a", "b"):
-        state = base if name == "base" else {k: v + 0.01 * torch.randn(v.shape, generator=generator)
-                                             for k, v in base.items()}
+        state = (
+            base
+            if name == "base"
+            else {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in base.items()}
+        )
         (root / name).mkdir(parents=True)
         (root / name / "config.json").write_text(config)
         save_file(state, root / name / "model.safetensors", metadata={"format": "pt"})

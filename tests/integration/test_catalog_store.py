@@ -79,7 +79,9 @@ def test_stray_files_are_ignored_and_a_corrupt_entry_is_named(hub: HubHandle) ->
     hub.client().commit_files(
         "alice/store-stray", repo_type="dataset", message="Broken", add={f"entries/ct/{broken}.json": b'{"kind": "ct"}'}
     )
-    with pytest.raises(CatalogError, match=rf"'entries/ct/{broken}.json' at \w{{7}} is not a valid entry.*registry remove {broken}"):
+    with pytest.raises(
+        CatalogError, match=rf"'entries/ct/{broken}.json' at \w{{7}} is not a valid entry.*registry remove {broken}"
+    ):
         store.list_entries()
     store.remove(broken)
     assert store.list_entries() == [entry]
@@ -123,7 +125,9 @@ def test_a_write_that_loses_a_race_is_retried_on_the_new_head(hub: HubHandle) ->
     repo = "alice/store-race"
     CatalogStore(hub=hub.client(), repo_id=repo).add(_ct("0" * 40))
     rival_entry, mine = _ct("4" * 40), _ct("5" * 40)
-    racing = _RacingHub(hub.client(cache="rival"), rival_entry, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "race")
+    racing = _RacingHub(
+        hub.client(cache="rival"), rival_entry, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "race"
+    )
     waits: list[float] = []
     store = CatalogStore(hub=racing, repo_id=repo, sleep=waits.append)
     store.add(mine)
@@ -171,8 +175,22 @@ def test_two_processes_adding_fifty_entries_each(hub: HubHandle, tmp_path: Path)
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(worker), hub.url, hub.token, str(tmp_path / f"cache{worker}"), repo, str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=hub.env(),
+            [
+                sys.executable,
+                "-c",
+                _WORKER,
+                str(worker),
+                hub.url,
+                hub.token,
+                str(tmp_path / f"cache{worker}"),
+                repo,
+                str(go),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env=hub.env(),
         )  # fmt: skip
         for worker in (1, 2)
     ]

@@ -89,7 +89,9 @@ def ok(result: Result) -> str:
 
 
 def test_add_list_show_pairs_remove(lab: Lab) -> None:
-    ct_id = ok(run(lab, "add", "ct", "lab/tiny-ct", "--language", "ben_Beng", "--base", "lab/tiny-base", "--tokens", "12345")).strip()
+    ct_id = ok(
+        run(lab, "add", "ct", "lab/tiny-ct", "--language", "ben_Beng", "--base", "lab/tiny-base", "--tokens", "12345")
+    ).strip()
     assert ct_id == f"ct-ben_Beng-lab--tiny-ct-{lab.sha['lab/tiny-ct'][:7]}"
     sft_id = ok(run(lab, "add", "sft", "lab/tiny-sft", "--base", "lab/tiny-base", "--data", "flan")).strip()
     assert sft_id == f"sft-lab--tiny-sft-{lab.sha['lab/tiny-sft'][:7]}"
@@ -145,7 +147,9 @@ def test_add_list_show_pairs_remove(lab: Lab) -> None:
 
 def test_add_pins_a_revision(lab: Lab) -> None:
     sha = lab.sha["lab/tiny-sft"]
-    entry_id = ok(run(lab, "add", "sft", f"lab/tiny-sft@{sha}", "--base", "lab/tiny-base", registry="alice/cli-pinned")).strip()
+    entry_id = ok(
+        run(lab, "add", "sft", f"lab/tiny-sft@{sha}", "--base", "lab/tiny-base", registry="alice/cli-pinned")
+    ).strip()
     assert json.loads(ok(run(lab, "show", entry_id, registry="alice/cli-pinned")))["revision"] == sha
 
 
@@ -186,10 +190,10 @@ def test_usage_errors_exit_2(lab: Lab) -> None:
 
 def test_default_registry_is_in_the_token_owners_namespace(lab: Lab) -> None:
     entry_id = ok(run(lab, "add", "sft", "lab/tiny-sft", "--base", "lab/tiny-base", registry=None)).strip()
-    assert lab.hub.client().file_exists(
-        "alice/mergeling-registry", f"entries/sft/{entry_id}.json", repo_type="dataset"
+    assert lab.hub.client().file_exists("alice/mergeling-registry", f"entries/sft/{entry_id}.json", repo_type="dataset")
+    no_token = CliRunner().invoke(
+        app, ["list", "--endpoint", lab.hub.url], env={"HF_TOKEN": None, "MERGELING_REGISTRY": None}
     )
-    no_token = CliRunner().invoke(app, ["list", "--endpoint", lab.hub.url], env={"HF_TOKEN": None, "MERGELING_REGISTRY": None})
     assert no_token.exit_code == 1 and "pass --registry OWNER/NAME" in " ".join(no_token.stderr.split())
     bad_token = run(lab, "list", registry=None, token="hf_not_a_token")
     assert bad_token.exit_code == 1 and "the token's namespace is unknown" in " ".join(bad_token.stderr.split())

@@ -46,8 +46,10 @@ def test_flores_bits_per_byte_is_utf8_and_matches_direct_scoring(
     assert all(utf8_bytes(t) > 2 * len(t) for t in texts), "these scripts take 3 bytes per character"
     data = tmp_path / "flores200" / "devtest"
     data.mkdir(parents=True)
-    (data / f"{lang}.jsonl").write_text("".join(json.dumps({"id": i, "lang": lang, "text": t}, ensure_ascii=False) + "\n"
-                                                for i, t in enumerate(texts)), encoding="utf-8")
+    (data / f"{lang}.jsonl").write_text(
+        "".join(json.dumps({"id": i, "lang": lang, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
     spec = find_task(f"flores_{lang}", tasks_dir=TASKS)
     planned = PlannedTask(spec=spec, num_fewshot=0, limit=None, task_hash="test")
     result = run_task(load_lm(tiny_family.base, device="cpu", batch_size=4), planned, data_dir=tmp_path)

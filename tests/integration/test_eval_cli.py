@@ -18,11 +18,36 @@ SUITE = ROOT / "recipes" / "eval" / "ben_Beng.yaml"
 LIMIT = 2
 
 
-def _eval(model: Path, out: Path, data: Path, cache: Path, *extra: str, subcommand: bool = False,
-          suite: Path = SUITE, quiet: bool = True) -> object:
-    args = ["eval", *(["run"] if subcommand else []), str(model), "--suite", str(suite), "--data-dir", str(data),
-            "--limit", str(LIMIT), "--device", "cpu", "--batch-size", "4", "--output", str(out),
-            "--cache-dir", str(cache), *extra]
+def _eval(
+    model: Path,
+    out: Path,
+    data: Path,
+    cache: Path,
+    *extra: str,
+    subcommand: bool = False,
+    suite: Path = SUITE,
+    quiet: bool = True,
+) -> object:
+    args = [
+        "eval",
+        *(["run"] if subcommand else []),
+        str(model),
+        "--suite",
+        str(suite),
+        "--data-dir",
+        str(data),
+        "--limit",
+        str(LIMIT),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *extra,
+    ]
     return CliRunner().invoke(app, [*(["-q"] if quiet else []), *args])
 
 
@@ -31,7 +56,9 @@ def mini_suite(tmp_path: Path) -> Path:
     """Two of the ben_Beng suite's tasks, with the same shots (so cache entries are shared)."""
     path = tmp_path / "mini" / "ben_Beng.yaml"
     path.parent.mkdir()
-    path.write_text("language: ben_Beng\ntasks:\n  - {task: sib200_ben_Beng, num_fewshot: 5}\n  - {task: flores_ben_Beng}\n")
+    path.write_text(
+        "language: ben_Beng\ntasks:\n  - {task: sib200_ben_Beng, num_fewshot: 5}\n  - {task: flores_ben_Beng}\n"
+    )
     return path
 
 
@@ -54,7 +81,12 @@ def base_run(shared_data: Path, tiny_family, tmp_path_factory: pytest.TempPathFa
 def test_results_record_schema(base_run: tuple[Path, Path], tiny_family) -> None:
     record = load_record(base_run[0])
     assert [t.task for t in record.tasks] == [
-        "sib200_ben_Beng", "flores_ben_Beng", "mgsm_ben_Beng", "sib200_eng_Latn", "flores_eng_Latn"]
+        "sib200_ben_Beng",
+        "flores_ben_Beng",
+        "mgsm_ben_Beng",
+        "sib200_eng_Latn",
+        "flores_eng_Latn",
+    ]
     assert record.model.weights_hash == hash_model_files(tiny_family.base)
     assert record.model.local_path == str(tiny_family.base.resolve())
     assert record.lm_eval_version == version("lm_eval") and record.device == "cpu" and record.language == "ben_Beng"
@@ -74,12 +106,22 @@ def test_results_record_schema(base_run: tuple[Path, Path], tiny_family) -> None
     assert 1.0 < bpb < 10.0  # a random byte-level model: ~log2(vocab) bits per byte token
 
 
-def test_cache_hit_and_determinism(base_run: tuple[Path, Path], shared_data: Path, tiny_family, tmp_path: Path,
-                                   mini_suite: Path) -> None:
+def test_cache_hit_and_determinism(
+    base_run: tuple[Path, Path], shared_data: Path, tiny_family, tmp_path: Path, mini_suite: Path
+) -> None:
     first, cache = base_run
     tasks = ("--tasks-dir", str(ROOT / "recipes" / "tasks"))
-    again = _eval(tiny_family.base, tmp_path / "cached.json", shared_data, cache, "--task", "sib200_ben_Beng",
-                  "--task", "flores_ben_Beng", quiet=False)
+    again = _eval(
+        tiny_family.base,
+        tmp_path / "cached.json",
+        shared_data,
+        cache,
+        "--task",
+        "sib200_ben_Beng",
+        "--task",
+        "flores_ben_Beng",
+        quiet=False,
+    )
     assert again.exit_code == 0, again.output
     assert again.stdout.strip() == str(tmp_path / "cached.json")  # stdout: the result only
     assert "Evaluation comparison" in again.stderr and "flores_ben_Beng bits_per_byte" in again.stderr
@@ -87,22 +129,43 @@ def test_cache_hit_and_determinism(base_run: tuple[Path, Path], shared_data: Pat
     expected = {k: v for k, v in _numbers(first).items() if k in ("sib200_ben_Beng", "flores_ben_Beng")}
     assert _numbers(tmp_path / "cached.json") == expected
     # computed afresh (no cache), through the explicit `run` subcommand: the same numbers
-    fresh = _eval(tiny_family.base, tmp_path / "fresh.json", shared_data, cache, *tasks, "--no-cache",
-                  subcommand=True, suite=mini_suite)
+    fresh = _eval(
+        tiny_family.base,
+        tmp_path / "fresh.json",
+        shared_data,
+        cache,
+        *tasks,
+        "--no-cache",
+        subcommand=True,
+        suite=mini_suite,
+    )
     assert fresh.exit_code == 0, fresh.output
     assert not any(t.cached for t in load_record(tmp_path / "fresh.json").tasks)
     assert _numbers(tmp_path / "fresh.json") == expected
 
 
-def test_compare_two_models(base_run: tuple[Path, Path], shared_data: Path, tiny_family, tmp_path: Path,
-                            mini_suite: Path) -> None:
+def test_compare_two_models(
+    base_run: tuple[Path, Path], shared_data: Path, tiny_family, tmp_path: Path, mini_suite: Path
+) -> None:
     tasks = ("--tasks-dir", str(ROOT / "recipes" / "tasks"))
     result = _eval(tiny_family.ct, tmp_path / "ct.json", shared_data, base_run[1], *tasks, suite=mini_suite)
     assert result.exit_code == 0, result.output
     base, ct = _numbers(base_run[0]), _numbers(tmp_path / "ct.json")
     assert base["flores_ben_Beng"]["bits_per_byte"] != ct["flores_ben_Beng"]["bits_per_byte"]
-    out = CliRunner().invoke(app, ["eval", "compare", str(base_run[0]), str(tmp_path / "ct.json"), "--markdown",
-                                   "--label", "base", "--label", "ct"])
+    out = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "compare",
+            str(base_run[0]),
+            str(tmp_path / "ct.json"),
+            "--markdown",
+            "--label",
+            "base",
+            "--label",
+            "ct",
+        ],
+    )
     assert out.exit_code == 0, out.output
     lines = out.stdout.splitlines()
     assert lines[0] == "| metric | base †limited | ct †limited |"
@@ -155,10 +218,28 @@ def test_tasks_with_their_own_dataset_need_no_data_repo(tiny_family, shared_data
     suite.parent.mkdir()
     suite.write_text("language: eng_Latn\ntasks:\n  - {task: sib200_own, num_fewshot: 0}\n")
     out = tmp_path / "own.json"
-    result = CliRunner().invoke(app, ["-q", "eval", str(tiny_family.base), "--suite", str(suite), "--tasks-dir", str(tasks),
-                                      "--data-repo", "nobody/nothing", "--limit", "2", "--device", "cpu",
-                                      "--output", str(out), "--no-cache"],
-                                env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "-q",
+            "eval",
+            str(tiny_family.base),
+            "--suite",
+            str(suite),
+            "--tasks-dir",
+            str(tasks),
+            "--data-repo",
+            "nobody/nothing",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+            "--no-cache",
+        ],
+        env={"HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
     assert result.exit_code == 0, result.output
     record = load_record(out)
     assert record.data_source == "datasets named by the task configs" and record.tasks[0].n_samples == 2

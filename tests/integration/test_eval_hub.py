@@ -44,19 +44,53 @@ def test_hub_model_and_data_match_local(hub, shared_data: Path, tiny_family, tmp
 
     suite = tmp_path / "suite" / "ben_Beng.yaml"
     suite.parent.mkdir()
-    suite.write_text("language: ben_Beng\ntasks:\n  - {task: flores_ben_Beng}\n  - {task: sib200_ben_Beng, num_fewshot: 2}\n")
-    local = evaluate_model(resolve_model(str(tiny_family.base)), suite=load_suite(suite), suite_path=suite,
-                           tasks_dir=TASKS, data_dir=shared_data, data_source="local", limit=3, device="cpu",
-                           batch_size=4, cache=None)
+    suite.write_text(
+        "language: ben_Beng\ntasks:\n  - {task: flores_ben_Beng}\n  - {task: sib200_ben_Beng, num_fewshot: 2}\n"
+    )
+    local = evaluate_model(
+        resolve_model(str(tiny_family.base)),
+        suite=load_suite(suite),
+        suite_path=suite,
+        tasks_dir=TASKS,
+        data_dir=shared_data,
+        data_source="local",
+        limit=3,
+        device="cpu",
+        batch_size=4,
+        cache=None,
+    )
     # the CLI in a fresh process, model and data from the hub (HF_ENDPOINT / HF_TOKEN, fresh HF_HOME)
     out = tmp_path / "cli.json"
     cli = subprocess.run(
-        [str(Path(sys.executable).parent / "registry"), "-q", "eval", "alice/tiny-base@main", "--suite", str(suite),
-         "--tasks-dir", str(TASKS), "--data-repo", "alice/eval-data-test", "--limit", "3", "--device", "cpu",
-         "--batch-size", "4", "--output", str(out), "--cache-dir", str(tmp_path / "cache")],
+        [
+            str(Path(sys.executable).parent / "registry"),
+            "-q",
+            "eval",
+            "alice/tiny-base@main",
+            "--suite",
+            str(suite),
+            "--tasks-dir",
+            str(TASKS),
+            "--data-repo",
+            "alice/eval-data-test",
+            "--limit",
+            "3",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--output",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
         # bars left on in the environment (conftest turns the Hub's off), so -q alone must hide them
         env={k: v for k, v in hub.env().items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"},
-        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
     )
     assert cli.returncode == 0, cli.stderr
     # -q outside a git checkout, fresh datasets cache: no progress bars (lm-eval's, transformers',
@@ -70,8 +104,9 @@ def test_hub_model_and_data_match_local(hub, shared_data: Path, tiny_family, tmp
         assert {k: m.value for k, m in a.metrics.items()} == pytest.approx({k: m.value for k, m in b.metrics.items()})
 
 
-def test_missing_local_dir_read_as_repo_id_is_said(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_local_dir_read_as_repo_id_is_said(
+    hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from registry.errors import HubRepoNotFoundError
 
     (tmp_path / "ckpts" / "ct-ben").mkdir(parents=True)

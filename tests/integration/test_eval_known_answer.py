@@ -30,16 +30,20 @@ def _items(shared_data: Path, per_label: int) -> list[SibRecord]:
     rows = [json.loads(line) for line in (shared_data / "sib200/eng_Latn/train.jsonl").read_text("utf-8").splitlines()]
     picked = []
     for label in LABELS:
-        picked += [SibRecord(index_id=r["index_id"], text=r["text"], category=label)
-                   for r in rows if r["category"] == label and len(r["text"]) < 120][:per_label]
+        picked += [
+            SibRecord(index_id=r["index_id"], text=r["text"], category=label)
+            for r in rows
+            if r["category"] == label and len(r["text"]) < 120
+        ][:per_label]
     return picked
 
 
 def _train(base: Path, records: list[SibRecord], out: Path) -> Path:
     fmt = PromptFormat()
     examples = [Example(prompt=fmt.prompt(r), completion=fmt.target_delimiter + r.category) for r in records]
-    result = train_causal_lm(base, examples, out_dir=out, steps=80, lr=5e-3, batch_size=len(examples), seq_len=160,
-                             seed=0, progress=False)
+    result = train_causal_lm(
+        base, examples, out_dir=out, steps=80, lr=5e-3, batch_size=len(examples), seq_len=160, seed=0, progress=False
+    )
     assert result.last_loss < result.first_loss
     return out
 
@@ -47,8 +51,10 @@ def _train(base: Path, records: list[SibRecord], out: Path) -> Path:
 def _accuracy(model: Path, records: list[SibRecord], root: Path) -> float:
     data = root / "data" / "sib200" / "known"
     data.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps({"index_id": r.index_id, "lang": "eng_Latn", "category": r.category, "text": r.text}) + "\n"
-                    for r in records)
+    lines = "".join(
+        json.dumps({"index_id": r.index_id, "lang": "eng_Latn", "category": r.category, "text": r.text}) + "\n"
+        for r in records
+    )
     for split in ("train", "test"):
         (data / f"{split}.jsonl").write_text(lines, encoding="utf-8")
     tasks = root / "tasks"
@@ -58,8 +64,17 @@ def _accuracy(model: Path, records: list[SibRecord], root: Path) -> float:
         "    train: $DATA_DIR/sib200/known/train.jsonl\n    test: $DATA_DIR/sib200/known/test.jsonl\n"
     )
     suite = Suite(language="eng_Latn", tasks=(SuiteTask(task="sib200_known", num_fewshot=0),))
-    record = evaluate_model(resolve_model(str(model)), suite=suite, suite_path=root / "suite.yaml", tasks_dir=tasks,
-                            data_dir=root / "data", data_source="test", device="cpu", batch_size=8, cache=None)
+    record = evaluate_model(
+        resolve_model(str(model)),
+        suite=suite,
+        suite_path=root / "suite.yaml",
+        tasks_dir=tasks,
+        data_dir=root / "data",
+        data_source="test",
+        device="cpu",
+        batch_size=8,
+        cache=None,
+    )
     (task,) = record.tasks
     assert task.n_samples == len(records) and not task.limited
     return task.metrics["acc"].value
@@ -87,7 +102,9 @@ def test_memorised_items_score_100_and_shuffled_labels_score_their_agreement(
 
     shuffled_labels = [r.category for r in items]
     random.Random(7).shuffle(shuffled_labels)
-    shuffled = [SibRecord(index_id=r.index_id, text=r.text, category=c) for r, c in zip(items, shuffled_labels, strict=True)]
+    shuffled = [
+        SibRecord(index_id=r.index_id, text=r.text, category=c) for r, c in zip(items, shuffled_labels, strict=True)
+    ]
     agreement = sum(a.category == b.category for a, b in zip(items, shuffled, strict=True)) / len(items)
     assert agreement <= 0.3  # near chance (1/7) for this seed
     model = _train(tiny_family.base, shuffled, tmp_path / "shuffled")

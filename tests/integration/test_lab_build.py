@@ -15,8 +15,16 @@ from tests._fixtures.data import shared_data_dir
 # A smaller model than the default and few steps (about 15 s), but enough that CT visibly learns
 # Bengali and the deltas are non-trivial. The CLI itself is driven in the synthetic test below.
 SMALL = LabConfig(
-    languages=("ben_Beng",), base_steps=40, ct_steps=25, sft_steps=10, vocab_size=2048, hidden_size=64,
-    intermediate_size=192, num_layers=2, batch_size=8, sft_seq_len=192,
+    languages=("ben_Beng",),
+    base_steps=40,
+    ct_steps=25,
+    sft_steps=10,
+    vocab_size=2048,
+    hidden_size=64,
+    intermediate_size=192,
+    num_layers=2,
+    batch_size=8,
+    sft_seq_len=192,
 )
 
 
@@ -182,7 +190,7 @@ def _flores(lang: str) -> list[str]:
     data = shared_data_dir()
     assert data is not None
     with (data / "flores200" / "devtest" / f"{lang}.jsonl").open(encoding="utf-8") as handle:
-        return [json.loads(line)["text"] for _, line in zip(range(32), handle)]
+        return [json.loads(line)["text"] for _, line in zip(range(32), handle, strict=False)]
 
 
 def _nll_per_byte(model_dir: Path, texts: list[str]) -> float:
@@ -222,8 +230,19 @@ def test_push_to_hub_then_registry_add_verifies_against_the_card(lab_dir: Path, 
     assert client.read_file("mergeling-lab/tiny-ct-ben_Beng", "model.safetensors") == local
 
     common = ["--endpoint", hub.url, "--token", token]
-    added = runner.invoke(app, ["add", "ct", "mergeling-lab/tiny-ct-ben_Beng", "--language", "ben_Beng",
-                                "--base", "mergeling-lab/tiny-base", *common])
+    added = runner.invoke(
+        app,
+        [
+            "add",
+            "ct",
+            "mergeling-lab/tiny-ct-ben_Beng",
+            "--language",
+            "ben_Beng",
+            "--base",
+            "mergeling-lab/tiny-base",
+            *common,
+        ],
+    )
     assert added.exit_code == 0, added.output
     listed = runner.invoke(app, ["list", "--json", *common])
     assert "mergeling-lab/tiny-ct-ben_Beng" in listed.stdout

@@ -65,18 +65,32 @@ def test_seed_data_uploads_the_layout(hub: HubHandle, tmp_path: Path) -> None:
     card = client.repo_info("lab/seeded", repo_type="dataset").card_data.to_dict()
     assert card["configs"][0]["config_name"] == "sib200-xx_Latn"
     assert {f["split"] for f in card["configs"][0]["data_files"]} == {"train", "validation", "test"}
-    code, _, err = _invoke("hub", "seed-data", str(src), "--repo", "lab/seeded", "--endpoint", hub.url, "--token", hub.bob_token)
+    code, _, err = _invoke(
+        "hub", "seed-data", str(src), "--repo", "lab/seeded", "--endpoint", hub.url, "--token", hub.bob_token
+    )
     assert code == 1 and "permission denied" in err
 
 
 def test_seed_data_refuses_a_folder_without_jsonl(hub: HubHandle, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
-    code, _, err = _invoke("hub", "seed-data", str(tmp_path / "empty"), "--repo", "lab/nothing", "--endpoint", hub.url, "--token", hub.token)
+    code, _, err = _invoke(
+        "hub",
+        "seed-data",
+        str(tmp_path / "empty"),
+        "--repo",
+        "lab/nothing",
+        "--endpoint",
+        hub.url,
+        "--token",
+        hub.token,
+    )
     assert code == 1 and "No .jsonl files" in err
     assert not hub.client().repo_exists("lab/nothing", repo_type="dataset")
     for bad in ("../x", "noowner", "a/b/c"):
-        code, _, err = _invoke("hub", "seed-data", str(tmp_path / "empty"), "--repo", bad, "--endpoint", hub.url, "--token", hub.token)
+        code, _, err = _invoke(
+            "hub", "seed-data", str(tmp_path / "empty"), "--repo", bad, "--endpoint", hub.url, "--token", hub.token
+        )
         assert code == 2 and "--repo" in err, bad
 
 

@@ -93,7 +93,9 @@ def test_upload_folder_large_file_goes_through_lfs(hub: HubHandle, uploaded: str
     assert files["config.json"].lfs is None and files["config.json"].blob_id is not None
 
 
-def test_snapshot_download_into_fresh_cache_matches_bytes(hub: HubHandle, uploaded: str, model_folder: Path, tmp_path: Path) -> None:
+def test_snapshot_download_into_fresh_cache_matches_bytes(
+    hub: HubHandle, uploaded: str, model_folder: Path, tmp_path: Path
+) -> None:
     local = Path(hub.api().snapshot_download("alice/tiny", cache_dir=tmp_path / "cache"))
     assert local.name == uploaded
     for rel in ("model.safetensors", "config.json", "sub/notes.txt", "README.md"):
@@ -104,7 +106,9 @@ def test_snapshot_download_into_fresh_cache_matches_bytes(hub: HubHandle, upload
 def test_hf_hub_download_by_branch_and_by_commit(hub: HubHandle, uploaded: str, tmp_path: Path) -> None:
     api = hub.api()
     api.create_branch("alice/tiny", branch="exp", exist_ok=True)
-    exp = api.upload_file(path_or_fileobj=b"v2\n", path_in_repo="sub/notes.txt", repo_id="alice/tiny", revision="exp").oid
+    exp = api.upload_file(
+        path_or_fileobj=b"v2\n", path_in_repo="sub/notes.txt", repo_id="alice/tiny", revision="exp"
+    ).oid
     on_branch = Path(api.hf_hub_download("alice/tiny", "sub/notes.txt", revision="exp", cache_dir=tmp_path))
     at_sha = Path(api.hf_hub_download("alice/tiny", "sub/notes.txt", revision=uploaded, cache_dir=tmp_path))
     assert on_branch.read_bytes() == b"v2\n" and on_branch.parents[1].name == exp
@@ -134,7 +138,9 @@ def test_tree_recursive_and_folders(hub: HubHandle, uploaded: str) -> None:
     assert top["sub"] == "RepoFolder" and top["config.json"] == "RepoFile" and "sub/notes.txt" not in top
     deep = {e.path for e in api.list_repo_tree("alice/tiny", revision=uploaded, recursive=True)}
     assert {"sub", "sub/notes.txt", "model.safetensors"} <= deep
-    assert [e.path for e in api.list_repo_tree("alice/tiny", path_in_repo="sub", revision=uploaded)] == ["sub/notes.txt"]
+    assert [e.path for e in api.list_repo_tree("alice/tiny", path_in_repo="sub", revision=uploaded)] == [
+        "sub/notes.txt"
+    ]
     with pytest.raises(EntryNotFoundError):
         list(api.list_repo_tree("alice/tiny", path_in_repo="nope", revision=uploaded))
     expanded = list(api.list_repo_tree("alice/tiny", revision=uploaded, expand=True))
@@ -174,7 +180,12 @@ def test_unauthorized_writes_are_refused_and_change_nothing(hub: HubHandle, uplo
     from huggingface_hub.errors import HfHubHTTPError
 
     before = hub.api().model_info("alice/tiny").sha
-    cases = [(_anonymous_api(hub), 401), (hub.api(hub.read_token), 403), (hub.api(hub.bob_token), 403), (hub.api("hf_not_a_token"), 401)]
+    cases = [
+        (_anonymous_api(hub), 401),
+        (hub.api(hub.read_token), 403),
+        (hub.api(hub.bob_token), 403),
+        (hub.api("hf_not_a_token"), 401),
+    ]
     for api, status in cases:
         with pytest.raises(HfHubHTTPError) as exc:
             api.upload_file(path_or_fileobj=b"evil", path_in_repo="evil.txt", repo_id="alice/tiny")
@@ -206,7 +217,10 @@ def test_resolve_headers_and_ranges(hub: HubHandle, uploaded: str, model_folder:
     missing = httpx.head(f"{base}/nope.txt")
     assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
     assert missing.headers["X-Repo-Commit"] == uploaded
-    assert httpx.head(f"{hub.url}/alice/tiny/resolve/no-such-branch/config.json").headers["X-Error-Code"] == "RevisionNotFound"
+    assert (
+        httpx.head(f"{hub.url}/alice/tiny/resolve/no-such-branch/config.json").headers["X-Error-Code"]
+        == "RevisionNotFound"
+    )
     encoded = httpx.get(f"{hub.url}/api/models/alice/tiny/revision/refs%2Fheads%2Fmain")
     assert encoded.status_code == 200 and encoded.json()["id"] == "alice/tiny"
 
@@ -214,16 +228,44 @@ def test_resolve_headers_and_ranges(hub: HubHandle, uploaded: str, model_folder:
 @pytest.mark.parametrize(
     ("lines", "status", "code"),
     [
-        (['{"key":"header","value":{"summary":"x"}}', '{"key":"file","value":{"path":"../x","content":"YQ=="}}'], 400, "BadRequest"),
-        (['{"key":"header","value":{"summary":"x"}}', '{"key":"file","value":{"path":".git/config","content":"YQ=="}}'], 400, "BadRequest"),
+        (
+            ['{"key":"header","value":{"summary":"x"}}', '{"key":"file","value":{"path":"../x","content":"YQ=="}}'],
+            400,
+            "BadRequest",
+        ),
+        (
+            [
+                '{"key":"header","value":{"summary":"x"}}',
+                '{"key":"file","value":{"path":".git/config","content":"YQ=="}}',
+            ],
+            400,
+            "BadRequest",
+        ),
         (['{"key":"header","value":{"summary":"x"}}', "not json"], 400, "BadRequest"),
         (['{"key":"file","value":{"path":"a","content":"YQ=="}}'], 400, "BadRequest"),
-        (['{"key":"header","value":{"summary":"x"}}', '{"key":"file","value":{"path":"a","content":"%%%"}}'], 400, "BadRequest"),
-        (['{"key":"header","value":{"summary":"x"}}', '{"key":"deletedFile","value":{"path":"nope"}}'], 404, "EntryNotFound"),
-        (['{"key":"header","value":{"summary":"x"}}', '{"key":"lfsFile","value":{"path":"a","algo":"sha256","oid":"' + "0" * 64 + '"}}'], 422, "LfsObjectMissing"),
+        (
+            ['{"key":"header","value":{"summary":"x"}}', '{"key":"file","value":{"path":"a","content":"%%%"}}'],
+            400,
+            "BadRequest",
+        ),
+        (
+            ['{"key":"header","value":{"summary":"x"}}', '{"key":"deletedFile","value":{"path":"nope"}}'],
+            404,
+            "EntryNotFound",
+        ),
+        (
+            [
+                '{"key":"header","value":{"summary":"x"}}',
+                '{"key":"lfsFile","value":{"path":"a","algo":"sha256","oid":"' + "0" * 64 + '"}}',
+            ],
+            422,
+            "LfsObjectMissing",
+        ),
     ],
 )
-def test_bad_commit_payloads_are_refused_and_write_nothing(hub: HubHandle, lines: list[str], status: int, code: str) -> None:
+def test_bad_commit_payloads_are_refused_and_write_nothing(
+    hub: HubHandle, lines: list[str], status: int, code: str
+) -> None:
     api = hub.api()
     api.create_repo("alice/bad-input", exist_ok=True)
     before = api.model_info("alice/bad-input").sha

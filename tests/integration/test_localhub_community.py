@@ -42,7 +42,9 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/mergeling"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait(self, n: int, *, timeout: float = 10, scope: str | None = None) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    def wait(
+        self, n: int, *, timeout: float = 10, scope: str | None = None
+    ) -> list[tuple[dict[str, str], dict[str, Any]]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = [r for r in self.received if scope is None or r[1]["event"]["scope"] == scope]
@@ -68,7 +70,9 @@ def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle
     from huggingface_hub.errors import HfHubHTTPError
 
     api = hub.api()
-    hook = api.create_webhook(url=receiver.url, watched=[WebhookWatchedItem(type="user", name="alice")], secret="s3cret")
+    hook = api.create_webhook(
+        url=receiver.url, watched=[WebhookWatchedItem(type="user", name="alice")], secret="s3cret"
+    )
     assert hook.id in [w.id for w in api.list_webhooks()] and not hook.disabled
     api.create_repo("alice/hooked")
     sha = api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/hooked").oid
@@ -91,7 +95,9 @@ def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle
     assert len(receiver.wait(0, scope="repo.content")) == 1
     api.enable_webhook(hook.id)
     api.move_repo("alice/hooked", "alice/renamed")
-    moved = WebhookPayload.model_validate(next(b for _, b in receiver.wait(2, scope="repo") if b["event"]["action"] == "move"))
+    moved = WebhookPayload.model_validate(
+        next(b for _, b in receiver.wait(2, scope="repo") if b["event"]["action"] == "move")
+    )
     assert moved.repo.name == "alice/hooked" and moved.movedTo is not None and moved.movedTo.name == "alice/renamed"
     # An update that fails validation changes nothing; a valid one is stored.
     with pytest.raises(HfHubHTTPError) as exc:
@@ -114,10 +120,14 @@ def test_webhook_retries_with_backoff_and_logs_every_attempt(hub_factory: HubFac
     try:
         api = hub.api()
         api.create_repo("alice/flaky")
-        hook = api.create_webhook(url=flaky.url, watched=[WebhookWatchedItem(type="model", name="alice/flaky")], domains=["repo"])
+        hook = api.create_webhook(
+            url=flaky.url, watched=[WebhookWatchedItem(type="model", name="alice/flaky")], domains=["repo"]
+        )
         api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/flaky")
         flaky.wait(1, scope="repo.content")
-        log = httpx.get(f"{hub.url}/api/settings/webhooks/{hook.id}/deliveries", headers={"Authorization": f"Bearer {hub.token}"}).json()
+        log = httpx.get(
+            f"{hub.url}/api/settings/webhooks/{hook.id}/deliveries", headers={"Authorization": f"Bearer {hub.token}"}
+        ).json()
         assert [(d["attempt"], d["status"]) for d in log] == [(1, 500), (2, 500), (3, 200)]
         lines = (hub.data_dir / "webhook-deliveries.jsonl").read_text().splitlines()
         assert len(lines) == 3 and hub.token not in "".join(lines)
@@ -150,7 +160,9 @@ def test_discussions_and_comments_with_webhook_events(hub: HubHandle, receiver: 
     # The web URL of a dataset discussion carries the /datasets prefix, as on the Hub.
     api.create_repo("lab/talk-data", repo_type="dataset")
     r = httpx.post(
-        f"{hub.url}/api/datasets/lab/talk-data/discussions", json={"title": "Which split?"}, headers={"Authorization": f"Bearer {hub.bob_token}"}
+        f"{hub.url}/api/datasets/lab/talk-data/discussions",
+        json={"title": "Which split?"},
+        headers={"Authorization": f"Bearer {hub.bob_token}"},
     )
     assert r.status_code == 200 and r.json()["url"] == f"{hub.url}/datasets/lab/talk-data/discussions/1"
 
@@ -164,11 +176,16 @@ def test_pull_request_commit_and_merge(hub: HubHandle) -> None:
     api.upload_file(path_or_fileobj=b"base", path_in_repo="base.txt", repo_id="alice/pr-repo")
     # A refused PR commit leaves no PR behind (nor its ref).
     with pytest.raises(EntryNotFoundError):
-        api.create_commit("alice/pr-repo", [CommitOperationDelete("nope.txt")], commit_message="Drop nope", create_pr=True)
+        api.create_commit(
+            "alice/pr-repo", [CommitOperationDelete("nope.txt")], commit_message="Drop nope", create_pr=True
+        )
     assert list(api.get_repo_discussions("alice/pr-repo")) == []
     assert api.list_repo_refs("alice/pr-repo", include_pull_requests=True).pull_requests == []
     info = api.create_commit(
-        "alice/pr-repo", [CommitOperationAdd("merged.safetensors", b"weights")], commit_message="Add merge", create_pr=True
+        "alice/pr-repo",
+        [CommitOperationAdd("merged.safetensors", b"weights")],
+        commit_message="Add merge",
+        create_pr=True,
     )
     assert info.pr_num == 1 and info.pr_revision == "refs/pr/1"
     assert "merged.safetensors" not in api.list_repo_files("alice/pr-repo")

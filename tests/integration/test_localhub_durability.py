@@ -13,7 +13,6 @@ from pathlib import Path
 
 from tests._fixtures.hub import HubFactory, HubHandle
 
-
 # The writer runs in its own process: after the kill, huggingface_hub retries with backoff and
 # resets its shared HTTP session, which would break this process's own downloads.
 _WRITER = """
@@ -40,7 +39,9 @@ def test_concurrent_commits_are_serialised_and_none_is_lost(hub: HubHandle) -> N
         api = hub.api()
         try:
             for i in range(5):
-                api.create_commit("alice/busy", [CommitOperationAdd(f"w{w}/{i}.txt", f"{w}-{i}".encode())], commit_message=f"{w}.{i}")
+                api.create_commit(
+                    "alice/busy", [CommitOperationAdd(f"w{w}/{i}.txt", f"{w}-{i}".encode())], commit_message=f"{w}.{i}"
+                )
         except BaseException as exc:  # noqa: BLE001 (reported below)
             errors.append(exc)
 
@@ -67,9 +68,19 @@ def test_parent_commit_retry_loop_loses_no_update(hub: HubHandle) -> None:
             while True:
                 head = client.head_sha("lab/counter", repo_type="dataset")
                 files = client.list_files("lab/counter", repo_type="dataset", revision=head)
-                value = int(client.read_file("lab/counter", "n.txt", repo_type="dataset", revision=head)) if "n.txt" in files else 0
+                value = (
+                    int(client.read_file("lab/counter", "n.txt", repo_type="dataset", revision=head))
+                    if "n.txt" in files
+                    else 0
+                )
                 try:
-                    client.commit_files("lab/counter", repo_type="dataset", message="bump", add={"n.txt": str(value + 1).encode()}, parent_commit=head)
+                    client.commit_files(
+                        "lab/counter",
+                        repo_type="dataset",
+                        message="bump",
+                        add={"n.txt": str(value + 1).encode()},
+                        parent_commit=head,
+                    )
                     break
                 except HubConflictError:
                     continue
@@ -92,10 +103,14 @@ def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) ->
     current = first
     for round_ in range(2):
         writer = subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(round_ * 100)], env=current.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [sys.executable, "-c", _WRITER, str(round_ * 100)],
+            env=current.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         done: list[int] = []
-        reader = threading.Thread(target=lambda w=writer: done.extend(int(line) for line in w.stdout), daemon=True)  # type: ignore[union-attr]
+        reader = threading.Thread(target=lambda w=writer, d=done: d.extend(int(line) for line in w.stdout), daemon=True)  # type: ignore[union-attr]
         reader.start()
         deadline = time.monotonic() + 60
         while len(done) < 2 and time.monotonic() < deadline:  # a loaded machine may be slow to start
@@ -111,10 +126,14 @@ def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) ->
         assert done, "no commit finished before the kill; the test proves nothing"
         current = hub_factory.process(f"restart{round_}", data_dir=data_dir)
         api = current.api(first.token)  # accounts persisted: the old token still works
-        state = json.loads(Path(api.hf_hub_download("alice/crashy", "state.json", cache_dir=current.home / f"c{round_}")).read_text())
+        state = json.loads(
+            Path(api.hf_hub_download("alice/crashy", "state.json", cache_dir=current.home / f"c{round_}")).read_text()
+        )
         # The head is a whole commit: the last acknowledged one, or the one the kill interrupted.
         assert state["step"] in (done[-1], done[-1] + 1), (state, done[-3:])
-        step_file = api.hf_hub_download("alice/crashy", f"step-{state['step'] % 3}.bin", cache_dir=current.home / f"c{round_}")
+        step_file = api.hf_hub_download(
+            "alice/crashy", f"step-{state['step'] % 3}.bin", cache_dir=current.home / f"c{round_}"
+        )
         with open(step_file, "rb") as fh:
             assert hashlib.sha256(fh.read()).hexdigest() == state["sha256"]
         for repo in ("alice/crashy", "lab/bystander"):

@@ -35,7 +35,9 @@ print(again.data.to_dict()["mergeling"]["tokens"], *sorted(again.data.tags))
 
 def test_metadata_update_creates_a_card_where_none_exists(hub: HubHandle) -> None:
     hub.api().create_repo("alice/bare")
-    hub.run_python('from huggingface_hub import metadata_update\nmetadata_update("alice/bare", {"license": "apache-2.0"})')
+    hub.run_python(
+        'from huggingface_hub import metadata_update\nmetadata_update("alice/bare", {"license": "apache-2.0"})'
+    )
     assert hub.api().model_info("alice/bare").card_data.license == "apache-2.0"
 
 
@@ -46,16 +48,16 @@ def test_transformers_from_pretrained_through_hf_endpoint(hub: HubHandle, tmp_pa
     api = hub.api()
     api.create_repo("alice/tiny-llama")
     sha = api.upload_folder(folder_path=str(folder), repo_id="alice/tiny-llama").oid
-    code = """
+    code = f"""
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 tok = AutoTokenizer.from_pretrained("alice/tiny-llama")
-model = AutoModelForCausalLM.from_pretrained("alice/tiny-llama", revision="%s")
+model = AutoModelForCausalLM.from_pretrained("alice/tiny-llama", revision="{sha}")
 ids = tok("hello world", return_tensors="pt").input_ids
 with torch.no_grad():
     logits = model(ids).logits
 print(model.config.hidden_size, logits.shape[-1], round(float(logits.float().abs().sum()), 3))
-""" % sha
+"""
     out = hub.run_python(code, timeout=240).stdout.split()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,7 +88,10 @@ def test_datasets_load_dataset_jsonl_configs_and_parquet(hub: HubHandle, tmp_pat
     import pyarrow.parquet as pq
 
     (tmp_path / "pq" / "data").mkdir(parents=True)
-    pq.write_table(pa.table({"text": ["a", "b", "c"], "label": [0, 1, 2]}), tmp_path / "pq" / "data" / "train-00000-of-00001.parquet")
+    pq.write_table(
+        pa.table({"text": ["a", "b", "c"], "label": [0, 1, 2]}),
+        tmp_path / "pq" / "data" / "train-00000-of-00001.parquet",
+    )
     api.create_repo("lab/parquet-data", repo_type="dataset")
     api.upload_folder(folder_path=str(tmp_path / "pq"), repo_id="lab/parquet-data", repo_type="dataset")
     code = """

@@ -29,13 +29,21 @@ def test_round_trip_of_files_and_commits(hub: HubHandle, tmp_path: Path) -> None
     local = tmp_path / "big.bin"
     local.write_bytes(b"\1" * (11 * 1024 * 1024))  # over the LFS threshold: goes through LFS batch + PUT
     sha = client.commit_files(
-        "lab/round-trip", repo_type="dataset", message="add", add={"a/b.json": b"{}", "big.bin": local}, parent_commit=head
+        "lab/round-trip",
+        repo_type="dataset",
+        message="add",
+        add={"a/b.json": b"{}", "big.bin": local},
+        parent_commit=head,
     )
     assert client.head_sha("lab/round-trip", repo_type="dataset") == sha
     info = client.repo_info("lab/round-trip", repo_type="dataset", files_metadata=True)
     big = next(s for s in info.siblings if s.rfilename == "big.bin")
     assert big.lfs is not None and big.lfs.sha256 == hashlib.sha256(local.read_bytes()).hexdigest()
-    assert client.list_files("lab/round-trip", repo_type="dataset", revision=sha) == [".gitattributes", "a/b.json", "big.bin"]
+    assert client.list_files("lab/round-trip", repo_type="dataset", revision=sha) == [
+        ".gitattributes",
+        "a/b.json",
+        "big.bin",
+    ]
     assert client.read_file("lab/round-trip", "a/b.json", repo_type="dataset", revision=sha) == b"{}"
     assert client.file_exists("lab/round-trip", "big.bin", repo_type="dataset")
     assert not client.file_exists("lab/round-trip", "nope", repo_type="dataset")
@@ -121,4 +129,7 @@ def test_stale_parent_with_identical_content_is_a_conflict(hub: HubHandle) -> No
         client.commit_files("lab/stale", repo_type="dataset", message="same", add={"n.txt": b"1"}, parent_commit=base)
     assert base in str(exc.value)
     head = client.head_sha("lab/stale", repo_type="dataset")
-    assert client.commit_files("lab/stale", repo_type="dataset", message="noop", add={"n.txt": b"1"}, parent_commit=head) == head
+    assert (
+        client.commit_files("lab/stale", repo_type="dataset", message="noop", add={"n.txt": b"1"}, parent_commit=head)
+        == head
+    )

@@ -122,8 +122,17 @@ def _no_config(f: DemoFamily) -> None:
 def _big_tokenizer(f: DemoFamily) -> None:
     tok = json.loads((f.base / "tokenizer.json").read_text())
     top = max(tok["model"]["vocab"].values())
-    tok["added_tokens"].append({"id": top + 50, "content": "<way-out>", "single_word": False, "lstrip": False,
-                                "rstrip": False, "normalized": False, "special": True})
+    tok["added_tokens"].append(
+        {
+            "id": top + 50,
+            "content": "<way-out>",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    )
     (f.base / "tokenizer.json").write_text(json.dumps(tok))
 
 
@@ -151,8 +160,13 @@ CASES: list[tuple[str, Callable | None, dict, tuple[str, ...]]] = [
 
 @pytest.mark.parametrize(("case", "breaker", "change", "needles"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_fails_cleanly(
-    tiny_family: DemoFamily, tmp_path: Path, capfd: pytest.CaptureFixture[str], case: str,
-    breaker: Callable | None, change: dict, needles: tuple[str, ...],
+    tiny_family: DemoFamily,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    case: str,
+    breaker: Callable | None,
+    change: dict,
+    needles: tuple[str, ...],
 ) -> None:
     family = _family_copy(tiny_family, tmp_path / "models")
     if breaker is not None:
@@ -162,8 +176,7 @@ def test_bad_input_fails_cleanly(
     work = tmp_path / "work"
     work.mkdir()
     out = work / "merged"
-    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--out", str(out), "--device", "cpu"],
-                                env=WIDE)
+    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--out", str(out), "--device", "cpu"], env=WIDE)
     assert result.exit_code == 1, result.output
     message = result.output.strip()
     assert message.startswith("Error:"), message
@@ -211,8 +224,15 @@ def test_hub_input_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"merge_method": "ties", "base_model": "org/base",
-                                      "models": [{"model": "org/ct@main"}, {"model": "org/sft"}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "ties",
+                "base_model": "org/base",
+                "models": [{"model": "org/ct@main"}, {"model": "org/sft"}],
+            }
+        )
+    )
     result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(tmp_path / "out")], env=WIDE)
     assert result.exit_code == 1, result.output
     assert "org/base" in result.output and "HF_ENDPOINT" in result.output
@@ -244,8 +264,9 @@ def test_config_keys_missing_on_one_side_are_not_differences(tiny_family: DemoFa
 def test_cuda_requested_without_gpu(tiny_family: DemoFamily, tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(tiny_family)))
-    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(tmp_path / "out"), "--device", "cuda"],
-                                env=WIDE)
+    result = CliRunner().invoke(
+        app, ["merge", str(recipe), "--out", str(tmp_path / "out"), "--device", "cuda"], env=WIDE
+    )
     assert result.exit_code == 1
     assert "no CUDA device" in result.output and "--device cpu" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]

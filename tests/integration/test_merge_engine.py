@@ -39,7 +39,9 @@ def _recipe(family: DemoFamily, method: str = "ties_sv", **extra: object) -> dic
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
     index = path / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    )
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(path / file))
@@ -58,9 +60,15 @@ def _expected(data: dict, family: DemoFamily, out_dtype: torch.dtype | None = No
         extra["slack"] = recipe.parameters.slack
     out = {}
     for name, tensor in base.items():
-        merged = spec.fn([ct[name].float(), sft[name].float()], base[name].float(), weights=list(recipe.weights()),
-                         densities=list(recipe.densities()), normalize=spec.default_normalize,
-                         lambda_=spec.default_lambda, **extra)
+        merged = spec.fn(
+            [ct[name].float(), sft[name].float()],
+            base[name].float(),
+            weights=list(recipe.weights()),
+            densities=list(recipe.densities()),
+            normalize=spec.default_normalize,
+            lambda_=spec.default_lambda,
+            **extra,
+        )
         out[name] = merged.to(out_dtype or tensor.dtype)
     return out
 
@@ -75,8 +83,14 @@ def test_engine_matches_method_on_whole_tensors(tiny_family: DemoFamily, tmp_pat
     for name in want:
         assert torch.equal(got[name], want[name]), name
     assert result.report.totals().elements == sum(t.numel() for t in want.values())
-    for name in ("config.json", "generation_config.json", "tokenizer.json", "mergeling_recipe.yaml",
-                 "merge_report.json", "README.md"):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "mergeling_recipe.yaml",
+        "merge_report.json",
+        "README.md",
+    ):
         assert (out / name).is_file(), name
     assert parse_recipe(yaml.safe_load((out / "mergeling_recipe.yaml").read_text())) == parse_recipe(data)
     assert not list(tmp_path.glob(".out.partial-*"))
@@ -137,8 +151,13 @@ def test_extended_vocabulary(tiny_family_extended: DemoFamily, tmp_path: Path, t
     n_ids = max([*tokenizer["model"]["vocab"].values(), *[t["id"] for t in tokenizer["added_tokens"]]]) + 1
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         shared = get_method("ties").fn(
-            [ct[name][:rows], sft[name]], base[name], weights=[1.0, 0.7], densities=[0.3, 0.3], normalize=True,
-            lambda_=1.0)
+            [ct[name][:rows], sft[name]],
+            base[name],
+            weights=[1.0, 0.7],
+            densities=[0.3, 0.3],
+            normalize=True,
+            lambda_=1.0,
+        )
         assert torch.equal(got[name][:rows], shared)
         if tokenizer_source == "ct":
             assert got[name].shape[0] == rows + extra
@@ -168,8 +187,9 @@ def test_byte_identical_twice_and_report(tiny_family: DemoFamily, tmp_path: Path
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(tiny_family, "ties_sv")))
     for name in ("a", "b"):
-        result = runner.invoke(app, ["-q", "merge", str(recipe), "--out", str(tmp_path / name), "--device", "cpu",
-                                     "--shard-size", "100KB"])
+        result = runner.invoke(
+            app, ["-q", "merge", str(recipe), "--out", str(tmp_path / name), "--device", "cpu", "--shard-size", "100KB"]
+        )
         assert result.exit_code == 0, result.output
         assert "discarded by the election" in result.stdout
     files_a = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -211,8 +231,9 @@ tokenizer_source: model:{tiny_family.base}
     got = _state(out)
     for name, tensor in _expected(_recipe(tiny_family, "ties"), tiny_family).items():  # normalize: mergekit's default
         assert torch.equal(got[name], tensor), name
-    quiet = CliRunner().invoke(app, ["-q", "merge", str(config), "--out", str(tmp_path / "q"), "--device", "cpu",
-                                     "--json"])
+    quiet = CliRunner().invoke(
+        app, ["-q", "merge", str(config), "--out", str(tmp_path / "q"), "--device", "cpu", "--json"]
+    )
     assert quiet.exit_code == 0 and quiet.stderr == ""
     printed = json.loads(quiet.stdout)
     assert printed["out"] == str(tmp_path / "q") and printed["files"] == [str(tmp_path / "q" / "model.safetensors")]
@@ -225,8 +246,16 @@ def test_stats_match_direct_method_call(tiny_family: DemoFamily, tmp_path: Path)
     base, ct, sft = _state(tiny_family.base), _state(tiny_family.ct), _state(tiny_family.sft)
     name = "model.layers.1.self_attn.q_proj.weight"
     stats = TensorStats()
-    get_method("ties").fn([ct[name], sft[name]], base[name], weights=[1.0, 0.7], densities=[0.3, 0.3],
-                          normalize=True, lambda_=1.0, stats=stats, protect=[1])
+    get_method("ties").fn(
+        [ct[name], sft[name]],
+        base[name],
+        weights=[1.0, 0.7],
+        densities=[0.3, 0.3],
+        normalize=True,
+        lambda_=1.0,
+        stats=stats,
+        protect=[1],
+    )
     assert result.report.tensors[name] == stats
     assert stats.kept == [int(0.3 * base[name].numel())] * 2
 
@@ -254,8 +283,13 @@ def test_card_rebuilt_from_output_with_eval_results(tiny_family: DemoFamily, tmp
     out = tmp_path / "out"
     run_merge(plan_merge(parse_recipe(_recipe(tiny_family, "ties_sv"))), out=out, device="cpu", progress=False)
     assert str(build_card_for_output(out)) == (out / "README.md").read_text()  # same card as the merge wrote
-    result = EvalResult(task_type="text-classification", dataset_type="Davlan/sib200", dataset_name="SIB-200",
-                        metric_type="accuracy", metric_value=0.5)
+    result = EvalResult(
+        task_type="text-classification",
+        dataset_type="Davlan/sib200",
+        dataset_name="SIB-200",
+        metric_type="accuracy",
+        metric_value=0.5,
+    )
     card = build_card_for_output(out, eval_results=[result], repo_id="lab/tiny-merge")
     data = ModelCard(str(card)).data
     assert data.eval_results[0].metric_value == 0.5 and data.model_name == "tiny-merge"
@@ -279,8 +313,9 @@ def test_multilingual_three_inputs(tiny_family: DemoFamily, tmp_path: Path) -> N
     ct2 = tmp_path / "ct2"
     shutil.copytree(tiny_family.ct, ct2)
     generator = torch.Generator().manual_seed(7)
-    state = {k: v + 0.01 * torch.randn(v.shape, generator=generator)
-             for k, v in load_file(ct2 / "model.safetensors").items()}
+    state = {
+        k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in load_file(ct2 / "model.safetensors").items()
+    }
     save_file(state, ct2 / "model.safetensors", metadata={"format": "pt"})
     data = _recipe(tiny_family, "ties_sv")
     data["models"] = [
@@ -303,7 +338,14 @@ def test_multilingual_three_inputs(tiny_family: DemoFamily, tmp_path: Path) -> N
     base, a, b, c = (_state(p) for p in (tiny_family.base, tiny_family.ct, ct2, tiny_family.sft))
     got = _state(out)
     name = "model.layers.0.self_attn.q_proj.weight"
-    want = spec.fn([a[name].float(), b[name].float(), c[name].float()], base[name].float(), weights=[1.0] * 3,
-                   densities=[0.3] * 3, normalize=spec.default_normalize, lambda_=spec.default_lambda,
-                   protect=[2], slack=0.2)
+    want = spec.fn(
+        [a[name].float(), b[name].float(), c[name].float()],
+        base[name].float(),
+        weights=[1.0] * 3,
+        densities=[0.3] * 3,
+        normalize=spec.default_normalize,
+        lambda_=spec.default_lambda,
+        protect=[2],
+        slack=0.2,
+    )
     assert torch.equal(got[name], want.to(got[name].dtype))

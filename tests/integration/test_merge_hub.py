@@ -123,12 +123,20 @@ def test_dry_run_remote_checks_read_headers_only(hub, tiny_family: DemoFamily, t
     from registry.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"lab/remote-badconfig@\w+: config\.json is not valid JSON.*fix it"):
-        plan_merge(parse_recipe(_recipe("lab/remote-base", "lab/remote-badconfig", "lab/remote-sft")),
-                   offline=True, remote_headers=True, hub=client)
+        plan_merge(
+            parse_recipe(_recipe("lab/remote-base", "lab/remote-badconfig", "lab/remote-sft")),
+            offline=True,
+            remote_headers=True,
+            hub=client,
+        )
 
 
-def test_cli_dry_run_remote_checks(hub, tiny_family: DemoFamily, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_dry_run_remote_checks(
+    hub,
+    tiny_family: DemoFamily,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import json
 
     import yaml

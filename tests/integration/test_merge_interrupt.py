@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests._fixtures.models import write_stack_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +18,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _family(root: Path, tensors: int = 48) -> dict:
     write_stack_family(root, tensors=tensors, seed=1)
-    return {"merge_method": "ties_sv", "base_model": str(root / "base"),
-            "models": [{"model": str(root / "a"), "role": "ct", "parameters": {"density": 0.2}},
-                       {"model": str(root / "b"), "role": "sft", "parameters": {"density": 0.2}}],
-            "parameters": {"slack": 0.1}}
+    return {
+        "merge_method": "ties_sv",
+        "base_model": str(root / "base"),
+        "models": [
+            {"model": str(root / "a"), "role": "ct", "parameters": {"density": 0.2}},
+            {"model": str(root / "b"), "role": "sft", "parameters": {"density": 0.2}},
+        ],
+        "parameters": {"slack": 0.1},
+    }
 
 
 @pytest.mark.slow
@@ -31,9 +36,23 @@ def test_sigint_mid_merge_leaves_nothing(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from registry.cli import main; main()", "merge", str(recipe), "--out",
-         str(work / "merged"), "--device", "cpu", "--shard-size", "20MB"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from registry.cli import main; main()",
+            "merge",
+            str(recipe),
+            "--out",
+            str(work / "merged"),
+            "--device",
+            "cpu",
+            "--shard-size",
+            "20MB",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     # Wait until shards are being written into the temporary directory, then interrupt.
@@ -60,7 +79,10 @@ def test_partial_left_by_a_killed_merge_is_removed(tiny_family, tmp_path: Path) 
     dead.wait()  # a process id that no longer runs
     stale = tmp_path / f".merged.partial-{dead.pid}"
     (stale / "junk").mkdir(parents=True)
-    data = {"merge_method": "ties", "base_model": str(tiny_family.base),
-            "models": [{"model": str(tiny_family.ct)}, {"model": str(tiny_family.sft)}]}
+    data = {
+        "merge_method": "ties",
+        "base_model": str(tiny_family.base),
+        "models": [{"model": str(tiny_family.ct)}, {"model": str(tiny_family.sft)}],
+    }
     run_merge(plan_merge(parse_recipe(data)), out=tmp_path / "merged", device="cpu", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests._fixtures.models import write_stack_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +44,9 @@ def _model_family(root: Path, tensors: int) -> int:
 
 
 def _peak_delta(root: Path) -> int:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(root)], capture_output=True, text=True, timeout=300,
-                          cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(root)], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])["delta"]
 

@@ -25,8 +25,12 @@ WIDE = {"COLUMNS": "2000"}
 def test_the_shipped_recipes_are_all_there() -> None:
     names = {p.name for p in MERGE_RECIPES}
     assert {f"{lang}-ties-sv.yaml" for lang in LANGS} <= names
-    assert {"ben_Beng-ties.yaml", "ben_Beng-linear.yaml", "multi-khk_Cyrl-uig_Arab-ties-sv.yaml",
-            "demo-tiny.yaml"} <= names
+    assert {
+        "ben_Beng-ties.yaml",
+        "ben_Beng-linear.yaml",
+        "multi-khk_Cyrl-uig_Arab-ties-sv.yaml",
+        "demo-tiny.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", [p for p in MERGE_RECIPES if p.name != "demo-tiny.yaml"], ids=lambda p: p.name)
@@ -54,8 +58,9 @@ def test_hub_recipe_dry_run_offline(path: Path, tmp_path: Path, monkeypatch: pyt
     assert "Skipped:" in result.stderr
 
 
-def test_demo_recipe_dry_run_on_built_models(tiny_family: DemoFamily, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_recipe_dry_run_on_built_models(
+    tiny_family: DemoFamily, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The demo recipe names .mergeling/demo/models/{base,ct,sft} relative to the current directory.
     models = tmp_path / ".mergeling" / "demo" / "models"
     for name in ("base", "ct", "sft"):

@@ -28,7 +28,9 @@ WEIGHTS = [1.0, 0.6, 1.3]
 DENSITIES = [0.3, 0.55, 0.2]
 
 
-def _mergekit_tensor_merge(name: str, inputs: list[torch.Tensor], base: torch.Tensor | None, **params: object) -> torch.Tensor:
+def _mergekit_tensor_merge(
+    name: str, inputs: list[torch.Tensor], base: torch.Tensor | None, **params: object
+) -> torch.Tensor:
     from mergekit.merge_methods import registry as mk_registry
     from mergekit.merge_methods.base import TensorGroup
 
@@ -36,7 +38,9 @@ def _mergekit_tensor_merge(name: str, inputs: list[torch.Tensor], base: torch.Te
         group = TensorGroup.from_tensors(inputs)
     else:
         group = TensorGroup.from_tensors([base, *inputs], base_index=0)
-    return mk_registry.get(name)([group], parameters={"weight": WEIGHTS[: len(inputs)], **params}, dtype=torch.float32)[0]
+    return mk_registry.get(name)([group], parameters={"weight": WEIGHTS[: len(inputs)], **params}, dtype=torch.float32)[
+        0
+    ]
 
 
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties"])
@@ -54,8 +58,12 @@ def test_tensor_level_bit_identical(method: str, normalize: bool, shape: tuple[i
         params["density"] = DENSITIES
     theirs = _mergekit_tensor_merge(method, inputs, base if spec.needs_base else None, **params)
     ours = spec.fn(
-        inputs, base if spec.needs_base else None, weights=WEIGHTS, densities=DENSITIES,
-        normalize=normalize, lambda_=params.get("lambda", 1.0),
+        inputs,
+        base if spec.needs_base else None,
+        weights=WEIGHTS,
+        densities=DENSITIES,
+        normalize=normalize,
+        lambda_=params.get("lambda", 1.0),
     )
     assert torch.equal(theirs.view(torch.int32), ours.view(torch.int32))
 
@@ -85,7 +93,9 @@ def _run_both(config: dict[str, object], tmp_path: Path) -> tuple[dict[str, torc
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config))
     run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mergekit"), MergeOptions(copy_tokenizer=False))
-    result = CliRunner().invoke(app, ["--quiet", "merge", str(path), "--out", str(tmp_path / "ours"), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["--quiet", "merge", str(path), "--out", str(tmp_path / "ours"), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     return _load(tmp_path / "mergekit"), _load(tmp_path / "ours")
 
@@ -114,10 +124,10 @@ def test_fp32_models_bit_identical(method: str, tiny_family: DemoFamily, tmp_pat
 def _ambiguous_ties(inputs: list[torch.Tensor], base: torch.Tensor, densities: list[float]) -> torch.Tensor:
     """Positions where some input's |τ| equals its trimming threshold and not all such entries are kept."""
     ambiguous = torch.zeros(base.numel(), dtype=torch.bool)
-    for tensor, density in zip(inputs, densities):
+    for tensor, density in zip(inputs, densities, strict=False):
         keys = magnitude_keys((tensor - base).reshape(-1))
         k = max(1, int(density * keys.numel()))
-        cut = find_cut(lambda: (keys,), k, numel=keys.numel())
+        cut = find_cut(lambda keys=keys: (keys,), k, numel=keys.numel())
         if cut in (Cut.keep_all(), Cut.keep_none()):
             continue
         equal = keys == cut.key

@@ -14,12 +14,25 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 def _inputs() -> list[CardInput]:
     return [
-        CardInput("meta-llama/Llama-2-7b-hf", "base", revision="a" * 40, repo_id="meta-llama/Llama-2-7b-hf",
-                  license="llama2"),
-        CardInput("pkupie/Llama-2-7b-mon", "ct", revision="b" * 40, repo_id="pkupie/Llama-2-7b-mon",
-                  license="apache-2.0", language="khk_Cyrl"),
-        CardInput("pkupie/Llama-2-7b-uig", "ct", revision="c" * 40, repo_id="pkupie/Llama-2-7b-uig",
-                  license="mit", language="uig_Arab"),
+        CardInput(
+            "meta-llama/Llama-2-7b-hf", "base", revision="a" * 40, repo_id="meta-llama/Llama-2-7b-hf", license="llama2"
+        ),
+        CardInput(
+            "pkupie/Llama-2-7b-mon",
+            "ct",
+            revision="b" * 40,
+            repo_id="pkupie/Llama-2-7b-mon",
+            license="apache-2.0",
+            language="khk_Cyrl",
+        ),
+        CardInput(
+            "pkupie/Llama-2-7b-uig",
+            "ct",
+            revision="c" * 40,
+            repo_id="pkupie/Llama-2-7b-uig",
+            license="mit",
+            language="uig_Arab",
+        ),
         CardInput("./local/sft", "sft"),
     ]
 
@@ -34,8 +47,15 @@ def test_license_and_languages() -> None:
 
 def test_card_metadata_and_body() -> None:
     recipe = load_recipe(RECIPES / "multi-khk_Cyrl-uig_Arab-ties-sv.yaml")
-    inputs = _inputs()[:3] + [CardInput("pkupie/Llama-2-7b-FLAN-step884", "sft", revision="d" * 40,
-                                        repo_id="pkupie/Llama-2-7b-FLAN-step884", license="llama2")]
+    inputs = _inputs()[:3] + [
+        CardInput(
+            "pkupie/Llama-2-7b-FLAN-step884",
+            "sft",
+            revision="d" * 40,
+            repo_id="pkupie/Llama-2-7b-FLAN-step884",
+            license="llama2",
+        )
+    ]
     card = build_model_card(recipe, inputs, diagnostics="ties_sv: 3 tensors\n  sft: 10 discarded")
     reparsed = ModelCard(str(card))
     data = reparsed.data.to_dict()
@@ -55,8 +75,13 @@ def test_card_metadata_and_body() -> None:
 
 def test_local_inputs_are_not_base_models_and_eval_results_optional() -> None:
     recipe = load_recipe(RECIPES / "ben_Beng-ties-sv.yaml")
-    result = EvalResult(task_type="text-classification", dataset_type="sib200", dataset_name="SIB-200 ben_Beng",
-                        metric_type="accuracy", metric_value=0.61)
+    result = EvalResult(
+        task_type="text-classification",
+        dataset_type="sib200",
+        dataset_name="SIB-200 ben_Beng",
+        metric_type="accuracy",
+        metric_value=0.61,
+    )
     card = build_model_card(recipe, _inputs(), eval_results=[result])
     data = ModelCard(str(card)).data
     assert "./local/sft" not in data.base_model

@@ -30,7 +30,9 @@ def ct(language: str = "ben_Beng", *, sha: str = "1" * 40, vocab: int = 300, bas
     )  # fmt: skip
 
 
-def sft(*, sha: str = "2" * 40, base: ModelRef = BASE, shape: ModelShape | None = SHAPE, repo: str = "lab/sft") -> SftEntry:
+def sft(
+    *, sha: str = "2" * 40, base: ModelRef = BASE, shape: ModelShape | None = SHAPE, repo: str = "lab/sft"
+) -> SftEntry:
     return SftEntry(
         id=sft_entry_id(repo=repo, revision=sha), repo=repo, revision=sha, base=base, shape=shape,
         verified=shape is not None,

@@ -51,7 +51,10 @@ def _write(tmp_path: Path, text: str) -> Path:
     [
         ("base: a/b\ncheckpoints:\n  - {kind: ct, repo: c/d}\n", "checkpoints.0: CT checkpoint c/d needs a language"),
         ("base: a/b\ncheckpoints:\n  - {kind: ct, repo: c/d, language: bn}\n", "checkpoints.0.language: language 'bn'"),
-        ("base: a/b\ncheckpoints:\n  - {kind: sft, repo: c/d, language: ben_Beng}\n", "'language' and 'tokens' are for CT"),
+        (
+            "base: a/b\ncheckpoints:\n  - {kind: sft, repo: c/d, language: ben_Beng}\n",
+            "'language' and 'tokens' are for CT",
+        ),
         ("base: a/b\ncheckpoints:\n  - {kind: sft, repo: c/d, extra: 1}\n", "checkpoints.0.extra: Extra inputs"),
         ("base: nobase\ncheckpoints:\n  - {kind: sft, repo: c/d}\n", "base: repo id 'nobase'"),
         ("base: a/b\ncheckpoints: []\n", "checkpoints: Tuple should have at least 1 item"),

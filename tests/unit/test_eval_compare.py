@@ -12,8 +12,15 @@ from tests.unit.test_eval_records import make_record, make_task
 
 
 def bpb_task(value: float, *, n: int = 1012) -> TaskResult:
-    return TaskResult(task="flores_ben_Beng", task_hash="00" * 32, num_fewshot=0, n_samples=n, n_total=1012,
-                      metrics={"bits_per_byte": MetricValue(value=value, higher_is_better=False)}, duration_s=1.0)
+    return TaskResult(
+        task="flores_ben_Beng",
+        task_hash="00" * 32,
+        num_fewshot=0,
+        n_samples=n,
+        n_total=1012,
+        metrics={"bits_per_byte": MetricValue(value=value, higher_is_better=False)},
+        duration_s=1.0,
+    )
 
 
 def test_differences_to_first_column() -> None:
@@ -54,7 +61,9 @@ def test_markdown_labels_limited_results() -> None:
 
 def test_rich_table_renders_all_cells() -> None:
     console = Console(width=200, record=True)
-    console.print(render_rich(build_comparison([make_record(make_task(acc=0.25)), make_record(make_task(acc=0.5, n=9))])))
+    console.print(
+        render_rich(build_comparison([make_record(make_task(acc=0.25)), make_record(make_task(acc=0.5, n=9))]))
+    )
     out = console.export_text()
     assert "0.2500" in out and "(+0.2500)†" in out and "not comparable" in out
 

@@ -93,8 +93,10 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="--data-dir"):
         find_task("sib200_ben_Beng", tasks_dir=TASKS).to_lm_eval(data_dir=tmp_path)
     bad = tmp_path / "evil.yaml"
-    bad.write_text("task: evil\noutput_type: generate_until\ndoc_to_text: x\ndoc_to_target: y\ntest_split: t\n"
-                   "process_results: !function os.system\n")
+    bad.write_text(
+        "task: evil\noutput_type: generate_until\ndoc_to_text: x\ndoc_to_target: y\ntest_split: t\n"
+        "process_results: !function os.system\n"
+    )
     with pytest.raises(EvaluationError, match="outside registry.evaluate"):
         load_task(bad)
     suite = tmp_path / "s.yaml"
@@ -117,12 +119,15 @@ def test_select_tasks() -> None:
     picked = select_tasks(suite, ["flores_eng_Latn", "sib200_ben_Beng"])
     assert [t.task for t in picked.tasks] == ["sib200_ben_Beng", "flores_eng_Latn"]  # suite order
     assert picked.tasks[0].num_fewshot == 5
-    with pytest.raises(EvaluationError, match="mgsm_tam_Taml are not in the ben_Beng suite; choose from: sib200_ben_Beng"):
+    with pytest.raises(
+        EvaluationError, match="mgsm_tam_Taml are not in the ben_Beng suite; choose from: sib200_ben_Beng"
+    ):
         select_tasks(suite, ["mgsm_tam_Taml"])
 
 
-@pytest.mark.parametrize(("lang", "q_label", "a_label"), [
-    ("ben_Beng", "প্রশ্ন:", "ধাপে ধাপে উত্তর:"), ("tel_Telu", "ప్రశ్న:", "దశలవారీగా సమాధానం:")])
+@pytest.mark.parametrize(
+    ("lang", "q_label", "a_label"), [("ben_Beng", "প্রশ্ন:", "ধাপে ধাপে উত্তর:"), ("tel_Telu", "ప్రశ్న:", "దశలవారీగా సమాధానం:")]
+)
 def test_mgsm_prompt_is_eight_native_exemplars_then_the_question(
     shared_data: Path, lang: str, q_label: str, a_label: str
 ) -> None:
@@ -133,13 +138,17 @@ def test_mgsm_prompt_is_eight_native_exemplars_then_the_question(
     task.set_fewshot_seed(1234)
     doc = next(iter(task.test_docs()))
     context = task.fewshot_context(doc, num_fewshot=8)
-    exemplars = [json.loads(line) for line in (shared_data / f"mgsm/exemplars/{lang}.jsonl").read_text("utf-8").splitlines()]
+    exemplars = [
+        json.loads(line) for line in (shared_data / f"mgsm/exemplars/{lang}.jsonl").read_text("utf-8").splitlines()
+    ]
     assert context.count(q_label) == 9 and context.count(a_label) == 9
     assert context.startswith(exemplars[0]["q"])  # published order, first exemplar first
     positions = [context.index(ex["a"].partition(":")[2].strip()) for ex in exemplars]
     assert positions == sorted(positions)
     assert context.endswith(f"{q_label} {doc['prompt'].partition(' ')[2]}") and context.endswith(a_label)
-    assert config["generation_kwargs"]["until"] == ["\n\n", q_label] and config["generation_kwargs"]["do_sample"] is False
+    assert (
+        config["generation_kwargs"]["until"] == ["\n\n", q_label] and config["generation_kwargs"]["do_sample"] is False
+    )
 
 
 # The record shape the milic configs assume (UNVERIFIED against pkupie/milic-eval; see _milic_mc.yaml).

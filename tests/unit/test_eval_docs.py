@@ -24,5 +24,7 @@ def test_limited_sib_sample_covers_the_labels(shared_data: Path) -> None:
     rows = [json.loads(line) for line in (shared_data / "sib200/ben_Beng/test.jsonl").read_text("utf-8").splitlines()]
     assert len({r["category"] for r in rows[:40]}) == 1  # the file is sorted by label
     shuffled = shuffle_docs(datasets.Dataset.from_list(rows))
-    assert len(shuffled) == len(rows) and Counter(r["category"] for r in shuffled) == Counter(r["category"] for r in rows)
+    assert len(shuffled) == len(rows) and Counter(r["category"] for r in shuffled) == Counter(
+        r["category"] for r in rows
+    )
     assert len({r["category"] for r in list(shuffled)[:20]}) >= 5

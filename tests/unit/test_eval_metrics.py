@@ -24,7 +24,7 @@ def test_bits_per_byte_by_hand() -> None:
     # corpus-level: total nats / total bytes, not a mean of per-text ratios
     value = bits_per_byte([-3.0, -30.0], ["abc", "বাংলা"])
     assert value == pytest.approx(33.0 / (18 * math.log(2)))
-    assert byte_perplexity([-3.0, -30.0], ["abc", "বাংলা"]) == pytest.approx(2 ** value)
+    assert byte_perplexity([-3.0, -30.0], ["abc", "বাংলা"]) == pytest.approx(2**value)
 
 
 def test_bits_per_byte_rejects_bad_input() -> None:

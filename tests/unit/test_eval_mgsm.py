@@ -48,14 +48,22 @@ def test_exact_match() -> None:
     assert process_results({"answer_number": 18}, ["The answer is 81."]) == {"exact_match": 0}
 
 
-@pytest.mark.parametrize(("lang", "q_label", "a_label"), [
-    ("ben_Beng", "প্রশ্ন:", "ধাপে ধাপে উত্তর:"),
-    ("tel_Telu", "ప్రశ్న:", "దశలవారీగా సమాధానం:"),
-    ("eng_Latn", "Question:", "Step-by-Step Answer:"),
-])
+@pytest.mark.parametrize(
+    ("lang", "q_label", "a_label"),
+    [
+        ("ben_Beng", "প্রশ্ন:", "ধাপে ধাপে উত্তর:"),
+        ("tel_Telu", "ప్రశ్న:", "దశలవారీగా సమాధానం:"),
+        ("eng_Latn", "Question:", "Step-by-Step Answer:"),
+    ],
+)
 def test_load_mgsm_uses_native_labels(shared_data: Path, lang: str, q_label: str, a_label: str) -> None:
-    ds = load_mgsm(data_files={"test": str(shared_data / f"mgsm/{lang}.jsonl"),
-                               "exemplars": str(shared_data / f"mgsm/exemplars/{lang}.jsonl")}, version=1.0)
+    ds = load_mgsm(
+        data_files={
+            "test": str(shared_data / f"mgsm/{lang}.jsonl"),
+            "exemplars": str(shared_data / f"mgsm/exemplars/{lang}.jsonl"),
+        },
+        version=1.0,
+    )
     assert len(ds["test"]) == 250 and len(ds["exemplars"]) == 8
     shot = ds["exemplars"][0]
     assert shot["prompt"].startswith(q_label) and shot["prompt"].endswith("\n" + a_label)

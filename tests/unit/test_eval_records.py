@@ -15,16 +15,31 @@ from registry.evaluate.records import EvalRecord, MetricValue, ModelIdentity, Ta
 
 
 def make_task(name: str = "sib200_ben_Beng", *, acc: float = 0.5, n: int = 204, total: int = 204) -> TaskResult:
-    return TaskResult(task=name, task_hash="ab" * 32, num_fewshot=5, n_samples=n, n_total=total,
-                      limit=None if n == total else n,
-                      metrics={"acc": MetricValue(value=acc, stderr=0.03, higher_is_better=True)}, duration_s=1.5)
+    return TaskResult(
+        task=name,
+        task_hash="ab" * 32,
+        num_fewshot=5,
+        n_samples=n,
+        n_total=total,
+        limit=None if n == total else n,
+        metrics={"acc": MetricValue(value=acc, stderr=0.03, higher_is_better=True)},
+        duration_s=1.5,
+    )
 
 
 def make_record(*tasks: TaskResult, limit: int | None = None, path: str = "/m/ct") -> EvalRecord:
-    return EvalRecord(model=ModelIdentity(reference=path, local_path=path, weights_hash="cd" * 32),
-                      suite="recipes/eval/ben_Beng.yaml", language="ben_Beng", data_source="/data",
-                      lm_eval_version="0.4.13", device="cpu", limit=limit, duration_s=2.0,
-                      created_at="2026-01-01T00:00:00Z", tasks=tasks or (make_task(),))
+    return EvalRecord(
+        model=ModelIdentity(reference=path, local_path=path, weights_hash="cd" * 32),
+        suite="recipes/eval/ben_Beng.yaml",
+        language="ben_Beng",
+        data_source="/data",
+        lm_eval_version="0.4.13",
+        device="cpu",
+        limit=limit,
+        duration_s=2.0,
+        created_at="2026-01-01T00:00:00Z",
+        tasks=tasks or (make_task(),),
+    )
 
 
 def test_record_round_trip(tmp_path: Path) -> None:
@@ -114,16 +129,42 @@ def test_eval_results_source() -> None:
 def test_model_files_to_fetch() -> None:
     from registry.evaluate.sources import model_files_to_fetch
 
-    repo = ["config.json", "generation_config.json", "model-00001-of-00002.safetensors",
-            "model-00002-of-00002.safetensors", "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin",
-            "pytorch_model.bin.index.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-            "special_tokens_map.json", "README.md", "optimizer.pt", "flax_model.msgpack", "images/plot.png",
-            "checkpoint-100/model.safetensors", "checkpoint-100/config.json"]
-    assert model_files_to_fetch(repo) == sorted([
-        "config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-        "model.safetensors.index.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-        "special_tokens_map.json"])
-    assert model_files_to_fetch(["config.json", "pytorch_model.bin", "optimizer.bin"]) == ["config.json", "pytorch_model.bin"]
+    repo = [
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "tokenizer.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "README.md",
+        "optimizer.pt",
+        "flax_model.msgpack",
+        "images/plot.png",
+        "checkpoint-100/model.safetensors",
+        "checkpoint-100/config.json",
+    ]
+    assert model_files_to_fetch(repo) == sorted(
+        [
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "tokenizer.model",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ]
+    )
+    assert model_files_to_fetch(["config.json", "pytorch_model.bin", "optimizer.bin"]) == [
+        "config.json",
+        "pytorch_model.bin",
+    ]
 
 
 def test_limited_results_stay_labelled_in_card_yaml() -> None:

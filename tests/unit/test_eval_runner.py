@@ -20,8 +20,16 @@ def test_resolve_device() -> None:
 
 def test_parse_task_results() -> None:
     raw = {
-        "results": {"t": {"alias": "t", "acc,none": 0.5, "acc_stderr,none": 0.1, "bits_per_byte,none": 2.5,
-                          "bits_per_byte_stderr,none": "N/A", "sample_len": 4}},
+        "results": {
+            "t": {
+                "alias": "t",
+                "acc,none": 0.5,
+                "acc_stderr,none": 0.1,
+                "bits_per_byte,none": 2.5,
+                "bits_per_byte_stderr,none": "N/A",
+                "sample_len": 4,
+            }
+        },
         "higher_is_better": {"t": {"acc": True, "bits_per_byte": False}},
         "n-samples": {"t": {"original": 10, "effective": 4}},
     }

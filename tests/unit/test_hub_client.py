@@ -22,12 +22,16 @@ from registry.hub_errors import convert_error
 ENDPOINT = "http://127.0.0.1:9"
 
 
-def _client_error(status: int, headers: dict[str, str] | None = None, url: str = f"{ENDPOINT}/api/models/a/b") -> Exception:
+def _client_error(
+    status: int, headers: dict[str, str] | None = None, url: str = f"{ENDPOINT}/api/models/a/b"
+) -> Exception:
     """The exception huggingface_hub itself raises for this response (its real mapping code)."""
     import httpx2
     from huggingface_hub.utils import hf_raise_for_status
 
-    response = httpx2.Response(status, headers=headers or {}, json={"error": "server says no"}, request=httpx2.Request("GET", url))
+    response = httpx2.Response(
+        status, headers=headers or {}, json={"error": "server says no"}, request=httpx2.Request("GET", url)
+    )
     with pytest.raises(Exception) as exc:
         hf_raise_for_status(response)
     return exc.value
@@ -39,7 +43,12 @@ def _client_error(status: int, headers: dict[str, str] | None = None, url: str =
         (404, {"X-Error-Code": "RepoNotFound"}, HubRepoNotFoundError, "repository a/b not found"),
         (404, {"X-Error-Code": "RevisionNotFound"}, HubRevisionNotFoundError, "revision 'v9' not found"),
         (404, {"X-Error-Code": "EntryNotFound"}, HubEntryNotFoundError, "'config.json' does not exist"),
-        (401, {"X-Error-Message": "Invalid credentials in Authorization header"}, HubAuthError, "invalid or missing token"),
+        (
+            401,
+            {"X-Error-Message": "Invalid credentials in Authorization header"},
+            HubAuthError,
+            "invalid or missing token",
+        ),
         (403, {}, HubAuthError, "registry hub token create"),
         (412, {"X-Error-Message": "Parent commit abc is not the head"}, HubConflictError, "Parent commit abc"),
         (409, {}, HubConflictError, "re-read and retry"),
@@ -109,7 +118,9 @@ def test_whoami_without_any_token_is_an_auth_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # no stored login
     with pytest.raises(HubAuthError) as exc:
         HubClient(endpoint=ENDPOINT).whoami()
-    assert "no token" in str(exc.value) and "HF_TOKEN" in str(exc.value) and "registry hub token create" in str(exc.value)
+    assert (
+        "no token" in str(exc.value) and "HF_TOKEN" in str(exc.value) and "registry hub token create" in str(exc.value)
+    )
 
 
 def test_a_malformed_repo_id_is_our_error_before_any_request() -> None:

@@ -48,8 +48,16 @@ def test_reads_what_the_reference_library_writes(tmp_path: Path) -> None:
         (lambda: _raw({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), "truncated"),
         (lambda: _raw({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 12]}}, b"\0" * 12), "lies"),
         (lambda: _raw({"x": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), "gap of 4"),
-        (lambda: _raw({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                       "y": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), "overlaps"),
+        (
+            lambda: _raw(
+                {
+                    "x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                    "y": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+                },
+                b"\0" * 8,
+            ),
+            "overlaps",
+        ),
         (lambda: _raw({"x": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 2), "unknown dtype"),
         (lambda: _raw({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}, b""), "non-negative"),
         (lambda: _raw({"x": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}}, b"\0" * 8), "begin <= end"),
@@ -192,8 +200,9 @@ def test_inconsistent_shard_index_is_refused_with_the_fix(tmp_path: Path) -> Non
     save_file({"a": torch.ones(2)}, tmp_path / "model-00001-of-00002.safetensors")
     save_file({"b": torch.ones(2)}, tmp_path / "model-00002-of-00002.safetensors")
     index = tmp_path / "model.safetensors.index.json"
-    index.write_text(json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors",
-                                                "b": "model-00002-of-00002.safetensors"}}))
+    index.write_text(
+        json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+    )
     with pytest.raises(CheckpointError, match=r"says 'a' is in model-00002-of-00002\.safetensors.*re-download"):
         open_checkpoint(tmp_path)
     index.write_text("[1, 2]")

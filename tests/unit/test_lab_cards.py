@@ -20,7 +20,9 @@ def _info(**changes) -> LabCardInfo:
     return LabCardInfo(**values)
 
 
-@pytest.mark.parametrize(("role", "tag"), [("ct", "mergeling-ct"), ("sft", "mergeling-sft"), ("base", "mergeling-base")])
+@pytest.mark.parametrize(
+    ("role", "tag"), [("ct", "mergeling-ct"), ("sft", "mergeling-sft"), ("base", "mergeling-base")]
+)
 def test_card_metadata(tmp_path: Path, role: str, tag: str) -> None:
     from huggingface_hub import ModelCard
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from registry.errors import DataNotFoundError
-from registry.lab.corpora import FLORES_DEVTEST_FIRST_INDEX, SIB_LABELS, load_corpora, resolve_data_dir, synthetic_corpora
+from registry.lab.corpora import (
+    FLORES_DEVTEST_FIRST_INDEX,
+    SIB_LABELS,
+    load_corpora,
+    resolve_data_dir,
+    synthetic_corpora,
+)
 from registry.lab.sft import PromptFormat, instruction_examples, sib_examples
 
 

@@ -39,7 +39,10 @@ def test_a_second_process_sees_new_tokens(tmp_path: Path) -> None:
 def test_bad_names_are_refused(tmp_path: Path, user: str, org: str | None) -> None:
     with pytest.raises(ValueError):
         Accounts(tmp_path).create_token(user, org=org)
-    assert not (tmp_path / "accounts.json").exists() or json.loads((tmp_path / "accounts.json").read_text())["tokens"] == {}
+    assert (
+        not (tmp_path / "accounts.json").exists()
+        or json.loads((tmp_path / "accounts.json").read_text())["tokens"] == {}
+    )
 
 
 def test_users_and_orgs_cannot_share_a_name(tmp_path: Path) -> None:

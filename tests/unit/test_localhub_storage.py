@@ -12,9 +12,18 @@ from pathlib import Path
 import pytest
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
-from registry.localhub.commits import AddBytes, AddLfs, CommitHeader, Delete, RepoLocks, apply_commit, branch_ref, parse_ndjson
-from registry.localhub.routes_files import _parse_range
+from registry.localhub.commits import (
+    AddBytes,
+    AddLfs,
+    CommitHeader,
+    Delete,
+    RepoLocks,
+    apply_commit,
+    branch_ref,
+    parse_ndjson,
+)
 from registry.localhub.names import StorageError, validate_path, validate_repo_id
+from registry.localhub.routes_files import _parse_range
 from registry.localhub.storage import Storage, git_blob_oid, lfs_pointer
 
 
@@ -22,7 +31,9 @@ def test_git_blob_oid_matches_git(tmp_path: Path) -> None:
     data = b"hello world\n"
     (tmp_path / "f").write_bytes(data)
     try:
-        expected = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True).stdout.strip()
+        expected = subprocess.run(
+            ["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         expected = "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
     assert git_blob_oid(data) == expected
@@ -33,7 +44,9 @@ def test_lfs_pointer_is_the_git_lfs_format() -> None:
     assert lfs_pointer(sha, 12) == f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize 12\n".encode()
 
 
-@pytest.mark.parametrize("path", ["../x", "a/../b", "/abs", "a//b", "a/./b", ".git/config", "a/.git/x", "a\\b", "", "x\0y", "a/"])
+@pytest.mark.parametrize(
+    "path", ["../x", "a/../b", "/abs", "a//b", "a/./b", ".git/config", "a/.git/x", "a\\b", "", "x\0y", "a/"]
+)
 def test_validate_path_refuses_unsafe_paths(path: str) -> None:
     with pytest.raises(StorageError) as exc:
         validate_path(path)
@@ -41,12 +54,16 @@ def test_validate_path_refuses_unsafe_paths(path: str) -> None:
     assert repr(path) in str(exc.value)
 
 
-@pytest.mark.parametrize("path", ["a", "a/b.json", "data/train-00000-of-00001.parquet", ".gitattributes", "sub/.hidden"])
+@pytest.mark.parametrize(
+    "path", ["a", "a/b.json", "data/train-00000-of-00001.parquet", ".gitattributes", "sub/.hidden"]
+)
 def test_validate_path_accepts_normal_paths(path: str) -> None:
     assert validate_path(path) == path
 
 
-@pytest.mark.parametrize("repo_id", ["a", "a/b/c", "../b", "a/..", "a/b.git", "-a/b", "api/x", "datasets/x", "a/b c", "a/" + "x" * 97])
+@pytest.mark.parametrize(
+    "repo_id", ["a", "a/b/c", "../b", "a/..", "a/b.git", "-a/b", "api/x", "datasets/x", "a/b c", "a/" + "x" * 97]
+)
 def test_validate_repo_id_refuses_bad_ids(repo_id: str) -> None:
     with pytest.raises(StorageError):
         validate_repo_id(repo_id)
@@ -85,14 +102,22 @@ def test_parse_ndjson_reads_every_line_kind() -> None:
     header, ops = parse_ndjson(
         _ndjson(
             {"key": "header", "value": {"summary": "s", "description": "d", "parentCommit": "abc123"}},
-            {"key": "file", "value": {"path": "a.txt", "content": base64.b64encode(b"hi").decode(), "encoding": "base64"}},
+            {
+                "key": "file",
+                "value": {"path": "a.txt", "content": base64.b64encode(b"hi").decode(), "encoding": "base64"},
+            },
             {"key": "lfsFile", "value": {"path": "w.safetensors", "algo": "sha256", "oid": sha, "size": 5}},
             {"key": "deletedFile", "value": {"path": "old.txt"}},
             {"key": "deletedFolder", "value": {"path": "logs/"}},
         )
     )
     assert header == CommitHeader("s", "d", "abc123")
-    assert ops == [AddBytes("a.txt", b"hi"), AddLfs("w.safetensors", sha, 5), Delete("old.txt", folder=False), Delete("logs", folder=True)]
+    assert ops == [
+        AddBytes("a.txt", b"hi"),
+        AddLfs("w.safetensors", sha, 5),
+        Delete("old.txt", folder=False),
+        Delete("logs", folder=True),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +140,14 @@ def test_parse_ndjson_refuses_malformed_payloads(payload: bytes, fragment: str) 
 def _commit(storage: Storage, store, ops, *, parent=None, lock=None):  # type: ignore[no-untyped-def]
     kind, name = branch_ref(store, "main")
     return apply_commit(
-        storage, store, lock=lock or threading.Lock(), kind=kind, name=name, header=CommitHeader("t", "", parent), ops=ops, author="u"
+        storage,
+        store,
+        lock=lock or threading.Lock(),
+        kind=kind,
+        name=name,
+        header=CommitHeader("t", "", parent),
+        ops=ops,
+        author="u",
     )
 
 
@@ -188,9 +220,17 @@ def test_repo_locks_are_per_repo() -> None:
 
 
 def test_front_matter_and_tags() -> None:
-    card = parse_front_matter("---\nlicense: mit\nlanguage: [bn, en]\ntags: [mergeling-ct]\nbase_model: meta-llama/Llama-2-7b-hf\n---\n# x\n")
+    card = parse_front_matter(
+        "---\nlicense: mit\nlanguage: [bn, en]\ntags: [mergeling-ct]\nbase_model: meta-llama/Llama-2-7b-hf\n---\n# x\n"
+    )
     assert card["license"] == "mit"
-    assert tags_from_card(card, repo_type="model") == ["mergeling-ct", "bn", "en", "license:mit", "base_model:meta-llama/Llama-2-7b-hf"]
+    assert tags_from_card(card, repo_type="model") == [
+        "mergeling-ct",
+        "bn",
+        "en",
+        "license:mit",
+        "base_model:meta-llama/Llama-2-7b-hf",
+    ]
     assert parse_front_matter("# no front matter") == {}
     assert parse_front_matter("---\na: [\n---\n") == {}
     assert parse_front_matter("---\n- a list\n---\n") == {}

@@ -11,10 +11,18 @@ from registry.merge.report import MergeReport
 
 def _report() -> MergeReport:
     report = MergeReport(method="ties_sv", inputs=["org/ct", "org/sft"], roles=["ct", "sft"], protected=[1])
-    report.add("b.weight", TensorStats(elements=100, kept=[20, 20], sign_conflicts=5, protected_discarded={1: 3},
-                                       conflicts={1: 4}, rescued={1: 1}))
-    report.add("a.weight", TensorStats(elements=300, kept=[60, 60], sign_conflicts=15, protected_discarded={1: 7},
-                                       conflicts={1: 8}, rescued={1: 1}))
+    report.add(
+        "b.weight",
+        TensorStats(
+            elements=100, kept=[20, 20], sign_conflicts=5, protected_discarded={1: 3}, conflicts={1: 4}, rescued={1: 1}
+        ),
+    )
+    report.add(
+        "a.weight",
+        TensorStats(
+            elements=300, kept=[60, 60], sign_conflicts=15, protected_discarded={1: 7}, conflicts={1: 8}, rescued={1: 1}
+        ),
+    )
     return report
 
 

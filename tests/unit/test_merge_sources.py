@@ -11,15 +11,35 @@ from registry.merge.sources import hub_files, resolve_source
 
 
 def test_hub_files_take_one_weights_format() -> None:
-    both = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-            "pytorch_model.bin", "pytorch_model.bin.index.json", "config.json", "generation_config.json",
-            "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "README.md", "LICENSE.txt",
-            "original/consolidated.00.pth", "training_args.bin"]
-    assert hub_files(both) == sorted([
-        "README.md", "config.json", "generation_config.json", "model-00001-of-00002.safetensors",
-        "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
-        "tokenizer.model", "tokenizer_config.json",
-    ])
+    both = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "README.md",
+        "LICENSE.txt",
+        "original/consolidated.00.pth",
+        "training_args.bin",
+    ]
+    assert hub_files(both) == sorted(
+        [
+            "README.md",
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "special_tokens_map.json",
+            "tokenizer.model",
+            "tokenizer_config.json",
+        ]
+    )
     # Without safetensors the pickled weights are fetched (and later loaded weights_only); other .bin files never.
     assert hub_files(["pytorch_model.bin", "training_args.bin", "config.json"]) == ["config.json", "pytorch_model.bin"]
 

@@ -33,8 +33,10 @@ def test_plain_config_passes() -> None:
         ({"parameters": {"weight": {"filter": "mlp", "value": 0.5}}}, "conditional"),
         ({"models": [{"model": "org/ct+org/lora"}, {"model": "org/sft", "role": "sft"}]}, "LoRA"),
         ({"base_model": "org/base+org/lora"}, r"base_model = 'org/base\+org/lora': LoRA"),
-        ({"parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.2}]}},
-         r"parameters\.density = .*: conditional \(filter/value\)"),
+        (
+            {"parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.2}]}},
+            r"parameters\.density = .*: conditional \(filter/value\)",
+        ),
     ],
 )
 def test_unsupported_mergekit_features_refused_by_name(change: dict, name: str) -> None:

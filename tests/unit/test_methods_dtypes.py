@@ -11,13 +11,18 @@ from registry.merge.methods import METHODS
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_inputs_equal_their_fp32_copies(name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_low_precision_inputs_equal_their_fp32_copies(
+    name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
     g = torch.Generator().manual_seed(4)
     base = (torch.randn(37, 29, generator=g) * 0.02).to(dtype)
     inputs = [(base.float() + 0.002 * torch.randn(37, 29, generator=g)).to(dtype) for _ in range(3)]
     spec = METHODS[name]
     kwargs: dict[str, object] = {
-        "weights": [1.0, 0.5, 0.8], "densities": [0.2, 0.4, 0.3], "normalize": spec.default_normalize, "lambda_": 1.0,
+        "weights": [1.0, 0.5, 0.8],
+        "densities": [0.2, 0.4, 0.3],
+        "normalize": spec.default_normalize,
+        "lambda_": 1.0,
     }
     if name == "ties_sv":
         kwargs.update(slack=0.2, protect=[2])

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import registry.merge.methods.base as methods_base
+from registry.errors import UnknownMethodError
 from registry.merge.methods import METHODS, TensorStats, get_method
 from registry.merge.methods.ties import merge_ties
-from registry.errors import UnknownMethodError
 
 BASE = torch.ones(5)
 # τ1 = [3, -2, 0.5, 1, -1]: top 3 by |τ| = 3, -2 and the FIRST of the two 1s (index 3).

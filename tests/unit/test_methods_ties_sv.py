@@ -51,8 +51,12 @@ def test_stats_by_hand() -> None:
 
 def test_equal_margins_rescue_the_lower_index_first() -> None:
     out = merge_ties_sv(
-        [torch.tensor([2.0, 2.0]), torch.tensor([-1.0, -1.0])], torch.zeros(2),
-        weights=[1.0, 1.0], densities=[1.0, 1.0], slack=0.5, protect=[1],
+        [torch.tensor([2.0, 2.0]), torch.tensor([-1.0, -1.0])],
+        torch.zeros(2),
+        weights=[1.0, 1.0],
+        densities=[1.0, 1.0],
+        slack=0.5,
+        protect=[1],
     )
     assert out.tolist() == [-1.0, 2.0]
 
@@ -146,8 +150,10 @@ def test_model_scope_equals_tensor_scope_on_the_concatenation() -> None:
         a = merge_ties_sv(inputs_a, base_a, slack=slack, cuts=[plan.cuts["a"]], **kwargs)
         b = merge_ties_sv(inputs_b, base_b, slack=slack, cuts=[plan.cuts["b"]], **kwargs)
         whole = merge_ties_sv(
-            [torch.cat([x.reshape(-1), y]) for x, y in zip(inputs_a, inputs_b)],
-            torch.cat([base_a.reshape(-1), base_b]), slack=slack, **kwargs,
+            [torch.cat([x.reshape(-1), y]) for x, y in zip(inputs_a, inputs_b, strict=False)],
+            torch.cat([base_a.reshape(-1), base_b]),
+            slack=slack,
+            **kwargs,
         )
         assert torch.equal(torch.cat([a.reshape(-1), b]), whole)
         assert plan.conflicts == margins[0][1].numel() + margins[1][1].numel()

@@ -72,8 +72,12 @@ dtype: float16
 
 
 def test_top_level_weight_and_density_are_defaults() -> None:
-    data = {"merge_method": "ties", "base_model": "b/b", "models": [{"model": "a/a"}, {"model": "c/c",
-            "parameters": {"density": 0.9}}], "parameters": {"weight": 0.3, "density": 0.4}}
+    data = {
+        "merge_method": "ties",
+        "base_model": "b/b",
+        "models": [{"model": "a/a"}, {"model": "c/c", "parameters": {"density": 0.9}}],
+        "parameters": {"weight": 0.3, "density": 0.4},
+    }
     recipe = parse_recipe(data)
     assert recipe.weights() == (0.3, 0.3)
     assert recipe.densities() == (0.4, 0.9)
@@ -81,8 +85,15 @@ def test_top_level_weight_and_density_are_defaults() -> None:
 
 def test_overrides_are_yaml_typed(tmp_path: Path) -> None:
     path = _write(tmp_path, TIES_SV)
-    recipe = load_recipe(path, overrides=["parameters.slack=0.1", "parameters.slack_scope=model",
-                                          "models.1.parameters.density=0.5", "parameters.normalize=false"])
+    recipe = load_recipe(
+        path,
+        overrides=[
+            "parameters.slack=0.1",
+            "parameters.slack_scope=model",
+            "models.1.parameters.density=0.5",
+            "parameters.normalize=false",
+        ],
+    )
     assert recipe.parameters.slack == 0.1
     assert recipe.parameters.slack_scope == "model"
     assert recipe.densities() == (0.2, 0.5)
@@ -102,11 +113,16 @@ def test_overrides_are_yaml_typed(tmp_path: Path) -> None:
         ("models.7.role=ct", "is a list of 2; use an index 0..1"),
         ("noequals", "write key=value"),
         # Type errors say what to write, not only what pydantic expected.
-        ("parameters.lambda=abc", "parameters.lambda = 'abc': Input should be a valid number, unable to parse "
-                                  "string as a number; write a number, e.g. 0.5"),
+        (
+            "parameters.lambda=abc",
+            "parameters.lambda = 'abc': Input should be a valid number, unable to parse "
+            "string as a number; write a number, e.g. 0.5",
+        ),
         ("parameters.normalize=maybe", "write true or false"),
-        ("models.0.model={path: x}", "models.0.model = {'path': 'x'}: Input should be a valid string; write a "
-                                     "local path or a Hub repo id"),
+        (
+            "models.0.model={path: x}",
+            "models.0.model = {'path': 'x'}: Input should be a valid string; write a local path or a Hub repo id",
+        ),
         ("parameters=[1]", "write a mapping"),
     ],
 )

@@ -38,7 +38,7 @@ def test_finetune_is_base_plus_small_seeded_deltas(tiny_family: DemoFamily, tmp_
     delta = torch.cat([(sft[k] - base[k]).reshape(-1) for k in sorted(base)])
     assert 0.005 < float(delta.std()) < 0.02
     again = derive_finetune(tiny_family.base, tmp_path / "again", seed=2)
-    assert all(torch.equal(a, b) for a, b in zip(_tensors(again).values(), sft.values()))
+    assert all(torch.equal(a, b) for a, b in zip(_tensors(again).values(), sft.values(), strict=False))
 
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:

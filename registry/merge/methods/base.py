@@ -167,7 +167,9 @@ def sum_inputs(stack: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
     return out.add_(0.0)
 
 
-def check_inputs(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: torch.Tensor | None, **lists: object) -> None:
+def check_inputs(
+    tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: torch.Tensor | None, **lists: object
+) -> None:
     """Raise ValueError unless there is at least one input, shapes agree and per-input lists match.
 
     Args:

@@ -54,7 +54,7 @@ def merge_linear(
     buffer = torch.empty(size, dtype=torch.float32, device=first.device)
     for part in flat_chunks(first.numel(), size):
         out = flat_out[part]
-        for tensor, coefficient in zip(tensors, coefficients):
+        for tensor, coefficient in zip(tensors, coefficients, strict=False):
             out.addcmul_(fp32_chunk(tensor.reshape(-1), part, buffer), coefficient.reshape(1))
         if normalize:
             out.div_(weight.sum(dim=0).reshape(1))

@@ -67,7 +67,7 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
 
 def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]) -> list[Cut]:
     """`trim_cut` of every input (the costly part of TIES; share it between passes over a tensor)."""
-    return [trim_cut(t, base, d) for t, d in zip(tensors, densities)]
+    return [trim_cut(t, base, d) for t, d in zip(tensors, densities, strict=False)]
 
 
 class _Workspace:
@@ -164,7 +164,7 @@ def elected_chunks(
     ties_left = [cut.ties for cut in cuts]
     slack_left = [cut.ties for cut in slack_cuts]
     if stats is not None:
-        for index, (cut, density) in enumerate(zip(cuts, densities)):
+        for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
             known = _kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, known or 0)
     flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
@@ -175,7 +175,7 @@ def elected_chunks(
     for part in flat_chunks(numel, size):
         ws = full.view(part.stop - part.start)
         ws.base = fp32_chunk(flat_base, part, ws.base)
-        for index, (flat, cut) in enumerate(zip(flats, cuts)):
+        for index, (flat, cut) in enumerate(zip(flats, cuts, strict=False)):
             delta = ws.deltas[index]
             if cut == Cut.keep_none():
                 delta.zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
@@ -194,7 +194,7 @@ def elected_chunks(
         # deltaᵢ · γ > 0 exactly when deltaᵢ is non-zero and agrees with γ (· ±1 is exact).
         torch.mul(ws.deltas, ws.majority, out=ws.signed)
         flipped_any = False
-        for step, (index, cut) in enumerate(zip(protect, slack_cuts)):
+        for step, (index, cut) in enumerate(zip(protect, slack_cuts, strict=False)):
             if flipped_any:
                 torch.mul(ws.deltas[index], ws.majority, out=ws.signed[index])
             conflict = ws.signed[index] < 0
@@ -243,7 +243,13 @@ def merge_elected(
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
     chunks = elected_chunks(
-        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=slack_cuts, stats=stats,
+        tensors,
+        base,
+        weights=weights,
+        densities=densities,
+        protect=protect,
+        slack_cuts=slack_cuts,
+        stats=stats,
         trims=trims,
     )
     for part, ws in chunks:
