@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from registry.errors import HubConflictError, HubError, HubRepoNotFoundError
+from registry.errors import HubConflictError, HubError, HubRepoNotFoundError, HubUnavailableError
 from registry.hub_errors import convert_error
 
 if TYPE_CHECKING:
@@ -53,13 +53,29 @@ class HubClient:
         endpoint: the Hub URL; None means `HF_ENDPOINT` or huggingface.co.
         token: an access token; None means `HF_TOKEN` or the stored login, as in huggingface_hub.
         cache_dir: where downloads are cached (default: the huggingface_hub cache).
+        fail_fast: before the first call, check within `probe_timeout` seconds that the endpoint
+            answers at all, and raise `HubUnavailableError` if not. Some huggingface_hub calls
+            (file listings, uploads) retry a refused connection five times with backoff, about
+            25 s, which is right for a bot but not for someone at a prompt (the CLI sets this).
+        probe_timeout: seconds for that check.
     """
 
-    def __init__(self, *, endpoint: str | None = None, token: str | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        cache_dir: Path | None = None,
+        fail_fast: bool = False,
+        probe_timeout: float = 3.0,
+    ) -> None:
         from huggingface_hub import HfApi, constants
 
         self.endpoint = (endpoint or default_endpoint()).rstrip("/")
         self.cache_dir = cache_dir
+        self.fail_fast = fail_fast
+        self.probe_timeout = probe_timeout
+        self._reachable = False
         headers: dict[str, str] = {}
         if not is_public_hub(self.endpoint):
             # An embedded hub has no Xet storage. huggingface_hub >= 1.20 uploads every file
@@ -72,11 +88,34 @@ class HubClient:
             constants.HF_HUB_DISABLE_XET = True
             headers[XET_DISABLED_HEADER] = "disabled"
         self.api = HfApi(endpoint=self.endpoint, token=token, headers=headers, library_name="mergeling")
-        # httpx logs every request at INFO; keep that for -vv (DEBUG) only.
-        for name in ("httpx", "httpx2"):
-            http_logger = logging.getLogger(name)
-            if http_logger.level == logging.NOTSET and not logger.isEnabledFor(logging.DEBUG):
-                http_logger.setLevel(logging.WARNING)
+
+    def check_reachable(self, *, what: str = "reach the hub", repo_id: str | None = None) -> None:
+        """Raise `HubUnavailableError` unless the endpoint answers within `probe_timeout` seconds.
+
+        Any HTTP answer counts (even an error status): only "nothing there" is refused. Once it has
+        answered, later calls skip the check.
+
+        Raises:
+            HubUnavailableError: connection refused or timed out, bad URL, or HF_HUB_OFFLINE=1.
+        """
+        if self._reachable:
+            return
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        try:
+            if constants.HF_HUB_OFFLINE:
+                raise ConnectionError("offline mode (HF_HUB_OFFLINE=1)")
+            get_session().head(f"{self.endpoint}/", timeout=self.probe_timeout)
+        except Exception as exc:  # noqa: BLE001 (every transport failure means "unreachable")
+            raise HubUnavailableError(
+                f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {self.endpoint} cannot be reached "
+                f"({type(exc).__name__}: {str(exc) or 'no answer'}; checked within {self.probe_timeout:g} s). "
+                "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
+                repo_id=repo_id,
+                endpoint=self.endpoint,
+            ) from exc
+        self._reachable = True
 
     # -- error conversion ---------------------------------------------------------------------
     @contextmanager
@@ -84,6 +123,8 @@ class HubClient:
         self, what: str, *, repo_id: str | None = None, revision: str | None = None, path: str | None = None
     ) -> Iterator[None]:
         try:
+            if self.fail_fast:
+                self.check_reachable(what=what, repo_id=repo_id)
             yield
         except HubError:
             raise

@@ -26,6 +26,7 @@ def convert_error(
     repo_id: str | None = None,
     revision: str | None = None,
     path: str | None = None,
+    write: bool | None = None,
 ) -> HubError | None:
     """Map a huggingface_hub (or transport) exception to our error, or None to let it through.
 
@@ -34,6 +35,8 @@ def convert_error(
         what: the action, for the message ("commit", "download").
         endpoint: the hub URL, named in messages.
         repo_id, revision, path: what was asked for.
+        write: whether the action writes (an auth failure then asks for a write token); None
+            infers it from `what` ("commit", "create repo", "upload folder", ...).
     """
     from huggingface_hub import errors as hf
 
@@ -76,12 +79,7 @@ def convert_error(
         )
     if isinstance(exc, hf.HfHubHTTPError):
         if status in (401, 403):
-            return HubAuthError(
-                f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {'invalid or missing token' if status == 401 else 'permission denied'}"
-                f" ({server}). Pass a write token for that namespace (--token or HF_TOKEN; on an embedded hub "
-                "create one with `registry hub token create USER --data DIR --write`)",
-                **fields,
-            )
+            return HubAuthError(_auth_message(what, repo_id, status, server, writes=_is_write(what, write)), **fields)
         if status in (409, 412):
             return HubConflictError(
                 f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
@@ -100,12 +98,36 @@ def convert_error(
     return None
 
 
+# Actions (HubClient's `what`) that change something on the Hub; the rest only read.
+_WRITE_ACTIONS = ("create", "delete", "commit", "upload", "comment", "merge", "update", "push")
+
+
+def _is_write(what: str, write: bool | None) -> bool:
+    return write if write is not None else what.split(" ", 1)[0] in _WRITE_ACTIONS
+
+
+def _auth_message(what: str, repo_id: str | None, status: int, server: str, *, writes: bool) -> str:
+    """A 401 means the token is missing or unknown; a 403 that it lacks a right: say which token helps."""
+    on = f" on {repo_id}" if repo_id else ""
+    problem = "invalid or missing token" if status == 401 else "permission denied"
+    if writes:
+        fix = "Pass a write token for that namespace"
+        create = "`registry hub token create USER --data DIR --write`"
+    elif status == 401:
+        fix = "Pass a valid token"
+        create = "`registry hub token create USER --data DIR`"
+    else:
+        fix = f"Pass a token that may read {repo_id or 'it'}"
+        create = "`registry hub token create USER --data DIR` (with --org for an organisation's repos)"
+    return f"Cannot {what}{on}: {problem} ({server}). {fix} (--token or HF_TOKEN; on an embedded hub create one with {create})"
+
+
 def _server_message(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if response is not None:
         message = response.headers.get("X-Error-Message")
         if message:
-            return message
+            return str(message)
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

@@ -1,14 +1,15 @@
 """Catalog commands: `registry add ct|sft|--from`, `list`, `show`, `pairs`, `sync`, `remove`.
 
-Every command works on a registry dataset repo on a Hub: `--registry` (default
-`<your namespace>/mergeling-registry`), `--endpoint` (env HF_ENDPOINT) and `--token` (env HF_TOKEN).
-Results (IDs, tables, JSON) go to stdout; progress and notes go to stderr.
+Every command works on a registry dataset repo on a Hub, named by the root's global options
+`--registry` (default `<your namespace>/mergeling-registry`), `--endpoint` (env HF_ENDPOINT) and
+`--token` (env HF_TOKEN), given before or after the command; the root callback builds the Hub client
+and the catalog store once (`registry.cli._state.CliState`). Results (IDs, tables, JSON) go to
+stdout; progress and notes go to stderr.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,27 +23,6 @@ if TYPE_CHECKING:
     from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
     from registry.catalog.pairing import PairCheck
     from registry.catalog.store import CatalogStore
-    from registry.hub import HubClient
-
-_HUB_PANEL = "Hub"
-
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry", envvar="MERGELING_REGISTRY", rich_help_panel=_HUB_PANEL,
-        help="Registry dataset repo (OWNER/NAME). Default: <your namespace>/mergeling-registry.",
-    ),
-]  # fmt: skip
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--endpoint", envvar="HF_ENDPOINT", rich_help_panel=_HUB_PANEL, help="Hub URL (default: huggingface.co)."
-    ),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option("--token", envvar="HF_TOKEN", rich_help_panel=_HUB_PANEL, show_default=False, help="Hub token."),
-]
 
 
 class Kind(StrEnum):
@@ -72,42 +52,6 @@ def _reference(value: str) -> str:
     return value
 
 
-def _connect(
-    ctx: typer.Context, registry: str | None, endpoint: str | None, token: str | None
-) -> tuple[HubClient, CatalogStore]:
-    """The Hub client and the catalog store, with options inherited from `registry add --...`."""
-    from registry.catalog.entries import validate_repo_id
-    from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
-    from registry.hub import HubClient
-
-    parent = ctx.parent.params if ctx.parent is not None else {}
-    registry = registry or parent.get("registry")
-    endpoint = endpoint or parent.get("endpoint")
-    token = token or parent.get("token")
-    # HF_HUB_CACHE is read here, not only at huggingface_hub's import, so a caller (or a test
-    # runner) can point one invocation's downloads elsewhere.
-    cache = os.environ.get("HF_HUB_CACHE")
-    hub = HubClient(endpoint=endpoint, token=token, cache_dir=Path(cache) if cache else None)
-    if registry is None:
-        registry = f"{_namespace(hub)}/{REGISTRY_REPO_NAME}"
-    try:
-        validate_repo_id(registry)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--registry") from exc
-    return hub, CatalogStore(hub=hub, repo_id=registry)
-
-
-def _namespace(hub: HubClient) -> str:
-    """The token owner's name, for the default registry repo."""
-    from registry.errors import HubAuthError
-
-    hint = "pass --registry OWNER/NAME (or set MERGELING_REGISTRY), or a valid --token (HF_TOKEN)"
-    try:
-        return hub.whoami()
-    except HubAuthError as exc:
-        raise CatalogError(f"no registry repo given and the token's namespace is unknown ({exc}); {hint}") from exc
-
-
 # -- add ------------------------------------------------------------------------------------
 add_app = typer.Typer(help="Record a checkpoint in the registry (verified on the Hub first).", no_args_is_help=False)
 
@@ -125,9 +69,6 @@ def add(
         bool,
         typer.Option("--no-verify", help="With --from: record entries the Hub cannot verify as unverified metadata."),
     ] = False,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Record checkpoints: `add ct`, `add sft`, or `add --from FILE` for a whole seed file."""
     if ctx.invoked_subcommand is not None:
@@ -140,7 +81,8 @@ def add(
     from registry.catalog.seed import load_seed, seed_entries
 
     seed = load_seed(from_file)
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     entries = seed_entries(None if no_verify else hub, seed, verify=not no_verify, progress=cli_state(ctx).progress)
     result = store.add_many(entries)
     for entry_id in result.added:
@@ -159,15 +101,13 @@ def add_ct(
     language: Annotated[str, typer.Option(callback=_language, help="Target language, e.g. ben_Beng.")],
     base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the CT continued from.")],
     tokens: Annotated[int | None, typer.Option(min=0, help="Tokens of continued pre-training.")] = None,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Verify a continually pre-trained (CT) checkpoint on the Hub and record it."""
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_ct_entry
 
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     repo, revision = split_reference(reference)
     base_repo, base_revision = split_reference(base)
     entry = build_ct_entry(
@@ -182,15 +122,13 @@ def add_sft(
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="SFT model repo.")],
     base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the SFT was tuned from.")],
     data: Annotated[str | None, typer.Option(help="Training data, e.g. flan.")] = None,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Verify an instruction-tuned (SFT) checkpoint on the Hub and record it."""
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_sft_entry
 
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     repo, revision = split_reference(reference)
     base_repo, base_revision = split_reference(base)
     entry = build_sft_entry(hub, repo=repo, revision=revision, base=base_repo, base_revision=base_revision, data=data)
@@ -211,12 +149,9 @@ def list_entries(
     language: Annotated[str | None, typer.Option(callback=_language, help="Only this language, e.g. ben_Beng.")] = None,
     kind: Annotated[Kind | None, typer.Option(help="Only this kind of entry.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """List registry entries (a table, or --json)."""
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     entries = [e for e in store.list_entries(kind=kind.value if kind else None) if _has_language(e, language)]
     if as_json:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
@@ -227,24 +162,18 @@ def list_entries(
 def show(
     ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Print one entry as JSON."""
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     typer.echo(store.get(entry_id).model_dump_json(indent=2))
 
 
 def remove(
     ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Remove one entry from the registry (the checkpoint itself is untouched)."""
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     sha = store.remove(entry_id)
     typer.echo(entry_id)
     stderr_console().print(f"Removed {entry_id} from {store.repo_id} (commit {sha[:7]}).")
@@ -257,14 +186,11 @@ def pairs(
         str | None, typer.Option(callback=_language, help="Only CT checkpoints of this language.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """CT × SFT pairs: which can be merged, and why the others cannot."""
     from registry.catalog.pairing import find_pairs
 
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     checks = find_pairs(store.list_entries(), language=language)
     if as_json:
         typer.echo(json.dumps([c.model_dump(mode="json") for c in checks], indent=2))
@@ -274,14 +200,12 @@ def pairs(
 
 def sync(
     ctx: typer.Context,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Discover checkpoints tagged mergeling-ct / mergeling-sft on the Hub and record the new ones."""
     from registry.catalog.sync import discover
 
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     try:
         known = set(store.entry_ids())
     except CatalogError:

@@ -107,25 +107,23 @@ def push(
         Path,
         typer.Argument(help="A `registry lab build --out` directory (holds lab.json).", exists=True, file_okay=False),
     ],
-    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
-    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
 ) -> None:
     """Upload every lab checkpoint to the Hub under the repo id its card names; prints REPO@SHA lines.
 
     The base goes first, so a CT/SFT card's base_model exists by the time it lands; then
-    `registry add ct|sft` can verify them. Example (an embedded hub):
+    `registry add ct|sft` can verify them. The Hub is the global --endpoint/--token (HF_ENDPOINT,
+    HF_TOKEN; a write token), given before or after the command. Example (an embedded hub):
 
         registry lab build --out lab --namespace alice && registry lab push lab
     """
     from registry.errors import LabError
-    from registry.hub import HubClient
 
     manifest_path = lab_dir / "lab.json"
     if not manifest_path.is_file():
         raise LabError(f"{lab_dir} has no lab.json: build it first with `registry lab build --out {lab_dir}`")
     checkpoints = json.loads(manifest_path.read_text(encoding="utf-8"))["checkpoints"]
-    client = HubClient(endpoint=endpoint, token=token)
+    client = cli_state(ctx).hub()
     # base first: the others' cards name it
     for name, entry in sorted(checkpoints.items(), key=lambda item: item[1]["role"] != "base"):
         folder = lab_dir / name

@@ -86,18 +86,10 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
 
 
 def resolve_device(device: str) -> str:
-    """`auto` -> `cuda` when a GPU is visible, else `cpu`; `cpu`, `cuda`, `cuda:N` unchanged.
+    """`registry.device.resolve_device` raising `EvaluationError`."""
+    from registry.device import resolve_device as resolve
 
-    Raises:
-        EvaluationError: a CUDA device was asked for and torch sees none.
-    """
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluationError(f"--device {device} was asked for, but torch sees no CUDA GPU; use --device cpu or auto.")
-    return device
+    return resolve(device, error=EvaluationError)
 
 
 def lm_eval_version() -> str:
