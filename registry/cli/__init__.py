@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -32,6 +33,31 @@ class _ErrorMappingGroup(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args, commands=_BUILTIN_COMMANDS))
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        # TyperGroup.main with rich_markup_mode=None for errors only (help keeps its panels): usage
+        # errors print as click prints them, the message on one "Error: ..." line, instead of in a
+        # rich panel that wraps it at the terminal width.
+        from typer.core import _main
+
+        return _main(
+            self,
+            args=args,
+            prog_name=prog_name,
+            complete_var=complete_var,
+            standalone_mode=standalone_mode,
+            windows_expand_args=windows_expand_args,
+            rich_markup_mode=None,
+            **extra,
+        )
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:

@@ -148,5 +148,11 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    """The console for results (tables)."""
-    return Console()
+    """The console for results (tables).
+
+    On a terminal, tables fit its width; piped (a script, a test) they are as wide as their
+    content, so no ID or repo name is folded across lines whatever `COLUMNS` says.
+    """
+    import sys
+
+    return Console(width=None if sys.stdout.isatty() else 10_000)

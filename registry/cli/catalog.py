@@ -32,12 +32,12 @@ class Kind(StrEnum):
 
 
 def _language(value: str | None) -> str | None:
-    from registry.catalog.entries import validate_language
+    from registry.languages import check_language
 
     if value is None:
         return None
     try:
-        return validate_language(value)
+        return check_language(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -101,6 +101,9 @@ def add_ct(
     language: Annotated[str, typer.Option(callback=_language, help="Target language, e.g. ben_Beng.")],
     base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the CT continued from.")],
     tokens: Annotated[int | None, typer.Option(min=0, help="Tokens of continued pre-training.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Record it even if its card names another language or the SFT role.")
+    ] = False,
 ) -> None:
     """Verify a continually pre-trained (CT) checkpoint on the Hub and record it."""
     from registry.catalog.entries import split_reference
@@ -111,7 +114,14 @@ def add_ct(
     repo, revision = split_reference(reference)
     base_repo, base_revision = split_reference(base)
     entry = build_ct_entry(
-        hub, repo=repo, revision=revision, language=language, base=base_repo, base_revision=base_revision, tokens=tokens
+        hub,
+        repo=repo,
+        revision=revision,
+        language=language,
+        base=base_repo,
+        base_revision=base_revision,
+        tokens=tokens,
+        force=force,
     )
     _report_added(store, entry)
 
@@ -122,6 +132,7 @@ def add_sft(
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="SFT model repo.")],
     base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the SFT was tuned from.")],
     data: Annotated[str | None, typer.Option(help="Training data, e.g. flan.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Record it even if its card tags it mergeling-ct.")] = False,
 ) -> None:
     """Verify an instruction-tuned (SFT) checkpoint on the Hub and record it."""
     from registry.catalog.entries import split_reference
@@ -131,7 +142,9 @@ def add_sft(
     hub, store = state.hub(), state.catalog()
     repo, revision = split_reference(reference)
     base_repo, base_revision = split_reference(base)
-    entry = build_sft_entry(hub, repo=repo, revision=revision, base=base_repo, base_revision=base_revision, data=data)
+    entry = build_sft_entry(
+        hub, repo=repo, revision=revision, base=base_repo, base_revision=base_revision, data=data, force=force
+    )
     _report_added(store, entry)
 
 

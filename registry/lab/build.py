@@ -71,9 +71,12 @@ class LabConfig(BaseModel):
     def _check_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one target language is needed, e.g. ben_Beng")
+        from registry.languages import check_language
+
         for code in value:
-            if code == ENGLISH or "_" not in code:
+            if code == ENGLISH:
                 raise ValueError(f"language {code!r} must be a non-English FLORES-200 code such as ben_Beng")
+            check_language(code)
         return value
 
 
