@@ -9,7 +9,15 @@ what to do instead. The CLI maps `RegistryError` to a one-line message on stderr
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# A path field takes a str or a Path (as callers have them) and stores the str.
+PathLike = str | os.PathLike[str]
+
+
+def _path(value: PathLike | None) -> str | None:
+    return None if value is None else os.fspath(value)
 
 
 class RegistryError(Exception):
@@ -51,10 +59,10 @@ class RecipeError(RegistryError, ValueError):
     value: Any
 
     def __init__(
-        self, message: str, *, path: str | None = None, field: str | None = None, value: Any = None, **extra: Any
+        self, message: str, *, path: PathLike | None = None, field: str | None = None, value: Any = None, **extra: Any
     ) -> None:
         super().__init__(message, **extra)
-        self.path, self.field, self.value = path, field, value
+        self.path, self.field, self.value = _path(path), field, value
 
 
 class UnknownMethodError(RecipeError):
@@ -87,14 +95,14 @@ class CheckpointError(RegistryError, OSError):
         self,
         message: str,
         *,
-        path: str | None = None,
+        path: PathLike | None = None,
         tensor: str | None = None,
         dtype: str | None = None,
         reason: str | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(message, **extra)
-        self.path, self.tensor, self.dtype, self.reason = path, tensor, dtype, reason
+        self.path, self.tensor, self.dtype, self.reason = _path(path), tensor, dtype, reason
 
 
 class CompatibilityError(RegistryError, ValueError):
@@ -122,9 +130,9 @@ class OutputExistsError(RegistryError, FileExistsError):
 
     path: str | None
 
-    def __init__(self, message: str, *, path: str | None = None, **extra: Any) -> None:
+    def __init__(self, message: str, *, path: PathLike | None = None, **extra: Any) -> None:
         super().__init__(message, **extra)
-        self.path = path
+        self.path = _path(path)
 
 
 class MergeError(RegistryError, RuntimeError):
@@ -239,9 +247,9 @@ class DataNotFoundError(EvaluationError, FileNotFoundError):
 
     path: str | None
 
-    def __init__(self, message: str, *, path: str | None = None, **rest: Any) -> None:
+    def __init__(self, message: str, *, path: PathLike | None = None, **rest: Any) -> None:
         super().__init__(message, **rest)
-        self.path = path
+        self.path = _path(path)
 
 
 class LabError(RegistryError, RuntimeError):

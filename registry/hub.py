@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from registry.errors import HubConflictError, HubError, HubRepoNotFoundError, HubUnavailableError
@@ -100,8 +100,7 @@ class HubClient:
         """
         if self._reachable:
             return
-        from huggingface_hub import constants
-        from huggingface_hub.utils import get_session
+        from huggingface_hub import constants, get_session
 
         try:
             if constants.HF_HUB_OFFLINE:
@@ -185,7 +184,8 @@ class HubClient:
 
     def model_info(self, repo_id: str, *, revision: str | None = None, files_metadata: bool = False) -> ModelInfo:
         """`repo_info` of a model repo."""
-        return self.repo_info(repo_id, repo_type="model", revision=revision, files_metadata=files_metadata)
+        with self._errors("read repo info", repo_id=repo_id, revision=revision):
+            return self.api.model_info(repo_id, revision=revision, files_metadata=files_metadata)
 
     def safetensors_metadata(self, repo_id: str, *, revision: str | None = None) -> Any:
         """The safetensors headers of a model repo, read with HTTP range requests (no weights).
@@ -393,9 +393,10 @@ class HubClient:
         """Register a webhook on `watched` items ({"type": "user"|"org"|"model"|..., "name": ...})."""
         from huggingface_hub import WebhookWatchedItem
 
-        items = [WebhookWatchedItem(type=w["type"], name=w["name"]) for w in watched]
+        # huggingface_hub types `type` and `domains` as Literals; the server checks the values.
+        items: list[Any] = [WebhookWatchedItem(type=cast(Any, w["type"]), name=w["name"]) for w in watched]
         with self._errors("create webhook"):
-            return self.api.create_webhook(url=url, watched=items, domains=list(domains), secret=secret)
+            return self.api.create_webhook(url=url, watched=items, domains=cast(Any, list(domains)), secret=secret)
 
     def list_webhooks(self) -> list[WebhookInfo]:
         """The token owner's webhooks."""

@@ -40,8 +40,7 @@ def convert_error(
     """
     from huggingface_hub import errors as hf
 
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    fields = {"repo_id": repo_id, "status": status, "endpoint": endpoint}
+    status: int | None = getattr(getattr(exc, "response", None), "status_code", None)
     server = _server_message(exc)
     where = f" on {endpoint}"
     if isinstance(exc, hf.LocalTokenNotFoundError):
@@ -51,7 +50,9 @@ def convert_error(
             f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: no token (none given, no HF_TOKEN, no stored login). "
             "Pass one with --token or HF_TOKEN (on an embedded hub create one with "
             "`registry hub token create USER --data DIR --write`)",
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.HFValidationError):
         # huggingface_hub checks repo ids before any request; a ValueError with a traceback otherwise.
@@ -60,7 +61,9 @@ def convert_error(
         return HubRevisionNotFoundError(
             f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
             revision=revision,
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.RemoteEntryNotFoundError) or (
         isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)
@@ -69,22 +72,39 @@ def convert_error(
             f"Cannot {what}: {path or 'the file'!r} does not exist in {repo_id}"
             f"{f' at {revision}' if revision else ''}{where}; list the files with `list_repo_files`",
             path=path,
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.RepositoryNotFoundError):
         return HubRepoNotFoundError(
             f"Cannot {what}: repository {repo_id} not found{where}. Check the id and repo type; a private repo "
             "needs a token that can read it (--token or HF_TOKEN)",
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.HfHubHTTPError):
         if status in (401, 403):
-            return HubAuthError(_auth_message(what, repo_id, status, server, writes=_is_write(what, write)), **fields)
+            return HubAuthError(
+                _auth_message(what, repo_id, status, server, writes=_is_write(what, write)),
+                repo_id=repo_id,
+                status=status,
+                endpoint=endpoint,
+            )
         if status in (409, 412):
             return HubConflictError(
-                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
+                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry",
+                repo_id=repo_id,
+                status=status,
+                endpoint=endpoint,
             )
-        return HubError(f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}", **fields)
+        return HubError(
+            f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}",
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
+        )
     if (
         isinstance(exc, hf.OfflineModeIsEnabled)
         or isinstance(exc, hf.LocalEntryNotFoundError)
@@ -93,7 +113,9 @@ def convert_error(
         return HubUnavailableError(
             f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {endpoint} cannot be reached ({type(exc).__name__}). "
             "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     return None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from registry.catalog.entries import (
     CtEntry,
@@ -24,6 +24,8 @@ from registry.catalog.entries import (
 )
 from registry.errors import CatalogError, HubRepoNotFoundError, HubRevisionNotFoundError
 from registry.languages import check_language
+
+_Entry = TypeVar("_Entry", CtEntry, SftEntry)
 
 # The role tags model cards carry (`registry lab`, `registry sync`): a checkpoint tagged for one
 # role is refused as the other, or `pairs` would pair a CT with itself.
@@ -323,7 +325,7 @@ def build_sft_entry(
     )
 
 
-def _valid(model: type, **fields: Any) -> Any:
+def _valid(model: type[_Entry], **fields: Any) -> _Entry:
     # Entry validators raise ValueError (a bad language code, say); the user sees a CatalogError.
     from pydantic import ValidationError
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -26,12 +26,16 @@ from registry.cli import catalog, demo, evaluate, hub, lab, merge
 from registry.cli._state import CliState, hoist_global_options, stderr_console
 from registry.errors import RegistryError
 
+if TYPE_CHECKING:
+    # typer >= 0.23 vendors click: its groups' methods take this Context (typer.Context subclasses it).
+    from typer._click.core import Context as ClickContext
+
 
 class _ErrorMappingGroup(TyperGroup):
     """Root group: turns our errors into a clean message and exit 1, wherever they are raised, and
     accepts the global options after a built-in subcommand too."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args, commands=_BUILTIN_COMMANDS))
 
     def main(
@@ -59,7 +63,7 @@ class _ErrorMappingGroup(TyperGroup):
             **extra,
         )
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except RegistryError as exc:

@@ -20,6 +20,8 @@ from registry.cli._state import cli_state, stderr_console, stdout_console
 from registry.errors import CatalogError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
     from registry.catalog.pairing import PairCheck
     from registry.catalog.store import CatalogStore
@@ -247,7 +249,7 @@ def _has_language(entry: CtEntry | SftEntry | MergeEntry, language: str | None) 
     return False
 
 
-def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str):  # noqa: ANN202 (rich.Table)
+def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{title}: {len(entries)} entries", title_justify="left")
@@ -275,7 +277,7 @@ def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str
     return table
 
 
-def _pairs_table(checks: list[PairCheck]):  # noqa: ANN202 (rich.Table)
+def _pairs_table(checks: list[PairCheck]) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{sum(c.compatible for c in checks)} of {len(checks)} pairs compatible", title_justify="left")

@@ -17,6 +17,9 @@ from registry.cli._state import cli_state, stderr_console, stdout_console
 from registry.device import Device
 
 if TYPE_CHECKING:
+    # typer >= 0.23 vendors click: its groups' methods take this Context (typer.Context subclasses it).
+    from typer._click.core import Context as ClickContext
+
     from registry.hub import HubClient
 
 _HELP = """Evaluate models in the target language (lm-evaluation-harness) and compare results.
@@ -42,7 +45,7 @@ class DefaultCommandGroup(TyperGroup):
 
     default_command = "run"
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         help_names = set(ctx.help_option_names) | {"--help"}
         if args and args[0] not in self.commands and args[0] not in help_names:
             args = [self.default_command, *args]

@@ -98,16 +98,12 @@ def token_create(
 
 
 def _repo_id(value: str) -> str:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from registry.catalog.entries import validate_repo_id
 
     try:
-        validate_repo_id(value)
-    except HFValidationError as exc:
+        return validate_repo_id(value)
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if "/" not in value:
-        raise typer.BadParameter(f"{value!r} has no owner: use OWNER/NAME")
-    return value
 
 
 @hub_app.command("seed-data")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,7 +71,7 @@ def build(
     from registry.lab.build import LabConfig, build_lab
     from registry.lab.corpora import resolve_data_dir
 
-    hf_logging.disable_progress_bar()  # transformers' per-load bars; the lab shows its own per stage
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers' per-load bars; the lab shows its own per stage
     console = stderr_console()
     resolved = resolve_data_dir(data_dir, cwd=Path.cwd())
     if resolved is None:
@@ -152,7 +152,7 @@ def _parse_steps(spec: str | None) -> dict[str, int]:
     return values
 
 
-def _print_table(manifest: dict, *, synthetic: bool) -> None:
+def _print_table(manifest: dict[str, Any], *, synthetic: bool) -> None:
     from rich.table import Table
 
     title = "Lab checkpoints" + (" (SYNTHETIC DATA)" if synthetic else "")

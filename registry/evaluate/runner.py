@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,11 +176,79 @@ def _rolling_without_bos(lm: LM, *, enabled: bool) -> Iterator[None]:
         lm.add_bos_token = saved
 
 
-def _disabled_tqdm(*args: Any, **kwargs: Any) -> Any:
-    """A tqdm that stays off even when the caller passes `disable=False` (lm-eval's model code does)."""
-    from tqdm import tqdm
+class _BarSwitch:
+    """The progress-bar state `harness_progress` changes, kept thread-safe and scoped.
 
-    return tqdm(*args, **{**kwargs, "disable": True})
+    lm-eval's bars: the `tqdm` name in the modules that draw them is bound once (idempotent, under
+    a lock) to a wrapper that turns the bar off when the *current context* asked for no bars (a
+    `ContextVar`), so one thread's `-q` never hides another's bars and nothing is rebound per call.
+    Transformers', datasets' and huggingface_hub's bars have process-wide switches only: they are
+    turned off by the first quiet block and restored by the last one to leave (a count under the
+    lock), so overlapping blocks in threads cannot leave them off.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bars_on: ContextVar[bool] = ContextVar("mergeling_harness_bars", default=True)
+        self.quiet_blocks = 0
+        self.saved: tuple[bool, bool, bool] = (True, True, True)
+
+    def install(self) -> None:
+        import importlib
+
+        with self.lock:
+            for name in _TQDM_MODULES:
+                module: Any = importlib.import_module(name)
+                if not getattr(module.tqdm, "_mergeling_scoped", False):
+                    module.tqdm = self._scoped(module.tqdm)
+
+    def _scoped(self, original: Any) -> Any:
+        bars_on = self.bars_on
+
+        def tqdm(*args: Any, **kwargs: Any) -> Any:
+            # lm-eval's model code passes disable=False explicitly: override it when quiet.
+            return original(*args, **({**kwargs, "disable": True} if not bars_on.get() else kwargs))
+
+        tqdm._mergeling_scoped = True  # type: ignore[attr-defined]
+        tqdm.__wrapped__ = original  # type: ignore[attr-defined]
+        return tqdm
+
+    def enter_quiet(self) -> None:
+        import datasets
+        from huggingface_hub.utils import _tqdm as hub_tqdm
+        from transformers.utils import logging as hf_logging
+
+        with self.lock:
+            if self.quiet_blocks == 0:
+                self.saved = (
+                    hf_logging.is_progress_bar_enabled(),
+                    datasets.is_progress_bar_enabled(),
+                    not hub_tqdm.are_progress_bars_disabled(),
+                )
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                datasets.disable_progress_bars()
+                hub_tqdm.disable_progress_bars()
+            self.quiet_blocks += 1
+
+    def leave_quiet(self) -> None:
+        import datasets
+        from huggingface_hub.utils import _tqdm as hub_tqdm
+        from transformers.utils import logging as hf_logging
+
+        with self.lock:
+            self.quiet_blocks -= 1
+            if self.quiet_blocks == 0:
+                transformers_bars, datasets_bars, hub_bars = self.saved
+                if transformers_bars:
+                    hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+                if datasets_bars:
+                    datasets.enable_progress_bars()
+                if hub_bars:
+                    hub_tqdm.enable_progress_bars()
+
+
+# The libraries' bar switches are process-wide, so the object that guards them is too.
+_SWITCH = _BarSwitch()
 
 
 @contextmanager
@@ -187,43 +257,25 @@ def harness_progress(*, enabled: bool) -> Iterator[None]:
 
     lm-eval has no switch for them: its model methods take `disable_tqdm`, but `evaluate` never
     passes it (and `loglikelihood_rolling` forces a bar per batch), and the request-building bar
-    in `lm_eval.api.task` takes no option at all. So while disabled, the `tqdm` name in the
-    modules that draw bars on our path is bound to a disabled bar, and restored on exit.
-    Transformers' bars (loading weights), datasets' (building a split on first use) and
-    huggingface_hub's (downloading models and data) have documented switches, also restored.
+    in `lm_eval.api.task` takes no option at all. So the `tqdm` name in the modules that draw bars
+    on our path is wrapped once, and the wrapper reads a context variable this block sets: safe
+    for threads (the bot, the Space), and scoped to the block. Transformers' bars (loading
+    weights), datasets' (building a split on first use) and huggingface_hub's (downloading
+    models and data) have documented process-wide switches, also restored (see `_BarSwitch`).
 
     Args:
-        enabled: True leaves everything as it is.
+        enabled: True leaves every bar on (in this context).
     """
-    if enabled:
-        yield
-        return
-    import importlib
-
-    import datasets
-    from huggingface_hub import utils as hub_utils
-    from transformers.utils import logging as hf_logging
-
-    modules = [importlib.import_module(name) for name in _TQDM_MODULES]
-    saved = [module.tqdm for module in modules]
-    transformers_bars, datasets_bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    hub_bars = not hub_utils.are_progress_bars_disabled()
-    for module in modules:
-        module.tqdm = _disabled_tqdm
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    hub_utils.disable_progress_bars()
+    _SWITCH.install()
+    token = _SWITCH.bars_on.set(enabled)
+    if not enabled:
+        _SWITCH.enter_quiet()
     try:
         yield
     finally:
-        for module, original in zip(modules, saved, strict=True):
-            module.tqdm = original
-        if transformers_bars:
-            hf_logging.enable_progress_bar()
-        if datasets_bars:
-            datasets.enable_progress_bars()
-        if hub_bars:
-            hub_utils.enable_progress_bars()
+        if not enabled:
+            _SWITCH.leave_quiet()
+        _SWITCH.bars_on.reset(token)
 
 
 def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = True) -> TaskResult:

@@ -15,7 +15,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -162,7 +162,7 @@ def build_lab(
     else:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+        tokenizer = cast("PreTrainedTokenizerFast", AutoTokenizer.from_pretrained(str(base_dir)))
     trained["base"] = done
     checkpoints = [LabCheckpoint("base", base_dir, names["base"], "base", ENGLISH)]
     for index, lang in enumerate(config.languages, start=1):

@@ -51,7 +51,7 @@ def test_harness_progress_hides_lm_eval_bars_and_restores_them() -> None:
     from transformers.utils import logging as hf_logging
 
     datasets.enable_progress_bars()
-    original, transformers_bars = hf_module.tqdm, hf_logging.is_progress_bar_enabled()  # off under conftest's env
+    transformers_bars = hf_logging.is_progress_bar_enabled()  # off under conftest's env
     out = io.StringIO()
     with harness_progress(enabled=False):
         # lm-eval's model code passes disable=False explicitly; the bar must stay off anyway
@@ -59,9 +59,42 @@ def test_harness_progress_hides_lm_eval_bars_and_restores_them() -> None:
         assert not hf_logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
         assert hub_utils.are_progress_bars_disabled()
     assert out.getvalue() == ""
-    assert hf_module.tqdm is original and hf_logging.is_progress_bar_enabled() == transformers_bars
-    assert datasets.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled() == transformers_bars and datasets.is_progress_bar_enabled()
+    wrapped = hf_module.tqdm
     with harness_progress(enabled=True):
-        assert hf_module.tqdm is original
+        assert hf_module.tqdm is wrapped  # bound once, never rebound per block
         list(hf_module.tqdm(range(3), file=out, desc="requests"))
     assert "requests" in out.getvalue()
+
+
+def test_harness_progress_is_scoped_to_its_thread() -> None:
+    # The bot and the Space evaluate in threads: one thread's quiet block used to rebind lm-eval's
+    # `tqdm` for every thread, and overlapping blocks could restore the wrong one.
+    import io
+    import threading
+
+    import datasets
+    import lm_eval.api.task as task_module
+
+    datasets.enable_progress_bars()
+    inside, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def quiet_worker() -> None:
+        with harness_progress(enabled=False):
+            inside.set()
+            release.wait(10)
+        done.set()
+
+    worker = threading.Thread(target=quiet_worker)
+    worker.start()
+    assert inside.wait(10)
+    out = io.StringIO()
+    with harness_progress(enabled=True):
+        list(task_module.tqdm(range(3), file=out, desc="other-thread"))
+    assert "other-thread" in out.getvalue()  # this thread's bars stay on
+    with harness_progress(enabled=False):  # overlapping quiet blocks
+        release.set()
+        assert done.wait(10)
+        assert not datasets.is_progress_bar_enabled()  # still off: this block has not left
+    worker.join()
+    assert datasets.is_progress_bar_enabled()  # the last block to leave restored it
