@@ -104,15 +104,24 @@ def lm_eval_version() -> str:
 def load_lm(model_dir: Path, *, device: str, batch_size: int) -> LM:
     """Wrap a checkpoint directory in lm-eval's HFLM (dtype from its config).
 
+    Generation lengths are the tasks' own: lm-eval passes a task's `max_gen_toks` to `generate`
+    as `max_length`, but a `max_new_tokens` in the checkpoint's generation_config.json takes
+    precedence in transformers (the lab writes 64, which cut MGSM's chains of thought short).
+    So the checkpoint's `max_new_tokens` is cleared here and the task configs set the limit.
+
     Raises:
         EvaluationError: transformers cannot load it.
     """
     from lm_eval.models.huggingface import HFLM
 
     try:
-        return HFLM(pretrained=str(model_dir), device=device, batch_size=batch_size, dtype="auto")
+        lm = HFLM(pretrained=str(model_dir), device=device, batch_size=batch_size, dtype="auto")
     except (OSError, ValueError, RuntimeError) as exc:
         raise EvaluationError(f"Cannot load {model_dir} for evaluation: {exc}") from exc
+    generation_config = getattr(lm.model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.max_new_tokens = None
+    return lm
 
 
 def _metric(value: Any) -> float | None:

@@ -98,3 +98,24 @@ def test_harness_progress_is_scoped_to_its_thread() -> None:
         assert not datasets.is_progress_bar_enabled()  # still off: this block has not left
     worker.join()
     assert datasets.is_progress_bar_enabled()  # the last block to leave restored it
+
+
+def test_the_task_sets_the_generation_limit_not_the_checkpoint(tiny_family, tmp_path) -> None:
+    # A lab checkpoint's generation_config.json says max_new_tokens=64, which won over MGSM's
+    # max_gen_toks=256 (lm-eval passes that as max_length) and cut its answers short.
+    import shutil
+
+    import torch
+
+    from registry.evaluate.runner import load_lm
+    from registry.lab.train import save_generation_config
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_family.base, model_dir)
+    save_generation_config(model_dir)
+    lm = load_lm(model_dir, device="cpu", batch_size=1)
+    assert lm.model.generation_config.max_new_tokens is None
+    context = torch.tensor([[1, 5, 6, 7]])
+    lm.model.generation_config.eos_token_id = None  # a random tiny model may emit EOS early
+    out = lm._model_generate(context, max_length=context.shape[1] + 80, stop=[], do_sample=False)
+    assert out.shape[1] == context.shape[1] + 80
