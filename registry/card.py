@@ -160,7 +160,6 @@ def _body(
     diagnostics: str | None,
     eval_results: list[EvalResult] | None,
 ) -> str:
-    method = recipe.merge_method
     rows = "\n".join(
         f"| {i.role} | `{i.ref.partition('@')[0]}` | {('`' + i.revision + '`') if i.revision else 'local'} "
         f"| {i.language or ''} | {i.license or 'unknown'} |"
