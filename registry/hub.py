@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,7 @@ class HubClient:
         fail_fast: bool = False,
         probe_timeout: float = 3.0,
     ) -> None:
-        from huggingface_hub import HfApi, constants
+        from huggingface_hub import HfApi
 
         self.endpoint = (endpoint or default_endpoint()).rstrip("/")
         self.cache_dir = cache_dir
@@ -78,14 +79,9 @@ class HubClient:
         self._reachable = False
         headers: dict[str, str] = {}
         if not is_public_hub(self.endpoint):
-            # An embedded hub has no Xet storage. huggingface_hub >= 1.20 uploads every file
-            # the server marks "lfs" through hf_xet whenever hf_xet is importable, and no server
-            # answer can stop it; the upload then fails on the missing xet-write-token route.
-            # The client reads this constant at call time, so setting it makes it use the plain
-            # LFS batch API (which huggingface.co also accepts, so other clients in this process
-            # keep working). The header tells the server it may answer "lfs" for large files;
-            # without it the server answers "regular" (inline base64), which is safe but costly.
-            constants.HF_HUB_DISABLE_XET = True
+            # The header tells the server this client uploads without Xet (see `_uploads`), so
+            # it may answer "lfs" for large files; without it the server answers "regular"
+            # (inline base64), which is safe but costly.
             headers[XET_DISABLED_HEADER] = "disabled"
         self.api = HfApi(endpoint=self.endpoint, token=token, headers=headers, library_name="mergeling")
 
@@ -115,6 +111,26 @@ class HubClient:
                 endpoint=self.endpoint,
             ) from exc
         self._reachable = True
+
+    @contextmanager
+    def _uploads(self) -> Iterator[None]:
+        """Around an upload to a hub without Xet storage (an embedded hub): Xet off, then restored.
+
+        huggingface_hub >= 1.20 uploads every file the server marks "lfs" through hf_xet whenever
+        hf_xet is importable, and no server answer can stop it; the upload then fails on the
+        missing xet-write-token route. Its only switch is the process-wide constant
+        `HF_HUB_DISABLE_XET`, read at call time, so it is set for the duration of the upload
+        (counted under a lock: overlapping uploads in threads restore it once, when the last ends).
+        An upload to huggingface.co that overlaps one takes the LFS path, which it also accepts.
+        """
+        if is_public_hub(self.endpoint):
+            yield
+            return
+        _XET_SWITCH.enter()
+        try:
+            yield
+        finally:
+            _XET_SWITCH.leave()
 
     # -- error conversion ---------------------------------------------------------------------
     @contextmanager
@@ -318,7 +334,7 @@ class HubClient:
 
         ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=_source(v)) for p, v in add.items()]
         ops += [CommitOperationDelete(path_in_repo=p) for p in delete]
-        with self._errors("commit", repo_id=repo_id, revision=revision):
+        with self._errors("commit", repo_id=repo_id, revision=revision), self._uploads():
             info = self.api.create_commit(
                 repo_id,
                 operations=ops,
@@ -353,7 +369,7 @@ class HubClient:
         revision: str | None = None,
     ) -> str:
         """Upload a local folder in one commit; return the commit sha."""
-        with self._errors("upload folder", repo_id=repo_id, revision=revision):
+        with self._errors("upload folder", repo_id=repo_id, revision=revision), self._uploads():
             info = self.api.upload_folder(
                 folder_path=str(folder),
                 repo_id=repo_id,
@@ -434,6 +450,36 @@ class HubClient:
         """Tag `revision` (default: the head of main)."""
         with self._errors("create tag", repo_id=repo_id, revision=revision):
             self.api.create_tag(repo_id, tag=tag, tag_message=message, revision=revision, repo_type=repo_type)
+
+
+class _XetSwitch:
+    """`HF_HUB_DISABLE_XET` on while any upload to a hub without Xet runs (see `HubClient._uploads`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.uploads = 0
+        self.saved = False
+
+    def enter(self) -> None:
+        from huggingface_hub import constants
+
+        with self.lock:
+            if self.uploads == 0:
+                self.saved = constants.HF_HUB_DISABLE_XET
+                constants.HF_HUB_DISABLE_XET = True
+            self.uploads += 1
+
+    def leave(self) -> None:
+        from huggingface_hub import constants
+
+        with self.lock:
+            self.uploads -= 1
+            if self.uploads == 0:
+                constants.HF_HUB_DISABLE_XET = self.saved
+
+
+# huggingface_hub's switch is process-wide, so the object that guards it is too.
+_XET_SWITCH = _XetSwitch()
 
 
 def _all_unchanged(ops: Sequence[Any]) -> bool:

@@ -126,3 +126,17 @@ def test_hub_options_build_one_client(hub: HubHandle, tmp_path: Path) -> None:
     )
     assert before.exit_code == after.exit_code == 1  # no registry yet: the same one-line error both ways
     assert before.stderr == after.stderr and "alice/r" in after.stderr
+
+
+def test_xet_is_off_only_while_uploading_to_an_embedded_hub(hub_factory, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # HubClient() used to turn Xet off for the whole process when it was built.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    small_lfs = hub_factory.thread("lfs", lfs_threshold=1024)  # so this upload takes the LFS path
+    client = HubClient(endpoint=small_lfs.url, token=small_lfs.token)
+    assert constants.HF_HUB_DISABLE_XET is False
+    client.create_repo("alice/big")
+    sha = client.commit_files("alice/big", message="big", add={"blob.bin": bytes(range(256)) * 64})
+    assert client.read_file("alice/big", "blob.bin", revision=sha) == bytes(range(256)) * 64
+    assert constants.HF_HUB_DISABLE_XET is False
