@@ -71,7 +71,7 @@ def dataset_card(paths: list[str], *, readme: str | None) -> str:
     meta: dict[str, Any] = {}
     if text.startswith("---"):
         parsed = DatasetCard(text)
-        meta, text = parsed.data.to_dict(), parsed.text
+        meta, text = parsed.data.to_dict(), parsed.text  # type: ignore[no-untyped-call]
     tags = [str(tag) for tag in meta.get("tags") or []]
     meta.update(
         configs=dataset_configs(paths),
