@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from registry.catalog.store import CatalogStore
 
 
+# Shown under every catalog command's help: the Hub options live on the root (one client per run).
+HUB_EPILOG = (
+    "Hub: --endpoint URL (HF_ENDPOINT), --token TOKEN (HF_TOKEN), --registry OWNER/NAME (MERGELING_REGISTRY), "
+    "before or after the command."
+)
+
+
 class Kind(StrEnum):
     ct = "ct"
     sft = "sft"
@@ -96,7 +103,7 @@ def add(
     )
 
 
-@add_app.command("ct")
+@add_app.command("ct", epilog=HUB_EPILOG)
 def add_ct(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="CT model repo.")],
@@ -128,7 +135,7 @@ def add_ct(
     _report_added(store, entry)
 
 
-@add_app.command("sft")
+@add_app.command("sft", epilog=HUB_EPILOG)
 def add_sft(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="SFT model repo.")],
@@ -293,8 +300,5 @@ def _pairs_table(checks: list[PairCheck]) -> Table:
 def register(app: typer.Typer) -> None:
     """Add the catalog commands to the root app."""
     app.add_typer(add_app, name="add")
-    app.command("list")(list_entries)
-    app.command("show")(show)
-    app.command("pairs")(pairs)
-    app.command("sync")(sync)
-    app.command("remove")(remove)
+    for name, command in (("list", list_entries), ("show", show), ("pairs", pairs), ("sync", sync), ("remove", remove)):
+        app.command(name, epilog=HUB_EPILOG)(command)

@@ -55,7 +55,10 @@ class DefaultCommandGroup(TyperGroup):
 eval_app = typer.Typer(cls=DefaultCommandGroup, help=_HELP, no_args_is_help=True, rich_markup_mode=None)
 
 
-@eval_app.command("run")
+@eval_app.command(
+    "run",
+    epilog="Hub (models and --data-repo): --endpoint URL (HF_ENDPOINT), --token TOKEN (HF_TOKEN), before or after.",
+)
 def run_command(
     ctx: typer.Context,
     model: Annotated[
