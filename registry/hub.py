@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from registry.errors import HubConflictError, HubError, HubRepoNotFoundError, HubUnavailableError
+from registry.errors import HubConflictError, HubError, HubRepoNotFoundError
 from registry.hub_errors import convert_error
+from registry.hub_transport import probe, xet_off
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetInfo, Discussion, ModelInfo, WebhookInfo
@@ -88,49 +88,23 @@ class HubClient:
     def check_reachable(self, *, what: str = "reach the hub", repo_id: str | None = None) -> None:
         """Raise `HubUnavailableError` unless the endpoint answers within `probe_timeout` seconds.
 
-        Any HTTP answer counts (even an error status): only "nothing there" is refused. Once it has
-        answered, later calls skip the check.
+        Any HTTP answer counts (even an error status); once it has answered, later calls skip it.
 
         Raises:
             HubUnavailableError: connection refused or timed out, bad URL, or HF_HUB_OFFLINE=1.
         """
-        if self._reachable:
-            return
-        from huggingface_hub import constants, get_session
-
-        try:
-            if constants.HF_HUB_OFFLINE:
-                raise ConnectionError("offline mode (HF_HUB_OFFLINE=1)")
-            get_session().head(f"{self.endpoint}/", timeout=self.probe_timeout)
-        except Exception as exc:  # noqa: BLE001 (every transport failure means "unreachable")
-            raise HubUnavailableError(
-                f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {self.endpoint} cannot be reached "
-                f"({type(exc).__name__}: {str(exc) or 'no answer'}; checked within {self.probe_timeout:g} s). "
-                "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
-                repo_id=repo_id,
-                endpoint=self.endpoint,
-            ) from exc
-        self._reachable = True
+        if not self._reachable:
+            probe(self.endpoint, timeout=self.probe_timeout, what=what, repo_id=repo_id)
+            self._reachable = True
 
     @contextmanager
     def _uploads(self) -> Iterator[None]:
-        """Around an upload to a hub without Xet storage (an embedded hub): Xet off, then restored.
-
-        huggingface_hub >= 1.20 uploads every file the server marks "lfs" through hf_xet whenever
-        hf_xet is importable, and no server answer can stop it; the upload then fails on the
-        missing xet-write-token route. Its only switch is the process-wide constant
-        `HF_HUB_DISABLE_XET`, read at call time, so it is set for the duration of the upload
-        (counted under a lock: overlapping uploads in threads restore it once, when the last ends).
-        An upload to huggingface.co that overlaps one takes the LFS path, which it also accepts.
-        """
+        """Around an upload: Xet off while it runs when the hub has no Xet storage (see `xet_off`)."""
         if is_public_hub(self.endpoint):
             yield
-            return
-        _XET_SWITCH.enter()
-        try:
-            yield
-        finally:
-            _XET_SWITCH.leave()
+        else:
+            with xet_off():
+                yield
 
     # -- error conversion ---------------------------------------------------------------------
     @contextmanager
@@ -450,36 +424,6 @@ class HubClient:
         """Tag `revision` (default: the head of main)."""
         with self._errors("create tag", repo_id=repo_id, revision=revision):
             self.api.create_tag(repo_id, tag=tag, tag_message=message, revision=revision, repo_type=repo_type)
-
-
-class _XetSwitch:
-    """`HF_HUB_DISABLE_XET` on while any upload to a hub without Xet runs (see `HubClient._uploads`)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.uploads = 0
-        self.saved = False
-
-    def enter(self) -> None:
-        from huggingface_hub import constants
-
-        with self.lock:
-            if self.uploads == 0:
-                self.saved = constants.HF_HUB_DISABLE_XET
-                constants.HF_HUB_DISABLE_XET = True
-            self.uploads += 1
-
-    def leave(self) -> None:
-        from huggingface_hub import constants
-
-        with self.lock:
-            self.uploads -= 1
-            if self.uploads == 0:
-                constants.HF_HUB_DISABLE_XET = self.saved
-
-
-# huggingface_hub's switch is process-wide, so the object that guards it is too.
-_XET_SWITCH = _XetSwitch()
 
 
 def _all_unchanged(ops: Sequence[Any]) -> bool:

@@ -112,8 +112,9 @@ def run_command(
     ] = False,
 ) -> None:
     """Evaluate MODEL on every task of a suite (cached per model and task)."""
+    from registry.evaluate.bars import harness_progress
     from registry.evaluate.cache import ResultCache, default_cache_dir
-    from registry.evaluate.runner import evaluate_model, harness_progress
+    from registry.evaluate.runner import evaluate_model
     from registry.evaluate.sources import resolve_model
     from registry.evaluate.suite import load_suite, select_tasks
     from registry.evaluate.tasks import find_task

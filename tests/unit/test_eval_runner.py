@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from registry.errors import EvaluationError
-from registry.evaluate.runner import harness_progress, parse_task_results, resolve_device
+from registry.evaluate.bars import harness_progress
+from registry.evaluate.runner import parse_task_results, resolve_device
 
 
 def test_resolve_device() -> None:
