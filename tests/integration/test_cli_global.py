@@ -140,3 +140,16 @@ def test_xet_is_off_only_while_uploading_to_an_embedded_hub(hub_factory, monkeyp
     sha = client.commit_files("alice/big", message="big", add={"blob.bin": bytes(range(256)) * 64})
     assert client.read_file("alice/big", "blob.bin", revision=sha) == bytes(range(256)) * 64
     assert constants.HF_HUB_DISABLE_XET is False
+
+
+@pytest.mark.parametrize("columns", ["40", "60", "80", "100"])
+def test_errors_stay_on_one_line_at_any_width(columns: str, tmp_path: Path) -> None:
+    # They used to wrap at the terminal width (80 when stderr is not a terminal): COLUMNS=2000 in tests.
+    bad = tmp_path / "a-rather-long-file-name-so-the-message-passes-forty-columns.json"
+    bad.write_text('{"hello": 1}')
+    error = CliRunner().invoke(app, ["eval", "compare", str(bad)], env={"COLUMNS": columns})
+    assert error.exit_code == 1 and len(error.stderr.splitlines()) == 1 and str(bad) in error.stderr
+    usage = CliRunner().invoke(app, ["list", "--language", "xxx_Yyyy_long_enough_to_wrap"], env={"COLUMNS": columns})
+    assert usage.exit_code == 2
+    [line] = [line for line in usage.stderr.splitlines() if line.startswith("Error")]
+    assert line.endswith("write e.g. ben_Beng or khk_Cyrl")
