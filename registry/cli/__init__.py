@@ -36,7 +36,8 @@ class _ErrorMappingGroup(TyperGroup):
     accepts the global options after a built-in subcommand too."""
 
     def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_global_options(args, commands=_BUILTIN_COMMANDS))
+        builtin = {name: _option_names(self.commands[name]) for name in _BUILTIN_COMMANDS if name in self.commands}
+        return super().parse_args(ctx, hoist_global_options(args, commands=builtin))
 
     def main(
         self,
@@ -74,6 +75,14 @@ class _ErrorMappingGroup(TyperGroup):
         except KeyboardInterrupt:
             stderr_console().print("[bold red]Interrupted.[/]")
             raise typer.Exit(code=130) from None
+
+
+def _option_names(command: Any) -> set[str]:
+    """Every option name a command (and, for a group, its subcommands) declares."""
+    names = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts) if opt.startswith("-")}
+    for sub in getattr(command, "commands", {}).values():
+        names |= _option_names(sub)
+    return names
 
 
 def _escape(text: str) -> str:

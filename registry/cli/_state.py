@@ -8,6 +8,7 @@ first use (so `registry lab build` never touches a Hub) and then reuses.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,17 +109,19 @@ def cli_state(ctx: typer.Context) -> CliState:
     return root.obj
 
 
-def hoist_global_options(args: list[str], *, commands: frozenset[str] | set[str]) -> list[str]:
+def hoist_global_options(args: list[str], *, commands: Mapping[str, Collection[str]]) -> list[str]:
     """Move the root's options that follow a built-in subcommand in front of it.
 
     `registry eval MODEL -q --endpoint URL` becomes `registry -q --endpoint URL eval MODEL`. Only for
-    `commands` (the built-in ones: a plug-in group keeps its own options), and never past `--`.
+    `commands` (the built-in ones: a plug-in group keeps its options), never an option the command
+    declares itself (`commands[name]`: its option names, subcommands' included), never past `--`.
     """
     start = 0  # the subcommand's index: skip the root options already in front of it
     while start < len(args) and args[start].startswith("-"):
         start += 2 if args[start] in GLOBAL_VALUE_OPTIONS else 1
     if start >= len(args) or args[start] not in commands:
         return args
+    own = set(commands[args[start]])
     hoisted: list[str] = []
     rest: list[str] = []
     i = start + 1
@@ -127,7 +130,10 @@ def hoist_global_options(args: list[str], *, commands: frozenset[str] | set[str]
         if arg == "--":
             rest += args[i:]
             break
-        if arg in GLOBAL_FLAGS or (arg.partition("=")[0] in GLOBAL_VALUE_OPTIONS and "=" in arg):
+        name = arg.partition("=")[0]
+        if name in own:
+            rest.append(arg)
+        elif arg in GLOBAL_FLAGS or (name in GLOBAL_VALUE_OPTIONS and "=" in arg):
             hoisted.append(arg)
         elif arg in GLOBAL_VALUE_OPTIONS and i + 1 < len(args):
             hoisted += [arg, args[i + 1]]

@@ -32,7 +32,7 @@ def silent_server() -> Iterator[str]:
 
 
 def test_hoisting_moves_only_global_options_of_builtin_commands() -> None:
-    commands = {"eval", "add", "list"}
+    commands: dict[str, set[str]] = {"eval": set(), "add": set(), "list": set(), "push": {"--endpoint", "--token"}}
     assert hoist_global_options(["eval", "m", "-q", "--registry=a/b", "-vv", "--", "-q"], commands=commands) == [
         "-q", "--registry=a/b", "-vv", "eval", "m", "--", "-q"
     ]  # fmt: skip
@@ -41,6 +41,10 @@ def test_hoisting_moves_only_global_options_of_builtin_commands() -> None:
     ]  # fmt: skip
     assert hoist_global_options(["bot", "serve", "--token", "t", "-q"], commands=commands) == [
         "bot", "serve", "--token", "t", "-q"
+    ]  # fmt: skip
+    # a command that declares --endpoint/--token itself keeps them (and still gets -q hoisted)
+    assert hoist_global_options(["push", "d", "r", "--endpoint", "u", "--token=t", "-q"], commands=commands) == [
+        "-q", "push", "d", "r", "--endpoint", "u", "--token=t"
     ]  # fmt: skip
 
 
