@@ -1,11 +1,11 @@
 # Two commands do everything on a fresh machine:
 #   make demo   - set up .venv, then run the main job on the embedded default (a tiny offline merge)
-#   make test   - set up .venv, then run the whole test suite
+#   make test   - set up .venv, then lint (ruff), format check, type check (mypy), the whole test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 $(BIN)/registry: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,14 @@ setup: $(BIN)/registry
 demo: setup
 	$(BIN)/registry demo
 
-test: setup
+# mypy: registry/merge and registry/io are excluded until the engine branch (which makes them pass
+# --strict, see [tool.mypy] in pyproject.toml) is merged; then drop the --exclude.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --exclude '^registry/(merge|io)/'
+
+test: lint
 	$(BIN)/python -m pytest
 
 clean:

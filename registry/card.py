@@ -1,8 +1,8 @@
 """Model cards for merged models, written with `huggingface_hub.ModelCard`/`ModelCardData`.
 
 Metadata: `base_model` (every input, base included), `base_model_relation: merge`, tags, languages
-(ISO 639-1 of the CT languages, plus `en`), the most restrictive input license, library and
-pipeline. Body: inputs with revisions, the recipe, the diagnostics summary, a usage snippet,
+(ISO 639-1 of the CT languages, plus `en`; none when the recipe names no CT language, as a plain
+mergekit config without roles does), the most restrictive input license, library and pipeline. Body: inputs with revisions, the recipe, the diagnostics summary, a usage snippet,
 optional evaluation results, and the TIES and TIES-SV citations. No dates or local paths go in,
 so the same merge gives the same card.
 """
@@ -136,7 +136,9 @@ def build_model_card(
     tags = ["merge", "mergeling", method.replace("_", "-"), "low-resource"]
     data = ModelCardData(
         base_model=[i.repo_id for i in inputs if i.repo_id] or None,
-        language=card_languages(recipe.languages()),
+        # A recipe without CT languages (a mergekit config has no roles) says nothing about the
+        # merge's language: leave it out rather than claim English.
+        language=card_languages(recipe.languages()) if recipe.languages() else None,
         license=most_restrictive_license([i.license for i in inputs]),
         library_name="transformers",
         pipeline_tag="text-generation",
@@ -158,8 +160,6 @@ def _body(
     diagnostics: str | None,
     eval_results: list[EvalResult] | None,
 ) -> str:
-    langs = ", ".join(recipe.languages()) or "the CT model's language"
-    method = recipe.merge_method
     rows = "\n".join(
         f"| {i.role} | `{i.ref.partition('@')[0]}` | {('`' + i.revision + '`') if i.revision else 'local'} "
         f"| {i.language or ''} | {i.license or 'unknown'} |"
@@ -167,9 +167,7 @@ def _body(
     )
     parts = [
         f"# {name}",
-        f"A `{method}` merge made with Mergeling for {langs}: a model continually "
-        "pre-trained on the target language (CT) merged with an English instruction-tuned (SFT) model, so "
-        "that the merge can solve tasks in the low-resource language (Tao et al., 2024).",
+        _summary(recipe, n_inputs=sum(i.role not in ("base", "tokenizer") for i in inputs)),
         "## Inputs\n\n| role | model | revision | language | license |\n|---|---|---|---|---|\n" + rows,
         "## Recipe\n\nAlso in this repository as `mergeling_recipe.yaml`.\n\n```yaml\n" + recipe.to_yaml() + "```",
     ]
@@ -192,6 +190,29 @@ def _body(
     )
     parts.append("## Citation\n\n" + CITATIONS)
     return "\n\n".join(parts) + "\n"
+
+
+def _summary(recipe: Recipe, *, n_inputs: int) -> str:
+    """The card's first paragraph: what was merged, as far as the recipe says."""
+    method = recipe.merge_method
+    languages = recipe.languages()
+    has_roles = any(m.role in ("ct", "sft") for m in recipe.models)
+    if languages:
+        return (
+            f"A `{method}` merge made with Mergeling for {', '.join(languages)}: a model continually "
+            "pre-trained on the target language (CT) merged with an English instruction-tuned (SFT) model, so "
+            "that the merge can solve tasks in the low-resource language (Tao et al., 2024)."
+        )
+    if has_roles:
+        return (
+            f"A `{method}` merge made with Mergeling of a continually pre-trained (CT) model and an English "
+            "instruction-tuned (SFT) model; the recipe names no target language (add `language:` to the CT input)."
+        )
+    return (
+        f"A `{method}` merge of {n_inputs} models made with Mergeling from a mergekit-style configuration. "
+        "The configuration gives no roles or languages, so this card does not say which input brings which "
+        "language or skill (add `role: ct` / `role: sft` and `language:` to the recipe's models to record them)."
+    )
 
 
 def build_card_for_output(

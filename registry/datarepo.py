@@ -60,14 +60,24 @@ def dataset_configs(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def dataset_card(paths: list[str], *, readme: str | None) -> str:
-    """README text: a front matter with `configs`, then the folder's own README (or a stub)."""
-    import yaml
+    """README text: the folder's own README (or a stub) with `configs` and our tag in its metadata.
 
-    front = yaml.safe_dump(
-        {"configs": dataset_configs(paths), "tags": ["mergeling-eval-data"]}, sort_keys=False, allow_unicode=True
+    huggingface_hub's `DatasetCard` parses a front matter the README already has (a license,
+    say), so the result keeps it and has exactly one.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    text = readme if readme is not None else "# Evaluation data\n\nUploaded by `registry hub seed-data`.\n"
+    meta: dict[str, Any] = {}
+    if text.startswith("---"):
+        parsed = DatasetCard(text)
+        meta, text = parsed.data.to_dict(), parsed.text  # type: ignore[no-untyped-call]
+    tags = [str(tag) for tag in meta.get("tags") or []]
+    meta.update(
+        configs=dataset_configs(paths),
+        tags=[*tags, *(["mergeling-eval-data"] if "mergeling-eval-data" not in tags else [])],
     )
-    body = readme if readme is not None else "# Evaluation data\n\nUploaded by `registry hub seed-data`.\n"
-    return f"---\n{front}---\n\n{body}"
+    return str(DatasetCard(f"---\n{DatasetCardData(**meta).to_yaml()}\n---\n{text}"))
 
 
 def seed_data_repo(

@@ -17,11 +17,12 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from registry.errors import HubConflictError, HubError, HubRepoNotFoundError
 from registry.hub_errors import convert_error
+from registry.hub_transport import probe, xet_off
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetInfo, Discussion, ModelInfo, WebhookInfo
@@ -53,30 +54,57 @@ class HubClient:
         endpoint: the Hub URL; None means `HF_ENDPOINT` or huggingface.co.
         token: an access token; None means `HF_TOKEN` or the stored login, as in huggingface_hub.
         cache_dir: where downloads are cached (default: the huggingface_hub cache).
+        fail_fast: before the first call, check within `probe_timeout` seconds that the endpoint
+            answers at all, and raise `HubUnavailableError` if not. Some huggingface_hub calls
+            (file listings, uploads) retry a refused connection five times with backoff, about
+            25 s, which is right for a bot but not for someone at a prompt (the CLI sets this).
+        probe_timeout: seconds for that check.
     """
 
-    def __init__(self, *, endpoint: str | None = None, token: str | None = None, cache_dir: Path | None = None) -> None:
-        from huggingface_hub import HfApi, constants
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        cache_dir: Path | None = None,
+        fail_fast: bool = False,
+        probe_timeout: float = 3.0,
+    ) -> None:
+        from huggingface_hub import HfApi
 
         self.endpoint = (endpoint or default_endpoint()).rstrip("/")
         self.cache_dir = cache_dir
+        self.fail_fast = fail_fast
+        self.probe_timeout = probe_timeout
+        self._reachable = False
         headers: dict[str, str] = {}
         if not is_public_hub(self.endpoint):
-            # An embedded hub has no Xet storage. huggingface_hub >= 1.20 uploads every file
-            # the server marks "lfs" through hf_xet whenever hf_xet is importable, and no server
-            # answer can stop it; the upload then fails on the missing xet-write-token route.
-            # The client reads this constant at call time, so setting it makes it use the plain
-            # LFS batch API (which huggingface.co also accepts, so other clients in this process
-            # keep working). The header tells the server it may answer "lfs" for large files;
-            # without it the server answers "regular" (inline base64), which is safe but costly.
-            constants.HF_HUB_DISABLE_XET = True
+            # The header tells the server this client uploads without Xet (see `_uploads`), so
+            # it may answer "lfs" for large files; without it the server answers "regular"
+            # (inline base64), which is safe but costly.
             headers[XET_DISABLED_HEADER] = "disabled"
         self.api = HfApi(endpoint=self.endpoint, token=token, headers=headers, library_name="mergeling")
-        # httpx logs every request at INFO; keep that for -vv (DEBUG) only.
-        for name in ("httpx", "httpx2"):
-            http_logger = logging.getLogger(name)
-            if http_logger.level == logging.NOTSET and not logger.isEnabledFor(logging.DEBUG):
-                http_logger.setLevel(logging.WARNING)
+
+    def check_reachable(self, *, what: str = "reach the hub", repo_id: str | None = None) -> None:
+        """Raise `HubUnavailableError` unless the endpoint answers within `probe_timeout` seconds.
+
+        Any HTTP answer counts (even an error status); once it has answered, later calls skip it.
+
+        Raises:
+            HubUnavailableError: connection refused or timed out, bad URL, or HF_HUB_OFFLINE=1.
+        """
+        if not self._reachable:
+            probe(self.endpoint, timeout=self.probe_timeout, what=what, repo_id=repo_id)
+            self._reachable = True
+
+    @contextmanager
+    def _uploads(self) -> Iterator[None]:
+        """Around an upload: Xet off while it runs when the hub has no Xet storage (see `xet_off`)."""
+        if is_public_hub(self.endpoint):
+            yield
+        else:
+            with xet_off():
+                yield
 
     # -- error conversion ---------------------------------------------------------------------
     @contextmanager
@@ -84,6 +112,8 @@ class HubClient:
         self, what: str, *, repo_id: str | None = None, revision: str | None = None, path: str | None = None
     ) -> Iterator[None]:
         try:
+            if self.fail_fast:
+                self.check_reachable(what=what, repo_id=repo_id)
             yield
         except HubError:
             raise
@@ -144,7 +174,8 @@ class HubClient:
 
     def model_info(self, repo_id: str, *, revision: str | None = None, files_metadata: bool = False) -> ModelInfo:
         """`repo_info` of a model repo."""
-        return self.repo_info(repo_id, repo_type="model", revision=revision, files_metadata=files_metadata)
+        with self._errors("read repo info", repo_id=repo_id, revision=revision):
+            return self.api.model_info(repo_id, revision=revision, files_metadata=files_metadata)
 
     def safetensors_metadata(self, repo_id: str, *, revision: str | None = None) -> Any:
         """The safetensors headers of a model repo, read with HTTP range requests (no weights).
@@ -277,7 +308,7 @@ class HubClient:
 
         ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=_source(v)) for p, v in add.items()]
         ops += [CommitOperationDelete(path_in_repo=p) for p in delete]
-        with self._errors("commit", repo_id=repo_id, revision=revision):
+        with self._errors("commit", repo_id=repo_id, revision=revision), self._uploads():
             info = self.api.create_commit(
                 repo_id,
                 operations=ops,
@@ -312,7 +343,7 @@ class HubClient:
         revision: str | None = None,
     ) -> str:
         """Upload a local folder in one commit; return the commit sha."""
-        with self._errors("upload folder", repo_id=repo_id, revision=revision):
+        with self._errors("upload folder", repo_id=repo_id, revision=revision), self._uploads():
             info = self.api.upload_folder(
                 folder_path=str(folder),
                 repo_id=repo_id,
@@ -352,9 +383,10 @@ class HubClient:
         """Register a webhook on `watched` items ({"type": "user"|"org"|"model"|..., "name": ...})."""
         from huggingface_hub import WebhookWatchedItem
 
-        items = [WebhookWatchedItem(type=w["type"], name=w["name"]) for w in watched]
+        # huggingface_hub types `type` and `domains` as Literals; the server checks the values.
+        items: list[Any] = [WebhookWatchedItem(type=cast(Any, w["type"]), name=w["name"]) for w in watched]
         with self._errors("create webhook"):
-            return self.api.create_webhook(url=url, watched=items, domains=list(domains), secret=secret)
+            return self.api.create_webhook(url=url, watched=items, domains=cast(Any, list(domains)), secret=secret)
 
     def list_webhooks(self) -> list[WebhookInfo]:
         """The token owner's webhooks."""

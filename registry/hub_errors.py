@@ -26,6 +26,7 @@ def convert_error(
     repo_id: str | None = None,
     revision: str | None = None,
     path: str | None = None,
+    write: bool | None = None,
 ) -> HubError | None:
     """Map a huggingface_hub (or transport) exception to our error, or None to let it through.
 
@@ -34,11 +35,12 @@ def convert_error(
         what: the action, for the message ("commit", "download").
         endpoint: the hub URL, named in messages.
         repo_id, revision, path: what was asked for.
+        write: whether the action writes (an auth failure then asks for a write token); None
+            infers it from `what` ("commit", "create repo", "upload folder", ...).
     """
     from huggingface_hub import errors as hf
 
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    fields = {"repo_id": repo_id, "status": status, "endpoint": endpoint}
+    status: int | None = getattr(getattr(exc, "response", None), "status_code", None)
     server = _server_message(exc)
     where = f" on {endpoint}"
     if isinstance(exc, hf.LocalTokenNotFoundError):
@@ -48,7 +50,9 @@ def convert_error(
             f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: no token (none given, no HF_TOKEN, no stored login). "
             "Pass one with --token or HF_TOKEN (on an embedded hub create one with "
             "`registry hub token create USER --data DIR --write`)",
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.HFValidationError):
         # huggingface_hub checks repo ids before any request; a ValueError with a traceback otherwise.
@@ -57,7 +61,9 @@ def convert_error(
         return HubRevisionNotFoundError(
             f"Cannot {what}: revision {revision!r} not found in {repo_id}{where}; use a branch, tag or commit sha that exists",
             revision=revision,
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.RemoteEntryNotFoundError) or (
         isinstance(exc, hf.EntryNotFoundError) and not isinstance(exc, hf.LocalEntryNotFoundError)
@@ -66,27 +72,39 @@ def convert_error(
             f"Cannot {what}: {path or 'the file'!r} does not exist in {repo_id}"
             f"{f' at {revision}' if revision else ''}{where}; list the files with `list_repo_files`",
             path=path,
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.RepositoryNotFoundError):
         return HubRepoNotFoundError(
             f"Cannot {what}: repository {repo_id} not found{where}. Check the id and repo type; a private repo "
             "needs a token that can read it (--token or HF_TOKEN)",
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     if isinstance(exc, hf.HfHubHTTPError):
         if status in (401, 403):
             return HubAuthError(
-                f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {'invalid or missing token' if status == 401 else 'permission denied'}"
-                f" ({server}). Pass a write token for that namespace (--token or HF_TOKEN; on an embedded hub "
-                "create one with `registry hub token create USER --data DIR --write`)",
-                **fields,
+                _auth_message(what, repo_id, status, server, writes=_is_write(what, write)),
+                repo_id=repo_id,
+                status=status,
+                endpoint=endpoint,
             )
         if status in (409, 412):
             return HubConflictError(
-                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry", **fields
+                f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry",
+                repo_id=repo_id,
+                status=status,
+                endpoint=endpoint,
             )
-        return HubError(f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}", **fields)
+        return HubError(
+            f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: HTTP {status}: {server}",
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
+        )
     if (
         isinstance(exc, hf.OfflineModeIsEnabled)
         or isinstance(exc, hf.LocalEntryNotFoundError)
@@ -95,9 +113,35 @@ def convert_error(
         return HubUnavailableError(
             f"Cannot {what}{f' {repo_id}' if repo_id else ''}: the hub at {endpoint} cannot be reached ({type(exc).__name__}). "
             "Is the server running (`registry hub serve`) and is --endpoint / HF_ENDPOINT right?",
-            **fields,
+            repo_id=repo_id,
+            status=status,
+            endpoint=endpoint,
         )
     return None
+
+
+# Actions (HubClient's `what`) that change something on the Hub; the rest only read.
+_WRITE_ACTIONS = ("create", "delete", "commit", "upload", "comment", "merge", "update", "push")
+
+
+def _is_write(what: str, write: bool | None) -> bool:
+    return write if write is not None else what.split(" ", 1)[0] in _WRITE_ACTIONS
+
+
+def _auth_message(what: str, repo_id: str | None, status: int, server: str, *, writes: bool) -> str:
+    """A 401 means the token is missing or unknown; a 403 that it lacks a right: say which token helps."""
+    on = f" on {repo_id}" if repo_id else ""
+    problem = "invalid or missing token" if status == 401 else "permission denied"
+    if writes:
+        fix = "Pass a write token for that namespace"
+        create = "`registry hub token create USER --data DIR --write`"
+    elif status == 401:
+        fix = "Pass a valid token"
+        create = "`registry hub token create USER --data DIR`"
+    else:
+        fix = f"Pass a token that may read {repo_id or 'it'}"
+        create = "`registry hub token create USER --data DIR` (with --org for an organisation's repos)"
+    return f"Cannot {what}{on}: {problem} ({server}). {fix} (--token or HF_TOKEN; on an embedded hub create one with {create})"
 
 
 def _server_message(exc: Exception) -> str:
@@ -105,7 +149,7 @@ def _server_message(exc: Exception) -> str:
     if response is not None:
         message = response.headers.get("X-Error-Message")
         if message:
-            return message
+            return str(message)
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

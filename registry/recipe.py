@@ -7,6 +7,7 @@ features we do not implement are refused by name, never ignored (`registry.merge
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -110,9 +111,9 @@ class ModelEntry(_Frozen):
     @field_validator("language")
     @classmethod
     def _language_code(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", value):
-            raise ValueError("language is a FLORES-style code: write e.g. ben_Beng or khk_Cyrl")
-        return value
+        from registry.languages import check_language
+
+        return None if value is None else check_language(value)
 
 
 class MergelingBlock(_Frozen):
@@ -277,7 +278,10 @@ def load_recipe(path: str | Path, *, overrides: list[str] | tuple[str, ...] = ()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc}); fix the syntax", path=str(path)) from None
+        where = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise RecipeError(f"{path}: not valid YAML{line} ({problem}); fix the syntax", path=str(path)) from None
     return parse_recipe(data, overrides=overrides, source=str(path))
 
 
@@ -351,9 +355,11 @@ def _apply_override(data: dict[str, Any], item: str, source: str) -> None:
 
 
 def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> RecipeError:
-    messages = []
+    messages: list[str] = []
     first_field, first_value = "", None
-    for err in exc.errors():
+    # An unknown key is usually a typo (`densty`) that explains the other errors: say it first.
+    errors = sorted(exc.errors(), key=lambda err: err["type"] != "extra_forbidden")
+    for err in errors:
         loc = [str(p) for p in err["loc"]]
         field = ".".join(loc) or "recipe"
         value = err.get("input")
@@ -362,8 +368,15 @@ def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> Re
         if kind == "extra_forbidden":
             parent = ".".join(loc[:-1])
             valid = _valid_keys(loc[:-1])
-            msg = f"unknown key `{loc[-1]}`" + (f" in {parent}" if parent else "") + f"; valid keys: {', '.join(valid)}"
-            text = msg
+            close = difflib.get_close_matches(loc[-1], valid, n=1)
+            guess = f" (did you mean `{close[0]}`?)" if close else ""
+            text = (
+                f"unknown key `{loc[-1]}`"
+                + (f" in {parent}" if parent else "")
+                + f"{guess}; valid keys: {', '.join(valid)}"
+            )
+        elif kind == "too_short" and loc == ["models"]:
+            text = "models: no input models; list them as `- model: org/name` lines under `models:`"
         elif kind == "missing":
             text = f"{field}: required; add it (see recipes/demo-tiny.yaml for an example)"
         elif kind == "literal_error":

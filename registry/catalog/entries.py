@@ -324,7 +324,7 @@ def entry_kind(entry_id: str) -> EntryKind:
     prefix = entry_id.split("-", 1)[0]
     if prefix not in ENTRY_KINDS or "/" in entry_id or entry_id.startswith(".") or ".." in entry_id:
         raise ValueError(f"entry id {entry_id!r} does not start with one of ct-, sft-, merge- (see `registry list`)")
-    return prefix  # type: ignore[return-value]
+    return prefix
 
 
 def entry_path(entry_id: str) -> str:

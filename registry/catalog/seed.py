@@ -128,8 +128,7 @@ def seed_entries(
         except CatalogError as exc:
             # The short reason keeps a file's worth of failures readable; base mismatches and
             # other one-off failures keep their full message.
-            reason = getattr(exc, "reason", None)
-            failures.append(f"{exc.repo_id}: {reason}" if reason and getattr(exc, "repo_id", None) else str(exc))
+            failures.append(f"{exc.repo_id}: {exc.reason}" if exc.reason and exc.repo_id else str(exc))
     if failures:
         raise CatalogError(
             f"{len(failures)} of {len(seed.checkpoints)} seed checkpoints could not be verified, nothing added: "
@@ -166,14 +165,14 @@ def _unverified(item: SeedCheckpoint, seed: SeedFile) -> CtEntry | SftEntry:
     repo, revision = split_reference(item.repo)
     base, base_revision = split_reference(item.base or seed.base)
     revision = revision or "main"
-    common = dict(
-        repo=repo, revision=revision, base=ModelRef(repo=base, revision=base_revision), verified=False,
-        source="seed", note=item.note,
-    )  # fmt: skip
+    ref = ModelRef(repo=base, revision=base_revision)
     if item.kind == "ct":
         assert item.language is not None
         return CtEntry(
             id=ct_entry_id(repo=repo, revision=revision, language=item.language), language=item.language,
-            tokens=item.tokens, **common,
+            tokens=item.tokens, repo=repo, revision=revision, base=ref, verified=False, source="seed", note=item.note,
         )  # fmt: skip
-    return SftEntry(id=sft_entry_id(repo=repo, revision=revision), data=item.data, **common)
+    return SftEntry(
+        id=sft_entry_id(repo=repo, revision=revision), data=item.data, repo=repo, revision=revision, base=ref,
+        verified=False, source="seed", note=item.note,
+    )  # fmt: skip

@@ -43,7 +43,7 @@ REGISTRY_REPO_NAME = "mergeling-registry"
 class CatalogHub(Protocol):
     """The Hub operations the catalog needs (all on dataset repos here)."""
 
-    def create_repo(self, repo_id: str, *, repo_type: str, exist_ok: bool) -> None: ...
+    def create_repo(self, repo_id: str, *, repo_type: str, exist_ok: bool) -> Any: ...
 
     def repo_info(self, repo_id: str, *, repo_type: str) -> Any: ...
 
@@ -265,7 +265,9 @@ class CatalogStore:
     def _retrying(
         self, attempt: Callable[[str | None, set[str]], str | None], *, what: str, create: bool = False
     ) -> str:
-        for number in range(1, self.max_attempts + 1):
+        from registry.retry import Backoff, retry
+
+        def once() -> str:
             try:
                 head, ids = self.snapshot()
             except CatalogError:
@@ -273,21 +275,19 @@ class CatalogStore:
                     raise
                 self.ensure()  # the first write creates the registry repo
                 head, ids = self.snapshot()
-            existing = set(ids)
-            try:
-                sha = attempt(head, existing)
-            except HubConflictError:
-                delay = self.rng.uniform(0, min(2.0, self.backoff_s * 2 ** (number - 1)))
-                logger.debug("registry head moved during %s (attempt %d); retrying in %.2fs", what, number, delay)
-                self.sleep(delay)
-                continue
+            sha = attempt(head, set(ids))
             logger.debug("registry %s: %s (commit %s)", self.repo_id, what, (sha or "")[:7])
             return sha or ""
-        raise HubConflictError(
-            f"could not {what} in registry {self.repo_id!r}: other writers moved its head {self.max_attempts} "
-            "times in a row; try again",
-            repo_id=self.repo_id,
-        )
+
+        backoff = Backoff(attempts=self.max_attempts, first_s=self.backoff_s, sleep=self.sleep, rng=self.rng)
+        try:
+            return retry(once, on=HubConflictError, backoff=backoff, what=f"registry {what}")
+        except HubConflictError as exc:
+            raise HubConflictError(
+                f"could not {what} in registry {self.repo_id!r}: other writers moved its head {self.max_attempts} "
+                "times in a row; try again",
+                repo_id=self.repo_id,
+            ) from exc
 
 
 def record_merge(store: CatalogStore, entry: MergeEntry) -> str:

@@ -54,7 +54,7 @@ def ct_fields_from_card(card: dict[str, Any]) -> tuple[str, str, int | None]:
     """
     languages = card.get("language") or []
     languages = [languages] if isinstance(languages, str) else list(languages)
-    mapped = {language_from_card(str(code)) for code in languages} - {None, "eng_Latn"}
+    mapped = {code for code in (language_from_card(str(value)) for value in languages) if code and code != "eng_Latn"}
     if not mapped:
         raise ValueError(
             f"card language {languages or '(none)'} names no target language; use a code like ben_Beng or bn"
@@ -64,7 +64,7 @@ def ct_fields_from_card(card: dict[str, Any]) -> tuple[str, str, int | None]:
     tokens = card.get("ct_tokens")
     if tokens is not None and (not isinstance(tokens, int) or tokens < 0):
         raise ValueError(f"card ct_tokens {tokens!r} is not a non-negative integer")
-    return mapped.pop(), _single_base(card), tokens  # type: ignore[return-value]
+    return mapped.pop(), _single_base(card), tokens
 
 
 def sft_fields_from_card(card: dict[str, Any]) -> tuple[str, str | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from registry.catalog.entries import (
     CtEntry,
@@ -19,11 +19,17 @@ from registry.catalog.entries import (
     SftEntry,
     TokenizerFacts,
     ct_entry_id,
+    language_from_card,
     sft_entry_id,
-    validate_language,
 )
 from registry.errors import CatalogError, HubRepoNotFoundError, HubRevisionNotFoundError
+from registry.languages import check_language
 
+_Entry = TypeVar("_Entry", CtEntry, SftEntry)
+
+# The role tags model cards carry (`registry lab`, `registry sync`): a checkpoint tagged for one
+# role is refused as the other, or `pairs` would pair a CT with itself.
+ROLE_TAGS = {"ct": "mergeling-ct", "sft": "mergeling-sft"}
 _SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
 
 
@@ -49,6 +55,12 @@ class Checkpoint:
     def card_bases(self) -> tuple[str, ...]:
         """The `base_model` the model card declares (none, one or several)."""
         return _as_tuple(self.card.get("base_model"))
+
+    @property
+    def card_languages(self) -> tuple[str, ...]:
+        """The card's `language` values as FLORES-200 codes (values it cannot map are left out)."""
+        codes = (language_from_card(value) for value in _as_tuple(self.card.get("language")))
+        return tuple(dict.fromkeys(code for code in codes if code))
 
 
 def shape_from_config(config: dict[str, Any], *, repo: str) -> ModelShape:
@@ -189,6 +201,41 @@ def check_base(checkpoint: Checkpoint, base: Checkpoint, *, kind: str) -> None:
         )
 
 
+def check_role(checkpoint: Checkpoint, *, kind: str) -> None:
+    """Refuse a checkpoint whose card tags it for the other role (`mergeling-ct` added as SFT).
+
+    Raises:
+        CatalogError: the card carries the other role's tag.
+    """
+    for other, tag in ROLE_TAGS.items():
+        if other != kind and tag in checkpoint.tags:
+            raise CatalogError(
+                f"{checkpoint.repo} is tagged {tag} (a {other.upper()} checkpoint), not {ROLE_TAGS[kind]}; "
+                f"use `registry add {other}`, fix the card's tags, or pass --force",
+                repo_id=checkpoint.repo,
+                reason=f"tagged {tag}",
+            )
+
+
+def check_card_language(checkpoint: Checkpoint, language: str) -> None:
+    """Refuse a CT language the model card contradicts.
+
+    English on the card is ignored (a CT card often lists the base's language too), and so is a
+    card without a language or with values that map to no FLORES-200 code.
+
+    Raises:
+        CatalogError: the card names other target languages and not `language`.
+    """
+    declared = [code for code in checkpoint.card_languages if code != "eng_Latn"]
+    if declared and language not in declared:
+        raise CatalogError(
+            f"the model card of {checkpoint.repo} declares language {', '.join(declared)}, not {language}; "
+            f"pass --language {declared[0]}, fix the card, or pass --force",
+            repo_id=checkpoint.repo,
+            reason=f"card language {', '.join(declared)}",
+        )
+
+
 def build_ct_entry(
     hub: ModelHub,
     *,
@@ -200,18 +247,26 @@ def build_ct_entry(
     tokens: int | None = None,
     source: str = "add",
     note: str | None = None,
+    force: bool = False,
 ) -> CtEntry:
     """Verify a CT checkpoint and its base on the Hub and build its entry.
 
+    Args:
+        force: record it even when its card contradicts `language` or tags it as an SFT model.
+
     Raises:
-        CatalogError: when the language code is malformed, the checkpoint or the base cannot be
-            verified, or they do not match.
+        CatalogError: when the language code is not FLORES-200 (see `registry.languages`), the
+            checkpoint or the base cannot be verified, they do not match, or (unless `force`) the
+            card contradicts the language or the role.
     """
     try:
-        validate_language(language)
+        check_language(language)
     except ValueError as exc:
         raise CatalogError(f"cannot record {repo}: {exc}", repo_id=repo) from exc
     checkpoint = inspect_checkpoint(hub, repo, revision=revision)
+    if not force:
+        check_role(checkpoint, kind="ct")
+        check_card_language(checkpoint, language)
     base_checkpoint = inspect_checkpoint(hub, base, revision=base_revision)
     check_base(checkpoint, base_checkpoint, kind="ct")
     return _valid(
@@ -241,13 +296,20 @@ def build_sft_entry(
     data: str | None = None,
     source: str = "add",
     note: str | None = None,
+    force: bool = False,
 ) -> SftEntry:
     """Verify an SFT checkpoint and its base on the Hub and build its entry.
 
+    Args:
+        force: record it even when its card tags it as a CT model.
+
     Raises:
-        CatalogError: when the checkpoint or the base cannot be verified, or they do not match.
+        CatalogError: when the checkpoint or the base cannot be verified, they do not match, or
+            (unless `force`) the card tags it `mergeling-ct`.
     """
     checkpoint = inspect_checkpoint(hub, repo, revision=revision)
+    if not force:
+        check_role(checkpoint, kind="sft")
     base_checkpoint = inspect_checkpoint(hub, base, revision=base_revision)
     check_base(checkpoint, base_checkpoint, kind="sft")
     return _valid(
@@ -263,7 +325,7 @@ def build_sft_entry(
     )
 
 
-def _valid(model: type, **fields: Any) -> Any:
+def _valid(model: type[_Entry], **fields: Any) -> _Entry:
     # Entry validators raise ValueError (a bad language code, say); the user sees a CatalogError.
     from pydantic import ValidationError
 

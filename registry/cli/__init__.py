@@ -4,28 +4,67 @@ Each module in this package exposes `register(app)`, which adds its commands to 
 Errors: a `RegistryError` becomes a one-line message on stderr and exit code 1; usage errors exit
 2 (click's convention). Set `MERGELING_DEBUG=1` to see the traceback instead (never with locals:
 they may hold tokens).
+
+The root callback reads the global options once (`-q/-v`, and the Hub's `--endpoint/--token/
+--registry`) into `ctx.obj` (`registry.cli._state.CliState`), which builds the Hub client and the
+catalog store for the commands that need them. The global options may also follow a built-in
+subcommand (`registry eval MODEL -q`, `registry list --endpoint URL`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from registry import __version__
 from registry.cli import catalog, demo, evaluate, hub, lab, merge
-from registry.cli._state import CliState, stderr_console
+from registry.cli._state import CliState, hoist_global_options, stderr_console
 from registry.errors import RegistryError
+
+if TYPE_CHECKING:
+    # typer >= 0.23 vendors click: its groups' methods take this Context (typer.Context subclasses it).
+    from typer._click.core import Context as ClickContext
 
 
 class _ErrorMappingGroup(TyperGroup):
-    """Root group: turns our errors into a clean message and exit 1, wherever they are raised."""
+    """Root group: turns our errors into a clean message and exit 1, wherever they are raised, and
+    accepts the global options after a built-in subcommand too."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        builtin = {name: _option_names(self.commands[name]) for name in _BUILTIN_COMMANDS if name in self.commands}
+        return super().parse_args(ctx, hoist_global_options(args, commands=builtin))
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        # TyperGroup.main with rich_markup_mode=None for errors only (help keeps its panels): usage
+        # errors print as click prints them, the message on one "Error: ..." line, instead of in a
+        # rich panel that wraps it at the terminal width.
+        from typer.core import _main
+
+        return _main(
+            self,
+            args=args,
+            prog_name=prog_name,
+            complete_var=complete_var,
+            standalone_mode=standalone_mode,
+            windows_expand_args=windows_expand_args,
+            rich_markup_mode=None,
+            **extra,
+        )
+
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except RegistryError as exc:
@@ -36,6 +75,14 @@ class _ErrorMappingGroup(TyperGroup):
         except KeyboardInterrupt:
             stderr_console().print("[bold red]Interrupted.[/]")
             raise typer.Exit(code=130) from None
+
+
+def _option_names(command: Any) -> set[str]:
+    """Every option name a command (and, for a group, its subcommands) declares."""
+    names = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts) if opt.startswith("-")}
+    for sub in getattr(command, "commands", {}).values():
+        names |= _option_names(sub)
+    return names
 
 
 def _escape(text: str) -> str:
@@ -64,11 +111,36 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+_HUB_PANEL = "Hub (also accepted after the command)"
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug); also after the command.")
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only; also after the command.")
+    ] = False,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(envvar="HF_ENDPOINT", rich_help_panel=_HUB_PANEL, help="Hub URL (default: huggingface.co)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HF_TOKEN", rich_help_panel=_HUB_PANEL, show_default=False, help="Hub token (default: stored login)."
+        ),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MERGELING_REGISTRY",
+            rich_help_panel=_HUB_PANEL,
+            help="Registry dataset repo OWNER/NAME (default: <your namespace>/mergeling-registry).",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -85,11 +157,33 @@ def _root(
     # huggingface_hub has a stderr handler of its own and also propagates to the root logger, so
     # each of its warnings (retries, say) would print twice.
     logging.getLogger("huggingface_hub").propagate = False
-    ctx.obj = CliState(verbose=verbose, quiet=quiet)
+    # httpx logs every request at INFO; keep that for -vv (DEBUG) only.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    _set_transformers_verbosity(quiet=quiet)
+    ctx.obj = CliState(verbose=verbose, quiet=quiet, endpoint=endpoint, token=token, registry=registry)
+
+
+def _set_transformers_verbosity(*, quiet: bool) -> None:
+    """transformers logs through its own handler at WARNING, set when it is first imported, so the
+    root logger's level does not reach it: -q sets its verbosity itself (importing its logging
+    module, under a second); otherwise it is left alone unless already loaded."""
+    import sys
+
+    if not quiet and "transformers" not in sys.modules:
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity(logging.ERROR if quiet else logging.WARNING)
 
 
 for _module in (merge, demo, catalog, hub, evaluate, lab):
     _module.register(app)
+# The commands mounted so far; plug-in groups (mounted below) parse their own options.
+_BUILTIN_COMMANDS = frozenset(
+    {info.name for info in app.registered_commands if info.name}
+    | {info.name for info in app.registered_groups if info.name}
+)
 
 
 def _mount_plugins(root: typer.Typer) -> None:

@@ -1,14 +1,15 @@
 """Catalog commands: `registry add ct|sft|--from`, `list`, `show`, `pairs`, `sync`, `remove`.
 
-Every command works on a registry dataset repo on a Hub: `--registry` (default
-`<your namespace>/mergeling-registry`), `--endpoint` (env HF_ENDPOINT) and `--token` (env HF_TOKEN).
-Results (IDs, tables, JSON) go to stdout; progress and notes go to stderr.
+Every command works on a registry dataset repo on a Hub, named by the root's global options
+`--registry` (default `<your namespace>/mergeling-registry`), `--endpoint` (env HF_ENDPOINT) and
+`--token` (env HF_TOKEN), given before or after the command; the root callback builds the Hub client
+and the catalog store once (`registry.cli._state.CliState`). Results (IDs, tables, JSON) go to
+stdout; progress and notes go to stderr.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,30 +20,18 @@ from registry.cli._state import cli_state, stderr_console, stdout_console
 from registry.errors import CatalogError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
     from registry.catalog.pairing import PairCheck
     from registry.catalog.store import CatalogStore
-    from registry.hub import HubClient
 
-_HUB_PANEL = "Hub"
 
-RegistryOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--registry", envvar="MERGELING_REGISTRY", rich_help_panel=_HUB_PANEL,
-        help="Registry dataset repo (OWNER/NAME). Default: <your namespace>/mergeling-registry.",
-    ),
-]  # fmt: skip
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--endpoint", envvar="HF_ENDPOINT", rich_help_panel=_HUB_PANEL, help="Hub URL (default: huggingface.co)."
-    ),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option("--token", envvar="HF_TOKEN", rich_help_panel=_HUB_PANEL, show_default=False, help="Hub token."),
-]
+# Shown under every catalog command's help: the Hub options live on the root (one client per run).
+HUB_EPILOG = (
+    "Hub: --endpoint URL (HF_ENDPOINT), --token TOKEN (HF_TOKEN), --registry OWNER/NAME (MERGELING_REGISTRY), "
+    "before or after the command."
+)
 
 
 class Kind(StrEnum):
@@ -52,12 +41,12 @@ class Kind(StrEnum):
 
 
 def _language(value: str | None) -> str | None:
-    from registry.catalog.entries import validate_language
+    from registry.languages import check_language
 
     if value is None:
         return None
     try:
-        return validate_language(value)
+        return check_language(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -70,42 +59,6 @@ def _reference(value: str) -> str:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     return value
-
-
-def _connect(
-    ctx: typer.Context, registry: str | None, endpoint: str | None, token: str | None
-) -> tuple[HubClient, CatalogStore]:
-    """The Hub client and the catalog store, with options inherited from `registry add --...`."""
-    from registry.catalog.entries import validate_repo_id
-    from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
-    from registry.hub import HubClient
-
-    parent = ctx.parent.params if ctx.parent is not None else {}
-    registry = registry or parent.get("registry")
-    endpoint = endpoint or parent.get("endpoint")
-    token = token or parent.get("token")
-    # HF_HUB_CACHE is read here, not only at huggingface_hub's import, so a caller (or a test
-    # runner) can point one invocation's downloads elsewhere.
-    cache = os.environ.get("HF_HUB_CACHE")
-    hub = HubClient(endpoint=endpoint, token=token, cache_dir=Path(cache) if cache else None)
-    if registry is None:
-        registry = f"{_namespace(hub)}/{REGISTRY_REPO_NAME}"
-    try:
-        validate_repo_id(registry)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--registry") from exc
-    return hub, CatalogStore(hub=hub, repo_id=registry)
-
-
-def _namespace(hub: HubClient) -> str:
-    """The token owner's name, for the default registry repo."""
-    from registry.errors import HubAuthError
-
-    hint = "pass --registry OWNER/NAME (or set MERGELING_REGISTRY), or a valid --token (HF_TOKEN)"
-    try:
-        return hub.whoami()
-    except HubAuthError as exc:
-        raise CatalogError(f"no registry repo given and the token's namespace is unknown ({exc}); {hint}") from exc
 
 
 # -- add ------------------------------------------------------------------------------------
@@ -125,9 +78,6 @@ def add(
         bool,
         typer.Option("--no-verify", help="With --from: record entries the Hub cannot verify as unverified metadata."),
     ] = False,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Record checkpoints: `add ct`, `add sft`, or `add --from FILE` for a whole seed file."""
     if ctx.invoked_subcommand is not None:
@@ -140,7 +90,8 @@ def add(
     from registry.catalog.seed import load_seed, seed_entries
 
     seed = load_seed(from_file)
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     entries = seed_entries(None if no_verify else hub, seed, verify=not no_verify, progress=cli_state(ctx).progress)
     result = store.add_many(entries)
     for entry_id in result.added:
@@ -152,48 +103,57 @@ def add(
     )
 
 
-@add_app.command("ct")
+@add_app.command("ct", epilog=HUB_EPILOG)
 def add_ct(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="CT model repo.")],
     language: Annotated[str, typer.Option(callback=_language, help="Target language, e.g. ben_Beng.")],
     base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the CT continued from.")],
     tokens: Annotated[int | None, typer.Option(min=0, help="Tokens of continued pre-training.")] = None,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Record it even if its card names another language or the SFT role.")
+    ] = False,
 ) -> None:
     """Verify a continually pre-trained (CT) checkpoint on the Hub and record it."""
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_ct_entry
 
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     repo, revision = split_reference(reference)
     base_repo, base_revision = split_reference(base)
     entry = build_ct_entry(
-        hub, repo=repo, revision=revision, language=language, base=base_repo, base_revision=base_revision, tokens=tokens
+        hub,
+        repo=repo,
+        revision=revision,
+        language=language,
+        base=base_repo,
+        base_revision=base_revision,
+        tokens=tokens,
+        force=force,
     )
     _report_added(store, entry)
 
 
-@add_app.command("sft")
+@add_app.command("sft", epilog=HUB_EPILOG)
 def add_sft(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="SFT model repo.")],
     base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the SFT was tuned from.")],
     data: Annotated[str | None, typer.Option(help="Training data, e.g. flan.")] = None,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Record it even if its card tags it mergeling-ct.")] = False,
 ) -> None:
     """Verify an instruction-tuned (SFT) checkpoint on the Hub and record it."""
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_sft_entry
 
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     repo, revision = split_reference(reference)
     base_repo, base_revision = split_reference(base)
-    entry = build_sft_entry(hub, repo=repo, revision=revision, base=base_repo, base_revision=base_revision, data=data)
+    entry = build_sft_entry(
+        hub, repo=repo, revision=revision, base=base_repo, base_revision=base_revision, data=data, force=force
+    )
     _report_added(store, entry)
 
 
@@ -211,12 +171,9 @@ def list_entries(
     language: Annotated[str | None, typer.Option(callback=_language, help="Only this language, e.g. ben_Beng.")] = None,
     kind: Annotated[Kind | None, typer.Option(help="Only this kind of entry.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """List registry entries (a table, or --json)."""
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     entries = [e for e in store.list_entries(kind=kind.value if kind else None) if _has_language(e, language)]
     if as_json:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
@@ -227,24 +184,18 @@ def list_entries(
 def show(
     ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Print one entry as JSON."""
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     typer.echo(store.get(entry_id).model_dump_json(indent=2))
 
 
 def remove(
     ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Remove one entry from the registry (the checkpoint itself is untouched)."""
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     sha = store.remove(entry_id)
     typer.echo(entry_id)
     stderr_console().print(f"Removed {entry_id} from {store.repo_id} (commit {sha[:7]}).")
@@ -257,14 +208,11 @@ def pairs(
         str | None, typer.Option(callback=_language, help="Only CT checkpoints of this language.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """CT × SFT pairs: which can be merged, and why the others cannot."""
     from registry.catalog.pairing import find_pairs
 
-    _, store = _connect(ctx, registry, endpoint, token)
+    store = cli_state(ctx).catalog()
     checks = find_pairs(store.list_entries(), language=language)
     if as_json:
         typer.echo(json.dumps([c.model_dump(mode="json") for c in checks], indent=2))
@@ -274,14 +222,12 @@ def pairs(
 
 def sync(
     ctx: typer.Context,
-    registry: RegistryOpt = None,
-    endpoint: EndpointOpt = None,
-    token: TokenOpt = None,
 ) -> None:
     """Discover checkpoints tagged mergeling-ct / mergeling-sft on the Hub and record the new ones."""
     from registry.catalog.sync import discover
 
-    hub, store = _connect(ctx, registry, endpoint, token)
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
     try:
         known = set(store.entry_ids())
     except CatalogError:
@@ -310,7 +256,7 @@ def _has_language(entry: CtEntry | SftEntry | MergeEntry, language: str | None) 
     return False
 
 
-def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str):  # noqa: ANN202 (rich.Table)
+def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{title}: {len(entries)} entries", title_justify="left")
@@ -338,7 +284,7 @@ def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str
     return table
 
 
-def _pairs_table(checks: list[PairCheck]):  # noqa: ANN202 (rich.Table)
+def _pairs_table(checks: list[PairCheck]) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{sum(c.compatible for c in checks)} of {len(checks)} pairs compatible", title_justify="left")
@@ -354,8 +300,5 @@ def _pairs_table(checks: list[PairCheck]):  # noqa: ANN202 (rich.Table)
 def register(app: typer.Typer) -> None:
     """Add the catalog commands to the root app."""
     app.add_typer(add_app, name="add")
-    app.command("list")(list_entries)
-    app.command("show")(show)
-    app.command("pairs")(pairs)
-    app.command("sync")(sync)
-    app.command("remove")(remove)
+    for name, command in (("list", list_entries), ("show", show), ("pairs", pairs), ("sync", sync), ("remove", remove)):
+        app.command(name, epilog=HUB_EPILOG)(command)

@@ -7,23 +7,30 @@ subcommand, `registry eval compare A.json B.json` the comparison.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from registry.cli._state import cli_state, stderr_console, stdout_console
+from registry.device import Device
+
+if TYPE_CHECKING:
+    # typer >= 0.23 vendors click: its groups' methods take this Context (typer.Context subclasses it).
+    from typer._click.core import Context as ClickContext
+
+    from registry.hub import HubClient
 
 _HELP = """Evaluate models in the target language (lm-evaluation-harness) and compare results.
 
 Two forms:
 
-  registry eval MODEL --suite recipes/eval/ben_Beng.yaml [--data-dir DIR] [--limit N] --output results.json
+  registry eval MODEL --suite recipes/eval/ben_Beng.yaml --data-dir DIR [--limit N] --output results.json
   MODEL is a checkpoint directory or a Hub repo OWNER/NAME, optionally @REVISION;
-  this form is `registry eval run ...`.
+  the data comes from --data-dir (the ../shared/data layout) or --data-repo OWNER/NAME (a Hub
+  dataset repo, see `registry hub seed-data`); Hub access takes --endpoint/--token (or HF_ENDPOINT,
+  HF_TOKEN); this form is `registry eval run ...`.
 
   registry eval compare RESULTS.json... [--markdown]
 """
@@ -38,25 +45,20 @@ class DefaultCommandGroup(TyperGroup):
 
     default_command = "run"
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         help_names = set(ctx.help_option_names) | {"--help"}
         if args and args[0] not in self.commands and args[0] not in help_names:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 
-class Device(StrEnum):
-    """Where the model runs."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 eval_app = typer.Typer(cls=DefaultCommandGroup, help=_HELP, no_args_is_help=True, rich_markup_mode=None)
 
 
-@eval_app.command("run")
+@eval_app.command(
+    "run",
+    epilog="Hub (models and --data-repo): --endpoint URL (HF_ENDPOINT), --token TOKEN (HF_TOKEN), before or after.",
+)
 def run_command(
     ctx: typer.Context,
     model: Annotated[
@@ -75,12 +77,12 @@ def run_command(
         ),
     ] = None,
     data_repo: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="MERGELING_DATA_REPO",
-            help="Hub dataset repo `owner/name\\[@rev]` holding the data (via HF_ENDPOINT).",
+            help="Hub dataset repo `owner/name\\[@rev]` holding the data (see `registry hub seed-data`).",
         ),
-    ] = "mergeling/eval-data",
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N documents per task (results are labelled as limited).")
     ] = None,
@@ -110,9 +112,10 @@ def run_command(
     ] = False,
 ) -> None:
     """Evaluate MODEL on every task of a suite (cached per model and task)."""
+    from registry.evaluate.bars import harness_progress
     from registry.evaluate.cache import ResultCache, default_cache_dir
-    from registry.evaluate.runner import evaluate_model, harness_progress
-    from registry.evaluate.sources import fetch_data_repo, resolve_model
+    from registry.evaluate.runner import evaluate_model
+    from registry.evaluate.sources import resolve_model
     from registry.evaluate.suite import load_suite, select_tasks
     from registry.evaluate.tasks import find_task
 
@@ -131,10 +134,10 @@ def run_command(
         if data_dir is not None:
             data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
         elif files:
-            data_root, data_source = fetch_data_repo(data_repo, files=files)  # HubClient from HF_ENDPOINT/HF_TOKEN
+            data_root, data_source = _fetch_data(data_repo, files, state.hub())
         else:  # only tasks that name their own dataset (milic): no data repo to fetch
             data_root, data_source = Path.cwd(), "datasets named by the task configs"
-        resolved = resolve_model(model, progress=state.progress)
+        resolved = resolve_model(model, hub=state.hub(), progress=state.progress)
     record = evaluate_model(
         resolved,
         suite=spec,
@@ -159,6 +162,23 @@ def run_command(
         stderr_console().print(render_rich(build_comparison([record])))
     if record.limited:
         stderr_console().print("[yellow]Limited run: some numbers cover only part of their split (marked †).[/]")
+
+
+def _fetch_data(data_repo: str | None, files: list[str], hub: HubClient) -> tuple[Path, str]:
+    """The suite's data files from `data_repo`, with errors that name both ways to give data."""
+    from registry.errors import DataNotFoundError, HubRepoNotFoundError
+    from registry.evaluate.sources import fetch_data_repo
+
+    either = (
+        "pass --data-dir DIR (a folder laid out like ../shared/data) or --data-repo OWNER/NAME (a Hub dataset "
+        "repo; create one with `registry hub seed-data DIR --repo OWNER/NAME`)"
+    )
+    if data_repo is None:
+        raise DataNotFoundError(f"the suite's tasks read data files ({files[0]}, ...): {either}", path=files[0])
+    try:
+        return fetch_data_repo(data_repo, files=files, hub=hub)
+    except HubRepoNotFoundError as exc:
+        raise DataNotFoundError(f"data repo {data_repo} not found on {hub.endpoint}: {either}") from exc
 
 
 @eval_app.command("compare")

@@ -98,16 +98,12 @@ def token_create(
 
 
 def _repo_id(value: str) -> str:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from registry.catalog.entries import validate_repo_id
 
     try:
-        validate_repo_id(value)
-    except HFValidationError as exc:
+        return validate_repo_id(value)
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if "/" not in value:
-        raise typer.BadParameter(f"{value!r} has no owner: use OWNER/NAME")
-    return value
 
 
 @hub_app.command("seed-data")
@@ -117,8 +113,6 @@ def seed_data(
         Path, typer.Argument(help="A folder laid out like ../shared/data.", exists=True, file_okay=False)
     ],
     repo: Annotated[str, typer.Option(callback=_repo_id, help="The dataset repo to create or update, OWNER/NAME.")],
-    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
-    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
 ) -> None:
     """Upload evaluation data (the ../shared/data layout) as a dataset repo; prints the commit sha.
@@ -127,8 +121,7 @@ def seed_data(
     `configs:` so `datasets.load_dataset(REPO, "sib200-ben_Beng")` works too.
     """
     from registry.datarepo import seed_data_repo
-    from registry.hub import HubClient
 
-    client = HubClient(endpoint=endpoint, token=token)
+    client = cli_state(ctx).hub()  # the global --endpoint/--token (a write token), before or after the command
     sha = seed_data_repo(client, directory, repo_id=repo, private=private, progress=cli_state(ctx).progress)
     typer.echo(sha)

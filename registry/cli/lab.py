@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from registry.cli._state import cli_state, stderr_console, stdout_console
 
 _STAGES = ("base", "ct", "sft")
+# --quick: about a fifth of the default steps (base=1000, ct=400 per language, sft=300). The
+# checkpoints load, merge and evaluate like the full ones; their scores are closer to chance.
+QUICK_STEPS = {"base_steps": 200, "ct_steps": 80, "sft_steps": 60}
+# Measured on the 2-core build machine at the default model shape (docs/lab.md): seconds per step.
+_SECONDS_PER_STEP = 0.5
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +48,14 @@ def build(
             show_default=False,
         ),
     ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="A short build (base=200,ct=80,sft=60 steps; about 5 minutes on 2 cores instead of 20-25): "
+            "working checkpoints whose scores are nearer chance. --steps still overrides single stages.",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Keep stages already finished in --out (same settings) and build the rest.")
@@ -58,9 +71,14 @@ def build(
 ) -> None:
     """Build a tokenizer, a tiny Llama base, CT-X per language and an SFT model, with model cards.
 
+    Takes time: the default build (three languages) trains for about 20-25 minutes on a 2-core CPU;
+    --quick takes about 5. --resume keeps the stages an interrupted build finished.
+
     Examples:
 
         registry lab build --out lab                                  # ben_Beng, khk_Cyrl, uig_Arab
+
+        registry lab build --out lab --languages ben_Beng --quick     # a few minutes
 
         registry lab build --out lab --languages ben_Beng --steps base=200,ct=100,sft=100
 
@@ -71,7 +89,7 @@ def build(
     from registry.lab.build import LabConfig, build_lab
     from registry.lab.corpora import resolve_data_dir
 
-    hf_logging.disable_progress_bar()  # transformers' per-load bars; the lab shows its own per stage
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers' per-load bars; the lab shows its own per stage
     console = stderr_console()
     resolved = resolve_data_dir(data_dir, cwd=Path.cwd())
     if resolved is None:
@@ -86,10 +104,14 @@ def build(
             languages=tuple(code.strip() for code in languages.split(",") if code.strip()),
             seed=seed,
             repo_prefix=namespace,
-            **_parse_steps(steps),
+            **stage_steps(quick=quick, steps=steps),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    total = config.base_steps + config.ct_steps * len(config.languages) + config.sft_steps
+    minutes = max(1, round(total * _SECONDS_PER_STEP / 60))
+    hint = "" if quick else "; --quick for a short build"
+    console.print(f"Training {total} steps in all: roughly {minutes} min on a 2-core CPU{hint}.")
     result = build_lab(
         out, config=config, data_dir=resolved, overwrite=overwrite, resume=resume, progress=cli_state(ctx).progress
     )
@@ -107,25 +129,23 @@ def push(
         Path,
         typer.Argument(help="A `registry lab build --out` directory (holds lab.json).", exists=True, file_okay=False),
     ],
-    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT).", envvar="HF_ENDPOINT")] = None,
-    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN).", envvar="HF_TOKEN")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
 ) -> None:
     """Upload every lab checkpoint to the Hub under the repo id its card names; prints REPO@SHA lines.
 
     The base goes first, so a CT/SFT card's base_model exists by the time it lands; then
-    `registry add ct|sft` can verify them. Example (an embedded hub):
+    `registry add ct|sft` can verify them. The Hub is the global --endpoint/--token (HF_ENDPOINT,
+    HF_TOKEN; a write token), given before or after the command. Example (an embedded hub):
 
         registry lab build --out lab --namespace alice && registry lab push lab
     """
     from registry.errors import LabError
-    from registry.hub import HubClient
 
     manifest_path = lab_dir / "lab.json"
     if not manifest_path.is_file():
         raise LabError(f"{lab_dir} has no lab.json: build it first with `registry lab build --out {lab_dir}`")
     checkpoints = json.loads(manifest_path.read_text(encoding="utf-8"))["checkpoints"]
-    client = HubClient(endpoint=endpoint, token=token)
+    client = cli_state(ctx).hub()
     # base first: the others' cards name it
     for name, entry in sorted(checkpoints.items(), key=lambda item: item[1]["role"] != "base"):
         folder = lab_dir / name
@@ -137,6 +157,11 @@ def push(
         sha = client.upload_folder(folder, entry["repo_id"], message=f"Upload lab checkpoint {name}")
         stderr_console().print(f"Pushed {name} to {entry['repo_id']}")
         typer.echo(f"{entry['repo_id']}@{sha}")
+
+
+def stage_steps(*, quick: bool, steps: str | None) -> dict[str, int]:
+    """The LabConfig step fields: the --quick profile (if asked), then --steps on top."""
+    return {**(QUICK_STEPS if quick else {}), **_parse_steps(steps)}
 
 
 def _parse_steps(spec: str | None) -> dict[str, int]:
@@ -154,7 +179,7 @@ def _parse_steps(spec: str | None) -> dict[str, int]:
     return values
 
 
-def _print_table(manifest: dict, *, synthetic: bool) -> None:
+def _print_table(manifest: dict[str, Any], *, synthetic: bool) -> None:
     from rich.table import Table
 
     title = "Lab checkpoints" + (" (SYNTHETIC DATA)" if synthetic else "")

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from registry.cli._state import cli_state, stderr_console
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+from registry.device import Device
 
 
 def register(app: typer.Typer) -> None:
@@ -84,7 +78,7 @@ def merge(
     if out is not None:
         check_output(out, overwrite=overwrite)
     if dry_run:
-        plan = plan_merge(parsed, offline=True, remote_headers=remote_checks)
+        plan = plan_merge(parsed, offline=True, remote_headers=remote_checks, hub=state.hub())
         if plan.complete:
             scan_inputs(plan, progress=state.progress)
         for line in plan.skipped:
@@ -114,14 +108,15 @@ def merge(
             console.print(f"Dry run: {verdict}; nothing was computed or written.")
         return
     resolve_device(device.value)
-    plan = plan_merge(parsed)
+    assert out is not None  # checked above: only a dry run may omit it
+    plan = plan_merge(parsed, hub=state.hub())
     for line in plan.warnings:
         console.print(f"[yellow]Warning:[/] {line}")
     result = run_merge(
         plan,
         out=out,
         device=device.value,
-        shard_size=shard_size,  # type: ignore[arg-type]
+        shard_size=shard_size,
         overwrite=overwrite,
         progress=state.progress,
     )

@@ -109,21 +109,22 @@ def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | N
         reference: float | None = None
         reference_limited = False
         for i, record in enumerate(records):
-            task = next((t for t in record.tasks if t.task == task_name), None)
-            mv = task.metrics.get(metric) if task is not None else None
-            if task is None or mv is None:
+            found = next((t for t in record.tasks if t.task == task_name), None)
+            value = found.metrics.get(metric) if found is not None else None
+            if found is None or value is None:
                 cells.append(Cell(value=None))
                 continue
+            mv = value
             if i == 0:
-                reference, reference_limited = mv.value, task.limited
+                reference, reference_limited = mv.value, found.limited
             delta = mv.value - reference if i > 0 and reference is not None else None
             cells.append(
                 Cell(
                     value=mv.value,
                     stderr=mv.stderr,
                     delta=delta,
-                    n_samples=task.n_samples,
-                    n_total=task.n_total,
+                    n_samples=found.n_samples,
+                    n_total=found.n_total,
                     reference_limited=delta is not None and reference_limited,
                 )
             )

@@ -40,4 +40,4 @@ def bits_per_byte(loglikelihoods: Sequence[float], texts: Sequence[str]) -> floa
 
 def byte_perplexity(loglikelihoods: Sequence[float], texts: Sequence[str]) -> float:
     """Corpus byte perplexity: 2 ** bits_per_byte (same arguments and errors)."""
-    return 2.0 ** bits_per_byte(loglikelihoods, texts)
+    return float(2.0 ** bits_per_byte(loglikelihoods, texts))

@@ -94,7 +94,7 @@ def _split_prefix(text: str) -> tuple[str, str]:
     return head.strip() + ":", rest.strip()
 
 
-def load_mgsm(*, data_files: dict[str, str], **_: Any) -> datasets.DatasetDict:
+def load_mgsm(*, data_files: dict[str, str], **_metadata: Any) -> datasets.DatasetDict:
     """lm-eval `custom_dataset` hook: MGSM problems plus the native exemplars as one dataset.
 
     The two files have different fields, which `datasets`' json builder cannot put in one dataset
@@ -103,7 +103,7 @@ def load_mgsm(*, data_files: dict[str, str], **_: Any) -> datasets.DatasetDict:
 
     Args:
         data_files: `{"test": ".../mgsm/<lang>.jsonl", "exemplars": ".../mgsm/exemplars/<lang>.jsonl"}`.
-        **_: lm-eval also passes the task metadata; ignored.
+        **_metadata: lm-eval also passes the task metadata; ignored.
 
     Returns:
         A DatasetDict with the `test` and `exemplars` splits.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.errors import EvaluationError
+from registry.evaluate.bars import harness_progress
 from registry.evaluate.cache import ResultCache, cache_key
 from registry.evaluate.records import EvalRecord, MetricValue, TaskResult
 from registry.evaluate.sources import ResolvedModel
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 FEWSHOT_SEED = 1234  # lm-eval's default; fixed so k-shot contexts are the same on every run
 HARNESS_SEEDS = (0, 1234, 1234)  # python, numpy, torch: what lm-eval's simple_evaluate sets by default
 # lm-eval modules that draw tqdm bars on our path (building requests, tokenizing, running them).
-_TQDM_MODULES = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.models.huggingface")
 _SKIP_KEYS = ("alias", "name", "sample_len", "samples")
 
 
@@ -86,18 +86,10 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
 
 
 def resolve_device(device: str) -> str:
-    """`auto` -> `cuda` when a GPU is visible, else `cpu`; `cpu`, `cuda`, `cuda:N` unchanged.
+    """`registry.device.resolve_device` raising `EvaluationError`."""
+    from registry.device import resolve_device as resolve
 
-    Raises:
-        EvaluationError: a CUDA device was asked for and torch sees none.
-    """
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluationError(f"--device {device} was asked for, but torch sees no CUDA GPU; use --device cpu or auto.")
-    return device
+    return resolve(device, error=EvaluationError)
 
 
 def lm_eval_version() -> str:
@@ -110,15 +102,24 @@ def lm_eval_version() -> str:
 def load_lm(model_dir: Path, *, device: str, batch_size: int) -> LM:
     """Wrap a checkpoint directory in lm-eval's HFLM (dtype from its config).
 
+    Generation lengths are the tasks' own: lm-eval passes a task's `max_gen_toks` to `generate`
+    as `max_length`, but a `max_new_tokens` in the checkpoint's generation_config.json takes
+    precedence in transformers (the lab writes 64, which cut MGSM's chains of thought short).
+    So the checkpoint's `max_new_tokens` is cleared here and the task configs set the limit.
+
     Raises:
         EvaluationError: transformers cannot load it.
     """
     from lm_eval.models.huggingface import HFLM
 
     try:
-        return HFLM(pretrained=str(model_dir), device=device, batch_size=batch_size, dtype="auto")
+        lm = HFLM(pretrained=str(model_dir), device=device, batch_size=batch_size, dtype="auto")
     except (OSError, ValueError, RuntimeError) as exc:
         raise EvaluationError(f"Cannot load {model_dir} for evaluation: {exc}") from exc
+    generation_config = getattr(lm.model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.max_new_tokens = None
+    return lm
 
 
 def _metric(value: Any) -> float | None:
@@ -180,58 +181,6 @@ def _rolling_without_bos(lm: LM, *, enabled: bool) -> Iterator[None]:
         yield
     finally:
         lm.add_bos_token = saved
-
-
-def _disabled_tqdm(*args: Any, **kwargs: Any) -> Any:
-    """A tqdm that stays off even when the caller passes `disable=False` (lm-eval's model code does)."""
-    from tqdm import tqdm
-
-    return tqdm(*args, **{**kwargs, "disable": True})
-
-
-@contextmanager
-def harness_progress(*, enabled: bool) -> Iterator[None]:
-    """Show or hide the progress bars of lm-eval and the libraries under it for the block.
-
-    lm-eval has no switch for them: its model methods take `disable_tqdm`, but `evaluate` never
-    passes it (and `loglikelihood_rolling` forces a bar per batch), and the request-building bar
-    in `lm_eval.api.task` takes no option at all. So while disabled, the `tqdm` name in the
-    modules that draw bars on our path is bound to a disabled bar, and restored on exit.
-    Transformers' bars (loading weights), datasets' (building a split on first use) and
-    huggingface_hub's (downloading models and data) have documented switches, also restored.
-
-    Args:
-        enabled: True leaves everything as it is.
-    """
-    if enabled:
-        yield
-        return
-    import importlib
-
-    import datasets
-    from huggingface_hub import utils as hub_utils
-    from transformers.utils import logging as hf_logging
-
-    modules = [importlib.import_module(name) for name in _TQDM_MODULES]
-    saved = [module.tqdm for module in modules]
-    transformers_bars, datasets_bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    hub_bars = not hub_utils.are_progress_bars_disabled()
-    for module in modules:
-        module.tqdm = _disabled_tqdm
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    hub_utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        for module, original in zip(modules, saved, strict=True):
-            module.tqdm = original
-        if transformers_bars:
-            hf_logging.enable_progress_bar()
-        if datasets_bars:
-            datasets.enable_progress_bars()
-        if hub_bars:
-            hub_utils.enable_progress_bars()
 
 
 def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = True) -> TaskResult:

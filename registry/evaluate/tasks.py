@@ -44,7 +44,8 @@ class FunctionRef:
         """
         module_name, _, attr = self.path.rpartition(".")
         try:
-            return getattr(importlib.import_module(module_name), attr)
+            function: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+            return function
         except (ImportError, AttributeError) as exc:
             raise EvaluationError(
                 f"Task config names !function {self.path}, which cannot be imported ({exc}); "
@@ -114,7 +115,7 @@ class TaskSpec:
                     path=str(data_dir / rel),
                     task=self.name,
                 )
-        config = _substitute(self.config, str(data_dir))
+        config: dict[str, Any] = _substitute(self.config, str(data_dir))
         if num_fewshot is not None:
             config["num_fewshot"] = num_fewshot
         return config

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,9 +73,12 @@ class LabConfig(BaseModel):
     def _check_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one target language is needed, e.g. ben_Beng")
+        from registry.languages import check_language
+
         for code in value:
-            if code == ENGLISH or "_" not in code:
+            if code == ENGLISH:
                 raise ValueError(f"language {code!r} must be a non-English FLORES-200 code such as ben_Beng")
+            check_language(code)
         return value
 
 
@@ -147,50 +152,65 @@ def build_lab(
     names = _repo_names(config)
     base_dir = out_dir / "base"
     trained: dict[str, TrainResult] = {}
-    done = _finished(base_dir) if resume else None
-    if done is None:
+
+    def train_base() -> TrainResult:
         tokenizer = train_tokenizer(_tokenizer_texts(corpora, seed=config.seed), vocab_size=config.vocab_size,
                                     model_max_length=config.max_position_embeddings)  # fmt: skip
         _init_base(base_dir, tokenizer=tokenizer, config=config)
-        done = _record(train_causal_lm(
+        return train_causal_lm(
             base_dir, corpora.english, out_dir=base_dir, steps=config.base_steps, lr=config.base_lr,
             batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed, progress=progress, desc="base",
-        ))  # fmt: skip
-    else:
-        from transformers import AutoTokenizer
+        )  # fmt: skip
 
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    trained["base"] = done
+    trained["base"] = _stage(base_dir, resume=resume, train=train_base)
+    from transformers import AutoTokenizer
+
+    tokenizer = cast("PreTrainedTokenizerFast", AutoTokenizer.from_pretrained(str(base_dir)))
     checkpoints = [LabCheckpoint("base", base_dir, names["base"], "base", ENGLISH)]
     for index, lang in enumerate(config.languages, start=1):
         ct_dir = out_dir / f"ct-{lang}"
-        done = _finished(ct_dir) if resume else None
-        if done is None:
+
+        def train_ct(lang: str = lang, ct_dir: Path = ct_dir, index: int = index) -> TrainResult:
             texts = _ct_mix(corpora, lang, tokenizer=tokenizer, english_share=config.ct_english_share, seed=config.seed)
-            done = _record(train_causal_lm(
+            return train_causal_lm(
                 base_dir, texts, out_dir=ct_dir, steps=config.ct_steps, lr=config.ct_lr, batch_size=config.batch_size,
                 seq_len=config.seq_len, seed=config.seed + index, progress=progress, desc=f"ct-{lang}",
-            ))  # fmt: skip
-        trained[f"ct-{lang}"] = done
+            )  # fmt: skip
+
+        trained[f"ct-{lang}"] = _stage(ct_dir, resume=resume, train=train_ct)
         checkpoints.append(LabCheckpoint(f"ct-{lang}", ct_dir, names[f"ct-{lang}"], "ct", lang))
     sft_dir = out_dir / "sft"
-    done = _finished(sft_dir) if resume else None
-    if done is None:
-        done = _record(train_causal_lm(
+
+    def train_sft() -> TrainResult:
+        return train_causal_lm(
             base_dir, _sft_mix(corpora, fmt=fmt, config=config), out_dir=sft_dir, steps=config.sft_steps,
             lr=config.sft_lr, batch_size=config.batch_size, seq_len=config.sft_seq_len, seed=config.seed + 100,
             progress=progress, desc="sft",
-        ))  # fmt: skip
-    trained["sft"] = done
+        )  # fmt: skip
+
+    trained["sft"] = _stage(sft_dir, resume=resume, train=train_sft)
     checkpoints.append(LabCheckpoint("sft", sft_dir, names["sft"], "sft", ENGLISH))
     manifest = _finish(out_dir, checkpoints, trained, corpora=corpora, config=config, fmt=fmt, data_dir=data_dir)
     return LabResult(out_dir=out_dir, checkpoints=tuple(checkpoints), manifest=manifest, synthetic=corpora.synthetic)
 
 
+def _stage(model_dir: Path, *, resume: bool, train: Callable[[], TrainResult]) -> TrainResult:
+    """One stage: with `resume`, the recorded run of a finished checkpoint; else train and record it."""
+    done = _finished(model_dir) if resume else None
+    return done if done is not None else _record(train())
+
+
 def _record(result: TrainResult) -> TrainResult:
-    """Write `lab_train.json` into the trained checkpoint: the mark that its stage is finished."""
+    """Write `lab_train.json` into the trained checkpoint: the mark that its stage is finished.
+
+    Written to a temporary name and renamed, so a build stopped mid-write never leaves a
+    half-written marker (which `--resume` would take for a finished stage, or fail to read).
+    """
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
-    (result.out_dir / STAGE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    path = result.out_dir / STAGE_RECORD
+    partial = path.with_name(f".{STAGE_RECORD}.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
     return result
 
 
@@ -199,9 +219,14 @@ def _finished(model_dir: Path) -> TrainResult | None:
     path = model_dir / STAGE_RECORD
     if not (path.is_file() and any(model_dir.glob("*.safetensors"))):
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    logger.info("Resuming: keeping %s (trained earlier, %d steps)", model_dir, record["steps"])
-    return TrainResult(**{**record, "out_dir": Path(record["out_dir"])})
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        result = TrainResult(**{**record, "out_dir": Path(record["out_dir"])})
+    except (ValueError, TypeError, KeyError) as exc:  # a marker from another version, or damaged
+        logger.warning("Retraining %s: its %s cannot be read (%s)", model_dir, STAGE_RECORD, exc)
+        return None
+    logger.info("Resuming: keeping %s (trained earlier, %d steps)", model_dir, result.steps)
+    return result
 
 
 def _repo_names(config: LabConfig) -> dict[str, str]:

@@ -13,6 +13,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from registry.errors import DataNotFoundError
 
@@ -151,7 +152,7 @@ def load_corpora(data_dir: Path | None, *, languages: tuple[str, ...], seed: int
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 GROUPS = ("embed_tokens", "lm_head", "self_attn", "mlp", "norm")
 
@@ -59,10 +63,10 @@ def delta_norms(model_dir: Path, base_dir: Path) -> dict[str, float]:
     return {key: math.sqrt(d) / math.sqrt(b) if b else 0.0 for key, (d, b) in sums.items()}
 
 
-def _load(model_dir: Path) -> dict:
+def _load(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    tensors: dict = {}
+    tensors: dict[str, torch.Tensor] = {}
     for shard in sorted(model_dir.glob("*.safetensors")):
         tensors.update(load_file(str(shard)))
     if not tensors:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def build_tiny_tokenizer(*, vocab_size: int = MIN_VOCAB, extra_tokens: int = 0) 
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B", special_tokens=[(BOS_TOKEN, 1)]
     )
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
         tokenizer_object=core,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
@@ -91,10 +91,12 @@ def _torch_dtype(dtype: str) -> torch.dtype:
     return table[dtype]
 
 
-def _save(model: torch.nn.Module, out_dir: Path, *, max_shard_size: str | int | None) -> None:
+def _save(model: PreTrainedModel, out_dir: Path, *, max_shard_size: str | int | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
-    model.save_pretrained(str(out_dir), **kwargs)
+    if max_shard_size is None:
+        model.save_pretrained(str(out_dir))
+    else:
+        model.save_pretrained(str(out_dir), max_shard_size=max_shard_size)
 
 
 def build_tiny_llama(
@@ -151,7 +153,8 @@ def build_tiny_llama(
         eos_token_id=2,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch_dtype)
+    # transformers wraps `to` in a decorator whose stub mypy reads as unbound (it wants `self` first)
+    model = LlamaForCausalLM(config).to(torch_dtype)  # type: ignore[arg-type]
     _save(model, out_dir, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(str(out_dir))
     logger.info("Wrote tiny Llama (%s, seed %d) to %s", dtype, seed, out_dir)
@@ -217,7 +220,7 @@ def derive_finetune(
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise ValueError(f"base {base_dir} does not look like a tiny Llama: missing {missing}, unexpected {unexpected}")
-    _save(model.to(torch_dtype), out_dir, max_shard_size=max_shard_size)
+    _save(model.to(torch_dtype), out_dir, max_shard_size=max_shard_size)  # type: ignore[arg-type]  # as above
     build_tiny_tokenizer(vocab_size=base_vocab, extra_tokens=extra_vocab).save_pretrained(str(out_dir))
     logger.info("Wrote fine-tune of %s (seed %d, +%d vocab) to %s", base_dir, seed, extra_vocab, out_dir)
     return out_dir

@@ -72,7 +72,7 @@ def train_tokenizer(
         special_tokens=[(BOS_TOKEN, bos_id)],
     )
     logger.info("Trained a byte-level BPE tokenizer: %d tokens", core.get_vocab_size())
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
         tokenizer_object=core,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,

@@ -26,6 +26,7 @@ from registry.progress import progress_bar
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def _doc_rows(batch_size: int, doc_share: float, generator: torch.Generator) -> 
     return int((torch.rand(batch_size, generator=generator) < doc_share).sum())
 
 
-def _token_stream(tokenizer, docs: Sequence[str]) -> torch.Tensor:
+def _token_stream(tokenizer: PreTrainedTokenizerBase, docs: Sequence[str]) -> torch.Tensor:
     """All documents as one 1-D int64 tensor: `<s> doc </s> <s> doc </s> ...`."""
     import torch
 
@@ -238,7 +239,9 @@ def _sample_windows(
     return [(w, w.clone()) for w in windows]
 
 
-def _encode_example(tokenizer, example: Example, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_example(
+    tokenizer: PreTrainedTokenizerBase, example: Example, seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels) for one example; labels are -100 on the prompt. Shapes (T,), T <= seq_len."""
     import torch
 
@@ -293,7 +296,7 @@ def save_generation_config(model_dir: Path) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    GenerationConfig(
+    GenerationConfig(  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -76,8 +76,8 @@ def run(lab: Lab, *args: str, registry: str | None = "alice/cli-registry", token
     extra = ["--endpoint", lab.hub.url, "--token", token or lab.hub.token]
     if registry:
         extra += ["--registry", registry]
-    env = {"COLUMNS": "250", "HF_HUB_CACHE": str(lab.tmp / "cli-cache"), "HF_TOKEN": None, "HF_ENDPOINT": None,
-           "MERGELING_REGISTRY": None}  # fmt: skip
+    env = {"HF_HUB_CACHE": str(lab.tmp / "cli-cache"), "HF_TOKEN": None, "HF_ENDPOINT": None,
+           "MERGELING_REGISTRY": None, "MERGELING_EXTRA_LANGUAGES": None}  # fmt: skip
     if args[0] == "add" and (len(args) == 1 or args[1].startswith("--")):
         return CliRunner().invoke(app, ["-q", "add", *extra, *args[1:]], env=env)
     return CliRunner().invoke(app, ["-q", *args, *extra], env=env)
@@ -179,7 +179,7 @@ def test_add_refuses_what_it_cannot_verify(lab: Lab, args: list[str], message: s
 
 def test_usage_errors_exit_2(lab: Lab) -> None:
     bad_language = run(lab, "add", "ct", "lab/tiny-ct", "--language", "bn", "--base", "lab/tiny-base")
-    assert bad_language.exit_code == 2 and "FLORES-200 style" in bad_language.stderr
+    assert bad_language.exit_code == 2 and "FLORES-200 code" in bad_language.stderr
     bad_repo = run(lab, "add", "sft", "not-a-repo", "--base", "lab/tiny-base")
     assert bad_repo.exit_code == 2 and "owner/name" in bad_repo.stderr
     assert run(lab, "list", "--kind", "weights").exit_code == 2
@@ -246,3 +246,32 @@ def test_add_from_seed_refuses_unverifiable_unless_no_verify(lab: Lab, tmp_path:
     pairs = json.loads(ok(run(lab, "pairs", "--json", registry="alice/cli-unverified")))
     assert len(pairs) == 7 and {p["status"] for p in pairs} == {"unverified"}
     assert "unverified" in ok(run(lab, "list", registry="alice/cli-unverified"))
+
+
+def test_add_ct_refuses_a_language_the_card_contradicts(lab: Lab) -> None:
+    # lab/tiny-ct's card says language [bn, en]: Tamil used to be accepted.
+    args = ["add", "ct", "lab/tiny-ct", "--language", "tam_Taml", "--base", "lab/tiny-base"]
+    refused = run(lab, *args, registry="alice/language-registry")
+    assert refused.exit_code == 1
+    assert "declares language ben_Beng, not tam_Taml" in refused.stderr and "--force" in refused.stderr
+    forced = ok(run(lab, *args, "--force", registry="alice/language-registry")).strip()
+    assert forced.startswith("ct-tam_Taml-lab--tiny-ct-")
+
+
+def test_add_refuses_a_checkpoint_tagged_for_the_other_role(lab: Lab) -> None:
+    # `add sft` on a mergeling-ct repo used to be accepted, and `pairs` then paired that CT with itself.
+    as_sft = run(lab, "add", "sft", "lab/tiny-ct", "--base", "lab/tiny-base", registry="alice/role-registry")
+    assert as_sft.exit_code == 1 and "tagged mergeling-ct" in as_sft.stderr and "registry add ct" in as_sft.stderr
+    as_ct = run(lab, "add", "ct", "lab/tiny-sft", "--language", "ben_Beng", "--base", "lab/tiny-base",
+                registry="alice/role-registry")  # fmt: skip
+    assert as_ct.exit_code == 1 and "tagged mergeling-sft" in as_ct.stderr
+    forced = run(lab, "add", "sft", "lab/tiny-ct", "--base", "lab/tiny-base", "--force", registry="alice/role-registry")
+    assert forced.exit_code == 0, forced.stderr
+
+
+def test_add_ct_checks_the_flores_list(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Codes of the right shape but outside FLORES-200 used to be accepted.
+    args = ["add", "ct", "lab/card-only", "--language", "xxx_Yyyy", "--base", "lab/tiny-base"]
+    refused = run(lab, *args)
+    assert refused.exit_code == 2 and "not in the FLORES-200 list" in refused.stderr
+    assert "MERGELING_EXTRA_LANGUAGES=xxx_Yyyy" in refused.stderr

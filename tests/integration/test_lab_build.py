@@ -162,6 +162,7 @@ def test_synthetic_fallback_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     )
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in result.stderr
+    assert "Training 6 steps in all" in result.stderr  # the time it will take is said up front
     assert "SYNTHETIC DATA" in result.stdout
     assert json.loads((out / "lab.json").read_text(encoding="utf-8"))["synthetic"] is True
     assert "synthetic-data" in ModelCard.load(str(out / "ct-khk_Cyrl" / "README.md")).data.tags
@@ -177,6 +178,7 @@ def test_synthetic_fallback_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (["--steps", "base=0"], "base_steps"),
         (["--steps", "warmup=3"], "STAGE=N"),
         (["--languages", "eng_Latn"], "non-English"),
+        (["--languages", "ben_Beng,xxx_Yyyy"], "not in the FLORES-200 list"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:

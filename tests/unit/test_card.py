@@ -95,3 +95,25 @@ def test_read_card_license(tmp_path: Path) -> None:
     assert read_card_license(tmp_path) is None
     (tmp_path / "README.md").write_text("---\nlicense: llama2\n---\n# model\n")
     assert read_card_license(tmp_path) == "llama2"
+
+
+def test_a_mergekit_config_without_roles_claims_no_language() -> None:
+    # It used to say "for the CT model's language" with `language: [en]`.
+    from registry.recipe import parse_recipe
+
+    recipe = parse_recipe(
+        {
+            "merge_method": "ties",
+            "base_model": "org/base",
+            "models": [{"model": "org/a", "parameters": {"density": 0.5}}, {"model": "org/b"}],
+            "parameters": {"density": 0.5},
+        }
+    )
+    inputs = [
+        CardInput(ref=r, role=role, repo_id=r)
+        for r, role in (("org/base", "base"), ("org/a", "input"), ("org/b", "input"))
+    ]
+    card = build_model_card(recipe, inputs)
+    assert card.data.language is None and "language:" not in str(card).split("---")[1]
+    text = str(card)
+    assert "the CT model's language" not in text and "merge of 2 models" in text and "gives no roles" in text

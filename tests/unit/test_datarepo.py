@@ -32,4 +32,17 @@ def test_dataset_configs_for_the_shared_data_layout() -> None:
         "test": "sib200/ben_Beng/test.jsonl",
     }
     card = dataset_card(paths, readme="# Original\n")
-    assert card.startswith("---\nconfigs:\n") and card.endswith("# Original\n")
+    assert card.startswith("---\n") and "\nconfigs:\n" in card and card.endswith("# Original\n")
+
+
+def test_a_readme_with_its_own_front_matter_keeps_one() -> None:
+    # The card used to be a second front matter glued above the README's own.
+    import yaml
+
+    readme = "---\nlicense: cc-by-sa-4.0\ntags: [flores]\n---\n# Original\n"
+    card = dataset_card(["sib200/ben_Beng/train.jsonl"], readme=readme)
+    assert card.count("---\n") == 2 and card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["license"] == "cc-by-sa-4.0" and meta["tags"] == ["flores", "mergeling-eval-data"]
+    assert meta["configs"][0]["data_files"][0]["path"] == "sib200/ben_Beng/train.jsonl"
+    assert card.rstrip().endswith("# Original")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from registry.errors import EvaluationError
-from registry.evaluate.runner import harness_progress, parse_task_results, resolve_device
+from registry.evaluate.bars import harness_progress
+from registry.evaluate.runner import parse_task_results, resolve_device
 
 
 def test_resolve_device() -> None:
@@ -51,7 +52,7 @@ def test_harness_progress_hides_lm_eval_bars_and_restores_them() -> None:
     from transformers.utils import logging as hf_logging
 
     datasets.enable_progress_bars()
-    original, transformers_bars = hf_module.tqdm, hf_logging.is_progress_bar_enabled()  # off under conftest's env
+    transformers_bars = hf_logging.is_progress_bar_enabled()  # off under conftest's env
     out = io.StringIO()
     with harness_progress(enabled=False):
         # lm-eval's model code passes disable=False explicitly; the bar must stay off anyway
@@ -59,9 +60,63 @@ def test_harness_progress_hides_lm_eval_bars_and_restores_them() -> None:
         assert not hf_logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
         assert hub_utils.are_progress_bars_disabled()
     assert out.getvalue() == ""
-    assert hf_module.tqdm is original and hf_logging.is_progress_bar_enabled() == transformers_bars
-    assert datasets.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled() == transformers_bars and datasets.is_progress_bar_enabled()
+    wrapped = hf_module.tqdm
     with harness_progress(enabled=True):
-        assert hf_module.tqdm is original
+        assert hf_module.tqdm is wrapped  # bound once, never rebound per block
         list(hf_module.tqdm(range(3), file=out, desc="requests"))
     assert "requests" in out.getvalue()
+
+
+def test_harness_progress_is_scoped_to_its_thread() -> None:
+    # The bot and the Space evaluate in threads: one thread's quiet block used to rebind lm-eval's
+    # `tqdm` for every thread, and overlapping blocks could restore the wrong one.
+    import io
+    import threading
+
+    import datasets
+    import lm_eval.api.task as task_module
+
+    datasets.enable_progress_bars()
+    inside, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def quiet_worker() -> None:
+        with harness_progress(enabled=False):
+            inside.set()
+            release.wait(10)
+        done.set()
+
+    worker = threading.Thread(target=quiet_worker)
+    worker.start()
+    assert inside.wait(10)
+    out = io.StringIO()
+    with harness_progress(enabled=True):
+        list(task_module.tqdm(range(3), file=out, desc="other-thread"))
+    assert "other-thread" in out.getvalue()  # this thread's bars stay on
+    with harness_progress(enabled=False):  # overlapping quiet blocks
+        release.set()
+        assert done.wait(10)
+        assert not datasets.is_progress_bar_enabled()  # still off: this block has not left
+    worker.join()
+    assert datasets.is_progress_bar_enabled()  # the last block to leave restored it
+
+
+def test_the_task_sets_the_generation_limit_not_the_checkpoint(tiny_family, tmp_path) -> None:
+    # A lab checkpoint's generation_config.json says max_new_tokens=64, which won over MGSM's
+    # max_gen_toks=256 (lm-eval passes that as max_length) and cut its answers short.
+    import shutil
+
+    import torch
+
+    from registry.evaluate.runner import load_lm
+    from registry.lab.train import save_generation_config
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_family.base, model_dir)
+    save_generation_config(model_dir)
+    lm = load_lm(model_dir, device="cpu", batch_size=1)
+    assert lm.model.generation_config.max_new_tokens is None
+    context = torch.tensor([[1, 5, 6, 7]])
+    lm.model.generation_config.eos_token_id = None  # a random tiny model may emit EOS early
+    out = lm._model_generate(context, max_length=context.shape[1] + 80, stop=[], do_sample=False)
+    assert out.shape[1] == context.shape[1] + 80

@@ -101,11 +101,12 @@ def test_default_endpoint_reads_hf_endpoint(monkeypatch: pytest.MonkeyPatch) -> 
     assert default_endpoint() == "https://huggingface.co"
 
 
-def test_embedded_endpoints_turn_xet_off_and_say_so() -> None:
+def test_embedded_endpoints_say_xet_is_off_without_changing_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
     client = HubClient(endpoint=ENDPOINT, token="hf_x")
-    assert constants.HF_HUB_DISABLE_XET is True
+    assert constants.HF_HUB_DISABLE_XET is False  # only set while uploading (registry.hub_transport.xet_off)
     assert client.api.headers == {"X-Mergeling-Xet": "disabled"}
     assert HubClient(endpoint="https://huggingface.co", token="hf_x").api.headers == {}
 

@@ -1,0 +1,58 @@
+"""Language codes: the FLORES-200 list Mergeling accepts, and the override for other languages.
+
+Codes are `xxx_Xxxx` (ISO 639-3 '_' ISO 15924 script), as FLORES-200, SIB-200 and Belebele write
+them. A code of the right shape can still be wrong (`xxx_Yyyy`, `ben_Latn`), so every code a user
+gives (recipes, `registry add ct --language`, `registry lab build --languages`) is checked against
+the shipped FLORES-200 list (`flores200.txt`, package data). A language outside FLORES-200 is
+allowed only explicitly: `MERGELING_EXTRA_LANGUAGES=xxx_Xxxx,yyy_Yyyy` in the environment.
+Entries already stored (a registry on the Hub) are checked for shape only, so a registry written
+with an override stays readable everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from functools import cache
+from importlib import resources
+
+EXTRA_LANGUAGES_ENV = "MERGELING_EXTRA_LANGUAGES"
+LANGUAGE_SHAPE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+
+
+@cache
+def flores200_codes() -> frozenset[str]:
+    """The 204 FLORES-200 codes (read once from the shipped list)."""
+    text = resources.files("registry").joinpath("flores200.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def extra_languages() -> frozenset[str]:
+    """The codes allowed on top of FLORES-200 by `MERGELING_EXTRA_LANGUAGES` (comma-separated)."""
+    return frozenset(code.strip() for code in os.environ.get(EXTRA_LANGUAGES_ENV, "").split(",") if code.strip())
+
+
+def check_language(code: str) -> str:
+    """Check that `code` is a FLORES-200 code, or one allowed by `MERGELING_EXTRA_LANGUAGES`.
+
+    Returns:
+        The code unchanged.
+
+    Raises:
+        ValueError: a malformed code, or one in neither list (the message suggests the closest
+            FLORES-200 codes and names the override).
+    """
+    if not LANGUAGE_SHAPE.match(code):
+        raise ValueError(
+            f"language {code!r} is not a FLORES-200 code (ISO 639-3 '_' ISO 15924 script): write e.g. ben_Beng or khk_Cyrl"
+        )
+    if code in flores200_codes() or code in extra_languages():
+        return code
+    same_language = sorted(c for c in flores200_codes() if c[:3] == code[:3])
+    suggestions = same_language or difflib.get_close_matches(code, sorted(flores200_codes()), n=2, cutoff=0.75)
+    hint = f" (did you mean {' or '.join(suggestions)}?)" if suggestions else ""
+    raise ValueError(
+        f"language {code!r} is not in the FLORES-200 list{hint}; "
+        f"for a language outside FLORES-200 set {EXTRA_LANGUAGES_ENV}={code}"
+    )
