@@ -42,6 +42,8 @@ ALL = "(all)"
 BAR_COLUMNS = ["metric", "bar", "model", "repo", "value"]
 SCATTER_COLUMNS = ["language gain kept", "task gain kept", "method", "repo"]
 LAYER_COLUMNS = ["layer", "stat", "share", "count"]
+BAR_MODELS = ("CT", "SFT", "merged")  # the colour categories of each plot (see `_seeded`)
+LAYER_STATS = ("sign conflicts", "SFT discarded", "rescued by slack")  # kept shares are in the summary
 REGISTRY_COLUMNS = ["kind", "language", "repo", "revision", "lineage", "id"]
 
 
@@ -82,10 +84,27 @@ def _edge(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+_NUMERIC = {"value", "share", "count", "language gain kept", "task gain kept"}
+
+
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """A frame with the plot's column types even when empty (an empty float column would make the
+    plot's colour scale quantitative, and it would stay so after data arrives)."""
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame({c: [] for c in columns})
+    if rows:
+        return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame({c: pd.Series(dtype=float if c in _NUMERIC else object) for c in columns})
+
+
+def _seeded(columns: list[str], color: str, categories: list[str]) -> pd.DataFrame:
+    """An empty-looking first value that names every colour category (NaN rows draw nothing).
+
+    Gradio 6.31's native plots fix their colour domain from the first value they render; categories
+    that arrive later are drawn without a fill. Seeding the categories keeps the bars coloured.
+    """
+    rows = [{c: (float("nan") if c in _NUMERIC else "") for c in columns} | {color: cat} for cat in categories]
+    return _frame(rows, columns)
 
 
 def _link_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -152,7 +171,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         return (
             f"<small>{status}</small>",
             gr.Dropdown(choices=languages, value=first),
-            gr.Dropdown(choices=[ALL, *languages], value=ALL),
+            gr.Dropdown(choices=[ALL, *languages], value=first or ALL),
             gr.Dropdown(choices=[ALL, *languages], value=ALL),
             gr.Dropdown(choices=cts, value=cts[0] if cts else None),
             gr.Dropdown(choices=sfts, value=sfts[0] if sfts else None),
@@ -227,7 +246,8 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         if prompt and prompt.strip():
             answer = services.generate_local(result.out, prompt, max_new_tokens=32)
         summary = f"{result.summary}\n\nmerged in {result.seconds:.1f} s"
-        return summary, _frame(result.layers, LAYER_COLUMNS), answer
+        layers = [row for row in result.layers if row["stat"] in LAYER_STATS]
+        return summary, _frame(layers, LAYER_COLUMNS), answer
 
     def on_hand_over(ct_id: str) -> str:
         entry = services.view().find_checkpoint(ct_id or "")
@@ -287,10 +307,10 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
                 board = gr.Dataframe(label="Models and their eval results", datatype="markdown", wrap=True,
                                      elem_id="leaderboard-table")  # fmt: skip
                 with gr.Row():
-                    bars = gr.BarPlot(_frame([], BAR_COLUMNS), x="bar", y="value", color="model",
+                    bars = gr.BarPlot(_seeded(BAR_COLUMNS, "model", list(BAR_MODELS)), x="bar", y="value", color="model",
                                       title="CT / SFT / merged per metric (pick a language)", x_label_angle=-30,
                                       elem_id="leaderboard-bars")  # fmt: skip
-                    scatter = gr.ScatterPlot(_frame([], SCATTER_COLUMNS), x="language gain kept", y="task gain kept",
+                    scatter = gr.ScatterPlot(_seeded(SCATTER_COLUMNS, "method", methods), x="language gain kept", y="task gain kept",
                                              color="method", title="Gain kept per merge (1 = as good as the better input)",
                                              elem_id="leaderboard-scatter")  # fmt: skip
             with gr.Tab("Merge", id="merge"):
@@ -312,7 +332,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
                     m_go = gr.Button("Merge here", variant="primary", elem_id="merge-go")
                     m_bot = gr.Button("Hand to the bot (merge, evaluate, publish)")
                 m_summary = gr.Textbox(label="Diagnostics", lines=7, elem_id="merge-summary")
-                m_layers = gr.BarPlot(_frame([], LAYER_COLUMNS), x="layer", y="share", color="stat",
+                m_layers = gr.BarPlot(_seeded(LAYER_COLUMNS, "stat", list(LAYER_STATS)), x="layer", y="share", color="stat",
                                       title="Per layer: share of parameters", x_label_angle=-30,
                                       elem_id="merge-layers")  # fmt: skip
                 m_answer = gr.Textbox(label="The merged model's answer", elem_id="merge-answer")

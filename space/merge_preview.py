@@ -178,9 +178,14 @@ def run_preview(
     result = run_merge(plan_merge(recipe), out=out, device="cpu", overwrite=True, progress=False)
     _prune(workdir, keep=out)
     report = result.report.to_dict()
+    summary = result.report.summary()
+    # The engine labels inputs by the local snapshot path; the user knows them by repo@revision.
+    refs = [f"{ct.repo}@{ct.revision[:7]}", f"{sft.repo}@{sft.revision[:7]}", ct.base.repo]
+    for path, ref in zip(paths, refs, strict=True):
+        summary = summary.replace(str(path), ref)
     return PreviewResult(
         out=result.out,
-        summary=result.report.summary(),
+        summary=summary,
         totals={"totals": report["totals"], "shares": report["shares"]},
         layers=per_layer(result.report),
         seconds=result.seconds,
