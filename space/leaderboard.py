@@ -243,22 +243,28 @@ def gains_kept(models: list[ModelScores]) -> dict[str, GainKept]:
 def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
     """Grouped bars for one language: per metric, the CT, SFT and merged values side by side.
 
-    One row per (merge, metric, model): `metric`, `bar` (metric · role, the x axis), `model`
-    (ct / sft / the merge's method), `repo`, `value`.
+    One row per (metric, model): `metric`, `bar` (the x axis: metric · CT / SFT / merged <name>),
+    `model` (CT, SFT or merged: the colour), `repo`, `value`. A CT or SFT shared by several merges
+    is shown once per metric.
     """
     by_repo = {m.repo: m for m in models}
     rows: list[dict[str, Any]] = []
-    for merge in (m for m in models if m.role == "merge" and language in m.languages):
+    seen: set[tuple[str, str]] = set()
+    for merge in sorted((m for m in models if m.role == "merge" and language in m.languages), key=lambda m: m.repo):
         trio = [("CT", by_repo.get(merge.ct or "")), ("SFT", by_repo.get(merge.sft or "")), ("merged", merge)]
         for column in metric_columns([merge], language):
             task, metric = column.split(" ", 1)
             for label, model in trio:
                 value = model.value(task, metric) if model else None
-                if value is not None and model is not None:
-                    rows.append(
-                        {"metric": column, "bar": f"{column} · {label}", "model": label, "repo": model.repo,
-                         "value": round(value, 4)}
-                    )  # fmt: skip
+                if value is None or model is None or (column, model.repo) in seen:
+                    continue
+                seen.add((column, model.repo))
+                name = f"{label} {model.repo.split('/')[-1]}" if label == "merged" else label
+                rows.append(
+                    {"metric": column, "bar": f"{column} · {name}", "model": label, "repo": model.repo,
+                     "value": round(value, 4)}
+                )  # fmt: skip
+    rows.sort(key=lambda r: (r["metric"], ("CT", "SFT", "merged").index(r["model"]), r["repo"]))
     return rows
 
 

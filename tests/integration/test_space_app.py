@@ -349,6 +349,21 @@ def test_model_too_large_is_refused_up_front(world: World) -> None:
     )
 
 
+def test_model_cache_evicts_least_recently_used(world: World) -> None:
+    from space.config import SpaceConfig
+    from space.services import SpaceServices
+
+    # Each tiny model's weights take 460,032 bytes (115,008 fp32 parameters): two fit in 1 MB.
+    two = SpaceServices(
+        SpaceConfig(endpoint=world.hub.url, token=world.hub.token, registry=REGISTRY, cache_bytes=1_000_000),
+        hub=world.hub.client(),
+    )
+    for model in ("alice/tiny-merge-ben", "alice/tiny-ct-ben", "alice/tiny-merge-ben", "alice/tiny-sft"):
+        list(two.generate(model, "hi", 2))
+    assert two.models.keys() == ["alice/tiny-merge-ben", "alice/tiny-sft"]
+    assert two.models.used == 2 * 460_032
+
+
 def test_leaderboard(world: World) -> None:
     rows = world.client.predict(LANG, api_name="/leaderboard")
     by_model = {row["model"]: row for row in rows}
