@@ -58,11 +58,23 @@ def stream_text(
         PromptError: before generating, for an empty or too long prompt.
     """
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    stop = threading.Event()
+
+    class _StopWhenAbandoned(StoppingCriteria):
+        # A client that disconnects drops this generator; the worker thread then stops at the next
+        # token instead of generating the rest for nobody.
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
     ids = encode_prompt(loaded, prompt, max_new_tokens=max_new_tokens).to(loaded.device)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "streamer": streamer}
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([_StopWhenAbandoned()]),
+    }
     if temperature and temperature > 0:
         options.update(do_sample=True, temperature=float(temperature), top_p=1.0, top_k=0)
     else:
@@ -85,9 +97,12 @@ def stream_text(
     thread = threading.Thread(target=work, name="mergeling-generate", daemon=True)
     thread.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
+    try:
+        for piece in streamer:
+            text += piece
+            yield text
+    finally:
+        stop.set()
     thread.join()
     if failure:
         raise failure[0]
