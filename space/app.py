@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a script (Hugging Face Spaces: `python space/app.py`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # The script's folder would shadow top-level modules with ours (`config`, `errors`): use the root.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _here]
 
 from registry.errors import RegistryError
 from space.config import SpaceConfig

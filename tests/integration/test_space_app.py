@@ -311,6 +311,7 @@ def test_generate_bad_inputs_say_what_is_wrong(world: World) -> None:
     c = world.client
     assert "prompt is empty" in _app_error(lambda: c.predict("alice/tiny-merge-ben", "  ", 8, api_name="/generate"))
     missing = _app_error(lambda: c.predict("alice/no-such-model", "hi", 8, api_name="/generate"))
+    print(missing)
     assert "alice/no-such-model" in missing and "Traceback" not in missing
     private = _app_error(lambda: c.predict("bob/private-model", "hi", 8, api_name="/generate"))
     assert "bob/private-model" in private
@@ -322,6 +323,11 @@ def test_generate_bad_inputs_say_what_is_wrong(world: World) -> None:
     assert "max_new_tokens must be from 1 to 64" in zero
     bad_id = _app_error(lambda: c.predict("not a repo", "hi", 8, api_name="/generate"))
     assert "not a repo" in bad_id
+
+
+def test_examples_in_the_language(world: World) -> None:
+    assert world.services.examples(LANG) == ["আমি ভাত খাই।"]
+    assert world.services.examples("tam_Taml") == []
 
 
 def test_ten_users_generating_at_once(world: World) -> None:
@@ -432,6 +438,8 @@ def test_submit_gives_every_reason(world: World) -> None:
     assert nolang["job_id"] is None and any("no language" in r for r in nolang["reasons"])
     missing = world.client.predict("alice/nothing-here", "", api_name="/submit")
     assert missing["job_id"] is None and "alice/nothing-here" in missing["reasons"][0]
+    bert = world.client.predict("alice/not-llama", LANG, api_name="/submit")
+    assert bert["job_id"] is None and "alice/not-llama" in bert["reasons"][0] and "hidden_size" in bert["reasons"][0]
     with_language = world.client.predict("alice/tiny-ct-nolang", LANG, api_name="/submit")
     assert with_language["job_id"] is not None
     assert len(world.bot.requests) == sent + 1  # refused submissions never reach the bot
