@@ -151,7 +151,8 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         return services.leaderboard(_choice(language))
 
     def api_merge_preview(ct_id: str, sft_id: str, method: str, density: float, slack: float) -> str:
-        """Merge a catalog CT and SFT here (lab-size models only); returns the diagnostics summary."""
+        """Merge a catalog CT (several, comma-separated: a group) and an SFT here (lab-size models only);
+        returns the diagnostics summary."""
         return services.merge_preview(ct_id, sft_id, method, density, slack).summary
 
     def api_submit(ct_repo_id: str, language: str) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
             gr.Dropdown(choices=languages, value=first),
             gr.Dropdown(choices=[ALL, *languages], value=first or ALL),
             gr.Dropdown(choices=[ALL, *languages], value=ALL),
-            gr.Dropdown(choices=cts, value=cts[0] if cts else None),
+            gr.Dropdown(choices=cts, value=cts[:1]),
             gr.Dropdown(choices=sfts, value=sfts[0] if sfts else None),
         )
 
@@ -241,7 +242,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         )
 
     def on_merge(
-        ct_id: str, sft_id: str, method: str, density: float, slack: float, prompt: str
+        ct_id: list[str], sft_id: str, method: str, density: float, slack: float, prompt: str
     ) -> tuple[str, pd.DataFrame, str]:
         result = services.merge_preview(ct_id, sft_id, method, density, slack)
         answer = ""
@@ -251,11 +252,14 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         layers = [row for row in result.layers if row["stat"] in LAYER_STATS]
         return summary, _frame(layers, LAYER_COLUMNS), answer
 
-    def on_hand_over(ct_id: str) -> str:
-        entry = services.view().find_checkpoint(ct_id or "")
-        if entry is None:
-            raise gr.Error(f"no CT checkpoint {ct_id!r} in the registry")
-        return services.submit(entry.repo, getattr(entry, "language", None)).message
+    def on_hand_over(ct_ids: list[str]) -> str:
+        messages = []
+        for ct_id in ct_ids or []:
+            entry = services.view().find_checkpoint(ct_id)
+            if entry is None:
+                raise gr.Error(f"no CT checkpoint {ct_id!r} in the registry")
+            messages.append(services.submit(entry.repo, getattr(entry, "language", None)).message)
+        return "\n\n".join(messages) or "pick a CT checkpoint first"
 
     def on_submit(ct_repo: str, language: str) -> str:
         result = services.submit(ct_repo, _choice(language))
@@ -322,7 +326,8 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
                     "the bot."
                 )
                 with gr.Row():
-                    m_ct = gr.Dropdown(label="CT checkpoint", choices=[], elem_id="merge-ct")
+                    m_ct = gr.Dropdown(label="CT checkpoint (several: a group merge)", choices=[], multiselect=True,
+                                       elem_id="merge-ct")  # fmt: skip
                     m_sft = gr.Dropdown(label="SFT checkpoint", choices=[], elem_id="merge-sft")
                 with gr.Row():
                     m_method = gr.Radio(methods, value="ties_sv" if "ties_sv" in methods else methods[0],
@@ -335,7 +340,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
                     m_bot = gr.Button("Hand to the bot (merge, evaluate, publish)")
                 m_summary = gr.Textbox(label="Diagnostics", lines=7, elem_id="merge-summary")
                 m_layers = gr.BarPlot(_seeded(LAYER_COLUMNS, "stat", list(LAYER_STATS)), x="layer", y="share", color="stat",
-                                      title="Per layer: share of parameters", x_label_angle=-30,
+                                      title="Per layer: share of parameters", x_label_angle=-30, height=380,
                                       elem_id="merge-layers")  # fmt: skip
                 m_answer = gr.Textbox(label="The merged model's answer", elem_id="merge-answer")
                 m_handed = gr.Markdown()

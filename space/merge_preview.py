@@ -50,14 +50,16 @@ def available_methods() -> list[MethodInfo]:
 def build_recipe(
     *,
     method: str,
-    ct: CtEntry,
-    ct_path: Path,
+    cts: list[tuple[CtEntry, Path]],
     sft_path: Path,
     base_path: Path,
     density: float,
     slack: float,
 ) -> Any:
-    """The recipe of a CT + SFT merge of local folders; density/slack only where the method takes them.
+    """The recipe of a CT(s) + SFT merge of local folders; density/slack only where the method takes them.
+
+    Several CTs make a group merge (e.g. Mongolian + Uyghur + SFT); the output then takes the base's
+    tokenizer (one CT's would not fit the others), a single CT's tokenizer otherwise.
 
     Raises:
         RecipeError / UnknownMethodError: the engine's own refusal (an unknown method, a density
@@ -69,14 +71,15 @@ def build_recipe(
     per_model: dict[str, Any] = {"weight": 1.0}
     if info is not None and info.uses_density:
         per_model["density"] = density
+    models: list[dict[str, Any]] = [
+        {"model": str(path), "role": "ct", "language": ct.language, "parameters": dict(per_model)} for ct, path in cts
+    ]
+    models.append({"model": str(sft_path), "role": "sft", "parameters": dict(per_model)})
     data: dict[str, Any] = {
         "merge_method": method,
         "base_model": str(base_path),
-        "tokenizer_source": "ct",
-        "models": [
-            {"model": str(ct_path), "role": "ct", "language": ct.language, "parameters": dict(per_model)},
-            {"model": str(sft_path), "role": "sft", "parameters": dict(per_model)},
-        ],
+        "tokenizer_source": "ct" if len(cts) == 1 else "base",
+        "models": models,
     }
     if info is not None and info.uses_slack:
         data["parameters"] = {"slack": slack}
@@ -136,7 +139,7 @@ def parameter_count(hub: Any, repo: str, revision: str | None) -> int:
 def run_preview(
     hub: Any,
     *,
-    ct: CtEntry,
+    cts: list[CtEntry],
     sft: SftEntry,
     method: str,
     density: float,
@@ -144,34 +147,39 @@ def run_preview(
     workdir: Path,
     max_parameters: int,
 ) -> PreviewResult:
-    """Download the CT, SFT and base at their recorded revisions, merge them on CPU, report.
+    """Download the CT(s), SFT and base at their recorded revisions, merge them on CPU, report.
 
     Raises:
-        MergeTooLargeError: the CT has more than `max_parameters` parameters (hand it to the bot).
+        MergeTooLargeError: a CT has more than `max_parameters` parameters (hand it to the bot).
+        SpaceError: the CTs of a group do not share one base.
         RecipeError, CompatibilityError, CheckpointError, MergeError, HubError: as the engine raises them.
     """
     from registry.merge.engine import run_merge
     from registry.merge.plan import plan_merge
+    from space.errors import SpaceError
 
-    revision = ct.revision if ct.verified else None
-    size = parameter_count(hub, ct.repo, revision)
-    if size > max_parameters:
-        raise MergeTooLargeError(
-            f"{ct.repo} has {size / 1e6:.1f} M parameters; the Space merges models up to {max_parameters / 1e6:.0f} M. "
-            "Submit the CT to the bot (Submit tab) to merge and publish it",
-            parameters=size,
-            limit=max_parameters,
-        )
-    paths = [
-        hub.snapshot(entry.repo, revision=rev if entry_verified else None)
-        for entry, rev, entry_verified in (
-            (ct, ct.revision, ct.verified),
-            (sft, sft.revision, sft.verified),
-            (ct.base, ct.base.revision, bool(ct.base.revision and len(ct.base.revision) == 40)),
-        )
-    ]
+    bases = {ct.base.repo for ct in cts}
+    if len(bases) != 1:
+        raise SpaceError(f"the CTs of a group merge must share one base; these are on {', '.join(sorted(bases))}")
+    for ct in cts:
+        size = parameter_count(hub, ct.repo, _pinned(ct.revision))
+        if size > max_parameters:
+            raise MergeTooLargeError(
+                f"{ct.repo} has {size / 1e6:.1f} M parameters; the Space merges models up to "
+                f"{max_parameters / 1e6:.0f} M. Submit the CT to the bot (Submit tab) to merge and publish it",
+                parameters=size,
+                limit=max_parameters,
+            )
+    base = cts[0].base
+    refs = [(ct.repo, ct.revision) for ct in cts] + [(sft.repo, sft.revision), (base.repo, base.revision)]
+    paths = [hub.snapshot(repo, revision=_pinned(revision)) for repo, revision in refs]
     recipe = build_recipe(
-        method=method, ct=ct, ct_path=paths[0], sft_path=paths[1], base_path=paths[2], density=density, slack=slack
+        method=method,
+        cts=list(zip(cts, paths[: len(cts)], strict=True)),
+        sft_path=paths[-2],
+        base_path=paths[-1],
+        density=density,
+        slack=slack,
     )
     name = hashlib.sha256(recipe.recipe_hash().encode() + str(paths).encode()).hexdigest()[:12]
     out = workdir / f"merge-{name}"
@@ -180,9 +188,8 @@ def run_preview(
     report = result.report.to_dict()
     summary = result.report.summary()
     # The engine labels inputs by the local snapshot path; the user knows them by repo@revision.
-    refs = [f"{ct.repo}@{ct.revision[:7]}", f"{sft.repo}@{sft.revision[:7]}", ct.base.repo]
-    for path, ref in zip(paths, refs, strict=True):
-        summary = summary.replace(str(path), ref)
+    for path, (repo, revision) in zip(paths, refs, strict=True):
+        summary = summary.replace(str(path), f"{repo}@{revision[:7]}" if revision else repo)
     return PreviewResult(
         out=result.out,
         summary=summary,
@@ -190,6 +197,11 @@ def run_preview(
         layers=per_layer(result.report),
         seconds=result.seconds,
     )
+
+
+def _pinned(revision: str | None) -> str | None:
+    """A commit sha pins the download; anything else (an unverified entry's branch) reads the default."""
+    return revision if revision and len(revision) == 40 else None
 
 
 def _prune(workdir: Path, *, keep: Path) -> None:

@@ -237,19 +237,38 @@ class SpaceServices:
             return self._workdir
 
     def merge_preview(
-        self, ct_id: str | None, sft_id: str | None, method: str | None, density: float | None, slack: float | None
+        self,
+        ct_id: str | list[str] | None,
+        sft_id: str | None,
+        method: str | None,
+        density: float | None,
+        slack: float | None,
     ) -> PreviewResult:
-        """Merge a CT and an SFT from the catalog here (lab-size only) and return the diagnostics.
+        """Merge catalog CT(s) and an SFT here (lab-size only) and return the diagnostics.
+
+        Args:
+            ct_id: a CT entry id or repo id; several (a list, or comma-separated) make a group merge.
+            sft_id: an SFT entry id or repo id.
+            method: a method of the engine's registry.
+            density: the kept fraction (methods that trim).
+            slack: TIES-SV's slack.
 
         Raises:
             SpaceError: unknown entries or method; MergeTooLargeError: hand it to the bot;
             the engine's errors (RecipeError, CompatibilityError, ...) unchanged.
         """
         view = self.view()
-        ct = view.find_checkpoint((ct_id or "").strip())
+        names = ct_id if isinstance(ct_id, list) else (ct_id or "").split(",")
+        names = [n.strip() for n in names if n and n.strip()]
+        if not names:
+            raise SpaceError("no CT checkpoint chosen: pick one (or several, for a group merge)")
+        cts = []
+        for name in names:
+            ct = view.find_checkpoint(name)
+            if not isinstance(ct, CtEntry):
+                raise SpaceError(f"no CT checkpoint {name!r} in registry {view.repo_id}; pick one of the list")
+            cts.append(ct)
         sft = view.find_checkpoint((sft_id or "").strip())
-        if not isinstance(ct, CtEntry):
-            raise SpaceError(f"no CT checkpoint {ct_id!r} in registry {view.repo_id}; pick one of the list")
         if not isinstance(sft, SftEntry):
             raise SpaceError(f"no SFT checkpoint {sft_id!r} in registry {view.repo_id}; pick one of the list")
         methods = self.methods()
@@ -257,7 +276,7 @@ class SpaceServices:
             raise SpaceError(f"unknown merge method {method!r}: use one of {', '.join(methods)}")
         return run_preview(
             self.hub,
-            ct=ct,
+            cts=cts,
             sft=sft,
             method=method,
             density=float(0.2 if density is None else density),

@@ -213,6 +213,11 @@ def _build_catalog(hub: HubHandle, family: DemoFamily, tmp: Path) -> tuple[str, 
     # Repos for the bad-input and Submit tests.
     _push(hub, family.ct, "alice/tiny-ct-submit", tmp,
           readme=_card(language="bn", base="alice/tiny-base", scores={}, name="tiny-ct-submit"))  # fmt: skip
+    # A second CT (another language) for a group merge.
+    khk = build_ct_entry(
+        client, repo="alice/tiny-ct-submit", revision=None, language="khk_Cyrl", base="alice/tiny-base"
+    )
+    store.add(khk)
     _push(hub, family.ct, "alice/tiny-ct-nolang", tmp,
           readme=_card(language=None, base="alice/tiny-base", scores={}, name="tiny-ct-nolang"))  # fmt: skip
     _push(hub, family.sft, "bob/private-model", tmp, private=True, token=hub.bob_token)
@@ -311,7 +316,6 @@ def test_generate_bad_inputs_say_what_is_wrong(world: World) -> None:
     c = world.client
     assert "prompt is empty" in _app_error(lambda: c.predict("alice/tiny-merge-ben", "  ", 8, api_name="/generate"))
     missing = _app_error(lambda: c.predict("alice/no-such-model", "hi", 8, api_name="/generate"))
-    print(missing)
     assert "alice/no-such-model" in missing and "Traceback" not in missing
     private = _app_error(lambda: c.predict("bob/private-model", "hi", 8, api_name="/generate"))
     assert "bob/private-model" in private
@@ -408,6 +412,10 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
 
     assert summary.startswith("ties_sv:") and "rescued by slack" in summary
     assert numbers(summary) == numbers(expected.report.summary())
+    group = world.client.predict(
+        f"{world.ct_id}, alice/tiny-ct-submit", world.sft_id, "ties_sv", 0.5, 0.1, api_name="/merge_preview"
+    )
+    assert "ct alice/tiny-ct-ben@" in group and "ct alice/tiny-ct-submit@" in group and "sft alice/tiny-sft@" in group
     methods = _app_error(
         lambda: world.client.predict(world.ct_id, world.sft_id, "nope", 0.5, 0.3, api_name="/merge_preview")
     )

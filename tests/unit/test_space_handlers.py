@@ -132,7 +132,7 @@ def test_methods_come_from_the_engine_registry(tiny_family: DemoFamily) -> None:
     )  # fmt: skip
     for info in methods:
         recipe = build_recipe(
-            method=info.name, ct=ct, ct_path=tiny_family.ct, sft_path=tiny_family.sft, base_path=tiny_family.base,
+            method=info.name, cts=[(ct, tiny_family.ct)], sft_path=tiny_family.sft, base_path=tiny_family.base,
             density=0.3, slack=0.2,
         )  # fmt: skip
         assert recipe.merge_method == info.name
@@ -150,7 +150,7 @@ def test_per_layer_diagnostics(tiny_family: DemoFamily, tmp_path: Path) -> None:
         base=ModelRef(repo="a/base"), language="ben_Beng", verified=False,
     )  # fmt: skip
     recipe = build_recipe(
-        method="ties_sv", ct=ct, ct_path=tiny_family.ct, sft_path=tiny_family.sft, base_path=tiny_family.base,
+        method="ties_sv", cts=[(ct, tiny_family.ct)], sft_path=tiny_family.sft, base_path=tiny_family.base,
         density=0.5, slack=0.3,
     )  # fmt: skip
     report = run_merge(plan_merge(recipe), out=tmp_path / "m", device="cpu", progress=False).report
@@ -162,6 +162,28 @@ def test_per_layer_diagnostics(tiny_family: DemoFamily, tmp_path: Path) -> None:
     assert conflicts == totals.sign_conflicts and rescued == sum(totals.rescued.values()) > 0
     assert {r["stat"] for r in rows} >= {"kept ct", "kept sft", "SFT discarded"}
     assert layer_of("model.layers.12.mlp.up_proj.weight") == "layer 12" and layer_of("lm_head.weight").startswith("emb")
+
+
+def test_group_merge_recipe(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    from registry.catalog.entries import CtEntry, ModelRef, ct_entry_id
+    from registry.lab.tiny import derive_finetune
+    from registry.merge.engine import run_merge
+    from registry.merge.plan import plan_merge
+
+    def ct(repo: str, language: str) -> CtEntry:
+        return CtEntry(
+            id=ct_entry_id(repo=repo, revision="main", language=language), repo=repo, revision="main",
+            base=ModelRef(repo="a/base"), language=language, verified=False,
+        )  # fmt: skip
+
+    uig = derive_finetune(tiny_family.base, tmp_path / "ct-uig", seed=7)
+    recipe = build_recipe(
+        method="ties_sv", cts=[(ct("a/ct-khk", "khk_Cyrl"), tiny_family.ct), (ct("a/ct-uig", "uig_Arab"), uig)],
+        sft_path=tiny_family.sft, base_path=tiny_family.base, density=0.5, slack=0.1,
+    )  # fmt: skip
+    assert recipe.languages() == ("khk_Cyrl", "uig_Arab") and recipe.tokenizer_source == "base"
+    report = run_merge(plan_merge(recipe), out=tmp_path / "group", device="cpu", progress=False).report
+    assert report.roles == ["ct", "ct", "sft"] and len(report.inputs) == 3
 
 
 def test_examples_from_a_data_folder(tmp_path: Path) -> None:
