@@ -379,7 +379,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         )  # fmt: skip
         board_inputs = [lb_language, lb_method, lb_search, lb_sort]
         board_outputs = [board, bars, scatter, lb_sort, lb_method]
-        for trigger in (lb_language.change, lb_method.change, lb_search.submit, lb_sort.change, demo.load):
+        for trigger in (lb_language.change, lb_method.input, lb_search.submit, lb_sort.input, demo.load):
             trigger(_edge(on_leaderboard), board_inputs, board_outputs, **private)
         m_go.click(
             _edge(on_merge), [m_ct, m_sft, m_method, m_density, m_slack, m_prompt], [m_summary, m_layers, m_answer],
