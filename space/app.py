@@ -364,7 +364,9 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
                 with gr.Row():
                     r_language = gr.Dropdown(label="Language", choices=[ALL], value=ALL)
                     r_refresh = gr.Button("Refresh")
-                r_table = gr.Dataframe(label="CT / SFT / merges with lineage and revisions", wrap=True)
+                r_table = gr.Dataframe(
+                    label="CT / SFT / merges with lineage and revisions", wrap=True, elem_id="registry-table"
+                )
 
         # -- events (UI only: private; the named API endpoints are below) --------------------------
         private: dict[str, Any] = {"api_visibility": "private"}

@@ -552,6 +552,15 @@ def test_browser(world: World, tmp_path: Path) -> None:
             expect(page.locator("#merge-layers path[aria-roledescription='bar'][fill]").first).to_be_attached()
             expect(page.locator("#merge-answer input, #merge-answer textarea").first).not_to_have_value("")
             page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
+            # Submit: the bot's queue (jobs submitted by the tests above), refreshed by a timer.
+            page.get_by_role("tab", name="Submit").click()
+            expect(page.locator("#jobs-table")).to_contain_text("alice/tiny-ct-submit", timeout=30_000)
+            # Registry: lineage and revisions.
+            page.get_by_role("tab", name="Registry").click()
+            expect(page.locator("#registry-table")).to_contain_text(
+                "alice/tiny-base → alice/tiny-ct-ben", timeout=30_000
+            )
+            page.screenshot(path=str(tmp_path / "registry.png"), full_page=True)
         finally:
             browser.close()
     print(f"screenshots in {tmp_path}")
