@@ -9,6 +9,7 @@ Modules (everything but `app` works without Gradio and is unit-tested on its own
 - `merge_preview`: a lab-size merge run in the Space, with its diagnostics per layer.
 - `bot_client`: the bot's HTTP API (`POST /jobs`, `GET /jobs`), over HTTP only.
 - `submit`: checks a CT repo before it is handed to the bot.
+- `frames`: tables and plot data as pandas frames (column types, colour categories).
 - `services`: the handlers the app wires to its events (plain values in, plain values out).
 - `app`: `build_app()` (Gradio Blocks) and the module-level `demo` for Hugging Face Spaces.
 - `cli`: `registry space`.

@@ -25,6 +25,17 @@ if __package__ in (None, ""):  # run as a script (Hugging Face Spaces: `python s
 
 from registry.errors import RegistryError
 from space.config import SpaceConfig
+from space.frames import (
+    BAR_COLUMNS,
+    BAR_MODELS,
+    LAYER_COLUMNS,
+    LAYER_STATS,
+    REGISTRY_COLUMNS,
+    SCATTER_COLUMNS,
+)
+from space.frames import frame as _frame
+from space.frames import link_rows as _link_rows
+from space.frames import seeded as _seeded
 from space.gpu import on_gpu
 from space.services import SpaceServices
 
@@ -41,12 +52,6 @@ INTRO = (
     "inputs, compare their scores, merge small models right here, or submit a CT checkpoint to the merge bot."
 )
 ALL = "(all)"
-BAR_COLUMNS = ["metric", "bar", "model", "repo", "value"]
-SCATTER_COLUMNS = ["language gain kept", "task gain kept", "method", "repo"]
-LAYER_COLUMNS = ["layer", "stat", "share", "count"]
-BAR_MODELS = ("CT", "SFT", "merged")  # the colour categories of each plot (see `_seeded`)
-LAYER_STATS = ("sign conflicts", "SFT discarded", "rescued by slack")  # kept shares are in the summary
-REGISTRY_COLUMNS = ["kind", "language", "repo", "revision", "lineage", "id"]
 
 
 def _error(exc: BaseException) -> Exception:
@@ -84,39 +89,6 @@ def _edge(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise _error(exc) from exc
 
     return call
-
-
-_NUMERIC = {"value", "share", "count", "language gain kept", "task gain kept"}
-
-
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    """A frame with the plot's column types even when empty (an empty float column would make the
-    plot's colour scale quantitative, and it would stay so after data arrives)."""
-    import pandas as pd
-
-    if rows:
-        return pd.DataFrame(rows, columns=columns)
-    return pd.DataFrame({c: pd.Series(dtype=float if c in _NUMERIC else object) for c in columns})
-
-
-def _seeded(columns: list[str], color: str, categories: list[str]) -> pd.DataFrame:
-    """An empty-looking first value that names every colour category (NaN rows draw nothing).
-
-    Gradio 6.31's native plots fix their colour domain from the first value they render; categories
-    that arrive later are drawn without a fill. Seeding the categories keeps the bars coloured.
-    """
-    rows = [{c: (float("nan") if c in _NUMERIC else "") for c in columns} | {color: cat} for cat in categories]
-    return _frame(rows, columns)
-
-
-def _link_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    import pandas as pd
-
-    if not rows:
-        return pd.DataFrame({"model": [], "role": []})
-    shown = [{**r, "model": f"[{r['model']}]({r['link']})"} for r in rows]
-    frame = pd.DataFrame(shown).drop(columns=["link"])
-    return frame
 
 
 def _choice(value: Any) -> str | None:

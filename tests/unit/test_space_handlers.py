@@ -204,3 +204,17 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.endpoint, config.registry, config.bot_url, config.token, config.device) == (
         "http://127.0.0.1:1", "lab/reg", "http://bot", None, "cpu",
     )  # fmt: skip
+
+
+def test_plot_frames_keep_types_and_colour_categories() -> None:
+    import math
+
+    from space.frames import LAYER_COLUMNS, LAYER_STATS, frame, link_rows, seeded
+
+    empty = frame([], LAYER_COLUMNS)
+    assert list(empty.columns) == LAYER_COLUMNS and str(empty["stat"].dtype) == "object"
+    assert str(empty["share"].dtype) == "float64"
+    seed = seeded(LAYER_COLUMNS, "stat", list(LAYER_STATS))
+    assert list(seed["stat"]) == list(LAYER_STATS) and all(math.isnan(v) for v in seed["share"])
+    table = link_rows([{"model": "a/b", "role": "ct", "link": "http://hub/a/b"}])
+    assert table.to_dict("records") == [{"model": "[a/b](http://hub/a/b)", "role": "ct"}]
