@@ -1,0 +1,65 @@
+"""What the Space is pointed at, and its limits: one frozen `SpaceConfig`, built from the CLI or the env.
+
+On a Hugging Face Space there is no command line: `SpaceConfig.from_env()` reads `HF_ENDPOINT`,
+`HF_TOKEN`, `MERGELING_REGISTRY`, `MERGELING_BOT_URL`, `MERGELING_SHARED_DATA` and
+`MERGELING_EXAMPLES_REPO` (Space secrets and variables), so the same `app.py` runs unchanged there.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from registry.hub import default_endpoint
+
+LAB_SIZE_PARAMETERS = 50_000_000  # merges up to this size run in the Space (the lab model has 2.95 M)
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Settings of one Space process.
+
+    Args:
+        endpoint: the Hub URL (default `HF_ENDPOINT`, else huggingface.co).
+        token: a Hub token (default `HF_TOKEN`); also the token the Space submits bot jobs with.
+        registry: the catalog dataset repo `OWNER/NAME`; None: `<token owner>/mergeling-registry`.
+        bot_url: the bot's HTTP API; None: Submit says there is no bot, the rest works.
+        data_dir: a folder in the `../shared/data` layout for prompt examples (FLORES / SIB text).
+        examples_repo: a Hub dataset repo in the same layout (`registry hub seed-data`), used when
+            `data_dir` is None.
+        device: `auto` (the GPU when there is one), `cpu` or `cuda`.
+        cache_bytes: memory the loaded models may take together; None: half the machine's memory
+            (or of the GPU's).
+        merge_max_parameters: the largest merge run in the Space; bigger ones go to the bot.
+        max_new_tokens: the largest `max_new_tokens` a request may ask for.
+        generate_concurrency: generations running at once (more wait in Gradio's queue).
+        workdir: where in-Space merges are written (None: a temporary folder per process).
+    """
+
+    endpoint: str
+    token: str | None = None
+    registry: str | None = None
+    bot_url: str | None = None
+    data_dir: Path | None = None
+    examples_repo: str | None = None
+    device: str = "auto"
+    cache_bytes: int | None = None
+    merge_max_parameters: int = LAB_SIZE_PARAMETERS
+    max_new_tokens: int = 256
+    generate_concurrency: int = 2
+    workdir: Path | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> SpaceConfig:
+        """A config from the environment; keyword arguments that are not None win."""
+        data = os.environ.get("MERGELING_SHARED_DATA")
+        config = cls(
+            endpoint=default_endpoint(),
+            token=os.environ.get("HF_TOKEN") or None,
+            registry=os.environ.get("MERGELING_REGISTRY") or None,
+            bot_url=os.environ.get("MERGELING_BOT_URL") or None,
+            data_dir=Path(data) if data else None,
+            examples_repo=os.environ.get("MERGELING_EXAMPLES_REPO") or None,
+        )
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

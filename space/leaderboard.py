@@ -1,0 +1,282 @@
+"""Eval results of every catalog model, the leaderboard table, and the data behind its plots.
+
+Where the numbers come from: a merge entry's `results` (the bot records them) and the `model-index`
+of each model's card (merges, CT and SFT checkpoints alike; `registry.evaluate.model_index` writes
+it). Results of a `--limit` run keep that label in the metric name, so they are never shown as
+full numbers.
+
+The two fractions the lab uses (docs/lab.md), per merge:
+- language gain kept: how far the merge's bits per byte in its language moved from the SFT's to
+  the CT's, `(bpb_sft - bpb_merge) / (bpb_sft - bpb_ct)` on `flores_<lang>`;
+- task gain kept: how far its English task accuracy moved from the CT's to the SFT's,
+  `(acc_merge - acc_ct) / (acc_sft - acc_ct)` on `sib200_eng_Latn`.
+1.0 means as good as the better input on that axis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.errors import HubError
+from space.catalog_view import CatalogView
+
+logger = logging.getLogger(__name__)
+
+TASK_METRIC = ("sib200_eng_Latn", "acc")
+
+
+@dataclass(frozen=True)
+class Score:
+    """One number: task, metric (with a `--limit` label when partial) and value."""
+
+    task: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """A catalog model and its eval results."""
+
+    repo: str
+    revision: str | None
+    role: str  # ct | sft | merge
+    languages: tuple[str, ...]
+    method: str | None = None
+    status: str | None = None
+    ct: str | None = None  # merges: the CT and SFT repos they came from
+    sft: str | None = None
+    scores: tuple[Score, ...] = field(default_factory=tuple)
+
+    def value(self, task: str, metric: str) -> float | None:
+        """The value of one task/metric, or None."""
+        return next((s.value for s in self.scores if s.task == task and s.metric == metric), None)
+
+
+CardScores = Callable[[str, str | None], list[Score]]
+
+
+def scores_from_card(hub: Any) -> CardScores:
+    """A reader of a model card's `model-index` results through `hub` (a `registry.hub.HubClient`).
+
+    A card without results, or a repo the Hub does not show, gives no scores (logged), never an error:
+    one unreadable card must not empty the leaderboard.
+    """
+
+    def read(repo: str, revision: str | None) -> list[Score]:
+        try:
+            info = hub.model_info(repo, revision=revision)
+        except HubError as exc:
+            logger.info("no card results for %s: %s", repo, exc)
+            return []
+        card = getattr(info, "card_data", None)
+        results = getattr(card, "eval_results", None) or []
+        return [_card_score(r) for r in results]
+
+    return read
+
+
+def _card_score(result: Any) -> Score:
+    task = str(result.task_name or result.dataset_config or result.dataset_name).split(" (", 1)[0]
+    metric = str(result.metric_type)
+    args = result.dataset_args or {}
+    if isinstance(args, dict) and args.get("limit"):
+        metric = f"{metric} (--limit {args['limit']})"
+    return Score(task=task, metric=metric, value=float(result.metric_value))
+
+
+def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScores]:
+    """Every CT, SFT and merge of the catalog with its results (entry results first, then the card's)."""
+    models: list[ModelScores] = []
+    for ct in view.cts:
+        models.append(
+            ModelScores(
+                repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,),
+                scores=tuple(card_scores(ct.repo, ct.revision if ct.verified else None)),
+            )
+        )  # fmt: skip
+    for sft in view.sfts:
+        models.append(
+            ModelScores(
+                repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",),
+                scores=tuple(card_scores(sft.repo, sft.revision if sft.verified else None)),
+            )
+        )  # fmt: skip
+    for merge in view.merges:
+        own = [Score(task=r.task, metric=r.metric, value=r.value) for r in merge.results]
+        card = card_scores(merge.output_repo, merge.output_revision) if merge.output_revision else []
+        seen = {(s.task, s.metric) for s in own}
+        ct_repo = next((i.repo for i in merge.inputs if i.role == "ct"), None)
+        sft_repo = next((i.repo for i in merge.inputs if i.role == "sft"), None)
+        models.append(
+            ModelScores(
+                repo=merge.output_repo, revision=merge.output_revision, role="merge", languages=merge.languages,
+                method=merge.method, status=merge.status, ct=ct_repo, sft=sft_repo,
+                scores=tuple(own + [s for s in card if (s.task, s.metric) not in seen]),
+            )
+        )  # fmt: skip
+    return models
+
+
+def _relevant(model: ModelScores, language: str | None) -> bool:
+    # SFT checkpoints are English: they belong to every language's board.
+    return language is None or model.role == "sft" or language in model.languages
+
+
+def metric_columns(models: Iterable[ModelScores], language: str | None = None) -> list[str]:
+    """`task metric` column names present among the models, the language's tasks first."""
+    names = {f"{s.task} {s.metric}" for m in models for s in m.scores}
+    if language:
+        names = {n for n in names if n.split(" ", 1)[0].endswith((language, "eng_Latn"))}
+    return sorted(names, key=lambda n: (not (language and language in n), n))
+
+
+def leaderboard_rows(
+    models: list[ModelScores],
+    *,
+    language: str | None = None,
+    method: str | None = None,
+    search: str = "",
+    sort_by: str | None = None,
+    endpoint: str | None = None,
+) -> list[dict[str, Any]]:
+    """The leaderboard: one row per model, one column per `task metric`.
+
+    Args:
+        models: from `collect_scores`.
+        language: keep models of this language (SFT checkpoints always stay).
+        method: keep merges of this method (CT and SFT rows stay as the reference points).
+        search: keep models whose repo id contains this text (case-insensitive).
+        sort_by: a column to sort by (bits per byte ascending, everything else descending);
+            None: by role, then repo.
+        endpoint: the Hub URL, for the `link` column.
+
+    Returns:
+        Rows as dicts: model, role, languages, method, revision, link, gain columns, metrics.
+    """
+    chosen = [
+        m
+        for m in models
+        if _relevant(m, language)
+        and (not method or m.role != "merge" or m.method == method)
+        and search.lower() in m.repo.lower()
+    ]
+    columns = metric_columns(chosen, language)
+    kept = gains_kept(models)
+    rows = []
+    for model in chosen:
+        row: dict[str, Any] = {
+            "model": model.repo,
+            "role": model.role,
+            "languages": ", ".join(model.languages),
+            "method": model.method or "",
+            "revision": (model.revision or "")[:7],
+            "link": f"{endpoint.rstrip('/')}/{model.repo}" if endpoint else model.repo,
+        }
+        gain = kept.get(model.repo)
+        row["language gain kept"] = _rounded(gain.language if gain else None)
+        row["task gain kept"] = _rounded(gain.task if gain else None)
+        for column in columns:
+            task, metric = column.split(" ", 1)
+            row[column] = _rounded(model.value(task, metric))
+        rows.append(row)
+    order = {"merge": 0, "ct": 1, "sft": 2}
+    rows.sort(key=lambda r: (order.get(r["role"], 3), r["model"]))
+    if sort_by and rows and sort_by in rows[0]:
+        ascending = "bits_per_byte" in sort_by or sort_by in ("model", "role", "languages", "method")
+        present = [r for r in rows if r[sort_by] is not None]
+        missing = [r for r in rows if r[sort_by] is None]
+        present.sort(key=lambda r: r[sort_by], reverse=not ascending)
+        rows = present + missing
+    return rows
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 4)
+
+
+@dataclass(frozen=True)
+class GainKept:
+    """The lab's two fractions for one merge (None where an input's number is missing)."""
+
+    merge: str
+    language: float | None
+    task: float | None
+
+
+def _fraction(merged: float | None, start: float | None, goal: float | None) -> float | None:
+    """How far `merged` moved from `start` towards `goal` (1.0: reached it)."""
+    if merged is None or start is None or goal is None or goal == start:
+        return None
+    return (merged - start) / (goal - start)
+
+
+def gains_kept(models: list[ModelScores]) -> dict[str, GainKept]:
+    """Language and task gain kept per merge repo (see the module docstring)."""
+    by_repo = {m.repo: m for m in models if m.role != "merge"}
+    out = {}
+    for merge in (m for m in models if m.role == "merge"):
+        ct, sft = by_repo.get(merge.ct or ""), by_repo.get(merge.sft or "")
+        if ct is None or sft is None:
+            continue
+        fractions = []
+        for language in merge.languages:
+            task = f"flores_{language}"
+            fractions.append(
+                _fraction(
+                    merge.value(task, "bits_per_byte"),
+                    sft.value(task, "bits_per_byte"),
+                    ct.value(task, "bits_per_byte"),
+                )
+            )
+        known = [f for f in fractions if f is not None]
+        language_kept = sum(known) / len(known) if known else None
+        task_kept = _fraction(merge.value(*TASK_METRIC), ct.value(*TASK_METRIC), sft.value(*TASK_METRIC))
+        out[merge.repo] = GainKept(merge=merge.repo, language=language_kept, task=task_kept)
+    return out
+
+
+def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
+    """Grouped bars for one language: per metric, the CT, SFT and merged values side by side.
+
+    One row per (metric, model): `metric`, `bar` (the x axis: metric · CT / SFT / merged <name>),
+    `model` (CT, SFT or merged: the colour), `repo`, `value`. A CT or SFT shared by several merges
+    is shown once per metric.
+    """
+    by_repo = {m.repo: m for m in models}
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for merge in sorted((m for m in models if m.role == "merge" and language in m.languages), key=lambda m: m.repo):
+        trio = [("CT", by_repo.get(merge.ct or "")), ("SFT", by_repo.get(merge.sft or "")), ("merged", merge)]
+        for column in metric_columns([merge], language):
+            task, metric = column.split(" ", 1)
+            for label, model in trio:
+                value = model.value(task, metric) if model else None
+                if value is None or model is None or (column, model.repo) in seen:
+                    continue
+                seen.add((column, model.repo))
+                name = f"{label} {model.repo.split('/')[-1]}" if label == "merged" else label
+                rows.append(
+                    {"metric": column, "bar": f"{column} · {name}", "model": label, "repo": model.repo,
+                     "value": round(value, 4)}
+                )  # fmt: skip
+    rows.sort(key=lambda r: (r["metric"], ("CT", "SFT", "merged").index(r["model"]), r["repo"]))
+    return rows
+
+
+def scatter_rows(models: list[ModelScores], language: str | None = None) -> list[dict[str, Any]]:
+    """One point per merge with both fractions known: `language gain kept`, `task gain kept`, method, repo."""
+    rows = []
+    for repo, gain in sorted(gains_kept(models).items()):
+        model = next(m for m in models if m.repo == repo)
+        if gain.language is None or gain.task is None or (language and language not in model.languages):
+            continue
+        rows.append(
+            {"language gain kept": round(gain.language, 4), "task gain kept": round(gain.task, 4),
+             "method": model.method or "", "repo": repo}
+        )  # fmt: skip
+    return rows

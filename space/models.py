@@ -1,0 +1,270 @@
+"""Loading models to generate with: an up-front size check and a memory-bounded LRU cache.
+
+Before any weight is downloaded, `ModelLoader.check` reads the repo's config.json (refusing what
+is not a Llama-family causal LM) and its safetensors headers (HTTP range requests: the byte size
+of the weights). A model larger than the cache budget, or than the memory free plus what evicting
+the cache would release, is refused with both numbers. Loaded models sit in `ModelCache`, least
+recently used first out, so their total stays under the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry.errors import HubEntryNotFoundError
+from space.errors import ModelTooLargeError, UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+# Llama and the architectures that share its tensor layout (what the merge engine reads).
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2, "I16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
+_WANTED_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate: the torch module, its tokenizer, where it runs and its size."""
+
+    key: str
+    model: Any
+    tokenizer: Any
+    nbytes: int
+    device: str
+    context_length: int
+
+
+def format_bytes(n: float) -> str:
+    """`1.5 GB`-style sizes (powers of 1000, as the Hub shows them)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def split_model_id(model_id: str) -> tuple[str, str | None]:
+    """`owner/name[@revision]` -> (repo, revision)."""
+    repo, sep, revision = model_id.strip().partition("@")
+    return repo, (revision or None) if sep else None
+
+
+def weights_bytes(metadata: Any) -> int:
+    """Bytes of every tensor in a repo's safetensors headers (`SafetensorsRepoMetadata`)."""
+    counts: dict[str, int] = metadata.parameter_count
+    return sum(count * _DTYPE_BYTES.get(dtype, 4) for dtype, count in counts.items())
+
+
+def check_architecture(config: dict[str, Any], *, repo: str) -> None:
+    """Refuse a config that is not a Llama-family causal language model.
+
+    Raises:
+        UnsupportedModelError: naming the repo, its architecture and what the Space runs.
+    """
+    architectures = [str(a) for a in config.get("architectures") or []]
+    model_type = str(config.get("model_type") or "unknown")
+    if not any(a.endswith("ForCausalLM") for a in architectures):
+        shown = ", ".join(architectures) or "no architectures in config.json"
+        raise UnsupportedModelError(
+            f"{repo} is not a causal language model ({shown}); the Space generates with *ForCausalLM models "
+            "such as LlamaForCausalLM",
+            repo_id=repo,
+        )
+    if model_type not in LLAMA_FAMILY:
+        raise UnsupportedModelError(
+            f"{repo} is a {model_type} model; Mergeling merges and serves Llama-family models "
+            f"({', '.join(LLAMA_FAMILY)})",
+            repo_id=repo,
+        )
+
+
+def check_fits(*, repo: str, needed: int, budget: int, free: int, releasable: int) -> None:
+    """Refuse a model that cannot fit.
+
+    Args:
+        repo: the model, for the message.
+        needed: its weights in bytes.
+        budget: what the cache may hold in total.
+        free: memory free now (RAM, or GPU memory when running on the GPU).
+        releasable: what evicting every cached model would give back.
+
+    Raises:
+        ModelTooLargeError: with the size and the memory available.
+    """
+    available = min(budget, free + releasable)
+    if needed > available:
+        raise ModelTooLargeError(
+            f"{repo} is too large for this Space: its weights take {format_bytes(needed)} (safetensors headers) "
+            f"but {format_bytes(available)} of memory is available to models here "
+            f"(budget {format_bytes(budget)}, free {format_bytes(free)}); try a smaller model or run it elsewhere",
+            repo_id=repo,
+            needed=needed,
+            available=available,
+        )
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` when a GPU is present, else `cpu`."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def free_memory(device: str) -> tuple[int, int]:
+    """(free, total) bytes of the device's memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return int(free), int(total)
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return int(vm.available), int(vm.total)
+
+
+class ModelLoader:
+    """Checks and loads Hub models (or local folders) through a `registry.hub.HubClient`."""
+
+    def __init__(self, hub: Any, *, device: str = "auto") -> None:
+        self.hub = hub
+        self.device = resolve_device(device)
+
+    def check(self, model_id: str) -> int:
+        """Refuse a non-Llama or non-causal-LM repo; return its weights' size in bytes (no weights read).
+
+        Raises:
+            HubRepoNotFoundError / HubRevisionNotFoundError: no such repo (or private) or revision.
+            UnsupportedModelError: no config.json or safetensors weights, or the wrong architecture.
+        """
+        repo, revision = split_model_id(model_id)
+        # repo info first: one request that fails fast (a missing or private repo, a Hub that is
+        # down) where a file download would retry with backoff.
+        info = self.hub.model_info(repo, revision=revision)
+        files = {s.rfilename for s in (getattr(info, "siblings", None) or [])}
+        if "config.json" not in files:
+            raise UnsupportedModelError(
+                f"{model_id} has no config.json, so it is not a transformers model the Space can run", repo_id=repo
+            )
+        try:
+            raw = self.hub.read_file(repo, "config.json", revision=info.sha or revision)
+        except HubEntryNotFoundError as exc:
+            raise UnsupportedModelError(f"{model_id}: config.json cannot be read", repo_id=repo) from exc
+        try:
+            config = json.loads(raw)
+        except ValueError as exc:
+            raise UnsupportedModelError(f"config.json of {model_id} is not valid JSON", repo_id=repo) from exc
+        check_architecture(config if isinstance(config, dict) else {}, repo=model_id)
+        from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+
+        try:
+            return weights_bytes(self.hub.safetensors_metadata(repo, revision=revision))
+        except (NotASafetensorsRepoError, SafetensorsParsingError) as exc:
+            raise UnsupportedModelError(
+                f"{model_id} has no readable safetensors weights; the Space loads safetensors only", repo_id=repo
+            ) from exc
+
+    def load(self, model_id: str, *, nbytes: int) -> LoadedModel:
+        """Download (cached) and load a checked model onto the device."""
+        repo, revision = split_model_id(model_id)
+        path = self.hub.snapshot(repo, revision=revision, allow_patterns=list(_WANTED_FILES))
+        return self.load_dir(path, key=model_id, nbytes=nbytes)
+
+    def load_dir(self, path: Path, *, key: str, nbytes: int | None = None) -> LoadedModel:
+        """Load a local checkpoint folder (a merge made in the Space, say)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        check_architecture(json.loads((path / "config.json").read_text(encoding="utf-8")), repo=key)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
+        model = model.to(self.device).eval()
+        if nbytes is None:
+            nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        context = int(getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length or 2048)
+        torch.set_grad_enabled(False)
+        return LoadedModel(
+            key=key, model=model, tokenizer=tokenizer, nbytes=nbytes, device=self.device, context_length=context
+        )
+
+
+class ModelCache:
+    """Loaded models, least recently used evicted first, their total size kept under `budget` bytes.
+
+    Thread-safe: Gradio runs handlers on worker threads. Two requests for the same model load it once.
+
+    Args:
+        loader: checks and loads models.
+        budget: bytes the cached models may take together; None: half the device's memory.
+        memory: returns (free, total) bytes of the device (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        loader: ModelLoader,
+        *,
+        budget: int | None = None,
+        memory: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self.loader = loader
+        self.memory = memory or (lambda: free_memory(loader.device))
+        self.budget = budget if budget is not None else self.memory()[1] // 2
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    @property
+    def used(self) -> int:
+        """Bytes of the cached models."""
+        with self._lock:
+            return sum(m.nbytes for m in self._models.values())
+
+    def keys(self) -> list[str]:
+        """Cached model ids, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def get(self, model_id: str) -> LoadedModel:
+        """The loaded model, loading it (and evicting others) if needed.
+
+        Raises:
+            ModelTooLargeError, UnsupportedModelError, Hub errors: before anything is downloaded.
+        """
+        with self._lock:
+            if model_id in self._models:
+                self._models.move_to_end(model_id)
+                return self._models[model_id]
+            gate = self._loading.setdefault(model_id, threading.Lock())
+        with gate:
+            with self._lock:
+                if model_id in self._models:
+                    self._models.move_to_end(model_id)
+                    return self._models[model_id]
+            needed = self.loader.check(model_id)
+            free, _ = self.memory()
+            check_fits(repo=model_id, needed=needed, budget=self.budget, free=free, releasable=self.used)
+            self._make_room(needed)
+            loaded = self.loader.load(model_id, nbytes=needed)
+            with self._lock:
+                self._models[model_id] = loaded
+                self._loading.pop(model_id, None)
+            logger.info("loaded %s (%d bytes); cache holds %d models", model_id, needed, len(self._models))
+            return loaded
+
+    def _make_room(self, needed: int) -> None:
+        with self._lock:
+            while self._models and sum(m.nbytes for m in self._models.values()) + needed > self.budget:
+                key, _ = self._models.popitem(last=False)
+                logger.info("evicted %s from the model cache", key)
+        import gc
+
+        gc.collect()

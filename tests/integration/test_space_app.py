@@ -1,0 +1,567 @@
+"""The Space end to end: a real embedded hub with tiny models and a catalog, the app launched on
+127.0.0.1, every named endpoint called through `gradio_client`, bad inputs, the CLI, and a real
+browser (Playwright driving Debian's chromium; skipped when chromium is absent).
+
+One hub, one catalog and one app per module (building them is the slow part).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.lab.tiny import DemoFamily
+from tests._fixtures.hub import REPO_ROOT, HubHandle
+
+REGISTRY = "alice/mergeling-registry"
+LANG = "ben_Beng"
+# Eval numbers written into the cards' model-index (and the merge entry): the lab's fractions are
+# language (7.0 - 3.0) / (7.0 - 1.3) = 0.7018 and task (0.34 - 0.20) / (0.38 - 0.20) = 0.7778.
+CT_SCORES = {"flores_ben_Beng": ("bits_per_byte", 1.3), "sib200_eng_Latn": ("acc", 0.20)}
+SFT_SCORES = {"flores_ben_Beng": ("bits_per_byte", 7.0), "sib200_eng_Latn": ("acc", 0.38)}
+MERGE_SCORES = {"flores_ben_Beng": ("bits_per_byte", 3.0), "sib200_eng_Latn": ("acc", 0.34)}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _card(*, language: str | None, base: str | None, scores: dict[str, tuple[str, float]], name: str) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = [
+        EvalResult(
+            task_type="text-generation",
+            task_name=f"{task} (0-shot)",
+            dataset_type="mergeling/eval",
+            dataset_name=task,
+            dataset_config=task.split("_", 1)[1],
+            metric_type=metric,
+            metric_value=value,
+        )
+        for task, (metric, value) in scores.items()
+    ]
+    data = ModelCardData(
+        language=[language] if language else None,
+        base_model=base,
+        model_name=name,
+        eval_results=results or None,
+        library_name="transformers",
+    )
+    return f"---\n{data.to_yaml()}\n---\n\n# {name}\n"
+
+
+def _push(hub: HubHandle, src: Path, repo: str, tmp: Path, *, readme: str | None = None, private: bool = False,
+          token: str | None = None) -> str:  # fmt: skip
+    folder = tmp / repo.replace("/", "--")
+    shutil.copytree(src, folder)
+    if readme is not None:
+        (folder / "README.md").write_text(readme, encoding="utf-8")
+    client = hub.client(token)
+    client.create_repo(repo, private=private, exist_ok=True)
+    return str(client.upload_folder(folder, repo))
+
+
+class StandInBot:
+    """A tiny real HTTP server implementing the contract's `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`.
+
+    It stands in for the bot process, which lives outside `space` (the Space only talks to it over HTTP).
+    """
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        self.jobs: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+
+        async def post_jobs(request: Request) -> JSONResponse:
+            body = await request.json()
+            self.requests.append({"auth": request.headers.get("authorization"), "body": body})
+            if not request.headers.get("authorization", "").startswith("Bearer "):
+                return JSONResponse({"error": "no token"}, status_code=401)
+            now = "2026-11-27T18:00:00Z"
+            job = {
+                "id": f"job-{len(self.jobs) + 1}", "state": "queued", "kind": "pair", "language": body.get("language"),
+                "ct_repo": body["ct_repo"], "ct_sha": None, "sft_repo": "alice/tiny-sft", "sft_sha": None,
+                "output_repo": None, "error": None, "attempts": 0, "created_at": now, "updated_at": now,
+            }  # fmt: skip
+            self.jobs.insert(0, job)
+            return JSONResponse({"jobs": [job]}, status_code=202)
+
+        async def list_jobs(request: Request) -> JSONResponse:
+            return JSONResponse(self.jobs[: int(request.query_params.get("limit", 50))])
+
+        async def get_job(request: Request) -> JSONResponse:
+            for job in self.jobs:
+                if job["id"] == request.path_params["id"]:
+                    return JSONResponse(job)
+            return JSONResponse({"error": f"no job {request.path_params['id']}"}, status_code=404)
+
+        async def health(request: Request) -> JSONResponse:
+            return JSONResponse({"ok": True, "queued": len(self.jobs), "running": 0})
+
+        self.app = Starlette(
+            routes=[
+                Route("/jobs", post_jobs, methods=["POST"]),
+                Route("/jobs", list_jobs, methods=["GET"]),
+                Route("/jobs/{id}", get_job, methods=["GET"]),
+                Route("/healthz", health, methods=["GET"]),
+            ]
+        )
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self) -> StandInBot:
+        import uvicorn
+
+        port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            assert self.thread is not None
+            self.thread.join(timeout=10)
+
+
+@dataclass
+class World:
+    hub: HubHandle
+    family: DemoFamily
+    merged_dir: Path
+    ct_id: str
+    sft_id: str
+    bot: StandInBot
+    services: Any
+    url: str
+    client: Any
+
+
+def _build_catalog(hub: HubHandle, family: DemoFamily, tmp: Path) -> tuple[str, str, Path]:
+    from registry.catalog.entries import EvalResult, MergeEntry, MergeInput, merge_entry_id
+    from registry.catalog.store import CatalogStore
+    from registry.catalog.verify import build_ct_entry, build_sft_entry
+    from registry.merge.engine import run_merge
+    from registry.merge.plan import plan_merge
+    from registry.recipe import parse_recipe
+
+    _push(hub, family.base, "alice/tiny-base", tmp)
+    _push(hub, family.ct, "alice/tiny-ct-ben", tmp,
+          readme=_card(language="bn", base="alice/tiny-base", scores=CT_SCORES, name="tiny-ct-ben"))  # fmt: skip
+    _push(hub, family.sft, "alice/tiny-sft", tmp,
+          readme=_card(language="en", base="alice/tiny-base", scores=SFT_SCORES, name="tiny-sft"))  # fmt: skip
+    recipe = parse_recipe(
+        {
+            "merge_method": "ties_sv", "base_model": str(family.base), "tokenizer_source": "ct",
+            "models": [
+                {"model": str(family.ct), "role": "ct", "language": LANG, "parameters": {"weight": 1.0, "density": 0.5}},
+                {"model": str(family.sft), "role": "sft", "parameters": {"weight": 1.0, "density": 0.5}},
+            ],
+            "parameters": {"slack": 0.3},
+        }
+    )  # fmt: skip
+    merged = run_merge(plan_merge(recipe), out=tmp / "merged", device="cpu", progress=False).out
+    (merged / "README.md").unlink(missing_ok=True)
+    merged_sha = _push(hub, merged, "alice/tiny-merge-ben", tmp,
+                       readme=_card(language="bn", base=None, scores=MERGE_SCORES, name="tiny-merge-ben"))  # fmt: skip
+    client = hub.client()
+    store = CatalogStore(hub=client, repo_id=REGISTRY)
+    ct = build_ct_entry(client, repo="alice/tiny-ct-ben", revision=None, language=LANG, base="alice/tiny-base")
+    sft = build_sft_entry(client, repo="alice/tiny-sft", revision=None, base="alice/tiny-base", data="sib200-eng")
+    recipe_hash = recipe.recipe_hash()
+    merge = MergeEntry(
+        id=merge_entry_id(output_repo="alice/tiny-merge-ben", recipe_hash=recipe_hash),
+        method="ties_sv",
+        recipe_hash=recipe_hash,
+        inputs=(
+            MergeInput(role="ct", repo=ct.repo, revision=ct.revision, entry_id=ct.id),
+            MergeInput(role="sft", repo=sft.repo, revision=sft.revision, entry_id=sft.id),
+            MergeInput(role="base", repo="alice/tiny-base", revision=ct.base.revision or ""),
+        ),
+        output_repo="alice/tiny-merge-ben",
+        output_revision=merged_sha,
+        status="evaluated",
+        languages=(LANG,),
+        results=tuple(EvalResult(task=t, metric=m, value=v, language=LANG) for t, (m, v) in MERGE_SCORES.items()),
+    )
+    store.add_many([ct, sft, merge])
+    # Repos for the bad-input and Submit tests.
+    _push(hub, family.ct, "alice/tiny-ct-submit", tmp,
+          readme=_card(language="bn", base="alice/tiny-base", scores={}, name="tiny-ct-submit"))  # fmt: skip
+    # A second CT (another language) for a group merge.
+    khk = build_ct_entry(
+        client, repo="alice/tiny-ct-submit", revision=None, language="khk_Cyrl", base="alice/tiny-base"
+    )
+    store.add(khk)
+    _push(hub, family.ct, "alice/tiny-ct-nolang", tmp,
+          readme=_card(language=None, base="alice/tiny-base", scores={}, name="tiny-ct-nolang"))  # fmt: skip
+    _push(hub, family.sft, "bob/private-model", tmp, private=True, token=hub.bob_token)
+    bert = tmp / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    shutil.copy(family.base / "model.safetensors", bert / "model.safetensors")
+    _push(hub, bert, "alice/not-llama", tmp)
+    return ct.id, sft.id, merged
+
+
+def _examples_dir(root: Path) -> Path:
+    # Our own two sentences in the shared-data layout (no real data is copied into tests).
+    (root / "flores200" / "devtest").mkdir(parents=True)
+    (root / "flores200" / "devtest" / f"{LANG}.jsonl").write_text(
+        json.dumps({"id": 0, "lang": LANG, "text": "আমি ভাত খাই।"}) + "\n", encoding="utf-8"
+    )
+    return root
+
+
+def _launch(services: Any) -> tuple[Any, str]:
+    from space.app import build_app
+
+    demo = build_app(services=services)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True)
+    return demo, url.rstrip("/")
+
+
+@pytest.fixture(scope="module")
+def world(hub: HubHandle, tiny_family: DemoFamily, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from gradio_client import Client
+
+    from space.config import SpaceConfig
+    from space.services import SpaceServices
+
+    tmp = tmp_path_factory.mktemp("space")
+    ct_id, sft_id, merged = _build_catalog(hub, tiny_family, tmp)
+    bot = StandInBot().start()
+    config = SpaceConfig(
+        endpoint=hub.url, token=hub.token, registry=REGISTRY, bot_url=bot.url,
+        data_dir=_examples_dir(tmp / "data"), workdir=tmp / "work", max_new_tokens=64, device="cpu",
+    )  # fmt: skip
+    services = SpaceServices(config, hub=hub.client())
+    demo, url = _launch(services)
+    client = Client(url, verbose=False)
+    yield World(hub, tiny_family, merged, ct_id, sft_id, bot, services, url, client)
+    demo.close()
+    bot.stop()
+
+
+def _greedy(model_dir: Path, prompt: str, n: int) -> str:
+    """The reference answer: plain transformers greedy decoding of a local checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, pad_token_id=0
+        )
+    return str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+
+
+def _app_error(call: Any) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        call()
+    return str(info.value)
+
+
+# -- the named API ------------------------------------------------------------------------------
+def test_named_endpoints(world: World) -> None:
+    api = world.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(api) == {"/generate", "/leaderboard", "/merge_preview", "/submit", "/job_status"}
+    names = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api.items()}
+    assert names["/generate"] == ["model_id", "prompt", "max_new_tokens"]
+    assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack"]
+    assert names["/submit"] == ["ct_repo_id", "language"]
+
+
+def test_generate_streams_the_greedy_answer(world: World) -> None:
+    prompt = "আমি ভাত"
+    job = world.client.submit("alice/tiny-merge-ben", prompt, 12, api_name="/generate")
+    final = job.result(timeout=120)
+    partials = job.outputs()
+    assert final == _greedy(world.merged_dir, prompt, 12)
+    assert final and len(partials) > 1, partials
+    for shorter, longer in zip(partials, partials[1:], strict=False):
+        assert longer.startswith(shorter)
+
+
+def test_generate_bad_inputs_say_what_is_wrong(world: World) -> None:
+    c = world.client
+    assert "prompt is empty" in _app_error(lambda: c.predict("alice/tiny-merge-ben", "  ", 8, api_name="/generate"))
+    missing = _app_error(lambda: c.predict("alice/no-such-model", "hi", 8, api_name="/generate"))
+    assert "alice/no-such-model" in missing and "Traceback" not in missing
+    private = _app_error(lambda: c.predict("bob/private-model", "hi", 8, api_name="/generate"))
+    assert "bob/private-model" in private
+    bert = _app_error(lambda: c.predict("alice/not-llama", "hi", 8, api_name="/generate"))
+    assert "not a causal language model" in bert and "BertModel" in bert
+    long_prompt = _app_error(lambda: c.predict("alice/tiny-merge-ben", "x" * 600, 8, api_name="/generate"))
+    assert "context of 512 tokens" in long_prompt and "601 tokens" in long_prompt
+    zero = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", 0, api_name="/generate"))
+    assert "max_new_tokens must be from 1 to 64" in zero
+    bad_id = _app_error(lambda: c.predict("not a repo", "hi", 8, api_name="/generate"))
+    assert "not a repo" in bad_id
+
+
+def test_examples_in_the_language(world: World) -> None:
+    assert world.services.examples(LANG) == ["আমি ভাত খাই।"]
+    assert world.services.examples("tam_Taml") == []
+
+
+def test_ten_users_generating_at_once(world: World) -> None:
+    jobs = [world.client.submit("alice/tiny-ct-ben", f"user {i}", 6, api_name="/generate") for i in range(10)]
+    answers = [job.result(timeout=300) for job in jobs]
+    assert answers == [_greedy(world.family.ct, f"user {i}", 6) for i in range(10)]
+    assert world.services.models.keys().count("alice/tiny-ct-ben") == 1  # loaded once, shared
+
+
+def test_model_too_large_is_refused_up_front(world: World) -> None:
+    from space.config import SpaceConfig
+    from space.errors import ModelTooLargeError
+    from space.services import SpaceServices
+
+    small = SpaceServices(
+        SpaceConfig(endpoint=world.hub.url, token=world.hub.token, registry=REGISTRY, cache_bytes=100_000),
+        hub=world.hub.client(cache="cache-small"),
+    )
+    with pytest.raises(ModelTooLargeError) as info:
+        next(small.generate("alice/tiny-sft", "hi", 4))
+    message = str(info.value)
+    assert "alice/tiny-sft" in message and "100.0 kB" in message and "safetensors headers" in message
+    assert not (world.hub.home / "cache-small").exists() or not list(
+        (world.hub.home / "cache-small").rglob("*.safetensors")
+    )
+
+
+def test_model_cache_evicts_least_recently_used(world: World) -> None:
+    from space.config import SpaceConfig
+    from space.services import SpaceServices
+
+    # Each tiny model's weights take 460,032 bytes (115,008 fp32 parameters): two fit in 1 MB.
+    two = SpaceServices(
+        SpaceConfig(endpoint=world.hub.url, token=world.hub.token, registry=REGISTRY, cache_bytes=1_000_000),
+        hub=world.hub.client(),
+    )
+    for model in ("alice/tiny-merge-ben", "alice/tiny-ct-ben", "alice/tiny-merge-ben", "alice/tiny-sft"):
+        list(two.generate(model, "hi", 2))
+    assert two.models.keys() == ["alice/tiny-merge-ben", "alice/tiny-sft"]
+    assert two.models.used == 2 * 460_032
+
+
+def test_leaderboard(world: World) -> None:
+    rows = world.client.predict(LANG, api_name="/leaderboard")
+    by_model = {row["model"]: row for row in rows}
+    assert set(by_model) == {"alice/tiny-merge-ben", "alice/tiny-ct-ben", "alice/tiny-sft"}
+    merged = by_model["alice/tiny-merge-ben"]
+    assert merged["flores_ben_Beng bits_per_byte"] == 3.0 and merged["sib200_eng_Latn acc"] == 0.34
+    assert merged["language gain kept"] == pytest.approx(4.0 / 5.7, abs=1e-4)
+    assert merged["task gain kept"] == pytest.approx(0.14 / 0.18, abs=1e-4)
+    assert by_model["alice/tiny-ct-ben"]["flores_ben_Beng bits_per_byte"] == 1.3
+    assert merged["link"] == f"{world.hub.url}/alice/tiny-merge-ben"
+    unknown = _app_error(lambda: world.client.predict("tam_Taml", api_name="/leaderboard"))
+    assert "tam_Taml" in unknown and LANG in unknown
+
+
+def test_merge_preview_matches_the_engine(world: World) -> None:
+    from registry.merge.engine import run_merge
+    from registry.merge.plan import plan_merge
+    from registry.recipe import parse_recipe
+
+    summary = world.client.predict(world.ct_id, world.sft_id, "ties_sv", 0.5, 0.3, api_name="/merge_preview")
+    fam = world.family
+    recipe = parse_recipe(
+        {
+            "merge_method": "ties_sv", "base_model": str(fam.base), "tokenizer_source": "ct",
+            "models": [
+                {"model": str(fam.ct), "role": "ct", "language": LANG, "parameters": {"weight": 1.0, "density": 0.5}},
+                {"model": str(fam.sft), "role": "sft", "parameters": {"weight": 1.0, "density": 0.5}},
+            ],
+            "parameters": {"slack": 0.3},
+        }
+    )  # fmt: skip
+    expected = run_merge(plan_merge(recipe), out=world.services.workdir() / "reference", device="cpu", progress=False)
+
+    def numbers(text: str) -> list[str]:
+        return [line.split(":", 1)[-1] for line in text.splitlines() if "conflicts" in line or "tensors" in line]
+
+    assert summary.startswith("ties_sv:") and "rescued by slack" in summary
+    assert numbers(summary) == numbers(expected.report.summary())
+    group = world.client.predict(
+        f"{world.ct_id}, alice/tiny-ct-submit", world.sft_id, "ties_sv", 0.5, 0.1, api_name="/merge_preview"
+    )
+    assert "ct alice/tiny-ct-ben@" in group and "ct alice/tiny-ct-submit@" in group and "sft alice/tiny-sft@" in group
+    methods = _app_error(
+        lambda: world.client.predict(world.ct_id, world.sft_id, "nope", 0.5, 0.3, api_name="/merge_preview")
+    )
+    assert "ties_sv" in methods and "linear" in methods
+    density = _app_error(
+        lambda: world.client.predict(world.ct_id, world.sft_id, "ties", 0.0, 0.0, api_name="/merge_preview")
+    )
+    assert "density" in density
+    unknown = _app_error(
+        lambda: world.client.predict("ct-nope", world.sft_id, "ties", 0.5, 0.0, api_name="/merge_preview")
+    )
+    assert "ct-nope" in unknown
+
+
+def test_submit_and_job_status_through_the_bot(world: World) -> None:
+    answer = world.client.predict("alice/tiny-ct-submit", "", api_name="/submit")
+    assert answer["job_id"] == answer["job_ids"][0] and answer["reasons"] == []
+    request = world.bot.requests[-1]
+    assert request["body"] == {"ct_repo": "alice/tiny-ct-submit", "language": LANG}
+    assert request["auth"] == f"Bearer {world.hub.token}"
+    assert world.client.predict(answer["job_id"], api_name="/job_status") == "queued"
+    assert "no job job-404" in _app_error(lambda: world.client.predict("job-404", api_name="/job_status"))
+
+
+def test_submit_gives_every_reason(world: World) -> None:
+    sent = len(world.bot.requests)
+    nolang = world.client.predict("alice/tiny-ct-nolang", "", api_name="/submit")
+    assert nolang["job_id"] is None and any("no language" in r for r in nolang["reasons"])
+    missing = world.client.predict("alice/nothing-here", "", api_name="/submit")
+    assert missing["job_id"] is None and "alice/nothing-here" in missing["reasons"][0]
+    bert = world.client.predict("alice/not-llama", LANG, api_name="/submit")
+    assert bert["job_id"] is None and "alice/not-llama" in bert["reasons"][0] and "hidden_size" in bert["reasons"][0]
+    with_language = world.client.predict("alice/tiny-ct-nolang", LANG, api_name="/submit")
+    assert with_language["job_id"] is not None
+    assert len(world.bot.requests) == sent + 1  # refused submissions never reach the bot
+
+
+def test_bot_unreachable_and_hub_unreachable(world: World) -> None:
+    import httpx
+    from gradio_client import Client
+
+    from space.config import SpaceConfig
+    from space.services import SpaceServices
+
+    no_bot = SpaceServices(
+        SpaceConfig(
+            endpoint=world.hub.url, token=world.hub.token, registry=REGISTRY, bot_url=f"http://127.0.0.1:{_free_port()}"
+        ),
+        hub=world.hub.client(),
+    )
+    no_hub = SpaceServices(SpaceConfig(endpoint=f"http://127.0.0.1:{_free_port()}", token="x", registry=REGISTRY))
+    demos = [_launch(no_bot), _launch(no_hub)]
+    try:
+        (_, bot_url), (_, hub_url) = demos
+        client = Client(bot_url, verbose=False)
+        message = _app_error(lambda: client.predict("alice/tiny-ct-submit", "", api_name="/submit"))
+        assert "unreachable" in message and "everything else in the Space works" in message
+        assert client.predict(LANG, api_name="/leaderboard")  # the rest works
+        page = httpx.get(hub_url, timeout=30)
+        assert page.status_code == 200
+        assert httpx.get(f"{hub_url}/config", timeout=30).json()["title"] == "Mergeling"
+        assert "cannot be reached" in no_hub.status()  # what the page's status line says on load
+        down = _app_error(lambda: Client(hub_url, verbose=False).predict(LANG, api_name="/leaderboard"))
+        assert "cannot be reached" in down
+    finally:
+        for demo, _ in demos:
+            demo.close()
+
+
+def test_registry_space_cli_prints_its_url_first(world: World) -> None:
+    import httpx
+
+    env = world.hub.env()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from registry.cli import main; main()", "space", "--registry", REGISTRY, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", line), line
+        page = httpx.get(line, timeout=30)
+        assert page.status_code == 200 and "Mergeling" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- a real browser ---------------------------------------------------------------------------
+def test_browser(world: World, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(world.url)
+            expect(page).to_have_title("Mergeling")
+            expect(page.get_by_role("heading", name="Mergeling")).to_be_visible()
+            expect(page.locator("#status")).to_contain_text(REGISTRY, timeout=30_000)
+            # Try: pick the language, then generate.
+            page.locator("#try-language input").click()
+            page.get_by_role("option", name=LANG).click()
+            expect(page.locator("#try-merged input")).to_have_value(re.compile("alice/tiny-merge-ben"), timeout=30_000)
+            page.locator("#try-prompt textarea").fill("আমি ভাত")
+            page.locator("#try-generate").click()
+            expect(page.locator("#out-merged textarea")).not_to_have_value("", timeout=60_000)
+            expect(page.locator("#out-ct textarea")).not_to_have_value("", timeout=60_000)
+            page.screenshot(path=str(tmp_path / "try.png"), full_page=True)
+            # Leaderboard: a row and a plot.
+            page.get_by_role("tab", name="Leaderboard").click()
+            expect(page.locator("#leaderboard-table")).to_contain_text("tiny-merge-ben", timeout=30_000)
+            expect(page.locator("#leaderboard-scatter [role='graphics-symbol']").first).to_be_attached(timeout=30_000)
+            expect(page.locator("#leaderboard-bars path[aria-roledescription='bar'][fill]").first).to_be_attached(
+                timeout=30_000
+            )
+            page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
+            # Merge: a tiny merge and its diagnostics.
+            page.get_by_role("tab", name="Merge").click()
+            page.locator("#merge-prompt input, #merge-prompt textarea").first.fill("আমি")
+            page.locator("#merge-go").click()
+            expect(page.locator("#merge-summary textarea")).to_have_value(re.compile("ties_sv: "), timeout=120_000)
+            # Bars drawn with a colour per statistic (not only the axes).
+            expect(page.locator("#merge-layers path[aria-roledescription='bar'][fill]").first).to_be_attached()
+            expect(page.locator("#merge-answer input, #merge-answer textarea").first).not_to_have_value("")
+            page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
+            # Submit: the bot's queue (jobs submitted by the tests above), refreshed by a timer.
+            page.get_by_role("tab", name="Submit").click()
+            expect(page.locator("#jobs-table")).to_contain_text("alice/tiny-ct-submit", timeout=30_000)
+            # Registry: lineage and revisions.
+            page.get_by_role("tab", name="Registry").click()
+            expect(page.locator("#registry-table")).to_contain_text(
+                "alice/tiny-base → alice/tiny-ct-ben", timeout=30_000
+            )
+            page.screenshot(path=str(tmp_path / "registry.png"), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshots in {tmp_path}")
+    assert errors == []

@@ -1,0 +1,150 @@
+"""The Space's catalog view and leaderboard: rows, filters, the lab's gain-kept fractions, plot data."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.catalog.entries import (
+    CtEntry,
+    EvalResult,
+    MergeEntry,
+    MergeInput,
+    ModelRef,
+    SftEntry,
+    ct_entry_id,
+    merge_entry_id,
+    sft_entry_id,
+)
+from space.catalog_view import CatalogView
+from space.leaderboard import (
+    ModelScores,
+    Score,
+    bar_rows,
+    collect_scores,
+    gains_kept,
+    leaderboard_rows,
+    scatter_rows,
+)
+
+SHA = "a" * 40
+BASE = ModelRef(repo="lab/base", revision="b" * 40)
+
+
+def _ct(repo: str, language: str) -> CtEntry:
+    return CtEntry(
+        id=ct_entry_id(repo=repo, revision="main", language=language), repo=repo, revision="main", base=BASE,
+        language=language, verified=False,
+    )  # fmt: skip
+
+
+def _sft(repo: str) -> SftEntry:
+    return SftEntry(id=sft_entry_id(repo=repo, revision="main"), repo=repo, revision="main", base=BASE, verified=False)
+
+
+def _merge(out: str, method: str, ct: CtEntry, sft: SftEntry, *, status: str = "evaluated", results=()) -> MergeEntry:  # noqa: ANN001
+    recipe_hash = (method.encode().hex() * 64)[:64]
+    return MergeEntry(
+        id=merge_entry_id(output_repo=out, recipe_hash=recipe_hash), method=method, recipe_hash=recipe_hash,
+        inputs=(MergeInput(role="ct", repo=ct.repo, revision=SHA), MergeInput(role="sft", repo=sft.repo, revision=SHA)),
+        output_repo=out, output_revision=SHA if status in ("merged", "evaluated") else None, status=status,  # type: ignore[arg-type]
+        languages=(ct.language,), results=tuple(results),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def view() -> CatalogView:
+    ct_ben, ct_tam, sft = _ct("lab/ct-ben", "ben_Beng"), _ct("lab/ct-tam", "tam_Taml"), _sft("lab/sft")
+    return CatalogView(
+        repo_id="lab/mergeling-registry",
+        cts=(ct_ben, ct_tam),
+        sfts=(sft,),
+        merges=(
+            _merge("lab/ben-ties", "ties", ct_ben, sft,
+                   results=[EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=3.0)]),
+            _merge("lab/ben-linear", "linear", ct_ben, sft),
+            _merge("lab/tam-running", "ties_sv", ct_tam, sft, status="running"),
+        ),
+    )  # fmt: skip
+
+
+def _cards(repo: str, revision: str | None) -> list[Score]:
+    # What the models' cards say (model-index), as a reader over the Hub would return it.
+    table = {
+        "lab/ct-ben": [Score("flores_ben_Beng", "bits_per_byte", 1.3), Score("sib200_eng_Latn", "acc", 0.2)],
+        "lab/sft": [Score("flores_ben_Beng", "bits_per_byte", 7.0), Score("sib200_eng_Latn", "acc", 0.38)],
+        "lab/ben-ties": [Score("sib200_eng_Latn", "acc", 0.34), Score("flores_ben_Beng", "bits_per_byte", 9.9)],
+        "lab/ben-linear": [Score("flores_ben_Beng", "bits_per_byte", 2.0), Score("sib200_eng_Latn", "acc", 0.29)],
+    }
+    return table.get(repo, [])
+
+
+def test_catalog_view_languages_trios_and_lineage(view: CatalogView) -> None:
+    assert view.languages() == ["ben_Beng", "tam_Taml"]
+    trios = view.trios("ben_Beng")
+    assert [t.merged for t in trios] == [f"lab/ben-linear@{SHA}", f"lab/ben-ties@{SHA}"]
+    assert trios[0].ct == f"lab/ct-ben@{SHA}" and trios[0].sft == f"lab/sft@{SHA}"
+    assert view.trios("tam_Taml") == []  # still running: no weights to try
+    rows = view.registry_rows("ben_Beng")
+    assert [r["kind"] for r in rows] == ["ct", "sft", "merge (linear, evaluated)", "merge (ties, evaluated)"]
+    assert rows[0]["lineage"] == "lab/base → lab/ct-ben"
+    assert rows[3]["lineage"] == "ct lab/ct-ben + sft lab/sft → lab/ben-ties" and rows[3]["revision"] == "aaaaaaa"
+    assert view.find_checkpoint("lab/sft") is not None and view.find_checkpoint("lab/nope") is None
+
+
+def test_entry_results_win_over_the_card(view: CatalogView) -> None:
+    scores = {m.repo: m for m in collect_scores(view, _cards)}
+    assert scores["lab/ben-ties"].value("flores_ben_Beng", "bits_per_byte") == 3.0  # entry, not the card's 9.9
+    assert scores["lab/ben-ties"].value("sib200_eng_Latn", "acc") == 0.34  # filled in from the card
+
+
+def test_gain_kept_fractions_as_in_the_lab(view: CatalogView) -> None:
+    kept = gains_kept(collect_scores(view, _cards))
+    assert kept["lab/ben-ties"].language == pytest.approx((7.0 - 3.0) / (7.0 - 1.3))
+    assert kept["lab/ben-ties"].task == pytest.approx((0.34 - 0.2) / (0.38 - 0.2))
+    assert kept["lab/ben-linear"].task == pytest.approx(0.5)
+    assert kept["lab/tam-running"].language is None  # no numbers for its CT
+
+
+def test_leaderboard_filters_search_and_sort(view: CatalogView) -> None:
+    models = collect_scores(view, _cards)
+    rows = leaderboard_rows(models, language="ben_Beng", endpoint="http://hub")
+    assert [r["model"] for r in rows] == ["lab/ben-linear", "lab/ben-ties", "lab/ct-ben", "lab/sft"]
+    assert rows[0]["link"] == "http://hub/lab/ben-linear"
+    assert {"flores_ben_Beng bits_per_byte", "sib200_eng_Latn acc"} <= set(rows[0])
+    only_ties = leaderboard_rows(models, language="ben_Beng", method="ties")
+    assert [r["model"] for r in only_ties] == ["lab/ben-ties", "lab/ct-ben", "lab/sft"]
+    assert [r["model"] for r in leaderboard_rows(models, search="LINEAR")] == ["lab/ben-linear"]
+    by_bpb = leaderboard_rows(models, language="ben_Beng", sort_by="flores_ben_Beng bits_per_byte")
+    assert [r["flores_ben_Beng bits_per_byte"] for r in by_bpb] == [1.3, 2.0, 3.0, 7.0]  # lower is better
+    by_acc = leaderboard_rows(models, language="ben_Beng", sort_by="sib200_eng_Latn acc")
+    assert [r["sib200_eng_Latn acc"] for r in by_acc] == [0.38, 0.34, 0.29, 0.2]
+    tam = leaderboard_rows(models, language="tam_Taml")
+    assert [r["model"] for r in tam] == ["lab/tam-running", "lab/ct-tam", "lab/sft"]
+
+
+def test_plot_rows(view: CatalogView) -> None:
+    models = collect_scores(view, _cards)
+    bars = bar_rows(models, "ben_Beng")
+    bpb = [(r["bar"], r["model"], r["value"]) for r in bars if r["metric"] == "flores_ben_Beng bits_per_byte"]
+    assert bpb == [
+        ("flores_ben_Beng bits_per_byte · CT", "CT", 1.3),
+        ("flores_ben_Beng bits_per_byte · SFT", "SFT", 7.0),
+        ("flores_ben_Beng bits_per_byte · merged ben-linear", "merged", 2.0),
+        ("flores_ben_Beng bits_per_byte · merged ben-ties", "merged", 3.0),
+    ]
+    points = scatter_rows(models, "ben_Beng")
+    assert [(p["repo"], p["method"]) for p in points] == [("lab/ben-linear", "linear"), ("lab/ben-ties", "ties")]
+    assert scatter_rows(models, "tam_Taml") == []
+
+
+def test_limited_results_keep_their_label() -> None:
+    from huggingface_hub import EvalResult as HfEvalResult
+
+    from space.leaderboard import _card_score
+
+    result = HfEvalResult(
+        task_type="text-classification", task_name="sib200_eng_Latn (5-shot)", dataset_type="Davlan/sib200",
+        dataset_name="SIB-200", metric_type="acc", metric_value=0.5, dataset_args={"limit": 50},
+    )  # fmt: skip
+    assert _card_score(result) == Score("sib200_eng_Latn", "acc (--limit 50)", 0.5)
+    assert ModelScores(repo="x/y", revision=None, role="ct", languages=()).value("a", "b") is None
