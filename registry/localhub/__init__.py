@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from registry.localhub.app import HubConfig, LocalHub
-    from registry.localhub.http import HttpServer
+    from registry.localhub.server import HttpServer
 
 
 @dataclass
@@ -41,11 +41,12 @@ class EmbeddedHub:
             OSError: the port is taken, or another server uses `data_dir`.
         """
         from registry.localhub.app import LocalHub
-        from registry.localhub.http import HttpServer
+        from registry.localhub.edge import build_app
+        from registry.localhub.server import HttpServer
 
         app = LocalHub(data_dir, config=config)
         try:
-            server = HttpServer(app, host=host, port=port)
+            server = HttpServer(build_app(app), host=host, port=port)
         except OSError:
             app.close()
             raise

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from registry.localhub.names import StorageError, validate_path
+from registry.localhub.names import InvalidInput, NotFound, StaleParent, StorageError, Unprocessable, validate_path
 from registry.localhub.storage import FileEntry, RepoStore, Storage, git_blob_oid, lfs_pointer
 
 
@@ -64,7 +64,7 @@ class CommitResult:
 
 
 def _bad(message: str) -> StorageError:
-    return StorageError(f"Malformed commit payload: {message}", status=400, code="BadRequest")
+    return InvalidInput(f"Malformed commit payload: {message}", code="BadRequest")
 
 
 def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
@@ -154,10 +154,9 @@ def branch_ref(store: RepoStore, revision: str) -> tuple[str, str]:
     name = revision[11:] if revision.startswith("refs/heads/") else revision
     if name in refs["heads"]:
         return "heads", name
-    raise StorageError(
+    raise NotFound(
         f"Branch {revision!r} not found in {store.repo_id}: commits go to a branch or refs/pr/N; "
         "create the branch first",
-        status=404,
         code="RevisionNotFound",
     )
 
@@ -185,10 +184,9 @@ def apply_commit(
         refs = store.refs()
         old_head = refs[kind][name]
         if header.parent is not None and not old_head.startswith(header.parent):
-            raise StorageError(
+            raise StaleParent(
                 f"Parent commit {header.parent} is not the head of {name} ({old_head}): someone committed "
                 "in between; re-read the branch and retry",
-                status=412,
                 code="PreconditionFailed",
             )
         files = dict(store.commit(old_head).files)
@@ -203,10 +201,9 @@ def apply_commit(
                 files[op.path] = op.entry
             elif isinstance(op, AddLfs):
                 if not storage.blobs.exists(op.sha256):
-                    raise StorageError(
+                    raise Unprocessable(
                         f"LFS object {op.sha256} for {op.path!r} was never uploaded; upload it through the "
                         "LFS batch API first",
-                        status=422,
                         code="LfsObjectMissing",
                     )
                 size = storage.blobs.size(op.sha256)
@@ -218,16 +215,12 @@ def apply_commit(
             elif op.folder:
                 doomed = [p for p in files if p.startswith(op.path + "/")]
                 if not doomed:
-                    raise StorageError(
-                        f"A folder with this name doesn't exist: {op.path!r}", status=404, code="EntryNotFound"
-                    )
+                    raise NotFound(f"A folder with this name doesn't exist: {op.path!r}", code="EntryNotFound")
                 for p in doomed:
                     del files[p]
             else:
                 if op.path not in files:
-                    raise StorageError(
-                        f"A file with this name doesn't exist: {op.path!r}", status=404, code="EntryNotFound"
-                    )
+                    raise NotFound(f"A file with this name doesn't exist: {op.path!r}", code="EntryNotFound")
                 del files[op.path]
         _check_no_file_folder_clash(files)
         for data in pending:

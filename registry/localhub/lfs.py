@@ -14,7 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.http import Request, Response
+from registry.localhub.names import Forbidden, InvalidInput, NotFound, Unprocessable
 from registry.localhub.routes_repos import web_path
 
 if TYPE_CHECKING:
@@ -33,17 +34,17 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
     hub.write_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
     if not isinstance(body, dict) or body.get("operation") != "upload":
-        raise HttpError(
-            "Only the 'upload' operation is supported; download files through /resolve", status=400, code="BadRequest"
+        raise InvalidInput(
+            "Only the 'upload' operation is supported; download files through /resolve", code="BadRequest"
         )
     objects = body.get("objects")
     if not isinstance(objects, list):
-        raise HttpError("LFS batch body needs an 'objects' list", status=400, code="BadRequest")
+        raise InvalidInput("LFS batch body needs an 'objects' list", code="BadRequest")
     verify = f"{req.base_url}{web_path(repo_type, repo_id)}.git/info/lfs/objects/verify"
     out: list[dict[str, Any]] = []
     for obj in objects:
         if not isinstance(obj, dict):
-            raise HttpError("each LFS batch object must be {'oid', 'size'}", status=400, code="BadRequest")
+            raise InvalidInput("each LFS batch object must be {'oid', 'size'}", code="BadRequest")
         oid, size = str(obj.get("oid", "")), obj.get("size")
         if not _OID.match(oid) or not isinstance(size, int) or size < 0:
             out.append(
@@ -82,17 +83,17 @@ def upload(hub: LocalHub, req: Request, *, oid: str) -> Response:
     try:
         size, expires = int(req.q("size") or -1), int(req.q("expires") or 0)
     except ValueError:
-        raise HttpError("Malformed LFS upload URL; request a new one from the batch API", status=400) from None
+        raise InvalidInput("Malformed LFS upload URL; request a new one from the batch API") from None
     if not _OID.match(oid) or not hmac.compare_digest(_sign(hub, oid, size, expires), req.q("sig") or ""):
-        raise HttpError("Invalid LFS upload signature; request a new upload URL from the batch API", status=403)
+        raise Forbidden("Invalid LFS upload signature; request a new upload URL from the batch API")
     if expires < time.time():
-        raise HttpError("Expired LFS upload URL; request a new one from the batch API", status=403)
+        raise Forbidden("Expired LFS upload URL; request a new one from the batch API")
     if hub.storage.blobs.exists(oid):
         req.body.read(limit=size)
         return Response.json({})
     stored_oid, stored_size = hub.storage.blobs.put_stream(req.body.iter_chunks(limit=size), expected_sha256=oid)
     if stored_size != size:  # cannot happen with a matching sha256 unless the size was wrong
-        raise HttpError(f"Uploaded {stored_size} bytes, announced {size}", status=422)
+        raise Unprocessable(f"Uploaded {stored_size} bytes, announced {size}")
     return Response.json({})
 
 
@@ -105,5 +106,5 @@ def verify(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Respons
         or not hub.storage.blobs.exists(oid)
         or (size is not None and hub.storage.blobs.size(oid) != size)
     ):
-        raise HttpError(f"LFS object {oid} is not stored (or has another size); upload it again", status=404)
+        raise NotFound(f"LFS object {oid} is not stored (or has another size); upload it again")
     return Response.json({})

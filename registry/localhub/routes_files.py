@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode
 
 from registry.localhub.commits import apply_commit, branch_ref, parse_ndjson
-from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.names import StorageError, validate_path
+from registry.localhub.http import Request, Response
+from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
 from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import Commit, FileEntry, RepoStore, lfs_pointer
 
@@ -25,7 +25,7 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
     commit_id = store.resolve(revision)
     entry = store.commit(commit_id).files.get(path)
     if entry is None:
-        return _entry_not_found(path, revision, repo_id, commit_id)
+        _entry_not_found(path, revision, repo_id, commit_id)
     headers = {
         "X-Repo-Commit": commit_id,
         "ETag": f'"{entry.etag}"',
@@ -47,13 +47,9 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
     return Response(status=206, headers=headers, file=(blob, start, end - start + 1))
 
 
-def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> Response:
+def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> NoReturn:
     message = f"Entry not found: {path!r} at revision {revision!r} of {repo_id}"
-    return Response.json(
-        {"error": message},
-        status=404,
-        headers={"X-Error-Code": "EntryNotFound", "X-Error-Message": message, "X-Repo-Commit": commit_id},
-    )
+    raise NotFound(message, code="EntryNotFound", headers={"X-Repo-Commit": commit_id})
 
 
 def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -119,7 +115,7 @@ def tree(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision:
     folders = _folders(commit.files)
     if path and path not in folders:
         message = f"Folder not found: {path!r} at revision {revision!r} of {repo_id}"
-        raise StorageError(message, status=404, code="EntryNotFound")
+        raise NotFound(message, code="EntryNotFound")
     prefix = path + "/" if path else ""
     recursive = req.qbool("recursive")
 
@@ -162,7 +158,7 @@ def paths_info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
             body = json.loads(raw or b"{}")
             paths, expand = list(body.get("paths", [])), bool(body.get("expand"))
         except (ValueError, AttributeError):
-            raise HttpError("paths-info body is not valid JSON", status=400, code="BadRequest") from None
+            raise InvalidInput("paths-info body is not valid JSON", code="BadRequest") from None
     else:
         form = parse_qs(raw.decode("utf-8", errors="replace"))
         paths, expand = form.get("paths", []), form.get("expand", ["false"])[-1].lower() in ("1", "true")
@@ -212,7 +208,7 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
     body = req.json(limit=hub.config.max_json_bytes)
     files = body.get("files") if isinstance(body, dict) else None
     if not isinstance(files, list):
-        raise HttpError("preupload body must be {'files': [{'path', 'size', 'sample'}]}", status=400, code="BadRequest")
+        raise InvalidInput("preupload body must be {'files': [{'path', 'size', 'sample'}]}", code="BadRequest")
     current = store.commit(store.resolve(revision)).files
     lfs_ok = client_disabled_xet(req)
     out = []
@@ -222,7 +218,7 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
             or not isinstance(item.get("path"), str)
             or not isinstance(item.get("size", 0), int)
         ):
-            raise HttpError("each preupload file needs a 'path' (and an integer 'size')", status=400, code="BadRequest")
+            raise InvalidInput("each preupload file needs a 'path' (and an integer 'size')", code="BadRequest")
         path = validate_path(item["path"])
         size = item.get("size") or 0
         mode = "lfs" if lfs_ok and size >= hub.config.lfs_threshold else "regular"
@@ -240,13 +236,10 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
     store, who = hub.write_repo(req, repo_type, repo_id)
     try:
         raw = req.body.read(limit=hub.config.max_commit_bytes)
-    except HttpError as exc:
-        if exc.status != 413:
-            raise
-        raise HttpError(
+    except TooLarge as exc:
+        raise TooLarge(
             f"{exc} (inline file content). Send large files through LFS: set HF_HUB_DISABLE_XET=1 and "
             "HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet, or use registry.hub.HubClient",
-            status=413,
             code="PayloadTooLarge",
         ) from None
     header, ops = parse_ndjson(raw)

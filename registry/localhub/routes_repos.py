@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
-from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.names import REPO_TYPES, StorageError, validate_path
+from registry.localhub.http import Request, Response
+from registry.localhub.names import REPO_TYPES, Conflict, InvalidInput, NotFound, StorageError, validate_path
 from registry.localhub.storage import Commit, RepoStore
 
 if TYPE_CHECKING:
@@ -31,20 +31,10 @@ def whoami(hub: LocalHub, req: Request) -> Response:
     )
 
 
-def repos_action(hub: LocalHub, req: Request, action: str) -> Response:
-    if action == "create" and req.method == "POST":
-        return _create(hub, req)
-    if action == "delete" and req.method == "DELETE":
-        return _delete(hub, req)
-    if action == "move" and req.method == "POST":
-        return _move(hub, req)
-    raise HttpError(f"No route for {req.method} /api/repos/{action}", status=404)
-
-
 def _repo_type(value: Any) -> str:
     repo_type = value or "model"
     if repo_type not in REPO_TYPES:
-        raise HttpError(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}", status=400)
+        raise InvalidInput(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
     return repo_type
 
 
@@ -52,11 +42,11 @@ def _body_repo_id(body: dict[str, Any], *, default_namespace: str) -> str:
     """`organization/name` from a create or delete body (`organization` null: the caller)."""
     name, org = body.get("name"), body.get("organization")
     if not isinstance(name, str) or not (org is None or isinstance(org, str)):
-        raise HttpError("'name' must be a string and 'organization' a string or null", status=400, code="BadRequest")
+        raise InvalidInput("'name' must be a string and 'organization' a string or null", code="BadRequest")
     return f"{org or default_namespace}/{name}"
 
 
-def _create(hub: LocalHub, req: Request) -> Response:
+def create(hub: LocalHub, req: Request) -> Response:
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
@@ -68,15 +58,14 @@ def _create(hub: LocalHub, req: Request) -> Response:
     extra = {"sdk": body["sdk"]} if repo_type == "space" and body.get("sdk") else {}
     try:
         store = hub.storage.create_repo(repo_type, repo_id, private=private, author=who.name, extra=extra)
-    except StorageError as exc:
-        if exc.status == 409:
-            return Response.json({"error": str(exc), "url": url}, status=409, headers={"X-Error-Message": str(exc)})
+    except Conflict as exc:
+        exc.fields["url"] = url
         raise
     hub.webhooks.emit_repo(store, scope="repo", action="create")
     return Response.json({"url": url, "name": repo_id, "id": store.info["objectId"]})
 
 
-def _delete(hub: LocalHub, req: Request) -> Response:
+def delete(hub: LocalHub, req: Request) -> Response:
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
@@ -87,7 +76,7 @@ def _delete(hub: LocalHub, req: Request) -> Response:
     return Response.json({})
 
 
-def _move(hub: LocalHub, req: Request) -> Response:
+def move(hub: LocalHub, req: Request) -> Response:
     import os
 
     from registry.localhub.storage import repo_dir
@@ -99,7 +88,7 @@ def _move(hub: LocalHub, req: Request) -> Response:
     hub.check_write(who, dst.split("/")[0])
     target = repo_dir(hub.data_dir, repo_type, dst)
     if hub.storage.exists(repo_type, dst):
-        raise HttpError(f"Cannot move {src} to {dst}: {dst} already exists", status=409)
+        raise Conflict(f"Cannot move {src} to {dst}: {dst} already exists")
     hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)
     with hub.locks.get(f"{repo_type}/{src}"):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -256,9 +245,9 @@ def _check_ref_name(name: str) -> str:
     try:
         validate_path(name)
     except StorageError:
-        raise HttpError(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'", status=400) from None
+        raise InvalidInput(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'") from None
     if name.startswith("refs/") or any(c in name for c in " ~^:?*[@{"):
-        raise HttpError(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'", status=400)
+        raise InvalidInput(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'")
     return name
 
 
@@ -269,7 +258,7 @@ def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, 
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name in refs_["heads"]:
-            raise HttpError(f"Branch {name!r} already exists in {repo_id}", status=409)
+            raise Conflict(f"Branch {name!r} already exists in {repo_id}")
         start = store.resolve(body.get("startingPoint") or "main")
         refs_["heads"][name] = start
         store.write_refs(refs_)
@@ -286,7 +275,7 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name in refs_["tags"]:
-            raise HttpError(f"Tag {name!r} already exists in {repo_id}", status=409)
+            raise Conflict(f"Tag {name!r} already exists in {repo_id}")
         target = store.resolve(revision or "main")
         refs_["tags"][name] = target
         store.write_refs(refs_)
@@ -299,12 +288,12 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
 def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kind: str, name: str) -> Response:
     store, _ = hub.write_repo(req, repo_type, repo_id)
     if kind == "heads" and name == "main":
-        raise HttpError("The main branch cannot be deleted; delete the repo instead", status=400)
+        raise InvalidInput("The main branch cannot be deleted; delete the repo instead")
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name not in refs_[kind]:
             what = "Branch" if kind == "heads" else "Tag"
-            raise HttpError(f"{what} {name!r} not found in {repo_id}", status=404, code="RevisionNotFound")
+            raise NotFound(f"{what} {name!r} not found in {repo_id}", code="RevisionNotFound")
         old = refs_[kind].pop(name)
         store.write_refs(refs_)
     hub.webhooks.emit_repo(

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from registry.localhub.names import REPO_TYPES, StorageError, validate_repo_id
+from registry.localhub.names import (
+    REPO_TYPES,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unprocessable,
+    validate_repo_id,
+)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
@@ -94,7 +101,7 @@ class BlobStore:
 
     def path(self, sha256: str) -> Path:
         if not _SHA256.match(sha256):
-            raise StorageError(f"Invalid sha256 {sha256!r}: expected 64 lowercase hex digits", status=400)
+            raise InvalidInput(f"Invalid sha256 {sha256!r}: expected 64 lowercase hex digits")
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
@@ -131,9 +138,8 @@ class BlobStore:
                 os.fsync(fh.fileno())
             sha = digest.hexdigest()
             if expected_sha256 is not None and sha != expected_sha256:
-                raise StorageError(
+                raise Unprocessable(
                     f"Uploaded content hashes to {sha}, not the announced oid {expected_sha256}; re-upload the file",
-                    status=422,
                 )
             target = self.path(sha)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -253,10 +259,9 @@ class RepoStore:
             reachable = [m for m in matches if self._is_reachable(m)]
             if len(reachable) == 1:
                 return reachable[0]
-        raise StorageError(
+        raise NotFound(
             f"Revision {revision!r} not found in {self.repo_type} repo {self.repo_id}: use a branch, tag, "
             "refs/pr/N or commit id",
-            status=404,
             code="RevisionNotFound",
         )
 
@@ -279,7 +284,7 @@ class RepoStore:
 def repo_dir(root: Path, repo_type: str, repo_id: str) -> Path:
     ns, name = validate_repo_id(repo_id)
     if repo_type not in REPO_TYPES:
-        raise StorageError(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
+        raise InvalidInput(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
     return root / "repos" / f"{repo_type}s" / ns / name
 
 
@@ -304,9 +309,8 @@ class Storage:
         """
         root = repo_dir(self.data_dir, repo_type, repo_id)
         if not (root / "refs.json").is_file():
-            raise StorageError(
+            raise NotFound(
                 f"Repository not found: {repo_type} {repo_id!r}. Check the id and repo type, or create it first",
-                status=404,
                 code="RepoNotFound",
             )
         return RepoStore(root, repo_type=repo_type, repo_id=repo_id)
@@ -324,7 +328,7 @@ class Storage:
         """
         root = repo_dir(self.data_dir, repo_type, repo_id)
         if (root / "refs.json").is_file():
-            raise StorageError(f"You already created this {repo_type} repo: {repo_id}", status=409)
+            raise Conflict(f"You already created this {repo_type} repo: {repo_id}")
         root.mkdir(parents=True, exist_ok=True)
         store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)
         atomic_write_json(

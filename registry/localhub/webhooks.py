@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.http import Request, Response
+from registry.localhub.names import InvalidInput, NotFound
 from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
@@ -234,30 +235,25 @@ def _validated(body: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(watched, list) or not all(
             isinstance(w, dict) and w.get("type") in _WATCH_TYPES and isinstance(w.get("name"), str) for w in watched
         ):
-            raise HttpError(
+            raise InvalidInput(
                 f"'watched' must be a list of {{type, name}} with type in {', '.join(_WATCH_TYPES)}",
-                status=400,
                 code="BadRequest",
             )
         hook["watched"] = [{"type": w["type"], "name": w["name"]} for w in watched]
     if body.get("domains") is not None:
         if not isinstance(body["domains"], list) or not set(body["domains"]) <= set(_DOMAINS) or not body["domains"]:
-            raise HttpError(f"'domains' must be a non-empty subset of {list(_DOMAINS)}", status=400, code="BadRequest")
+            raise InvalidInput(f"'domains' must be a non-empty subset of {list(_DOMAINS)}", code="BadRequest")
         hook["domains"] = list(body["domains"])
     if body.get("url") is not None:
         if not str(body["url"]).startswith(("http://", "https://")):
-            raise HttpError(
-                f"Webhook url {body['url']!r} must start with http:// or https://", status=400, code="BadRequest"
-            )
+            raise InvalidInput(f"Webhook url {body['url']!r} must start with http:// or https://", code="BadRequest")
         hook["url"] = body["url"]
     if "secret" in body:
         hook["secret"] = body["secret"] or None
     if body.get("jobSourceId") or body.get("secrets"):
-        raise HttpError(
-            "Job webhooks are not supported by this hub; give a 'url' instead", status=400, code="BadRequest"
-        )
+        raise InvalidInput("Job webhooks are not supported by this hub; give a 'url' instead", code="BadRequest")
     if not hook.get("url"):
-        raise HttpError("A webhook needs a 'url'", status=400, code="BadRequest")
+        raise InvalidInput("A webhook needs a 'url'", code="BadRequest")
     return hook
 
 
@@ -286,7 +282,7 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
             return Response.json({"webhook": _public(hook_id, hook)})
     hook_id = rest[0]
     if hook_id not in mine:
-        raise HttpError(f"Webhook {hook_id!r} not found among {who.name!r}'s webhooks", status=404)
+        raise NotFound(f"Webhook {hook_id!r} not found among {who.name!r}'s webhooks")
     action = rest[1] if len(rest) > 1 else ""
     if req.method == "GET" and action == "":
         return Response.json({"webhook": _public(hook_id, mine[hook_id])})
@@ -304,4 +300,4 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
                 hook["disabled"] = action == "disable"
             current[hook_id] = hook
         return Response.json({"webhook": _public(hook_id, hook)})
-    raise HttpError(f"No route for {req.method} /api/settings/webhooks/{'/'.join(rest)}", status=404)
+    raise NotFound(f"No route for {req.method} /api/settings/webhooks/{'/'.join(rest)}")
