@@ -35,6 +35,7 @@ class HubConfig:
         max_lfs_bytes: the largest single LFS object.
         webhook_attempts: delivery tries per event and webhook.
         webhook_backoff_s: first retry delay; doubled on each retry.
+        body_idle_timeout_s: a request body that pauses this long is refused (408).
     """
 
     lfs_threshold: int = 10 * 1024 * 1024
@@ -43,6 +44,7 @@ class HubConfig:
     max_lfs_bytes: int = 64 * 1024**3
     webhook_attempts: int = 4
     webhook_backoff_s: float = 0.5
+    body_idle_timeout_s: float = 30.0
 
 
 def client_disabled_xet(req: Request) -> bool:

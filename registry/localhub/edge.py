@@ -36,6 +36,7 @@ from registry.localhub.names import (
     NotSupported,
     StaleParent,
     StorageError,
+    TimedOut,
     TooLarge,
     Unprocessable,
     validate_name,
@@ -56,6 +57,7 @@ STATUS_OF: dict[type[StorageError], int] = {
     Forbidden: 403,
     NotFound: 404,
     NotAllowed: 405,
+    TimedOut: 408,
     Conflict: 409,
     StaleParent: 412,
     TooLarge: 413,
@@ -211,7 +213,7 @@ class _Endpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         params = {k: unquote(v) for k, v in scope.get("path_params", {}).items()}
-        req = _request(scope, receive)
+        req = _request(scope, receive, idle_s=self.hub.config.body_idle_timeout_s)
         handler = self.handlers.get(scope["method"])
         resp = await anyio.to_thread.run_sync(self._run, handler, req, params, scope)
         if not req.body.consumed:
@@ -233,14 +235,19 @@ class _Endpoint:
             return Response.json({"error": "Internal server error; see the server log"}, status=500)
 
 
-def _request(scope: dict[str, Any], receive: Any) -> Request:
+def _request(scope: dict[str, Any], receive: Any, *, idle_s: float) -> Request:
     headers = Headers(scope=scope)
     raw = headers.get("content-length")
     length = int(raw) if raw is not None and raw.isdigit() else None
     has_body = "chunked" in headers.get("transfer-encoding", "").lower() or bool(length)
 
+    async def receive_or_time_out() -> dict[str, Any]:
+        with anyio.move_on_after(idle_s):
+            return await receive()  # type: ignore[no-any-return]
+        raise TimedOut(f"No request body bytes for {idle_s:g} s; send the body without pauses")
+
     def pull() -> dict[str, Any]:
-        return anyio.from_thread.run(receive)
+        return anyio.from_thread.run(receive_or_time_out)
 
     segments = [unquote(s) for s in scope["path"].split("/")[1:]]
     query = parse_qs(scope.get("query_string", b"").decode("utf-8", errors="replace"), keep_blank_values=True)

@@ -89,7 +89,8 @@ def upload(hub: LocalHub, req: Request, *, oid: str) -> Response:
     if expires < time.time():
         raise Forbidden("Expired LFS upload URL; request a new one from the batch API")
     if hub.storage.blobs.exists(oid):
-        req.body.read(limit=size)
+        for _ in req.body.iter_chunks(limit=size):  # drain without keeping (the object is stored)
+            pass
         return Response.json({})
     stored_oid, stored_size = hub.storage.blobs.put_stream(req.body.iter_chunks(limit=size), expected_sha256=oid)
     if stored_size != size:  # cannot happen with a matching sha256 unless the size was wrong

@@ -68,6 +68,12 @@ class NotAllowed(StorageError):
     default_code = "MethodNotAllowed"
 
 
+class TimedOut(StorageError):
+    """The client stopped sending its request body (408)."""
+
+    default_code = "RequestTimeout"
+
+
 class Conflict(StorageError):
     """The target exists or changed (409)."""
 
