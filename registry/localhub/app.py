@@ -16,8 +16,8 @@ from pathlib import Path
 from registry.localhub.auth import Accounts, Principal
 from registry.localhub.commits import RepoLocks
 from registry.localhub.http import Request
-from registry.localhub.names import AuthRequired, Forbidden, NotFound
-from registry.localhub.storage import RepoStore, Storage
+from registry.localhub.names import AuthRequired, Forbidden
+from registry.localhub.storage import RepoStore, Storage, repo_not_found
 
 XET_DISABLED_HEADER = "X-Mergeling-Xet"
 XET_DISABLED_ORIGIN = "mergeling-no-xet"
@@ -141,10 +141,7 @@ class LocalHub:
         if store.info.get("private"):
             who = self.principal(req)
             if who is None or not who.can_read_private(repo_id.split("/")[0]):
-                raise NotFound(
-                    f"Repository not found: {repo_type} {repo_id!r}. It may be private: pass a token with access",
-                    code="RepoNotFound",
-                )
+                raise repo_not_found(repo_type, repo_id)
         return store
 
     def write_repo(self, req: Request, repo_type: str, repo_id: str) -> tuple[RepoStore, Principal]:
@@ -163,6 +160,23 @@ class LocalHub:
                 f"{namespace!r} or one of its members",
                 code="Forbidden",
             )
+
+    def lfs_usable(self, who: Principal | None, store: RepoStore, oid: str) -> bool:
+        """Whether `who` may reference LFS object `oid` in `store`: it is stored, and it was uploaded to
+        `store` or is an LFS file of a repo `who` can read (never just "some repo has it")."""
+        if not self.storage.blobs.exists(oid):
+            return False
+        if store.references_lfs(oid):
+            return True
+        for other in self.storage.iter_all_repos():
+            if other.root == store.root:
+                continue
+            try:
+                if self.can_see(who, other) and other.references_lfs(oid):
+                    return True
+            except (OSError, ValueError, KeyError):
+                continue  # a repo being deleted
+        return False
 
     def can_see(self, who: Principal | None, store: RepoStore) -> bool:
         if not store.info.get("private"):

@@ -142,6 +142,15 @@ class RepoLocks:
             return self._locks.setdefault(key, threading.Lock())
 
 
+def lfs_object_missing(op: AddLfs) -> Unprocessable:
+    """THE refusal for an LFS object this commit may not use: missing and foreign read the same."""
+    return Unprocessable(
+        f"LFS object {op.sha256} for {op.path!r} was never uploaded to this repo; upload it through the "
+        "LFS batch API first",
+        code="LfsObjectMissing",
+    )
+
+
 def branch_ref(store: RepoStore, revision: str) -> tuple[str, str]:
     """Map a commit target to (refs.json kind, name): a branch or `refs/pr/N`.
 
@@ -201,11 +210,7 @@ def apply_commit(
                 files[op.path] = op.entry
             elif isinstance(op, AddLfs):
                 if not storage.blobs.exists(op.sha256):
-                    raise Unprocessable(
-                        f"LFS object {op.sha256} for {op.path!r} was never uploaded; upload it through the "
-                        "LFS batch API first",
-                        code="LfsObjectMissing",
-                    )
+                    raise lfs_object_missing(op)
                 size = storage.blobs.size(op.sha256)
                 if op.size is not None and op.size != size:
                     raise _bad(f"size {op.size} of {op.path!r} does not match the stored object ({size})")

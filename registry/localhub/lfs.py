@@ -1,8 +1,12 @@
 """Routes: the plain git-LFS batch API (`transfer: basic`), the signed upload PUT, and verify.
 
 The client's single-part PUT carries no auth header and none of the batch's `header` values, so
-the upload URL authorises itself: it is signed with the server secret (HMAC-SHA256 over oid,
-size and expiry) and valid for one hour.
+the upload URL authorises itself: it is signed with the server secret (HMAC-SHA256 over repo,
+oid, size and expiry) and valid for one hour.
+
+An object is a repo's only once its bytes were uploaded to that repo (or committed there, or it
+belongs to a repo the caller can read): the batch API asks for the bytes of any other object, even
+a stored one, and verify answers 404 for objects of other repos, exactly as for missing ones.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ URL_LIFETIME_S = 3600
 LFS_JSON = "application/vnd.git-lfs+json"
 
 
-def _sign(hub: LocalHub, oid: str, size: int, expires: int) -> str:
-    return hmac.new(hub.secret, f"{oid}:{size}:{expires}".encode(), hashlib.sha256).hexdigest()
+def _sign(hub: LocalHub, repo: str, oid: str, size: int, expires: int) -> str:
+    return hmac.new(hub.secret, f"{repo}:{oid}:{size}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
-    hub.write_repo(req, repo_type, repo_id)
+    store, who = hub.write_repo(req, repo_type, repo_id)
+    repo = f"{repo_type}/{repo_id}"
     body = req.json(limit=hub.config.max_json_bytes)
     if not isinstance(body, dict) or body.get("operation") != "upload":
         raise InvalidInput(
@@ -53,11 +58,12 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
         elif size > hub.config.max_lfs_bytes:
             msg = f"Object {oid} of {size} bytes exceeds this hub's limit of {hub.config.max_lfs_bytes} bytes"
             out.append({"oid": oid, "size": size, "error": {"code": 422, "message": msg}})
-        elif hub.storage.blobs.exists(oid):
+        elif hub.lfs_usable(who, store, oid) and hub.storage.blobs.size(oid) == size:
             out.append({"oid": oid, "size": size})
         else:
             expires = int(time.time()) + URL_LIFETIME_S
-            query = urlencode({"size": size, "expires": expires, "sig": _sign(hub, oid, size, expires)})
+            sig = _sign(hub, repo, oid, size, expires)
+            query = urlencode({"repo": repo, "size": size, "expires": expires, "sig": sig})
             out.append(
                 {
                     "oid": oid,
@@ -79,32 +85,37 @@ def batch(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response
 
 
 def upload(hub: LocalHub, req: Request, *, oid: str) -> Response:
-    """`PUT /lfs-upload/{oid}?size&expires&sig`: stream the body into the blob store, checking the hash."""
+    """`PUT /lfs-upload/{oid}?repo&size&expires&sig`: stream the body into the blob store, checking the hash.
+
+    The bytes are hashed even when the object is already stored: uploading them is what proves the
+    uploader has them, and what grants the object to the repo.
+    """
+    repo = req.q("repo") or ""
     try:
         size, expires = int(req.q("size") or -1), int(req.q("expires") or 0)
     except ValueError:
         raise InvalidInput("Malformed LFS upload URL; request a new one from the batch API") from None
-    if not _OID.match(oid) or not hmac.compare_digest(_sign(hub, oid, size, expires), req.q("sig") or ""):
+    if not _OID.match(oid) or not hmac.compare_digest(_sign(hub, repo, oid, size, expires), req.q("sig") or ""):
         raise Forbidden("Invalid LFS upload signature; request a new upload URL from the batch API")
     if expires < time.time():
         raise Forbidden("Expired LFS upload URL; request a new one from the batch API")
-    if hub.storage.blobs.exists(oid):
-        for _ in req.body.iter_chunks(limit=size):  # drain without keeping (the object is stored)
-            pass
-        return Response.json({})
+    repo_type, _, repo_id = repo.partition("/")
+    store = hub.storage.repo(repo_type, repo_id)
     stored_oid, stored_size = hub.storage.blobs.put_stream(req.body.iter_chunks(limit=size), expected_sha256=oid)
     if stored_size != size:  # cannot happen with a matching sha256 unless the size was wrong
         raise Unprocessable(f"Uploaded {stored_size} bytes, announced {size}")
+    store.grant_lfs([stored_oid])
     return Response.json({})
 
 
 def verify(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
-    hub.read_repo(req, repo_type, repo_id)
+    store = hub.read_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
     oid, size = str(body.get("oid", "")), body.get("size")
     if (
         not _OID.match(oid)
         or not hub.storage.blobs.exists(oid)
+        or not store.references_lfs(oid)
         or (size is not None and hub.storage.blobs.size(oid) != size)
     ):
         raise NotFound(f"LFS object {oid} is not stored (or has another size); upload it again")

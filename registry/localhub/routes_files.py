@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode
 
-from registry.localhub.commits import apply_commit, branch_ref, parse_ndjson
+from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_ndjson
 from registry.localhub.http import Request, Response
 from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
 from registry.localhub.routes_repos import web_path
@@ -180,24 +180,21 @@ def paths_info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
 
 def validate_yaml(hub: LocalHub, req: Request) -> Response:
     """Always JSON: the client parses the body before looking at the status."""
-    import yaml
+    from registry.localhub.cards import CardError, load_front_matter, metadata_problems
 
     body = req.json(limit=hub.config.max_json_bytes)
-    text = str(body.get("content", "")) if isinstance(body, dict) else ""
-    if text.startswith("---"):
-        lines = text.splitlines()
-        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
-        if end is not None:
-            try:
-                data = yaml.safe_load("\n".join(lines[1:end]))
-            except yaml.YAMLError as exc:
-                return Response.json(
-                    {"errors": [{"message": f"Invalid YAML in README front matter: {exc}"}]}, status=400
-                )
-            if data is not None and not isinstance(data, dict):
-                return Response.json(
-                    {"errors": [{"message": "README front matter must be a YAML mapping"}]}, status=400
-                )
+    text = body.get("content", "")
+    if not isinstance(text, str):
+        raise InvalidInput("validate-yaml needs {'content': str, 'repoType': str}")
+    try:
+        card = load_front_matter(text)
+    except CardError as exc:
+        return Response.json({"errors": [{"message": str(exc)}], "warnings": []}, status=400)
+    if not card:
+        return Response.json({"errors": [], "warnings": [{"message": "Empty or missing yaml metadata in repo card"}]})
+    problems = metadata_problems(card)
+    if problems:
+        return Response.json({"errors": [{"message": m} for m in problems], "warnings": []}, status=400)
     return Response.json({"errors": [], "warnings": []})
 
 
@@ -244,6 +241,10 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
         ) from None
     header, ops = parse_ndjson(raw)
     kind, name = branch_ref(store, revision)
+    lfs_oids = [op.sha256 for op in ops if isinstance(op, AddLfs)]
+    for op in ops:
+        if isinstance(op, AddLfs) and not hub.lfs_usable(who, store, op.sha256):
+            raise lfs_object_missing(op)
     pr_num = None
     if req.qbool("create_pr"):
         pr_num, result = discussions.commit_pull_request(hub, store, who=who, header=header, ops=ops, base=name)
@@ -252,6 +253,7 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
         result = apply_commit(
             hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name
         )
+    store.grant_lfs(lfs_oids)
     hub.webhooks.emit_repo(
         store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
@@ -11,6 +12,8 @@ from registry.localhub.storage import Commit, RepoStore
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
+
+logger = logging.getLogger(__name__)
 
 
 def web_path(repo_type: str, repo_id: str) -> str:
@@ -182,17 +185,18 @@ def list_repos(hub: LocalHub, req: Request, repo_type: str) -> Response:
     with_card = full or req.qbool("cardData") or "cardData" in expand
     rows: list[dict[str, Any]] = []
     for store in hub.storage.iter_repos(repo_type):
-        if not hub.can_see(who, store):
-            continue
         if author and store.repo_id.split("/")[0] != author:
             continue
         if searches and not any(s in store.repo_id.lower() for s in searches):
             continue
-        try:
+        try:  # one unreadable repo (half-written by a crash, deleted meanwhile) never breaks the listing
+            if not hub.can_see(who, store):
+                continue
             commit = store.commit(store.resolve("main"))
-        except StorageError:
+            row = repo_json(hub, store, commit, blobs=False, siblings=full)
+        except (StorageError, OSError, ValueError, KeyError) as exc:
+            logger.warning("Listing skips %s %s: %s", repo_type, store.repo_id, exc)
             continue
-        row = repo_json(hub, store, commit, blobs=False, siblings=full)
         if not wanted <= set(row["tags"]):
             continue
         if not with_card:

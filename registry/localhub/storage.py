@@ -237,6 +237,32 @@ class RepoStore:
         atomic_write(self.root / "commits" / f"{commit_id}.json", body)
         return commit_id
 
+    # -- LFS objects this repo may use -------------------------------------------------------------
+    def granted_lfs(self) -> set[str]:
+        """sha256 of every LFS object uploaded to this repo or committed to it."""
+        path = self.root / "lfs-objects.txt"
+        return set(path.read_text().split()) if path.is_file() else set()
+
+    def grant_lfs(self, oids: list[str]) -> None:
+        """Record that this repo holds `oids` (an append-only list; duplicates are harmless)."""
+        new = [o for o in oids if o not in self.granted_lfs()]
+        if not new:
+            return
+        fd = os.open(self.root / "lfs-objects.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, "".join(f"{o}\n" for o in new).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def references_lfs(self, oid: str) -> bool:
+        """Whether `oid` was uploaded to this repo or is an LFS file of one of its refs' commits."""
+        if oid in self.granted_lfs():
+            return True
+        refs = self.refs()
+        heads = {c for kind in ("heads", "tags", "prs") for c in refs[kind].values()}
+        return any(e.lfs and e.sha256 == oid for c in heads for e in self.commit(c).files.values())
+
     def resolve(self, revision: str) -> str:
         """A branch, tag, `refs/heads/x`, `refs/tags/x`, `refs/pr/N` or (prefix of a) commit id.
 
@@ -281,6 +307,15 @@ class RepoStore:
             current = commit.parents[0] if commit.parents else None
 
 
+def repo_not_found(repo_type: str, repo_id: str) -> NotFound:
+    """THE answer for a repo that is missing or private to the caller: the two are indistinguishable."""
+    return NotFound(
+        f"Repository not found: {repo_type} {repo_id!r}. Check the id and repo type; if the repo is private "
+        "or gated, pass a token that has access",
+        code="RepoNotFound",
+    )
+
+
 def repo_dir(root: Path, repo_type: str, repo_id: str) -> Path:
     ns, name = validate_repo_id(repo_id)
     if repo_type not in REPO_TYPES:
@@ -309,10 +344,7 @@ class Storage:
         """
         root = repo_dir(self.data_dir, repo_type, repo_id)
         if not (root / "refs.json").is_file():
-            raise NotFound(
-                f"Repository not found: {repo_type} {repo_id!r}. Check the id and repo type, or create it first",
-                code="RepoNotFound",
-            )
+            raise repo_not_found(repo_type, repo_id)
         return RepoStore(root, repo_type=repo_type, repo_id=repo_id)
 
     def exists(self, repo_type: str, repo_id: str) -> bool:
@@ -351,6 +383,10 @@ class Storage:
         target = self._trash / secrets.token_hex(8)
         os.replace(store.root, target)
         shutil.rmtree(target, ignore_errors=True)
+
+    def iter_all_repos(self) -> Iterator[RepoStore]:
+        for repo_type in REPO_TYPES:
+            yield from self.iter_repos(repo_type)
 
     def iter_repos(self, repo_type: str) -> Iterator[RepoStore]:
         base = self.data_dir / "repos" / f"{repo_type}s"
