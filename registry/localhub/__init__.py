@@ -51,6 +51,8 @@ class EmbeddedHub:
             app.close()
             raise
         app.webhooks.base_url = server.url
+        loopback = app.config.webhook_loopback
+        app.webhooks.policy.loopback_ok = _is_loopback(host) if loopback is None else loopback
         return cls(app=app, server=server)
 
     @classmethod
@@ -65,3 +67,15 @@ class EmbeddedHub:
     def stop(self) -> None:
         self.server.stop()
         self.app.close()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (what the server binds) is a loopback interface: local bots may then get webhooks."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

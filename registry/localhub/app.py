@@ -36,6 +36,9 @@ class HubConfig:
         webhook_attempts: delivery tries per event and webhook.
         webhook_backoff_s: first retry delay; doubled on each retry.
         body_idle_timeout_s: a request body that pauses this long is refused (408).
+        webhook_allow: CIDRs or host names webhooks may target although private, loopback,
+            link-local or multicast (`registry hub serve --webhook-allow`).
+        webhook_loopback: allow loopback targets; None: only while the hub listens on loopback.
     """
 
     lfs_threshold: int = 10 * 1024 * 1024
@@ -45,6 +48,8 @@ class HubConfig:
     webhook_attempts: int = 4
     webhook_backoff_s: float = 0.5
     body_idle_timeout_s: float = 30.0
+    webhook_allow: tuple[str, ...] = ()
+    webhook_loopback: bool | None = None
 
 
 def client_disabled_xet(req: Request) -> bool:

@@ -171,3 +171,133 @@ def test_large_upload_folder_still_round_trips_through_lfs(hub_factory: HubFacto
     info = api.model_info("alice/big", files_metadata=True)
     sizes = {s.rfilename: s.lfs.size if s.lfs else None for s in info.siblings or []}
     assert sizes["big.bin"] == sizes["copy.bin"] == len(payload)
+
+
+# -- finding 4 --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.1:8080/",
+        "http://[fd00::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://224.0.0.1/",
+        "http://0.0.0.0:22/",
+        "http://[::ffff:169.254.169.254]/",
+    ],
+)
+def test_webhooks_to_internal_targets_are_refused(hub: HubHandle, url: str) -> None:
+    for token in (hub.token, hub.read_token):
+        answer = httpx.post(
+            f"{hub.url}/api/settings/webhooks",
+            json={"url": url, "watched": [{"type": "user", "name": "alice"}]},
+            headers=_auth(token),
+        )
+        assert answer.status_code == 400 and "--webhook-allow" in answer.json()["error"], answer.text
+
+
+def _hook(hub: HubHandle, url: str, watch: str) -> str:
+    answer = httpx.post(
+        f"{hub.url}/api/settings/webhooks",
+        json={"url": url, "watched": [{"type": "model", "name": watch}], "domains": ["repo"]},
+        headers=_auth(hub.token),
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["webhook"]["id"])
+
+
+def _deliveries(hub: HubHandle, hook_id: str, n: int, timeout: float = 10) -> list[dict[str, object]]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        log = httpx.get(f"{hub.url}/api/settings/webhooks/{hook_id}/deliveries", headers=_auth(hub.token)).json()
+        if len(log) >= n or time.monotonic() > deadline:
+            return list(log)
+        time.sleep(0.05)
+
+
+class _Target:
+    """A raw TCP listener on 127.0.0.1: answers with `reply` (or hangs up at once when None)."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    if reply is not None:
+                        self.requests.append(conn.recv(65536))
+                        conn.sendall(reply)
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_webhook_redirects_are_not_followed_and_failures_say_nothing_about_ports(hub_factory: HubFactory) -> None:
+    import socket
+
+    hub = hub_factory.thread("hooks", webhook_backoff_s=0.01, webhook_attempts=2)
+    final = _Target(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    redirect = _Target(
+        f"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{final.port}/x\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    hangup = _Target(None)
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    try:
+        api = hub.api()
+        api.create_repo("alice/watched")
+        ids = {
+            "redirect": _hook(hub, f"http://127.0.0.1:{redirect.port}/hook", "alice/watched"),
+            "closed": _hook(hub, f"http://127.0.0.1:{closed_port}/hook", "alice/watched"),
+            "open": _hook(hub, f"http://127.0.0.1:{hangup.port}/hook", "alice/watched"),
+        }
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/watched")
+        redirected = _deliveries(hub, ids["redirect"], 1)
+        assert [(d["attempt"], d["status"]) for d in redirected] == [(1, 302)]
+        assert final.requests == []  # the Location was not followed
+        closed, opened = _deliveries(hub, ids["closed"], 2), _deliveries(hub, ids["open"], 2)
+
+        def shape(log: list[dict[str, object]]) -> list[tuple[object, ...]]:
+            return [tuple(sorted((k, v) for k, v in d.items() if k not in ("time", "hook_id"))) for d in log]
+
+        assert len(closed) == 2 and shape(closed) == shape(opened)
+    finally:
+        for target in (final, redirect, hangup):
+            target.close()
+
+
+def test_internal_targets_are_checked_again_at_delivery(hub_factory: HubFactory) -> None:
+    """A webhook stored while loopback was allowed is not delivered once it is not (DNS rebinding)."""
+    target = _Target(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    try:
+        allowed = hub_factory.thread("rebind", webhook_loopback=False, webhook_allow=("localhost", "127.0.0.0/8"))
+        allowed.api().create_repo("alice/rebind")
+        hook_id = _hook(allowed, f"http://localhost:{target.port}/hook", "alice/rebind")
+        allowed.stop()
+        from tests._fixtures.hub import start_thread_hub
+
+        strict = start_thread_hub(allowed.data_dir, allowed.home, webhook_loopback=False, webhook_attempts=1)
+        try:
+            strict.api().upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/rebind")
+            log = _deliveries(strict, hook_id, 1)
+            assert [(d["status"], d["error"]) for d in log] == [(None, "failed")]
+            assert target.requests == []
+        finally:
+            strict.stop()
+    finally:
+        target.close()
