@@ -95,9 +95,8 @@ class LocalHub:
             ) from None
         self.config = config or HubConfig()
         self.storage = Storage(self.data_dir)
-        # Uploads interrupted by a crash leave partial files here; we hold the lock, so none is live.
-        for stale in self.storage.blobs.tmp.iterdir():
-            stale.unlink(missing_ok=True)
+        # Writes interrupted by a crash leave temp files; we hold the lock, so none is live.
+        self.storage.clean_temp_files()
         self.accounts = Accounts(self.data_dir)
         self.locks = RepoLocks()
         self.secret = self._server_secret()

@@ -30,7 +30,8 @@ def _load(store: RepoStore) -> dict[str, Any]:
 
 
 def _save(store: RepoStore, data: dict[str, Any]) -> None:
-    atomic_write_json(store.root / "discussions.json", data)
+    with store.present():
+        atomic_write_json(store.root / "discussions.json", data, create_dirs=False)
 
 
 def _event(kind: str, author: str, data: dict[str, Any]) -> dict[str, Any]:

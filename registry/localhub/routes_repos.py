@@ -74,8 +74,9 @@ def delete(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
     store, _ = hub.write_repo(req, repo_type, repo_id)
-    hub.webhooks.emit_repo(store, scope="repo", action="delete")
-    hub.storage.delete_repo(repo_type, repo_id)
+    with hub.locks.get(f"{repo_type}/{repo_id}"):  # no commit, ref or discussion write runs meanwhile
+        hub.webhooks.emit_repo(store, scope="repo", action="delete")  # reads the repo: before it goes
+        hub.storage.delete_repo(repo_type, repo_id)
     return Response.json({})
 
 

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -57,9 +58,14 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return LFS_POINTER.format(sha256=sha256, size=size).encode()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via temp file + fsync + rename, then fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, data: bytes, *, create_dirs: bool = True) -> None:
+    """Write `data` to `path` via temp file + fsync + rename, then fsync the folder.
+
+    `create_dirs=False` for files inside a repo: a repo deleted meanwhile must stay deleted
+    (FileNotFoundError), not come back as a folder holding one file.
+    """
+    if create_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -73,9 +79,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Path, obj: Any, *, create_dirs: bool = True) -> None:
     """`atomic_write` of a JSON document."""
-    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode())
+    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode(), create_dirs=create_dirs)
 
 
 def read_json(path: Path) -> Any:
@@ -194,21 +200,34 @@ class RepoStore:
         self.repo_type = repo_type
         self.repo_id = repo_id
 
+    @contextmanager
+    def present(self) -> Iterator[None]:
+        """Turn "the repo folder vanished" (deleted or moved meanwhile) into `RepoNotFound`."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise repo_not_found(self.repo_type, self.repo_id) from None
+
     @property
     def info(self) -> dict[str, Any]:
-        return read_json(self.root / "repo.json")
+        with self.present():
+            return read_json(self.root / "repo.json")  # type: ignore[no-any-return]
 
     def update_info(self, **changes: Any) -> None:
-        atomic_write_json(self.root / "repo.json", {**self.info, **changes})
+        with self.present():
+            atomic_write_json(self.root / "repo.json", {**self.info, **changes}, create_dirs=False)
 
     def refs(self) -> dict[str, dict[str, str]]:
-        return read_json(self.root / "refs.json")
+        with self.present():
+            return read_json(self.root / "refs.json")  # type: ignore[no-any-return]
 
     def write_refs(self, refs: dict[str, dict[str, str]]) -> None:
-        atomic_write_json(self.root / "refs.json", refs)
+        with self.present():
+            atomic_write_json(self.root / "refs.json", refs, create_dirs=False)
 
     def commit(self, commit_id: str) -> Commit:
-        rec = read_json(self.root / "commits" / f"{commit_id}.json")
+        with self.present():
+            rec = read_json(self.root / "commits" / f"{commit_id}.json")
         return Commit(
             id=commit_id,
             parents=tuple(rec["parents"]),
@@ -234,7 +253,8 @@ class RepoStore:
         }
         body = json.dumps(rec, sort_keys=True).encode()
         commit_id = hashlib.sha1(body).hexdigest()
-        atomic_write(self.root / "commits" / f"{commit_id}.json", body)
+        with self.present():
+            atomic_write(self.root / "commits" / f"{commit_id}.json", body, create_dirs=False)
         return commit_id
 
     # -- LFS objects this repo may use -------------------------------------------------------------
@@ -248,7 +268,8 @@ class RepoStore:
         new = [o for o in oids if o not in self.granted_lfs()]
         if not new:
             return
-        fd = os.open(self.root / "lfs-objects.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with self.present():
+            fd = os.open(self.root / "lfs-objects.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, "".join(f"{o}\n" for o in new).encode())
             os.fsync(fd)
@@ -336,6 +357,20 @@ class Storage:
             shutil.rmtree(self._trash, ignore_errors=True)
         self._trash.mkdir(parents=True, exist_ok=True)
 
+    def clean_temp_files(self) -> int:
+        """Remove temp files a killed server left inside repos (`.tmp-*` of `atomic_write`); the count.
+
+        Only for startup, while holding the data directory's lock (no write is in flight).
+        """
+        removed = 0
+        for stale in (self.data_dir / "repos").glob("*/*/*/**/.tmp-*"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+        for stale in self.blobs.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def repo(self, repo_type: str, repo_id: str) -> RepoStore:
         """The store of an existing repo.
 
@@ -361,7 +396,7 @@ class Storage:
         root = repo_dir(self.data_dir, repo_type, repo_id)
         if (root / "refs.json").is_file():
             raise Conflict(f"You already created this {repo_type} repo: {repo_id}")
-        root.mkdir(parents=True, exist_ok=True)
+        (root / "commits").mkdir(parents=True, exist_ok=True)
         store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)
         atomic_write_json(
             root / "repo.json",
@@ -378,7 +413,10 @@ class Storage:
         return store
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
-        """Delete a repo (rename into the trash first, so a crash never leaves half a repo)."""
+        """Delete a repo (rename into the trash first, so a crash never leaves half a repo).
+
+        The caller holds the repo's lock, so no commit writes into it meanwhile.
+        """
         store = self.repo(repo_type, repo_id)
         target = self._trash / secrets.token_hex(8)
         os.replace(store.root, target)

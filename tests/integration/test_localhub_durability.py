@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,3 +141,68 @@ def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) ->
             for path in api.list_repo_files(repo):
                 api.hf_hub_download(repo, path, cache_dir=current.home / f"all{round_}")
         assert api.list_repo_commits("alice/crashy")[0].title == f"step {state['step']}"
+
+
+def test_temp_files_left_by_a_kill_are_removed_at_startup(hub_factory: HubFactory) -> None:
+    """Finding 9: `.tmp-*` copies of refs.json / commit records do not survive a restart."""
+    from tests._fixtures.hub import start_thread_hub
+
+    first = hub_factory.thread("tmp")
+    first.api().create_repo("alice/tmpfiles")
+    root = first.data_dir / "repos" / "models" / "alice" / "tmpfiles"
+    first.stop()
+    leftovers = [root / ".tmp-refs123", root / "commits" / ".tmp-commit456", first.data_dir / "blobs" / ".tmp" / "up-1"]
+    for path in leftovers:
+        path.write_bytes(b"half written")
+    again = start_thread_hub(first.data_dir, first.home)
+    try:
+        assert not any(p.exists() for p in leftovers)
+        assert again.api().model_info("alice/tmpfiles").sha
+    finally:
+        again.stop()
+
+
+def test_delete_during_commits_is_atomic_and_never_500(hub: HubHandle) -> None:
+    """Finding 10: commits racing a delete get 200 or 404, and the repo is gone for good."""
+    import base64
+
+    import httpx
+
+    hub.api().create_repo("alice/doomed")
+    statuses: list[int] = []
+
+    def commit(i: int) -> None:
+        lines = [
+            {"key": "header", "value": {"summary": f"c{i}"}},
+            {"key": "file", "value": {"path": f"f{i}.txt", "content": base64.b64encode(b"%d" % i).decode()}},
+        ]
+        body = "\n".join(json.dumps(line) for line in lines)
+        for _ in range(10):
+            r = httpx.post(
+                f"{hub.url}/api/models/alice/doomed/commit/main",
+                content=body,
+                headers={"Authorization": f"Bearer {hub.token}", "Content-Type": "application/x-ndjson"},
+                timeout=30,
+            )
+            statuses.append(r.status_code)
+
+    workers = [threading.Thread(target=commit, args=(i,)) for i in range(6)]
+    for w in workers:
+        w.start()
+    time.sleep(0.2)
+    hub.api().delete_repo("alice/doomed")
+    for w in workers:
+        w.join()
+    assert set(statuses) <= {200, 404}, statuses
+    assert not (hub.data_dir / "repos" / "models" / "alice" / "doomed").exists()
+    assert httpx.get(f"{hub.url}/api/models").status_code == 200
+    # A half-deleted repo (a folder with refs.json only) does not break listings either.
+    half = hub.data_dir / "repos" / "models" / "alice" / "half"
+    half.mkdir(parents=True)
+    (half / "refs.json").write_text(
+        '{"heads": {"main": "0000000000000000000000000000000000000000"}, "tags": {}, "prs": {}}'
+    )
+    listing = httpx.get(f"{hub.url}/api/models", params={"full": "1"})
+    assert listing.status_code == 200 and "alice/half" not in {row["id"] for row in listing.json()}
+    assert httpx.get(f"{hub.url}/api/models/alice/half").status_code == 404
+    shutil.rmtree(half)
