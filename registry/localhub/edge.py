@@ -214,7 +214,7 @@ class _Endpoint:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         params = {k: unquote(v) for k, v in scope.get("path_params", {}).items()}
         req = _request(scope, receive, idle_s=self.hub.config.body_idle_timeout_s)
-        handler = self.handlers.get(scope["method"])
+        handler = self.handlers.get(scope["method"])  # HEAD: the GET handler (see __init__)
         resp = await anyio.to_thread.run_sync(self._run, handler, req, params, scope)
         if not req.body.consumed:
             resp.headers["Connection"] = "close"  # the rest of the body is never read
@@ -253,12 +253,13 @@ def _request(scope: dict[str, Any], receive: Any, *, idle_s: float) -> Request:
     query = parse_qs(scope.get("query_string", b"").decode("utf-8", errors="replace"), keep_blank_values=True)
     host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 0)))
     body = Body(pull if has_body else None, length)
-    return Request(scope["method"], segments, query, headers, f"http://{host}", body)
+    method = "GET" if scope["method"] == "HEAD" else scope["method"]  # routes answer HEAD as GET; no body is sent
+    return Request(method, segments, query, headers, f"http://{host}", body)
 
 
 def _header_safe(value: str) -> str:
-    """`value` as one line of ASCII (non-ASCII characters as backslash escapes)."""
-    return value.replace("\r", " ").replace("\n", " ").encode("ascii", "backslashreplace").decode("ascii")
+    """`value` as a legal header value: printable ASCII (others backslash-escaped), no outer spaces."""
+    return value.encode("unicode_escape").decode("ascii").strip() or "-"
 
 
 async def send_response(resp: Response, scope: dict[str, Any], send: Any) -> None:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.http import Request, Response
-from registry.localhub.names import InvalidInput, NotFound
+from registry.localhub.names import InvalidInput, NotAllowed, NotFound
 from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
@@ -412,6 +412,8 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
             with hooks.edit() as current:
                 current[hook_id] = hook
             return Response.json({"webhook": _public(hook_id, hook)})
+    if not rest:
+        raise NotAllowed(f"{req.method} is not allowed on /api/settings/webhooks; use GET or POST")
     hook_id = rest[0]
     if hook_id not in mine:
         raise NotFound(f"Webhook {hook_id!r} not found among {who.name!r}'s webhooks")
