@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -275,20 +276,19 @@ async def send_response(resp: Response, scope: dict[str, Any], send: Any) -> Non
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else resp.body})
         return
     path, start, count = resp.file
-    fh = await anyio.to_thread.run_sync(path.open, "rb")
+    fd = os.open(path, os.O_RDONLY)
     try:
-        await anyio.to_thread.run_sync(fh.seek, start)
-        left = count
-        while left > 0:
-            piece = await anyio.to_thread.run_sync(fh.read, min(FILE_CHUNK, left))
-            if not piece:
-                break
-            left -= len(piece)
-            await send({"type": "http.response.body", "body": piece, "more_body": left > 0})
-        if left > 0:  # the blob shrank under us (cannot happen to content-addressed files)
-            raise OSError(f"{path} ended {left} bytes early")
+        offset, end = start, start + count
+        while offset < end:
+            # Blobs are immutable files, nearly always in the page cache: a direct pread costs less
+            # than a hop to a worker thread, and keeps one chunk per connection in memory.
+            piece = os.pread(fd, min(FILE_CHUNK, end - offset), offset)
+            if not piece:  # the blob shrank under us (cannot happen to content-addressed files)
+                raise OSError(f"{path} ended {end - offset} bytes early")
+            offset += len(piece)
+            await send({"type": "http.response.body", "body": piece, "more_body": offset < end})
     finally:
-        fh.close()
+        os.close(fd)
 
 
 def _no_route(hub: LocalHub) -> _Endpoint:
