@@ -12,10 +12,12 @@ import contextlib
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from registry.localhub.names import InvalidInput, NotFound, StaleParent, StorageError, Unprocessable, validate_path
+from registry.localhub.ndjson import Spooled
 from registry.localhub.storage import FileEntry, RepoStore, Storage, git_blob_oid, lfs_pointer
 
 
@@ -23,6 +25,14 @@ from registry.localhub.storage import FileEntry, RepoStore, Storage, git_blob_oi
 class AddBytes:
     path: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class AddSpooled:
+    """A regular file whose (large) inline content was decoded to a temp file while streaming."""
+
+    path: str
+    spooled: Spooled
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Delete:
     folder: bool
 
 
-Operation = AddBytes | AddLfs | AddEntry | Delete
+Operation = AddBytes | AddSpooled | AddLfs | AddEntry | Delete
 
 
 @dataclass(frozen=True)
@@ -68,18 +78,32 @@ def _bad(message: str) -> StorageError:
 
 
 def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
-    """Parse and validate the commit payload.
+    """Parse and validate a commit payload held in memory (small payloads, tests).
 
     Raises:
-        StorageError: 400 for malformed lines, unknown keys, unsafe paths or bad base64.
+        InvalidInput: for malformed lines, unknown keys, unsafe paths or bad base64.
+    """
+    items = ((n, json_or_none(line), None) for n, line in enumerate(raw.splitlines(), start=1) if line.strip())
+    return parse_items(items)
+
+
+def json_or_none(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def parse_items(items: Iterable[tuple[int, Any, Spooled | None]]) -> tuple[CommitHeader, list[Operation]]:
+    """Validate parsed NDJSON lines (see `registry.localhub.ndjson.iter_items`) into a header and operations.
+
+    Raises:
+        InvalidInput: for malformed lines, unknown keys, unsafe paths or bad base64.
     """
     header: CommitHeader | None = None
     ops: list[Operation] = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, item, spooled in items:
         try:
-            item = json.loads(line)
             key, value = item["key"], item["value"]
         except (ValueError, KeyError, TypeError):
             raise _bad(f"line {number} is not a JSON object with 'key' and 'value'") from None
@@ -107,6 +131,9 @@ def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
         if key == "file":
             if value.get("encoding", "base64") != "base64":
                 raise _bad(f"line {number}: only base64 encoding is supported")
+            if spooled is not None:
+                ops.append(AddSpooled(path, spooled))
+                continue
             try:
                 data = base64.b64decode(value.get("content", ""), validate=True)
             except (binascii.Error, ValueError, TypeError):
@@ -200,12 +227,18 @@ def apply_commit(
             )
         files = dict(store.commit(old_head).files)
         pending: list[bytes] = []
+        adopt: list[Spooled] = []
         for op in ops:
             if isinstance(op, AddBytes):
                 files[op.path] = FileEntry(
                     sha256=_sha256(op.data), size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False
                 )
                 pending.append(op.data)
+            elif isinstance(op, AddSpooled):
+                files[op.path] = FileEntry(
+                    sha256=op.spooled.sha256, size=op.spooled.size, git_oid=op.spooled.git_oid(), lfs=False
+                )
+                adopt.append(op.spooled)
             elif isinstance(op, AddEntry):
                 files[op.path] = op.entry
             elif isinstance(op, AddLfs):
@@ -230,6 +263,8 @@ def apply_commit(
         _check_no_file_folder_clash(files)
         for data in pending:
             storage.blobs.put_bytes(data)
+        for spooled in adopt:
+            storage.blobs.adopt(spooled.path, spooled.sha256)
         commit_id = store.write_commit(
             parents=[old_head],
             title=header.summary or "Update files",

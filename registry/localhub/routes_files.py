@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode
 
-from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_ndjson
+from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_items
 from registry.localhub.http import Request, Response
 from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
 from registry.localhub.routes_repos import web_path
@@ -15,6 +16,7 @@ from registry.localhub.storage import Commit, FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
+    from registry.localhub.auth import Principal
 
 TREE_PAGE_SIZE = 1000
 
@@ -228,18 +230,31 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
 
 
 def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
-    from registry.localhub import discussions
 
     store, who = hub.write_repo(req, repo_type, repo_id)
+    spooled: list[Path] = []
     try:
-        raw = req.body.read(limit=hub.config.max_commit_bytes)
+        return _commit(hub, req, store, who, revision=revision, spooled=spooled)
+    finally:
+        for path in spooled:  # adopted ones were moved into the store; the rest are dropped
+            path.unlink(missing_ok=True)
+
+
+def _commit(
+    hub: LocalHub, req: Request, store: RepoStore, who: Principal, *, revision: str, spooled: list[Path]
+) -> Response:
+    from registry.localhub import discussions
+    from registry.localhub.ndjson import iter_items
+
+    repo_type, repo_id = store.repo_type, store.repo_id
+    chunks = req.body.iter_chunks(limit=hub.config.max_commit_bytes)
+    try:
+        header, ops = parse_items(iter_items(chunks, hub.storage.blobs.tmp, created=spooled))
     except TooLarge as exc:
         raise TooLarge(
             f"{exc} (inline file content). Send large files through LFS: set HF_HUB_DISABLE_XET=1 and "
             "HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet, or use registry.hub.HubClient",
-            code="PayloadTooLarge",
         ) from None
-    header, ops = parse_ndjson(raw)
     kind, name = branch_ref(store, revision)
     lfs_oids = [op.sha256 for op in ops if isinstance(op, AddLfs)]
     for op in ops:

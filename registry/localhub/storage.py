@@ -155,6 +155,15 @@ class BlobStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    def adopt(self, tmp: Path, sha256: str) -> None:
+        """Move a fully written, hashed temp file of `self.tmp` into the store as `sha256`."""
+        target = self.path(sha256)
+        if target.is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
     def open(self, sha256: str) -> BinaryIO:
         return self.path(sha256).open("rb")
 

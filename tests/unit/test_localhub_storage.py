@@ -243,3 +243,34 @@ def test_front_matter_and_tags() -> None:
     assert parse_front_matter("# no front matter") == {}
     assert parse_front_matter("---\na: [\n---\n") == {}
     assert parse_front_matter("---\n- a list\n---\n") == {}
+
+
+@pytest.mark.parametrize("chunk", [1000, 7777, 65536, 10**9])
+def test_streamed_ndjson_spools_long_lines_at_any_chunking(tmp_path: Path, chunk: int) -> None:
+    import base64
+    import json as _json
+
+    from registry.localhub.commits import AddBytes, AddSpooled, parse_items
+    from registry.localhub.ndjson import LINE_LIMIT, iter_items
+
+    big = bytes(range(256)) * (LINE_LIMIT // 128)  # ~2x the line limit once base64-encoded
+    content = base64.b64encode(big).decode().replace("/", "\\/")  # a JSON encoder may escape "/"
+    payload = (
+        _json.dumps({"key": "header", "value": {"summary": "s"}})
+        + "\n"
+        + '{"key": "file", "value": {"content": "' + content + '", "path": "big.bin", "encoding": "base64"}}\n'
+        + _json.dumps({"key": "file", "value": {"path": "small.txt", "content": base64.b64encode(b"hi").decode()}})
+    ).encode()  # fmt: skip
+    chunks = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
+    created: list[Path] = []
+    header, ops = parse_items(iter_items(chunks, tmp_path, created=created))
+    assert header.summary == "s" and [type(op) for op in ops] == [AddSpooled, AddBytes]
+    spooled = ops[0]
+    assert isinstance(spooled, AddSpooled) and spooled.path == "big.bin"
+    assert spooled.spooled.path.read_bytes() == big and spooled.spooled.sha256 == hashlib.sha256(big).hexdigest()
+    assert created == [spooled.spooled.path]
+    bad = payload.replace(b"AAEC", b"AA!C", 1)
+    created = []
+    with pytest.raises(InvalidInput, match="base64"):
+        parse_items(iter_items([bad], tmp_path, created=created))
+    assert all(not p.exists() for p in created)
