@@ -274,7 +274,8 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=4, help="client processes (threads spread over them)")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--fuzz", type=int, default=0, help="also send N seeded fuzz requests to our server")
-    parser.add_argument("--history", type=int, default=0, help="also measure resolve/tree at 1 vs N commits")
+    parser.add_argument("--history", type=int, default=0, help="also measure resolve/tree at 1 vs N commits (ours)")
+    parser.add_argument("--history-old", type=int, default=0, help="the same for the old server, at this N")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-hub-"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -12,7 +11,7 @@ from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_obje
 from registry.localhub.http import Request, Response
 from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
 from registry.localhub.routes_repos import web_path
-from registry.localhub.storage import Commit, FileEntry, RepoStore, lfs_pointer
+from registry.localhub.storage import FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
@@ -25,7 +24,7 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
     """Serve a file directly (never a redirect), with the headers `hf_hub_download` needs."""
     store = hub.read_repo(req, repo_type, repo_id)
     commit_id = store.resolve(revision)
-    entry = store.commit(commit_id).files.get(path)
+    entry = store.commit(commit_id).entry(path) if path else None
     if entry is None:
         _entry_not_found(path, revision, repo_id, commit_id)
     headers = {
@@ -82,59 +81,40 @@ def tree_entry(path: str, entry: FileEntry) -> dict[str, Any]:
     return out
 
 
-def folder_entry(path: str, files: dict[str, FileEntry]) -> dict[str, Any]:
-    listing = "".join(f"{p}\0{e.git_oid}\n" for p, e in sorted(files.items()) if p.startswith(path + "/"))
-    return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
-
-
-def _folders(files: dict[str, FileEntry]) -> set[str]:
-    out: set[str] = set()
-    for p in files:
-        parts = p.split("/")[:-1]
-        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+def _with_last(out: dict[str, Any], last: dict[str, str] | None, expand: bool) -> dict[str, Any]:
+    if expand and last:
+        out["lastCommit"] = dict(last)
     return out
 
 
-def _last_commits(store: RepoStore, commit: Commit, paths: list[str]) -> dict[str, dict[str, str]]:
-    """For `expand=true`: the newest commit that changed each path (file or folder)."""
-    found: dict[str, dict[str, str]] = {}
-    history = list(store.history(commit.id))
-    for i, c in enumerate(history):
-        parent = history[i + 1].files if i + 1 < len(history) else {}
-        changed = {p for p in set(c.files) | set(parent) if c.files.get(p) != parent.get(p)}
-        for path in paths:
-            if path not in found and any(p == path or p.startswith(path + "/") for p in changed):
-                found[path] = {"id": c.id, "title": c.title, "date": c.date}
-        if len(found) == len(paths):
-            break
-    return found
+def _walk_entry(kind: str, path: str, rec: dict[str, Any], *, expand: bool) -> dict[str, Any]:
+    """A tree/paths-info entry from a tree record (`trees.walk`)."""
+    if kind == "directory":
+        return _with_last({"type": "directory", "oid": rec["tree"], "size": 0, "path": path}, rec["last"], expand)
+    return _with_last(tree_entry(path, FileEntry.from_json(rec)), rec["last"], expand)
 
 
 def tree(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
+    """A folder's entries, from its tree object(s): the cost depends on the folder, never on history."""
+    from registry.localhub.trees import folder, walk
+
     store = hub.read_repo(req, repo_type, repo_id)
     commit = store.commit(store.resolve(revision))
     path = path.strip("/")
-    folders = _folders(commit.files)
-    if path and path not in folders:
+    found = folder(store, commit.tree, path) if all(path.split("/")) or not path else None
+    if found is None:
         message = f"Folder not found: {path!r} at revision {revision!r} of {repo_id}"
         raise NotFound(message, code="EntryNotFound")
-    prefix = path + "/" if path else ""
-    recursive = req.qbool("recursive")
-
-    def wanted(p: str) -> bool:
-        return p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
-
-    entries = [folder_entry(f, commit.files) for f in sorted(folders) if wanted(f)]
-    entries += [tree_entry(p, e) for p, e in sorted(commit.files.items()) if wanted(p)]
+    expand = req.qbool("expand")
     cursor = req.qint("cursor")
-    page = entries[cursor : cursor + TREE_PAGE_SIZE]
-    if req.qbool("expand"):
-        last = _last_commits(store, commit, [e["path"] for e in page])
-        for e in page:
-            if e["path"] in last:
-                e["lastCommit"] = last[e["path"]]
+    # Folders first, then files, each sorted by path (what clients have always been given).
+    entries = sorted(
+        walk(store, found[0], path, recursive=req.qbool("recursive")), key=lambda e: (e[0] != "directory", e[1])
+    )
+    page = [_walk_entry(kind, p, rec, expand=expand) for kind, p, rec in entries[cursor : cursor + TREE_PAGE_SIZE]]
+    more = cursor + TREE_PAGE_SIZE < len(entries)
     headers = {}
-    if cursor + TREE_PAGE_SIZE < len(entries):
+    if more:
         query = {k: v for k, v in req.query.items() if k != "cursor"}
         query["cursor"] = [str(cursor + TREE_PAGE_SIZE)]
         url = f"{req.base_url}/api/{repo_type}s/{repo_id}/tree/{_quote(revision)}"
@@ -150,33 +130,33 @@ def _quote(value: str) -> str:
 
 
 def paths_info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    from registry.localhub.http import loads_json
+    from registry.localhub.trees import folder, lookup
+
     store = hub.read_repo(req, repo_type, repo_id)
     commit = store.commit(store.resolve(revision))
     raw = req.body.read(limit=hub.config.max_json_bytes)
     if "json" in req.headers.get("Content-Type", ""):
-        import json
-
-        try:
-            body = json.loads(raw or b"{}")
-            paths, expand = list(body.get("paths", [])), bool(body.get("expand"))
-        except (ValueError, AttributeError):
-            raise InvalidInput("paths-info body is not valid JSON", code="BadRequest") from None
+        body = loads_json(raw or b"{}")
+        paths = body.get("paths", []) if isinstance(body, dict) else None
+        if not isinstance(paths, list):
+            raise InvalidInput("paths-info body must be {'paths': [str], 'expand': bool}")
+        expand = bool(body.get("expand"))
     else:
         form = parse_qs(raw.decode("utf-8", errors="replace"))
         paths, expand = form.get("paths", []), form.get("expand", ["false"])[-1].lower() in ("1", "true")
-    folders = _folders(commit.files)
     out = []
     for p in paths:
         p = str(p).strip("/")
-        if p in commit.files:
-            out.append(tree_entry(p, commit.files[p]))
-        elif p in folders:
-            out.append(folder_entry(p, commit.files))
-    if expand and out:
-        last = _last_commits(store, commit, [e["path"] for e in out])
-        for e in out:
-            if e["path"] in last:
-                e["lastCommit"] = last[e["path"]]
+        if not p or not all(p.split("/")):
+            continue
+        rec = lookup(store, commit.tree, p)
+        if rec is not None:
+            out.append(_walk_entry("file", p, rec, expand=expand))
+            continue
+        found = folder(store, commit.tree, p)
+        if found is not None:
+            out.append(_with_last({"type": "directory", "oid": found[0], "size": 0, "path": p}, found[1], expand))
     return Response.json(out)
 
 

@@ -190,15 +190,50 @@ class FileEntry:
         return self.sha256 if self.lfs else self.git_oid
 
 
-@dataclass(frozen=True)
 class Commit:
-    id: str
-    parents: tuple[str, ...]
-    title: str
-    message: str
-    author: str
-    date: str
-    files: dict[str, FileEntry]
+    """A commit record. Its files live in a content-addressed tree (`registry.localhub.trees`);
+    `entry(path)` reads one file's record, `files` (loaded on first use) all of them."""
+
+    def __init__(self, store: RepoStore, commit_id: str, rec: dict[str, Any]) -> None:
+        self.store = store
+        self.id = commit_id
+        self.parents: tuple[str, ...] = tuple(rec["parents"])
+        self.title: str = rec["title"]
+        self.message: str = rec["message"]
+        self.author: str = rec["author"]
+        self.date: str = rec["date"]
+        self._legacy: dict[str, Any] | None = rec.get("files")  # records written before trees
+        self._tree: str | None = rec.get("tree")
+        self._files: dict[str, FileEntry] | None = None
+
+    @property
+    def tree(self) -> str:
+        """The root tree id (written now for a legacy record, without `last` information)."""
+        if self._tree is None:
+            from registry.localhub.trees import build_tree
+
+            self._tree = build_tree(self.store, self.files, parent=None, last=None)
+        return self._tree
+
+    @property
+    def files(self) -> dict[str, FileEntry]:
+        if self._files is None:
+            if self._legacy is not None:
+                self._files = {p: FileEntry.from_json(e) for p, e in self._legacy.items()}
+            else:
+                from registry.localhub.trees import flatten
+
+                self._files = flatten(self.store, self.tree)
+        return self._files
+
+    def entry(self, path: str) -> FileEntry | None:
+        """The file at `path`, reading only the trees on its way."""
+        if self._legacy is not None or self._files is not None:
+            return self.files.get(path)
+        from registry.localhub.trees import lookup
+
+        rec = lookup(self.store, self.tree, path)
+        return FileEntry.from_json(rec) if rec is not None else None
 
 
 class RepoStore:
@@ -234,36 +269,41 @@ class RepoStore:
         with self.present():
             atomic_write_json(self.root / "refs.json", refs, create_dirs=False)
 
+    def _commit_path(self, commit_id: str) -> Path:
+        """`commits/<id[:2]>/<id>.json`; records written before sharding sit in `commits/` itself."""
+        sharded = self.root / "commits" / commit_id[:2] / f"{commit_id}.json"
+        legacy = self.root / "commits" / f"{commit_id}.json"
+        return legacy if not sharded.is_file() and legacy.is_file() else sharded
+
+    def has_commit(self, commit_id: str) -> bool:
+        return self._commit_path(commit_id).is_file()
+
     def commit(self, commit_id: str) -> Commit:
         with self.present():
-            rec = read_json(self.root / "commits" / f"{commit_id}.json")
-        return Commit(
-            id=commit_id,
-            parents=tuple(rec["parents"]),
-            title=rec["title"],
-            message=rec["message"],
-            author=rec["author"],
-            date=rec["date"],
-            files={p: FileEntry.from_json(e) for p, e in rec["files"].items()},
-        )
+            return Commit(self, commit_id, read_json(self._commit_path(commit_id)))
 
     def write_commit(
         self, *, parents: list[str], title: str, message: str, author: str, files: dict[str, FileEntry]
     ) -> str:
-        """Write a commit record (not yet on any ref); return its 40-hex id."""
-        rec = {
+        """Write the trees of `files` and a commit record (not yet on any ref); return its 40-hex id."""
+        from registry.localhub.trees import build_tree
+
+        date = now_iso()
+        rec: dict[str, Any] = {
             "parents": parents,
             "title": title,
             "message": message,
             "author": author,
-            "date": now_iso(),
-            "files": {p: files[p].to_json() for p in sorted(files)},
+            "date": date,
             "nonce": secrets.token_hex(8),
         }
-        body = json.dumps(rec, sort_keys=True).encode()
-        commit_id = hashlib.sha1(body).hexdigest()
+        commit_id = hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()
+        parent_tree = self.commit(parents[0]).tree if parents else None
+        rec["tree"] = build_tree(self, files, parent=parent_tree, last={"id": commit_id, "title": title, "date": date})
+        path = self.root / "commits" / commit_id[:2] / f"{commit_id}.json"
         with self.present():
-            atomic_write(self.root / "commits" / f"{commit_id}.json", body, create_dirs=False)
+            path.parent.mkdir(exist_ok=True)  # never parents: a deleted repo stays deleted
+            atomic_write(path, json.dumps(rec, sort_keys=True).encode(), create_dirs=False)
         return commit_id
 
     # -- LFS objects this repo may use -------------------------------------------------------------
@@ -309,12 +349,16 @@ class RepoStore:
         if rev in refs["tags"]:
             return refs["tags"][rev]
         if re.fullmatch(r"[0-9a-f]{5,40}", rev):
-            if len(rev) == 40 and (self.root / "commits" / f"{rev}.json").is_file():
+            if len(rev) == 40 and self.has_commit(rev):
                 return rev
-            matches = [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")] if len(rev) < 40 else []
-            reachable = [m for m in matches if self._is_reachable(m)]
-            if len(reachable) == 1:
-                return reachable[0]
+            matches: list[str] = []
+            if len(rev) < 40:  # one shard folder (and the legacy flat records): cost independent of history
+                matches = [p.stem for p in (self.root / "commits" / rev[:2]).glob(f"{rev}*.json")]
+                matches += [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")]
+            if len(matches) > 1:  # ambiguous: only commits on some ref's history count
+                matches = [m for m in matches if self._is_reachable(m)]
+            if len(matches) == 1:
+                return matches[0]
         raise NotFound(
             f"Revision {revision!r} not found in {self.repo_type} repo {self.repo_id}: use a branch, tag, "
             "refs/pr/N or commit id",
@@ -406,6 +450,7 @@ class Storage:
         if (root / "refs.json").is_file():
             raise Conflict(f"You already created this {repo_type} repo: {repo_id}")
         (root / "commits").mkdir(parents=True, exist_ok=True)
+        (root / "trees").mkdir(exist_ok=True)
         store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)
         atomic_write_json(
             root / "repo.json",

@@ -206,3 +206,56 @@ def test_delete_during_commits_is_atomic_and_never_500(hub: HubHandle) -> None:
     assert listing.status_code == 200 and "alice/half" not in {row["id"] for row in listing.json()}
     assert httpx.get(f"{hub.url}/api/models/alice/half").status_code == 404
     shutil.rmtree(half)
+
+
+def test_trees_are_content_addressed_and_last_commits_need_no_history(hub: HubHandle) -> None:
+    """Finding 11: a commit writes the trees it changed, and lastCommit comes from the trees."""
+    import httpx
+
+    api = hub.api()
+    api.create_repo("alice/trees")
+    root = hub.data_dir / "repos" / "models" / "alice" / "trees"
+    first = api.upload_file(path_or_fileobj=b"1", path_in_repo="a/deep/x.txt", repo_id="alice/trees").oid
+    trees_after_first = len(list((root / "trees").rglob("*.json")))
+    for i in range(20):
+        api.upload_file(path_or_fileobj=b"%d" % i, path_in_repo="b/y.txt", repo_id="alice/trees")
+    # Each later commit rewrote only the root and b/ (2 objects), never a/ or a/deep/.
+    assert len(list((root / "trees").rglob("*.json"))) <= trees_after_first + 2 * 20
+    sizes = [p.stat().st_size for p in (root / "commits").rglob("*.json")]
+    assert max(sizes) < 1000  # a commit record holds a tree id, not the file map
+    listing = httpx.get(f"{hub.url}/api/models/alice/trees/tree/main?recursive=true&expand=true").json()
+    last = {e["path"]: e["lastCommit"]["id"] for e in listing}
+    head = api.model_info("alice/trees").sha
+    assert last["a"] == last["a/deep"] == last["a/deep/x.txt"] == first
+    assert last["b"] == last["b/y.txt"] == head
+    infos = api.get_paths_info("alice/trees", ["a", "b/y.txt"], expand=True)
+    assert {i.path: i.last_commit.oid for i in infos} == {"a": first, "b/y.txt": head}  # type: ignore[union-attr]
+    assert api.model_info("alice/trees", revision=first[:7]).sha == first
+
+
+def test_commit_records_written_before_trees_are_still_served(hub: HubHandle) -> None:
+    import hashlib as _hashlib
+
+    import httpx
+
+    api = hub.api()
+    api.create_repo("alice/legacy")
+    root = hub.data_dir / "repos" / "models" / "alice" / "legacy"
+    data = b"old format\n"
+    blob = hub.data_dir / "blobs" / _hashlib.sha256(data).hexdigest()[:2] / _hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    entry = {"sha256": _hashlib.sha256(data).hexdigest(), "size": len(data), "git": "0" * 40, "lfs": False}
+    record = {"parents": [], "title": "legacy", "message": "", "author": "alice", "date": "2024-01-01T00:00:00.000Z",
+              "files": {"docs/old.txt": entry}, "nonce": "00"}  # fmt: skip
+    legacy_id = "ab" * 20
+    (root / "commits" / f"{legacy_id}.json").write_text(json.dumps(record))
+    refs = json.loads((root / "refs.json").read_text())
+    refs["heads"]["main"] = legacy_id
+    (root / "refs.json").write_text(json.dumps(refs))
+    assert httpx.get(f"{hub.url}/alice/legacy/resolve/main/docs/old.txt").content == data
+    assert [e["path"] for e in httpx.get(f"{hub.url}/api/models/alice/legacy/tree/main/docs").json()] == [
+        "docs/old.txt"
+    ]
+    api.upload_file(path_or_fileobj=b"new", path_in_repo="new.txt", repo_id="alice/legacy")
+    assert sorted(api.list_repo_files("alice/legacy")) == ["docs/old.txt", "new.txt"]
