@@ -155,6 +155,14 @@ class LocalHub:
         self.check_write(who, repo_id.split("/")[0])
         return store, who
 
+    def contribute_repo(self, req: Request, repo_type: str, repo_id: str) -> tuple[RepoStore, Principal]:
+        """The repo if the caller may open a pull request on it: a write token and read access."""
+        who = self.require_user(req)
+        store = self.read_repo(req, repo_type, repo_id)
+        if who.role != "write":
+            raise Forbidden(f"User {who.name!r} may not open a pull request with a read-only token; use a write token")
+        return store, who
+
     @staticmethod
     def check_write(who: Principal, namespace: str) -> None:
         if not who.can_write(namespace):

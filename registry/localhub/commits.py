@@ -257,9 +257,11 @@ def apply_commit(
                 for p in doomed:
                     del files[p]
             else:
-                if op.path not in files:
+                doomed = [op.path] if op.path in files else [p for p in files if p.startswith(op.path + "/")]
+                if not doomed:  # a `deletedFile` naming a folder deletes the folder, as on the Hub
                     raise NotFound(f"A file with this name doesn't exist: {op.path!r}", code="EntryNotFound")
-                del files[op.path]
+                for p in doomed:
+                    del files[p]
         _check_no_file_folder_clash(files)
         for data in pending:
             storage.blobs.put_bytes(data)

@@ -25,7 +25,7 @@ import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.routing import Route, Router
 
-from registry.localhub import discussions, lfs, routes_files, routes_repos, webhooks
+from registry.localhub import discussions, gating, lfs, routes_files, routes_repos, webhooks
 from registry.localhub.http import Body, Request, Response
 from registry.localhub.names import (
     AuthRequired,
@@ -153,6 +153,25 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
             },
         ),
         (api + "/settings", {"PUT": lambda h, r, p: routes_repos.settings(h, r, t, rid(p))}),
+        (
+            api + "/super-squash/{rev:path}",
+            {"POST": lambda h, r, p: routes_repos.super_squash(h, r, t, rid(p), branch=p["rev"])},
+        ),
+        (api + "/auth-check", {"GET": lambda h, r, p: gating.auth_check(h, r, t, rid(p), write=False)}),
+        (api + "/auth-check/write", {"GET": lambda h, r, p: gating.auth_check(h, r, t, rid(p), write=True)}),
+        (
+            api + "/user-access-request/handle",
+            {"POST": lambda h, r, p: gating.handle_request(h, r, t, rid(p), grant=False)},
+        ),
+        (
+            api + "/user-access-request/grant",
+            {"POST": lambda h, r, p: gating.handle_request(h, r, t, rid(p), grant=True)},
+        ),
+        (
+            api + "/user-access-request/{status}",
+            {"GET": lambda h, r, p: gating.list_requests(h, r, t, rid(p), status=p["status"])},
+        ),
+        (web + "/ask-access", {"POST": lambda h, r, p: gating.ask_access(h, r, t, rid(p))}),
         (api + "/xet-read-token/{rev:path}", {"GET": _xet}),
         (api + "/xet-write-token/{rev:path}", {"GET": _xet}),
         (api + "/discussions", {"GET": disc(), "POST": disc()}),
@@ -168,6 +187,10 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         (web + ".git/info/lfs/objects/verify", {"POST": lambda h, r, p: lfs.verify(h, r, t, rid(p))}),
         (web + ".git/info/lfs/verify", {"POST": lambda h, r, p: lfs.verify(h, r, t, rid(p))}),
     ]
+
+
+def _one_part(t: str) -> Handler:
+    return lambda h, r, p: routes_repos.one_part_id(h, r, t, p["name"])
 
 
 def _lister(t: str) -> Handler:
@@ -199,6 +222,11 @@ def route_table() -> list[tuple[str, dict[str, Handler]]]:
         rows += _repo_routes(t)
     rows += [(f"/api/{t}s", {"GET": _lister(t)}) for t in ("model", "dataset", "space")]
     rows += _repo_routes("model")
+    for t in ("model", "dataset", "space"):  # `gpt2`-style ids: a RepoNotFound, not "no route"
+        rows += [
+            (f"/api/{t}s/{{name}}", {"GET": _one_part(t)}),
+            (f"/api/{t}s/{{name}}/revision/{{rev:path}}", {"GET": _one_part(t)}),
+        ]
     return rows
 
 

@@ -22,7 +22,10 @@ TREE_PAGE_SIZE = 1000
 
 def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
     """Serve a file directly (never a redirect), with the headers `hf_hub_download` needs."""
+    from registry.localhub.gating import check_access
+
     store = hub.read_repo(req, repo_type, repo_id)
+    check_access(hub, hub.principal(req), store)
     commit_id = store.resolve(revision)
     entry = store.commit(commit_id).entry(path) if path else None
     if entry is None:
@@ -183,13 +186,23 @@ def validate_yaml(hub: LocalHub, req: Request) -> Response:
 def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
     from registry.localhub.app import client_disabled_xet
 
-    store, _ = hub.write_repo(req, repo_type, repo_id)
+    store, _ = (
+        hub.contribute_repo(req, repo_type, repo_id)
+        if req.qbool("create_pr")
+        else hub.write_repo(req, repo_type, repo_id)
+    )
     body = req.json(limit=hub.config.max_json_bytes)
     files = body.get("files") if isinstance(body, dict) else None
     if not isinstance(files, list):
         raise InvalidInput("preupload body must be {'files': [{'path', 'size', 'sample'}]}", code="BadRequest")
-    current = store.commit(store.resolve(revision)).files
+    commit_ = store.commit(store.resolve(revision))
+    current = commit_.files
     lfs_ok = client_disabled_xet(req)
+    ignore = _text(hub, commit_.entry(".gitignore"))
+    if isinstance(body.get("gitIgnore"), str):  # a .gitignore in this very upload wins
+        ignore = body["gitIgnore"]
+    rules = _lfs_rules(_text(hub, commit_.entry(".gitattributes")))
+    ignored = _gitignore(ignore)
     out = []
     for item in files:
         if (
@@ -200,18 +213,47 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
             raise InvalidInput("each preupload file needs a 'path' (and an integer 'size')", code="BadRequest")
         path = validate_path(item["path"])
         size = item.get("size") or 0
-        mode = "lfs" if lfs_ok and size >= hub.config.lfs_threshold else "regular"
+        # LFS for big files and for files `.gitattributes` routes to LFS, but only to clients that
+        # will use the LFS batch API (others would go through Xet, which this hub cannot speak).
+        wants_lfs = size >= hub.config.lfs_threshold or (rules is not None and rules.match_file(path))
+        mode = "lfs" if lfs_ok and wants_lfs else "regular"
         existing = current.get(path)
         oid = None
         if existing is not None:
             oid = existing.sha256 if mode == "lfs" else (None if existing.lfs else existing.git_oid)
-        out.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+        should_ignore = ignored is not None and ignored.match_file(path)
+        out.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": bool(should_ignore), "oid": oid})
     return Response.json({"files": out})
 
 
-def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+def _text(hub: LocalHub, entry: FileEntry | None, limit: int = 1 << 20) -> str | None:
+    if entry is None or entry.size > limit:
+        return None
+    return hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace")
 
-    store, who = hub.write_repo(req, repo_type, repo_id)
+
+def _gitignore(text: str | None) -> Any:
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines()) if text else None
+
+
+def _lfs_rules(text: str | None) -> Any:
+    """The patterns of `.gitattributes` lines with `filter=lfs` (a gitignore-style pattern set)."""
+    import pathspec
+
+    if not text:
+        return None
+    patterns = [
+        line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:] and not line.startswith("#")
+    ]
+    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+
+
+def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    # Like the Hub, anyone with a write token may open a pull request on a repo they can read.
+    pr = req.qbool("create_pr")
+    store, who = hub.contribute_repo(req, repo_type, repo_id) if pr else hub.write_repo(req, repo_type, repo_id)
     spooled: list[Path] = []
     try:
         return _commit(hub, req, store, who, revision=revision, spooled=spooled)

@@ -278,10 +278,10 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
     body = req.json(limit=hub.config.max_json_bytes)
     name = _check_ref_name(str(body.get("tag", "")))
     with hub.locks.get(f"{repo_type}/{repo_id}"):
+        target = store.resolve(revision or "main")  # a missing revision is reported first, as on the Hub
         refs_ = store.refs()
         if name in refs_["tags"]:
             raise Conflict(f"Tag {name!r} already exists in {repo_id}")
-        target = store.resolve(revision or "main")
         refs_["tags"][name] = target
         store.write_refs(refs_)
     hub.webhooks.emit_repo(
@@ -305,3 +305,30 @@ def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kin
         store, scope="repo.content", action="update", updated_refs=[(f"refs/{kind}/{name}", old, None)]
     )
     return Response.json({})
+
+
+def super_squash(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, branch: str) -> Response:
+    """Replace `branch`'s history by one commit holding its current files."""
+    from registry.localhub.commits import branch_ref
+
+    store, who = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    message = body.get("message")
+    title = message if isinstance(message, str) and message.strip() else f"Super-squash branch '{branch}'"
+    with hub.locks.get(f"{repo_type}/{repo_id}"):
+        kind, name = branch_ref(store, branch or "main")
+        refs_ = store.refs()
+        old = refs_[kind][name]
+        new = store.write_commit(parents=[], title=title, message="", author=who.name, files=store.commit(old).files)
+        refs_[kind][name] = new
+        store.write_refs(refs_)
+    ref = f"refs/heads/{name}" if kind == "heads" else f"refs/pr/{name}"
+    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(ref, old, new)])
+    return Response.json({"commitId": new})
+
+
+def one_part_id(hub: LocalHub, req: Request, repo_type: str, name: str) -> Response:
+    """`gpt2`-style ids: this hub only has `namespace/name` repos, so they are missing repos."""
+    from registry.localhub.storage import repo_not_found
+
+    raise repo_not_found(repo_type, name)

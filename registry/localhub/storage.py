@@ -39,6 +39,11 @@ from registry.localhub.names import (
 )
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_GITATTRIBUTES = (
+    b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.pt filter=lfs diff=lfs merge=lfs -text\n*.pth filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.gguf filter=lfs diff=lfs merge=lfs -text\n"
+)
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
 
 
@@ -456,12 +461,15 @@ class Storage:
             root / "repo.json",
             {"private": private, "createdAt": now_iso(), "objectId": secrets.token_hex(12), **extra},
         )
-        data = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
-        sha = self.blobs.put_bytes(data)
-        entry = FileEntry(sha256=sha, size=len(data), git_oid=git_blob_oid(data), lfs=False)
-        commit_id = store.write_commit(
-            parents=[], title="initial commit", message="", author=author, files={".gitattributes": entry}
-        )
+        initial = {".gitattributes": DEFAULT_GITATTRIBUTES}
+        if repo_type == "space":  # like the Hub: a new Space has a README naming its SDK
+            sdk = extra.get("sdk", "gradio")
+            initial["README.md"] = f"---\ntitle: {repo_id.split('/')[1]}\nsdk: {sdk}\n---\n".encode()
+        files = {}
+        for path, data in initial.items():
+            sha = self.blobs.put_bytes(data)
+            files[path] = FileEntry(sha256=sha, size=len(data), git_oid=git_blob_oid(data), lfs=False)
+        commit_id = store.write_commit(parents=[], title="initial commit", message="", author=author, files=files)
         # refs.json last: its presence is what makes the repo exist.
         store.write_refs({"heads": {"main": commit_id}, "tags": {}, "prs": {}})
         return store
