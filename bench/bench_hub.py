@@ -216,18 +216,22 @@ def old_tree(ref: str, dest: Path) -> Path:
 
 
 def history_cost(pythonpath: Path, n: int, work: Path) -> dict[str, float]:
-    """Median resolve and `tree?expand=true` times at 1 commit and after `n` commits (one repo)."""
+    """Median resolve (short commit id) and `tree?recursive&expand` times over the same 350 files,
+    at 1 commit and after `n` commits (each changing one file), and the repo's size on disk."""
     server = Server(pythonpath, work / f"hist-{pythonpath.name}")
     try:
         status, _ = _request(server.url, "POST", "/api/repos/create", token=server.token, body=b'{"name": "hist"}')
         assert status == 200
 
-        def commit(i: int) -> str:
-            line = {
-                "key": "file",
-                "value": {"path": f"d{i % 50}/f{i % 7}.txt", "content": base64.b64encode(b"%d" % i).decode()},
-            }
-            body = "\n".join(json.dumps(x) for x in [{"key": "header", "value": {"summary": f"c{i}"}}, line]).encode()
+        def commit(i: int, *, every_file: bool = False) -> str:
+            paths = (
+                [f"d{d}/f{f}.txt" for d in range(50) for f in range(7)] if every_file else [f"d{i % 50}/f{i % 7}.txt"]
+            )
+            lines = [{"key": "header", "value": {"summary": f"c{i}"}}]
+            lines += [
+                {"key": "file", "value": {"path": p, "content": base64.b64encode(b"%d" % i).decode()}} for p in paths
+            ]
+            body = "\n".join(json.dumps(x) for x in lines).encode()
             status, text = _request(
                 server.url,
                 "POST",
@@ -248,7 +252,7 @@ def history_cost(pythonpath: Path, n: int, work: Path) -> dict[str, float]:
                 assert status == 200, (path, status)
             return statistics.median(times)
 
-        first = commit(0)
+        first = commit(0, every_file=True)  # the same 350 files at 1 commit and at n commits
         at1 = {
             "resolve_short": timed(f"/alice/hist/resolve/{first[:7]}/d0/f0.txt"),
             "tree_expand": timed("/api/models/alice/hist/tree/main?recursive=true&expand=true"),
