@@ -66,7 +66,7 @@ def client_disabled_xet(req: Request) -> bool:
     if XET_DISABLED_ORIGIN in agent:
         return True
     match = re.search(r"hf_hub/(\d+)\.(\d+)", agent)
-    return bool(match) and (int(match.group(1)), int(match.group(2))) < (1, 20)
+    return match is not None and (int(match.group(1)), int(match.group(2))) < (1, 20)
 
 
 class LocalHub:

@@ -24,7 +24,7 @@ def _loader() -> type:
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise yaml.composer.ComposerError(
                     None, None, "YAML aliases (*name) are not accepted in model cards", event.start_mark
                 )

@@ -287,7 +287,7 @@ def _sha256(data: bytes) -> str:
 
 def _check_no_file_folder_clash(files: dict[str, Any]) -> None:
     folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
-    expanded = set()
+    expanded: set[str] = set()
     for f in folders:
         parts = f.split("/")
         expanded.update("/".join(parts[: i + 1]) for i in range(len(parts)))

@@ -187,9 +187,10 @@ def _apply(
         d["events"].append(event)
         return event, "newMessage", event
     if action == "comment" and len(tail) == 2:
-        event = next((e for e in d["events"] if e["id"] == tail[0] and e["type"] == "comment"), None)
-        if event is None:
+        found = [e for e in d["events"] if e["id"] == tail[0] and e["type"] == "comment"]
+        if not found:
             raise NotFound(f"Comment {tail[0]!r} not found in discussion #{d['num']}")
+        event = found[0]
         if tail[1] == "edit" and event["author"]["name"] == who.name:
             latest = {
                 "raw": str(body.get("content") or ""),

@@ -32,7 +32,7 @@ def gate(store: RepoStore) -> str | None:
 def _load(store: RepoStore) -> dict[str, Any]:
     path = store.root / "access.json"
     with store.present():
-        return read_json(path) if path.is_file() else {"requests": {}}  # type: ignore[no-any-return]
+        return read_json(path) if path.is_file() else {"requests": {}}
 
 
 def _save(store: RepoStore, data: dict[str, Any]) -> None:

@@ -276,7 +276,7 @@ class TargetPolicy:
             raise TargetRefused(f"{url!r} has an invalid port") from None
         host = parts.hostname.lower().rstrip(".")
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if host not in self.hosts:
             refused = [a for a in addresses if not self.address_ok(ipaddress.ip_address(a.split("%")[0]))]
             if refused or not addresses:
