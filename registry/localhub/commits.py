@@ -165,8 +165,8 @@ class RepoLocks:
         self._locks: dict[str, threading.Lock] = {}
 
     def get(self, key: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+        with self._guard:  # repo ids are case-insensitive: every casing shares one lock
+            return self._locks.setdefault(key.lower(), threading.Lock())
 
 
 def lfs_object_missing(op: AddLfs) -> Unprocessable:

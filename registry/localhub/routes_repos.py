@@ -54,15 +54,17 @@ def create(hub: LocalHub, req: Request) -> Response:
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
-    ns = repo_id.split("/")[0]
+    ns, name = repo_id.split("/", 1)
     hub.check_write(who, ns)
+    repo_id = f"{who.canonical(ns) or ns}/{name}"  # the namespace's own casing
     url = req.base_url + web_path(repo_type, repo_id)
     private = body.get("visibility", "public") == "private" if "visibility" in body else bool(body.get("private"))
     extra = {"sdk": body["sdk"]} if repo_type == "space" and body.get("sdk") else {}
     try:
         store = hub.storage.create_repo(repo_type, repo_id, private=private, author=who.name, extra=extra)
     except Conflict as exc:
-        exc.fields["url"] = url
+        canonical = hub.storage.canonical_id(repo_type, repo_id) or repo_id
+        exc.fields["url"] = req.base_url + web_path(repo_type, canonical)
         raise
     hub.webhooks.emit_repo(store, scope="repo", action="create")
     return Response.json({"url": url, "name": repo_id, "id": store.info["objectId"]})
@@ -90,6 +92,8 @@ def move(hub: LocalHub, req: Request) -> Response:
     src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
     store, who = hub.write_repo(req, repo_type, src)
     hub.check_write(who, dst.split("/")[0])
+    dst_ns, _, dst_name = dst.partition("/")
+    dst = f"{who.canonical(dst_ns) or dst_ns}/{dst_name}"
     target = repo_dir(hub.data_dir, repo_type, dst)
     if hub.storage.exists(repo_type, dst):
         raise Conflict(f"Cannot move {src} to {dst}: {dst} already exists")

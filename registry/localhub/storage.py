@@ -435,13 +435,28 @@ class Storage:
         Raises:
             StorageError: 404 `RepoNotFound`.
         """
-        root = repo_dir(self.data_dir, repo_type, repo_id)
-        if not (root / "refs.json").is_file():
+        canonical = self.canonical_id(repo_type, repo_id)
+        if canonical is None:
             raise repo_not_found(repo_type, repo_id)
-        return RepoStore(root, repo_type=repo_type, repo_id=repo_id)
+        return RepoStore(repo_dir(self.data_dir, repo_type, canonical), repo_type=repo_type, repo_id=canonical)
+
+    def canonical_id(self, repo_type: str, repo_id: str) -> str | None:
+        """The stored casing of `repo_id` (ids are case-insensitive, as on the Hub), or None."""
+        root = repo_dir(self.data_dir, repo_type, repo_id)
+        if (root / "refs.json").is_file():
+            return repo_id
+        ns, name = repo_id.lower().split("/")
+        base = self.data_dir / "repos" / f"{repo_type}s"
+        for ns_dir in base.iterdir() if base.is_dir() else []:
+            if ns_dir.name.lower() != ns or not ns_dir.is_dir():
+                continue
+            for repo in ns_dir.iterdir():
+                if repo.name.lower() == name and (repo / "refs.json").is_file():
+                    return f"{ns_dir.name}/{repo.name}"
+        return None
 
     def exists(self, repo_type: str, repo_id: str) -> bool:
-        return (repo_dir(self.data_dir, repo_type, repo_id) / "refs.json").is_file()
+        return self.canonical_id(repo_type, repo_id) is not None
 
     def create_repo(
         self, repo_type: str, repo_id: str, *, private: bool, author: str, extra: dict[str, Any]
@@ -452,8 +467,9 @@ class Storage:
             StorageError: 409 when it exists.
         """
         root = repo_dir(self.data_dir, repo_type, repo_id)
-        if (root / "refs.json").is_file():
-            raise Conflict(f"You already created this {repo_type} repo: {repo_id}")
+        existing = self.canonical_id(repo_type, repo_id)
+        if existing is not None:
+            raise Conflict(f"You already created this {repo_type} repo: {existing}")
         (root / "commits").mkdir(parents=True, exist_ok=True)
         (root / "trees").mkdir(exist_ok=True)
         store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)

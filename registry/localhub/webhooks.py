@@ -158,7 +158,7 @@ class WebhookDispatcher:
             self._queue(hook_id).put({"url": hook["url"], "secret": hook.get("secret"), "body": body})
 
     def _owner_can_read(self, owner: str, ns: str) -> bool:
-        return owner == ns or ns in self._hub.accounts.orgs_of(owner)
+        return owner.lower() == ns.lower() or ns.lower() in {o.lower() for o in self._hub.accounts.orgs_of(owner)}
 
     # -- delivery ----------------------------------------------------------------------------
     def _queue(self, hook_id: str) -> queue.Queue[dict[str, Any] | None]:
@@ -340,9 +340,10 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 
 def _matches(watch: dict[str, str], store: RepoStore, ns: str) -> bool:
+    name = str(watch.get("name", "")).lower()
     if watch.get("type") in ("user", "org"):
-        return watch.get("name") == ns
-    return watch.get("type") == store.repo_type and watch.get("name") == store.repo_id
+        return name == ns.lower()
+    return watch.get("type") == store.repo_type and name == store.repo_id.lower()
 
 
 # -- management routes -------------------------------------------------------------------------

@@ -133,3 +133,20 @@ def test_tag_on_a_missing_revision_is_revision_not_found(hub_factory: HubFactory
     api.create_tag("alice/tagged", tag="v1")
     with pytest.raises(RevisionNotFoundError):
         api.create_tag("alice/tagged", tag="v1", revision="no-such-branch")
+
+
+def test_repo_ids_and_user_names_are_case_insensitive(hub: HubHandle) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = hub.api()
+    api.create_repo("alice/CasePub")
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.create_repo("alice/casepub")
+    assert exc.value.response.status_code == 409
+    assert api.create_repo("ALICE/CASEPUB", exist_ok=True).repo_id == "alice/CasePub"
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="Alice/casePUB")
+    info = api.model_info("alice/casepub")
+    assert info.id == "alice/CasePub" and "x.txt" in [s.rfilename for s in info.siblings or []]
+    assert len([m for m in api.list_models(author="alice") if m.id.lower() == "alice/casepub"]) == 1
+    again = hub.make_token("ALICE", write=True)
+    assert hub.api(again).whoami()["name"] == "alice"
