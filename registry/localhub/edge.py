@@ -171,6 +171,8 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
             api + "/user-access-request/{status}",
             {"GET": lambda h, r, p: gating.list_requests(h, r, t, rid(p), status=p["status"])},
         ),
+        (api + "/lfs-files", {"GET": lambda h, r, p: lfs.list_lfs_files(h, r, t, rid(p))}),
+        (api + "/lfs-files/batch", {"POST": lambda h, r, p: lfs.delete_lfs_files(h, r, t, rid(p))}),
         (web + "/ask-access", {"POST": lambda h, r, p: gating.ask_access(h, r, t, rid(p))}),
         (api + "/xet-read-token/{rev:path}", {"GET": _xet}),
         (api + "/xet-write-token/{rev:path}", {"GET": _xet}),

@@ -24,6 +24,7 @@ from registry.localhub.routes_repos import web_path
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
+    from registry.localhub.storage import RepoStore
 
 _OID = re.compile(r"^[0-9a-f]{64}$")
 URL_LIFETIME_S = 3600
@@ -119,4 +120,64 @@ def verify(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Respons
         or (size is not None and hub.storage.blobs.size(oid) != size)
     ):
         raise NotFound(f"LFS object {oid} is not stored (or has another size); upload it again")
+    return Response.json({})
+
+
+def _lfs_files(store: RepoStore) -> dict[str, dict[str, Any]]:
+    """sha256 -> listing row for every LFS object of the repo (files of its refs, then uploads)."""
+    rows: dict[str, dict[str, Any]] = {}
+    refs = store.refs()
+    for kind, prefix in (("heads", "refs/heads/"), ("tags", "refs/tags/"), ("prs", "refs/pr/")):
+        for name, commit_id in sorted(refs[kind].items()):
+            commit = store.commit(commit_id)
+            for path, entry in sorted(commit.files.items()):
+                if entry.lfs and entry.sha256 not in rows:
+                    rows[entry.sha256] = {
+                        "fileOid": entry.sha256,
+                        "oid": entry.git_oid,
+                        "filename": path,
+                        "size": entry.size,
+                        "pushedAt": commit.date,
+                        "ref": prefix + name,
+                    }
+    return rows
+
+
+def list_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
+    """`GET …/lfs-files`: the repo's LFS objects (owners only, as on the Hub)."""
+    store, _ = hub.write_repo(req, repo_type, repo_id)
+    return Response.json(list(_lfs_files(store).values()))
+
+
+def delete_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
+    """`POST …/lfs-files/batch {"deletions": {"sha": [...], "rewriteHistory": bool}}`.
+
+    The objects leave the repo: every ref that holds them gets a commit deleting those files, and
+    the repo no longer owns them (its uploads list). The bytes leave the blob store once no repo
+    owns them; older commits that named them then answer `EntryNotFound` for those files.
+    """
+    from registry.localhub.commits import CommitHeader, Delete, apply_commit
+
+    store, who = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    deletions = body.get("deletions")
+    shas = deletions.get("sha") if isinstance(deletions, dict) else None
+    if not isinstance(shas, list) or not all(isinstance(s, str) and _OID.match(s) for s in shas):
+        raise InvalidInput("lfs-files/batch needs {'deletions': {'sha': [sha256, ...], 'rewriteHistory': bool}}")
+    doomed = set(shas)
+    with hub.locks.get(f"{repo_type}/{store.repo_id}"):
+        refs = store.refs()
+        for kind in ("heads", "prs"):
+            for name, commit_id in refs[kind].items():
+                files = store.commit(commit_id).files
+                ops = [Delete(p, folder=False) for p, e in files.items() if e.lfs and e.sha256 in doomed]
+                if ops:
+                    header = CommitHeader(summary="Permanently delete LFS files", description="", parent=None)
+                    apply_commit(
+                        hub.storage, store, lock=None, kind=kind, name=name, header=header, ops=ops, author=who.name
+                    )
+        store.revoke_lfs(doomed)
+    for sha in doomed:
+        if not any(other.references_lfs(sha) for other in hub.storage.iter_all_repos()):
+            hub.storage.blobs.path(sha).unlink(missing_ok=True)
     return Response.json({})

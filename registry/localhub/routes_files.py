@@ -40,6 +40,12 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
         headers["X-Linked-Size"] = str(entry.size)
     blob = hub.storage.blobs.path(entry.sha256)
+    if not blob.is_file():  # an LFS object deleted permanently (lfs-files/batch) after this commit
+        raise NotFound(
+            f"{path!r} at revision {revision!r} of {repo_id} was permanently deleted",
+            code="EntryNotFound",
+            headers={"X-Repo-Commit": commit_id},
+        )
     span = _parse_range(req.headers.get("Range"), entry.size)
     if span is None:
         return Response(status=200, headers=headers, file=(blob, 0, entry.size))

@@ -330,6 +330,12 @@ class RepoStore:
         finally:
             os.close(fd)
 
+    def revoke_lfs(self, oids: set[str]) -> None:
+        """Forget `oids` (permanently deleted LFS files); the caller holds the repo lock."""
+        kept = sorted(self.granted_lfs() - oids)
+        with self.present():
+            atomic_write(self.root / "lfs-objects.txt", "".join(f"{o}\n" for o in kept).encode(), create_dirs=False)
+
     def references_lfs(self, oid: str) -> bool:
         """Whether `oid` was uploaded to this repo or is an LFS file of one of its refs' commits."""
         if oid in self.granted_lfs():

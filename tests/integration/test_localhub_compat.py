@@ -150,3 +150,24 @@ def test_repo_ids_and_user_names_are_case_insensitive(hub: HubHandle) -> None:
     assert len([m for m in api.list_models(author="alice") if m.id.lower() == "alice/casepub"]) == 1
     again = hub.make_token("ALICE", write=True)
     assert hub.api(again).whoami()["name"] == "alice"
+
+
+def test_list_and_permanently_delete_lfs_files(hub_factory: HubFactory) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    hub = hub_factory.thread("lfsfiles", lfs_threshold=1000)
+    api = hub.api()
+    api.create_repo("alice/lfs-files")
+    payload = b"w" * 5000
+    old = api.upload_file(path_or_fileobj=payload, path_in_repo="ckpt/w.bin", repo_id="alice/lfs-files").oid
+    files = list(api.list_lfs_files("alice/lfs-files"))
+    assert [(f.filename, f.size, f.ref) for f in files] == [("ckpt/w.bin", 5000, "refs/heads/main")]
+    api.permanently_delete_lfs_files("alice/lfs-files", files)
+    assert list(api.list_lfs_files("alice/lfs-files")) == []
+    assert "ckpt/w.bin" not in api.list_repo_files("alice/lfs-files")
+    assert not any(p.is_file() and p.name == files[0].file_oid for p in (hub.data_dir / "blobs").rglob("*"))
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(
+            "alice/lfs-files", "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c"
+        )
