@@ -44,6 +44,15 @@ TEMPLATES = [
     "/api/{types}/{ns}/{name}/tag/{rev}",
     "/api/{types}/{ns}/{name}/settings",
     "/api/{types}/{ns}/{name}/xet-read-token/{rev}",
+    "/api/{types}/{ns}/{name}/super-squash/{rev}",
+    "/api/{types}/{ns}/{name}/auth-check",
+    "/api/{types}/{ns}/{name}/auth-check/write",
+    "/api/{types}/{ns}/{name}/user-access-request/{x}",
+    "/api/{types}/{ns}/{name}/user-access-request/grant",
+    "/api/{types}/{ns}/{name}/lfs-files",
+    "/api/{types}/{ns}/{name}/lfs-files/batch",
+    "/api/{types}/{name}",
+    "{prefix}/{ns}/{name}/ask-access",
     "/api/{types}/{ns}/{name}/discussions",
     "/api/{types}/{ns}/{name}/discussions/{num}",
     "/api/{types}/{ns}/{name}/discussions/{num}/{action}",
@@ -114,7 +123,8 @@ def _json_value(rng: random.Random, depth: int = 0) -> object:
     keys = ["name", "organization", "type", "private", "visibility", "fromRepo", "toRepo", "files", "path", "size",
             "sample", "operation", "objects", "oid", "transfers", "paths", "expand", "url", "watched", "domains",
             "secret", "title", "description", "comment", "status", "content", "tag", "startingPoint", "gated",
-            "pullRequest", "repoType"]  # fmt: skip
+            "pullRequest", "repoType", "deletions", "sha", "rewriteHistory", "user", "requestId", "message",
+            "gitIgnore"]  # fmt: skip
     return {rng.choice(keys): _json_value(rng, depth + 1) for _ in range(rng.randint(0, 5))}
 
 
