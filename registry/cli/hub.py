@@ -39,6 +39,15 @@ def serve(
             help="Files this big (bytes) go through LFS for clients with Xet off.", min=1, rich_help_panel="Limits"
         ),
     ] = 10 * 1024 * 1024,
+    webhook_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook-allow",
+            help="A CIDR or host name webhooks may target although private, loopback or link-local (repeatable). "
+            "Loopback is allowed anyway while --host is a loopback address.",
+            rich_help_panel="Webhooks",
+        ),
+    ] = None,
 ) -> None:
     """Serve a Hub-compatible API on HOST:PORT over --data; prints the URL as the first stdout line.
 
@@ -50,7 +59,12 @@ def serve(
     from registry.localhub.app import HubConfig
 
     try:
-        hub = EmbeddedHub.create(data, host=host, port=port, config=HubConfig(lfs_threshold=lfs_threshold))
+        hub = EmbeddedHub.create(
+            data,
+            host=host,
+            port=port,
+            config=HubConfig(lfs_threshold=lfs_threshold, webhook_allow=tuple(webhook_allow or ())),
+        )
     except OSError as exc:
         # errno is set for socket errors (port taken, host not local); the data-dir lock says its own fix.
         hint = ". Pick another --port (0: any free one) or --host" if exc.errno is not None else ""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from registry.localhub.app import HubConfig, LocalHub
-    from registry.localhub.http import HttpServer
+    from registry.localhub.server import HttpServer
 
 
 @dataclass
@@ -41,15 +41,18 @@ class EmbeddedHub:
             OSError: the port is taken, or another server uses `data_dir`.
         """
         from registry.localhub.app import LocalHub
-        from registry.localhub.http import HttpServer
+        from registry.localhub.edge import build_app
+        from registry.localhub.server import HttpServer
 
         app = LocalHub(data_dir, config=config)
         try:
-            server = HttpServer(app, host=host, port=port)
+            server = HttpServer(build_app(app), host=host, port=port)
         except OSError:
             app.close()
             raise
         app.webhooks.base_url = server.url
+        loopback = app.config.webhook_loopback
+        app.webhooks.policy.loopback_ok = _is_loopback(host) if loopback is None else loopback
         return cls(app=app, server=server)
 
     @classmethod
@@ -64,3 +67,15 @@ class EmbeddedHub:
     def stop(self) -> None:
         self.server.stop()
         self.app.close()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (what the server binds) is a loopback interface: local bots may then get webhooks."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

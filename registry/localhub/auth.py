@@ -36,11 +36,15 @@ class Principal:
     def namespaces(self) -> set[str]:
         return {self.name, *self.orgs}
 
+    def canonical(self, namespace: str) -> str | None:
+        """`namespace` in its stored casing when it is one of ours (names are case-insensitive)."""
+        return next((n for n in self.namespaces() if n.lower() == namespace.lower()), None)
+
     def can_write(self, namespace: str) -> bool:
-        return self.role == "write" and namespace in self.namespaces()
+        return self.role == "write" and self.canonical(namespace) is not None
 
     def can_read_private(self, namespace: str) -> bool:
-        return namespace in self.namespaces()
+        return self.canonical(namespace) is not None
 
 
 def hash_token(token: str) -> str:
@@ -102,7 +106,10 @@ class Accounts:
                 raise ValueError(f"{what.capitalize()} {value!r} is reserved; choose another one")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._locked() as data:
-            if user in data["orgs"] or (org is not None and org in data["users"]):
+            # Names are case-insensitive, as on the Hub: `Alice` is the existing `alice`.
+            user = _canonical(user, data["users"], data["orgs"])
+            org = _canonical(org, data["orgs"], data["users"]) if org is not None else None
+            if user in data["orgs"] or (org is not None and org in data["users"]) or user == org:
                 raise ValueError(f"{user!r} or {org!r} is already used by an organisation/user of the other kind")
             users, orgs, tokens = data["users"], data["orgs"], data["tokens"]
             users.setdefault(user, {"createdAt": now_iso(), "orgs": []})
@@ -132,3 +139,8 @@ class Accounts:
     def orgs_of(self, user: str) -> tuple[str, ...]:
         """The organisations `user` belongs to (empty for an unknown user)."""
         return tuple(self._load()["users"].get(user, {}).get("orgs", []))
+
+
+def _canonical(name: str, *tables: dict[str, Any]) -> str:
+    """The stored casing of `name` in any of `tables`, else `name` itself."""
+    return next((n for table in tables for n in table if n.lower() == name.lower()), name)

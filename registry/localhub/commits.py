@@ -12,10 +12,12 @@ import contextlib
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from registry.localhub.names import StorageError, validate_path
+from registry.localhub.names import InvalidInput, NotFound, StaleParent, StorageError, Unprocessable, validate_path
+from registry.localhub.ndjson import Spooled
 from registry.localhub.storage import FileEntry, RepoStore, Storage, git_blob_oid, lfs_pointer
 
 
@@ -23,6 +25,14 @@ from registry.localhub.storage import FileEntry, RepoStore, Storage, git_blob_oi
 class AddBytes:
     path: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class AddSpooled:
+    """A regular file whose (large) inline content was decoded to a temp file while streaming."""
+
+    path: str
+    spooled: Spooled
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Delete:
     folder: bool
 
 
-Operation = AddBytes | AddLfs | AddEntry | Delete
+Operation = AddBytes | AddSpooled | AddLfs | AddEntry | Delete
 
 
 @dataclass(frozen=True)
@@ -64,22 +74,36 @@ class CommitResult:
 
 
 def _bad(message: str) -> StorageError:
-    return StorageError(f"Malformed commit payload: {message}", status=400, code="BadRequest")
+    return InvalidInput(f"Malformed commit payload: {message}", code="BadRequest")
 
 
 def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
-    """Parse and validate the commit payload.
+    """Parse and validate a commit payload held in memory (small payloads, tests).
 
     Raises:
-        StorageError: 400 for malformed lines, unknown keys, unsafe paths or bad base64.
+        InvalidInput: for malformed lines, unknown keys, unsafe paths or bad base64.
+    """
+    items = ((n, json_or_none(line), None) for n, line in enumerate(raw.splitlines(), start=1) if line.strip())
+    return parse_items(items)
+
+
+def json_or_none(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def parse_items(items: Iterable[tuple[int, Any, Spooled | None]]) -> tuple[CommitHeader, list[Operation]]:
+    """Validate parsed NDJSON lines (see `registry.localhub.ndjson.iter_items`) into a header and operations.
+
+    Raises:
+        InvalidInput: for malformed lines, unknown keys, unsafe paths or bad base64.
     """
     header: CommitHeader | None = None
     ops: list[Operation] = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, item, spooled in items:
         try:
-            item = json.loads(line)
             key, value = item["key"], item["value"]
         except (ValueError, KeyError, TypeError):
             raise _bad(f"line {number} is not a JSON object with 'key' and 'value'") from None
@@ -107,6 +131,9 @@ def parse_ndjson(raw: bytes) -> tuple[CommitHeader, list[Operation]]:
         if key == "file":
             if value.get("encoding", "base64") != "base64":
                 raise _bad(f"line {number}: only base64 encoding is supported")
+            if spooled is not None:
+                ops.append(AddSpooled(path, spooled))
+                continue
             try:
                 data = base64.b64decode(value.get("content", ""), validate=True)
             except (binascii.Error, ValueError, TypeError):
@@ -138,8 +165,17 @@ class RepoLocks:
         self._locks: dict[str, threading.Lock] = {}
 
     def get(self, key: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+        with self._guard:  # repo ids are case-insensitive: every casing shares one lock
+            return self._locks.setdefault(key.lower(), threading.Lock())
+
+
+def lfs_object_missing(op: AddLfs) -> Unprocessable:
+    """THE refusal for an LFS object this commit may not use: missing and foreign read the same."""
+    return Unprocessable(
+        f"LFS object {op.sha256} for {op.path!r} was never uploaded to this repo; upload it through the "
+        "LFS batch API first",
+        code="LfsObjectMissing",
+    )
 
 
 def branch_ref(store: RepoStore, revision: str) -> tuple[str, str]:
@@ -154,10 +190,9 @@ def branch_ref(store: RepoStore, revision: str) -> tuple[str, str]:
     name = revision[11:] if revision.startswith("refs/heads/") else revision
     if name in refs["heads"]:
         return "heads", name
-    raise StorageError(
+    raise NotFound(
         f"Branch {revision!r} not found in {store.repo_id}: commits go to a branch or refs/pr/N; "
         "create the branch first",
-        status=404,
         code="RevisionNotFound",
     )
 
@@ -185,30 +220,30 @@ def apply_commit(
         refs = store.refs()
         old_head = refs[kind][name]
         if header.parent is not None and not old_head.startswith(header.parent):
-            raise StorageError(
+            raise StaleParent(
                 f"Parent commit {header.parent} is not the head of {name} ({old_head}): someone committed "
                 "in between; re-read the branch and retry",
-                status=412,
                 code="PreconditionFailed",
             )
         files = dict(store.commit(old_head).files)
         pending: list[bytes] = []
+        adopt: list[Spooled] = []
         for op in ops:
             if isinstance(op, AddBytes):
                 files[op.path] = FileEntry(
                     sha256=_sha256(op.data), size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False
                 )
                 pending.append(op.data)
+            elif isinstance(op, AddSpooled):
+                files[op.path] = FileEntry(
+                    sha256=op.spooled.sha256, size=op.spooled.size, git_oid=op.spooled.git_oid(), lfs=False
+                )
+                adopt.append(op.spooled)
             elif isinstance(op, AddEntry):
                 files[op.path] = op.entry
             elif isinstance(op, AddLfs):
                 if not storage.blobs.exists(op.sha256):
-                    raise StorageError(
-                        f"LFS object {op.sha256} for {op.path!r} was never uploaded; upload it through the "
-                        "LFS batch API first",
-                        status=422,
-                        code="LfsObjectMissing",
-                    )
+                    raise lfs_object_missing(op)
                 size = storage.blobs.size(op.sha256)
                 if op.size is not None and op.size != size:
                     raise _bad(f"size {op.size} of {op.path!r} does not match the stored object ({size})")
@@ -218,20 +253,20 @@ def apply_commit(
             elif op.folder:
                 doomed = [p for p in files if p.startswith(op.path + "/")]
                 if not doomed:
-                    raise StorageError(
-                        f"A folder with this name doesn't exist: {op.path!r}", status=404, code="EntryNotFound"
-                    )
+                    raise NotFound(f"A folder with this name doesn't exist: {op.path!r}", code="EntryNotFound")
                 for p in doomed:
                     del files[p]
             else:
-                if op.path not in files:
-                    raise StorageError(
-                        f"A file with this name doesn't exist: {op.path!r}", status=404, code="EntryNotFound"
-                    )
-                del files[op.path]
+                doomed = [op.path] if op.path in files else [p for p in files if p.startswith(op.path + "/")]
+                if not doomed:  # a `deletedFile` naming a folder deletes the folder, as on the Hub
+                    raise NotFound(f"A file with this name doesn't exist: {op.path!r}", code="EntryNotFound")
+                for p in doomed:
+                    del files[p]
         _check_no_file_folder_clash(files)
         for data in pending:
             storage.blobs.put_bytes(data)
+        for spooled in adopt:
+            storage.blobs.adopt(spooled.path, spooled.sha256)
         commit_id = store.write_commit(
             parents=[old_head],
             title=header.summary or "Update files",
@@ -252,7 +287,7 @@ def _sha256(data: bytes) -> str:
 
 def _check_no_file_folder_clash(files: dict[str, Any]) -> None:
     folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
-    expanded = set()
+    expanded: set[str] = set()
     for f in folders:
         parts = f.split("/")
         expanded.update("/".join(parts[: i + 1]) for i in range(len(parts)))

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from registry.localhub.auth import Principal
 from registry.localhub.commits import CommitHeader, CommitResult, Operation, apply_commit
-from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.names import StorageError
+from registry.localhub.http import Request, Response
+from registry.localhub.names import Conflict, Forbidden, InvalidInput, NotFound, StorageError
 from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
@@ -30,7 +30,8 @@ def _load(store: RepoStore) -> dict[str, Any]:
 
 
 def _save(store: RepoStore, data: dict[str, Any]) -> None:
-    atomic_write_json(store.root / "discussions.json", data)
+    with store.present():
+        atomic_write_json(store.root / "discussions.json", data, create_dirs=False)
 
 
 def _event(kind: str, author: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
             body = req.json(limit=hub.config.max_json_bytes)
             title = str(body.get("title") or "").strip()
             if not title:
-                raise HttpError("A discussion needs a non-empty 'title'", status=400, code="BadRequest")
+                raise InvalidInput("A discussion needs a non-empty 'title'", code="BadRequest")
             with lock:
                 d = _create(
                     store,
@@ -139,11 +140,11 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
     num = rest[0]
     data = _load(store)
     if num not in data["items"]:
-        raise HttpError(f"Discussion #{num} not found in {repo_id}", status=404)
+        raise NotFound(f"Discussion #{num} not found in {repo_id}")
     if req.method == "GET" and len(rest) == 1:
         return Response.json(_details(data["items"][num], store))
     if req.method != "POST" or len(rest) < 2:
-        raise HttpError(f"No route for {req.method} discussions/{'/'.join(rest)}", status=404)
+        raise NotFound(f"No route for {req.method} discussions/{'/'.join(rest)}")
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     action = rest[1]
@@ -181,14 +182,15 @@ def _apply(
     if action == "comment" and not tail:
         text = str(body.get("comment") or "")
         if not text.strip():
-            raise HttpError("A comment needs non-empty 'comment' text", status=400, code="BadRequest")
+            raise InvalidInput("A comment needs non-empty 'comment' text", code="BadRequest")
         event = _comment(who.name, text)
         d["events"].append(event)
         return event, "newMessage", event
     if action == "comment" and len(tail) == 2:
-        event = next((e for e in d["events"] if e["id"] == tail[0] and e["type"] == "comment"), None)
-        if event is None:
-            raise HttpError(f"Comment {tail[0]!r} not found in discussion #{d['num']}", status=404)
+        found = [e for e in d["events"] if e["id"] == tail[0] and e["type"] == "comment"]
+        if not found:
+            raise NotFound(f"Comment {tail[0]!r} not found in discussion #{d['num']}")
+        event = found[0]
         if tail[1] == "edit" and event["author"]["name"] == who.name:
             latest = {
                 "raw": str(body.get("content") or ""),
@@ -200,12 +202,10 @@ def _apply(
         elif tail[1] == "hide" and _is_writer(who, store):
             event["data"]["hidden"] = True
         else:
-            raise HttpError(f"User {who.name!r} may not {tail[1]} this comment", status=403)
+            raise Forbidden(f"User {who.name!r} may not {tail[1]} this comment")
         return event, "updatedComment", event
     if not may_moderate:
-        raise HttpError(
-            f"User {who.name!r} may not change discussion #{d['num']}: only its author or repo writers can", status=403
-        )
+        raise Forbidden(f"User {who.name!r} may not change discussion #{d['num']}: only its author or repo writers can")
     if action == "title":
         new = str(body.get("title") or "").strip()
         event = _event("title-change", who.name, {"from": d["title"], "to": new})
@@ -215,7 +215,7 @@ def _apply(
     if action == "status":
         status = body.get("status")
         if status not in ("open", "closed"):
-            raise HttpError(f"Invalid status {status!r}: expected 'open' or 'closed'", status=400, code="BadRequest")
+            raise InvalidInput(f"Invalid status {status!r}: expected 'open' or 'closed'", code="BadRequest")
         if body.get("comment"):
             d["events"].append(_comment(who.name, str(body["comment"])))
         event = _event("status-change", who.name, {"status": status})
@@ -224,15 +224,13 @@ def _apply(
         return event, "newStatus", None
     if action == "merge" and d["isPullRequest"]:
         if not _is_writer(who, store):
-            raise HttpError(
-                f"User {who.name!r} may not merge into {store.repo_id}: a write token is needed", status=403
-            )
+            raise Forbidden(f"User {who.name!r} may not merge into {store.repo_id}: a write token is needed")
         merged = _merge(hub, store, d, who)
         d["status"] = "merged"
         d["changes"]["mergeCommitId"] = merged
         d["events"].append(_event("status-change", who.name, {"status": "merged"}))
         return None, None, None
-    raise HttpError(f"Unknown discussion action {action!r}", status=404)
+    raise NotFound(f"Unknown discussion action {action!r}")
 
 
 def _merge(hub: LocalHub, store: RepoStore, d: dict[str, Any], who: Principal) -> str:
@@ -246,7 +244,7 @@ def _merge(hub: LocalHub, store: RepoStore, d: dict[str, Any], who: Principal) -
     changed = {p for p in set(old) | set(new) if old.get(p) != new.get(p)}
     clash = sorted(p for p in changed if now.get(p) != old.get(p) and now.get(p) != new.get(p))
     if clash:
-        raise HttpError(f"Cannot merge PR #{d['num']}: {clash[0]!r} changed on {base} too; update the PR", status=409)
+        raise Conflict(f"Cannot merge PR #{d['num']}: {clash[0]!r} changed on {base} too; update the PR")
     ops: list[Operation] = []
     for p in sorted(changed):
         ops.append(AddEntry(p, new[p]) if p in new else Delete(p, folder=False))

@@ -15,17 +15,93 @@ RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upl
 
 
 class StorageError(Exception):
-    """A storage-level failure the HTTP layer maps to an error code.
+    """A refused operation. The kind of refusal is the subclass; the HTTP edge (and only it) maps
+    kinds to statuses (`registry.localhub.edge.STATUS_OF`).
 
     Attributes:
-        status: the HTTP status to answer.
-        code: the `X-Error-Code` value; 400, 409 and 413 get a generic one when none is given.
+        code: the Hub's error code (`X-Error-Code`), e.g. `RepoNotFound`; each kind has a default.
+        headers: extra response headers the client needs with this error (e.g. `X-Repo-Commit`).
+        fields: extra fields of the JSON error body (e.g. the existing repo's `url` on a 409).
     """
 
-    def __init__(self, message: str, *, status: int = 400, code: str = "") -> None:
+    default_code = "BadRequest"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        headers: dict[str, str] | None = None,
+        fields: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code or {400: "BadRequest", 413: "PayloadTooLarge", 409: "Conflict"}.get(status, "")
+        self.code = code or self.default_code
+        self.headers = headers or {}
+        self.fields = fields or {}
+
+
+class InvalidInput(StorageError):
+    """Malformed or unsafe input (400)."""
+
+
+class AuthRequired(StorageError):
+    """No valid credentials (401)."""
+
+    default_code = ""
+
+
+class Forbidden(StorageError):
+    """Valid credentials without the right (403)."""
+
+    default_code = "Forbidden"
+
+
+class NotFound(StorageError):
+    """A repo, revision, entry or object that does not exist or may not be seen (404)."""
+
+    default_code = ""
+
+
+class NotAllowed(StorageError):
+    """A route that exists without this method (405)."""
+
+    default_code = "MethodNotAllowed"
+
+
+class TimedOut(StorageError):
+    """The client stopped sending its request body (408)."""
+
+    default_code = "RequestTimeout"
+
+
+class Conflict(StorageError):
+    """The target exists or changed (409)."""
+
+    default_code = "Conflict"
+
+
+class StaleParent(StorageError):
+    """`parentCommit` is not the branch head (412)."""
+
+    default_code = "PreconditionFailed"
+
+
+class TooLarge(StorageError):
+    """A body over its limit (413)."""
+
+    default_code = "PayloadTooLarge"
+
+
+class Unprocessable(StorageError):
+    """Well-formed input that cannot be applied: a hash mismatch, a missing LFS object (422)."""
+
+    default_code = "Unprocessable"
+
+
+class NotSupported(StorageError):
+    """A Hub feature this server does not implement (501)."""
+
+    default_code = "NotSupported"
 
 
 def validate_name(part: str, *, what: str) -> str:
@@ -35,10 +111,9 @@ def validate_name(part: str, *, what: str) -> str:
         StorageError: 400 when `part` is not a safe name (path traversal, odd characters).
     """
     if not _NAME_RE.match(part) or ".." in part or part.endswith(".git"):
-        raise StorageError(
+        raise InvalidInput(
             f"Invalid {what} {part!r}: use letters, digits, '-', '_' and '.', at most 96 characters, "
             "no '..' and no '.git' suffix",
-            status=400,
         )
     return part
 
@@ -51,10 +126,10 @@ def validate_repo_id(repo_id: str) -> tuple[str, str]:
     """
     parts = repo_id.split("/")
     if len(parts) != 2:
-        raise StorageError(f"Invalid repo id {repo_id!r}: expected 'namespace/name'", status=400)
+        raise InvalidInput(f"Invalid repo id {repo_id!r}: expected 'namespace/name'")
     ns, name = validate_name(parts[0], what="namespace"), validate_name(parts[1], what="repo name")
     if ns in RESERVED_NAMESPACES:
-        raise StorageError(f"Namespace {ns!r} is reserved; choose another one", status=400)
+        raise InvalidInput(f"Namespace {ns!r} is reserved; choose another one")
     return ns, name
 
 
@@ -73,9 +148,8 @@ def validate_path(path: str) -> str:
         or any(seg in ("", ".", "..", ".git") for seg in path.split("/"))
     )
     if bad:
-        raise StorageError(
+        raise InvalidInput(
             f"Invalid path in repo {path!r}: paths are relative, '/'-separated, with no empty, '.', "
             "'..' or '.git' segments",
-            status=400,
         )
     return path

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs, urlencode
 
-from registry.localhub.commits import apply_commit, branch_ref, parse_ndjson
-from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.names import StorageError, validate_path
+from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_items
+from registry.localhub.http import Request, Response
+from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
 from registry.localhub.routes_repos import web_path
-from registry.localhub.storage import Commit, FileEntry, RepoStore, lfs_pointer
+from registry.localhub.storage import FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
+    from registry.localhub.auth import Principal
 
 TREE_PAGE_SIZE = 1000
 
 
 def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
     """Serve a file directly (never a redirect), with the headers `hf_hub_download` needs."""
+    from registry.localhub.gating import check_access
+
     store = hub.read_repo(req, repo_type, repo_id)
+    check_access(hub, hub.principal(req), store)
     commit_id = store.resolve(revision)
-    entry = store.commit(commit_id).files.get(path)
+    entry = store.commit(commit_id).entry(path) if path else None
     if entry is None:
-        return _entry_not_found(path, revision, repo_id, commit_id)
+        _entry_not_found(path, revision, repo_id, commit_id)
     headers = {
         "X-Repo-Commit": commit_id,
         "ETag": f'"{entry.etag}"',
@@ -36,6 +40,12 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
         headers["X-Linked-Size"] = str(entry.size)
     blob = hub.storage.blobs.path(entry.sha256)
+    if not blob.is_file():  # an LFS object deleted permanently (lfs-files/batch) after this commit
+        raise NotFound(
+            f"{path!r} at revision {revision!r} of {repo_id} was permanently deleted",
+            code="EntryNotFound",
+            headers={"X-Repo-Commit": commit_id},
+        )
     span = _parse_range(req.headers.get("Range"), entry.size)
     if span is None:
         return Response(status=200, headers=headers, file=(blob, 0, entry.size))
@@ -47,13 +57,9 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
     return Response(status=206, headers=headers, file=(blob, start, end - start + 1))
 
 
-def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> Response:
+def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> NoReturn:
     message = f"Entry not found: {path!r} at revision {revision!r} of {repo_id}"
-    return Response.json(
-        {"error": message},
-        status=404,
-        headers={"X-Error-Code": "EntryNotFound", "X-Error-Message": message, "X-Repo-Commit": commit_id},
-    )
+    raise NotFound(message, code="EntryNotFound", headers={"X-Repo-Commit": commit_id})
 
 
 def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -84,59 +90,40 @@ def tree_entry(path: str, entry: FileEntry) -> dict[str, Any]:
     return out
 
 
-def folder_entry(path: str, files: dict[str, FileEntry]) -> dict[str, Any]:
-    listing = "".join(f"{p}\0{e.git_oid}\n" for p, e in sorted(files.items()) if p.startswith(path + "/"))
-    return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
-
-
-def _folders(files: dict[str, FileEntry]) -> set[str]:
-    out: set[str] = set()
-    for p in files:
-        parts = p.split("/")[:-1]
-        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+def _with_last(out: dict[str, Any], last: dict[str, str] | None, expand: bool) -> dict[str, Any]:
+    if expand and last:
+        out["lastCommit"] = dict(last)
     return out
 
 
-def _last_commits(store: RepoStore, commit: Commit, paths: list[str]) -> dict[str, dict[str, str]]:
-    """For `expand=true`: the newest commit that changed each path (file or folder)."""
-    found: dict[str, dict[str, str]] = {}
-    history = list(store.history(commit.id))
-    for i, c in enumerate(history):
-        parent = history[i + 1].files if i + 1 < len(history) else {}
-        changed = {p for p in set(c.files) | set(parent) if c.files.get(p) != parent.get(p)}
-        for path in paths:
-            if path not in found and any(p == path or p.startswith(path + "/") for p in changed):
-                found[path] = {"id": c.id, "title": c.title, "date": c.date}
-        if len(found) == len(paths):
-            break
-    return found
+def _walk_entry(kind: str, path: str, rec: dict[str, Any], *, expand: bool) -> dict[str, Any]:
+    """A tree/paths-info entry from a tree record (`trees.walk`)."""
+    if kind == "directory":
+        return _with_last({"type": "directory", "oid": rec["tree"], "size": 0, "path": path}, rec["last"], expand)
+    return _with_last(tree_entry(path, FileEntry.from_json(rec)), rec["last"], expand)
 
 
 def tree(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
+    """A folder's entries, from its tree object(s): the cost depends on the folder, never on history."""
+    from registry.localhub.trees import folder, walk
+
     store = hub.read_repo(req, repo_type, repo_id)
     commit = store.commit(store.resolve(revision))
     path = path.strip("/")
-    folders = _folders(commit.files)
-    if path and path not in folders:
+    found = folder(store, commit.tree, path) if all(path.split("/")) or not path else None
+    if found is None:
         message = f"Folder not found: {path!r} at revision {revision!r} of {repo_id}"
-        raise StorageError(message, status=404, code="EntryNotFound")
-    prefix = path + "/" if path else ""
-    recursive = req.qbool("recursive")
-
-    def wanted(p: str) -> bool:
-        return p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
-
-    entries = [folder_entry(f, commit.files) for f in sorted(folders) if wanted(f)]
-    entries += [tree_entry(p, e) for p, e in sorted(commit.files.items()) if wanted(p)]
+        raise NotFound(message, code="EntryNotFound")
+    expand = req.qbool("expand")
     cursor = req.qint("cursor")
-    page = entries[cursor : cursor + TREE_PAGE_SIZE]
-    if req.qbool("expand"):
-        last = _last_commits(store, commit, [e["path"] for e in page])
-        for e in page:
-            if e["path"] in last:
-                e["lastCommit"] = last[e["path"]]
+    # Folders first, then files, each sorted by path (what clients have always been given).
+    entries = sorted(
+        walk(store, found[0], path, recursive=req.qbool("recursive")), key=lambda e: (e[0] != "directory", e[1])
+    )
+    page = [_walk_entry(kind, p, rec, expand=expand) for kind, p, rec in entries[cursor : cursor + TREE_PAGE_SIZE]]
+    more = cursor + TREE_PAGE_SIZE < len(entries)
     headers = {}
-    if cursor + TREE_PAGE_SIZE < len(entries):
+    if more:
         query = {k: v for k, v in req.query.items() if k != "cursor"}
         query["cursor"] = [str(cursor + TREE_PAGE_SIZE)]
         url = f"{req.base_url}/api/{repo_type}s/{repo_id}/tree/{_quote(revision)}"
@@ -152,69 +139,76 @@ def _quote(value: str) -> str:
 
 
 def paths_info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    from registry.localhub.http import loads_json
+    from registry.localhub.trees import folder, lookup
+
     store = hub.read_repo(req, repo_type, repo_id)
     commit = store.commit(store.resolve(revision))
     raw = req.body.read(limit=hub.config.max_json_bytes)
     if "json" in req.headers.get("Content-Type", ""):
-        import json
-
-        try:
-            body = json.loads(raw or b"{}")
-            paths, expand = list(body.get("paths", [])), bool(body.get("expand"))
-        except (ValueError, AttributeError):
-            raise HttpError("paths-info body is not valid JSON", status=400, code="BadRequest") from None
+        body = loads_json(raw or b"{}")
+        paths = body.get("paths", []) if isinstance(body, dict) else None
+        if not isinstance(paths, list):
+            raise InvalidInput("paths-info body must be {'paths': [str], 'expand': bool}")
+        expand = bool(body.get("expand"))
     else:
         form = parse_qs(raw.decode("utf-8", errors="replace"))
         paths, expand = form.get("paths", []), form.get("expand", ["false"])[-1].lower() in ("1", "true")
-    folders = _folders(commit.files)
     out = []
     for p in paths:
         p = str(p).strip("/")
-        if p in commit.files:
-            out.append(tree_entry(p, commit.files[p]))
-        elif p in folders:
-            out.append(folder_entry(p, commit.files))
-    if expand and out:
-        last = _last_commits(store, commit, [e["path"] for e in out])
-        for e in out:
-            if e["path"] in last:
-                e["lastCommit"] = last[e["path"]]
+        if not p or not all(p.split("/")):
+            continue
+        rec = lookup(store, commit.tree, p)
+        if rec is not None:
+            out.append(_walk_entry("file", p, rec, expand=expand))
+            continue
+        found = folder(store, commit.tree, p)
+        if found is not None:
+            out.append(_with_last({"type": "directory", "oid": found[0], "size": 0, "path": p}, found[1], expand))
     return Response.json(out)
 
 
 def validate_yaml(hub: LocalHub, req: Request) -> Response:
     """Always JSON: the client parses the body before looking at the status."""
-    import yaml
+    from registry.localhub.cards import CardError, load_front_matter, metadata_problems
 
     body = req.json(limit=hub.config.max_json_bytes)
-    text = str(body.get("content", "")) if isinstance(body, dict) else ""
-    if text.startswith("---"):
-        lines = text.splitlines()
-        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
-        if end is not None:
-            try:
-                data = yaml.safe_load("\n".join(lines[1:end]))
-            except yaml.YAMLError as exc:
-                return Response.json(
-                    {"errors": [{"message": f"Invalid YAML in README front matter: {exc}"}]}, status=400
-                )
-            if data is not None and not isinstance(data, dict):
-                return Response.json(
-                    {"errors": [{"message": "README front matter must be a YAML mapping"}]}, status=400
-                )
+    text = body.get("content", "")
+    if not isinstance(text, str):
+        raise InvalidInput("validate-yaml needs {'content': str, 'repoType': str}")
+    try:
+        card = load_front_matter(text)
+    except CardError as exc:
+        return Response.json({"errors": [{"message": str(exc)}], "warnings": []}, status=400)
+    if not card:
+        return Response.json({"errors": [], "warnings": [{"message": "Empty or missing yaml metadata in repo card"}]})
+    problems = metadata_problems(card)
+    if problems:
+        return Response.json({"errors": [{"message": m} for m in problems], "warnings": []}, status=400)
     return Response.json({"errors": [], "warnings": []})
 
 
 def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
     from registry.localhub.app import client_disabled_xet
 
-    store, _ = hub.write_repo(req, repo_type, repo_id)
+    store, _ = (
+        hub.contribute_repo(req, repo_type, repo_id)
+        if req.qbool("create_pr")
+        else hub.write_repo(req, repo_type, repo_id)
+    )
     body = req.json(limit=hub.config.max_json_bytes)
     files = body.get("files") if isinstance(body, dict) else None
     if not isinstance(files, list):
-        raise HttpError("preupload body must be {'files': [{'path', 'size', 'sample'}]}", status=400, code="BadRequest")
-    current = store.commit(store.resolve(revision)).files
+        raise InvalidInput("preupload body must be {'files': [{'path', 'size', 'sample'}]}", code="BadRequest")
+    commit_ = store.commit(store.resolve(revision))
+    current = commit_.files
     lfs_ok = client_disabled_xet(req)
+    ignore = _text(hub, commit_.entry(".gitignore"))
+    if isinstance(body.get("gitIgnore"), str):  # a .gitignore in this very upload wins
+        ignore = body["gitIgnore"]
+    rules = _lfs_rules(_text(hub, commit_.entry(".gitattributes")))
+    ignored = _gitignore(ignore)
     out = []
     for item in files:
         if (
@@ -222,35 +216,78 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
             or not isinstance(item.get("path"), str)
             or not isinstance(item.get("size", 0), int)
         ):
-            raise HttpError("each preupload file needs a 'path' (and an integer 'size')", status=400, code="BadRequest")
+            raise InvalidInput("each preupload file needs a 'path' (and an integer 'size')", code="BadRequest")
         path = validate_path(item["path"])
         size = item.get("size") or 0
-        mode = "lfs" if lfs_ok and size >= hub.config.lfs_threshold else "regular"
+        # LFS for big files and for files `.gitattributes` routes to LFS, but only to clients that
+        # will use the LFS batch API (others would go through Xet, which this hub cannot speak).
+        wants_lfs = size >= hub.config.lfs_threshold or (rules is not None and rules.match_file(path))
+        mode = "lfs" if lfs_ok and wants_lfs else "regular"
         existing = current.get(path)
         oid = None
         if existing is not None:
             oid = existing.sha256 if mode == "lfs" else (None if existing.lfs else existing.git_oid)
-        out.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+        should_ignore = ignored is not None and ignored.match_file(path)
+        out.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": bool(should_ignore), "oid": oid})
     return Response.json({"files": out})
 
 
-def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
-    from registry.localhub import discussions
+def _text(hub: LocalHub, entry: FileEntry | None, limit: int = 1 << 20) -> str | None:
+    if entry is None or entry.size > limit:
+        return None
+    return hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace")
 
-    store, who = hub.write_repo(req, repo_type, repo_id)
+
+def _gitignore(text: str | None) -> Any:
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines()) if text else None
+
+
+def _lfs_rules(text: str | None) -> Any:
+    """The patterns of `.gitattributes` lines with `filter=lfs` (a gitignore-style pattern set)."""
+    import pathspec
+
+    if not text:
+        return None
+    patterns = [
+        line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:] and not line.startswith("#")
+    ]
+    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+
+
+def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
+    # Like the Hub, anyone with a write token may open a pull request on a repo they can read.
+    pr = req.qbool("create_pr")
+    store, who = hub.contribute_repo(req, repo_type, repo_id) if pr else hub.write_repo(req, repo_type, repo_id)
+    spooled: list[Path] = []
     try:
-        raw = req.body.read(limit=hub.config.max_commit_bytes)
-    except HttpError as exc:
-        if exc.status != 413:
-            raise
-        raise HttpError(
+        return _commit(hub, req, store, who, revision=revision, spooled=spooled)
+    finally:
+        for path in spooled:  # adopted ones were moved into the store; the rest are dropped
+            path.unlink(missing_ok=True)
+
+
+def _commit(
+    hub: LocalHub, req: Request, store: RepoStore, who: Principal, *, revision: str, spooled: list[Path]
+) -> Response:
+    from registry.localhub import discussions
+    from registry.localhub.ndjson import iter_items
+
+    repo_type, repo_id = store.repo_type, store.repo_id
+    chunks = req.body.iter_chunks(limit=hub.config.max_commit_bytes)
+    try:
+        header, ops = parse_items(iter_items(chunks, hub.storage.blobs.tmp, created=spooled))
+    except TooLarge as exc:
+        raise TooLarge(
             f"{exc} (inline file content). Send large files through LFS: set HF_HUB_DISABLE_XET=1 and "
             "HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet, or use registry.hub.HubClient",
-            status=413,
-            code="PayloadTooLarge",
         ) from None
-    header, ops = parse_ndjson(raw)
     kind, name = branch_ref(store, revision)
+    lfs_oids = [op.sha256 for op in ops if isinstance(op, AddLfs)]
+    for op in ops:
+        if isinstance(op, AddLfs) and not hub.lfs_usable(who, store, op.sha256):
+            raise lfs_object_missing(op)
     pr_num = None
     if req.qbool("create_pr"):
         pr_num, result = discussions.commit_pull_request(hub, store, who=who, header=header, ops=ops, base=name)
@@ -259,6 +296,7 @@ def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisio
         result = apply_commit(
             hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name
         )
+    store.grant_lfs(lfs_oids)
     hub.webhooks.emit_repo(
         store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)]
     )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
-from registry.localhub.http import HttpError, Request, Response
-from registry.localhub.names import REPO_TYPES, StorageError, validate_path
+from registry.localhub.http import Request, Response
+from registry.localhub.names import REPO_TYPES, Conflict, InvalidInput, NotFound, StorageError, validate_path
 from registry.localhub.storage import Commit, RepoStore
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
+
+logger = logging.getLogger(__name__)
 
 
 def web_path(repo_type: str, repo_id: str) -> str:
@@ -31,20 +34,10 @@ def whoami(hub: LocalHub, req: Request) -> Response:
     )
 
 
-def repos_action(hub: LocalHub, req: Request, action: str) -> Response:
-    if action == "create" and req.method == "POST":
-        return _create(hub, req)
-    if action == "delete" and req.method == "DELETE":
-        return _delete(hub, req)
-    if action == "move" and req.method == "POST":
-        return _move(hub, req)
-    raise HttpError(f"No route for {req.method} /api/repos/{action}", status=404)
-
-
 def _repo_type(value: Any) -> str:
     repo_type = value or "model"
     if repo_type not in REPO_TYPES:
-        raise HttpError(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}", status=400)
+        raise InvalidInput(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
     return repo_type
 
 
@@ -52,42 +45,44 @@ def _body_repo_id(body: dict[str, Any], *, default_namespace: str) -> str:
     """`organization/name` from a create or delete body (`organization` null: the caller)."""
     name, org = body.get("name"), body.get("organization")
     if not isinstance(name, str) or not (org is None or isinstance(org, str)):
-        raise HttpError("'name' must be a string and 'organization' a string or null", status=400, code="BadRequest")
+        raise InvalidInput("'name' must be a string and 'organization' a string or null", code="BadRequest")
     return f"{org or default_namespace}/{name}"
 
 
-def _create(hub: LocalHub, req: Request) -> Response:
+def create(hub: LocalHub, req: Request) -> Response:
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
-    ns = repo_id.split("/")[0]
+    ns, name = repo_id.split("/", 1)
     hub.check_write(who, ns)
+    repo_id = f"{who.canonical(ns) or ns}/{name}"  # the namespace's own casing
     url = req.base_url + web_path(repo_type, repo_id)
     private = body.get("visibility", "public") == "private" if "visibility" in body else bool(body.get("private"))
     extra = {"sdk": body["sdk"]} if repo_type == "space" and body.get("sdk") else {}
     try:
         store = hub.storage.create_repo(repo_type, repo_id, private=private, author=who.name, extra=extra)
-    except StorageError as exc:
-        if exc.status == 409:
-            return Response.json({"error": str(exc), "url": url}, status=409, headers={"X-Error-Message": str(exc)})
+    except Conflict as exc:
+        canonical = hub.storage.canonical_id(repo_type, repo_id) or repo_id
+        exc.fields["url"] = req.base_url + web_path(repo_type, canonical)
         raise
     hub.webhooks.emit_repo(store, scope="repo", action="create")
     return Response.json({"url": url, "name": repo_id, "id": store.info["objectId"]})
 
 
-def _delete(hub: LocalHub, req: Request) -> Response:
+def delete(hub: LocalHub, req: Request) -> Response:
     who = hub.require_user(req)
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
     store, _ = hub.write_repo(req, repo_type, repo_id)
-    hub.webhooks.emit_repo(store, scope="repo", action="delete")
-    hub.storage.delete_repo(repo_type, repo_id)
+    with hub.locks.get(f"{repo_type}/{repo_id}"):  # no commit, ref or discussion write runs meanwhile
+        hub.webhooks.emit_repo(store, scope="repo", action="delete")  # reads the repo: before it goes
+        hub.storage.delete_repo(repo_type, repo_id)
     return Response.json({})
 
 
-def _move(hub: LocalHub, req: Request) -> Response:
+def move(hub: LocalHub, req: Request) -> Response:
     import os
 
     from registry.localhub.storage import repo_dir
@@ -97,9 +92,11 @@ def _move(hub: LocalHub, req: Request) -> Response:
     src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
     store, who = hub.write_repo(req, repo_type, src)
     hub.check_write(who, dst.split("/")[0])
+    dst_ns, _, dst_name = dst.partition("/")
+    dst = f"{who.canonical(dst_ns) or dst_ns}/{dst_name}"
     target = repo_dir(hub.data_dir, repo_type, dst)
     if hub.storage.exists(repo_type, dst):
-        raise HttpError(f"Cannot move {src} to {dst}: {dst} already exists", status=409)
+        raise Conflict(f"Cannot move {src} to {dst}: {dst} already exists")
     hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)
     with hub.locks.get(f"{repo_type}/{src}"):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -193,17 +190,18 @@ def list_repos(hub: LocalHub, req: Request, repo_type: str) -> Response:
     with_card = full or req.qbool("cardData") or "cardData" in expand
     rows: list[dict[str, Any]] = []
     for store in hub.storage.iter_repos(repo_type):
-        if not hub.can_see(who, store):
-            continue
         if author and store.repo_id.split("/")[0] != author:
             continue
         if searches and not any(s in store.repo_id.lower() for s in searches):
             continue
-        try:
+        try:  # one unreadable repo (half-written by a crash, deleted meanwhile) never breaks the listing
+            if not hub.can_see(who, store):
+                continue
             commit = store.commit(store.resolve("main"))
-        except StorageError:
+            row = repo_json(hub, store, commit, blobs=False, siblings=full)
+        except (StorageError, OSError, ValueError, KeyError) as exc:
+            logger.warning("Listing skips %s %s: %s", repo_type, store.repo_id, exc)
             continue
-        row = repo_json(hub, store, commit, blobs=False, siblings=full)
         if not wanted <= set(row["tags"]):
             continue
         if not with_card:
@@ -256,9 +254,9 @@ def _check_ref_name(name: str) -> str:
     try:
         validate_path(name)
     except StorageError:
-        raise HttpError(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'", status=400) from None
+        raise InvalidInput(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'") from None
     if name.startswith("refs/") or any(c in name for c in " ~^:?*[@{"):
-        raise HttpError(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'", status=400)
+        raise InvalidInput(f"Invalid ref name {name!r}: use letters, digits, '-', '_', '.' and '/'")
     return name
 
 
@@ -269,7 +267,7 @@ def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, 
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name in refs_["heads"]:
-            raise HttpError(f"Branch {name!r} already exists in {repo_id}", status=409)
+            raise Conflict(f"Branch {name!r} already exists in {repo_id}")
         start = store.resolve(body.get("startingPoint") or "main")
         refs_["heads"][name] = start
         store.write_refs(refs_)
@@ -284,10 +282,10 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
     body = req.json(limit=hub.config.max_json_bytes)
     name = _check_ref_name(str(body.get("tag", "")))
     with hub.locks.get(f"{repo_type}/{repo_id}"):
+        target = store.resolve(revision or "main")  # a missing revision is reported first, as on the Hub
         refs_ = store.refs()
         if name in refs_["tags"]:
-            raise HttpError(f"Tag {name!r} already exists in {repo_id}", status=409)
-        target = store.resolve(revision or "main")
+            raise Conflict(f"Tag {name!r} already exists in {repo_id}")
         refs_["tags"][name] = target
         store.write_refs(refs_)
     hub.webhooks.emit_repo(
@@ -299,15 +297,42 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
 def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kind: str, name: str) -> Response:
     store, _ = hub.write_repo(req, repo_type, repo_id)
     if kind == "heads" and name == "main":
-        raise HttpError("The main branch cannot be deleted; delete the repo instead", status=400)
+        raise InvalidInput("The main branch cannot be deleted; delete the repo instead")
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name not in refs_[kind]:
             what = "Branch" if kind == "heads" else "Tag"
-            raise HttpError(f"{what} {name!r} not found in {repo_id}", status=404, code="RevisionNotFound")
+            raise NotFound(f"{what} {name!r} not found in {repo_id}", code="RevisionNotFound")
         old = refs_[kind].pop(name)
         store.write_refs(refs_)
     hub.webhooks.emit_repo(
         store, scope="repo.content", action="update", updated_refs=[(f"refs/{kind}/{name}", old, None)]
     )
     return Response.json({})
+
+
+def super_squash(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, branch: str) -> Response:
+    """Replace `branch`'s history by one commit holding its current files."""
+    from registry.localhub.commits import branch_ref
+
+    store, who = hub.write_repo(req, repo_type, repo_id)
+    body = req.json(limit=hub.config.max_json_bytes)
+    message = body.get("message")
+    title = message if isinstance(message, str) and message.strip() else f"Super-squash branch '{branch}'"
+    with hub.locks.get(f"{repo_type}/{repo_id}"):
+        kind, name = branch_ref(store, branch or "main")
+        refs_ = store.refs()
+        old = refs_[kind][name]
+        new = store.write_commit(parents=[], title=title, message="", author=who.name, files=store.commit(old).files)
+        refs_[kind][name] = new
+        store.write_refs(refs_)
+    ref = f"refs/heads/{name}" if kind == "heads" else f"refs/pr/{name}"
+    hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=[(ref, old, new)])
+    return Response.json({"commitId": new})
+
+
+def one_part_id(hub: LocalHub, req: Request, repo_type: str, name: str) -> Response:
+    """`gpt2`-style ids: this hub only has `namespace/name` repos, so they are missing repos."""
+    from registry.localhub.storage import repo_not_found
+
+    raise repo_not_found(repo_type, name)

@@ -24,13 +24,26 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from registry.localhub.names import REPO_TYPES, StorageError, validate_repo_id
+from registry.localhub.names import (
+    REPO_TYPES,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unprocessable,
+    validate_repo_id,
+)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_GITATTRIBUTES = (
+    b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.pt filter=lfs diff=lfs merge=lfs -text\n*.pth filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.gguf filter=lfs diff=lfs merge=lfs -text\n"
+)
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
 
 
@@ -50,9 +63,14 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return LFS_POINTER.format(sha256=sha256, size=size).encode()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via temp file + fsync + rename, then fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, data: bytes, *, create_dirs: bool = True) -> None:
+    """Write `data` to `path` via temp file + fsync + rename, then fsync the folder.
+
+    `create_dirs=False` for files inside a repo: a repo deleted meanwhile must stay deleted
+    (FileNotFoundError), not come back as a folder holding one file.
+    """
+    if create_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -66,9 +84,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Path, obj: Any, *, create_dirs: bool = True) -> None:
     """`atomic_write` of a JSON document."""
-    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode())
+    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode(), create_dirs=create_dirs)
 
 
 def read_json(path: Path) -> Any:
@@ -94,7 +112,7 @@ class BlobStore:
 
     def path(self, sha256: str) -> Path:
         if not _SHA256.match(sha256):
-            raise StorageError(f"Invalid sha256 {sha256!r}: expected 64 lowercase hex digits", status=400)
+            raise InvalidInput(f"Invalid sha256 {sha256!r}: expected 64 lowercase hex digits")
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
@@ -131,9 +149,8 @@ class BlobStore:
                 os.fsync(fh.fileno())
             sha = digest.hexdigest()
             if expected_sha256 is not None and sha != expected_sha256:
-                raise StorageError(
+                raise Unprocessable(
                     f"Uploaded content hashes to {sha}, not the announced oid {expected_sha256}; re-upload the file",
-                    status=422,
                 )
             target = self.path(sha)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +159,15 @@ class BlobStore:
             return sha, size
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def adopt(self, tmp: Path, sha256: str) -> None:
+        """Move a fully written, hashed temp file of `self.tmp` into the store as `sha256`."""
+        target = self.path(sha256)
+        if target.is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
 
     def open(self, sha256: str) -> BinaryIO:
         return self.path(sha256).open("rb")
@@ -169,15 +195,50 @@ class FileEntry:
         return self.sha256 if self.lfs else self.git_oid
 
 
-@dataclass(frozen=True)
 class Commit:
-    id: str
-    parents: tuple[str, ...]
-    title: str
-    message: str
-    author: str
-    date: str
-    files: dict[str, FileEntry]
+    """A commit record. Its files live in a content-addressed tree (`registry.localhub.trees`);
+    `entry(path)` reads one file's record, `files` (loaded on first use) all of them."""
+
+    def __init__(self, store: RepoStore, commit_id: str, rec: dict[str, Any]) -> None:
+        self.store = store
+        self.id = commit_id
+        self.parents: tuple[str, ...] = tuple(rec["parents"])
+        self.title: str = rec["title"]
+        self.message: str = rec["message"]
+        self.author: str = rec["author"]
+        self.date: str = rec["date"]
+        self._legacy: dict[str, Any] | None = rec.get("files")  # records written before trees
+        self._tree: str | None = rec.get("tree")
+        self._files: dict[str, FileEntry] | None = None
+
+    @property
+    def tree(self) -> str:
+        """The root tree id (written now for a legacy record, without `last` information)."""
+        if self._tree is None:
+            from registry.localhub.trees import build_tree
+
+            self._tree = build_tree(self.store, self.files, parent=None, last=None)
+        return self._tree
+
+    @property
+    def files(self) -> dict[str, FileEntry]:
+        if self._files is None:
+            if self._legacy is not None:
+                self._files = {p: FileEntry.from_json(e) for p, e in self._legacy.items()}
+            else:
+                from registry.localhub.trees import flatten
+
+                self._files = flatten(self.store, self.tree)
+        return self._files
+
+    def entry(self, path: str) -> FileEntry | None:
+        """The file at `path`, reading only the trees on its way."""
+        if self._legacy is not None or self._files is not None:
+            return self.files.get(path)
+        from registry.localhub.trees import lookup
+
+        rec = lookup(self.store, self.tree, path)
+        return FileEntry.from_json(rec) if rec is not None else None
 
 
 class RepoStore:
@@ -188,48 +249,100 @@ class RepoStore:
         self.repo_type = repo_type
         self.repo_id = repo_id
 
+    @contextmanager
+    def present(self) -> Iterator[None]:
+        """Turn "the repo folder vanished" (deleted or moved meanwhile) into `RepoNotFound`."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise repo_not_found(self.repo_type, self.repo_id) from None
+
     @property
     def info(self) -> dict[str, Any]:
-        return read_json(self.root / "repo.json")
+        with self.present():
+            return read_json(self.root / "repo.json")  # type: ignore[no-any-return]
 
     def update_info(self, **changes: Any) -> None:
-        atomic_write_json(self.root / "repo.json", {**self.info, **changes})
+        with self.present():
+            atomic_write_json(self.root / "repo.json", {**self.info, **changes}, create_dirs=False)
 
     def refs(self) -> dict[str, dict[str, str]]:
-        return read_json(self.root / "refs.json")
+        with self.present():
+            return read_json(self.root / "refs.json")  # type: ignore[no-any-return]
 
     def write_refs(self, refs: dict[str, dict[str, str]]) -> None:
-        atomic_write_json(self.root / "refs.json", refs)
+        with self.present():
+            atomic_write_json(self.root / "refs.json", refs, create_dirs=False)
+
+    def _commit_path(self, commit_id: str) -> Path:
+        """`commits/<id[:2]>/<id>.json`; records written before sharding sit in `commits/` itself."""
+        sharded = self.root / "commits" / commit_id[:2] / f"{commit_id}.json"
+        legacy = self.root / "commits" / f"{commit_id}.json"
+        return legacy if not sharded.is_file() and legacy.is_file() else sharded
+
+    def has_commit(self, commit_id: str) -> bool:
+        return self._commit_path(commit_id).is_file()
 
     def commit(self, commit_id: str) -> Commit:
-        rec = read_json(self.root / "commits" / f"{commit_id}.json")
-        return Commit(
-            id=commit_id,
-            parents=tuple(rec["parents"]),
-            title=rec["title"],
-            message=rec["message"],
-            author=rec["author"],
-            date=rec["date"],
-            files={p: FileEntry.from_json(e) for p, e in rec["files"].items()},
-        )
+        with self.present():
+            return Commit(self, commit_id, read_json(self._commit_path(commit_id)))
 
     def write_commit(
         self, *, parents: list[str], title: str, message: str, author: str, files: dict[str, FileEntry]
     ) -> str:
-        """Write a commit record (not yet on any ref); return its 40-hex id."""
-        rec = {
+        """Write the trees of `files` and a commit record (not yet on any ref); return its 40-hex id."""
+        from registry.localhub.trees import build_tree
+
+        date = now_iso()
+        rec: dict[str, Any] = {
             "parents": parents,
             "title": title,
             "message": message,
             "author": author,
-            "date": now_iso(),
-            "files": {p: files[p].to_json() for p in sorted(files)},
+            "date": date,
             "nonce": secrets.token_hex(8),
         }
-        body = json.dumps(rec, sort_keys=True).encode()
-        commit_id = hashlib.sha1(body).hexdigest()
-        atomic_write(self.root / "commits" / f"{commit_id}.json", body)
+        commit_id = hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()
+        parent_tree = self.commit(parents[0]).tree if parents else None
+        rec["tree"] = build_tree(self, files, parent=parent_tree, last={"id": commit_id, "title": title, "date": date})
+        path = self.root / "commits" / commit_id[:2] / f"{commit_id}.json"
+        with self.present():
+            path.parent.mkdir(exist_ok=True)  # never parents: a deleted repo stays deleted
+            atomic_write(path, json.dumps(rec, sort_keys=True).encode(), create_dirs=False)
         return commit_id
+
+    # -- LFS objects this repo may use -------------------------------------------------------------
+    def granted_lfs(self) -> set[str]:
+        """sha256 of every LFS object uploaded to this repo or committed to it."""
+        path = self.root / "lfs-objects.txt"
+        return set(path.read_text().split()) if path.is_file() else set()
+
+    def grant_lfs(self, oids: list[str]) -> None:
+        """Record that this repo holds `oids` (an append-only list; duplicates are harmless)."""
+        new = [o for o in oids if o not in self.granted_lfs()]
+        if not new:
+            return
+        with self.present():
+            fd = os.open(self.root / "lfs-objects.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, "".join(f"{o}\n" for o in new).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def revoke_lfs(self, oids: set[str]) -> None:
+        """Forget `oids` (permanently deleted LFS files); the caller holds the repo lock."""
+        kept = sorted(self.granted_lfs() - oids)
+        with self.present():
+            atomic_write(self.root / "lfs-objects.txt", "".join(f"{o}\n" for o in kept).encode(), create_dirs=False)
+
+    def references_lfs(self, oid: str) -> bool:
+        """Whether `oid` was uploaded to this repo or is an LFS file of one of its refs' commits."""
+        if oid in self.granted_lfs():
+            return True
+        refs = self.refs()
+        heads = {c for kind in ("heads", "tags", "prs") for c in refs[kind].values()}
+        return any(e.lfs and e.sha256 == oid for c in heads for e in self.commit(c).files.values())
 
     def resolve(self, revision: str) -> str:
         """A branch, tag, `refs/heads/x`, `refs/tags/x`, `refs/pr/N` or (prefix of a) commit id.
@@ -247,16 +360,19 @@ class RepoStore:
         if rev in refs["tags"]:
             return refs["tags"][rev]
         if re.fullmatch(r"[0-9a-f]{5,40}", rev):
-            if len(rev) == 40 and (self.root / "commits" / f"{rev}.json").is_file():
+            if len(rev) == 40 and self.has_commit(rev):
                 return rev
-            matches = [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")] if len(rev) < 40 else []
-            reachable = [m for m in matches if self._is_reachable(m)]
-            if len(reachable) == 1:
-                return reachable[0]
-        raise StorageError(
+            matches: list[str] = []
+            if len(rev) < 40:  # one shard folder (and the legacy flat records): cost independent of history
+                matches = [p.stem for p in (self.root / "commits" / rev[:2]).glob(f"{rev}*.json")]
+                matches += [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")]
+            if len(matches) > 1:  # ambiguous: only commits on some ref's history count
+                matches = [m for m in matches if self._is_reachable(m)]
+            if len(matches) == 1:
+                return matches[0]
+        raise NotFound(
             f"Revision {revision!r} not found in {self.repo_type} repo {self.repo_id}: use a branch, tag, "
             "refs/pr/N or commit id",
-            status=404,
             code="RevisionNotFound",
         )
 
@@ -276,10 +392,19 @@ class RepoStore:
             current = commit.parents[0] if commit.parents else None
 
 
+def repo_not_found(repo_type: str, repo_id: str) -> NotFound:
+    """THE answer for a repo that is missing or private to the caller: the two are indistinguishable."""
+    return NotFound(
+        f"Repository not found: {repo_type} {repo_id!r}. Check the id and repo type; if the repo is private "
+        "or gated, pass a token that has access",
+        code="RepoNotFound",
+    )
+
+
 def repo_dir(root: Path, repo_type: str, repo_id: str) -> Path:
     ns, name = validate_repo_id(repo_id)
     if repo_type not in REPO_TYPES:
-        raise StorageError(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
+        raise InvalidInput(f"Invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
     return root / "repos" / f"{repo_type}s" / ns / name
 
 
@@ -296,23 +421,48 @@ class Storage:
             shutil.rmtree(self._trash, ignore_errors=True)
         self._trash.mkdir(parents=True, exist_ok=True)
 
+    def clean_temp_files(self) -> int:
+        """Remove temp files a killed server left inside repos (`.tmp-*` of `atomic_write`); the count.
+
+        Only for startup, while holding the data directory's lock (no write is in flight).
+        """
+        removed = 0
+        for stale in (self.data_dir / "repos").glob("*/*/*/**/.tmp-*"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+        for stale in self.blobs.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def repo(self, repo_type: str, repo_id: str) -> RepoStore:
         """The store of an existing repo.
 
         Raises:
             StorageError: 404 `RepoNotFound`.
         """
+        canonical = self.canonical_id(repo_type, repo_id)
+        if canonical is None:
+            raise repo_not_found(repo_type, repo_id)
+        return RepoStore(repo_dir(self.data_dir, repo_type, canonical), repo_type=repo_type, repo_id=canonical)
+
+    def canonical_id(self, repo_type: str, repo_id: str) -> str | None:
+        """The stored casing of `repo_id` (ids are case-insensitive, as on the Hub), or None."""
         root = repo_dir(self.data_dir, repo_type, repo_id)
-        if not (root / "refs.json").is_file():
-            raise StorageError(
-                f"Repository not found: {repo_type} {repo_id!r}. Check the id and repo type, or create it first",
-                status=404,
-                code="RepoNotFound",
-            )
-        return RepoStore(root, repo_type=repo_type, repo_id=repo_id)
+        if (root / "refs.json").is_file():
+            return repo_id
+        ns, name = repo_id.lower().split("/")
+        base = self.data_dir / "repos" / f"{repo_type}s"
+        for ns_dir in base.iterdir() if base.is_dir() else []:
+            if ns_dir.name.lower() != ns or not ns_dir.is_dir():
+                continue
+            for repo in ns_dir.iterdir():
+                if repo.name.lower() == name and (repo / "refs.json").is_file():
+                    return f"{ns_dir.name}/{repo.name}"
+        return None
 
     def exists(self, repo_type: str, repo_id: str) -> bool:
-        return (repo_dir(self.data_dir, repo_type, repo_id) / "refs.json").is_file()
+        return self.canonical_id(repo_type, repo_id) is not None
 
     def create_repo(
         self, repo_type: str, repo_id: str, *, private: bool, author: str, extra: dict[str, Any]
@@ -323,30 +473,42 @@ class Storage:
             StorageError: 409 when it exists.
         """
         root = repo_dir(self.data_dir, repo_type, repo_id)
-        if (root / "refs.json").is_file():
-            raise StorageError(f"You already created this {repo_type} repo: {repo_id}", status=409)
-        root.mkdir(parents=True, exist_ok=True)
+        existing = self.canonical_id(repo_type, repo_id)
+        if existing is not None:
+            raise Conflict(f"You already created this {repo_type} repo: {existing}")
+        (root / "commits").mkdir(parents=True, exist_ok=True)
+        (root / "trees").mkdir(exist_ok=True)
         store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)
         atomic_write_json(
             root / "repo.json",
             {"private": private, "createdAt": now_iso(), "objectId": secrets.token_hex(12), **extra},
         )
-        data = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
-        sha = self.blobs.put_bytes(data)
-        entry = FileEntry(sha256=sha, size=len(data), git_oid=git_blob_oid(data), lfs=False)
-        commit_id = store.write_commit(
-            parents=[], title="initial commit", message="", author=author, files={".gitattributes": entry}
-        )
+        initial = {".gitattributes": DEFAULT_GITATTRIBUTES}
+        if repo_type == "space":  # like the Hub: a new Space has a README naming its SDK
+            sdk = extra.get("sdk", "gradio")
+            initial["README.md"] = f"---\ntitle: {repo_id.split('/')[1]}\nsdk: {sdk}\n---\n".encode()
+        files = {}
+        for path, data in initial.items():
+            sha = self.blobs.put_bytes(data)
+            files[path] = FileEntry(sha256=sha, size=len(data), git_oid=git_blob_oid(data), lfs=False)
+        commit_id = store.write_commit(parents=[], title="initial commit", message="", author=author, files=files)
         # refs.json last: its presence is what makes the repo exist.
         store.write_refs({"heads": {"main": commit_id}, "tags": {}, "prs": {}})
         return store
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
-        """Delete a repo (rename into the trash first, so a crash never leaves half a repo)."""
+        """Delete a repo (rename into the trash first, so a crash never leaves half a repo).
+
+        The caller holds the repo's lock, so no commit writes into it meanwhile.
+        """
         store = self.repo(repo_type, repo_id)
         target = self._trash / secrets.token_hex(8)
         os.replace(store.root, target)
         shutil.rmtree(target, ignore_errors=True)
+
+    def iter_all_repos(self) -> Iterator[RepoStore]:
+        for repo_type in REPO_TYPES:
+            yield from self.iter_repos(repo_type)
 
     def iter_repos(self, repo_type: str) -> Iterator[RepoStore]:
         base = self.data_dir / "repos" / f"{repo_type}s"

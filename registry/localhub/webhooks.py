@@ -2,25 +2,35 @@
 
 Delivery: one worker thread per webhook (events to one URL arrive in order; a slow URL does not
 hold up the others), `webhook_attempts` tries with exponential backoff, and one line per try in
-`<data>/webhook-deliveries.jsonl` (webhook id, event, attempt, status or error). The secret
+`<data>/webhook-deliveries.jsonl` (webhook id, event, attempt, HTTP status or `"failed"`; never
+why a connection failed, so the log cannot be used to scan ports).
+
+Targets (SSRF): link-local, private, loopback, multicast and reserved addresses are refused at
+registration AND at each delivery (the name is resolved again and the checked address is the one
+connected to, so DNS rebinding cannot slip through), unless the operator allowed them with
+`--webhook-allow CIDR|HOST`; loopback is allowed while the hub itself listens on loopback.
+Redirects are never followed. The secret
 travels as-is in `X-Webhook-Secret`, as on the Hub (no HMAC). Payloads follow the Hub's v3
 format and send both `repo.headSha` (Hub docs) and `repo.head_sha` (huggingface_hub's model).
 """
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import json
 import logging
 import queue
 import secrets
+import socket
+import ssl
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from registry.localhub.http import HttpError, Request, Response
+from registry.localhub.http import Request, Response
+from registry.localhub.names import InvalidInput, NotAllowed, NotFound
 from registry.localhub.routes_repos import web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
@@ -44,6 +54,7 @@ class WebhookDispatcher:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.base_url = "http://127.0.0.1"
+        self.policy = TargetPolicy(hub.config.webhook_allow, loopback_ok=True)
 
     # -- storage -----------------------------------------------------------------------------
     def load(self) -> dict[str, dict[str, Any]]:
@@ -147,7 +158,7 @@ class WebhookDispatcher:
             self._queue(hook_id).put({"url": hook["url"], "secret": hook.get("secret"), "body": body})
 
     def _owner_can_read(self, owner: str, ns: str) -> bool:
-        return owner == ns or ns in self._hub.accounts.orgs_of(owner)
+        return owner.lower() == ns.lower() or ns.lower() in {o.lower() for o in self._hub.accounts.orgs_of(owner)}
 
     # -- delivery ----------------------------------------------------------------------------
     def _queue(self, hook_id: str) -> queue.Queue[dict[str, Any] | None]:
@@ -172,20 +183,16 @@ class WebhookDispatcher:
             headers["X-Webhook-Secret"] = job["secret"]
         event = job["body"]["event"]
         for attempt in range(1, cfg.webhook_attempts + 1):
-            status, error = None, None
+            status: int | None = None
             try:
-                request = urllib.request.Request(job["url"], data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (user-configured URL)
-                    status = resp.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            except (OSError, ValueError) as exc:
-                error = type(exc).__name__
-            self._log(hook_id=hook_id, event=event, attempt=attempt, status=status, error=error)
+                status = post_once(job["url"], data, headers, policy=self.policy, timeout=10)
+            except (OSError, ValueError, http.client.HTTPException, TargetRefused) as exc:
+                logger.info("Webhook %s attempt %d to %s failed: %s", hook_id, attempt, job["url"], exc)
+            self._log(hook_id=hook_id, event=event, attempt=attempt, status=status, error=None if status else "failed")
             if status is not None and 200 <= status < 300:
                 return
-            if status is not None and 400 <= status < 500 and status not in (408, 429):
-                return  # the receiver rejected it: retrying would not help
+            if status is not None and status < 500 and status not in (408, 429):
+                return  # the receiver rejected it (or redirected it: never followed): retrying would not help
             if attempt < cfg.webhook_attempts and self._stopping.wait(cfg.webhook_backoff_s * 2 ** (attempt - 1)):
                 return  # the server is stopping: pending retries are dropped (and were logged)
         logger.warning(
@@ -213,10 +220,130 @@ class WebhookDispatcher:
             t.join(timeout=2)
 
 
+class TargetRefused(Exception):
+    """A webhook target this hub will not connect to."""
+
+
+class TargetPolicy:
+    """Which addresses webhooks may reach.
+
+    Args:
+        allow: CIDRs (`10.0.0.0/8`, `::1/128`) or host names the operator allowed (`--webhook-allow`).
+        loopback_ok: allow loopback targets (the hub listens on loopback, so local bots can use it).
+    """
+
+    def __init__(self, allow: tuple[str, ...] | list[str], *, loopback_ok: bool) -> None:
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.hosts: set[str] = set()
+        for item in allow:
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.hosts.add(item.lower().rstrip("."))
+        self.loopback_ok = loopback_ok
+
+    def address_ok(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.networks):
+            return True
+        if ip.is_loopback:
+            return self.loopback_ok
+        return not (
+            ip.is_private
+            or ip.is_link_local
+            or ip.is_multicast
+            or ip.is_reserved
+            or ip.is_unspecified
+            or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+        )
+
+    def resolve(self, url: str) -> tuple[str, int, str, list[str]]:
+        """(scheme, port, host, checked addresses) of `url`.
+
+        Raises:
+            TargetRefused: a bad URL, or a name with any address this policy refuses.
+            OSError: the name does not resolve.
+        """
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TargetRefused(f"{url!r} is not an http(s) URL with a host")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise TargetRefused(f"{url!r} has an invalid port") from None
+        host = parts.hostname.lower().rstrip(".")
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if host not in self.hosts:
+            refused = [a for a in addresses if not self.address_ok(ipaddress.ip_address(a.split("%")[0]))]
+            if refused or not addresses:
+                raise TargetRefused(
+                    f"{host} resolves to {', '.join(refused) or 'nothing'}: private, loopback, link-local and "
+                    "multicast targets are refused unless the hub operator allows them "
+                    "(registry hub serve --webhook-allow CIDR|HOST)"
+                )
+        return parts.scheme, port, host, addresses
+
+
+def post_once(url: str, data: bytes, headers: dict[str, str], *, policy: TargetPolicy, timeout: float) -> int:
+    """POST `data` to `url` once, to an address checked just now; the HTTP status (redirects not followed).
+
+    Raises:
+        TargetRefused: the target is not allowed (now).
+        OSError, http.client.HTTPException: the delivery failed.
+    """
+    from urllib.parse import urlsplit
+
+    scheme, port, host, addresses = policy.resolve(url)
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection
+    if scheme == "https":
+        conn = _PinnedHTTPS(host, port, addresses[0], timeout=timeout, context=ssl.create_default_context())
+    else:
+        conn = _PinnedHTTP(host, port, addresses[0], timeout=timeout)
+    try:
+        conn.request("POST", target, body=data, headers=headers)
+        response = conn.getresponse()
+        response.read(64 * 1024)
+        return response.status
+    finally:
+        conn.close()
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to `address` (already checked), with `host` in the Host header."""
+
+    def __init__(self, host: str, port: int, address: str, *, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """`_PinnedHTTP` over TLS, verifying the certificate for `host`."""
+
+    def __init__(self, host: str, port: int, address: str, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._context = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
 def _matches(watch: dict[str, str], store: RepoStore, ns: str) -> bool:
+    name = str(watch.get("name", "")).lower()
     if watch.get("type") in ("user", "org"):
-        return watch.get("name") == ns
-    return watch.get("type") == store.repo_type and watch.get("name") == store.repo_id
+        return name == ns.lower()
+    return watch.get("type") == store.repo_type and name == store.repo_id.lower()
 
 
 # -- management routes -------------------------------------------------------------------------
@@ -227,37 +354,38 @@ def _public(hook_id: str, hook: dict[str, Any]) -> dict[str, Any]:
     return {"id": hook_id, **out}
 
 
-def _validated(body: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+def _validated(body: dict[str, Any], base: dict[str, Any], policy: TargetPolicy) -> dict[str, Any]:
     hook = dict(base)
     if "watched" in body:
         watched = body["watched"]
         if not isinstance(watched, list) or not all(
             isinstance(w, dict) and w.get("type") in _WATCH_TYPES and isinstance(w.get("name"), str) for w in watched
         ):
-            raise HttpError(
+            raise InvalidInput(
                 f"'watched' must be a list of {{type, name}} with type in {', '.join(_WATCH_TYPES)}",
-                status=400,
                 code="BadRequest",
             )
         hook["watched"] = [{"type": w["type"], "name": w["name"]} for w in watched]
     if body.get("domains") is not None:
         if not isinstance(body["domains"], list) or not set(body["domains"]) <= set(_DOMAINS) or not body["domains"]:
-            raise HttpError(f"'domains' must be a non-empty subset of {list(_DOMAINS)}", status=400, code="BadRequest")
+            raise InvalidInput(f"'domains' must be a non-empty subset of {list(_DOMAINS)}", code="BadRequest")
         hook["domains"] = list(body["domains"])
     if body.get("url") is not None:
-        if not str(body["url"]).startswith(("http://", "https://")):
-            raise HttpError(
-                f"Webhook url {body['url']!r} must start with http:// or https://", status=400, code="BadRequest"
-            )
+        if not isinstance(body["url"], str) or not body["url"].startswith(("http://", "https://")):
+            raise InvalidInput(f"Webhook url {body['url']!r} must start with http:// or https://")
+        try:
+            policy.resolve(body["url"])
+        except TargetRefused as exc:
+            raise InvalidInput(f"Webhook url refused: {exc}") from None
+        except (OSError, UnicodeError):
+            pass  # not resolvable now; checked again at each delivery
         hook["url"] = body["url"]
     if "secret" in body:
         hook["secret"] = body["secret"] or None
     if body.get("jobSourceId") or body.get("secrets"):
-        raise HttpError(
-            "Job webhooks are not supported by this hub; give a 'url' instead", status=400, code="BadRequest"
-        )
+        raise InvalidInput("Job webhooks are not supported by this hub; give a 'url' instead", code="BadRequest")
     if not hook.get("url"):
-        raise HttpError("A webhook needs a 'url'", status=400, code="BadRequest")
+        raise InvalidInput("A webhook needs a 'url'", code="BadRequest")
     return hook
 
 
@@ -279,14 +407,17 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
                     "disabled": False,
                     "createdAt": now_iso(),
                 },
+                hooks.policy,
             )
             hook_id = secrets.token_hex(12)
             with hooks.edit() as current:
                 current[hook_id] = hook
             return Response.json({"webhook": _public(hook_id, hook)})
+    if not rest:
+        raise NotAllowed(f"{req.method} is not allowed on /api/settings/webhooks; use GET or POST")
     hook_id = rest[0]
     if hook_id not in mine:
-        raise HttpError(f"Webhook {hook_id!r} not found among {who.name!r}'s webhooks", status=404)
+        raise NotFound(f"Webhook {hook_id!r} not found among {who.name!r}'s webhooks")
     action = rest[1] if len(rest) > 1 else ""
     if req.method == "GET" and action == "":
         return Response.json({"webhook": _public(hook_id, mine[hook_id])})
@@ -299,9 +430,9 @@ def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
     if req.method == "POST" and action in ("", "enable", "disable"):
         body = req.json(limit=hub.config.max_json_bytes) if action == "" else {}
         with hooks.edit() as current:
-            hook = _validated(body, current[hook_id])
+            hook = _validated(body, current[hook_id], hooks.policy)
             if action:
                 hook["disabled"] = action == "disable"
             current[hook_id] = hook
         return Response.json({"webhook": _public(hook_id, hook)})
-    raise HttpError(f"No route for {req.method} /api/settings/webhooks/{'/'.join(rest)}", status=404)
+    raise NotFound(f"No route for {req.method} /api/settings/webhooks/{'/'.join(rest)}")

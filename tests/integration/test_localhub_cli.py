@@ -100,3 +100,42 @@ def test_serve_refuses_a_busy_data_dir_or_port(hub: HubHandle, tmp_path: Path) -
     port = hub.url.rsplit(":", 1)[1]
     code, out, err = _invoke("hub", "serve", "--data", str(tmp_path / "other"), "--port", port)
     assert code == 1 and out == "" and "Pick another --port" in " ".join(err.split())
+
+
+def test_serve_webhook_allow_opens_chosen_private_targets(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    from registry.localhub.auth import Accounts
+    from tests._fixtures.hub import REPO_ROOT
+
+    token = Accounts(tmp_path / "data").create_token("alice", write=True)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from registry.cli import main; main()",
+        "hub",
+        "serve",
+        "--data",
+        str(tmp_path / "data"),
+    ]
+    cmd += ["--port", "0", "--webhook-allow", "10.0.0.0/8", "--webhook-allow", "intranet.example"]
+    with (tmp_path / "err.log").open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO_ROOT)
+    try:
+        url = proc.stdout.readline().strip() if proc.stdout else ""
+        assert url.startswith("http://127.0.0.1:"), (tmp_path / "err.log").read_text()
+
+        def register(target: str) -> int:
+            body = {"url": target, "watched": [{"type": "user", "name": "alice"}]}
+            answer = httpx.post(f"{url}/api/settings/webhooks", json=body, headers={"Authorization": f"Bearer {token}"})
+            return answer.status_code
+
+        assert register("http://10.1.2.3/hook") == 200
+        assert register("http://192.168.0.1/hook") == 400
+        assert register("http://127.0.0.1:9/hook") == 200  # loopback: the hub listens on loopback
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

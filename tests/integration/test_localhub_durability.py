@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,3 +141,121 @@ def test_sigkill_mid_commit_leaves_old_or_new_commit(hub_factory: HubFactory) ->
             for path in api.list_repo_files(repo):
                 api.hf_hub_download(repo, path, cache_dir=current.home / f"all{round_}")
         assert api.list_repo_commits("alice/crashy")[0].title == f"step {state['step']}"
+
+
+def test_temp_files_left_by_a_kill_are_removed_at_startup(hub_factory: HubFactory) -> None:
+    """Finding 9: `.tmp-*` copies of refs.json / commit records do not survive a restart."""
+    from tests._fixtures.hub import start_thread_hub
+
+    first = hub_factory.thread("tmp")
+    first.api().create_repo("alice/tmpfiles")
+    root = first.data_dir / "repos" / "models" / "alice" / "tmpfiles"
+    first.stop()
+    leftovers = [root / ".tmp-refs123", root / "commits" / ".tmp-commit456", first.data_dir / "blobs" / ".tmp" / "up-1"]
+    for path in leftovers:
+        path.write_bytes(b"half written")
+    again = start_thread_hub(first.data_dir, first.home)
+    try:
+        assert not any(p.exists() for p in leftovers)
+        assert again.api().model_info("alice/tmpfiles").sha
+    finally:
+        again.stop()
+
+
+def test_delete_during_commits_is_atomic_and_never_500(hub: HubHandle) -> None:
+    """Finding 10: commits racing a delete get 200 or 404, and the repo is gone for good."""
+    import base64
+
+    import httpx
+
+    hub.api().create_repo("alice/doomed")
+    statuses: list[int] = []
+
+    def commit(i: int) -> None:
+        lines = [
+            {"key": "header", "value": {"summary": f"c{i}"}},
+            {"key": "file", "value": {"path": f"f{i}.txt", "content": base64.b64encode(b"%d" % i).decode()}},
+        ]
+        body = "\n".join(json.dumps(line) for line in lines)
+        for _ in range(10):
+            r = httpx.post(
+                f"{hub.url}/api/models/alice/doomed/commit/main",
+                content=body,
+                headers={"Authorization": f"Bearer {hub.token}", "Content-Type": "application/x-ndjson"},
+                timeout=30,
+            )
+            statuses.append(r.status_code)
+
+    workers = [threading.Thread(target=commit, args=(i,)) for i in range(6)]
+    for w in workers:
+        w.start()
+    time.sleep(0.2)
+    hub.api().delete_repo("alice/doomed")
+    for w in workers:
+        w.join()
+    assert set(statuses) <= {200, 404}, statuses
+    assert not (hub.data_dir / "repos" / "models" / "alice" / "doomed").exists()
+    assert httpx.get(f"{hub.url}/api/models").status_code == 200
+    # A half-deleted repo (a folder with refs.json only) does not break listings either.
+    half = hub.data_dir / "repos" / "models" / "alice" / "half"
+    half.mkdir(parents=True)
+    (half / "refs.json").write_text(
+        '{"heads": {"main": "0000000000000000000000000000000000000000"}, "tags": {}, "prs": {}}'
+    )
+    listing = httpx.get(f"{hub.url}/api/models", params={"full": "1"})
+    assert listing.status_code == 200 and "alice/half" not in {row["id"] for row in listing.json()}
+    assert httpx.get(f"{hub.url}/api/models/alice/half").status_code == 404
+    shutil.rmtree(half)
+
+
+def test_trees_are_content_addressed_and_last_commits_need_no_history(hub: HubHandle) -> None:
+    """Finding 11: a commit writes the trees it changed, and lastCommit comes from the trees."""
+    import httpx
+
+    api = hub.api()
+    api.create_repo("alice/trees")
+    root = hub.data_dir / "repos" / "models" / "alice" / "trees"
+    first = api.upload_file(path_or_fileobj=b"1", path_in_repo="a/deep/x.txt", repo_id="alice/trees").oid
+    trees_after_first = len(list((root / "trees").rglob("*.json")))
+    for i in range(20):
+        api.upload_file(path_or_fileobj=b"%d" % i, path_in_repo="b/y.txt", repo_id="alice/trees")
+    # Each later commit rewrote only the root and b/ (2 objects), never a/ or a/deep/.
+    assert len(list((root / "trees").rglob("*.json"))) <= trees_after_first + 2 * 20
+    sizes = [p.stat().st_size for p in (root / "commits").rglob("*.json")]
+    assert max(sizes) < 1000  # a commit record holds a tree id, not the file map
+    listing = httpx.get(f"{hub.url}/api/models/alice/trees/tree/main?recursive=true&expand=true").json()
+    last = {e["path"]: e["lastCommit"]["id"] for e in listing}
+    head = api.model_info("alice/trees").sha
+    assert last["a"] == last["a/deep"] == last["a/deep/x.txt"] == first
+    assert last["b"] == last["b/y.txt"] == head
+    infos = api.get_paths_info("alice/trees", ["a", "b/y.txt"], expand=True)
+    assert {i.path: i.last_commit.oid for i in infos} == {"a": first, "b/y.txt": head}  # type: ignore[union-attr]
+    assert api.model_info("alice/trees", revision=first[:7]).sha == first
+
+
+def test_commit_records_written_before_trees_are_still_served(hub: HubHandle) -> None:
+    import hashlib as _hashlib
+
+    import httpx
+
+    api = hub.api()
+    api.create_repo("alice/legacy")
+    root = hub.data_dir / "repos" / "models" / "alice" / "legacy"
+    data = b"old format\n"
+    blob = hub.data_dir / "blobs" / _hashlib.sha256(data).hexdigest()[:2] / _hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    entry = {"sha256": _hashlib.sha256(data).hexdigest(), "size": len(data), "git": "0" * 40, "lfs": False}
+    record = {"parents": [], "title": "legacy", "message": "", "author": "alice", "date": "2024-01-01T00:00:00.000Z",
+              "files": {"docs/old.txt": entry}, "nonce": "00"}  # fmt: skip
+    legacy_id = "ab" * 20
+    (root / "commits" / f"{legacy_id}.json").write_text(json.dumps(record))
+    refs = json.loads((root / "refs.json").read_text())
+    refs["heads"]["main"] = legacy_id
+    (root / "refs.json").write_text(json.dumps(refs))
+    assert httpx.get(f"{hub.url}/alice/legacy/resolve/main/docs/old.txt").content == data
+    assert [e["path"] for e in httpx.get(f"{hub.url}/api/models/alice/legacy/tree/main/docs").json()] == [
+        "docs/old.txt"
+    ]
+    api.upload_file(path_or_fileobj=b"new", path_in_repo="new.txt", repo_id="alice/legacy")
+    assert sorted(api.list_repo_files("alice/legacy")) == ["docs/old.txt", "new.txt"]

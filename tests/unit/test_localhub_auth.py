@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from email.message import Message
 from pathlib import Path
 
 import pytest
+from starlette.datastructures import Headers
 
 from registry.localhub.app import client_disabled_xet
 from registry.localhub.auth import Accounts, hash_token
@@ -53,10 +53,7 @@ def test_users_and_orgs_cannot_share_a_name(tmp_path: Path) -> None:
 
 
 def _request(headers: dict[str, str]) -> Request:
-    msg = Message()
-    for k, v in headers.items():
-        msg[k] = v
-    return Request("POST", ["api"], {}, msg, "http://127.0.0.1", Body(None, msg))  # type: ignore[arg-type]
+    return Request("POST", ["api"], {}, Headers(headers), "http://127.0.0.1", Body(None, 0))
 
 
 @pytest.mark.parametrize(

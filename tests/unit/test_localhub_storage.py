@@ -22,7 +22,16 @@ from registry.localhub.commits import (
     branch_ref,
     parse_ndjson,
 )
-from registry.localhub.names import StorageError, validate_path, validate_repo_id
+from registry.localhub.names import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StaleParent,
+    StorageError,
+    Unprocessable,
+    validate_path,
+    validate_repo_id,
+)
 from registry.localhub.routes_files import _parse_range
 from registry.localhub.storage import Storage, git_blob_oid, lfs_pointer
 
@@ -50,7 +59,7 @@ def test_lfs_pointer_is_the_git_lfs_format() -> None:
 def test_validate_path_refuses_unsafe_paths(path: str) -> None:
     with pytest.raises(StorageError) as exc:
         validate_path(path)
-    assert exc.value.status == 400 and exc.value.code == "BadRequest"
+    assert isinstance(exc.value, InvalidInput) and exc.value.code == "BadRequest"
     assert repr(path) in str(exc.value)
 
 
@@ -134,7 +143,7 @@ def test_parse_ndjson_reads_every_line_kind() -> None:
 def test_parse_ndjson_refuses_malformed_payloads(payload: bytes, fragment: str) -> None:
     with pytest.raises(StorageError) as exc:
         parse_ndjson(payload)
-    assert exc.value.status == 400 and fragment in str(exc.value)
+    assert isinstance(exc.value, InvalidInput) and fragment in str(exc.value)
 
 
 def _commit(storage: Storage, store, ops, *, parent=None, lock=None):  # type: ignore[no-untyped-def]
@@ -174,17 +183,17 @@ def test_failed_commits_write_nothing(tmp_path: Path) -> None:
     head = store.resolve("main")
     blobs_before = sorted(p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file())
     cases = [
-        ([AddBytes("new.txt", b"fresh bytes"), Delete("missing.txt", folder=False)], 404),
-        ([AddBytes("x", b"1"), AddBytes("x/y", b"2")], 400),
-        ([AddLfs("w.bin", "c" * 64, None)], 422),
+        ([AddBytes("new.txt", b"fresh bytes"), Delete("missing.txt", folder=False)], NotFound),
+        ([AddBytes("x", b"1"), AddBytes("x/y", b"2")], InvalidInput),
+        ([AddLfs("w.bin", "c" * 64, None)], Unprocessable),
     ]
     for ops, status in cases:
         with pytest.raises(StorageError) as exc:
             _commit(storage, store, ops)
-        assert exc.value.status == status
+        assert isinstance(exc.value, status)
     with pytest.raises(StorageError) as exc:
         _commit(storage, store, [AddBytes("a", b"a")], parent="0" * 40)
-    assert exc.value.status == 412
+    assert isinstance(exc.value, StaleParent)
     assert store.resolve("main") == head
     assert sorted(p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == blobs_before
 
@@ -194,7 +203,7 @@ def test_create_repo_twice_is_409_and_delete_removes_it(tmp_path: Path) -> None:
     storage.create_repo("model", "u/r", private=True, author="u", extra={})
     with pytest.raises(StorageError) as exc:
         storage.create_repo("model", "u/r", private=True, author="u", extra={})
-    assert exc.value.status == 409
+    assert isinstance(exc.value, Conflict)
     assert [s.repo_id for s in storage.iter_repos("model")] == ["u/r"]
     storage.delete_repo("model", "u/r")
     with pytest.raises(StorageError) as exc:
@@ -209,7 +218,7 @@ def test_blob_stream_checks_the_announced_hash(tmp_path: Path) -> None:
     assert storage.blobs.put_stream(iter([data[:10], data[10:]]), expected_sha256=sha) == (sha, 1000)
     with pytest.raises(StorageError) as exc:
         storage.blobs.put_stream(iter([b"other"]), expected_sha256="d" * 64)
-    assert exc.value.status == 422
+    assert isinstance(exc.value, Unprocessable)
     assert not storage.blobs.exists("d" * 64) and list((tmp_path / "blobs" / ".tmp").iterdir()) == []
 
 
@@ -234,3 +243,34 @@ def test_front_matter_and_tags() -> None:
     assert parse_front_matter("# no front matter") == {}
     assert parse_front_matter("---\na: [\n---\n") == {}
     assert parse_front_matter("---\n- a list\n---\n") == {}
+
+
+@pytest.mark.parametrize("chunk", [1000, 7777, 65536, 10**9])
+def test_streamed_ndjson_spools_long_lines_at_any_chunking(tmp_path: Path, chunk: int) -> None:
+    import base64
+    import json as _json
+
+    from registry.localhub.commits import AddBytes, AddSpooled, parse_items
+    from registry.localhub.ndjson import LINE_LIMIT, iter_items
+
+    big = bytes(range(256)) * (LINE_LIMIT // 128)  # ~2x the line limit once base64-encoded
+    content = base64.b64encode(big).decode().replace("/", "\\/")  # a JSON encoder may escape "/"
+    payload = (
+        _json.dumps({"key": "header", "value": {"summary": "s"}})
+        + "\n"
+        + '{"key": "file", "value": {"content": "' + content + '", "path": "big.bin", "encoding": "base64"}}\n'
+        + _json.dumps({"key": "file", "value": {"path": "small.txt", "content": base64.b64encode(b"hi").decode()}})
+    ).encode()  # fmt: skip
+    chunks = [payload[i : i + chunk] for i in range(0, len(payload), chunk)]
+    created: list[Path] = []
+    header, ops = parse_items(iter_items(chunks, tmp_path, created=created))
+    assert header.summary == "s" and [type(op) for op in ops] == [AddSpooled, AddBytes]
+    spooled = ops[0]
+    assert isinstance(spooled, AddSpooled) and spooled.path == "big.bin"
+    assert spooled.spooled.path.read_bytes() == big and spooled.spooled.sha256 == hashlib.sha256(big).hexdigest()
+    assert created == [spooled.spooled.path]
+    bad = payload.replace(b"AAEC", b"AA!C", 1)
+    created = []
+    with pytest.raises(InvalidInput, match="base64"):
+        parse_items(iter_items([bad], tmp_path, created=created))
+    assert all(not p.exists() for p in created)

@@ -1,0 +1,360 @@
+"""The HTTP edge of the embedded hub: a Starlette app with one declarative route table.
+
+- Routing sees the RAW path (`scope["raw_path"]`): the client percent-encodes revisions as one
+  segment (`refs%2Fpr%2F3`), which a decoded path would split. Path parameters are decoded after
+  matching.
+- Routes are synchronous functions `(hub, request, params) -> Response`, run in a worker
+  thread; request bodies stream from uvicorn to them against each route's limit.
+- Storage errors become statuses, `X-Error-Code` and `X-Error-Message` HERE only
+  (`STATUS_OF`); nothing below this module knows HTTP statuses.
+- Every response carries an `X-Request-Id` (the client quotes it in its error messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from starlette.datastructures import Headers
+from starlette.routing import Route, Router
+
+from registry.localhub import discussions, gating, lfs, routes_files, routes_repos, webhooks
+from registry.localhub.http import Body, Request, Response
+from registry.localhub.names import (
+    AuthRequired,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    NotSupported,
+    StaleParent,
+    StorageError,
+    TimedOut,
+    TooLarge,
+    Unprocessable,
+    validate_name,
+)
+
+if TYPE_CHECKING:
+    from registry.localhub.app import LocalHub
+
+logger = logging.getLogger(__name__)
+
+Params = dict[str, str]
+Handler = Callable[["LocalHub", Request, Params], Response]
+ASGIApp = Callable[..., Any]
+
+STATUS_OF: dict[type[StorageError], int] = {
+    InvalidInput: 400,
+    AuthRequired: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    NotAllowed: 405,
+    TimedOut: 408,
+    Conflict: 409,
+    StaleParent: 412,
+    TooLarge: 413,
+    Unprocessable: 422,
+    NotSupported: 501,
+}
+FILE_CHUNK = 1 << 20
+WEB_PREFIX = {"model": "", "dataset": "/datasets", "space": "/spaces"}
+
+
+def status_of(exc: StorageError) -> int:
+    """The HTTP status of a refusal: its nearest kind in `STATUS_OF`."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
+
+
+def error_response(exc: StorageError) -> Response:
+    headers = {"X-Error-Message": str(exc), **exc.headers}
+    if exc.code:
+        headers["X-Error-Code"] = exc.code
+    return Response.json({**exc.fields, "error": str(exc)}, status=status_of(exc), headers=headers)
+
+
+# -- the route table --------------------------------------------------------------------------
+def _repo_id(p: Params) -> str:
+    """`ns/name` from path parameters, each part checked (a bad name is 400, never a path)."""
+    return f"{validate_name(p['ns'], what='namespace')}/{validate_name(p['name'], what='repo name')}"
+
+
+def _xet(hub: LocalHub, req: Request, p: Params) -> Response:
+    raise NotSupported(
+        "This hub does not support Xet; set HF_HUB_DISABLE_XET=1 (registry.hub.HubClient does this for you)",
+        code="XetNotSupported",
+    )
+
+
+def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
+    """The routes of one repo type `t` (model, dataset, space)."""
+    api = f"/api/{t}s/{{ns}}/{{name}}"
+    web = WEB_PREFIX[t] + "/{ns}/{name}"
+
+    def rid(p: Params) -> str:
+        return _repo_id(p)
+
+    def disc(*names: str) -> Handler:
+        def handler(hub: LocalHub, req: Request, p: Params) -> Response:
+            return discussions.route(hub, req, t, rid(p), [p[n] if n in p else n for n in names])
+
+        return handler
+
+    return [
+        (api, {"GET": lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=None)}),
+        (api + "/revision/{rev:path}", {"GET": lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=p["rev"])}),
+        (api + "/tree", {"GET": lambda h, r, p: routes_files.tree(h, r, t, rid(p), revision="main", path="")}),
+        (
+            api + "/tree/{rev}",
+            {"GET": lambda h, r, p: routes_files.tree(h, r, t, rid(p), revision=p["rev"], path="")},
+        ),
+        (
+            api + "/tree/{rev}/{path:path}",
+            {"GET": lambda h, r, p: routes_files.tree(h, r, t, rid(p), revision=p["rev"], path=p["path"])},
+        ),
+        (
+            api + "/paths-info/{rev:path}",
+            {"POST": lambda h, r, p: routes_files.paths_info(h, r, t, rid(p), revision=p["rev"])},
+        ),
+        (
+            api + "/preupload/{rev:path}",
+            {"POST": lambda h, r, p: routes_files.preupload(h, r, t, rid(p), revision=p["rev"])},
+        ),
+        (api + "/commit/{rev:path}", {"POST": lambda h, r, p: routes_files.commit(h, r, t, rid(p), revision=p["rev"])}),
+        (api + "/refs", {"GET": lambda h, r, p: routes_repos.refs(h, r, t, rid(p))}),
+        (api + "/commits", {"GET": lambda h, r, p: routes_repos.commits(h, r, t, rid(p), revision="main")}),
+        (
+            api + "/commits/{rev:path}",
+            {"GET": lambda h, r, p: routes_repos.commits(h, r, t, rid(p), revision=p["rev"] or "main")},
+        ),
+        (
+            api + "/branch/{rev:path}",
+            {
+                "POST": lambda h, r, p: routes_repos.create_branch(h, r, t, rid(p), branch=p["rev"]),
+                "DELETE": lambda h, r, p: routes_repos.delete_ref(h, r, t, rid(p), kind="heads", name=p["rev"]),
+            },
+        ),
+        (
+            api + "/tag/{rev:path}",
+            {
+                "POST": lambda h, r, p: routes_repos.create_tag(h, r, t, rid(p), revision=p["rev"]),
+                "DELETE": lambda h, r, p: routes_repos.delete_ref(h, r, t, rid(p), kind="tags", name=p["rev"]),
+            },
+        ),
+        (api + "/settings", {"PUT": lambda h, r, p: routes_repos.settings(h, r, t, rid(p))}),
+        (
+            api + "/super-squash/{rev:path}",
+            {"POST": lambda h, r, p: routes_repos.super_squash(h, r, t, rid(p), branch=p["rev"])},
+        ),
+        (api + "/auth-check", {"GET": lambda h, r, p: gating.auth_check(h, r, t, rid(p), write=False)}),
+        (api + "/auth-check/write", {"GET": lambda h, r, p: gating.auth_check(h, r, t, rid(p), write=True)}),
+        (
+            api + "/user-access-request/handle",
+            {"POST": lambda h, r, p: gating.handle_request(h, r, t, rid(p), grant=False)},
+        ),
+        (
+            api + "/user-access-request/grant",
+            {"POST": lambda h, r, p: gating.handle_request(h, r, t, rid(p), grant=True)},
+        ),
+        (
+            api + "/user-access-request/{status}",
+            {"GET": lambda h, r, p: gating.list_requests(h, r, t, rid(p), status=p["status"])},
+        ),
+        (api + "/lfs-files", {"GET": lambda h, r, p: lfs.list_lfs_files(h, r, t, rid(p))}),
+        (api + "/lfs-files/batch", {"POST": lambda h, r, p: lfs.delete_lfs_files(h, r, t, rid(p))}),
+        (web + "/ask-access", {"POST": lambda h, r, p: gating.ask_access(h, r, t, rid(p))}),
+        (api + "/xet-read-token/{rev:path}", {"GET": _xet}),
+        (api + "/xet-write-token/{rev:path}", {"GET": _xet}),
+        (api + "/discussions", {"GET": disc(), "POST": disc()}),
+        (api + "/discussions/{num}", {"GET": disc("num")}),
+        (api + "/discussions/{num}/{action}", {"POST": disc("num", "action")}),
+        (api + "/discussions/{num}/comment/{cid}/{op}", {"POST": disc("num", "comment", "cid", "op")}),
+        (
+            web + "/resolve/{rev}/{path:path}",
+            {"GET": lambda h, r, p: routes_files.resolve(h, r, t, rid(p), revision=p["rev"], path=p["path"])},
+        ),
+        (web + ".git/info/lfs/objects/batch", {"POST": lambda h, r, p: lfs.batch(h, r, t, rid(p))}),
+        (web + ".git/info/lfs/batch", {"POST": lambda h, r, p: lfs.batch(h, r, t, rid(p))}),
+        (web + ".git/info/lfs/objects/verify", {"POST": lambda h, r, p: lfs.verify(h, r, t, rid(p))}),
+        (web + ".git/info/lfs/verify", {"POST": lambda h, r, p: lfs.verify(h, r, t, rid(p))}),
+    ]
+
+
+def _one_part(t: str) -> Handler:
+    return lambda h, r, p: routes_repos.one_part_id(h, r, t, p["name"])
+
+
+def _lister(t: str) -> Handler:
+    return lambda h, r, p: routes_repos.list_repos(h, r, t)
+
+
+def route_table() -> list[tuple[str, dict[str, Handler]]]:
+    """Every route: (path template on the raw path, {method: handler}). First match wins."""
+    rows: list[tuple[str, dict[str, Handler]]] = [
+        ("/api/whoami-v2", {"GET": lambda h, r, p: routes_repos.whoami(h, r)}),
+        ("/api/validate-yaml", {"POST": lambda h, r, p: routes_files.validate_yaml(h, r)}),
+        ("/api/repos/create", {"POST": lambda h, r, p: routes_repos.create(h, r)}),
+        ("/api/repos/delete", {"DELETE": lambda h, r, p: routes_repos.delete(h, r)}),
+        ("/api/repos/move", {"POST": lambda h, r, p: routes_repos.move(h, r)}),
+        ("/api/agent-harnesses", {"GET": lambda h, r, p: Response.json({"standardEnvVars": [], "harnesses": {}})}),
+        ("/api/telemetry/{rest:path}", {m: lambda h, r, p: Response.json({}) for m in ("GET", "POST")}),
+        ("/api/settings/webhooks", {m: lambda h, r, p: webhooks.route(h, r, []) for m in ("GET", "POST")}),
+        (
+            "/api/settings/webhooks/{hook}",
+            {m: lambda h, r, p: webhooks.route(h, r, [p["hook"]]) for m in ("GET", "POST", "DELETE")},
+        ),
+        (
+            "/api/settings/webhooks/{hook}/{action}",
+            {m: lambda h, r, p: webhooks.route(h, r, [p["hook"], p["action"]]) for m in ("GET", "POST")},
+        ),
+        ("/lfs-upload/{oid}", {"PUT": lambda h, r, p: lfs.upload(h, r, oid=p["oid"])}),
+    ]
+    for t in ("dataset", "space"):  # before models: `/datasets/x/y/...` is not a model `datasets/x`
+        rows += _repo_routes(t)
+    rows += [(f"/api/{t}s", {"GET": _lister(t)}) for t in ("model", "dataset", "space")]
+    rows += _repo_routes("model")
+    for t in ("model", "dataset", "space"):  # `gpt2`-style ids: a RepoNotFound, not "no route"
+        rows += [
+            (f"/api/{t}s/{{name}}", {"GET": _one_part(t)}),
+            (f"/api/{t}s/{{name}}/revision/{{rev:path}}", {"GET": _one_part(t)}),
+        ]
+    return rows
+
+
+# -- ASGI plumbing ----------------------------------------------------------------------------
+class _Endpoint:
+    """An ASGI app for one path: picks the method's handler, runs it in a thread, sends the result."""
+
+    def __init__(self, hub: LocalHub, handlers: dict[str, Handler]) -> None:
+        self.hub = hub
+        self.handlers = dict(handlers)
+        if "GET" in handlers:
+            self.handlers.setdefault("HEAD", handlers["GET"])
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        params = {k: unquote(v) for k, v in scope.get("path_params", {}).items()}
+        req = _request(scope, receive, idle_s=self.hub.config.body_idle_timeout_s)
+        handler = self.handlers.get(scope["method"])  # HEAD: the GET handler (see __init__)
+        resp = await anyio.to_thread.run_sync(self._run, handler, req, params, scope)
+        if not req.body.consumed:
+            resp.headers["Connection"] = "close"  # the rest of the body is never read
+        await send_response(resp, scope, send)
+
+    def _run(self, handler: Handler | None, req: Request, params: Params, scope: dict[str, Any]) -> Response:
+        try:
+            # Like the Hub: a token that is sent must be valid, even for reads that need none.
+            self.hub.principal(req)
+            if handler is None:
+                allowed = ", ".join(sorted(self.handlers))
+                raise NotAllowed(f"{req.method} is not allowed on this path; use one of {allowed}")
+            return handler(self.hub, req, params)
+        except StorageError as exc:
+            return error_response(exc)
+        except Exception:
+            logger.exception("Internal error on %s %s", req.method, scope.get("path", ""))
+            return Response.json({"error": "Internal server error; see the server log"}, status=500)
+
+
+def _request(scope: dict[str, Any], receive: Any, *, idle_s: float) -> Request:
+    headers = Headers(scope=scope)
+    raw = headers.get("content-length")
+    length = int(raw) if raw is not None and raw.isdigit() else None
+    has_body = "chunked" in headers.get("transfer-encoding", "").lower() or bool(length)
+
+    async def receive_or_time_out() -> dict[str, Any]:
+        with anyio.move_on_after(idle_s):
+            return await receive()  # type: ignore[no-any-return]
+        raise TimedOut(f"No request body bytes for {idle_s:g} s; send the body without pauses")
+
+    def pull() -> dict[str, Any]:
+        return anyio.from_thread.run(receive_or_time_out)
+
+    segments = [unquote(s) for s in scope["path"].split("/")[1:]]
+    query = parse_qs(scope.get("query_string", b"").decode("utf-8", errors="replace"), keep_blank_values=True)
+    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 0)))
+    body = Body(pull if has_body else None, length)
+    method = "GET" if scope["method"] == "HEAD" else scope["method"]  # routes answer HEAD as GET; no body is sent
+    return Request(method, segments, query, headers, f"http://{host}", body)
+
+
+def _header_safe(value: str) -> str:
+    """`value` as a legal header value: printable ASCII (others backslash-escaped), no outer spaces."""
+    return value.encode("unicode_escape").decode("ascii").strip() or "-"
+
+
+async def send_response(resp: Response, scope: dict[str, Any], send: Any) -> None:
+    length = resp.file[2] if resp.file else len(resp.body)
+    headers = [
+        (k.lower().encode("latin-1"), _header_safe(v).encode("latin-1"))
+        for k, v in resp.headers.items()
+        if k.lower() != "content-length"
+    ]
+    headers.append((b"content-length", str(length).encode()))
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    if scope["method"] == "HEAD" or resp.file is None:
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else resp.body})
+        return
+    path, start, count = resp.file
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offset, end = start, start + count
+        while offset < end:
+            # Blobs are immutable files, nearly always in the page cache: a direct pread costs less
+            # than a hop to a worker thread, and keeps one chunk per connection in memory.
+            piece = os.pread(fd, min(FILE_CHUNK, end - offset), offset)
+            if not piece:  # the blob shrank under us (cannot happen to content-addressed files)
+                raise OSError(f"{path} ended {end - offset} bytes early")
+            offset += len(piece)
+            await send({"type": "http.response.body", "body": piece, "more_body": offset < end})
+    finally:
+        os.close(fd)
+
+
+def _no_route(hub: LocalHub) -> _Endpoint:
+    def handler(h: LocalHub, req: Request, p: Params) -> Response:
+        raise NotFound(f"No route for {req.method} /{'/'.join(req.segments)}", code="NotFound")
+
+    return _Endpoint(hub, {m: handler for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")})
+
+
+def build_app(hub: LocalHub) -> ASGIApp:
+    """The ASGI app of `hub`: raw-path routing, request ids, one error mapping."""
+    routes = [Route(path, endpoint=_Endpoint(hub, handlers)) for path, handlers in route_table()]
+    routes.append(Route("/{rest:path}", endpoint=_no_route(hub)))
+    router = Router(routes=routes)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        if scope["type"] != "http":
+            return
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode("latin-1").split("?", 1)[0]
+        if len(path) > 1:
+            path = path.rstrip("/") or "/"
+        request_id = uuid.uuid4().hex
+        status = [0]
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        await router({**scope, "path": path, "root_path": ""}, receive, send_with_id)
+        # Tokens travel in headers, never in the path; query strings (signed LFS URLs) are left out.
+        client = scope.get("client") or ("-", 0)
+        logger.debug("%s %s %s %s %s", client[0], scope["method"], path, status[0], request_id)
+
+    return app

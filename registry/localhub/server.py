@@ -1,0 +1,98 @@
+"""uvicorn serving the hub's ASGI app: in a background thread (tests, embedding) or in the foreground.
+
+The socket is bound when the server is created, so its URL (and a taken port) is known before it
+serves. Connections are closed after `idle_timeout_s` without a request, including connections
+that never send a byte; uvicorn answers malformed requests (bad `Content-Length`, bad chunk
+sizes, oversized headers) with 400 itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+logger = logging.getLogger(__name__)
+IDLE_TIMEOUT_S = 5
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _IdleClosingProtocol(H11Protocol):
+    """uvicorn's h11 protocol, with the keep-alive timer also armed on a fresh connection."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def handle_events(self) -> None:
+        try:
+            super().handle_events()
+        except UnicodeDecodeError:  # a request target with raw non-ASCII bytes
+            self.send_400_response("Invalid HTTP request target: percent-encode non-ASCII characters.")
+
+
+class HttpServer:
+    """A bound server: `start()` in a background thread, or `serve_forever()` in this one."""
+
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, idle_timeout_s: int = IDLE_TIMEOUT_S
+    ) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((host, port))
+            self._sock.listen(1024)
+        except OSError:
+            self._sock.close()
+            raise
+        self.host = host
+        config = uvicorn.Config(
+            app,
+            http=_IdleClosingProtocol,
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            loop="asyncio",
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=idle_timeout_s,
+            timeout_graceful_shutdown=2,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            server_header=False,
+            proxy_headers=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> HttpServer:
+        """Serve from a daemon thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self.serve_forever, name="localhub-http", daemon=True)
+        self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            threading.Event().wait(0.01)
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve until `stop()` (or SIGINT/SIGTERM when run in the main thread)."""
+        self._server.run(sockets=[self._sock])
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sock.close()

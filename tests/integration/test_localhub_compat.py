@@ -1,0 +1,173 @@
+"""huggingface_hub-compatibility items of issue 9, each through the real client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+from tests._fixtures.hub import HubFactory, HubHandle
+
+
+def test_gated_repos_need_access_auto_and_manual(hub: HubHandle, tmp_path: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    alice, bob = hub.api(), hub.api(hub.bob_token)
+    for mode in ("auto", "manual"):
+        repo = f"alice/gated-{mode}"
+        alice.create_repo(repo)
+        alice.upload_file(path_or_fileobj=b"weights", path_in_repo="w.txt", repo_id=repo)
+        alice.update_repo_settings(repo, gated=mode)
+        assert alice.model_info(repo).gated == mode
+        kwargs = {"repo_id": repo, "filename": "w.txt", "endpoint": hub.url, "cache_dir": tmp_path / mode}
+        with pytest.raises(GatedRepoError):
+            hf_hub_download(**kwargs, token=hub.bob_token)
+        with pytest.raises(GatedRepoError):
+            bob.auth_check(repo)
+        alice.auth_check(repo)  # the owner always has access
+        asked = httpx.post(f"{hub.url}/{repo}/ask-access", headers={"Authorization": f"Bearer {hub.bob_token}"})
+        assert asked.json()["status"] == ("accepted" if mode == "auto" else "pending")
+        if mode == "manual":
+            assert [r.username for r in alice.list_pending_access_requests(repo)] == ["bob"]
+            with pytest.raises(GatedRepoError):
+                hf_hub_download(**kwargs, token=hub.bob_token)
+            alice.accept_access_request(repo, "bob")
+            assert [r.username for r in alice.list_accepted_access_requests(repo)] == ["bob"]
+        assert Path(hf_hub_download(**kwargs, token=hub.bob_token)).read_bytes() == b"weights"
+    carol = hub.make_token("carol")
+    alice.grant_access("alice/gated-manual", "carol")
+    hub.api(carol).auth_check("alice/gated-manual")
+
+
+def test_preupload_honours_gitignore(hub: HubHandle, tmp_path: Path) -> None:
+    folder = tmp_path / "up"
+    (folder / "logs").mkdir(parents=True)
+    (folder / ".gitignore").write_text("*.log\nlogs/\n")
+    (folder / "keep.txt").write_text("keep")
+    (folder / "debug.log").write_text("noise")
+    (folder / "logs" / "x.txt").write_text("noise")
+    api = hub.api()
+    api.create_repo("alice/ignoring")
+    api.upload_folder(folder_path=str(folder), repo_id="alice/ignoring")
+    assert sorted(api.list_repo_files("alice/ignoring")) == [".gitattributes", ".gitignore", "keep.txt"]
+    # A .gitignore already in the repo applies to later uploads too.
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="late.log", repo_id="alice/ignoring")
+    assert "late.log" not in api.list_repo_files("alice/ignoring")
+
+
+def test_gitattributes_lfs_rules_decide_lfs_for_small_files(hub: HubHandle) -> None:
+    api = hub.api()  # Xet disabled, so "lfs" answers are safe for this client
+    api.create_repo("alice/attrs")
+    api.upload_file(path_or_fileobj=b"tiny but binary", path_in_repo="small.bin", repo_id="alice/attrs")
+    api.upload_file(path_or_fileobj=b"tiny text", path_in_repo="small.txt", repo_id="alice/attrs")
+    siblings = {s.rfilename: s for s in api.model_info("alice/attrs", files_metadata=True).siblings or []}
+    assert siblings["small.bin"].lfs is not None and siblings["small.txt"].lfs is None
+
+
+def test_one_part_repo_ids_are_repo_not_found(hub: HubHandle) -> None:
+    api = hub.api()
+    assert api.repo_exists("gpt2") is False
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("gpt2")
+    with pytest.raises(RepositoryNotFoundError) as exc:
+        api.model_info("gpt2", revision="main")
+    assert "Request ID" in str(exc.value)  # the X-Request-Id the client quotes
+
+
+def test_pull_request_by_a_non_owner_on_a_public_repo(hub: HubHandle) -> None:
+    alice, bob = hub.api(), hub.api(hub.bob_token)
+    alice.create_repo("alice/open-to-prs")
+    info = bob.create_commit(
+        "alice/open-to-prs",
+        [CommitOperationAdd("fix.txt", b"a fix")],
+        commit_message="Fix",
+        create_pr=True,
+    )
+    assert info.pr_num == 1
+    assert "fix.txt" not in alice.list_repo_files("alice/open-to-prs")
+    assert "fix.txt" in alice.list_repo_files("alice/open-to-prs", revision="refs/pr/1")
+    alice.merge_pull_request("alice/open-to-prs", 1)
+    assert "fix.txt" in alice.list_repo_files("alice/open-to-prs")
+    with pytest.raises(Exception):  # noqa: B017,PT011 (a plain commit is still refused)
+        bob.create_commit("alice/open-to-prs", [CommitOperationAdd("x.txt", b"x")], commit_message="no")
+
+
+def test_deleting_a_folder_by_its_path_and_super_squash(hub: HubHandle) -> None:
+    api = hub.api()
+    api.create_repo("alice/squashy")
+    api.create_commit(
+        "alice/squashy",
+        [
+            CommitOperationAdd("docs/a.txt", b"a"),
+            CommitOperationAdd("docs/b/c.txt", b"c"),
+            CommitOperationAdd("k", b"k"),
+        ],
+        commit_message="add",
+    )
+    api.create_commit("alice/squashy", [CommitOperationDelete("docs")], commit_message="drop docs")
+    assert sorted(api.list_repo_files("alice/squashy")) == [".gitattributes", "k"]
+    assert len(api.list_repo_commits("alice/squashy")) == 3
+    api.super_squash_history("alice/squashy", commit_message="squashed")
+    commits = api.list_repo_commits("alice/squashy")
+    assert [c.title for c in commits] == ["squashed"]
+    assert sorted(api.list_repo_files("alice/squashy")) == [".gitattributes", "k"]
+
+
+def test_a_new_space_has_a_readme_with_its_sdk(hub: HubHandle) -> None:
+    api = hub.api()
+    api.create_repo("alice/demo", repo_type="space", space_sdk="gradio")
+    info = api.space_info("alice/demo")
+    assert info.sdk == "gradio"
+    assert "README.md" in api.list_repo_files("alice/demo", repo_type="space")
+
+
+def test_tag_on_a_missing_revision_is_revision_not_found(hub_factory: HubFactory) -> None:
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    hub = hub_factory.thread("tags")
+    api = hub.api()
+    api.create_repo("alice/tagged")
+    api.create_tag("alice/tagged", tag="v1")
+    with pytest.raises(RevisionNotFoundError):
+        api.create_tag("alice/tagged", tag="v1", revision="no-such-branch")
+
+
+def test_repo_ids_and_user_names_are_case_insensitive(hub: HubHandle) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = hub.api()
+    api.create_repo("alice/CasePub")
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.create_repo("alice/casepub")
+    assert exc.value.response.status_code == 409
+    assert api.create_repo("ALICE/CASEPUB", exist_ok=True).repo_id == "alice/CasePub"
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="Alice/casePUB")
+    info = api.model_info("alice/casepub")
+    assert info.id == "alice/CasePub" and "x.txt" in [s.rfilename for s in info.siblings or []]
+    assert len([m for m in api.list_models(author="alice") if m.id.lower() == "alice/casepub"]) == 1
+    again = hub.make_token("ALICE", write=True)
+    assert hub.api(again).whoami()["name"] == "alice"
+
+
+def test_list_and_permanently_delete_lfs_files(hub_factory: HubFactory) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    hub = hub_factory.thread("lfsfiles", lfs_threshold=1000)
+    api = hub.api()
+    api.create_repo("alice/lfs-files")
+    payload = b"w" * 5000
+    old = api.upload_file(path_or_fileobj=payload, path_in_repo="ckpt/w.bin", repo_id="alice/lfs-files").oid
+    files = list(api.list_lfs_files("alice/lfs-files"))
+    assert [(f.filename, f.size, f.ref) for f in files] == [("ckpt/w.bin", 5000, "refs/heads/main")]
+    api.permanently_delete_lfs_files("alice/lfs-files", files)
+    assert list(api.list_lfs_files("alice/lfs-files")) == []
+    assert "ckpt/w.bin" not in api.list_repo_files("alice/lfs-files")
+    assert not any(p.is_file() and p.name == files[0].file_oid for p in (hub.data_dir / "blobs").rglob("*"))
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(
+            "alice/lfs-files", "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c"
+        )
