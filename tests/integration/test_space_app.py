@@ -213,10 +213,10 @@ def _build_catalog(hub: HubHandle, family: DemoFamily, tmp: Path) -> tuple[str, 
     # Repos for the bad-input and Submit tests.
     _push(hub, family.ct, "alice/tiny-ct-submit", tmp,
           readme=_card(language="bn", base="alice/tiny-base", scores={}, name="tiny-ct-submit"))  # fmt: skip
-    # A second CT (another language) for a group merge.
-    khk = build_ct_entry(
-        client, repo="alice/tiny-ct-submit", revision=None, language="khk_Cyrl", base="alice/tiny-base"
-    )
+    # A second CT (another language, its card says so) for a group merge.
+    _push(hub, family.ct, "alice/tiny-ct-khk", tmp,
+          readme=_card(language="mn", base="alice/tiny-base", scores={}, name="tiny-ct-khk"))  # fmt: skip
+    khk = build_ct_entry(client, repo="alice/tiny-ct-khk", revision=None, language="khk_Cyrl", base="alice/tiny-base")
     store.add(khk)
     _push(hub, family.ct, "alice/tiny-ct-nolang", tmp,
           readme=_card(language=None, base="alice/tiny-base", scores={}, name="tiny-ct-nolang"))  # fmt: skip
@@ -413,9 +413,9 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
     assert summary.startswith("ties_sv:") and "rescued by slack" in summary
     assert numbers(summary) == numbers(expected.report.summary())
     group = world.client.predict(
-        f"{world.ct_id}, alice/tiny-ct-submit", world.sft_id, "ties_sv", 0.5, 0.1, api_name="/merge_preview"
+        f"{world.ct_id}, alice/tiny-ct-khk", world.sft_id, "ties_sv", 0.5, 0.1, api_name="/merge_preview"
     )
-    assert "ct alice/tiny-ct-ben@" in group and "ct alice/tiny-ct-submit@" in group and "sft alice/tiny-sft@" in group
+    assert "ct alice/tiny-ct-ben@" in group and "ct alice/tiny-ct-khk@" in group and "sft alice/tiny-sft@" in group
     methods = _app_error(
         lambda: world.client.predict(world.ct_id, world.sft_id, "nope", 0.5, 0.3, api_name="/merge_preview")
     )
