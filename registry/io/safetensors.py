@@ -81,7 +81,8 @@ def torch_dtype(code: str) -> torch.dtype:
     """The torch dtype for a safetensors dtype code (`BF16` -> torch.bfloat16)."""
     import torch
 
-    return getattr(torch, _TORCH_NAMES[code])
+    dtype: torch.dtype = getattr(torch, _TORCH_NAMES[code])
+    return dtype
 
 
 def dtype_code(dtype: torch.dtype) -> str:
@@ -191,7 +192,7 @@ def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
     import torch
 
     buf = torch.empty(info.nbytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy()) if info.nbytes else memoryview(b"")
+    view = memoryview(buf.numpy()) if info.nbytes else memoryview(b"")  # type: ignore[arg-type]
     done = 0
     while done < info.nbytes:
         got = os.preadv(fd, [view[done : done + _MAX_READ]], info.offset + done)

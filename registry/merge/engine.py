@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry.errors import MergeError, OutputExistsError
 from registry.io.checkpoint import Checkpoint, open_checkpoint
@@ -203,18 +203,9 @@ class _Stream:
     def __init__(self, plan: MergePlan, ckpts: list[Checkpoint], spec: MethodSpec, device: str) -> None:
         recipe = plan.recipe
         self.plan, self.ckpts, self.spec, self.device = plan, ckpts, spec, device
-        self.weights = list(recipe.weights())
-        self.densities = list(recipe.densities())
-        params = recipe.parameters
-        self.normalize = spec.default_normalize if params.normalize is None else params.normalize
-        self.lambda_ = spec.default_lambda if params.lambda_ is None else params.lambda_
-        self.protect = list(recipe.protected_indices())
-        self.extra: dict[str, Any] = {}
-        if "protect" in spec.extra_parameters:
-            self.extra["protect"] = self.protect
-        if recipe.merge_method == "ties_sv":
-            self.extra["slack"] = params.slack or 0.0
-        self.model_scope = recipe.merge_method == "ties_sv" and params.slack_scope == "model" and bool(params.slack)
+        ctx = recipe.method_context()
+        self.merger = spec.bind(recipe.parameters, ctx)
+        self.protect = list(spec.protected(recipe.parameters, ctx))
         # linear ignores the base (it is listed for the card and the config only): never read it.
         self.base_index = plan.base_index if spec.needs_base else None
         self.needed = sorted(
@@ -303,35 +294,24 @@ class _Stream:
                     fut.cancel()
                 bar.close()
 
-    def _model_cuts(self, progress: bool) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-        """Pass 1 of `slack_scope: model`: per tensor name, its slack cuts and its trimming cuts."""
-        from registry.merge.methods.ties import trim_cuts
-        from registry.merge.methods.ties_sv import conflict_margins, plan_model_slack
-
-        cuts: dict[str, list[Any]] = {t.name: [] for t in self.plan.tensors}
-        # Trimming is the costly part of every pass: find each tensor's cuts once and keep them
-        # (two ints per input) for the later scans and the merge.
-        trims: dict[str, list[Any]] = {}
-        for step in range(len(self.protect)):
-            margins = []
-            for t, loaded in self._stages(progress, f"slack scan {step + 1}/{len(self.protect)}"):
+    def _scan(self, progress: bool) -> None:
+        """The method's whole-model passes (e.g. TIES-SV's model-scope slack), before any merge."""
+        for step in range(self.merger.scans):
+            desc = f"{self.spec.name} scan {step + 1}/{self.merger.scans}"
+            for t, loaded in self._stages(progress, desc):
                 inputs, base = self._ready(t, loaded)
-                if t.name not in trims:
-                    trims[t.name] = trim_cuts(inputs, base, self.densities)
-                found = conflict_margins(
-                    inputs,
-                    base,
-                    weights=self.weights,
-                    densities=self.densities,
-                    protect=self.protect,
-                    cuts=cuts[t.name],
-                    trims=trims[t.name],
-                )
-                margins.append((t.name, found.cpu()))
-            slack = plan_model_slack(margins, slack=self.extra["slack"])
-            for name in cuts:
-                cuts[name].append(slack.cuts[name])
-        return cuts, trims
+                try:
+                    self.merger.scan(step, t.name, inputs, base)
+                except (ValueError, RuntimeError) as exc:
+                    raise self._failure(t, exc) from exc
+            self.merger.end_scan(step)
+
+    def _failure(self, t: TensorPlan, exc: BaseException) -> MergeError:
+        return MergeError(
+            f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; {_fix_for(exc, self.device)}",
+            tensor=t.name,
+            method=self.spec.name,
+        )
 
     def _finish_and_write(
         self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None
@@ -342,41 +322,24 @@ class _Stream:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
-        roles = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+        roles: list[str] = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
         report = MergeReport(
             method=self.spec.name,
             inputs=labels,
             roles=roles,
-            protected=self.protect if "protect" in self.spec.extra_parameters else [],
+            protected=self.protect if "protected_discarded" in self.spec.diagnostics else [],
         )
-        model_cuts, model_trims = self._model_cuts(progress) if self.model_scope else (None, None)
+        self._scan(progress)
         on_cpu = self.device == "cpu"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
             last: Future[None] | None = None
             for t, loaded in self._stages(progress, "merge"):
                 inputs, base = self._ready(t, loaded)
                 stats = TensorStats()
-                extra = dict(self.extra)
-                if model_cuts is not None and model_trims is not None:
-                    extra["cuts"] = model_cuts[t.name]
-                    extra["trims"] = model_trims.get(t.name)  # None (no scan ran): found by the method
                 try:
-                    merged = self.spec.fn(
-                        inputs,
-                        base,
-                        weights=self.weights,
-                        densities=self.densities,
-                        normalize=self.normalize,
-                        lambda_=self.lambda_,
-                        stats=stats,
-                        **extra,
-                    )
+                    merged = self.merger.merge(t.name, inputs, base, stats)
                 except (ValueError, RuntimeError) as exc:
-                    raise MergeError(
-                        f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; {_fix_for(exc, self.device)}",
-                        tensor=t.name,
-                        method=self.spec.name,
-                    ) from exc
+                    raise self._failure(t, exc) from exc
                 del inputs, base
                 report.add(t.name, stats)
                 if last is not None:

@@ -80,13 +80,19 @@ class MergePlan:
             where = str(src.path) if src.path else "(not resolved)"
             rev = f" @ {src.commit[:12]}" if src.commit else ""
             lines.append(f"  {role:9s} {src.ref}{rev}  ->  {where}")
-        lines.append(f"  weights {list(recipe.weights())}  densities {list(recipe.densities())}")
-        if recipe.merge_method == "ties_sv":
-            p = recipe.parameters
-            lines.append(
-                f"  slack {p.slack if p.slack is not None else 0.0}  scope {p.slack_scope or 'tensor'}"
-                f"  protect {[recipe.merge_inputs()[i].model for i in recipe.protected_indices()]}"
-            )
+        from registry.merge.methods import get_method
+
+        spec = get_method(recipe.merge_method)
+        line = "  "
+        if spec.uses_weight:
+            line += f"weights {list(recipe.weights())}  "
+        if spec.uses_density:
+            line += f"densities {list(recipe.densities())}"
+        if line.strip():
+            lines.append(line.rstrip())
+        extra = spec.describe(recipe.parameters, recipe.method_context())
+        if extra:
+            lines.append(f"  {extra}")
         if self.tensors:
             total = sum(t.numel for t in self.tensors)
             vocab = [t.name for t in self.tensors if t.extra_from is not None]
