@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from registry.merge.report import MergeReport
 if TYPE_CHECKING:
     import torch
 
+    from registry.merge.cuda import Staged
     from registry.merge.methods import MethodSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class _Loaded:
     base: torch.Tensor | None = None
     raw: dict[int, torch.Tensor] | None = None
     tail: torch.Tensor | None = None  # extra vocabulary rows of the tokenizer model, stored dtype
+    staged: Staged | None = None  # CUDA: inputs copied to the GPU on the side stream
+    flags: torch.Tensor | None = None  # CUDA: per input, its sum is finite (checked by the writer)
+    on_gpu: list[torch.Tensor] = field(default_factory=list)  # CUDA: the inputs, for the NaN message
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,10 @@ def _fix_for(exc: BaseException, device: str) -> str:
     import torch
 
     if isinstance(exc, torch.OutOfMemoryError) and device != "cpu":
-        return "the tensor does not fit in GPU memory: free the GPU or use --device cpu"
+        return (
+            "out of GPU memory (the GPU path holds about 10x the largest tensor's inputs): free GPU memory "
+            "or merge with --device cpu; nothing was written"
+        )
     if isinstance(exc, torch.OutOfMemoryError):
         return "not enough memory: close other programs or merge on a machine with more RAM"
     return "run with MERGELING_DEBUG=1 and report the traceback"
@@ -215,10 +222,27 @@ class _Stream:
                 *{t.extra_from for t in plan.tensors if t.extra_from is not None},
             }
         )
+        self.on_gpu = sorted({*([self.base_index] if self.base_index is not None else []), *plan.input_indices})
+        if device != "cpu":
+            from registry.io.safetensors import DTYPE_SIZES
+            from registry.merge.cuda import Drain, Staging
+
+            slot = max(
+                (sum(ckpts[i].tensors[t.name].nbytes + 512 for i in self.needed) for t in plan.tensors), default=0
+            )
+            self.staging = Staging(device, slot)
+            self.drain = Drain(device, max((t.numel * DTYPE_SIZES[t.dtype] for t in plan.tensors), default=0))
 
     def _load(self, t: TensorPlan) -> _Loaded:
         # Runs on the reader thread. On CPU it also does the NaN/Inf checks, so they overlap the
-        # method's compute on the main thread.
+        # method's compute on the main thread; on CUDA it queues the copies to the GPU.
+        if self.device != "cpu":
+            staged, host = self.staging.load(self.ckpts, t.name, self.needed, self.on_gpu, t.shared_rows)
+            tail = None
+            if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
+                tail = host[t.extra_from][t.shared_rows : t.shape[0]].clone()  # the pinned slot is reused
+                check_finite(tail.float(), model=self.plan.sources[t.extra_from].ref, name=t.name)
+            return _Loaded(staged=staged, tail=tail)
         raw = {i: self.ckpts[i].read(t.name) for i in self.needed}
         tail = None
         if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
@@ -249,12 +273,30 @@ class _Stream:
         return [ready[i] for i in self.plan.input_indices], base
 
     def _ready(self, t: TensorPlan, loaded: _Loaded) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        if loaded.staged is not None:
+            from registry.merge.cuda import finite_flag
+
+            ready = self.staging.ready(loaded.staged)
+            loaded.on_gpu = [ready[i] for i in self.on_gpu]
+            loaded.flags = finite_flag(loaded.on_gpu)  # checked by the writer once its copy synchronised
+            base = ready[self.base_index] if self.base_index is not None else None
+            return [ready[i] for i in self.plan.input_indices], base
         if loaded.raw is not None:
             return self._prepare(t, loaded.raw)
         return loaded.inputs, loaded.base
 
-    def _finish(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
-        """Cast to the output dtype, append the tokenizer model's extra vocabulary rows, move to CPU."""
+    def _drain_and_write(
+        self, writer: ShardedWriter, t: TensorPlan, wait: Callable[[], torch.Tensor], loaded: _Loaded
+    ) -> None:
+        """Writer thread, CUDA: wait for the copy to pinned memory, check the inputs' flags, write."""
+        host = wait()
+        if loaded.flags is not None and not bool(loaded.flags.all()):
+            for i, x in zip(self.on_gpu, loaded.on_gpu, strict=True):
+                check_finite(x, model=self.plan.sources[i].ref, name=t.name)
+        writer.write(t.name, host)
+
+    def _cast(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """Cast to the output dtype and append the tokenizer model's extra vocabulary rows (on the result's device)."""
         import torch
 
         from registry.io.safetensors import torch_dtype
@@ -262,7 +304,11 @@ class _Stream:
         result = merged.to(torch_dtype(t.dtype))
         if tail is not None:
             result = torch.cat([result, tail.to(result.device).to(result.dtype)])
-        return result.cpu()
+        return result
+
+    def _finish(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """`_cast`, then to CPU."""
+        return self._cast(t, merged, tail).cpu()
 
     def _stages(self, progress: bool, desc: str) -> Iterator[tuple[TensorPlan, _Loaded]]:
         """Yield (tensor plan, loaded inputs) with loading running ahead on a thread."""
@@ -319,6 +365,22 @@ class _Stream:
         writer.write(t.name, self._finish(t, merged, tail))
 
     def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
+        """Merge every tensor into `writer`; returns the diagnostics.
+
+        Raises:
+            MergeError: the method failed, or the GPU ran out of memory (anywhere: copies too).
+        """
+        import torch
+
+        try:
+            return self._run(writer, progress=progress)
+        except torch.OutOfMemoryError as exc:
+            raise MergeError(
+                f"merging with {self.spec.name} on {self.device} failed: {_fix_for(exc, self.device)}",
+                method=self.spec.name,
+            ) from exc
+
+    def _run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
@@ -346,8 +408,9 @@ class _Stream:
                     last.result()  # one result in flight: bounded memory
                 if on_cpu:  # the cast overlaps the next tensor's compute
                     last = pool.submit(self._finish_and_write, writer, t, merged, loaded.tail)
-                else:  # the cast runs on the GPU; the copy back synchronises here
-                    last = pool.submit(writer.write, t.name, self._finish(t, merged, loaded.tail))
+                else:  # cast on the GPU; copy back, checks and write on the writer thread
+                    wait = self.drain.submit(self._cast(t, merged, loaded.tail))
+                    last = pool.submit(self._drain_and_write, writer, t, wait, loaded)
                 del merged, loaded
             if last is not None:
                 last.result()
