@@ -2,7 +2,7 @@
 
 A plain mergekit config for `linear`, `task_arithmetic`, `ties`, `slerp`, `dare_ties` or
 `dare_linear` loads unchanged; anything else
-mergekit understands (other methods, slices, modules, token surgery, chat templates, LoRA
+mergekit understands (other methods, slices, modules, token surgery, chat templates, chained LoRA
 references, gradient or conditional parameter values, other methods' parameters) is an error that
 names the feature, never silently ignored.
 """
@@ -80,10 +80,10 @@ def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collectio
                 blocks.append((f"models.{i}.parameters", entry.get("parameters")))
                 refs.append((f"models.{i}.model", entry.get("model")))
     for field, ref in refs:
-        if isinstance(ref, str) and "+" in ref:
+        if isinstance(ref, str) and (ref.count("+") > 1 or ref.startswith("+") or ref.endswith("+")):
             raise UnsupportedFeatureError(
-                f"{source}: {field} = {ref!r}: LoRA references (model+lora) are not supported; "
-                "merge the adapter into the model first (peft merge_and_unload) and give its path",
+                f"{source}: {field} = {ref!r}: a LoRA reference is model+lora, one model and one adapter; "
+                "merge further adapters into the model first (peft merge_and_unload) and give its path",
                 path=source,
                 field=field,
                 value=ref,

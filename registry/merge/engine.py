@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from registry.errors import MergeError, OutputExistsError
-from registry.io.checkpoint import Checkpoint, open_checkpoint
+from registry.io.checkpoint import Checkpoint
 from registry.io.writer import ShardedWriter, parse_size
 from registry.merge.plan import MergePlan, TensorPlan, check_finite, check_same_base
 from registry.merge.report import MergeReport
+from registry.merge.sources import open_source
 
 if TYPE_CHECKING:
     import torch
@@ -140,7 +141,7 @@ def run_merge(
     ckpts: list[Checkpoint] = []
     writer: ShardedWriter | None = None
     try:
-        ckpts = [open_checkpoint(s.path) for s in plan.sources]  # type: ignore[arg-type]
+        ckpts = [open_source(s) for s in plan.sources]
         check_same_base(plan, ckpts)
         writer = ShardedWriter(
             tmp, [(t.name, t.dtype, t.shape) for t in plan.tensors], shard_size=parse_size(shard_size)

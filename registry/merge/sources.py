@@ -12,6 +12,7 @@ from registry.errors import CompatibilityError
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
+    from registry.io.checkpoint import Checkpoint
 
 HUB_PATTERNS = [
     "*.safetensors",
@@ -28,6 +29,7 @@ HUB_PATTERNS = [
     "merges.txt",
     "chat_template.jinja",
     "README.md",
+    "adapter_config.json",
 ]
 
 
@@ -40,6 +42,24 @@ class ModelSource:
     repo_id: str | None = None
     revision: str | None = None
     commit: str | None = None  # the Hub commit actually used
+    adapter: Path | None = None  # a LoRA adapter applied on top of `path` (`model+lora`, or an adapter ref)
+
+
+def open_source(src: ModelSource) -> Checkpoint:
+    """Open a resolved source: its checkpoint, seen through its LoRA adapter when it has one.
+
+    Raises:
+        CheckpointError, CompatibilityError: unreadable weights or an unsupported adapter.
+    """
+    from registry.io.checkpoint import open_checkpoint
+
+    if src.path is None:
+        raise CompatibilityError(f"model {src.ref!r} was not resolved", model=src.ref)
+    if src.adapter is not None:
+        from registry.io.lora import open_adapted
+
+        return open_adapted(src.path, src.adapter)
+    return open_checkpoint(src.path)
 
 
 def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = None) -> ModelSource:
@@ -54,6 +74,20 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
         CompatibilityError: neither an existing directory nor a Hub repo id.
         HubError: the Hub could not provide it (not found, no access, unreachable).
     """
+    model_ref, plus, lora_ref = ref.partition("+")
+    if plus:  # mergekit's `model+lora`: the adapter applied to that model
+        model = resolve_source(model_ref, offline=offline, hub=hub)
+        lora = resolve_source(lora_ref, offline=offline, hub=hub)
+        if model.path is None or lora.path is None:
+            return ModelSource(ref=ref, path=None, repo_id=model.repo_id, revision=model.revision)
+        return ModelSource(
+            ref=ref,
+            path=model.path,
+            repo_id=model.repo_id,
+            revision=model.revision,
+            commit=model.commit,
+            adapter=lora.path,
+        )
     local = Path(ref).expanduser()
     if local.is_dir():
         return ModelSource(ref=ref, path=local.resolve())
@@ -114,10 +148,19 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | No
         # Only config.json is required here: huggingface_hub calls a cached snapshot incomplete
         # when a pattern matches a listed file it lacks (the unused weights format, for one);
         # open_checkpoint then checks that the weights are all there.
-        return Path(
-            snapshot_download(
-                repo_id, revision=revision, allow_patterns=["config.json"], local_files_only=True, cache_dir=cache_dir
-            )
-        )
+        for required in ("config.json", "adapter_config.json"):  # a model, or a LoRA adapter
+            try:
+                return Path(
+                    snapshot_download(
+                        repo_id,
+                        revision=revision,
+                        allow_patterns=[required],
+                        local_files_only=True,
+                        cache_dir=cache_dir,
+                    )
+                )
+            except (LocalEntryNotFoundError, OSError, ValueError):
+                continue
+        return None
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
