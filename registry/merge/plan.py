@@ -136,7 +136,10 @@ def plan_merge(
     tok_ref = recipe.tokenizer_model() or refs[0]
     if tok_ref not in refs:
         refs.append(tok_ref)
-    sources = [resolve_source(ref, offline=offline, hub=hub) for ref in refs]
+    sources: list[ModelSource] = []
+    for ref in refs:  # once the Hub proved unreachable, the other inputs come from the cache without retrying
+        cache_only = any(s.from_cache for s in sources)
+        sources.append(resolve_source(ref, offline=offline, hub=hub, cache_only=cache_only))
     sources = _adapters_on_base(sources, base_index)
     plan = MergePlan(
         recipe=recipe,
@@ -162,7 +165,23 @@ def plan_merge(
     finally:
         for ckpt in checkpoints:
             ckpt.close()
+    _warn_without_tokenizer(plan, has_tokenizer=tokenizer_json.is_file() if tokenizer_json else tok in remote)
     return plan
+
+
+def _warn_without_tokenizer(plan: MergePlan, *, has_tokenizer: bool) -> None:
+    from registry.merge.outputs import TOKENIZER_FILES
+
+    src = plan.sources[plan.tokenizer_index]
+    if has_tokenizer or (src.path is not None and any((src.path / n).is_file() for n in TOKENIZER_FILES)):
+        return
+    with_one = [s.ref for s in plan.sources if s.path is not None and (s.path / "tokenizer.json").is_file()]
+    fix = (
+        f"set tokenizer_source: {with_one[0]}"
+        if with_one
+        else "add one afterwards: AutoTokenizer.from_pretrained('<the base model on the Hub>').save_pretrained(OUT)"
+    )
+    plan.warnings.append(f"{src.ref} has no tokenizer files, so the merged model will have none; {fix}")
 
 
 def _adapters_on_base(sources: list[ModelSource], base_index: int | None) -> list[ModelSource]:

@@ -4,11 +4,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.errors import CompatibilityError
+from registry.errors import CompatibilityError, HubUnavailableError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
@@ -43,6 +47,7 @@ class ModelSource:
     revision: str | None = None
     commit: str | None = None  # the Hub commit actually used
     adapter: Path | None = None  # a LoRA adapter applied on top of `path` (`model+lora`, or an adapter ref)
+    from_cache: bool = False  # the Hub was unreachable: the cached snapshot was used
 
 
 def open_source(src: ModelSource) -> Checkpoint:
@@ -62,13 +67,17 @@ def open_source(src: ModelSource) -> Checkpoint:
     return open_checkpoint(src.path)
 
 
-def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = None) -> ModelSource:
+def resolve_source(
+    ref: str, *, offline: bool = False, hub: HubClient | None = None, cache_only: bool = False
+) -> ModelSource:
     """Resolve a model reference: an existing local directory, else a Hub repo id (`org/name@rev`).
 
     Args:
         ref: the recipe's reference.
         offline: use only the local Hub cache (no network); unresolved gives `path=None`.
         hub: the Hub client (endpoint, token, cache); None builds one from HF_ENDPOINT/HF_TOKEN.
+        cache_only: the local cache only, and an error when it lacks the model (as HF_HUB_OFFLINE=1;
+            set after another input found the Hub unreachable).
 
     Raises:
         CompatibilityError: neither an existing directory nor a Hub repo id.
@@ -76,8 +85,8 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
     """
     model_ref, plus, lora_ref = ref.partition("+")
     if plus:  # mergekit's `model+lora`: the adapter applied to that model
-        model = resolve_source(model_ref, offline=offline, hub=hub)
-        lora = resolve_source(lora_ref, offline=offline, hub=hub)
+        model = resolve_source(model_ref, offline=offline, hub=hub, cache_only=cache_only)
+        lora = resolve_source(lora_ref, offline=offline, hub=hub, cache_only=cache_only or model.from_cache)
         if model.path is None or lora.path is None:
             return ModelSource(ref=ref, path=None, repo_id=model.repo_id, revision=model.revision)
         return ModelSource(
@@ -87,6 +96,7 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
             revision=model.revision,
             commit=model.commit,
             adapter=lora.path,
+            from_cache=model.from_cache or lora.from_cache,
         )
     local = Path(ref).expanduser()
     if local.is_dir():
@@ -100,18 +110,44 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
             model=ref,
             reason="not found",
         )
+    cache_dir = hub.cache_dir if hub else None
     if offline:
-        path = _cached_snapshot(repo_id, revision or None, cache_dir=hub.cache_dir if hub else None)
+        path = _cached_snapshot(repo_id, revision or None, cache_dir=cache_dir)
+    elif hub_offline() or cache_only:
+        # HF_HUB_OFFLINE=1: the local cache only, as huggingface_hub does.
+        path = _cached_snapshot(repo_id, revision or None, cache_dir=cache_dir)
+        if path is None:
+            why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hub is unreachable"
+            raise HubUnavailableError(
+                f"model {ref!r}: {why} and it is not in the local Hub cache; "
+                + ("unset HF_HUB_OFFLINE to download it" if hub_offline() else "check HF_ENDPOINT and the network"),
+                repo_id=repo_id,
+            )
     else:
         from registry.hub import HubClient
 
         client = hub or HubClient()
-        # The snapshot is fetched by the given revision (not the listed commit), so the cache
-        # records the branch and later dry runs find it offline.
-        wanted = hub_files(client.list_files(repo_id, revision=revision or None))
-        path = client.snapshot(repo_id, revision=revision or None, allow_patterns=wanted)
+        try:
+            # The snapshot is fetched by the given revision (not the listed commit), so the cache
+            # records the branch and later dry runs find it offline.
+            wanted = hub_files(client.list_files(repo_id, revision=revision or None))
+            path = client.snapshot(repo_id, revision=revision or None, allow_patterns=wanted)
+        except HubUnavailableError:
+            # The Hub cannot be reached: a snapshot already in the cache will do (huggingface_hub's rule).
+            path = _cached_snapshot(repo_id, revision or None, cache_dir=client.cache_dir)
+            if path is None:
+                raise
+            log.warning("The Hub is unreachable: using the cached snapshot of %s (%s)", ref, path.name)
+            cache_only = True
     commit = path.name if path is not None and len(path.name) == 40 else None
-    return ModelSource(ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit)
+    return ModelSource(
+        ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit, from_cache=cache_only
+    )
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks for the local cache only (read now, not at import time)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hub_files(files: list[str]) -> list[str]:

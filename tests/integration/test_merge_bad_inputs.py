@@ -270,3 +270,23 @@ def test_cuda_requested_without_gpu(tiny_family: DemoFamily, tmp_path: Path) -> 
     assert result.exit_code == 1
     assert "no CUDA device" in result.output and "--device cpu" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
+def test_merge_without_tokenizer_warns_and_says_how_to_add_one(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    family = _family_copy(tiny_family, tmp_path / "models")
+    for file in family.base.iterdir():
+        if file.name.startswith(("tokenizer", "special_tokens")):
+            file.unlink()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(family)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(out), "--device", "cpu"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    assert f"{family.base} has no tokenizer files, so the merged model will have none" in result.stderr
+    assert f"set tokenizer_source: {family.ct}" in result.stderr
+    assert not (out / "tokenizer.json").exists()
+    fixed = CliRunner().invoke(
+        app, ["merge", str(recipe), "--out", str(tmp_path / "out2"), "--set", "tokenizer_source=ct", "--device", "cpu"]
+    )
+    assert fixed.exit_code == 0 and "no tokenizer" not in fixed.stderr
+    assert (tmp_path / "out2" / "tokenizer.json").is_file()
