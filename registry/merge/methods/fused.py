@@ -19,10 +19,15 @@ pass was slower on bf16 inputs (many entries inside the window).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import numpy as np
+import torch
+
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
+from registry.merge.topk import Cut
 
 
 def enabled() -> bool:
@@ -139,3 +144,77 @@ def _kernels() -> Any:
 def kernels() -> Any:
     """(count_ties, trim_weight, trim_weight_quota, combine2), compiled on first use."""
     return _kernels()
+
+
+def merge_two(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    *,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    normalize: bool,
+    lambda_: float,
+    stats: TensorStats | None,
+    protect: Sequence[int],
+    count_conflicts: bool,
+    trims: Sequence[Cut] | None,
+) -> torch.Tensor:
+    """`ties.merge_elected` for two inputs without slack flips, through the fused kernels (same bits)."""
+    from registry.merge.methods.ties import _kept_count, trim_cuts
+
+    check_inputs(tensors, base, weights=weights, densities=densities)
+    n, numel = len(tensors), base.numel()
+    cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
+    count_ties, trim_weight, trim_weight_quota, combine2 = kernels()
+    kinds = [0 if c == Cut.keep_none() else 1 if c == Cut.keep_all() else 2 for c in cuts]
+    thresholds = [np.float32(c.value if k == 2 else 0.0) for c, k in zip(cuts, kinds, strict=True)]
+    left = [c.ties for c in cuts]
+    weight = [np.float32(w) for w in weights]
+    counts = np.zeros(n + 1, dtype=np.int64)  # kept (keep-all inputs), then sign conflicts
+    lost = np.zeros(3, dtype=np.int64)
+    result = torch.empty(base.shape, dtype=torch.float32)
+    flat_out, flat_base = result.view(-1), base.reshape(-1)
+    flats = [t.reshape(-1) for t in tensors]
+    size = min(chunk_elements(base.device), numel) or 1
+    xs = torch.empty((n, size), dtype=torch.float32)
+    ds = np.empty((n, size), dtype=np.float32)
+    base_buffer = torch.empty(size, dtype=torch.float32)
+    for part in flat_chunks(numel, size):
+        c = part.stop - part.start
+        chunk_base = fp32_chunk(flat_base, part, base_buffer).numpy()
+        for i, flat in enumerate(flats):
+            x = fp32_chunk(flat, part, xs[i]).numpy()
+            ge = False
+            if kinds[i] == 2 and left[i] > 0:
+                ties = count_ties(x, chunk_base, thresholds[i])
+                if ties > left[i]:  # the quota runs out in this chunk: lowest index first
+                    left[i] = trim_weight_quota(x, chunk_base, thresholds[i], left[i], weight[i], ds[i, :c])
+                    continue
+                ge, left[i] = True, left[i] - ties
+            counts[i] += trim_weight(x, chunk_base, kinds[i], thresholds[i], ge, weight[i], ds[i, :c])
+        combine2(
+            ds[0, :c],
+            ds[1, :c],
+            chunk_base,
+            weight[0],
+            weight[1],
+            normalize,
+            np.float32(lambda_),
+            lambda_ != 1,
+            flat_out[part].numpy(),
+            lost,
+        )
+    counts[n] = lost[2]
+    counts = np.append(counts, [lost[index] for index in protect]).astype(np.int64)  # discarded per protected
+    if stats is not None:
+        stats.elements += numel
+        for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
+            known = _kept_count(cut, max(1, int(density * numel)))
+            stats.add_kept(index, int(counts[index]) if known is None else known)
+        stats.sign_conflicts += int(counts[n])
+        for q, index in enumerate(protect):
+            discarded = int(counts[n + 1 + q])
+            stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + discarded
+            if count_conflicts:
+                stats.conflicts[index] = stats.conflicts.get(index, 0) + discarded
+    return result
