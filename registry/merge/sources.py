@@ -200,3 +200,45 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | No
         return None
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
+
+
+def adapters_on_base(sources: list[ModelSource], base_index: int | None) -> list[ModelSource]:
+    """An input that is a LoRA adapter (not `model+lora`) applies to the recipe's base, which must be its own.
+
+    Raises:
+        CompatibilityError: the adapter was trained on another base, or the recipe has none.
+    """
+    import json
+    from dataclasses import replace
+
+    from registry.io.lora import ADAPTER_CONFIG, is_adapter
+
+    out = list(sources)
+    for i, src in enumerate(sources):
+        if src.path is None or src.adapter is not None or not is_adapter(src.path):
+            continue
+        try:
+            trained_on = str(
+                json.loads((src.path / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            trained_on = "?"
+        base = sources[base_index] if base_index is not None else None
+        if base is None or base.path is None or not _same_model(trained_on, base):
+            where = f"the recipe's base_model is {base.ref}" if base else "the recipe has no base_model"
+            raise CompatibilityError(
+                f"{src.ref} is a LoRA adapter of {trained_on}, but {where}; merge adapters of the recipe's base, "
+                f"or apply it to a model explicitly with {trained_on}+{src.ref}",
+                model=src.ref,
+                reason="adapter base",
+            )
+        out[i] = replace(src, path=base.path, adapter=src.path)
+    return out
+
+
+def _same_model(ref: str, src: ModelSource) -> bool:
+    """Whether a reference (an adapter's `base_model_name_or_path`) names the resolved source `src`."""
+    if ref == src.ref or (src.repo_id is not None and ref.partition("@")[0] == src.repo_id):
+        return True
+    local = Path(ref).expanduser()
+    return local.is_dir() and src.path is not None and local.resolve() == src.path.resolve()
