@@ -1,13 +1,15 @@
 """mergekit compatibility: the mergekit features Mergeling does not implement, refused by name.
 
-A plain mergekit config for `linear`, `task_arithmetic` or `ties` loads unchanged; anything else
-mergekit understands (other methods, slices, modules, token surgery, chat templates, LoRA
+A plain mergekit config for `linear`, `task_arithmetic`, `ties`, `slerp`, `dare_ties` or
+`dare_linear` loads unchanged; anything else
+mergekit understands (other methods, slices, modules, token surgery, chat templates, chained LoRA
 references, gradient or conditional parameter values, other methods' parameters) is an error that
 names the feature, never silently ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from registry.errors import UnsupportedFeatureError
@@ -30,11 +32,8 @@ _UNSUPPORTED_PARAMS = {
 }
 MERGEKIT_METHODS = frozenset(
     {
-        "slerp",
         "nuslerp",
         "multislerp",
-        "dare_ties",
-        "dare_linear",
         "breadcrumbs",
         "breadcrumbs_ties",
         "della",
@@ -50,12 +49,13 @@ MERGEKIT_METHODS = frozenset(
 )
 
 
-def refuse_unsupported(data: dict[str, Any], source: str) -> None:
+def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collection[str] = ()) -> None:
     """Refuse, by name, any mergekit feature Mergeling does not implement.
 
     Args:
         data: the recipe as parsed YAML (overrides applied), before validation.
         source: where it came from (the file name), for the message.
+        accepted: parameter names the recipe's method declares (not refused here).
 
     Raises:
         UnsupportedFeatureError: names the dotted field, the feature and what to write instead.
@@ -80,10 +80,10 @@ def refuse_unsupported(data: dict[str, Any], source: str) -> None:
                 blocks.append((f"models.{i}.parameters", entry.get("parameters")))
                 refs.append((f"models.{i}.model", entry.get("model")))
     for field, ref in refs:
-        if isinstance(ref, str) and "+" in ref:
+        if isinstance(ref, str) and (ref.count("+") > 1 or ref.startswith("+") or ref.endswith("+")):
             raise UnsupportedFeatureError(
-                f"{source}: {field} = {ref!r}: LoRA references (model+lora) are not supported; "
-                "merge the adapter into the model first (peft merge_and_unload) and give its path",
+                f"{source}: {field} = {ref!r}: a LoRA reference is model+lora, one model and one adapter; "
+                "merge further adapters into the model first (peft merge_and_unload) and give its path",
                 path=source,
                 field=field,
                 value=ref,
@@ -93,10 +93,10 @@ def refuse_unsupported(data: dict[str, Any], source: str) -> None:
             continue
         for name, value in params.items():
             field = f"{where}.{name}"
-            if name in _UNSUPPORTED_PARAMS:
+            if name in _UNSUPPORTED_PARAMS and name not in accepted:
+                method = data.get("merge_method")
                 raise UnsupportedFeatureError(
-                    f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter; Mergeling implements "
-                    "linear, task_arithmetic, ties and ties_sv only; remove it",
+                    f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter, not used by {method}; remove it",
                     path=source,
                     field=field,
                     value=value,

@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from registry.errors import RecipeError, UnknownMethodError
+from registry.merge.methods.plugin import MethodContext, MethodParams
 from registry.mergekit_compat import MERGEKIT_METHODS, refuse_unsupported
 
 Role = Literal["ct", "sft", "base"]
-# What each method accepts comes from its `MethodSpec`; `lambda` scales task vectors, so every
-# method but linear takes it.
-_HAS_LAMBDA = {"task_arithmetic", "ties", "ties_sv"}
 _DTYPES = {
     "float32": "float32",
     "fp32": "float32",
@@ -70,29 +69,9 @@ class ModelParameters(_Frozen):
         return value
 
 
-class GlobalParameters(ModelParameters):
-    """Top-level `parameters`: method options, plus defaults for `weight`/`density` (mergekit)."""
-
-    normalize: bool | None = None
-    lambda_: float | None = Field(default=None, alias="lambda")
-    int8_mask: bool | None = None  # mergekit memory option; no effect on results, accepted
-    slack: float | None = None
-    slack_scope: Literal["tensor", "model"] | None = None
-    protect: tuple[str, ...] | None = None
-
-    @field_validator("slack")
-    @classmethod
-    def _slack_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError("slack is a fraction of the conflicts: write a number in [0, 1], e.g. 0.05")
-        return value
-
-    @field_validator("lambda_")
-    @classmethod
-    def _lambda_finite(cls, value: float | None) -> float | None:
-        if value is not None and not _finite(value):
-            raise ValueError("lambda must be a finite number, e.g. 1.0")
-        return value
+# The top-level `parameters` block is the method's own frozen model (`MethodSpec.params`); this is
+# the base every method's model extends (weight/density defaults, int8_mask).
+GlobalParameters = MethodParams
 
 
 class ModelEntry(_Frozen):
@@ -116,11 +95,29 @@ class ModelEntry(_Frozen):
         return None if value is None else check_language(value)
 
 
+class SweepBlock(BaseModel):
+    """`mergeling.sweep`: lists of values per parameter (e.g. `density`, `slack`) and the metric to pick by.
+
+    Parameter names are the method's top-level parameters or the per-model `weight`/`density`;
+    the recipe checks them against its method. `values()` gives the lists.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    __pydantic_extra__: dict[str, tuple[float, ...]] = Field(init=False)
+
+    metric: str = Field(min_length=1)
+
+    def values(self) -> dict[str, tuple[float, ...]]:
+        """Parameter name -> the values to sweep, in recipe order."""
+        return dict(self.__pydantic_extra__ or {})
+
+
 class MergelingBlock(_Frozen):
     """The `mergeling:` block: what the registry and the bot need."""
 
     output_repo: str | None = None
     eval_suite: str | None = None
+    sweep: SweepBlock | None = None
 
     @field_validator("output_repo")
     @classmethod
@@ -136,7 +133,7 @@ class Recipe(_Frozen):
     merge_method: str
     base_model: str | None = None
     models: tuple[ModelEntry, ...] = Field(min_length=1)
-    parameters: GlobalParameters = GlobalParameters()
+    parameters: SerializeAsAny[MethodParams] = MethodParams()
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
@@ -156,6 +153,30 @@ class Recipe(_Frozen):
             raise ValueError("dtype must be one of float32, bfloat16, float16")
         return _DTYPES[value]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_parameters(cls, data: Any) -> Any:
+        # `parameters` is validated by the method's own model, so its errors and valid keys are the method's.
+        from registry.merge.methods import METHODS
+
+        if not isinstance(data, dict) or not isinstance(data.get("merge_method"), str):
+            return data
+        spec = METHODS.get(data["merge_method"])
+        raw = data.get("parameters")
+        if spec is None or (isinstance(raw, MethodParams) and isinstance(raw, spec.params)):
+            return data
+        if isinstance(raw, MethodParams):
+            raw = raw.model_dump(by_alias=True, exclude_none=True)
+        try:
+            params = spec.params.model_validate({} if raw is None else raw)
+        except ValidationError as exc:
+            errors = [
+                InitErrorDetails(type=e["type"], loc=("parameters", *e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
+                for e in exc.errors()
+            ]
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
+        return {**data, "parameters": params}
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         from registry.merge.methods import METHODS
@@ -166,39 +187,69 @@ class Recipe(_Frozen):
             raise ValueError(f"unknown merge method; write one of {', '.join(sorted(METHODS))}")
         if spec.needs_base and self.base_model is None:
             raise ValueError(f"{method} needs `base_model:`; add the model the inputs were fine-tuned from")
-        least = 1 if spec.needs_base else 2
-        if len(self.merge_inputs()) < least:
-            raise ValueError(f"{method} needs at least {least} input models besides the base")
-        if not spec.uses_density:
-            if self.parameters.density is not None or any(m.parameters.density is not None for m in self.models):
-                raise ValueError(f"density is not used by {method}; remove it or use merge_method: ties")
-        if method not in _HAS_LAMBDA and self.parameters.lambda_ is not None:
-            raise ValueError(f"lambda is not used by {method}; remove it")
-        for key, needs in (("slack", "slack"), ("slack_scope", "slack"), ("protect", "protect")):
-            if getattr(self.parameters, key) is not None and needs not in spec.extra_parameters:
-                raise ValueError(f"{key} is a ties_sv parameter; remove it or use merge_method: ties_sv")
-        refs = [m.model for m in self.merge_inputs()]
-        for ref in self.parameters.protect or ():
-            if ref not in refs:
-                raise ValueError(f"protect lists {ref!r}, which is not an input; write one of {refs}")
-        if "slack" in spec.extra_parameters and not self.protected_indices():
-            raise ValueError(f"{method} protects the SFT model: give it `role: sft` or list it in parameters.protect")
+        count = len(self.merge_inputs())
+        if count < spec.min_inputs:
+            raise ValueError(f"{method} needs at least {spec.min_inputs} input models besides the base")
+        if spec.max_inputs is not None and count > spec.max_inputs:
+            raise ValueError(
+                f"{method} merges the base and at most {spec.max_inputs} other model(s), got {count}; "
+                "list fewer models or use merge_method: ties"
+            )
+        for key, used in (("density", spec.uses_density), ("weight", spec.uses_weight)):
+            given = getattr(self.parameters, key) is not None or any(
+                getattr(m.parameters, key) is not None for m in self.models
+            )
+            if given and not used:
+                raise ValueError(f"{key} is not used by {method}; remove it or use merge_method: ties")
+        spec.check(self.parameters, self.method_context())
+        if self.mergeling.sweep is not None:
+            self._check_sweep(spec.params)
         self.tokenizer_model()
         return self
+
+    def _check_sweep(self, params: type[MethodParams]) -> None:
+        sweep = self.mergeling.sweep
+        assert sweep is not None
+        names = {f.alias or n for n, f in params.model_fields.items()} - {"int8_mask"}
+        for name, values in sweep.values().items():
+            if name not in names:
+                raise ValueError(
+                    f"mergeling.sweep.{name}: not a parameter of {self.merge_method}; sweep one of {sorted(names)}"
+                )
+            if not values:
+                raise ValueError(f"mergeling.sweep.{name}: an empty list; give at least one value")
+            for value in values:
+                try:
+                    params.model_validate({name: value})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"mergeling.sweep.{name} = {value}: {reason}") from None
 
     # -- derived views -------------------------------------------------------------------
     def merge_inputs(self) -> tuple[ModelEntry, ...]:
         """The non-base inputs in recipe order (an entry equal to `base_model` is the base)."""
-        if self.merge_method == "linear":  # no task vectors: every listed model is averaged
+        from registry.merge.methods import METHODS
+
+        spec = METHODS.get(self.merge_method)
+        if spec is not None and not spec.needs_base:  # no task vectors: every listed model is merged
             return self.models
         return tuple(m for m in self.models if m.model != self.base_model and m.role != "base")
 
     def protected_indices(self) -> tuple[int, ...]:
-        """Indices into `merge_inputs()` of the protected models (ties_sv), in listed order."""
+        """Indices into `merge_inputs()` of the models the method protects (ties_sv), in listed order."""
+        from registry.merge.methods import get_method
+
+        return get_method(self.merge_method).protected(self.parameters, self.method_context())
+
+    def method_context(self) -> MethodContext:
+        """What the method sees of the inputs: references, roles, weights, densities (recipe order)."""
         inputs = self.merge_inputs()
-        if self.parameters.protect is not None:
-            return tuple(next(i for i, m in enumerate(inputs) if m.model == ref) for ref in self.parameters.protect)
-        return tuple(i for i, m in enumerate(inputs) if m.role == "sft")
+        return MethodContext(
+            refs=tuple(m.model for m in inputs),
+            roles=tuple(m.role for m in inputs),
+            weights=self.weights(),
+            densities=self.densities(),
+        )
 
     def weights(self) -> tuple[float, ...]:
         """Per-input weight: the model's own, else the top-level default, else 1.0."""
@@ -292,10 +343,10 @@ def parse_recipe(data: Any, *, overrides: list[str] | tuple[str, ...] = (), sour
     data = json.loads(json.dumps(data, default=str))  # deep copy, dates as strings
     for item in overrides:
         _apply_override(data, item, source)
+    from registry.merge.methods import METHODS
+
     method = data.get("merge_method")
     if isinstance(method, str):
-        from registry.merge.methods import METHODS
-
         if method not in METHODS:
             what = "a mergekit method Mergeling does not implement" if method in MERGEKIT_METHODS else "unknown"
             raise UnknownMethodError(
@@ -306,7 +357,8 @@ def parse_recipe(data: Any, *, overrides: list[str] | tuple[str, ...] = (), sour
                 method=method,
                 valid=sorted(METHODS),
             )
-    refuse_unsupported(data, source)
+    spec = METHODS.get(method) if isinstance(method, str) else None
+    refuse_unsupported(data, source, accepted=_param_names(spec.params) if spec else ())
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -367,14 +419,18 @@ def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> Re
         msg = err["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
             parent = ".".join(loc[:-1])
-            valid = _valid_keys(loc[:-1])
+            valid = _valid_keys(loc[:-1], data)
+            owners = _methods_with(loc[-1]) if loc[:-1] == ["parameters"] else []
             close = difflib.get_close_matches(loc[-1], valid, n=1)
-            guess = f" (did you mean `{close[0]}`?)" if close else ""
-            text = (
-                f"unknown key `{loc[-1]}`"
-                + (f" in {parent}" if parent else "")
-                + f"{guess}; valid keys: {', '.join(valid)}"
-            )
+            if owners:
+                text = f"{loc[-1]} is a {' / '.join(owners)} parameter; remove it or use merge_method: {owners[0]}"
+            else:
+                guess = f" (did you mean `{close[0]}`?)" if close else ""
+                text = (
+                    f"unknown key `{loc[-1]}`"
+                    + (f" in {parent}" if parent else "")
+                    + f"{guess}; valid keys: {', '.join(valid)}"
+                )
         elif kind == "too_short" and loc == ["models"]:
             text = "models: no input models; list them as `- model: org/name` lines under `models:`"
         elif kind == "missing":
@@ -393,10 +449,26 @@ def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> Re
     return RecipeError(f"{source}: {body}", path=source, field=first_field, value=first_value)
 
 
-def _valid_keys(loc: list[str]) -> list[str]:
+def _param_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _methods_with(key: str) -> list[str]:
+    """The methods whose top-level parameters include `key`."""
+    from registry.merge.methods import METHODS
+
+    return [name for name, spec in METHODS.items() if key in _param_names(spec.params)]
+
+
+def _valid_keys(loc: list[str], data: dict[str, Any]) -> list[str]:
+    from registry.merge.methods import METHODS
+
     model: type[BaseModel] = Recipe
     for part in loc:
         if part.isdigit():
+            continue
+        if model is Recipe and part == "parameters" and data.get("merge_method") in METHODS:
+            model = METHODS[data["merge_method"]].params
             continue
         annotation = model.model_fields[part].annotation
         inner = getattr(annotation, "__args__", (annotation,))
@@ -404,7 +476,7 @@ def _valid_keys(loc: list[str]) -> list[str]:
         if found is None:
             return []
         model = found
-    return [f.alias or name for name, f in model.model_fields.items()]
+    return _param_names(model)
 
 
 def _short(value: Any) -> str:

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from registry.cli._state import cli_state, stderr_console
 from registry.device import Device
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from registry.hub import HubClient
+    from registry.merge.plan import MergePlan
+    from registry.recipe import Recipe
+
+
+def _dry_run_plan(parsed: Recipe, remote_checks: bool | None, console: Console, hub: HubClient) -> MergePlan:
+    """Plan without downloading; remote header checks when asked, or by default when the Hub answers."""
+    from registry.errors import HubUnavailableError
+    from registry.merge.plan import plan_merge
+    from registry.merge.sources import hub_offline
+
+    if remote_checks is not None:
+        return plan_merge(parsed, offline=True, remote_headers=remote_checks, hub=hub)
+    if hub_offline():
+        return plan_merge(parsed, offline=True, remote_headers=False, hub=hub)
+    try:
+        return plan_merge(parsed, offline=True, remote_headers=True, hub=hub)
+    except HubUnavailableError as exc:
+        console.print(f"[yellow]The Hub is unreachable ({exc}); remote checks skipped.[/]")
+        return plan_merge(parsed, offline=True, remote_headers=False, hub=hub)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,13 +61,14 @@ def merge(
         ),
     ] = None,
     remote_checks: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--remote-checks",
-            help="With --dry-run: read config, tokenizer and safetensors headers "
-            "of Hub inputs that are not cached (a few MB, needs the Hub) instead of skipping them.",
+            "--remote-checks/--no-remote-checks",
+            help="With --dry-run: read config, tokenizer and safetensors headers of Hub inputs that are not "
+            "cached (a few MB). Default: when the Hub is reachable (not with HF_HUB_OFFLINE=1).",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.")] = "5GB",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result (or plan) as JSON.")] = False,
@@ -78,7 +103,7 @@ def merge(
     if out is not None:
         check_output(out, overwrite=overwrite)
     if dry_run:
-        plan = plan_merge(parsed, offline=True, remote_headers=remote_checks, hub=state.hub())
+        plan = _dry_run_plan(parsed, remote_checks, console, state.hub())
         if plan.complete:
             scan_inputs(plan, progress=state.progress)
         for line in plan.skipped:
@@ -107,8 +132,8 @@ def merge(
             verdict = "every check passed" if plan.complete else "the checks that ran passed (see Skipped)"
             console.print(f"Dry run: {verdict}; nothing was computed or written.")
         return
-    resolve_device(device.value)
     assert out is not None  # checked above: only a dry run may omit it
+    resolve_device(device.value)
     plan = plan_merge(parsed, hub=state.hub())
     for line in plan.warnings:
         console.print(f"[yellow]Warning:[/] {line}")

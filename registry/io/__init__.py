@@ -1,8 +1,8 @@
 """Checkpoint I/O: a strict safetensors reader (pread, no mmap), a deterministic sharded writer,
 weights-only `.bin` loading, and shard-size parsing."""
 
-from registry.io.checkpoint import Checkpoint, TensorInfo, open_checkpoint
-from registry.io.safetensors import SafetensorsFile, read_header
+from registry.io.checkpoint import Checkpoint, open_checkpoint
+from registry.io.safetensors import SafetensorsFile, TensorInfo, read_header
 from registry.io.writer import ShardedWriter, parse_size
 
 __all__ = [

@@ -29,8 +29,8 @@ class Checkpoint:
     _files: dict[Path, SafetensorsFile] = field(default_factory=dict, repr=False)
     _bin: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def read(self, name: str) -> torch.Tensor:
-        """The tensor `name` as a CPU tensor in its stored dtype.
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor `name` as a CPU tensor in its stored dtype (read into the uint8 buffer `out` when given).
 
         Raises:
             KeyError: no such tensor.
@@ -43,7 +43,7 @@ class Checkpoint:
                 f"{self.path}: a header-only view has no tensor data ({name!r})", path=str(self.path), tensor=name
             )
         info = self.tensors[name]
-        return self._files[info.path].read(name)
+        return self._files[info.path].read(name, out)
 
     def close(self) -> None:
         for handle in self._files.values():

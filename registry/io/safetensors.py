@@ -81,7 +81,8 @@ def torch_dtype(code: str) -> torch.dtype:
     """The torch dtype for a safetensors dtype code (`BF16` -> torch.bfloat16)."""
     import torch
 
-    return getattr(torch, _TORCH_NAMES[code])
+    dtype: torch.dtype = getattr(torch, _TORCH_NAMES[code])
+    return dtype
 
 
 def dtype_code(dtype: torch.dtype) -> str:
@@ -182,16 +183,19 @@ def _bad(path: Path, reason: str) -> CheckpointError:
     )
 
 
-def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
+def read_tensor(fd: int, info: TensorInfo, out: torch.Tensor | None = None) -> torch.Tensor:
     """Read one tensor with preadv into a fresh buffer (no mmap, no page-cache pinning in RSS).
+
+    `out`: a uint8 CPU buffer of at least `info.nbytes` to read into instead (e.g. pinned memory
+    for a GPU copy); the returned tensor is a view of it.
 
     Raises:
         CheckpointError: the file ended early (it changed since the header was read).
     """
     import torch
 
-    buf = torch.empty(info.nbytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy()) if info.nbytes else memoryview(b"")
+    buf = torch.empty(info.nbytes, dtype=torch.uint8) if out is None else out[: info.nbytes]
+    view = memoryview(buf.numpy()) if info.nbytes else memoryview(b"")  # type: ignore[arg-type]
     done = 0
     while done < info.nbytes:
         got = os.preadv(fd, [view[done : done + _MAX_READ]], info.offset + done)
@@ -214,9 +218,9 @@ class SafetensorsFile:
         self.tensors, self.metadata = read_header(self.path)
         self._fd = os.open(self.path, os.O_RDONLY)
 
-    def read(self, name: str) -> torch.Tensor:
-        """Read tensor `name` (a new CPU tensor in its stored dtype)."""
-        return read_tensor(self._fd, self.tensors[name])
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Read tensor `name` (a new CPU tensor in its stored dtype, or a view of the uint8 buffer `out`)."""
+        return read_tensor(self._fd, self.tensors[name], out)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -126,7 +126,7 @@ class ShardedWriter:
 
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
         if slot.nbytes:
-            _pwrite_all(self._fds[slot.file], memoryview(data.numpy()), slot.offset)
+            _pwrite_all(self._fds[slot.file], memoryview(data.numpy()), slot.offset)  # type: ignore[arg-type]
         self._written.add(name)
 
     def close(self) -> list[Path]:

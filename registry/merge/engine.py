@@ -15,21 +15,23 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry.errors import MergeError, OutputExistsError
-from registry.io.checkpoint import Checkpoint, open_checkpoint
+from registry.io.checkpoint import Checkpoint
 from registry.io.writer import ShardedWriter, parse_size
 from registry.merge.plan import MergePlan, TensorPlan, check_finite, check_same_base
 from registry.merge.report import MergeReport
+from registry.merge.sources import open_source
 
 if TYPE_CHECKING:
     import torch
 
+    from registry.merge.cuda import Staged
     from registry.merge.methods import MethodSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class _Loaded:
     base: torch.Tensor | None = None
     raw: dict[int, torch.Tensor] | None = None
     tail: torch.Tensor | None = None  # extra vocabulary rows of the tokenizer model, stored dtype
+    staged: Staged | None = None  # CUDA: inputs copied to the GPU on the side stream
+    flags: torch.Tensor | None = None  # CUDA: per input, its sum is finite (checked by the writer)
+    on_gpu: list[torch.Tensor] = field(default_factory=list)  # CUDA: the inputs, for the NaN message
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def run_merge(
     ckpts: list[Checkpoint] = []
     writer: ShardedWriter | None = None
     try:
-        ckpts = [open_checkpoint(s.path) for s in plan.sources]  # type: ignore[arg-type]
+        ckpts = [open_source(s) for s in plan.sources]
         check_same_base(plan, ckpts)
         writer = ShardedWriter(
             tmp, [(t.name, t.dtype, t.shape) for t in plan.tensors], shard_size=parse_size(shard_size)
@@ -166,7 +171,10 @@ def _fix_for(exc: BaseException, device: str) -> str:
     import torch
 
     if isinstance(exc, torch.OutOfMemoryError) and device != "cpu":
-        return "the tensor does not fit in GPU memory: free the GPU or use --device cpu"
+        return (
+            "out of GPU memory (the GPU path holds about 10x the largest tensor's inputs): free GPU memory "
+            "or merge with --device cpu; nothing was written"
+        )
     if isinstance(exc, torch.OutOfMemoryError):
         return "not enough memory: close other programs or merge on a machine with more RAM"
     return "run with MERGELING_DEBUG=1 and report the traceback"
@@ -203,18 +211,9 @@ class _Stream:
     def __init__(self, plan: MergePlan, ckpts: list[Checkpoint], spec: MethodSpec, device: str) -> None:
         recipe = plan.recipe
         self.plan, self.ckpts, self.spec, self.device = plan, ckpts, spec, device
-        self.weights = list(recipe.weights())
-        self.densities = list(recipe.densities())
-        params = recipe.parameters
-        self.normalize = spec.default_normalize if params.normalize is None else params.normalize
-        self.lambda_ = spec.default_lambda if params.lambda_ is None else params.lambda_
-        self.protect = list(recipe.protected_indices())
-        self.extra: dict[str, Any] = {}
-        if "protect" in spec.extra_parameters:
-            self.extra["protect"] = self.protect
-        if recipe.merge_method == "ties_sv":
-            self.extra["slack"] = params.slack or 0.0
-        self.model_scope = recipe.merge_method == "ties_sv" and params.slack_scope == "model" and bool(params.slack)
+        ctx = recipe.method_context()
+        self.merger = spec.bind(recipe.parameters, ctx)
+        self.protect = list(spec.protected(recipe.parameters, ctx))
         # linear ignores the base (it is listed for the card and the config only): never read it.
         self.base_index = plan.base_index if spec.needs_base else None
         self.needed = sorted(
@@ -224,10 +223,27 @@ class _Stream:
                 *{t.extra_from for t in plan.tensors if t.extra_from is not None},
             }
         )
+        self.on_gpu = sorted({*([self.base_index] if self.base_index is not None else []), *plan.input_indices})
+        if device != "cpu":
+            from registry.io.safetensors import DTYPE_SIZES
+            from registry.merge.cuda import Drain, Staging
+
+            slot = max(
+                (sum(ckpts[i].tensors[t.name].nbytes + 512 for i in self.needed) for t in plan.tensors), default=0
+            )
+            self.staging = Staging(device, slot)
+            self.drain = Drain(device, max((t.numel * DTYPE_SIZES[t.dtype] for t in plan.tensors), default=0))
 
     def _load(self, t: TensorPlan) -> _Loaded:
         # Runs on the reader thread. On CPU it also does the NaN/Inf checks, so they overlap the
-        # method's compute on the main thread.
+        # method's compute on the main thread; on CUDA it queues the copies to the GPU.
+        if self.device != "cpu":
+            staged, host = self.staging.load(self.ckpts, t.name, self.needed, self.on_gpu, t.shared_rows)
+            tail = None
+            if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
+                tail = host[t.extra_from][t.shared_rows : t.shape[0]].clone()  # the pinned slot is reused
+                check_finite(tail.float(), model=self.plan.sources[t.extra_from].ref, name=t.name)
+            return _Loaded(staged=staged, tail=tail)
         raw = {i: self.ckpts[i].read(t.name) for i in self.needed}
         tail = None
         if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
@@ -258,12 +274,30 @@ class _Stream:
         return [ready[i] for i in self.plan.input_indices], base
 
     def _ready(self, t: TensorPlan, loaded: _Loaded) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        if loaded.staged is not None:
+            from registry.merge.cuda import finite_flag
+
+            ready = self.staging.ready(loaded.staged)
+            loaded.on_gpu = [ready[i] for i in self.on_gpu]
+            loaded.flags = finite_flag(loaded.on_gpu)  # checked by the writer once its copy synchronised
+            base = ready[self.base_index] if self.base_index is not None else None
+            return [ready[i] for i in self.plan.input_indices], base
         if loaded.raw is not None:
             return self._prepare(t, loaded.raw)
         return loaded.inputs, loaded.base
 
-    def _finish(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
-        """Cast to the output dtype, append the tokenizer model's extra vocabulary rows, move to CPU."""
+    def _drain_and_write(
+        self, writer: ShardedWriter, t: TensorPlan, wait: Callable[[], torch.Tensor], loaded: _Loaded
+    ) -> None:
+        """Writer thread, CUDA: wait for the copy to pinned memory, check the inputs' flags, write."""
+        host = wait()
+        if loaded.flags is not None and not bool(loaded.flags.all()):
+            for i, x in zip(self.on_gpu, loaded.on_gpu, strict=True):
+                check_finite(x, model=self.plan.sources[i].ref, name=t.name)
+        writer.write(t.name, host)
+
+    def _cast(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """Cast to the output dtype and append the tokenizer model's extra vocabulary rows (on the result's device)."""
         import torch
 
         from registry.io.safetensors import torch_dtype
@@ -271,7 +305,11 @@ class _Stream:
         result = merged.to(torch_dtype(t.dtype))
         if tail is not None:
             result = torch.cat([result, tail.to(result.device).to(result.dtype)])
-        return result.cpu()
+        return result
+
+    def _finish(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
+        """`_cast`, then to CPU."""
+        return self._cast(t, merged, tail).cpu()
 
     def _stages(self, progress: bool, desc: str) -> Iterator[tuple[TensorPlan, _Loaded]]:
         """Yield (tensor plan, loaded inputs) with loading running ahead on a thread."""
@@ -303,35 +341,24 @@ class _Stream:
                     fut.cancel()
                 bar.close()
 
-    def _model_cuts(self, progress: bool) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-        """Pass 1 of `slack_scope: model`: per tensor name, its slack cuts and its trimming cuts."""
-        from registry.merge.methods.ties import trim_cuts
-        from registry.merge.methods.ties_sv import conflict_margins, plan_model_slack
-
-        cuts: dict[str, list[Any]] = {t.name: [] for t in self.plan.tensors}
-        # Trimming is the costly part of every pass: find each tensor's cuts once and keep them
-        # (two ints per input) for the later scans and the merge.
-        trims: dict[str, list[Any]] = {}
-        for step in range(len(self.protect)):
-            margins = []
-            for t, loaded in self._stages(progress, f"slack scan {step + 1}/{len(self.protect)}"):
+    def _scan(self, progress: bool) -> None:
+        """The method's whole-model passes (e.g. TIES-SV's model-scope slack), before any merge."""
+        for step in range(self.merger.scans):
+            desc = f"{self.spec.name} scan {step + 1}/{self.merger.scans}"
+            for t, loaded in self._stages(progress, desc):
                 inputs, base = self._ready(t, loaded)
-                if t.name not in trims:
-                    trims[t.name] = trim_cuts(inputs, base, self.densities)
-                found = conflict_margins(
-                    inputs,
-                    base,
-                    weights=self.weights,
-                    densities=self.densities,
-                    protect=self.protect,
-                    cuts=cuts[t.name],
-                    trims=trims[t.name],
-                )
-                margins.append((t.name, found.cpu()))
-            slack = plan_model_slack(margins, slack=self.extra["slack"])
-            for name in cuts:
-                cuts[name].append(slack.cuts[name])
-        return cuts, trims
+                try:
+                    self.merger.scan(step, t.name, inputs, base)
+                except (ValueError, RuntimeError) as exc:
+                    raise self._failure(t, exc) from exc
+            self.merger.end_scan(step)
+
+    def _failure(self, t: TensorPlan, exc: BaseException) -> MergeError:
+        return MergeError(
+            f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; {_fix_for(exc, self.device)}",
+            tensor=t.name,
+            method=self.spec.name,
+        )
 
     def _finish_and_write(
         self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None
@@ -339,52 +366,52 @@ class _Stream:
         writer.write(t.name, self._finish(t, merged, tail))
 
     def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
+        """Merge every tensor into `writer`; returns the diagnostics.
+
+        Raises:
+            MergeError: the method failed, or the GPU ran out of memory (anywhere: copies too).
+        """
+        import torch
+
+        try:
+            return self._run(writer, progress=progress)
+        except torch.OutOfMemoryError as exc:
+            raise MergeError(
+                f"merging with {self.spec.name} on {self.device} failed: {_fix_for(exc, self.device)}",
+                method=self.spec.name,
+            ) from exc
+
+    def _run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
-        roles = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+        roles: list[str] = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
         report = MergeReport(
             method=self.spec.name,
             inputs=labels,
             roles=roles,
-            protected=self.protect if "protect" in self.spec.extra_parameters else [],
+            protected=self.protect if "protected_discarded" in self.spec.diagnostics else [],
         )
-        model_cuts, model_trims = self._model_cuts(progress) if self.model_scope else (None, None)
+        self._scan(progress)
         on_cpu = self.device == "cpu"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
             last: Future[None] | None = None
             for t, loaded in self._stages(progress, "merge"):
                 inputs, base = self._ready(t, loaded)
                 stats = TensorStats()
-                extra = dict(self.extra)
-                if model_cuts is not None and model_trims is not None:
-                    extra["cuts"] = model_cuts[t.name]
-                    extra["trims"] = model_trims.get(t.name)  # None (no scan ran): found by the method
                 try:
-                    merged = self.spec.fn(
-                        inputs,
-                        base,
-                        weights=self.weights,
-                        densities=self.densities,
-                        normalize=self.normalize,
-                        lambda_=self.lambda_,
-                        stats=stats,
-                        **extra,
-                    )
+                    merged = self.merger.merge(t.name, inputs, base, stats)
                 except (ValueError, RuntimeError) as exc:
-                    raise MergeError(
-                        f"merging tensor {t.name!r} with {self.spec.name} failed: {exc}; {_fix_for(exc, self.device)}",
-                        tensor=t.name,
-                        method=self.spec.name,
-                    ) from exc
+                    raise self._failure(t, exc) from exc
                 del inputs, base
                 report.add(t.name, stats)
                 if last is not None:
                     last.result()  # one result in flight: bounded memory
                 if on_cpu:  # the cast overlaps the next tensor's compute
                     last = pool.submit(self._finish_and_write, writer, t, merged, loaded.tail)
-                else:  # the cast runs on the GPU; the copy back synchronises here
-                    last = pool.submit(writer.write, t.name, self._finish(t, merged, loaded.tail))
+                else:  # cast on the GPU; copy back, checks and write on the writer thread
+                    wait = self.drain.submit(self._cast(t, merged, loaded.tail))
+                    last = pool.submit(self._drain_and_write, writer, t, wait, loaded)
                 del merged, loaded
             if last is not None:
                 last.result()

@@ -28,7 +28,7 @@ REPORT_FILE = "merge_report.json"
 def card_inputs(plan: MergePlan) -> list[CardInput]:
     """The plan's sources as the model card lists them (role, Hub commit, license, language)."""
     recipe = plan.recipe
-    roles = {m.model: (m.role or "input", m.language) for m in recipe.models}
+    roles: dict[str, tuple[str, str | None]] = {m.model: (m.role or "input", m.language) for m in recipe.models}
     out = []
     for i, src in enumerate(plan.sources):
         role, language = roles.get(src.ref, ("input", None))

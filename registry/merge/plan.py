@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.errors import CompatibilityError
-from registry.io.checkpoint import Checkpoint, open_checkpoint
+from registry.io.checkpoint import Checkpoint
 from registry.io.safetensors import FLOAT_DTYPES
-from registry.merge.sources import ModelSource, resolve_source
+from registry.merge.sources import ModelSource, adapters_on_base, open_source, resolve_source
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
@@ -80,13 +80,19 @@ class MergePlan:
             where = str(src.path) if src.path else "(not resolved)"
             rev = f" @ {src.commit[:12]}" if src.commit else ""
             lines.append(f"  {role:9s} {src.ref}{rev}  ->  {where}")
-        lines.append(f"  weights {list(recipe.weights())}  densities {list(recipe.densities())}")
-        if recipe.merge_method == "ties_sv":
-            p = recipe.parameters
-            lines.append(
-                f"  slack {p.slack if p.slack is not None else 0.0}  scope {p.slack_scope or 'tensor'}"
-                f"  protect {[recipe.merge_inputs()[i].model for i in recipe.protected_indices()]}"
-            )
+        from registry.merge.methods import get_method
+
+        spec = get_method(recipe.merge_method)
+        line = "  "
+        if spec.uses_weight:
+            line += f"weights {list(recipe.weights())}  "
+        if spec.uses_density:
+            line += f"densities {list(recipe.densities())}"
+        if line.strip():
+            lines.append(line.rstrip())
+        extra = spec.describe(recipe.parameters, recipe.method_context())
+        if extra:
+            lines.append(f"  {extra}")
         if self.tensors:
             total = sum(t.numel for t in self.tensors)
             vocab = [t.name for t in self.tensors if t.extra_from is not None]
@@ -130,7 +136,11 @@ def plan_merge(
     tok_ref = recipe.tokenizer_model() or refs[0]
     if tok_ref not in refs:
         refs.append(tok_ref)
-    sources = [resolve_source(ref, offline=offline, hub=hub) for ref in refs]
+    sources: list[ModelSource] = []
+    for ref in refs:  # once the Hub proved unreachable, the other inputs come from the cache without retrying
+        cache_only = any(s.from_cache for s in sources)
+        sources.append(resolve_source(ref, offline=offline, hub=hub, cache_only=cache_only))
+    sources = adapters_on_base(sources, base_index)
     plan = MergePlan(
         recipe=recipe,
         sources=sources,
@@ -147,10 +157,7 @@ def plan_merge(
         )
         return plan
     remote = _remote_headers(plan, missing, hub)
-    checkpoints = [
-        remote[i].checkpoint if i in remote else open_checkpoint(s.path)  # type: ignore[arg-type]
-        for i, s in enumerate(plan.sources)
-    ]
+    checkpoints = [remote[i].checkpoint if i in remote else open_source(s) for i, s in enumerate(plan.sources)]
     tok = plan.tokenizer_index
     tokenizer_json = remote[tok].tokenizer_json if tok in remote else plan.sources[tok].path / "tokenizer.json"  # type: ignore[operator]
     try:
@@ -158,7 +165,23 @@ def plan_merge(
     finally:
         for ckpt in checkpoints:
             ckpt.close()
+    _warn_without_tokenizer(plan, has_tokenizer=tokenizer_json.is_file() if tokenizer_json else tok in remote)
     return plan
+
+
+def _warn_without_tokenizer(plan: MergePlan, *, has_tokenizer: bool) -> None:
+    from registry.merge.outputs import TOKENIZER_FILES
+
+    src = plan.sources[plan.tokenizer_index]
+    if has_tokenizer or (src.path is not None and any((src.path / n).is_file() for n in TOKENIZER_FILES)):
+        return
+    with_one = [s.ref for s in plan.sources if s.path is not None and (s.path / "tokenizer.json").is_file()]
+    fix = (
+        f"set tokenizer_source: {with_one[0]}"
+        if with_one
+        else "add one afterwards: AutoTokenizer.from_pretrained('<the base model on the Hub>').save_pretrained(OUT)"
+    )
+    plan.warnings.append(f"{src.ref} has no tokenizer files, so the merged model will have none; {fix}")
 
 
 def _remote_headers(plan: MergePlan, missing: list[int], hub: HubClient | None) -> dict[int, Any]:
@@ -303,7 +326,7 @@ def scan_inputs(plan: MergePlan, *, progress: bool = False) -> None:
     paths = [s.path for s in plan.sources]
     if any(p is None for p in paths):
         return
-    ckpts = [open_checkpoint(p) for p in paths]  # type: ignore[arg-type]
+    ckpts = [open_source(s) for s in plan.sources]
     try:
         for t in progress_bar(plan.tensors, desc="scan", unit="tensor", enabled=progress):
             for i, ckpt in enumerate(ckpts):

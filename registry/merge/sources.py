@@ -4,14 +4,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.errors import CompatibilityError
+from registry.errors import CompatibilityError, HubUnavailableError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
+    from registry.io.checkpoint import Checkpoint
 
 HUB_PATTERNS = [
     "*.safetensors",
@@ -28,6 +33,7 @@ HUB_PATTERNS = [
     "merges.txt",
     "chat_template.jinja",
     "README.md",
+    "adapter_config.json",
 ]
 
 
@@ -40,20 +46,58 @@ class ModelSource:
     repo_id: str | None = None
     revision: str | None = None
     commit: str | None = None  # the Hub commit actually used
+    adapter: Path | None = None  # a LoRA adapter applied on top of `path` (`model+lora`, or an adapter ref)
+    from_cache: bool = False  # the Hub was unreachable: the cached snapshot was used
 
 
-def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = None) -> ModelSource:
+def open_source(src: ModelSource) -> Checkpoint:
+    """Open a resolved source: its checkpoint, seen through its LoRA adapter when it has one.
+
+    Raises:
+        CheckpointError, CompatibilityError: unreadable weights or an unsupported adapter.
+    """
+    from registry.io.checkpoint import open_checkpoint
+
+    if src.path is None:
+        raise CompatibilityError(f"model {src.ref!r} was not resolved", model=src.ref)
+    if src.adapter is not None:
+        from registry.io.lora import open_adapted
+
+        return open_adapted(src.path, src.adapter)
+    return open_checkpoint(src.path)
+
+
+def resolve_source(
+    ref: str, *, offline: bool = False, hub: HubClient | None = None, cache_only: bool = False
+) -> ModelSource:
     """Resolve a model reference: an existing local directory, else a Hub repo id (`org/name@rev`).
 
     Args:
         ref: the recipe's reference.
         offline: use only the local Hub cache (no network); unresolved gives `path=None`.
         hub: the Hub client (endpoint, token, cache); None builds one from HF_ENDPOINT/HF_TOKEN.
+        cache_only: the local cache only, and an error when it lacks the model (as HF_HUB_OFFLINE=1;
+            set after another input found the Hub unreachable).
 
     Raises:
         CompatibilityError: neither an existing directory nor a Hub repo id.
         HubError: the Hub could not provide it (not found, no access, unreachable).
     """
+    model_ref, plus, lora_ref = ref.partition("+")
+    if plus:  # mergekit's `model+lora`: the adapter applied to that model
+        model = resolve_source(model_ref, offline=offline, hub=hub, cache_only=cache_only)
+        lora = resolve_source(lora_ref, offline=offline, hub=hub, cache_only=cache_only or model.from_cache)
+        if model.path is None or lora.path is None:
+            return ModelSource(ref=ref, path=None, repo_id=model.repo_id, revision=model.revision)
+        return ModelSource(
+            ref=ref,
+            path=model.path,
+            repo_id=model.repo_id,
+            revision=model.revision,
+            commit=model.commit,
+            adapter=lora.path,
+            from_cache=model.from_cache or lora.from_cache,
+        )
     local = Path(ref).expanduser()
     if local.is_dir():
         return ModelSource(ref=ref, path=local.resolve())
@@ -66,18 +110,44 @@ def resolve_source(ref: str, *, offline: bool = False, hub: HubClient | None = N
             model=ref,
             reason="not found",
         )
+    cache_dir = hub.cache_dir if hub else None
     if offline:
-        path = _cached_snapshot(repo_id, revision or None, cache_dir=hub.cache_dir if hub else None)
+        path = _cached_snapshot(repo_id, revision or None, cache_dir=cache_dir)
+    elif hub_offline() or cache_only:
+        # HF_HUB_OFFLINE=1: the local cache only, as huggingface_hub does.
+        path = _cached_snapshot(repo_id, revision or None, cache_dir=cache_dir)
+        if path is None:
+            why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hub is unreachable"
+            raise HubUnavailableError(
+                f"model {ref!r}: {why} and it is not in the local Hub cache; "
+                + ("unset HF_HUB_OFFLINE to download it" if hub_offline() else "check HF_ENDPOINT and the network"),
+                repo_id=repo_id,
+            )
     else:
         from registry.hub import HubClient
 
         client = hub or HubClient()
-        # The snapshot is fetched by the given revision (not the listed commit), so the cache
-        # records the branch and later dry runs find it offline.
-        wanted = hub_files(client.list_files(repo_id, revision=revision or None))
-        path = client.snapshot(repo_id, revision=revision or None, allow_patterns=wanted)
+        try:
+            # The snapshot is fetched by the given revision (not the listed commit), so the cache
+            # records the branch and later dry runs find it offline.
+            wanted = hub_files(client.list_files(repo_id, revision=revision or None))
+            path = client.snapshot(repo_id, revision=revision or None, allow_patterns=wanted)
+        except HubUnavailableError:
+            # The Hub cannot be reached: a snapshot already in the cache will do (huggingface_hub's rule).
+            path = _cached_snapshot(repo_id, revision or None, cache_dir=client.cache_dir)
+            if path is None:
+                raise
+            log.warning("The Hub is unreachable: using the cached snapshot of %s (%s)", ref, path.name)
+            cache_only = True
     commit = path.name if path is not None and len(path.name) == 40 else None
-    return ModelSource(ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit)
+    return ModelSource(
+        ref=ref, path=path, repo_id=repo_id, revision=revision or None, commit=commit, from_cache=cache_only
+    )
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks for the local cache only (read now, not at import time)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hub_files(files: list[str]) -> list[str]:
@@ -114,10 +184,61 @@ def _cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: Path | No
         # Only config.json is required here: huggingface_hub calls a cached snapshot incomplete
         # when a pattern matches a listed file it lacks (the unused weights format, for one);
         # open_checkpoint then checks that the weights are all there.
-        return Path(
-            snapshot_download(
-                repo_id, revision=revision, allow_patterns=["config.json"], local_files_only=True, cache_dir=cache_dir
-            )
-        )
+        for required in ("config.json", "adapter_config.json"):  # a model, or a LoRA adapter
+            try:
+                return Path(
+                    snapshot_download(
+                        repo_id,
+                        revision=revision,
+                        allow_patterns=[required],
+                        local_files_only=True,
+                        cache_dir=cache_dir,
+                    )
+                )
+            except (LocalEntryNotFoundError, OSError, ValueError):
+                continue
+        return None
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
+
+
+def adapters_on_base(sources: list[ModelSource], base_index: int | None) -> list[ModelSource]:
+    """An input that is a LoRA adapter (not `model+lora`) applies to the recipe's base, which must be its own.
+
+    Raises:
+        CompatibilityError: the adapter was trained on another base, or the recipe has none.
+    """
+    import json
+    from dataclasses import replace
+
+    from registry.io.lora import ADAPTER_CONFIG, is_adapter
+
+    out = list(sources)
+    for i, src in enumerate(sources):
+        if src.path is None or src.adapter is not None or not is_adapter(src.path):
+            continue
+        try:
+            trained_on = str(
+                json.loads((src.path / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            trained_on = "?"
+        base = sources[base_index] if base_index is not None else None
+        if base is None or base.path is None or not _same_model(trained_on, base):
+            where = f"the recipe's base_model is {base.ref}" if base else "the recipe has no base_model"
+            raise CompatibilityError(
+                f"{src.ref} is a LoRA adapter of {trained_on}, but {where}; merge adapters of the recipe's base, "
+                f"or apply it to a model explicitly with {trained_on}+{src.ref}",
+                model=src.ref,
+                reason="adapter base",
+            )
+        out[i] = replace(src, path=base.path, adapter=src.path)
+    return out
+
+
+def _same_model(ref: str, src: ModelSource) -> bool:
+    """Whether a reference (an adapter's `base_model_name_or_path`) names the resolved source `src`."""
+    if ref == src.ref or (src.repo_id is not None and ref.partition("@")[0] == src.repo_id):
+        return True
+    local = Path(ref).expanduser()
+    return local.is_dir() and src.path is not None and local.resolve() == src.path.resolve()

@@ -154,7 +154,7 @@ def find_cut_sampled(
             # Non-negative fp32 values order like their keys; float compares into float masks are
             # several times faster than int32 or bool ones on CPU.
             values = keys.view(torch.float32)
-            if above_mask is None or above_mask.shape != values.shape:
+            if above_mask is None or low_mask is None or above_mask.shape != values.shape:
                 above_mask, low_mask = torch.empty_like(values), torch.empty_like(values)
             torch.gt(values, high, out=above_mask)
             above += int(above_mask.sum())

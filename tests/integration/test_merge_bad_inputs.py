@@ -18,7 +18,9 @@ from registry.cli import app
 from registry.lab.tiny import DemoFamily
 
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
-WIDE = {"COLUMNS": "2000"}  # rich wraps (and splits words in) long error lines at the terminal width
+
+
+NARROW = {"COLUMNS": "40"}  # errors stay one line whatever the terminal width
 
 
 def _family_copy(family: DemoFamily, root: Path) -> DemoFamily:
@@ -149,7 +151,7 @@ CASES: list[tuple[str, Callable | None, dict, tuple[str, ...]]] = [
     ("not-same-base", _unrelated, {}, ("does not look like a fine-tune", "sft", "base_model")),
     ("no-config", _no_config, {}, ("no config.json", "ct")),
     ("tokenizer-too-big", _big_tokenizer, {}, ("tokenizer", "ids", "rows", "tokenizer_source")),
-    ("unknown-method", None, {"merge_method": "dare_linear"}, ("'dare_linear'", "ties_sv")),
+    ("unknown-method", None, {"merge_method": "della"}, ("'della'", "ties_sv")),
     ("density-1.5", None, {"parameters": {"density": 1.5}}, ("parameters.density = 1.5", "(0, 1]")),
     ("slack-negative", None, {"parameters": {"slack": -0.1}}, ("parameters.slack = -0.1", "[0, 1]")),
     ("unknown-key", None, {"merge_methd": "ties"}, ("unknown key `merge_methd`", "merge_method")),
@@ -176,7 +178,7 @@ def test_bad_input_fails_cleanly(
     work = tmp_path / "work"
     work.mkdir()
     out = work / "merged"
-    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--out", str(out), "--device", "cpu"], env=WIDE)
+    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--out", str(out), "--device", "cpu"], env=NARROW)
     assert result.exit_code == 1, result.output
     message = result.output.strip()
     assert message.startswith("Error:"), message
@@ -193,7 +195,7 @@ def test_output_exists(tiny_family: DemoFamily, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(out)], env=WIDE)
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(out)])
     assert result.exit_code == 1
     assert "already exists" in result.output and "--overwrite" in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
@@ -210,7 +212,7 @@ def test_overwrite_never_replaces_an_input(tiny_family: DemoFamily, tmp_path: Pa
     before = sorted(p.name for p in family.ct.iterdir())
     for out in (family.ct, tmp_path / "models"):
         args = ["-q", "merge", str(recipe), "--out", str(out), "--overwrite", "--device", "cpu"]
-        result = CliRunner().invoke(app, args, env=WIDE)
+        result = CliRunner().invoke(app, args)
         assert result.exit_code == 1, result.output
         assert "would replace the input" in result.output and "choose another --out" in result.output
     assert sorted(p.name for p in family.ct.iterdir()) == before
@@ -233,7 +235,7 @@ def test_hub_input_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             }
         )
     )
-    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(tmp_path / "out")], env=WIDE)
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
     assert "org/base" in result.output and "HF_ENDPOINT" in result.output
     assert not (tmp_path / "out").exists()
@@ -256,7 +258,7 @@ def test_config_keys_missing_on_one_side_are_not_differences(tiny_family: DemoFa
     _edit_config(family.sft, head_dim=json.loads((family.ct / "config.json").read_text()).get("head_dim", 16))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(family)))
-    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run"], env=WIDE)
+    result = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run"])
     assert result.exit_code == 0, result.output
 
 
@@ -264,9 +266,27 @@ def test_config_keys_missing_on_one_side_are_not_differences(tiny_family: DemoFa
 def test_cuda_requested_without_gpu(tiny_family: DemoFamily, tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(tiny_family)))
-    result = CliRunner().invoke(
-        app, ["merge", str(recipe), "--out", str(tmp_path / "out"), "--device", "cuda"], env=WIDE
-    )
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(tmp_path / "out"), "--device", "cuda"])
     assert result.exit_code == 1
     assert "no CUDA device" in result.output and "--device cpu" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
+def test_merge_without_tokenizer_warns_and_says_how_to_add_one(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    family = _family_copy(tiny_family, tmp_path / "models")
+    for file in family.base.iterdir():
+        if file.name.startswith(("tokenizer", "special_tokens")):
+            file.unlink()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(family)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--out", str(out), "--device", "cpu"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    assert f"{family.base} has no tokenizer files, so the merged model will have none" in result.stderr
+    assert f"set tokenizer_source: {family.ct}" in result.stderr
+    assert not (out / "tokenizer.json").exists()
+    fixed = CliRunner().invoke(
+        app, ["merge", str(recipe), "--out", str(tmp_path / "out2"), "--set", "tokenizer_source=ct", "--device", "cpu"]
+    )
+    assert fixed.exit_code == 0 and "no tokenizer" not in fixed.stderr
+    assert (tmp_path / "out2" / "tokenizer.json").is_file()

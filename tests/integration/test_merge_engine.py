@@ -54,10 +54,10 @@ def _expected(data: dict, family: DemoFamily, out_dtype: torch.dtype | None = No
     spec = get_method(recipe.merge_method)
     base, ct, sft = _state(family.base), _state(family.ct), _state(family.sft)
     extra: dict = {}
-    if "protect" in spec.extra_parameters:
+    if recipe.protected_indices():
         extra["protect"] = list(recipe.protected_indices())
     if recipe.merge_method == "ties_sv":
-        extra["slack"] = recipe.parameters.slack
+        extra["slack"] = recipe.parameters.slack  # type: ignore[attr-defined]
     out = {}
     for name, tensor in base.items():
         merged = spec.fn(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from registry.errors import HubRepoNotFoundError, HubRevisionNotFoundError
+from registry.errors import HubRepoNotFoundError, HubRevisionNotFoundError, HubUnavailableError
 from registry.lab.tiny import DemoFamily
 from registry.merge.engine import run_merge
 from registry.merge.plan import plan_merge
@@ -150,11 +150,41 @@ def test_cli_dry_run_remote_checks(
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe("lab/cli-base", "lab/cli-ct", "lab/cli-sft")))
-    plain = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", "--json"])
+    plain = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", "--no-remote-checks", "--json"])
     assert plain.exit_code == 0, plain.output
     assert json.loads(plain.stdout)["tensors"] == 0  # nothing cached, nothing read
-    remote = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", "--remote-checks", "--json"])
-    assert remote.exit_code == 0, remote.output
-    plan = json.loads(remote.stdout)
-    assert plan["tensors"] > 10 and all(len(i["commit"]) == 40 for i in plan["inputs"])
+    for args in (["--remote-checks"], []):  # the Hub answers: remote checks are the default
+        remote = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", *args, "--json"])
+        assert remote.exit_code == 0, remote.output
+        plan = json.loads(remote.stdout)
+        assert plan["tensors"] > 10 and all(len(i["commit"]) == 40 for i in plan["inputs"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: no network, the checks are skipped and said so
+    offline = CliRunner().invoke(app, ["-q", "merge", str(recipe), "--dry-run", "--json"])
+    assert offline.exit_code == 0, offline.output
+    assert json.loads(offline.stdout)["tensors"] == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_cached_hub_inputs_merge_offline(hub, tiny_family: DemoFamily, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from registry.hub import HubClient
+
+    _upload(hub, tiny_family, "offline")
+    client = hub.client(cache="offline-cache")
+    recipe = parse_recipe(_recipe("lab/offline-base", "lab/offline-ct@main", "lab/offline-sft"))
+    run_merge(plan_merge(recipe, hub=client), out=tmp_path / "online", device="cpu", progress=False)
+    want = (tmp_path / "online" / "model.safetensors").read_bytes()
+
+    # HF_HUB_OFFLINE=1: the cache only, as huggingface_hub does.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan = plan_merge(recipe, hub=client)
+    run_merge(plan, out=tmp_path / "offline", device="cpu", progress=False)
+    assert (tmp_path / "offline" / "model.safetensors").read_bytes() == want
+    missing = parse_recipe(_recipe("lab/offline-base", "lab/never-downloaded", "lab/offline-sft"))
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE is set and it is not in the local Hub cache"):
+        plan_merge(missing, hub=client)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    # A dead endpoint: the cached snapshots are used.
+    dead = HubClient(endpoint="http://127.0.0.1:9", token=hub.token, cache_dir=client.cache_dir)
+    plan = plan_merge(recipe, hub=dead)
+    assert [s.path for s in plan.sources] == [s.path for s in plan_merge(recipe, hub=client).sources]

@@ -19,7 +19,6 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 NOT_MERGE_RECIPES = {"registry-seed.yaml"}
 MERGE_RECIPES = sorted(p for p in RECIPES.glob("*.yaml") if p.name not in NOT_MERGE_RECIPES)
 LANGS = ("ben_Beng", "tam_Taml", "tel_Telu", "bod_Tibt", "uig_Arab", "khk_Cyrl")
-WIDE = {"COLUMNS": "2000"}
 
 
 def test_the_shipped_recipes_are_all_there() -> None:
@@ -49,7 +48,7 @@ def test_hub_recipe_dry_run_offline(path: Path, tmp_path: Path, monkeypatch: pyt
     assert suite is not None and suite.startswith("recipes/eval/") and suite.removeprefix("recipes/eval/")[:8] in LANGS
     assert (RECIPES.parent / suite).is_file(), f"{path.name}: eval suite {suite} does not exist"
     assert recipe.mergeling.output_repo
-    result = CliRunner().invoke(app, ["-q", "merge", str(path), "--dry-run", "--json"], env=WIDE)
+    result = CliRunner().invoke(app, ["-q", "merge", str(path), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["complete"] is False
@@ -66,13 +65,13 @@ def test_demo_recipe_dry_run_on_built_models(
     for name in ("base", "ct", "sft"):
         shutil.copytree(getattr(tiny_family, name), models / name)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run", "--json"], env=WIDE)
+    result = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["complete"] is True and plan["skipped"] == []
     assert plan["tensors"] > 10
     assert sorted(p.name for p in tmp_path.iterdir()) == [".mergeling"]  # a dry run writes nothing
-    text = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run"], env=WIDE)
+    text = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run"])
     assert "slack 0.05" in text.stdout and "every check passed" in text.stderr
     suite = load_recipe(RECIPES / "demo-tiny.yaml").mergeling.eval_suite
     assert suite is not None and (RECIPES.parent / suite).is_file()

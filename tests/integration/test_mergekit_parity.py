@@ -68,6 +68,49 @@ def test_tensor_level_bit_identical(method: str, normalize: bool, shape: tuple[i
     assert torch.equal(theirs.view(torch.int32), ours.view(torch.int32))
 
 
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.85, 1.0])
+@pytest.mark.parametrize("shape", [(257, 129), (1000,), (3,), (4, 5, 6), (1100, 1000)])
+def test_slerp_tensor_level(t: float, shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(sum(shape))
+    base = torch.randn(shape, generator=g)
+    for other in (base + 0.3 * torch.randn(shape, generator=g), 2 * base, -base):  # general, collinear, antipodal
+        group = [base, other]
+        from mergekit.merge_methods import registry as mk_registry
+        from mergekit.merge_methods.base import TensorGroup
+
+        theirs = mk_registry.get("slerp")(
+            [TensorGroup.from_tensors(group, base_index=0)], parameters={"t": t}, dtype=torch.float32
+        )[0]
+        ours = get_method("slerp").fn([other], base, t=t)
+        assert float((theirs - ours).abs().max()) <= 1e-6
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_dare_without_drop_bit_identical(method: str, normalize: bool) -> None:
+    # density 1 drops nothing (no randomness): the combination step must be mergekit's, bit for bit.
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(300, 70, generator=g)
+    inputs = [base + 0.01 * torch.randn(300, 70, generator=g) for _ in range(3)]
+    theirs = _mergekit_tensor_merge(method, inputs, base, normalize=normalize, density=[1.0] * 3, **{"lambda": 0.8})
+    ours = get_method(method).fn(inputs, base, weights=WEIGHTS, densities=[1.0] * 3, normalize=normalize, lambda_=0.8)
+    assert torch.equal(theirs.view(torch.int32), ours.view(torch.int32))
+
+
+def test_slerp_models_match(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    config = {
+        "merge_method": "slerp",
+        "base_model": str(tiny_family.base),
+        "models": [{"model": str(tiny_family.base)}, {"model": str(tiny_family.ct)}],
+        "parameters": {"t": 0.35},
+        "dtype": "float32",
+    }
+    theirs, ours = _run_both(config, tmp_path)
+    assert theirs.keys() == ours.keys()
+    for name in theirs:
+        assert float((theirs[name] - ours[name]).abs().max()) <= 1e-6, name
+
+
 # -- whole models -----------------------------------------------------------------------------
 def _config(method: str, family: DemoFamily, *, dtype: str, out_dtype: str | None) -> dict[str, object]:
     models = []

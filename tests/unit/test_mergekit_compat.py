@@ -31,8 +31,8 @@ def test_plain_config_passes() -> None:
         ({"parameters": {"rescale": True}}, "DARE"),
         ({"parameters": {"t": 0.5}}, "SLERP"),
         ({"parameters": {"weight": {"filter": "mlp", "value": 0.5}}}, "conditional"),
-        ({"models": [{"model": "org/ct+org/lora"}, {"model": "org/sft", "role": "sft"}]}, "LoRA"),
-        ({"base_model": "org/base+org/lora"}, r"base_model = 'org/base\+org/lora': LoRA"),
+        ({"models": [{"model": "org/ct+org/lora+org/x"}, {"model": "org/sft", "role": "sft"}]}, "LoRA"),
+        ({"base_model": "org/base+"}, r"base_model = 'org/base\+': a LoRA reference is model\+lora"),
         (
             {"parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.2}]}},
             r"parameters\.density = .*: conditional \(filter/value\)",

@@ -88,8 +88,8 @@ def test_stats_hand_checked() -> None:
 
 
 def test_registry() -> None:
-    assert sorted(METHODS) == ["linear", "task_arithmetic", "ties", "ties_sv"]
+    assert sorted(METHODS) == ["dare_linear", "dare_ties", "linear", "slerp", "task_arithmetic", "ties", "ties_sv"]
     assert get_method("ties").default_normalize and not get_method("task_arithmetic").default_normalize
     assert get_method("linear").default_normalize and not get_method("linear").needs_base
-    with pytest.raises(UnknownMethodError, match="'dare_ties'.*linear, task_arithmetic, ties, ties_sv"):
-        get_method("dare_ties")
+    with pytest.raises(UnknownMethodError, match="'della'.*dare_linear, dare_ties, linear, slerp"):
+        get_method("della")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from registry.errors import RecipeError, UnknownMethodError, UnsupportedFeatureError
 from registry.recipe import load_recipe, parse_recipe
@@ -152,14 +153,14 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 def test_unknown_method_lists_valid_ids() -> None:
     with pytest.raises(UnknownMethodError) as info:
-        parse_recipe({**TIES_SV, "merge_method": "dare_ties"})
-    assert "'dare_ties' is a mergekit method Mergeling does not implement" in str(info.value)
+        parse_recipe({**TIES_SV, "merge_method": "della"})
+    assert "'della' is a mergekit method Mergeling does not implement" in str(info.value)
     assert "ties_sv" in str(info.value) and "linear" in str(info.value)
     with pytest.raises(UnknownMethodError, match="'tie' is unknown"):
         parse_recipe({**TIES_SV, "merge_method": "tie"})
-    # The method is named before its parameters: a slerp config is refused as slerp, not as `t`.
-    with pytest.raises(UnknownMethodError, match="'slerp' is a mergekit method"):
-        parse_recipe({**TIES_SV, "merge_method": "slerp", "parameters": {"t": 0.5}})
+    # The method is named before its parameters: a model_stock config is refused as model_stock, not as `k`.
+    with pytest.raises(UnknownMethodError, match="'model_stock' is a mergekit method"):
+        parse_recipe({**TIES_SV, "merge_method": "model_stock", "parameters": {"k": 2}})
 
 
 def test_unsupported_feature_refused_through_parse_recipe() -> None:
@@ -211,3 +212,25 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(RecipeError, match="YAML mapping"):
         load_recipe(bad)
+
+
+def test_mergeling_sweep_block() -> None:
+    sweep = {"density": [0.1, 0.2], "slack": [0.0, 0.05, 0.1], "metric": "belebele_acc"}
+    recipe = parse_recipe({**TIES_SV, "mergeling": {"sweep": sweep}})
+    block = recipe.mergeling.sweep
+    assert block is not None and block.metric == "belebele_acc"
+    assert block.values() == {"density": (0.1, 0.2), "slack": (0.0, 0.05, 0.1)}
+    assert parse_recipe(yaml.safe_load(recipe.to_yaml())) == recipe  # round-trips, and is hashed
+    assert recipe.recipe_hash() != parse_recipe(TIES_SV).recipe_hash()
+    with pytest.raises(ValidationError, match="frozen"):
+        block.metric = "x"  # type: ignore[misc]
+    for bad, needle in (
+        ({**sweep, "slak": [0.1]}, "mergeling.sweep.slak: not a parameter of ties_sv"),
+        ({**sweep, "slack": [1.5]}, "mergeling.sweep.slack = 1.5: slack is a fraction"),
+        ({**sweep, "density": []}, "mergeling.sweep.density: an empty list"),
+        ({"density": [0.1]}, "mergeling.sweep.metric: required"),
+        ({**sweep, "slack": ["x"]}, "mergeling.sweep.slack.0"),
+    ):
+        with pytest.raises(RecipeError) as info:
+            parse_recipe({**TIES_SV, "mergeling": {"sweep": bad}})
+        assert needle in str(info.value), str(info.value)

@@ -1,60 +1,30 @@
-"""Merge methods: one module per method, pure torch functions, and ONE explicit registry dict.
+"""Merge methods: one module per method, and ONE explicit registry dict.
 
-`METHODS` maps each recipe id to its `MethodSpec`; `get_method(name)` looks one up. The calling
-contract (arguments, fp32 in and out, `TensorStats`) is in `registry.merge.methods.base`;
-`ties_sv`'s extra keywords and its model-wide two-pass API are in `registry.merge.methods.ties_sv`.
+`METHODS` maps each recipe id to its `MethodSpec` (`registry.merge.methods.plugin`: parameters
+model, passes, input contract, diagnostics); `get_method(name)` looks one up. Adding a method
+means writing its module and adding its spec here (docs/merge.md, "Write a merge method").
 """
 
 from __future__ import annotations
 
 from registry.errors import UnknownMethodError
-from registry.merge.methods.base import MethodSpec, TensorStats
-from registry.merge.methods.linear import merge_linear
-from registry.merge.methods.task_arithmetic import merge_task_arithmetic
-from registry.merge.methods.ties import merge_ties
-from registry.merge.methods.ties_sv import merge_ties_sv
+from registry.merge.methods import dare, linear, slerp, task_arithmetic, ties, ties_sv
+from registry.merge.methods.base import TensorStats
+from registry.merge.methods.plugin import Merger, MethodContext, MethodParams, MethodSpec
 
-__all__ = ["METHODS", "MethodSpec", "TensorStats", "get_method"]
+__all__ = ["METHODS", "MethodContext", "MethodParams", "MethodSpec", "Merger", "TensorStats", "get_method"]
 
 METHODS: dict[str, MethodSpec] = {
-    "linear": MethodSpec(
-        name="linear",
-        needs_base=False,
-        uses_density=False,
-        default_normalize=True,
-        default_lambda=1.0,
-        fn=merge_linear,
-        summary="Weighted average of the inputs (Wortsman et al. 2022).",
-    ),
-    "task_arithmetic": MethodSpec(
-        name="task_arithmetic",
-        needs_base=True,
-        uses_density=False,
-        default_normalize=False,
-        default_lambda=1.0,
-        fn=merge_task_arithmetic,
-        summary="Base plus the weighted sum of task vectors (Ilharco et al. 2023).",
-    ),
-    "ties": MethodSpec(
-        name="ties",
-        needs_base=True,
-        uses_density=True,
-        default_normalize=True,
-        default_lambda=1.0,
-        fn=merge_ties,
-        summary="Trim, elect sign, disjoint merge (Yadav et al. 2023).",
-        extra_parameters=("protect",),
-    ),
-    "ties_sv": MethodSpec(
-        name="ties_sv",
-        needs_base=True,
-        uses_density=True,
-        default_normalize=True,
-        default_lambda=1.0,
-        fn=merge_ties_sv,
-        summary="TIES with sign slack that rescues protected (SFT) parameters (Tao et al. 2024).",
-        extra_parameters=("slack", "protect", "cuts", "trims"),
-    ),
+    spec.name: spec
+    for spec in (
+        linear.SPEC,
+        task_arithmetic.SPEC,
+        ties.SPEC,
+        ties_sv.SPEC,
+        slerp.SPEC,
+        dare.DARE_TIES,
+        dare.DARE_LINEAR,
+    )
 }
 
 

@@ -17,8 +17,9 @@ A method is a pure torch function (no I/O) that merges ONE tensor:
 - Returns a new fp32 tensor of the same shape; the inputs are not modified. The engine casts it to
   the output dtype.
 
-`ties_sv` takes more keywords (`slack`, `protect`, `cuts`): see `registry.merge.methods.ties_sv`,
-which also documents the two-pass API for `slack_scope: model`.
+Methods take more keywords of their own (`ties_sv`: `slack`, `protect`, `cuts`; `slerp`: `t`;
+DARE: `rescale`, `random_seed`, `name`). How the engine binds them to a recipe is in
+`registry.merge.methods.plugin`.
 
 Methods work through a tensor in flat chunks of `CHUNK_ELEMENTS`, so their working memory is a
 few chunks, not a few copies of the tensor (the largest, the embedding, is 65 M entries for a
@@ -28,7 +29,7 @@ reduction over the inputs axis, and trimming is an exact global top-k (`registry
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -78,34 +79,6 @@ class TensorStats:
         ):
             for index, count in theirs.items():
                 mine[index] = mine.get(index, 0) + count
-
-
-MethodFn = Callable[..., torch.Tensor]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """What the planner and the engine need to know about a method.
-
-    Attributes:
-        name: the recipe id (`merge_method`).
-        needs_base: the method takes a base tensor (task vectors are relative to it).
-        uses_density: per-input `density` is meaningful (trimming).
-        default_normalize: `parameters.normalize` when the recipe leaves it out (as mergekit).
-        default_lambda: `parameters.lambda` when the recipe leaves it out.
-        fn: the tensor function (see the module docstring).
-        summary: one line for `--help` and model cards.
-        extra_parameters: method-specific keyword names `fn` accepts beyond the common ones.
-    """
-
-    name: str
-    needs_base: bool
-    uses_density: bool
-    default_normalize: bool
-    default_lambda: float
-    fn: MethodFn
-    summary: str
-    extra_parameters: tuple[str, ...] = ()
 
 
 def chunk_elements(device: torch.device | None = None) -> int:
@@ -167,9 +140,7 @@ def sum_inputs(stack: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
     return out.add_(0.0)
 
 
-def check_inputs(
-    tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], base: torch.Tensor | None, **lists: object
-) -> None:
+def check_inputs(tensors: Sequence[torch.Tensor], base: torch.Tensor | None, **lists: Sequence[object]) -> None:
     """Raise ValueError unless there is at least one input, shapes agree and per-input lists match.
 
     Args:
@@ -186,5 +157,5 @@ def check_inputs(
     if len(shapes) != 1:
         raise ValueError(f"input tensors differ in shape: {sorted(shapes)}")
     for name, values in lists.items():
-        if len(values) != len(tensors):  # type: ignore[arg-type]
-            raise ValueError(f"{name} has {len(values)} entries for {len(tensors)} inputs")  # type: ignore[arg-type]
+        if len(values) != len(tensors):
+            raise ValueError(f"{name} has {len(values)} entries for {len(tensors)} inputs")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
+from registry.merge.methods.plugin import FnMerger, Merger, MethodContext, MethodParams, MethodSpec
 
 
 def merge_linear(
@@ -63,3 +64,26 @@ def merge_linear(
         for index, tensor in enumerate(tensors):
             stats.add_kept(index, int(torch.count_nonzero(tensor)))
     return result
+
+
+class LinearParams(MethodParams):
+    """`linear` parameters: `normalize` (default on)."""
+
+    normalize: bool | None = None
+
+
+def _bind(params: LinearParams, ctx: MethodContext) -> Merger:
+    return FnMerger(merge_linear, weights=ctx.weights, normalize=SPEC.normalize(params))
+
+
+SPEC = MethodSpec(
+    name="linear",
+    summary="Weighted average of the inputs (Wortsman et al. 2022).",
+    params=LinearParams,
+    bind=_bind,
+    fn=merge_linear,
+    needs_base=False,
+    min_inputs=2,
+    default_normalize=True,
+    reference="https://arxiv.org/abs/2203.05482",
+)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
+from registry.merge.methods.plugin import FnMerger, Merger, MethodContext, MethodSpec, ScaledParams
 
 
 def merge_task_arithmetic(
@@ -73,3 +74,20 @@ def merge_task_arithmetic(
     if stats is not None:
         stats.elements += base.numel()
     return result
+
+
+def _bind(params: ScaledParams, ctx: MethodContext) -> Merger:
+    return FnMerger(
+        merge_task_arithmetic, weights=ctx.weights, normalize=SPEC.normalize(params), lambda_=SPEC.lambda_(params)
+    )
+
+
+SPEC = MethodSpec(
+    name="task_arithmetic",
+    summary="Base plus the weighted sum of task vectors (Ilharco et al. 2023).",
+    params=ScaledParams,
+    bind=_bind,
+    fn=merge_task_arithmetic,
+    default_normalize=False,
+    reference="https://arxiv.org/abs/2212.04089",
+)

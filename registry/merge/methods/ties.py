@@ -17,6 +17,7 @@ flat indices; mergekit keeps whichever its sort puts first (`registry.merge.topk
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -27,6 +28,15 @@ from registry.merge.methods.base import (
     flat_chunks,
     fp32_chunk,
     sum_inputs,
+)
+from registry.merge.methods.plugin import (
+    FnMerger,
+    Merger,
+    MethodContext,
+    MethodSpec,
+    ScaledParams,
+    check_protect,
+    protected_by_role,
 )
 from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
 
@@ -79,7 +89,7 @@ class _Workspace:
     """
 
     def __init__(self, n: int, size: int, device: torch.device) -> None:
-        f32 = {"dtype": torch.float32, "device": device}
+        f32: dict[str, Any] = {"dtype": torch.float32, "device": device}
         self.deltas = torch.empty((n, size), **f32)  # (n, c) trimmed, weighted deltas
         self.signed = torch.empty((n, size), **f32)  # (n, c) deltas · elected sign
         self.agree = torch.empty((n, size), **f32)  # (n, c) 1.0 where an entry agrees with γ
@@ -239,6 +249,21 @@ def merge_elected(
     Returns:
         The merged tensor (fp32).
     """
+    if _fusable(tensors, base, slack_cuts):
+        from registry.merge.methods.fused import merge_two
+
+        return merge_two(
+            tensors,
+            base,
+            weights=weights,
+            densities=densities,
+            normalize=normalize,
+            lambda_=lambda_,
+            stats=stats,
+            protect=protect,
+            count_conflicts=bool(slack_cuts),
+            trims=trims,
+        )
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
@@ -269,6 +294,15 @@ def merge_elected(
         if stats is not None:
             _count(stats, ws, protect)
     return result
+
+
+def _fusable(tensors: Sequence[torch.Tensor], base: torch.Tensor, slack_cuts: Sequence[Cut]) -> bool:
+    """Plain TIES on CPU with two inputs (CT + SFT): the fused kernels give the same bits, faster."""
+    from registry.merge.methods import fused
+
+    if base.device.type != "cpu" or len(tensors) != 2 or any(c != Cut.keep_none() for c in slack_cuts):
+        return False
+    return fused.enabled()
 
 
 def _count(stats: TensorStats, ws: _Workspace, protect: Sequence[int]) -> None:
@@ -328,3 +362,35 @@ def merge_ties(
         protect=protect,
         slack_cuts=[Cut.keep_none()] * len(protect) if stats is not None else (),
     )
+
+
+class TiesParams(ScaledParams):
+    """`ties` parameters: `normalize` (default on), `lambda`, and `protect` (diagnostics only)."""
+
+    protect: tuple[str, ...] | None = None
+
+
+def _bind(params: TiesParams, ctx: MethodContext) -> Merger:
+    return FnMerger(
+        merge_ties,
+        weights=ctx.weights,
+        densities=ctx.densities,
+        normalize=SPEC.normalize(params),
+        lambda_=SPEC.lambda_(params),
+        protect=protected_by_role(params, ctx),
+    )
+
+
+SPEC = MethodSpec(
+    name="ties",
+    summary="Trim, elect sign, disjoint merge (Yadav et al. 2023).",
+    params=TiesParams,
+    bind=_bind,
+    fn=merge_ties,
+    uses_density=True,
+    default_normalize=True,
+    check=check_protect,
+    protected=protected_by_role,
+    diagnostics=("elements", "kept", "sign_conflicts", "protected_discarded", "conflicts"),
+    reference="https://arxiv.org/abs/2306.01708",
+)

@@ -38,11 +38,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, Literal
 
 import torch
+from pydantic import field_validator
 
 from registry.merge.methods.base import TensorStats, check_inputs
-from registry.merge.methods.ties import elected_chunks, merge_elected, trim_cuts
+from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, check_protect, protected_by_role
+from registry.merge.methods.ties import TiesParams, elected_chunks, merge_elected, trim_cuts
 from registry.merge.topk import Cut, ascending_keys, find_cut
 
 
@@ -212,3 +215,105 @@ def merge_ties_sv(
         slack_cuts=cuts,
         trims=trims,
     )
+
+
+class TiesSVParams(TiesParams):
+    """`ties_sv` parameters: those of `ties`, plus `slack` in [0, 1] and `slack_scope`."""
+
+    slack: float | None = None
+    slack_scope: Literal["tensor", "model"] | None = None
+
+    @field_validator("slack")
+    @classmethod
+    def _slack_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError("slack is a fraction of the conflicts: write a number in [0, 1], e.g. 0.05")
+        return value
+
+
+class TiesSVMerger(Merger):
+    """`ties_sv` bound to a recipe; with `slack_scope: model` it scans the model once per protected input.
+
+    Pass 1 keeps, per tensor, the conflict margins of the scan and the trimming cuts (found once:
+    two ints per input); `end_scan` ranks the margins model-wide; `merge` then uses the cuts.
+    """
+
+    def __init__(self, params: TiesSVParams, ctx: MethodContext) -> None:
+        self.keywords: dict[str, Any] = {
+            "weights": ctx.weights,
+            "densities": ctx.densities,
+            "normalize": SPEC.normalize(params),
+            "lambda_": SPEC.lambda_(params),
+        }
+        self.slack = params.slack or 0.0
+        self.protect = protected_by_role(params, ctx)
+        model_scope = params.slack_scope == "model" and bool(self.slack)
+        self.scans = len(self.protect) if model_scope else 0
+        self.cuts: dict[str, list[Cut]] = {}
+        self.trims: dict[str, list[Cut]] = {}
+        self.margins: list[tuple[str, torch.Tensor]] = []
+
+    def scan(self, step: int, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None) -> None:
+        if base is None:
+            raise ValueError("ties_sv needs a base tensor")
+        if name not in self.trims:
+            self.trims[name] = trim_cuts(tensors, base, self.keywords["densities"])
+        found = conflict_margins(
+            tensors,
+            base,
+            weights=self.keywords["weights"],
+            densities=self.keywords["densities"],
+            protect=self.protect,
+            cuts=self.cuts.setdefault(name, []),
+            trims=self.trims[name],
+        )
+        self.margins.append((name, found.cpu()))
+
+    def end_scan(self, step: int) -> None:
+        slack = plan_model_slack(self.margins, slack=self.slack)
+        for name, cut in slack.cuts.items():
+            self.cuts[name].append(cut)
+        self.margins = []
+
+    def merge(
+        self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, stats: TensorStats | None
+    ) -> torch.Tensor:
+        cuts = self.cuts.get(name) if self.scans else None
+        return merge_ties_sv(
+            tensors,
+            base,
+            stats=stats,
+            slack=self.slack,
+            protect=self.protect,
+            cuts=cuts,
+            trims=self.trims.get(name),
+            **self.keywords,
+        )
+
+
+def _check(params: TiesSVParams, ctx: MethodContext) -> None:
+    check_protect(params, ctx)
+    if not protected_by_role(params, ctx):
+        raise ValueError("ties_sv protects the SFT model: give it `role: sft` or list it in parameters.protect")
+
+
+def _describe(params: TiesSVParams, ctx: MethodContext) -> str:
+    protect = [ctx.refs[i] for i in protected_by_role(params, ctx)]
+    slack = params.slack if params.slack is not None else 0.0
+    return f"slack {slack}  scope {params.slack_scope or 'tensor'}  protect {protect}"
+
+
+SPEC = MethodSpec(
+    name="ties_sv",
+    summary="TIES with sign slack that rescues protected (SFT) parameters (Tao et al. 2024).",
+    params=TiesSVParams,
+    bind=TiesSVMerger,
+    fn=merge_ties_sv,
+    uses_density=True,
+    default_normalize=True,
+    check=_check,
+    protected=protected_by_role,
+    describe=_describe,
+    diagnostics=("elements", "kept", "sign_conflicts", "protected_discarded", "conflicts", "rescued"),
+    reference="https://arxiv.org/abs/2407.03994",
+)

@@ -1,0 +1,130 @@
+"""The GPU side of the engine: pinned staging, host-to-device copies on a side stream, device-to-host on another.
+
+Per tensor, four stages overlap (see `registry.merge.engine`):
+
+1. the reader thread `pread`s every input into a slot of a ring of pinned host buffers and
+   queues their copies to the GPU on a side stream (`Staging.load`), recording an event;
+2. the main thread makes the default stream wait for that event, runs the method there, casts
+   the result and records another event;
+3. the writer thread waits for it on a third stream, copies the result into a pinned output
+   buffer, synchronises that stream, checks the inputs' NaN/Inf flags (computed on the GPU
+   without a host sync) and writes the bytes (`Drain.write`);
+4. meanwhile the main thread already runs the next tensor's method.
+
+A slot of the input ring is reused only after its copies finished (its event), so the reader can
+run one tensor ahead without ever overwriting data in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from registry.io.checkpoint import Checkpoint
+
+
+@dataclass
+class Staged:
+    """One tensor's inputs on the GPU (ready once `event` completes), and their NaN/Inf flags."""
+
+    tensors: dict[int, torch.Tensor]
+    event: torch.cuda.Event
+
+
+class Staging:
+    """Reader-side: pinned ring slots, preadv into them, H2D on a side stream."""
+
+    def __init__(self, device: str, slot_bytes: int, slots: int = 2) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
+        self.buffers = [torch.empty(max(slot_bytes, 1), dtype=torch.uint8, pin_memory=True) for _ in range(slots)]
+        self.events: list[torch.cuda.Event | None] = [None] * slots
+        self.next = 0
+        self.lock = threading.Lock()
+
+    def load(
+        self, ckpts: Sequence[Checkpoint], name: str, indices: Sequence[int], to_gpu: Sequence[int], rows: int | None
+    ) -> tuple[Staged, dict[int, torch.Tensor]]:
+        """Read `name` of each checkpoint in `indices` into pinned memory and queue those in `to_gpu` to the GPU.
+
+        Returns:
+            The staged GPU tensors (first `rows` rows when given), and the host tensors (views of
+            the pinned slot: valid only until the slot is reused, two loads later).
+        """
+        import torch
+
+        with self.lock:
+            slot = self.next
+            self.next = (slot + 1) % len(self.buffers)
+        done = self.events[slot]
+        if done is not None:
+            done.synchronize()  # the copies out of this slot finished
+        buffer = self.buffers[slot]
+        host: dict[int, torch.Tensor] = {}
+        offset = 0
+        for i in indices:
+            nbytes = ckpts[i].tensors[name].nbytes
+            host[i] = ckpts[i].read(name, out=buffer[offset : offset + nbytes])
+            offset += (nbytes + 511) // 512 * 512  # keep each view aligned
+        gpu: dict[int, torch.Tensor] = {}
+        with torch.cuda.stream(self.stream):
+            for i in to_gpu:
+                x = host[i]
+                gpu[i] = (x[:rows] if rows is not None else x).to(self.device, non_blocking=True)
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record(self.stream)
+        self.events[slot] = event
+        return Staged(gpu, event), host
+
+    def ready(self, staged: Staged) -> dict[int, torch.Tensor]:
+        """On the main thread: make the default stream wait for the copies; the tensors are then usable there."""
+        import torch
+
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(staged.event)
+        for x in staged.tensors.values():
+            x.record_stream(current)  # the allocator must not reuse them before the default stream is done
+        return staged.tensors
+
+
+def finite_flag(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A GPU bool per tensor: its sum is finite (NaN/Inf propagate through a sum); no host sync."""
+    import torch
+
+    return torch.stack([torch.isfinite(x.sum(dtype=torch.float32)) for x in tensors])
+
+
+class Drain:
+    """Writer-side: device-to-host on its own stream into one pinned buffer, then the write."""
+
+    def __init__(self, device: str, max_bytes: int) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
+        self.buffer = torch.empty(max(max_bytes, 1), dtype=torch.uint8, pin_memory=True)
+
+    def submit(self, result: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """Queue `result`'s copy (call on the main thread); returns the writer-thread wait for the host tensor."""
+        import torch
+
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record(torch.cuda.current_stream(self.device))
+        result.record_stream(self.stream)
+
+        def wait() -> torch.Tensor:
+            with torch.cuda.stream(self.stream):
+                self.stream.wait_event(event)
+                host = self.buffer[: result.nbytes].view(result.dtype).view(result.shape)
+                host.copy_(result, non_blocking=True)
+            self.stream.synchronize()
+            return host
+
+        return wait
