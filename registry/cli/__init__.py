@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from registry import __version__
-from registry.cli import catalog, demo, evaluate, hub, lab, merge
+from registry.cli import catalog, demo, evaluate, hub, lab, merge, push
 from registry.cli._state import CliState, stderr_console
 from registry.errors import RegistryError
 
@@ -88,7 +88,7 @@ def _root(
     ctx.obj = CliState(verbose=verbose, quiet=quiet)
 
 
-for _module in (merge, demo, catalog, hub, evaluate, lab):
+for _module in (merge, push, demo, catalog, hub, evaluate, lab):
     _module.register(app)
 
 

@@ -1,0 +1,107 @@
+"""The pipeline's evaluation step: the merge, the CT and the SFT on the language's suite.
+
+Results are cached per (model identity, task) in `<data>/eval-cache`, so the CT and SFT are
+evaluated once however many merges use them, and a resumed job re-reads what it already computed.
+A language without a suite, or without reachable evaluation data, is not an error: the merge is
+published with the evaluation marked unavailable and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.config import BotConfig
+from registry.errors import DataNotFoundError, HubRepoNotFoundError
+
+if TYPE_CHECKING:
+    from registry.evaluate.records import EvalRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """Record files per model label (`merge`, `ct`, `sft`), or why there are none."""
+
+    files: dict[str, str]
+    unavailable: str | None = None
+
+
+def suite_path(config: BotConfig, language: str) -> Path:
+    return config.suites_dir / f"{language}.yaml"
+
+
+def evaluate_models(
+    config: BotConfig,
+    hub: Any,
+    *,
+    language: str,
+    models: dict[str, str],
+    out_dir: Path,
+    limit: int | None = None,
+) -> EvalOutcome:
+    """Evaluate each model (label -> local dir or `repo@sha`) on the language's suite.
+
+    Returns:
+        The record files written under `out_dir`, or `unavailable` with the reason.
+    """
+    from registry.evaluate.cache import ResultCache
+    from registry.evaluate.runner import evaluate_model
+    from registry.evaluate.sources import fetch_data_repo, resolve_model
+    from registry.evaluate.suite import load_suite
+    from registry.evaluate.tasks import find_task
+
+    path = suite_path(config, language)
+    if not path.is_file():
+        return EvalOutcome({}, f"no evaluation suite for {language} (add {path.name} to recipes/eval/)")
+    suite = load_suite(path)
+    files = [
+        rel for item in suite.tasks for rel in find_task(item.task, tasks_dir=config.tasks_dir).data_files().values()
+    ]
+    if config.data_dir is not None:
+        data_root, data_source = config.data_dir, str(config.data_dir)
+    elif config.data_repo and files:
+        try:
+            data_root, data_source = fetch_data_repo(config.data_repo, files=files, hub=hub)
+        except HubRepoNotFoundError:
+            return EvalOutcome({}, f"the evaluation data repo {config.data_repo} is not on this Hub")
+    else:
+        return EvalOutcome({}, "no evaluation data configured (--eval-data-dir or --eval-data-repo)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    cache = ResultCache(config.eval_cache)
+    for label, ref in models.items():
+        target = out_dir / f"{label}.json"
+        if target.is_file():
+            written[label] = str(target)
+            continue
+        resolved = resolve_model(ref, hub=hub)
+        try:
+            record = evaluate_model(
+                resolved, suite=suite, suite_path=path, tasks_dir=config.tasks_dir, data_dir=Path(data_root),
+                data_source=data_source, limit=limit, device=config.device, batch_size=config.eval_batch_size,
+                cache=cache, progress=False,
+            )  # fmt: skip
+        except DataNotFoundError as exc:
+            return EvalOutcome({}, f"evaluation data missing: {exc}")
+        record.save(target)
+        written[label] = str(target)
+    return EvalOutcome(written)
+
+
+def load_records(files: dict[str, str]) -> dict[str, EvalRecord]:
+    from registry.evaluate.records import load_record
+
+    return {label: load_record(Path(path)) for label, path in files.items()}
+
+
+def metric_value(record: EvalRecord, metric: str) -> float | None:
+    """`task/metric` of a record, or None."""
+    task_name, _, name = metric.partition("/")
+    for task in record.tasks:
+        if task.task == task_name and name in task.metrics:
+            return task.metrics[name].value
+    return None
