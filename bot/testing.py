@@ -32,6 +32,7 @@ class BotServer:
     queue: JobQueue
     secret: str | None
     hub: Any = None
+    rate_limit: Any = None
     url: str = ""
     _server: Any = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -42,7 +43,7 @@ class BotServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        app = create_app(self.config, self.queue, secret=self.secret, hub=self.hub)
+        app = create_app(self.config, self.queue, secret=self.secret, hub=self.hub, rate_limit=self.rate_limit)
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
