@@ -46,6 +46,8 @@ def _config(
     eval_data_repo: str | None = None,
     name_template: str | None = None,
     device: str = "cpu",
+    suites_dir: Path | None = None,
+    lease_s: float = 60.0,
 ) -> BotConfig:
     from registry.hub import HubClient
 
@@ -70,6 +72,9 @@ def _config(
     )
     if name_template:
         config.name_template = name_template
+    if suites_dir is not None:
+        config.suites_dir = suites_dir
+    config.lease_s = lease_s
     return config
 
 
@@ -105,6 +110,12 @@ def serve(
     eval_data_repo: Annotated[
         str | None, typer.Option(envvar="MERGELING_DATA_REPO", help="Evaluation data as a Hub dataset repo.")
     ] = None,
+    eval_suites: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")
+    ] = None,
+    lease_seconds: Annotated[
+        float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")
+    ] = 60.0,
     poll: Annotated[
         float | None, typer.Option("--poll", help="Also list watched repos every N seconds (no webhook needed).")
     ] = None,
@@ -136,6 +147,7 @@ def serve(
     config = _config(
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo, name_template=name_template,
+        suites_dir=eval_suites, lease_s=lease_seconds,
     )  # fmt: skip
 
     def ready(url: str) -> None:
@@ -162,6 +174,12 @@ def run_once(
     eval_data_repo: Annotated[
         str | None, typer.Option(envvar="MERGELING_DATA_REPO", help="Evaluation data as a Hub dataset repo.")
     ] = None,
+    eval_suites: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")
+    ] = None,
+    lease_seconds: Annotated[
+        float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")
+    ] = 60.0,
     poll_first: Annotated[
         bool, typer.Option("--poll-first", help="List watched repos and queue new revisions first.")
     ] = False,
@@ -174,6 +192,7 @@ def run_once(
     config = _config(
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo,
+        suites_dir=eval_suites, lease_s=lease_seconds,
     )  # fmt: skip
     worker = Worker(config)
     if poll_first:

@@ -254,6 +254,20 @@ class Pipeline:
         shutil.rmtree(self._staging(job), ignore_errors=True)
 
 
+def stall_point(config: BotConfig, name: str) -> None:
+    """A crash-test seam: with MERGELING_BOT_STALL=<name>, write `<data>/stalled-<name>` and hang there.
+
+    Points: `merge` (the staging output written, the step not yet recorded), `eval` (records written,
+    not recorded), `push` (the commit landed, not recorded). The bench and the tests SIGKILL the bot there.
+    """
+    import os
+    import time
+
+    if os.environ.get("MERGELING_BOT_STALL") == name:
+        (config.data / f"stalled-{name}").write_text(str(os.getpid()))
+        time.sleep(3600)
+
+
 def _state_after(step: str) -> str | None:
     return {"merged": "merged", "evaluated": "evaluated"}.get(step)
 
@@ -290,6 +304,7 @@ def merge_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     recipe = parse_recipe(job.spec["recipe"], source=f"job {job.id}")
     plan = plan_merge(recipe, hub=hub)
     result = run_merge(plan, out=staging / "merged", device=config.device, overwrite=True, progress=False)
+    stall_point(config, "merge")
     return {"merged_dir": str(result.out), "merge_seconds": round(result.seconds, 2)}
 
 
@@ -312,6 +327,7 @@ def evaluate_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     outcome = evaluate_models(
         config, hub, language=language, models=models, out_dir=staging / "eval", limit=config.eval_limit
     )
+    stall_point(config, "eval")
     data: dict[str, Any] = {
         "eval_files": outcome.files, "eval_unavailable": outcome.unavailable,
         "eval_seconds": round(time.monotonic() - started, 2),
@@ -374,6 +390,7 @@ def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
         hub, best, job.output_repo, records=[records["merge"]] if "merge" in records else [], comparison=comparison,
         sections=sections, marker=job.id, message=f"Merge {job.ct_repo}@{(job.ct_sha or '')[:7]} (job {job.id})",
     )  # fmt: skip
+    stall_point(config, "push")
     if job.kind == "sweep":
         from registry.publish import publish_merge as _publish
 
