@@ -92,10 +92,16 @@ def evaluate_models(
     return EvalOutcome(written)
 
 
-def load_records(files: dict[str, str]) -> dict[str, EvalRecord]:
-    from registry.evaluate.records import load_record
+def read_records(files: dict[str, str]) -> dict[str, str]:
+    """Record files -> their JSON text (what the job row keeps, so any machine can read them)."""
+    return {label: Path(path).read_text(encoding="utf-8") for label, path in files.items()}
 
-    return {label: load_record(Path(path)) for label, path in files.items()}
+
+def load_records(texts: dict[str, str]) -> dict[str, EvalRecord]:
+    """Parse the records a job row keeps (label -> JSON text)."""
+    from registry.evaluate.records import EvalRecord
+
+    return {label: EvalRecord.model_validate_json(text) for label, text in texts.items()}
 
 
 def metric_value(record: EvalRecord, metric: str) -> float | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from bot import comments
 from bot.config import BotConfig
-from bot.evaluation import evaluate_models, load_records, metric_value
+from bot.evaluation import evaluate_models, load_records, metric_value, read_records
 from bot.pairing import NotACheckpoint, Superseded, expand, verify_ct
 from bot.queue import Job, JobQueue
 from registry.errors import HubAuthError, HubConflictError, HubError, HubUnavailableError, RegistryError
@@ -169,7 +169,7 @@ class Pipeline:
         return {}
 
     def _step_commented(self, job: Job) -> dict[str, Any]:
-        files = job.data.get("eval_files") or {}
+        files = job.data.get("eval_records") or {}
         records = load_records(files) if files else {}
         extra = job.data.get("sweep_table") or ""
         text = comments.success_comment(
@@ -193,7 +193,7 @@ class Pipeline:
         if base_repo and base_rev:
             inputs.append(MergeInput(role="base", repo=base_repo, revision=base_rev))
         results = []
-        files = job.data.get("eval_files") or {}
+        files = job.data.get("eval_records") or {}
         if status == "published" and "merge" in files:
             from registry.catalog.entries import EvalResult
 
@@ -329,11 +329,11 @@ def evaluate_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     )
     stall_point(config, "eval")
     data: dict[str, Any] = {
-        "eval_files": outcome.files, "eval_unavailable": outcome.unavailable,
+        "eval_records": read_records(outcome.files), "eval_unavailable": outcome.unavailable,
         "eval_seconds": round(time.monotonic() - started, 2),
     }  # fmt: skip
     if job.kind == "sweep":
-        data |= _pick_point(job, outcome.files, outcome.unavailable)
+        data |= _pick_point(job, data["eval_records"], outcome.unavailable)
     return data
 
 
@@ -358,7 +358,7 @@ def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> dic
     eval_files = dict(files)
     if f"point-{best}" in eval_files:
         eval_files["merge"] = eval_files[f"point-{best}"]
-    return {"best_point": best, "sweep_table": table, "merged_dir": points[best], "eval_files": eval_files}
+    return {"best_point": best, "sweep_table": table, "merged_dir": points[best], "eval_records": eval_files}
 
 
 def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
@@ -368,7 +368,7 @@ def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     from registry.publish import publish_merge
 
     started = time.monotonic()
-    files = job.data.get("eval_files") or {}
+    files = job.data.get("eval_records") or {}
     records = load_records(files) if files else {}
     names = {"ct": "CT", "sft": "SFT", "merge": "merged"}
     comparison = [(names[label], records[label]) for label in ("ct", "sft", "merge") if label in records]

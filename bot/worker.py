@@ -35,8 +35,15 @@ class RayExecutor:
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=num_cpus or 2, log_to_driver=False, include_dashboard=False)
+            else:  # a local Ray: its workers import this checkout, as the driver does
+                from bot.config import REPO_ROOT
+
+                ray.init(
+                    num_cpus=num_cpus or 2,
+                    log_to_driver=False,
+                    include_dashboard=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+                )
         gpus = ray.cluster_resources().get("GPU", 0)
         self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_heavy_steps)
         self._ray = ray
@@ -62,6 +69,9 @@ def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[s
         out[step] = data
         job.data = {**job.data, **data}
         job.step = step
+    import shutil
+
+    shutil.rmtree(config.staging / job.id, ignore_errors=True)  # this node's staging; results are in `out`
     return out
 
 
