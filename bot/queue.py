@@ -109,6 +109,7 @@ class Job:
         out["sweep_point"] = self.spec.get("point")
         out["output_revision"] = self.data.get("commit")
         out["discussion"] = self.data.get("discussion_url")
+        out["seconds"] = {step: self.data.get(f"{step}_seconds") for step in ("merge", "eval", "publish")}
         return out
 
 

@@ -71,6 +71,7 @@ class Service:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
+        sock.listen(2048)  # connections wait in the backlog until uvicorn serves: the URL works once printed
         url = f"http://{self.host}:{sock.getsockname()[1]}"
         if on_ready is not None:
             on_ready(url)
