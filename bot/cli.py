@@ -127,6 +127,9 @@ def serve(
         str | None, typer.Option(help="The URL the Hub reaches this bot at (default: the listening URL).")
     ] = None,
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not register webhooks on the Hub.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Worker threads (0: receiver only; run `registry bot run-once` elsewhere).")
+    ] = 1,
     name_template: Annotated[
         str | None, typer.Option(help="Output repo name from {ct}, {sft}, {method}, {language}.")
     ] = None,
@@ -155,7 +158,14 @@ def serve(
         sys.stdout.flush()
 
     Service(
-        config, secret=secret, host=host, port=port, poll_s=poll, register=not no_register, public_url=public_url
+        config,
+        secret=secret,
+        host=host,
+        port=port,
+        poll_s=poll,
+        register=not no_register,
+        public_url=public_url,
+        workers=workers,
     ).run(on_ready=ready)
 
 

@@ -62,6 +62,7 @@ class Service:
     poll_s: float | None = None
     register: bool = True
     public_url: str | None = None
+    workers: int = 1
 
     def run(self, *, on_ready: Any = None) -> None:
         """Serve until interrupted (SIGINT / SIGTERM)."""
@@ -70,6 +71,8 @@ class Service:
         queue = self.config.open_queue()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: without, a small answer waits ~40 ms for the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self.port))
         sock.listen(2048)  # connections wait in the backlog until uvicorn serves: the URL works once printed
         url = f"http://{self.host}:{sock.getsockname()[1]}"
@@ -81,8 +84,10 @@ class Service:
             ids = register_webhooks(hub, url=hook_url, watch=self.config.watch, secret=self.secret)
             log.info("webhook %s delivers %s pushes to %s", ",".join(ids), ", ".join(self.config.watch), hook_url)
         stop = threading.Event()
-        worker = Worker(self.config, queue)
-        threads = [threading.Thread(target=worker.loop, args=(stop,), name="worker", daemon=True)]
+        threads = [
+            threading.Thread(target=Worker(self.config).loop, args=(stop,), name=f"worker-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
         if self.poll_s:
             threads.append(threading.Thread(target=self._poll, args=(queue, hub, stop), name="poll", daemon=True))
         for thread in threads:
