@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from bot.config import BotConfig
+from bot.queue import JobQueue
 
 app = typer.Typer(
     name="bot",
@@ -215,9 +216,7 @@ def run_once(
             typer.echo(f"{job.id}  {job.state:<10}  {job.ct_repo}  {job.output_repo or ''}  {job.error or ''}".rstrip())
 
 
-def _queue(data: Path):  # noqa: ANN202
-    from bot.queue import JobQueue
-
+def _queue(data: Path) -> JobQueue:
     if not (data / "bot.sqlite3").is_file():
         raise typer.BadParameter(f"no bot queue in {data}; pass the --data the bot runs with", param_hint="--data")
     return JobQueue(data / "bot.sqlite3")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bot.queue import JobQueue
     from registry.hub import HubClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ class BotConfig:
 
         return HubClient(endpoint=self.endpoint, token=self.token, cache_dir=self.cache_dir)
 
-    def open_queue(self):  # noqa: ANN201 (bot.queue imported lazily)
+    def open_queue(self) -> JobQueue:
         from bot.queue import JobQueue
 
         return JobQueue(self.queue_path, lease_s=self.lease_s, max_attempts=self.max_attempts, backoff_s=self.backoff_s)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
-from registry.errors import DataNotFoundError, HubRepoNotFoundError
+from registry.errors import DataNotFoundError, HubError, HubRepoNotFoundError
 
 if TYPE_CHECKING:
     from registry.evaluate.records import EvalRecord
@@ -87,6 +87,12 @@ def evaluate_models(
             )  # fmt: skip
         except DataNotFoundError as exc:
             return EvalOutcome({}, f"evaluation data missing: {exc}")
+        except (HubError, ConnectionError):
+            raise  # transient or not, the pipeline decides
+        except Exception as exc:  # noqa: BLE001 (a harness failure must not lose the merge)
+            log.warning("evaluation of %s failed", label, exc_info=True)
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            return EvalOutcome({}, f"evaluation of the {label} model failed ({type(exc).__name__}: {reason})")
         record.save(target)
         written[label] = str(target)
     return EvalOutcome(written)

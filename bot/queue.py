@@ -192,7 +192,7 @@ class JobQueue:
 
     def list(self, *, state: str | None = None, limit: int | None = None) -> list[Job]:
         """Jobs newest first, optionally in one state."""
-        sql, args = "SELECT * FROM jobs", []
+        sql, args = "SELECT * FROM jobs", list[Any]()
         if state:
             sql += " WHERE state = ?"
             args.append(state)

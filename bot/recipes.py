@@ -108,9 +108,9 @@ def group_recipes(recipes_dir: Path) -> list[tuple[Path, dict[str, Any], tuple[s
         except RecipeError:
             continue
         models = raw.get("models") or []
-        languages = tuple(m.get("language") for m in models if isinstance(m, dict) and m.get("role") == "ct")
+        languages = tuple(str(m.get("language") or "") for m in models if isinstance(m, dict) and m.get("role") == "ct")
         if len(languages) >= 2 and all(languages):
-            out.append((path, raw, languages))  # type: ignore[arg-type]
+            out.append((path, raw, languages))
     return out
 
 
@@ -136,7 +136,7 @@ def concrete_recipe(
     models = [m for m in raw.get("models") or [] if isinstance(m, dict)]
     ct_params = [m.get("parameters") or {} for m in models if m.get("role") == "ct"] or [{}]
     sft_params = next((m.get("parameters") or {} for m in models if m.get("role") == "sft"), {})
-    new_models = [
+    new_models: list[dict[str, Any]] = [
         {"model": ref, "role": "ct", "language": language, "parameters": dict(ct_params[min(i, len(ct_params) - 1)])}
         for i, (ref, language) in enumerate(cts)
     ]
@@ -151,7 +151,7 @@ def concrete_recipe(
     params.pop("protect", None)  # the template's refs are gone; role sft protects the SFT
     if len(cts) > 1 and raw.get("tokenizer_source") == "ct":
         raw["tokenizer_source"] = "base"
-    mergeling = raw.get("mergeling") if isinstance(raw.get("mergeling"), dict) else {}
+    mergeling: dict[str, Any] = raw["mergeling"] if isinstance(raw.get("mergeling"), dict) else {}
     raw["mergeling"] = {k: v for k, v in mergeling.items() if k != "eval_suite"} | {"output_repo": output_repo}
     return raw
 

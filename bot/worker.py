@@ -44,13 +44,14 @@ class RayExecutor:
                     include_dashboard=False,
                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                 )
-        gpus = ray.cluster_resources().get("GPU", 0)
+        gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
         self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_heavy_steps)
         self._ray = ray
 
     def __call__(self, config: BotConfig, job: Job) -> dict[str, Any]:
         ref = self._task.remote(config.portable(), job.__dict__)
-        return dict(self._ray.get(ref))
+        result: dict[str, Any] = self._ray.get(ref)
+        return result
 
 
 def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +100,7 @@ class Worker:
 
     def run_until_idle(self, *, max_jobs: int | None = None) -> list[Job]:
         """Run jobs until none is runnable now (jobs backing off later are left queued)."""
-        done = []
+        done: list[Job] = []
         while max_jobs is None or len(done) < max_jobs:
             job = self.run_one()
             if job is None:

@@ -30,9 +30,9 @@ from registry.cli._state import cli_state, stderr_console
 RESEARCHER, BOT = "alice", "mergebot"
 LANGUAGE = "ben_Beng"
 # Small enough to train in about 2 minutes on 2 cores (measured in docs/bot.md), big enough to learn.
-LAB_SIZE = {
+LAB_SIZE: dict[str, Any] = {
     "languages": (LANGUAGE,), "repo_prefix": RESEARCHER, "vocab_size": 2048, "hidden_size": 64,
-    "intermediate_size": 192, "num_layers": 2, "num_heads": 4, "max_position_embeddings": 256,
+    "intermediate_size": 192, "num_layers": 2, "num_heads": 4, "max_position_embeddings": 1024,
     "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8, "seq_len": 64, "sft_seq_len": 128,
 }  # fmt: skip
 DEMO_SUITE = (
@@ -179,7 +179,7 @@ def _lab(out: Path, *, console: Any, quiet: bool, steps: int | None = None) -> d
 
 
 def _name(lab: dict[str, Any], role: str) -> str:
-    return next(name for name, entry in lab["checkpoints"].items() if entry["role"] == role)
+    return str(next(name for name, entry in lab["checkpoints"].items() if entry["role"] == role))
 
 
 def _shared_data() -> Path | None:

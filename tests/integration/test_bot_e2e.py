@@ -128,3 +128,49 @@ def test_bot_status_lists_the_published_job(world, tmp_path: Path) -> None:
     jobs = json.loads(result.output)
     published = [j for j in jobs if j["state"] == "published"]
     assert published and published[0]["output_repo"] == OUTPUT and published[0]["output_revision"]
+
+
+def test_webhook_registration_is_reused_and_poll_queues_only_unseen_revisions(world, hub, tiny_family) -> None:
+    from bot.server import poll_once
+
+    bob, config, queue, server = world["bob"], world["config"], world["queue"], world["server"]
+    hooks = [h for h in bob.list_webhooks() if h.url == server.url + "/webhooks/hub"]
+    assert len(hooks) == 1
+    again = register_webhooks(bob, url=server.url + "/webhooks/hub", watch=("alice",), secret=SECRET)
+    assert again == [hooks[0].id] and len(bob.list_webhooks()) == len(hooks)
+    assert poll_once(config, queue, bob) == 0  # every head revision of alice's CTs is known
+
+
+def test_a_newer_revision_supersedes_the_queued_older_one(world, hub, tiny_family, tmp_path: Path) -> None:
+    import shutil
+
+    alice, bob, config, queue = world["alice"], world["bob"], world["config"], world["queue"]
+    folder = tmp_path / "ct"
+    shutil.copytree(tiny_family.ct, folder)
+    first = push_checkpoint(alice, folder, "alice/tiny-ct-sup", ct_meta("bn", "alice/tiny-base"))
+    (folder / "notes.txt").write_text("second revision")
+    second = push_checkpoint(alice, folder, "alice/tiny-ct-sup", ct_meta("bn", "alice/tiny-base"))
+    old = wait_for(lambda: queue.by_key(trigger_key("alice/tiny-ct-sup", first)), timeout=20)
+    new = wait_for(lambda: queue.by_key(trigger_key("alice/tiny-ct-sup", second)), timeout=20)
+    assert queue.get(old.id).state == "superseded" and second in (queue.get(old.id).error or "")
+    Worker(config, queue, hub=bob).run_until_idle()
+    assert queue.get(new.id).state == "published" and queue.get(old.id).state == "superseded"
+
+
+def test_operators_retry_and_cancel_from_the_cli(world) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    queue, data = world["queue"], str(world["config"].data)
+    job, _ = queue.enqueue(key="ct:alice/none@" + "0" * 40, kind="pair", ct_repo="alice/none", ct_sha="0" * 40)
+    runner = CliRunner()
+    cancelled = runner.invoke(app, ["cancel", job.id, "--data", data])
+    assert cancelled.exit_code == 0 and cancelled.stdout.split() == [job.id, "cancelled"]
+    retried = runner.invoke(app, ["retry", job.id, "--data", data])
+    assert retried.exit_code == 0 and retried.stdout.split() == [job.id, "queued"]
+    queue.cancel(job.id)
+    from registry.cli import app as root
+
+    missing = runner.invoke(root, ["bot", "retry", "nope", "--data", data])
+    assert missing.exit_code == 1 and "no job 'nope'" in missing.stderr
