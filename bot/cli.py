@@ -128,9 +128,16 @@ def serve(
         str | None, typer.Option(help="The URL the Hub reaches this bot at (default: the listening URL).")
     ] = None,
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not register webhooks on the Hub.")] = False,
+    device: Annotated[
+        str, typer.Option(help="auto (one worker per GPU, else CPU), cpu or cuda: where merges and evals run.")
+    ] = "auto",
     workers: Annotated[
-        int, typer.Option(min=0, help="Worker threads (0: receiver only; run `registry bot run-once` elsewhere).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Worker threads (default: one per GPU, else one; 0: receiver only, run `bot run-once` elsewhere).",
+        ),
+    ] = None,
     name_template: Annotated[
         str | None, typer.Option(help="Output repo name from {ct}, {sft}, {method}, {language}.")
     ] = None,
@@ -151,7 +158,7 @@ def serve(
     config = _config(
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo, name_template=name_template,
-        suites_dir=eval_suites, lease_s=lease_seconds,
+        suites_dir=eval_suites, lease_s=lease_seconds, device=device,
     )  # fmt: skip
 
     def ready(url: str) -> None:

@@ -75,8 +75,23 @@ def failure_comment(job: Job, error: str, reasons: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def post(hub: Any, repo: str, text: str, *, bot_user: str) -> tuple[int, str]:
-    """Comment on the bot's discussion of `repo`; return its number and web URL."""
+def post(hub: Any, repo: str, text: str, *, bot_user: str, marker: str | None = None) -> tuple[int, str]:
+    """Comment on the bot's discussion of `repo` (once per `marker`); return its number and web URL.
+
+    A comment carries `marker` (the job id) hidden; when a resumed job finds it already posted
+    (it crashed after commenting), it does not post again.
+    """
     num = find_or_open(hub, repo, bot_user=bot_user)
-    hub.comment_discussion(repo, num, text)
+    tag = f"<!-- mergeling-job: {marker} -->" if marker else None
+    if tag is None or not _already_posted(hub, repo, num, tag):
+        hub.comment_discussion(repo, num, f"{text.rstrip()}\n\n{tag}\n" if tag else text)
     return num, f"{hub.endpoint}/{repo}/discussions/{num}"
+
+
+def _already_posted(hub: Any, repo: str, num: int, tag: str) -> bool:
+    try:
+        details = hub.api.get_discussion_details(repo, num)
+    except Exception:  # noqa: BLE001 (cannot tell: post; a duplicate beats a missing comment)
+        log.debug("could not read discussion %s#%d", repo, num, exc_info=True)
+        return False
+    return any(tag in (getattr(event, "content", "") or "") for event in details.events)

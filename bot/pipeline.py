@@ -176,7 +176,7 @@ class Pipeline:
             job, url=f"{self.hub.endpoint}/{job.output_repo}", commit=job.data["commit"], records=records,
             unavailable=job.data.get("eval_unavailable"), extra=extra,
         )  # fmt: skip
-        _, url = comments.post(self.hub, job.ct_repo, text, bot_user=self.bot_user)
+        _, url = comments.post(self.hub, job.ct_repo, text, bot_user=self.bot_user, marker=job.id)
         return {"discussion_url": url}
 
     # -- catalog and failure ----------------------------------------------------------------------
@@ -242,7 +242,7 @@ class Pipeline:
             log.warning("job %s: could not record the failure in the catalog", job_id, exc_info=True)
         try:
             text = comments.failure_comment(job, job.error or error, reasons)
-            _, url = comments.post(self.hub, job.ct_repo, text, bot_user=self.bot_user)
+            _, url = comments.post(self.hub, job.ct_repo, text, bot_user=self.bot_user, marker=f"{job.id}-failed")
             job = self.queue.update(job_id, data={"discussion_url": url, "reasons": reasons})
         except Exception as post_exc:  # noqa: BLE001 (the repo may be gone; the job row has the reason)
             log.warning("job %s: could not comment on %s: %s", job_id, job.ct_repo, one_line(post_exc))

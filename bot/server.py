@@ -33,6 +33,34 @@ def register_webhooks(hub: Any, *, url: str, watch: tuple[str, ...], secret: str
     return [created.id]
 
 
+def worker_configs(config: BotConfig, workers: int | None, *, gpus: int | None = None) -> list[BotConfig]:
+    """One config per worker thread.
+
+    local: one worker on CPU; with `--device auto|cuda` and GPUs, one per GPU, each pinned to its
+    `cuda:N` (an explicit `workers` takes the GPUs round-robin). ray: `workers` dispatchers
+    (default 2), each waiting on one Ray task; Ray places the tasks.
+    """
+    import dataclasses
+
+    if config.executor == "ray":
+        return [config] * (workers if workers is not None else 2)
+    if gpus is None:
+        gpus = _gpu_count() if config.device in ("auto", "cuda") else 0
+    count = workers if workers is not None else max(1, gpus)
+    if not gpus:
+        return [dataclasses.replace(config, device="cpu")] * count
+    return [dataclasses.replace(config, device=f"cuda:{i % gpus}") for i in range(count)]
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except ImportError:
+        return 0
+
+
 def poll_once(config: BotConfig, queue: JobQueue, hub: Any) -> int:
     """List watched namespaces' CT repos; enqueue head revisions not seen yet. Returns how many."""
     from bot.pairing import CT_TAG
@@ -62,7 +90,7 @@ class Service:
     poll_s: float | None = None
     register: bool = True
     public_url: str | None = None
-    workers: int = 1
+    workers: int | None = None  # None: one per GPU, else one
 
     def run(self, *, on_ready: Any = None) -> None:
         """Serve until interrupted (SIGINT / SIGTERM)."""
@@ -85,8 +113,8 @@ class Service:
             log.info("webhook %s delivers %s pushes to %s", ",".join(ids), ", ".join(self.config.watch), hook_url)
         stop = threading.Event()
         threads = [
-            threading.Thread(target=Worker(self.config).loop, args=(stop,), name=f"worker-{i}", daemon=True)
-            for i in range(self.workers)
+            threading.Thread(target=Worker(config).loop, args=(stop,), name=f"worker-{i}", daemon=True)
+            for i, config in enumerate(worker_configs(self.config, self.workers))
         ]
         if self.poll_s:
             threads.append(threading.Thread(target=self._poll, args=(queue, hub, stop), name="poll", daemon=True))

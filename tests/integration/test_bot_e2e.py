@@ -174,3 +174,15 @@ def test_operators_retry_and_cancel_from_the_cli(world) -> None:
 
     missing = runner.invoke(root, ["bot", "retry", "nope", "--data", data])
     assert missing.exit_code == 1 and "no job 'nope'" in missing.stderr
+
+
+def test_a_comment_is_posted_once_per_job_even_when_the_step_reruns(world, hub) -> None:
+    from bot import comments
+
+    bob = world["bob"]
+    for _ in range(2):  # the second call is a job resumed after a crash between comment and row update
+        comments.post(bob, "alice/tiny-ct-ben", "### a result\n", bot_user="bob", marker="job-once")
+    api = hub.api()
+    num = next(d.num for d in api.get_repo_discussions("alice/tiny-ct-ben") if d.author == "bob")
+    texts = [e.content for e in api.get_discussion_details("alice/tiny-ct-ben", num).events if e.type == "comment"]
+    assert sum("mergeling-job: job-once" in t for t in texts) == 1

@@ -91,3 +91,16 @@ def test_a_pair_key_taken_by_another_job_is_reported(tmp_path: Path) -> None:
     assert queue.add_key(a.id, "pair:x").id == b.id  # type: ignore[union-attr]
     assert queue.add_key(a.id, "pair:y") is None and queue.by_key("pair:y").id == a.id  # type: ignore[union-attr]
     assert queue.by_key("ct:a/ct@1").id == a.id  # type: ignore[union-attr]
+
+
+def test_worker_configs_one_on_cpu_one_per_gpu(tmp_path: Path) -> None:
+    from bot.config import BotConfig
+    from bot.server import worker_configs
+
+    config = BotConfig(data=tmp_path, registry="a/r", namespace="a", device="auto")
+    assert [c.device for c in worker_configs(config, None, gpus=0)] == ["cpu"]
+    assert [c.device for c in worker_configs(config, None, gpus=2)] == ["cuda:0", "cuda:1"]
+    assert [c.device for c in worker_configs(config, 3, gpus=2)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert [c.device for c in worker_configs(config, 0, gpus=2)] == []
+    cpu = BotConfig(data=tmp_path, registry="a/r", namespace="a", device="cpu")
+    assert [c.device for c in worker_configs(cpu, None)] == ["cpu"]
