@@ -42,8 +42,13 @@ def evaluate_models(
     models: dict[str, str],
     out_dir: Path,
     limit: int | None = None,
+    split: str = "test",
 ) -> EvalOutcome:
     """Evaluate each model (label -> local dir or `repo@sha`) on the language's suite.
+
+    Args:
+        split: `test`, or `dev` (sweeps choose on it): the suite's tasks whose data has a dev
+            split, read from `dev` files (see `dev_tasks`).
 
     Returns:
         The record files written under `out_dir`, or `unavailable` with the reason.
@@ -58,9 +63,10 @@ def evaluate_models(
     if not path.is_file():
         return EvalOutcome({}, f"no evaluation suite for {language} (add {path.name} to recipes/eval/)")
     suite = load_suite(path)
-    files = [
-        rel for item in suite.tasks for rel in find_task(item.task, tasks_dir=config.tasks_dir).data_files().values()
-    ]
+    tasks_dir = config.tasks_dir
+    if split == "dev":
+        tasks_dir = dev_tasks(config.tasks_dir, out_dir / "dev-tasks")
+    files = [rel for item in suite.tasks for rel in find_task(item.task, tasks_dir=tasks_dir).data_files().values()]
     if config.data_dir is not None:
         data_root, data_source = config.data_dir, str(config.data_dir)
     elif config.data_repo and files:
@@ -70,6 +76,14 @@ def evaluate_models(
             return EvalOutcome({}, f"the evaluation data repo {config.data_repo} is not on this Hub")
     else:
         return EvalOutcome({}, "no evaluation data configured (--eval-data-dir or --eval-data-repo)")
+    if split == "dev":
+        keep = [
+            item for item in suite.tasks
+            if all((Path(data_root) / rel).is_file() for rel in find_task(item.task, tasks_dir=tasks_dir).data_files().values())
+        ]  # fmt: skip
+        if not keep:
+            return EvalOutcome({}, f"no task of the {language} suite has dev data")
+        suite = suite.model_copy(update={"tasks": tuple(keep)})
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     cache = ResultCache(config.eval_cache)
@@ -81,7 +95,7 @@ def evaluate_models(
         resolved = resolve_model(ref, hub=hub)
         try:
             record = evaluate_model(
-                resolved, suite=suite, suite_path=path, tasks_dir=config.tasks_dir, data_dir=Path(data_root),
+                resolved, suite=suite, suite_path=path, tasks_dir=tasks_dir, data_dir=Path(data_root),
                 data_source=data_source, limit=limit, device=config.device, batch_size=config.eval_batch_size,
                 cache=cache, progress=False,
             )  # fmt: skip
@@ -96,6 +110,27 @@ def evaluate_models(
         record.save(target)
         written[label] = str(target)
     return EvalOutcome(written)
+
+
+_DEV_SPLIT = (("/test.jsonl", "/dev.jsonl"), ("flores200/devtest/", "flores200/dev_subset_from_sib200/"))
+
+
+def dev_tasks(tasks_dir: Path, out: Path) -> Path:
+    """A copy of the task configs reading the dev split: SIB-200 `dev.jsonl`, the FLORES dev subset.
+
+    Tasks without dev data (MGSM, Belebele) keep their paths, which do not exist under these names
+    for the dev split, and are left out of a dev evaluation by the caller.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tasks_dir.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        if any(old in text for old, _ in _DEV_SPLIT):
+            for old, new in _DEV_SPLIT:
+                text = text.replace(old, new)
+        elif "$DATA_DIR" in text and "include:" in text:
+            text = text.replace("$DATA_DIR/", "$DATA_DIR/no-dev-split/")
+        (out / path.name).write_text(text, encoding="utf-8")
+    return out
 
 
 def read_records(files: dict[str, str]) -> dict[str, str]:

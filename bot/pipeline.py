@@ -320,21 +320,25 @@ def evaluate_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     if len(members) > 1:  # a group merge: compare with the CT of the suite's language
         models = {"ct": next(f"{m['repo']}@{m['sha']}" for m in members if m["language"] == language), **models}
         models["sft"] = f"{job.sft_repo}@{job.sft_sha}"
-    if job.kind == "sweep":
-        models |= {f"point-{name}": path for name, path in job.data["points"].items()}
+    if job.kind == "sweep":  # choose on dev, then the chosen point on the test suite for the card
+        points = {f"point-{name}": path for name, path in job.data["points"].items()}
+        dev = evaluate_models(
+            config, hub, language=language, models=points, out_dir=staging / "eval-dev", limit=config.eval_limit,
+            split="dev",
+        )  # fmt: skip
+        chosen = _pick_point(job, read_records(dev.files), dev.unavailable)
+        models["merge"] = chosen["merged_dir"]
     else:
+        chosen = {}
         models["merge"] = job.data["merged_dir"]
     outcome = evaluate_models(
         config, hub, language=language, models=models, out_dir=staging / "eval", limit=config.eval_limit
     )
     stall_point(config, "eval")
-    data: dict[str, Any] = {
+    return chosen | {
         "eval_records": read_records(outcome.files), "eval_unavailable": outcome.unavailable,
         "eval_seconds": round(time.monotonic() - started, 2),
     }  # fmt: skip
-    if job.kind == "sweep":
-        data |= _pick_point(job, data["eval_records"], outcome.unavailable)
-    return data
 
 
 def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> dict[str, Any]:
@@ -354,11 +358,12 @@ def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> dic
         f"| `{name}` | {'' if scores.get(name) is None else f'{scores[name]:.4f}'} | {'**best**' if name == best else ''} |"
         for name in sorted(points)
     )
-    table = f"## Sweep\n\nMetric: `{sweep['metric']}`; every point is on branch `sweep/<point>`.\n\n| point | value | |\n|---|---|---|\n{rows}\n"
-    eval_files = dict(files)
-    if f"point-{best}" in eval_files:
-        eval_files["merge"] = eval_files[f"point-{best}"]
-    return {"best_point": best, "sweep_table": table, "merged_dir": points[best], "eval_records": eval_files}
+    how = f"dev split ({unavailable}: the first point was kept)" if unavailable else "dev split"
+    table = (
+        f"## Sweep\n\nEvery point is on branch `sweep/<point>`; chosen by `{sweep['metric']}` on the {how}; the "
+        f"evaluation above is the chosen point's on the test split.\n\n| point | dev value | |\n|---|---|---|\n{rows}\n"
+    )
+    return {"best_point": best, "sweep_table": table, "merged_dir": points[best], "sweep_dev": files}
 
 
 def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:

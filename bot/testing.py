@@ -93,7 +93,7 @@ SENTENCES = [
 
 
 def eval_fixture(root: Path, language: str = "ben_Beng") -> tuple[Path, Path]:
-    """Write `root/suites/<language>.yaml` (FLORES only) and `root/data/flores200/devtest/<language>.jsonl`.
+    """Write `root/suites/<language>.yaml` (FLORES only) and its test and dev data under `root/data/flores200/`.
 
     Returns:
         (suites dir, data dir).
@@ -105,6 +105,10 @@ def eval_fixture(root: Path, language: str = "ben_Beng") -> tuple[Path, Path]:
     flores.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"id": i, "lang": language, "text": text}) for i, text in enumerate(SENTENCES)]
     (flores / f"{language}.jsonl").write_text("\n".join(lines) + "\n")
+    dev = data / "flores200" / "dev_subset_from_sib200"
+    dev.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": i, "lang": language, "text": text[::-1]}) for i, text in enumerate(SENTENCES)]
+    (dev / f"{language}.jsonl").write_text("\n".join(lines) + "\n")
     return suites, data
 
 

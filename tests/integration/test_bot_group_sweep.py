@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from bot.config import BotConfig
+from bot.evaluation import load_records, metric_value
 from bot.queue import trigger_key
 from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
@@ -98,6 +99,14 @@ def test_a_2x2_sweep_pushes_each_point_to_a_branch_and_promotes_the_best(hub, ti
     assert {m["parameters"]["density"] for m in main_recipe["models"]} == {float(density)}
     readme = bob.read_file(job.output_repo, "README.md").decode()
     assert "## Sweep" in readme and "**best**" in readme and all(p in readme for p in points)
+    assert "on the dev split" in readme and "model-index:" in readme
+    dev = load_records(job.data["sweep_dev"])
+    assert sorted(dev) == [f"point-{p}" for p in points]
+    values = {p: metric_value(dev[f"point-{p}"], "flores_ben_Beng/bits_per_byte") for p in points}
+    assert best == min(values, key=lambda p: values[p])  # lower bits per byte is better
+    test = load_records(job.data["eval_records"])
+    assert sorted(test) == ["ct", "merge", "sft"]
+    assert test["merge"].tasks[0].task_hash != dev[f"point-{best}"].tasks[0].task_hash  # another split
     for point in points:
         point_recipe = yaml.safe_load(
             bob.read_file(job.output_repo, "mergeling_recipe.yaml", revision=f"sweep/{point}")
