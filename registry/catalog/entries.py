@@ -254,7 +254,7 @@ class EvalResult(_Frozen):
     n: int | None = Field(default=None, ge=0, description="examples evaluated")
 
 
-MergeStatus = Literal["pending", "running", "merged", "evaluated", "failed"]
+MergeStatus = Literal["pending", "running", "merged", "evaluated", "published", "failed"]
 
 
 class MergeEntry(_Frozen):
@@ -288,7 +288,7 @@ class MergeEntry(_Frozen):
     def _check_consistency(self) -> MergeEntry:
         if self.output_revision is not None and not is_commit_sha(self.output_revision):
             raise ValueError(f"merge output revision {self.output_revision!r} is not a 40-hex commit sha")
-        if self.status in ("merged", "evaluated") and self.output_revision is None:
+        if self.status in ("merged", "evaluated", "published") and self.output_revision is None:
             raise ValueError(f"merge status {self.status!r} needs the output commit sha (output_revision)")
         expected = merge_entry_id(output_repo=self.output_repo, recipe_hash=self.recipe_hash)
         if self.id != expected:

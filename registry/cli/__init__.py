@@ -22,7 +22,7 @@ import typer
 from typer.core import TyperGroup
 
 from registry import __version__
-from registry.cli import catalog, demo, evaluate, hub, lab, merge
+from registry.cli import catalog, demo, evaluate, hub, lab, merge, push
 from registry.cli._state import CliState, hoist_global_options, stderr_console
 from registry.errors import RegistryError
 
@@ -177,7 +177,7 @@ def _set_transformers_verbosity(*, quiet: bool) -> None:
     hf_logging.set_verbosity(logging.ERROR if quiet else logging.WARNING)
 
 
-for _module in (merge, demo, catalog, hub, evaluate, lab):
+for _module in (merge, push, demo, catalog, hub, evaluate, lab):
     _module.register(app)
 # The commands mounted so far; plug-in groups (mounted below) parse their own options.
 _BUILTIN_COMMANDS = frozenset(

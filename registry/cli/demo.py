@@ -1,15 +1,43 @@
-"""`registry demo`: the main job on the embedded default: a tiny offline TIES-SV merge with its report."""
+"""`registry demo`: the product's first journey, offline: push a CT checkpoint, get the merged model back.
+
+An embedded hub (`registry hub serve`) over `<workdir>/hub`; lab-size base / SFT / CT-ben models
+trained once (cached in `<workdir>/lab`); a researcher (`alice`) pushes the base and the SFT, which
+the bot's catalog records; the bot (`registry bot serve`, user `mergebot`) starts as a subprocess
+and registers its webhook; alice pushes a new CT revision; the hub delivers the webhook; the demo
+waits for the job and prints the merged repo, its evaluation table and the bot's discussion comment.
+`registry` never imports `bot` or `space`: both run as subprocesses of the `registry` CLI.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from registry.cli._state import cli_state, stderr_console
 
-DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo-tiny.yaml"
+RESEARCHER, BOT = "alice", "mergebot"
+LANGUAGE = "ben_Beng"
+# Small enough to train in about 2 minutes on 2 cores (measured in docs/bot.md), big enough to learn.
+LAB_SIZE: dict[str, Any] = {
+    "languages": (LANGUAGE,), "repo_prefix": RESEARCHER, "vocab_size": 2048, "hidden_size": 64,
+    "intermediate_size": 192, "num_layers": 2, "num_heads": 4, "max_position_embeddings": 1024,
+    "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8, "seq_len": 64, "sft_seq_len": 128,
+}  # fmt: skip
+DEMO_SUITE = (
+    f"language: {LANGUAGE}\ntasks:\n  - {{task: flores_{LANGUAGE}}}\n  - {{task: sib200_{LANGUAGE}, num_fewshot: 0}}\n"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,43 +47,297 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    workdir: Annotated[Path, typer.Option(help="Where the tiny models (models/) and the merge (merged/) go.")] = Path(
-        ".mergeling/demo"
-    ),
-    recipe: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The demo recipe.")] = DEMO_RECIPE,
+    workdir: Annotated[Path, typer.Option(help="Hub data, lab models, the bot's data.")] = Path(".mergeling/demo"),
+    eval_limit: Annotated[int, typer.Option(min=1, help="Documents per evaluation task.")] = 20,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the hub and the bot up (and start the Space when installed).")
+    ] = False,
+    space_port: Annotated[int, typer.Option(help="The Space's port with --keep-running.")] = 7860,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the bot's job.")] = 900,
+    lab_steps: Annotated[
+        int | None, typer.Option(hidden=True, help="Tests: train every lab model this many steps.")
+    ] = None,
 ) -> None:
-    """Build a tiny base / CT / SFT family offline (once), merge it with recipes/demo-tiny.yaml, print the report.
+    """Push a CT checkpoint to an embedded hub and watch the merge bot merge, evaluate and publish it.
 
-    The recipe names the models as .mergeling/demo/models/{base,ct,sft} (relative to the current
-    directory, as mergekit resolves paths); the demo points it at --workdir with --set overrides.
+    The lab models are trained once (about 2 minutes on 2 cores) and reused. Evaluation data comes from
+    ../shared/data ($MERGELING_SHARED_DATA) when present, else a generated stand-in (labelled as such).
 
     Examples:
 
       registry demo
 
-      registry demo --workdir /tmp/mergeling-demo
-
-      registry merge recipes/demo-tiny.yaml --dry-run    (after a first `registry demo`)
+      registry demo --keep-running          (hub, bot and Space stay up; Ctrl-C stops them)
     """
-    from registry.lab.tiny import build_demo_family
-    from registry.merge.engine import run_merge
-    from registry.merge.plan import plan_merge
-    from registry.recipe import load_recipe
-
     console = stderr_console()
-    models = workdir / "models"
-    names = ("base", "ct", "sft")
-    if not all((models / n / "config.json").is_file() for n in names):
-        console.print(f"Building the tiny demo models in {models} ...")
-        from transformers.utils import logging as hf_logging
+    started = time.monotonic()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    quiet = not cli_state(ctx).progress
+    with ExitStack() as stack:
+        hub_proc, hub_url = _spawn(
+            ["hub", "serve", "--data", str(workdir / "hub"), "--port", "0"], log=workdir / "hub.log", env=os.environ
+        )
+        stack.callback(_stop, hub_proc)
+        tokens = _tokens(workdir)
+        console.print(f"Embedded hub at {hub_url} (data in {workdir / 'hub'})")
+        lab = _lab(workdir / "lab", console=console, quiet=quiet, steps=lab_steps)
+        from registry.hub import HubClient
 
-        hf_logging.disable_progress_bar()
-        build_demo_family(models, seed=0, ct_extra_vocab=16)
-    overrides = [f"base_model={models / 'base'}", f"models.0.model={models / 'ct'}", f"models.1.model={models / 'sft'}"]
-    parsed = load_recipe(recipe, overrides=overrides)
-    plan = plan_merge(parsed)
-    out = workdir / "merged"
-    result = run_merge(plan, out=out, device="cpu", overwrite=True, progress=cli_state(ctx).progress)
-    console.print(f"Merged {len(plan.tensors)} tensors in {result.seconds:.1f} s")
-    typer.echo(result.report.summary())
-    typer.echo(f"Output: {result.out} (model card: {result.out / 'README.md'}, report: merge_report.json)")
+        alice = HubClient(endpoint=hub_url, token=tokens[RESEARCHER], cache_dir=workdir / "cache-alice")
+        mergebot = HubClient(endpoint=hub_url, token=tokens[BOT], cache_dir=workdir / "cache-bot")
+        registry_repo = f"{BOT}/mergeling-registry"
+        _prepare_hub(alice, mergebot, lab, registry_repo=registry_repo, console=console)
+        suites, data_dir = _eval_inputs(workdir)
+        env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": tokens[BOT],
+               "MERGELING_WEBHOOK_SECRET": tokens["secret"], "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+        bot_proc, bot_url = _spawn(
+            ["bot", "serve", "--registry", registry_repo, "--namespace", BOT, "--watch", RESEARCHER,
+             "--data", str(workdir / "bot"), "--port", "0", "--eval-limit", str(eval_limit),
+             "--eval-suites", str(suites), "--eval-data-dir", str(data_dir), "--poll", "30"],
+            log=workdir / "bot.log", env=env,
+        )  # fmt: skip
+        stack.callback(_stop, bot_proc)
+        console.print(f"Merge bot at {bot_url} (log: {workdir / 'bot.log'})")
+        _wait_for_webhook(mergebot, bot_url, bot=bot_proc)
+        ct = next(c for c in lab["checkpoints"].values() if c["role"] == "ct")
+        pushed = time.monotonic()
+        sha = _push_ct(alice, workdir / "lab" / _name(lab, "ct"), ct["repo_id"])
+        console.print(f"{RESEARCHER} pushed {ct['repo_id']}@{sha[:7]}; waiting for the bot ...")
+        job = _wait(bot_url, ct["repo_id"], sha, timeout=timeout, bot=bot_proc)
+        took = time.monotonic() - pushed
+        _report(job, mergebot, hub_url=hub_url, took=took, total=time.monotonic() - started)
+        if keep_running:
+            _keep_running(stack, hub_url=hub_url, bot_url=bot_url, tokens=tokens, registry_repo=registry_repo,
+                          workdir=workdir, port=space_port)  # fmt: skip
+        if job["state"] != "published":
+            raise typer.Exit(code=1)
+
+
+# -- processes ----------------------------------------------------------------------------------
+def _spawn(args: list[str], *, log: Path, env: Any) -> tuple[subprocess.Popen[str], str]:
+    """`registry ARGS` as a subprocess that prints its URL first; returns it and the URL."""
+    from registry.errors import RegistryError
+
+    cmd = [sys.executable, "-c", "from registry.cli import main; main()", *args]
+    with log.open("a") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(env))
+    line = proc.stdout.readline().strip() if proc.stdout else ""
+    if not line.startswith("http"):
+        proc.kill()
+        tail = log.read_text(errors="replace")[-600:].strip().splitlines()
+        raise RegistryError(
+            f"`registry {' '.join(args[:2])}` did not start ({tail[-1] if tail else 'no output'}); see {log}"
+        )
+    return proc, line
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tokens(workdir: Path) -> dict[str, str]:
+    """The demo's tokens (researcher, bot) and webhook secret, created once."""
+    path = workdir / "tokens.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    from registry.localhub.auth import Accounts
+
+    accounts = Accounts(workdir / "hub")
+    tokens = {
+        RESEARCHER: accounts.create_token(RESEARCHER, write=True, name="demo"),
+        BOT: accounts.create_token(BOT, write=True, name="demo-bot"),
+        "secret": secrets.token_urlsafe(24),
+    }
+    path.write_text(json.dumps(tokens))
+    path.chmod(0o600)
+    return tokens
+
+
+# -- models and data ------------------------------------------------------------------------------
+def _lab(out: Path, *, console: Any, quiet: bool, steps: int | None = None) -> dict[str, Any]:
+    """Build the lab-size models once (kept in `out`)."""
+    manifest = out / "lab.json"
+    if not manifest.is_file():
+        from registry.lab.build import LabConfig, build_lab
+
+        size = dict(LAB_SIZE)
+        if steps is not None:
+            size.update(base_steps=steps, ct_steps=steps, sft_steps=steps, vocab_size=512)
+        data = _shared_data()
+        console.print(
+            f"Training lab-size base / CT-{LANGUAGE} / SFT models in {out} (once; about a minute on 2 cores) ..."
+        )
+        t0 = time.monotonic()
+        build_lab(out, config=LabConfig(**size), data_dir=data, resume=True, progress=not quiet)
+        console.print(f"Trained in {time.monotonic() - t0:.0f} s{'' if data else ' on generated text'}")
+    return dict(json.loads(manifest.read_text()))
+
+
+def _name(lab: dict[str, Any], role: str) -> str:
+    return str(next(name for name, entry in lab["checkpoints"].items() if entry["role"] == role))
+
+
+def _shared_data() -> Path | None:
+    path = Path(os.environ.get("MERGELING_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    return path if (path / "manifest.json").is_file() else None
+
+
+def _eval_inputs(workdir: Path) -> tuple[Path, Path]:
+    """A demo suite (FLORES bits per byte, SIB-200 0-shot) and its data (shared, or generated)."""
+    suites = workdir / "suites"
+    suites.mkdir(exist_ok=True)
+    (suites / f"{LANGUAGE}.yaml").write_text(DEMO_SUITE)
+    shared = _shared_data()
+    if shared is not None:
+        return suites, shared
+    from registry.lab.corpora import synthetic_corpora
+
+    data = workdir / "eval-data"
+    corpora = synthetic_corpora(languages=(LANGUAGE,), seed=7)
+    texts = corpora.target[LANGUAGE][:40]
+    labels = ["science/technology", "travel", "politics", "sports", "health", "entertainment", "geography"]
+    flores, sib = data / "flores200" / "devtest", data / "sib200" / LANGUAGE
+    flores.mkdir(parents=True, exist_ok=True)
+    sib.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": i, "lang": LANGUAGE, "text": t[:300]} for i, t in enumerate(texts)]
+    (flores / f"{LANGUAGE}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for split in ("train", "dev", "test"):
+        sib_rows = [
+            {"index_id": i, "lang": LANGUAGE, "category": labels[i % 7], "text": t[:200]} for i, t in enumerate(texts)
+        ]
+        (sib / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sib_rows))
+    (data / "sib200" / "labels.txt").write_text("\n".join(labels) + "\n")
+    return suites, data
+
+
+def _prepare_hub(alice: Any, mergebot: Any, lab: dict[str, Any], *, registry_repo: str, console: Any) -> None:
+    """alice's base and SFT on the hub, the SFT in the bot's catalog (skipped when already there)."""
+    from registry.catalog.store import CatalogStore
+    from registry.catalog.verify import build_sft_entry
+    from registry.errors import CatalogError
+
+    root = Path(lab["checkpoints"][_name(lab, "base")]["path"]).parent
+    for role in ("base", "sft"):
+        entry = lab["checkpoints"][_name(lab, role)]
+        if not alice.repo_exists(entry["repo_id"]):
+            alice.create_repo(entry["repo_id"], exist_ok=True)
+            alice.upload_folder(root / _name(lab, role), entry["repo_id"], message=f"Upload lab {role}")
+            console.print(f"{RESEARCHER} pushed {entry['repo_id']}")
+    sft = lab["checkpoints"][_name(lab, "sft")]["repo_id"]
+    base = lab["checkpoints"][_name(lab, "base")]["repo_id"]
+    store = CatalogStore(hub=mergebot, repo_id=registry_repo)
+    try:
+        store.add(build_sft_entry(mergebot, repo=sft, revision=None, base=base, data="lab"))
+        console.print(f"Recorded {sft} in the catalog {registry_repo}")
+    except CatalogError as exc:
+        if "already in registry" not in str(exc):
+            raise
+
+
+def _push_ct(alice: Any, folder: Path, repo: str) -> str:
+    """Push the CT as a new revision (its card notes the push time, so every run is a new commit)."""
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    alice.create_repo(repo, exist_ok=True)
+    add: dict[str, bytes | Path] = {
+        p.relative_to(folder).as_posix(): p for p in sorted(folder.iterdir()) if p.is_file() and p.name != "README.md"
+    }
+    add["README.md"] = f"{readme.rstrip()}\n\nPushed by `registry demo` at {stamp}.\n".encode()
+    return str(alice.commit_files(repo, message="New CT revision", add=add))
+
+
+# -- waiting and reporting ----------------------------------------------------------------------------
+def _wait_for_webhook(hub: Any, bot_url: str, *, bot: subprocess.Popen[str], timeout: float = 60) -> None:
+    """The bot prints its URL first and registers its webhook next: push only once it is there."""
+    from registry.errors import RegistryError
+
+    target = f"{bot_url}/webhooks/hub"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and bot.poll() is None:
+        if any(hook.url == target for hook in hub.list_webhooks()):
+            return
+        time.sleep(0.2)
+    raise RegistryError(f"the bot registered no webhook within {timeout:.0f} s; see its log")
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (the bot we started)
+        return json.loads(response.read())
+
+
+def _wait(bot_url: str, repo: str, sha: str, *, timeout: float, bot: subprocess.Popen[str]) -> dict[str, Any]:
+    from registry.errors import RegistryError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if bot.poll() is not None:
+            raise RegistryError("the bot exited; see .mergeling/demo/bot.log")
+        try:
+            listed = _get(f"{bot_url}/jobs")
+        except OSError:  # starting up
+            time.sleep(0.5)
+            continue
+        jobs = [j for j in listed if j["ct_repo"] == repo and j["ct_sha"] == sha]
+        final = [j for j in jobs if j["state"] in ("published", "failed", "cancelled")]
+        if final and all(j["state"] in ("published", "failed", "cancelled", "superseded") for j in jobs):
+            return dict(final[0])
+        time.sleep(1)
+    raise RegistryError(f"the bot did not finish within {timeout:.0f} s; `registry bot status` shows where it is")
+
+
+def _report(job: dict[str, Any], hub: Any, *, hub_url: str, took: float, total: float) -> None:
+    console = stderr_console()
+    if job["state"] != "published":
+        console.print(f"[bold red]The bot did not publish:[/] {job['error']}")
+        return
+    typer.echo(f"Merged model: {hub_url}/{job['output_repo']} (commit {job['output_revision'][:7]})")
+    readme = hub.read_file(job["output_repo"], "README.md").decode()
+    section = readme.partition("## Evaluation: comparison")[2].partition("\n## ")[0]
+    if section:
+        typer.echo("\nEvaluation (CT vs SFT vs merged):" + section.rstrip())
+    if job.get("discussion"):
+        repo = job["ct_repo"]
+        num = int(job["discussion"].rsplit("/", 1)[1])
+        details = hub.api.get_discussion_details(repo, num)
+        comments = [e.content for e in details.events if getattr(e, "type", "") == "comment"]
+        typer.echo(f"\nThe bot's comment on {job['discussion']}:\n\n{comments[-1].rstrip()}")
+    split = ", ".join(
+        f"{step} {value:.1f} s" for step, value in (job.get("seconds") or {}).items() if value is not None
+    )
+    console.print(f"Push -> published in {took:.0f} s ({split}); whole demo {total:.0f} s")
+
+
+def _keep_running(
+    stack: ExitStack,
+    *,
+    hub_url: str,
+    bot_url: str,
+    tokens: dict[str, str],
+    registry_repo: str,
+    workdir: Path,
+    port: int,
+) -> None:
+    console = stderr_console()
+    if importlib.util.find_spec("space.cli") is not None:
+        env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": tokens[RESEARCHER]}
+        cmd = [sys.executable, "-c", "from registry.cli import main; main()", "space", "--registry", registry_repo,
+               "--bot", bot_url, "--port", str(port)]  # fmt: skip
+        with (workdir / "space.log").open("a") as log:
+            space = subprocess.Popen(cmd, stdout=log, stderr=log, text=True, env=env)
+        stack.callback(_stop, space)
+        typer.echo(f"Space: http://127.0.0.1:{port} (log: {workdir / 'space.log'})")
+    typer.echo(f"Hub: {hub_url}   Bot: {bot_url}/jobs")
+    typer.echo(f"export HF_ENDPOINT={hub_url} HF_TOKEN={tokens[RESEARCHER]}   # act as {RESEARCHER}")
+    console.print("Running; Ctrl-C stops everything.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("Stopping.")

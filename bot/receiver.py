@@ -1,0 +1,244 @@
+"""The bot's HTTP API (Starlette): the Hub webhook receiver, the job list and manual submissions.
+
+`POST /webhooks/hub` checks `X-Webhook-Secret` in constant time (401 missing, 403 wrong), parses
+the body with huggingface_hub's `WebhookPayload`, commits one queue row and answers 202; it never
+calls the Hub or merges in the request. Repos that are not models, outside `--watch`, pushes to
+other branches and older revisions get 200 `{"ignored": reason}`.
+
+`POST /jobs` (what the Space calls) needs a Hub token: its user must be able to read the repo
+(checked against the Hub), is rate-limited per user, and gets the same validation and dedupe as a
+webhook, answered at once: 422 with every reason when the CT cannot be merged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bot.config import BotConfig
+from bot.queue import JobQueue, trigger_key
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024  # a Hub webhook payload is a few KB
+
+
+@dataclass
+class RateLimiter:
+    """At most `limit` requests per `window_s` per key (a sliding window)."""
+
+    limit: int = 10
+    window_s: float = 60.0
+    _hits: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits[key]
+            while hits and hits[0] <= now - self.window_s:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return False
+            hits.append(now)
+            return True
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None when it is larger than MAX_BODY (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def watched(config: BotConfig, owner: str) -> bool:
+    names = {w.split(":", 1)[-1] for w in config.watch}
+    return not names or owner in names
+
+
+def webhook_decision(config: BotConfig, queue: JobQueue, body: bytes) -> tuple[int, dict[str, Any]]:
+    """What to do with one delivery: (status, JSON body). Writes at most one queue row."""
+    from huggingface_hub import WebhookPayload
+    from pydantic import ValidationError
+
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return 400, {"error": f"malformed JSON: {exc.__class__.__name__} at position {getattr(exc, 'pos', 0)}"}
+    try:
+        payload = WebhookPayload.model_validate(raw)
+    except ValidationError as exc:
+        return 400, {"error": f"not a Hub webhook payload (v3): {exc.error_count()} invalid fields"}
+    repo = payload.repo
+    if repo.type != "model":
+        return 200, {"ignored": f"{repo.type} repo {repo.name}: the bot merges model repos only"}
+    if not payload.event.scope.startswith("repo.content"):
+        return 200, {"ignored": f"event {payload.event.scope}/{payload.event.action}: not a push"}
+    owner = repo.name.split("/")[0]
+    if not watched(config, owner):
+        return 200, {"ignored": f"{repo.name} is outside the watched namespaces"}
+    sha, old = repo.head_sha or raw.get("repo", {}).get("headSha"), None
+    for ref in payload.updatedRefs or []:
+        if ref.ref == "refs/heads/main":
+            sha, old = ref.newSha, ref.oldSha
+            break
+    else:
+        if payload.updatedRefs:
+            return 200, {"ignored": "the push did not move main"}
+    if not sha:
+        return 200, {"ignored": "main was deleted"}
+    if queue.is_replaced(repo.name, sha):
+        return 200, {"ignored": f"revision {sha[:7]} of {repo.name} was already replaced by a newer one"}
+    job, _ = queue.enqueue(
+        key=trigger_key(repo.name, sha), kind="pair", ct_repo=repo.name, ct_sha=sha, replaces=[old] if old else []
+    )
+    return 202, {"jobs": [job.id]}
+
+
+def submit_job(
+    config: BotConfig, queue: JobQueue, hub: Any, token: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """`POST /jobs` after the rate limit: read check with the user's token, validation, enqueue."""
+    from bot.pairing import BotInputError, NotACheckpoint, Superseded, expand, verify_ct
+    from registry.errors import HubAuthError, HubError, HubRepoNotFoundError, HubRevisionNotFoundError
+    from registry.hub import HubClient
+
+    repo = body.get("ct_repo")
+    if not isinstance(repo, str) or repo.count("/") != 1:
+        return 422, {"error": "ct_repo must be OWNER/NAME", "reasons": []}
+    revision = body.get("revision") or None
+    language = body.get("language") or None
+    user_hub = HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir)
+    try:
+        info = user_hub.model_info(repo, revision=revision)
+    except (HubRepoNotFoundError, HubRevisionNotFoundError):
+        return 404, {"error": f"{repo}{'@' + revision if revision else ''} does not exist or this token cannot read it"}
+    except HubAuthError:
+        return 401, {"error": "the Hub refused this token"}
+    sha = str(info.sha)
+    try:
+        ct = verify_ct(config, hub, repo=repo, sha=sha, language=language)
+        expand(config, hub, ct)
+    except NotACheckpoint as exc:
+        return 422, {"error": f'{exc}; pass "language" to submit it anyway', "reasons": []}
+    except Superseded as exc:
+        return 422, {"error": str(exc), "reasons": []}
+    except BotInputError as exc:
+        return 422, {"error": str(exc), "reasons": list(getattr(exc, "reasons", None) or [])}
+    except HubError as exc:
+        return 503, {"error": f"the Hub could not be asked: {exc}"}
+    job, _ = queue.enqueue(key=trigger_key(repo, sha), kind="pair", ct_repo=repo, ct_sha=sha, language=ct.language)
+    return 202, {"jobs": [job.public()]}
+
+
+def create_app(
+    config: BotConfig,
+    queue: JobQueue,
+    *,
+    secret: str | None,
+    hub: Any = None,
+    rate_limit: RateLimiter | None = None,
+) -> Starlette:
+    """The ASGI app. `secret` None accepts unsigned deliveries (never in `registry bot serve`)."""
+    limiter = rate_limit or RateLimiter()
+    bot_hub: list[Any] = [hub]
+
+    def get_hub() -> Any:
+        if bot_hub[0] is None:
+            bot_hub[0] = config.hub()
+        return bot_hub[0]
+
+    async def webhook(request: Request) -> JSONResponse:
+        if secret is not None:
+            given = request.headers.get("x-webhook-secret")
+            if given is None:
+                return _error(401, "missing X-Webhook-Secret")
+            if not hmac.compare_digest(given.encode(), secret.encode()):
+                return _error(403, "wrong X-Webhook-Secret")
+        body = await _read_body(request)
+        if body is None:
+            return _error(413, f"payload larger than {MAX_BODY} bytes")
+        status, out = await run_in_threadpool(webhook_decision, config, queue, body)
+        return JSONResponse(out, status_code=status)
+
+    async def healthz(request: Request) -> JSONResponse:
+        counts = await run_in_threadpool(queue.counts)
+        running = sum(counts.get(s, 0) for s in ("running", "merged", "evaluated"))
+        return JSONResponse({"ok": True, "queued": counts.get("queued", 0), "running": running})
+
+    async def list_jobs(request: Request) -> JSONResponse:
+        state = request.query_params.get("state") or None
+        limit_raw = request.query_params.get("limit")
+        limit = int(limit_raw) if limit_raw and limit_raw.isdigit() else None
+        jobs = await run_in_threadpool(queue.list, state=state, limit=limit)
+        return JSONResponse([job.public() for job in jobs])
+
+    async def get_job(request: Request) -> JSONResponse:
+        job = await run_in_threadpool(queue.get, request.path_params["job_id"])
+        if job is None:
+            return _error(404, f"no job {request.path_params['job_id']!r}")
+        return JSONResponse(job.public())
+
+    async def post_job(request: Request) -> JSONResponse:
+        from registry.errors import HubAuthError, HubError
+        from registry.hub import HubClient
+
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not token:
+            return _error(401, "send a Hub token: Authorization: Bearer <token>")
+        try:
+            user = await run_in_threadpool(
+                HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir).whoami
+            )
+        except HubAuthError:
+            return _error(401, "the Hub does not know this token")
+        except HubError as exc:
+            return _error(503, f"the Hub could not check the token: {exc}")
+        if not limiter.allow(user):
+            return _error(
+                429, f"too many submissions from {user}; at most {limiter.limit} per {limiter.window_s:.0f} s"
+            )
+        raw = await _read_body(request)
+        if raw is None:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            body = json.loads(raw or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _error(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        status, out = await run_in_threadpool(submit_job, config, queue, get_hub(), token, body)
+        return JSONResponse(out, status_code=status)
+
+    routes = [
+        Route("/webhooks/hub", webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs", post_job, methods=["POST"]),
+        Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,183 @@
+"""Which recipe the bot merges with, and the concrete recipe of one job.
+
+A language's recipe is `recipes/<lang>-ties-sv.yaml` (or `recipes/<lang>.yaml`) when present, else
+the built-in TIES-SV default below. Only its method and parameters are used: the bot puts the CT
+and SFT it was given (pinned to commit shas) and their base in place of the recipe's models.
+Group recipes are those listing two or more CT models with languages (`multi-*.yaml`).
+
+A recipe may carry a sweep, `mergeling: {sweep: {density: [...], slack: [...], metric: TASK/METRIC}}`.
+The block is read here from the raw YAML and removed before validation, so this keeps working
+once the recipe model itself accepts `mergeling.sweep`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from registry.errors import RecipeError
+
+DEFAULT_RECIPE: dict[str, Any] = {
+    "merge_method": "ties_sv",
+    "dtype": "float32",
+    "tokenizer_source": "ct",
+    "models": [
+        {"model": "ct", "role": "ct", "parameters": {"weight": 1.0, "density": 0.2}},
+        {"model": "sft", "role": "sft", "parameters": {"weight": 1.0, "density": 0.2}},
+    ],
+    "parameters": {"normalize": True, "lambda": 1.0, "slack": 0.05, "slack_scope": "tensor"},
+}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A grid of parameter values; the best point by `metric` is promoted."""
+
+    density: tuple[float, ...]
+    slack: tuple[float, ...]
+    metric: str  # "<task>/<metric>", e.g. sib200_ben_Beng/acc
+    higher_is_better: bool = True
+
+    def points(self) -> list[dict[str, float]]:
+        return [{"density": d, "slack": s} for d, s in itertools.product(self.density, self.slack)]
+
+
+def point_name(point: dict[str, float]) -> str:
+    return "-".join(f"{k}{v:g}" for k, v in sorted(point.items()))
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}", path=str(path)) from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping", path=str(path))
+    return data
+
+
+def pop_sweep(raw: dict[str, Any], *, source: str) -> Sweep | None:
+    """Remove `mergeling.sweep` from raw recipe data and return it parsed (None when absent)."""
+    block = (raw.get("mergeling") or {}).pop("sweep", None) if isinstance(raw.get("mergeling"), dict) else None
+    if block is None:
+        return None
+    try:
+        density = tuple(float(x) for x in block.get("density") or [])
+        slack = tuple(float(x) for x in block.get("slack") or [])
+        metric = str(block["metric"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RecipeError(
+            f"{source}: mergeling.sweep needs density: [..], slack: [..] and metric: TASK/METRIC", path=source
+        ) from None
+    if not density or not slack or "/" not in metric:
+        raise RecipeError(f"{source}: mergeling.sweep needs non-empty density and slack lists and metric: TASK/METRIC")
+    return Sweep(
+        density=density, slack=slack, metric=metric, higher_is_better=bool(block.get("higher_is_better", True))
+    )
+
+
+def language_recipe(recipes_dir: Path, language: str) -> tuple[dict[str, Any], str]:
+    """The raw recipe for a language and where it came from (a path, or `default`)."""
+    for name in (f"{language}.yaml", f"{language}-ties-sv.yaml"):
+        path = recipes_dir / name
+        if path.is_file():
+            return read_raw(path), _shown(path)
+    return copy.deepcopy(DEFAULT_RECIPE), "default"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
+    except ValueError:
+        return path.name
+
+
+def group_recipes(recipes_dir: Path) -> list[tuple[Path, dict[str, Any], tuple[str, ...]]]:
+    """Recipes with two or more CT models with languages: (path, raw, languages)."""
+    out = []
+    for path in sorted(recipes_dir.glob("*.yaml")):
+        try:
+            raw = read_raw(path)
+        except RecipeError:
+            continue
+        models = raw.get("models") or []
+        languages = tuple(str(m.get("language") or "") for m in models if isinstance(m, dict) and m.get("role") == "ct")
+        if len(languages) >= 2 and all(languages):
+            out.append((path, raw, languages))
+    return out
+
+
+def concrete_recipe(
+    template: dict[str, Any],
+    *,
+    cts: list[tuple[str, str]],
+    sft: str,
+    base: str,
+    output_repo: str,
+    point: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The template's method and parameters with these inputs (refs pinned `repo@sha`).
+
+    Args:
+        cts: (ref, language) of each CT input, in the template's CT order.
+        sft: the SFT ref.
+        base: the base ref.
+        point: sweep values (density of every input, slack) to apply.
+    """
+    raw = copy.deepcopy(template)
+    raw.get("mergeling", {}).pop("sweep", None) if isinstance(raw.get("mergeling"), dict) else None
+    models = [m for m in raw.get("models") or [] if isinstance(m, dict)]
+    ct_params = [m.get("parameters") or {} for m in models if m.get("role") == "ct"] or [{}]
+    sft_params = next((m.get("parameters") or {} for m in models if m.get("role") == "sft"), {})
+    new_models: list[dict[str, Any]] = [
+        {"model": ref, "role": "ct", "language": language, "parameters": dict(ct_params[min(i, len(ct_params) - 1)])}
+        for i, (ref, language) in enumerate(cts)
+    ]
+    new_models.append({"model": sft, "role": "sft", "parameters": dict(sft_params)})
+    if point:
+        for model in new_models:
+            model["parameters"]["density"] = point["density"]
+        raw.setdefault("parameters", {})["slack"] = point["slack"]
+    raw["models"] = new_models
+    raw["base_model"] = base
+    params = raw.get("parameters") or {}
+    params.pop("protect", None)  # the template's refs are gone; role sft protects the SFT
+    if len(cts) > 1 and raw.get("tokenizer_source") == "ct":
+        raw["tokenizer_source"] = "base"
+    mergeling: dict[str, Any] = raw["mergeling"] if isinstance(raw.get("mergeling"), dict) else {}
+    raw["mergeling"] = {k: v for k, v in mergeling.items() if k != "eval_suite"} | {"output_repo": output_repo}
+    return raw
+
+
+def recipe_hash(raw: dict[str, Any]) -> str:
+    """sha256 of the validated recipe (the registry's canonical hash)."""
+    from registry.recipe import parse_recipe
+
+    return parse_recipe(raw, source="bot recipe").recipe_hash()
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """A short hash of what the template decides (method and parameters), for job keys."""
+    keep = {k: v for k, v in template.items() if k not in ("models", "base_model", "mergeling")}
+    keep["model_parameters"] = [
+        (m.get("role"), m.get("parameters")) for m in template.get("models") or [] if isinstance(m, dict)
+    ]
+    sweep = (template.get("mergeling") or {}).get("sweep") if isinstance(template.get("mergeling"), dict) else None
+    keep["sweep"] = sweep
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def short_name(repo: str) -> str:
+    return repo.split("/")[-1]
+
+
+def output_name(template: str, *, ct: str, sft: str, method: str, language: str) -> str:
+    name = template.format(ct=ct, sft=sft, method=method.replace("_", "-"), language=language)
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:96]

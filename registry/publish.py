@@ -1,0 +1,244 @@
+"""Publish a merged model folder to the Hub in one commit: weights, side files and a model card
+that carries the evaluation results as `model-index`; then record the merge in the catalog.
+
+Shared by `registry push`, `registry merge --push` and the merge bot. Nothing partial reaches the
+Hub: the repo is created only right before the single commit, and deleted again if that commit
+fails and the repo was new. With a `marker` (the bot's job id) a publish is idempotent: when the
+repo's card already carries the marker, its head commit is returned and nothing is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from registry.errors import CatalogError, HubEntryNotFoundError, HubRepoNotFoundError, RecipeError
+
+if TYPE_CHECKING:
+    from registry.catalog.entries import MergeEntry
+    from registry.evaluate.records import EvalRecord
+    from registry.hub import HubClient
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("mergeling_recipe.yaml", "merge_report.json", "config.json")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote."""
+
+    repo_id: str
+    commit: str
+    url: str
+    entry_id: str | None = None
+    reused: bool = False  # the marker was found: nothing new was committed
+
+
+def marker_line(marker: str) -> str:
+    """The hidden line a card carries so a re-run of the same publish can find it."""
+    return f"<!-- mergeling-publish: {marker} -->"
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse a folder that is not a `registry merge` output (what the card is built from).
+
+    Raises:
+        RecipeError: a required file is missing.
+    """
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    weights = list(folder.glob("*.safetensors"))
+    if missing or not weights:
+        what = ", ".join(missing + ([] if weights else ["*.safetensors"]))
+        raise RecipeError(
+            f"{folder} is not a `registry merge` output (missing {what}); merge into it first with "
+            "`registry merge RECIPE --out DIR`",
+            path=str(folder),
+        )
+
+
+def build_card_text(
+    folder: Path,
+    *,
+    repo_id: str,
+    records: Sequence[EvalRecord] = (),
+    comparison: Sequence[tuple[str, EvalRecord]] = (),
+    sections: Sequence[str] = (),
+    marker: str | None = None,
+) -> str:
+    """The README.md of a published merge.
+
+    Args:
+        folder: the merge output (recipe and report are read from it).
+        repo_id: where it is published.
+        records: the merge's own evaluation records (become `model-index`).
+        comparison: (label, record) pairs for a comparison table (e.g. CT, SFT, merge).
+        sections: more markdown sections appended to the body (provenance, notes).
+        marker: a hidden marker that makes the publish idempotent.
+    """
+    from registry.card import build_card_for_output
+    from registry.evaluate.model_index import to_eval_results
+
+    results = [result for record in records for result in to_eval_results(record)]
+    card = build_card_for_output(folder, eval_results=results or None, repo_id=repo_id)
+    parts = [str(card).rstrip("\n")]
+    if len(comparison) > 1:
+        from registry.evaluate.compare import build_comparison, render_markdown
+
+        table = render_markdown(build_comparison([r for _, r in comparison], labels=[label for label, _ in comparison]))
+        first = comparison[0][0]
+        parts.append(
+            f"## Evaluation: comparison\n\nDifferences in brackets are to the first column ({first}).\n\n{table}"
+        )
+    parts.extend(section.rstrip("\n") for section in sections)
+    if marker:
+        parts.append(marker_line(marker))
+    return "\n\n".join(parts) + "\n"
+
+
+def publish_merge(
+    hub: HubClient,
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    records: Sequence[EvalRecord] = (),
+    comparison: Sequence[tuple[str, EvalRecord]] = (),
+    sections: Sequence[str] = (),
+    registry: str | None = None,
+    marker: str | None = None,
+    message: str | None = None,
+    revision: str | None = None,
+) -> Published:
+    """Publish `folder` to `repo_id` in one commit and (with `registry`) record the merge.
+
+    Args:
+        hub: the Hub client (its token needs write access to the namespace).
+        folder: a `registry merge` output.
+        repo_id: the model repo to publish to (created if missing).
+        private: create the repo private.
+        records, comparison, sections, marker: see `build_card_text`.
+        registry: the catalog dataset repo to record the merge in (None: no catalog entry).
+        message: the commit message.
+        revision: the branch to commit to (default: main; it must exist).
+
+    Returns:
+        The repo, the commit and the catalog entry id.
+
+    Raises:
+        RecipeError: the folder is not a merge output.
+        HubError: the Hub refused (no write access, unreachable); the repo is removed again if new.
+    """
+    folder = Path(folder)
+    check_folder(folder)
+    readme = build_card_text(
+        folder, repo_id=repo_id, records=records, comparison=comparison, sections=sections, marker=marker
+    )
+    existing = _published_before(hub, repo_id, marker, revision=revision) if marker else None
+    if existing is not None:
+        commit, reused = existing, True
+    else:
+        created = not hub.repo_exists(repo_id)
+        hub.create_repo(repo_id, private=private, exist_ok=True)
+        add: dict[str, bytes | Path] = {
+            path.relative_to(folder).as_posix(): path
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        }
+        add["README.md"] = readme.encode("utf-8")
+        try:
+            commit = hub.commit_files(
+                repo_id, message=message or f"Publish merge ({len(add)} files)", add=add, revision=revision
+            )
+        except BaseException:
+            if created:
+                try:
+                    hub.delete_repo(repo_id, missing_ok=True)
+                except Exception:  # noqa: BLE001 (the commit's error is the one to report)
+                    logger.warning("could not remove the empty repo %s after a failed commit", repo_id)
+            raise
+        reused = False
+    entry_id = None
+    if registry:
+        entry_id = record_published(hub, folder, repo_id=repo_id, commit=commit, registry=registry, records=records)
+    return Published(repo_id=repo_id, commit=commit, url=f"{hub.endpoint}/{repo_id}", entry_id=entry_id, reused=reused)
+
+
+def _published_before(hub: HubClient, repo_id: str, marker: str | None, *, revision: str | None) -> str | None:
+    if not marker:
+        return None
+    try:
+        readme = hub.read_file(repo_id, "README.md", revision=revision or "main")
+        head = hub.head_sha(repo_id, revision=revision)
+    except (HubRepoNotFoundError, HubEntryNotFoundError):
+        return None
+    except Exception as exc:  # noqa: BLE001 (a revision that does not exist yet, say)
+        logger.debug("no earlier publish of %s found: %s", repo_id, exc)
+        return None
+    return head if marker_line(marker) in readme.decode("utf-8", "replace") else None
+
+
+def merge_entry(
+    folder: Path,
+    *,
+    repo_id: str,
+    commit: str | None,
+    status: str,
+    records: Sequence[EvalRecord] = (),
+    error: str | None = None,
+) -> MergeEntry:
+    """The catalog entry of the merge in `folder` (its inputs must be Hub repos at commits).
+
+    Raises:
+        CatalogError: fewer than two inputs come from the Hub (local inputs cannot be recorded).
+    """
+    from registry.catalog.entries import EvalResult, MergeEntry, MergeInput, merge_entry_id
+    from registry.recipe import load_recipe
+
+    recipe = load_recipe(folder / "mergeling_recipe.yaml")
+    report = json.loads((folder / "merge_report.json").read_text(encoding="utf-8"))
+    inputs = []
+    for source in report.get("sources", []):
+        role = source.get("role")
+        if source.get("repo_id") and source.get("revision") and role in ("ct", "sft", "base"):
+            inputs.append(MergeInput(role=role, repo=source["repo_id"], revision=source["revision"]))
+    if len(inputs) < 2:
+        raise CatalogError(
+            f"cannot record {repo_id} in the catalog: fewer than two of its inputs are Hub repos at a commit "
+            "(merge from repo ids, or push without --registry)",
+            repo_id=repo_id,
+        )
+    results = [
+        EvalResult(task=task.task, metric=metric, value=value.value, language=record.language, n=task.n_samples)
+        for record in records
+        for task in record.tasks
+        for metric, value in task.metrics.items()
+    ]
+    recipe_hash = recipe.recipe_hash()
+    return MergeEntry(
+        id=merge_entry_id(output_repo=repo_id, recipe_hash=recipe_hash),
+        method=recipe.merge_method,
+        recipe_hash=recipe_hash,
+        inputs=tuple(inputs),
+        output_repo=repo_id,
+        output_revision=commit,
+        status=status,  # type: ignore[arg-type]
+        languages=recipe.languages(),
+        results=tuple(results),
+        error=error,
+    )
+
+
+def record_published(
+    hub: HubClient, folder: Path, *, repo_id: str, commit: str, registry: str, records: Sequence[EvalRecord] = ()
+) -> str:
+    """Record the published merge in the catalog; return the entry id."""
+    from registry.catalog.store import CatalogStore, record_merge
+
+    entry = merge_entry(folder, repo_id=repo_id, commit=commit, status="published", records=records)
+    record_merge(CatalogStore(hub=hub, repo_id=registry), entry)  # type: ignore[arg-type]
+    return entry.id
