@@ -215,7 +215,7 @@ class Pipeline:
             results=tuple(results),
             error=error,
         )
-        record_merge(CatalogStore(hub=self.hub, repo_id=self.config.registry), entry)  # type: ignore[arg-type]
+        record_merge(CatalogStore(hub=self.hub, repo_id=self.config.registry), entry)
 
     def _failed(self, job_id: str, exc: BaseException) -> Job:
         job = self.queue.get(job_id)

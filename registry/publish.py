@@ -240,5 +240,5 @@ def record_published(
     from registry.catalog.store import CatalogStore, record_merge
 
     entry = merge_entry(folder, repo_id=repo_id, commit=commit, status="published", records=records)
-    record_merge(CatalogStore(hub=hub, repo_id=registry), entry)  # type: ignore[arg-type]
+    record_merge(CatalogStore(hub=hub, repo_id=registry), entry)
     return entry.id

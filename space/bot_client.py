@@ -1,4 +1,4 @@
-"""The bot's HTTP API as the Space uses it (`_notes/contract.md`): submit a CT, list and read jobs.
+"""The bot's HTTP API as the Space uses it (docs/bot.md): submit a CT, list and read jobs.
 
 The Space never imports `bot`: it talks to the bot process over HTTP only, at the URL given with
 `registry space --bot URL`.

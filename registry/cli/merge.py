@@ -72,6 +72,19 @@ def merge(
     shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.")] = "5GB",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result (or plan) as JSON.")] = False,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push",
+            metavar="OWNER/NAME",
+            help="Then publish --out to this model repo in one commit (as `registry push`); with --registry the "
+            "merge is also recorded in that catalog.",
+            rich_help_panel="Publish",
+        ),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="With --push: create the repo private.", rich_help_panel="Publish")
+    ] = False,
 ) -> None:
     """Merge the models of RECIPE into --out (safetensors shards, config, tokenizer, report, model card).
 
@@ -88,6 +101,8 @@ def merge(
       registry merge recipes/demo-tiny.yaml --dry-run
 
       registry merge RECIPE --out DIR --set parameters.slack=0.1 --set models.0.parameters.density=0.3
+
+      registry merge recipes/ben_Beng-ties-sv.yaml --out ./merged --push my-org/Llama-2-7b-ben-ties-sv
     """
     from registry.io.writer import parse_size
     from registry.merge.engine import check_output, resolve_device, run_merge
@@ -98,6 +113,15 @@ def merge(
     console = stderr_console()
     if out is None and not dry_run:
         raise typer.BadParameter("--out is required (unless --dry-run)", param_hint="--out")
+    if push is not None and dry_run:
+        raise typer.BadParameter("--push publishes a merge; it cannot go with --dry-run", param_hint="--push")
+    if push is not None:
+        from registry.catalog.entries import validate_repo_id
+
+        try:
+            validate_repo_id(push)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--push") from exc
     parsed = load_recipe(recipe, overrides=list(set_ or ()))
     parse_size(shard_size)
     if out is not None:
@@ -147,19 +171,25 @@ def merge(
     )
     if not state.quiet:
         console.print(f"Merged on {result.device} in {result.seconds:.1f} s")
+    published = None
+    if push is not None:
+        from registry.publish import publish_merge
+
+        published = publish_merge(state.hub(), result.out, push, private=private, registry=state.registry)
+        console.print(f"Published {result.out} to {published.url} (commit {published.commit[:7]})")
     if json_output:
         report = result.report.to_dict()
-        typer.echo(
-            json.dumps(
-                {
-                    "out": str(result.out),
-                    "files": [str(f) for f in result.files],
-                    "totals": report["totals"],
-                    "shares": report["shares"],
-                },
-                indent=2,
-            )
-        )
+        payload = {
+            "out": str(result.out),
+            "files": [str(f) for f in result.files],
+            "totals": report["totals"],
+            "shares": report["shares"],
+        }
+        if published is not None:
+            payload["pushed"] = {"repo": published.repo_id, "commit": published.commit, "url": published.url}
+        typer.echo(json.dumps(payload, indent=2))
     else:
         typer.echo(result.report.summary())
         typer.echo(str(result.out))
+        if published is not None:
+            typer.echo(published.url)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from registry.cli._state import stderr_console
+from registry.cli._state import cli_state, stderr_console
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def push(
+    ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A `registry merge` output directory.")],
     repo: Annotated[str, typer.Argument(help="The model repo to publish to (OWNER/NAME; created if missing).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
@@ -26,20 +27,11 @@ def push(
             "--eval", exists=True, dir_okay=False, help="A results file of `registry eval --output` (repeatable)."
         ),
     ] = None,
-    registry: Annotated[
-        str | None,
-        typer.Option(
-            "--registry", envvar="MERGELING_REGISTRY", help="Also record the merge in this catalog (OWNER/NAME)."
-        ),
-    ] = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", envvar="HF_ENDPOINT", help="Hub URL.")] = None,
-    token: Annotated[
-        str | None, typer.Option("--token", envvar="HF_TOKEN", show_default=False, help="Hub write token.")
-    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Publish FOLDER to REPO in one commit: weights, side files, and a model card whose model-index holds
-    the --eval results. With --registry the merge is recorded in the catalog.
+    the --eval results. With --registry (a global option; MERGELING_REGISTRY) the merge is also recorded in
+    that catalog. The Hub is --endpoint / --token (HF_ENDPOINT / HF_TOKEN: a write token).
 
     Examples:
 
@@ -48,12 +40,11 @@ def push(
       registry push ./merged my-org/Llama-2-7b-ben-ties-sv --private --registry my-org/mergeling-registry
     """
     from registry.evaluate.records import load_record
-    from registry.hub import HubClient
     from registry.publish import publish_merge
 
     records = [load_record(path) for path in eval_ or ()]
-    hub = HubClient(endpoint=endpoint, token=token)
-    result = publish_merge(hub, folder, repo, private=private, records=records, registry=registry)
+    state = cli_state(ctx)
+    result = publish_merge(state.hub(), folder, repo, private=private, records=records, registry=state.registry)
     stderr_console().print(f"Published {folder} to {result.url} (commit {result.commit[:7]})")
     if json_output:
         typer.echo(

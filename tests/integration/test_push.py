@@ -93,3 +93,37 @@ def test_push_without_write_access_leaves_no_repo(hub, merged: Path) -> None:
     assert result.exit_code == 1
     assert "permission denied" in result.stderr or "token" in result.stderr
     assert not hub.client().repo_exists("alice/push-denied")
+
+
+def test_merge_push_merges_then_publishes_in_one_commit(hub, merged: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "merge_method: ties_sv\nbase_model: alice/push-base\ntokenizer_source: ct\n"
+        "models:\n"
+        "  - {model: alice/push-ct, role: ct, language: ben_Beng, parameters: {density: 0.5}}\n"
+        "  - {model: alice/push-sft, role: sft, parameters: {density: 0.5}}\n"
+        "parameters: {slack: 0.05}\n"
+    )
+    out = tmp_path / "merged"
+    args = ["merge", str(recipe), "--out", str(out), "--device", "cpu", "--push", "alice/merge-pushed",
+            "--registry", "alice/push-registry", "--endpoint", hub.url, "--token", hub.token, "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pushed = json.loads(result.stdout)["pushed"]
+    commits = hub.api().list_repo_commits("alice/merge-pushed")
+    assert commits[0].commit_id == pushed["commit"] and len(commits) == 2  # "initial commit" + the merge
+    published = hub.client().read_file("alice/merge-pushed", "model.safetensors")
+    assert published == (out / "model.safetensors").read_bytes()
+    entry = next(
+        e
+        for e in CatalogStore(hub=hub.client(), repo_id="alice/push-registry").list_entries()
+        if isinstance(e, MergeEntry) and e.output_repo == "alice/merge-pushed"
+    )
+    assert entry.output_revision == pushed["commit"]
+
+
+def test_merge_push_with_dry_run_is_a_usage_error(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("merge_method: linear\nmodels: [{model: a}, {model: b}]\n")
+    result = CliRunner().invoke(app, ["merge", str(recipe), "--dry-run", "--push", "alice/x"])
+    assert result.exit_code == 2 and "--push" in result.stderr
