@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   - set up .venv, then run the main job on the embedded default (a tiny offline merge)
+#   make demo   - set up .venv, then the main job on the embedded default: push a CT, the bot merges,
+#                 evaluates and publishes it (embedded hub, lab-size models, ~1.5 min the first time)
 #   make test   - set up .venv, then lint (ruff), format check, type check (mypy), the whole test suite
 PY ?= python3
 VENV := .venv
