@@ -60,10 +60,10 @@ def test_hub_recipe_dry_run_offline(path: Path, tmp_path: Path, monkeypatch: pyt
 def test_demo_recipe_dry_run_on_built_models(
     tiny_family: DemoFamily, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The demo recipe names .mergeling/demo/models/{base,ct,sft} relative to the current directory.
-    models = tmp_path / ".mergeling" / "demo" / "models"
-    for name in ("base", "ct", "sft"):
-        shutil.copytree(getattr(tiny_family, name), models / name)
+    # The demo recipe names .mergeling/demo/lab/{base,ct-ben_Beng,sft} relative to the current directory.
+    models = tmp_path / ".mergeling" / "demo" / "lab"
+    for name, folder in (("base", "base"), ("ct", "ct-ben_Beng"), ("sft", "sft")):
+        shutil.copytree(getattr(tiny_family, name), models / folder)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["-q", "merge", str(RECIPES / "demo-tiny.yaml"), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output

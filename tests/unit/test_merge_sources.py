@@ -53,7 +53,7 @@ def test_local_directory_and_bad_references(tmp_path: Path, monkeypatch: pytest.
         with pytest.raises(CompatibilityError, match="no such directory.*not a Hub repo id"):
             resolve_source(ref)
     with pytest.raises(CompatibilityError, match="`registry demo` builds the demo models"):
-        resolve_source(".mergeling/demo/models/ct")
+        resolve_source(".mergeling/demo/lab/ct-ben_Beng")
 
 
 def test_offline_hub_reference_without_cache_is_unresolved(tmp_path: Path) -> None:
