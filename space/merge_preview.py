@@ -33,17 +33,20 @@ class MethodInfo:
 
 
 def available_methods() -> list[MethodInfo]:
-    """Every method of the engine's registry (`registry.merge.methods.METHODS`), in its order."""
+    """The methods of the engine's registry (`registry.merge.methods.METHODS`), in its order, that the
+    Space's controls can drive: those whose top-level parameters all have defaults (slerp needs its `t`,
+    which the Merge tab does not ask for; such methods run through a recipe and `registry merge`)."""
     from registry.merge.methods import METHODS
 
     return [
         MethodInfo(
             name=name,
-            summary=str(getattr(spec, "summary", "")),
-            uses_density=bool(getattr(spec, "uses_density", False)),
-            uses_slack="slack" in tuple(getattr(spec, "extra_parameters", ())),
+            summary=spec.summary,
+            uses_density=spec.uses_density,
+            uses_slack="slack" in spec.params.model_fields,
         )
         for name, spec in METHODS.items()
+        if not any(field.is_required() for field in spec.params.model_fields.values())
     ]
 
 

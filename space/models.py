@@ -181,17 +181,17 @@ class ModelLoader:
 
     def load_dir(self, path: Path, *, key: str, nbytes: int | None = None) -> LoadedModel:
         """Load a local checkpoint folder (a merge made in the Space, say)."""
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_architecture(json.loads((path / "config.json").read_text(encoding="utf-8")), repo=key)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
-        model = model.to(self.device).eval()
+        # Inference only: no autograd state on the weights (generation also runs under inference_mode).
+        # Never torch.set_grad_enabled(False): that is the calling thread's mode, not this model's.
+        model = model.to(self.device).eval().requires_grad_(False)
         if nbytes is None:
             nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
         context = int(getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length or 2048)
-        torch.set_grad_enabled(False)
         return LoadedModel(
             key=key, model=model, tokenizer=tokenizer, nbytes=nbytes, device=self.device, context_length=context
         )
