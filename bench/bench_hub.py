@@ -283,7 +283,11 @@ def history_cost(pythonpath: Path, n: int, work: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--old", default="main", help="git ref of the old implementation ('' to skip it)")
+    parser.add_argument(
+        "--old",
+        default="858ca50a1c5daf254a0b332594de6c2ac273d948",
+        help="git ref of the old implementation (default: the last commit with the hand-written HTTP server; '' to skip)",
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--procs", type=int, default=4, help="client processes (threads spread over them)")
     parser.add_argument("--seconds", type=float, default=20)
