@@ -2,7 +2,8 @@
 
 Each server runs as its own process over its own fresh data dir, one after the other (the machine
 has 2 cores; both at once would measure contention). The old implementation is the `registry`
-package of git ref `--old` (default `main`) extracted to a temp dir with `git archive`. Load:
+package of git ref `--old` (default: the last commit with the hand-written server) extracted to
+a temp dir with `git archive`. Load:
 `--clients` concurrent keep-alive clients (threads spread over `--procs` processes) for
 `--seconds` on each of
 
