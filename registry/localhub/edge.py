@@ -393,9 +393,17 @@ def _no_route(hub: LocalHub) -> _Endpoint:
 
 def build_app(hub: LocalHub) -> ASGIApp:
     """The ASGI app of `hub`: raw-path routing, request ids, one error mapping."""
-    routes = [Route(path, endpoint=_Endpoint(hub, handlers)) for path, handlers in route_table()]
-    routes.append(Route("/{rest:path}", endpoint=_no_route(hub)))
-    router = Router(routes=routes)
+    # The table, split by its literal first segment (`api`, `datasets`, ...; "" for `/{ns}/...`)
+    # only so that a request is matched against its part of the table; the order is kept.
+    no_route = Route("/{rest:path}", endpoint=_no_route(hub))
+    groups: dict[str, list[Route]] = {}
+    for path, handlers in route_table():
+        first = path.split("/")[1]
+        groups.setdefault("" if first.startswith("{") else first, []).append(
+            Route(path, endpoint=_Endpoint(hub, handlers))
+        )
+    routers = {key: Router(routes=[*group, no_route]) for key, group in groups.items()}
+    routers.setdefault("", Router(routes=[no_route]))
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -415,6 +423,7 @@ def build_app(hub: LocalHub) -> ASGIApp:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
+        router = routers.get(path.split("/", 2)[1]) or routers[""]
         await router({**scope, "path": path, "root_path": "", RAW_SEND: send}, receive, send_with_id)
         # Tokens travel in headers, never in the path; query strings (signed LFS URLs) are left out.
         client = scope.get("client") or ("-", 0)
