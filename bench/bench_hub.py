@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server and route (medians)")
     parser.add_argument("--fuzz", type=int, default=0, help="also send N seeded fuzz requests to our server")
     parser.add_argument("--history", type=int, default=0, help="also measure resolve/tree at 1 vs N commits (ours)")
-    parser.add_argument("--history-old", type=int, default=0, help="the same for the old server, at this N")
+    parser.add_argument("--history-old", type=int, default=0, help="N for the old server (default: --history)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-hub-"))
@@ -353,11 +353,12 @@ def main() -> None:
             for label in rows["new"]:
                 ratio = rows["new"][label]["req_s"] / rows["old"][label]["req_s"]
                 print(f"ratio new/old req/s {label}: {ratio:.2f}")
-        if args.history:
-            for name, path in impls.items():
-                print(
-                    f"history {name}: {json.dumps({k: round(v, 2) for k, v in history_cost(path, args.history, work).items()})}"
-                )
+        for name, path in impls.items():
+            n = args.history if name == "new" else args.history_old or args.history
+            if n:
+                print(f"{name}: {n} commits ...", file=sys.stderr, flush=True)
+                cost = history_cost(path, n, work)
+                print(f"history {name}: {json.dumps({k: round(v, 2) for k, v in cost.items()})}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
