@@ -295,7 +295,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server and route (medians)")
     parser.add_argument("--fuzz", type=int, default=0, help="also send N seeded fuzz requests to our server")
     parser.add_argument("--history", type=int, default=0, help="also measure resolve/tree at 1 vs N commits (ours)")
-    parser.add_argument("--history-old", type=int, default=0, help="N for the old server (default: --history)")
+    parser.add_argument(
+        "--history-old", type=int, default=None, help="N for the old server (default: --history; 0: skip)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-hub-"))
@@ -354,7 +356,7 @@ def main() -> None:
                 ratio = rows["new"][label]["req_s"] / rows["old"][label]["req_s"]
                 print(f"ratio new/old req/s {label}: {ratio:.2f}")
         for name, path in impls.items():
-            n = args.history if name == "new" else args.history_old or args.history
+            n = args.history if name == "new" or args.history_old is None else args.history_old
             if n:
                 print(f"{name}: {n} commits ...", file=sys.stderr, flush=True)
                 cost = history_cost(path, n, work)
