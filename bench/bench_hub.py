@@ -2,7 +2,8 @@
 
 Each server runs as its own process over its own fresh data dir, one after the other (the machine
 has 2 cores; both at once would measure contention). The old implementation is the `registry`
-package of git ref `--old` (default `main`) extracted to a temp dir with `git archive`. Load:
+package of git ref `--old` (default: the last commit with the hand-written server) extracted to
+a temp dir with `git archive`. Load:
 `--clients` concurrent keep-alive clients (threads spread over `--procs` processes) for
 `--seconds` on each of
 
@@ -47,6 +48,8 @@ from pathlib import Path
 from registry.localhub import EmbeddedHub
 hub = EmbeddedHub.create(Path(sys.argv[1]), port=0)
 print(hub.url, flush=True)
+import registry.localhub as _impl
+print(_impl.__file__, flush=True)
 try:
     hub.server.serve_forever()
 finally:
@@ -64,13 +67,20 @@ class Server:
     """A hub process from `pythonpath` over `data`."""
 
     def __init__(self, pythonpath: Path, data: Path) -> None:
+        # cwd = pythonpath too: `python -c` puts the working directory first on sys.path.
         env = {**os.environ, "PYTHONPATH": str(pythonpath)}
         self.token = subprocess.run(
-            [sys.executable, "-c", TOKEN, str(data)], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", TOKEN, str(data)],
+            env=env,
+            cwd=pythonpath,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, str(data)],
             env=env,
+            cwd=pythonpath,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -79,6 +89,7 @@ class Server:
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
             raise RuntimeError(f"hub from {pythonpath} did not start")
+        self.origin = self.proc.stdout.readline().strip()  # which registry package it imported
 
     def rss(self, key: str = "VmRSS") -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -273,13 +284,20 @@ def history_cost(pythonpath: Path, n: int, work: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--old", default="main", help="git ref of the old implementation ('' to skip it)")
+    parser.add_argument(
+        "--old",
+        default="858ca50a1c5daf254a0b332594de6c2ac273d948",
+        help="git ref of the old implementation (default: the last commit with the hand-written HTTP server; '' to skip)",
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--procs", type=int, default=4, help="client processes (threads spread over them)")
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server and route (medians)")
     parser.add_argument("--fuzz", type=int, default=0, help="also send N seeded fuzz requests to our server")
     parser.add_argument("--history", type=int, default=0, help="also measure resolve/tree at 1 vs N commits (ours)")
-    parser.add_argument("--history-old", type=int, default=0, help="the same for the old server, at this N")
+    parser.add_argument(
+        "--history-old", type=int, default=None, help="N for the old server (default: --history; 0: skip)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-hub-"))
@@ -289,37 +307,45 @@ def main() -> None:
             (work / "old").mkdir()
             impls["old"] = old_tree(args.old, work / "old")
         impls["new"] = REPO
-        rows: dict[str, dict[str, dict[str, float]]] = {}
-        for name, path in impls.items():
-            server = Server(path, work / f"data-{name}")
-            try:
+        # Both servers run side by side (an idle one costs nothing); the load alternates between
+        # them, round after round, so drifting load on a shared machine hits both alike.
+        servers = {name: Server(path, work / f"data-{name}") for name, path in impls.items()}
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in servers}
+        try:
+            for name, server in servers.items():
+                print(f"{name}: serving from {server.origin}", file=sys.stderr, flush=True)
                 seed_repo(server)
-                rows[name] = {}
-                for label, url_path in (
-                    ("info", "/api/models/alice/bench"),
-                    ("resolve10MB", "/alice/bench/resolve/main/big.bin"),
-                ):
-                    print(f"{name}: {label} ...", file=sys.stderr, flush=True)
-                    rows[name][label] = load(
-                        server, url_path, clients=args.clients, procs=args.procs, seconds=args.seconds
-                    )
-                if name == "new" and args.fuzz:
-                    sys.path.insert(0, str(REPO))
-                    from tests.integration.test_localhub_fuzz import run_fuzz
+            routes = (("info", "/api/models/alice/bench"), ("resolve10MB", "/alice/bench/resolve/main/big.bin"))
+            for round_ in range(args.rounds):
+                for label, url_path in routes:
+                    for name, server in servers.items():
+                        print(f"round {round_ + 1}: {name} {label} ...", file=sys.stderr, flush=True)
+                        m = load(server, url_path, clients=args.clients, procs=args.procs, seconds=args.seconds)
+                        runs[name].setdefault(label, []).append(m)
+            if args.fuzz:
+                sys.path.insert(0, str(REPO))
+                from tests.integration.test_localhub_fuzz import run_fuzz
 
-                    before = {p.name for p in work.iterdir()}
-                    report = run_fuzz(server.url, seed=2026, n=args.fuzz, tokens=[None, server.token, "hf_bogus"],
-                                      repos=["alice/bench", "alice/none", "bob/x"])  # fmt: skip
-                    outside = {p.name for p in work.iterdir()} - before
-                    alive = _request(server.url, "GET", "/api/models", token=server.token)[0] == 200
-                    print(f"fuzz: {report.sent} requests, statuses {dict(sorted(report.statuses.items()))}, "
-                          f"5xx {len(report.server_errors)}, dropped {len(report.dropped)}, "
-                          f"new entries outside the data dir {sorted(outside)}, server alive {alive}")  # fmt: skip
-            finally:
+                server = servers["new"]
+                before = {p.name for p in work.iterdir()}
+                report = run_fuzz(server.url, seed=2026, n=args.fuzz, tokens=[None, server.token, "hf_bogus"],
+                                  repos=["alice/bench", "alice/none", "bob/x"])  # fmt: skip
+                outside = {p.name for p in work.iterdir()} - before
+                alive = _request(server.url, "GET", "/api/models", token=server.token)[0] == 200
+                print(f"fuzz: {report.sent} requests, statuses {dict(sorted(report.statuses.items()))}, "
+                      f"5xx {len(report.server_errors)}, dropped {len(report.dropped)}, "
+                      f"new entries outside the data dir {sorted(outside)}, server alive {alive}")  # fmt: skip
+        finally:
+            for server in servers.values():
                 server.stop()
+        rows = {
+            name: {label: {k: statistics.median(m[k] for m in ms) for k in ms[0]} for label, ms in per.items()}
+            for name, per in runs.items()
+        }
         cols = ["req_s", "p50_ms", "p99_ms", "errors", "MB_s", "rss_MB"]
         print(
-            f"{args.clients} clients x {args.seconds:g} s each, cpus={os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
+            f"{args.clients} clients x {args.seconds:g} s each, medians of {args.rounds} alternating rounds, "
+            f"cpus={os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
         )
         print(f"{'server':8}{'route':13}" + "".join(f"{c:>10}" for c in cols))
         for name, per_route in rows.items():
@@ -329,11 +355,12 @@ def main() -> None:
             for label in rows["new"]:
                 ratio = rows["new"][label]["req_s"] / rows["old"][label]["req_s"]
                 print(f"ratio new/old req/s {label}: {ratio:.2f}")
-        if args.history:
-            for name, path in impls.items():
-                print(
-                    f"history {name}: {json.dumps({k: round(v, 2) for k, v in history_cost(path, args.history, work).items()})}"
-                )
+        for name, path in impls.items():
+            n = args.history if name == "new" or args.history_old is None else args.history_old
+            if n:
+                print(f"{name}: {n} commits ...", file=sys.stderr, flush=True)
+                cost = history_cost(path, n, work)
+                print(f"history {name}: {json.dumps({k: round(v, 2) for k, v in cost.items()})}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,6 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from registry.localhub.auth import Accounts, Principal
 from registry.localhub.commits import RepoLocks
@@ -99,6 +100,7 @@ class LocalHub:
         self.storage.clean_temp_files()
         self.accounts = Accounts(self.data_dir)
         self.locks = RepoLocks()
+        self.cards: dict[str, dict[str, Any]] = {}  # README sha256 -> parsed front matter
         self.secret = self._server_secret()
         self.webhooks = WebhookDispatcher(self)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -16,6 +17,7 @@ class CardError(ValueError):
     """README front matter this hub refuses to read (bad YAML, aliases, too big, not a mapping)."""
 
 
+@functools.cache
 def _loader() -> type:
     import yaml
 

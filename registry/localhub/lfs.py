@@ -156,7 +156,7 @@ def delete_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) 
     the repo no longer owns them (its uploads list). The bytes leave the blob store once no repo
     owns them; older commits that named them then answer `EntryNotFound` for those files.
     """
-    from registry.localhub.commits import CommitHeader, Delete, apply_commit
+    from registry.localhub.commits import CommitHeader, Delete, Operation, apply_commit
 
     store, who = hub.write_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
@@ -170,7 +170,9 @@ def delete_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) 
         for kind in ("heads", "prs"):
             for name, commit_id in refs[kind].items():
                 files = store.commit(commit_id).files
-                ops = [Delete(p, folder=False) for p, e in files.items() if e.lfs and e.sha256 in doomed]
+                ops: list[Operation] = [
+                    Delete(p, folder=False) for p, e in files.items() if e.lfs and e.sha256 in doomed
+                ]
                 if ops:
                     header = CommitHeader(summary="Permanently delete LFS files", description="", parent=None)
                     apply_commit(

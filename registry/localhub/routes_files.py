@@ -238,22 +238,46 @@ def _text(hub: LocalHub, entry: FileEntry | None, limit: int = 1 << 20) -> str |
     return hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace")
 
 
-def _gitignore(text: str | None) -> Any:
-    import pathspec
+class _Patterns:
+    """gitignore-style patterns (pathspec's GitIgnoreSpec; a simpler fnmatch fallback without it)."""
 
-    return pathspec.GitIgnoreSpec.from_lines(text.splitlines()) if text else None
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        try:
+            import pathspec
+        except ImportError:
+            self.spec = None
+        else:
+            self.spec = pathspec.GitIgnoreSpec.from_lines(self.lines)
+
+    def match_file(self, path: str) -> bool:
+        if self.spec is not None:
+            return bool(self.spec.match_file(path))
+        from fnmatch import fnmatchcase
+
+        hit = False
+        parts = path.split("/")
+        for line in self.lines:
+            negate, raw = line.startswith("!"), line.lstrip("!")
+            anchored = raw.startswith("/") or "/" in raw.rstrip("/")
+            pat = raw.strip("/")
+            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            names = prefixes if anchored else parts
+            if any(fnmatchcase(n, pat) for n in names):
+                hit = not negate
+        return hit
 
 
-def _lfs_rules(text: str | None) -> Any:
-    """The patterns of `.gitattributes` lines with `filter=lfs` (a gitignore-style pattern set)."""
-    import pathspec
+def _gitignore(text: str | None) -> _Patterns | None:
+    return _Patterns(text.splitlines()) if text else None
 
+
+def _lfs_rules(text: str | None) -> _Patterns | None:
+    """The patterns of `.gitattributes` lines with `filter=lfs`."""
     if not text:
         return None
-    patterns = [
-        line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:] and not line.startswith("#")
-    ]
-    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+    patterns = [ln.split()[0] for ln in text.splitlines() if "filter=lfs" in ln.split()[1:] and not ln.startswith("#")]
+    return _Patterns(patterns) if patterns else None
 
 
 def commit(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:

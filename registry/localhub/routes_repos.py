@@ -120,10 +120,19 @@ def settings(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Respo
 
 
 def card_of(hub: LocalHub, store: RepoStore, commit: Commit) -> dict[str, Any]:
-    entry = commit.files.get("README.md")
+    """The README's front matter, parsed once per README content (blobs are immutable)."""
+    import copy
+
+    entry = commit.entry("README.md")
     if entry is None or entry.size > 1_000_000:
         return {}
-    return parse_front_matter(hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace"))
+    card = hub.cards.get(entry.sha256)
+    if card is None:
+        card = parse_front_matter(hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace"))
+        if len(hub.cards) >= 4096:
+            hub.cards.clear()
+        hub.cards[entry.sha256] = card
+    return copy.deepcopy(card)  # callers may change theirs
 
 
 def repo_json(hub: LocalHub, store: RepoStore, commit: Commit, *, blobs: bool, siblings: bool = True) -> dict[str, Any]:

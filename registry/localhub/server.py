@@ -22,18 +22,45 @@ IDLE_TIMEOUT_S = 5
 MAX_HEADER_BYTES = 64 * 1024
 
 
-class _IdleClosingProtocol(H11Protocol):
-    """uvicorn's h11 protocol, with the keep-alive timer also armed on a fresh connection."""
+def _on_connect(protocol: Any, transport: asyncio.Transport) -> None:
+    """What both protocols add to uvicorn's: no Nagle, and the idle timer armed from the first byte."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Headers and body leave in separate writes: with Nagle on, a keep-alive client's
+        # delayed ACK stalls every response by ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    protocol.timeout_keep_alive_task = protocol.loop.call_later(
+        protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler
+    )
+
+
+class _H11(H11Protocol):
+    """uvicorn's pure-Python protocol (when httptools is not installed)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        _on_connect(self, transport)
 
     def handle_events(self) -> None:
         try:
             super().handle_events()
         except UnicodeDecodeError:  # a request target with raw non-ASCII bytes
             self.send_400_response("Invalid HTTP request target: percent-encode non-ASCII characters.")
+
+
+def _protocol() -> type:
+    """uvicorn's httptools protocol (a C parser, ~2x the requests/s) when installed, else h11."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return _H11
+
+    class _HttpTools(HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            _on_connect(self, transport)
+
+    return _HttpTools
 
 
 class HttpServer:
@@ -54,7 +81,7 @@ class HttpServer:
         self.host = host
         config = uvicorn.Config(
             app,
-            http=_IdleClosingProtocol,
+            http=_protocol(),
             ws="none",
             lifespan="off",
             interface="asgi3",

@@ -44,6 +44,7 @@ DEFAULT_GITATTRIBUTES = (
     b"*.pt filter=lfs diff=lfs merge=lfs -text\n*.pth filter=lfs diff=lfs merge=lfs -text\n"
     b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.gguf filter=lfs diff=lfs merge=lfs -text\n"
 )
+SHARDED_MARK = ".sharded"  # in commits/: the repo has only sharded commit records
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
 
 
@@ -363,9 +364,10 @@ class RepoStore:
             if len(rev) == 40 and self.has_commit(rev):
                 return rev
             matches: list[str] = []
-            if len(rev) < 40:  # one shard folder (and the legacy flat records): cost independent of history
+            if len(rev) < 40:  # one shard folder (and legacy flat records, if any): cost independent of history
                 matches = [p.stem for p in (self.root / "commits" / rev[:2]).glob(f"{rev}*.json")]
-                matches += [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")]
+                if not (self.root / "commits" / SHARDED_MARK).is_file():
+                    matches += [p.stem for p in (self.root / "commits").glob(f"{rev}*.json")]
             if len(matches) > 1:  # ambiguous: only commits on some ref's history count
                 matches = [m for m in matches if self._is_reachable(m)]
             if len(matches) == 1:
@@ -477,6 +479,7 @@ class Storage:
         if existing is not None:
             raise Conflict(f"You already created this {repo_type} repo: {existing}")
         (root / "commits").mkdir(parents=True, exist_ok=True)
+        (root / "commits" / SHARDED_MARK).touch()  # no flat (pre-tree) commit records in this repo
         (root / "trees").mkdir(exist_ok=True)
         store = RepoStore(root, repo_type=repo_type, repo_id=repo_id)
         atomic_write_json(

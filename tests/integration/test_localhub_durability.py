@@ -215,14 +215,20 @@ def test_trees_are_content_addressed_and_last_commits_need_no_history(hub: HubHa
     api = hub.api()
     api.create_repo("alice/trees")
     root = hub.data_dir / "repos" / "models" / "alice" / "trees"
-    first = api.upload_file(path_or_fileobj=b"1", path_in_repo="a/deep/x.txt", repo_id="alice/trees").oid
+    from huggingface_hub import CommitOperationAdd
+
+    ops = [CommitOperationAdd(f"a/deep/f{i}.txt", b"%d" % i) for i in range(40)]
+    first = api.create_commit(
+        "alice/trees", [*ops, CommitOperationAdd("a/deep/x.txt", b"1")], commit_message="many"
+    ).oid
     trees_after_first = len(list((root / "trees").rglob("*.json")))
+    assert trees_after_first >= 3  # root, a/, a/deep/
     for i in range(20):
         api.upload_file(path_or_fileobj=b"%d" % i, path_in_repo="b/y.txt", repo_id="alice/trees")
     # Each later commit rewrote only the root and b/ (2 objects), never a/ or a/deep/.
     assert len(list((root / "trees").rglob("*.json"))) <= trees_after_first + 2 * 20
     sizes = [p.stat().st_size for p in (root / "commits").rglob("*.json")]
-    assert max(sizes) < 1000  # a commit record holds a tree id, not the file map
+    assert max(sizes) < 1000  # a commit record holds a tree id, not the 42-file map
     listing = httpx.get(f"{hub.url}/api/models/alice/trees/tree/main?recursive=true&expand=true").json()
     last = {e["path"]: e["lastCommit"]["id"] for e in listing}
     head = api.model_info("alice/trees").sha
