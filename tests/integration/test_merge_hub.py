@@ -185,6 +185,7 @@ def test_cached_hub_inputs_merge_offline(hub, tiny_family: DemoFamily, tmp_path:
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
     # A dead endpoint: the cached snapshots are used.
-    dead = HubClient(endpoint="http://127.0.0.1:9", token=hub.token, cache_dir=client.cache_dir)
+    # fail_fast, as the CLI builds it: one quick probe instead of huggingface_hub's retries.
+    dead = HubClient(endpoint="http://127.0.0.1:9", token=hub.token, cache_dir=client.cache_dir, fail_fast=True)
     plan = plan_merge(recipe, hub=dead)
     assert [s.path for s in plan.sources] == [s.path for s in plan_merge(recipe, hub=client).sources]
