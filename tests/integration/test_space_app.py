@@ -552,9 +552,13 @@ def test_browser(world: World, tmp_path: Path) -> None:
             expect(page.locator("#merge-layers path[aria-roledescription='bar'][fill]").first).to_be_attached()
             expect(page.locator("#merge-answer input, #merge-answer textarea").first).not_to_have_value("")
             page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
-            # Submit: the bot's queue (jobs submitted by the tests above), refreshed by a timer.
+            # Submit: a CT handed to the (stand-in) bot from the page, then seen in its queue (a timer refreshes it).
             page.get_by_role("tab", name="Submit").click()
+            page.locator("#submit-repo textarea, #submit-repo input").first.fill("alice/tiny-ct-submit")
+            page.get_by_role("button", name="Check and submit").click()
+            expect(page.locator("#submit-result")).to_contain_text("bot jobs:", timeout=60_000)
             expect(page.locator("#jobs-table")).to_contain_text("alice/tiny-ct-submit", timeout=30_000)
+            page.screenshot(path=str(tmp_path / "submit.png"), full_page=True)
             # Registry: lineage and revisions.
             page.get_by_role("tab", name="Registry").click()
             expect(page.locator("#registry-table")).to_contain_text(
