@@ -171,13 +171,16 @@ def run_analysis(
     manifest = json.loads(lab.manifest.read_text(encoding="utf-8"))
     base_dir, sft_dir = out / "lab" / "base", out / "lab" / "sft"
     ct_train = manifest["checkpoints"][f"ct-{language}"]["train"]
-    points = [(int(step), int(tokens), Path(path)) for step, tokens, path in ct_train["checkpoints"]]
+    points = [
+        (int(step), int(tokens), ct_step_dir(out / "lab", language, int(step)))
+        for step, tokens, _ in ct_train["checkpoints"]
+    ]
     points.append((int(ct_train["steps"]), int(ct_train["tokens"]), out / "lab" / f"ct-{language}"))
     evaluator = _Evaluator(out / "eval", tasks_dir=tasks_dir, data_dir=data_dir, limit=limit, sib_shots=sib_shots)
     rows = []
     for step, tokens, ct_dir in points:
-        if ct_dir != out / "lab" / f"ct-{language}" and ct_dir != ct_step_dir(out / "lab", language, step):
-            raise LabError(f"lab.json names {ct_dir} for CT step {step}; rebuild {out / 'lab'}")
+        if not (ct_dir / "model.safetensors").is_file():
+            raise LabError(f"the CT checkpoint of step {step} is missing ({ct_dir}); remove {out / 'lab'} and rerun")
         ct_scores = evaluator.scores(f"ct-step{step}", ct_dir)
         for method in methods:
             merged = out / "merges" / f"{method}-step{step}"
@@ -298,7 +301,7 @@ def plot(analysis: Analysis, path: Path) -> Path:
     steps = sorted({row.step for row in analysis.rows})
     rows = {(row.step, row.method): row for row in analysis.rows}
     tokens = [rows[(s, analysis.rows[0].method)].tokens / 1e6 for s in steps]
-    figure, axes = plt.subplots(1, 1 + len(EVAL_TASKS), figsize=(5.2 * (1 + len(EVAL_TASKS)), 4.2))
+    figure, axes = plt.subplots(1, 1 + len(EVAL_TASKS), figsize=(5.2 * (1 + len(EVAL_TASKS)), 5.0))
     left = axes[0]
     first = analysis.rows[0].method
     left.plot(tokens, [100 * rows[(s, first)].discard.conflict_share for s in steps], "o-", color="tab:red",
@@ -308,15 +311,17 @@ def plot(analysis: Analysis, path: Path) -> Path:
                   label="rescued by the slack (ties_sv)")  # fmt: skip
         left.plot(tokens, [100 * rows[(s, "ties_sv")].discard.discarded_share for s in steps], "^:",
                   color="tab:purple", label="finally discarded (ties_sv)")  # fmt: skip
-    left.set_xlabel("CT tokens seen (millions)")
+    left.set_xlabel("CT tokens seen")
     left.set_ylabel("% of the SFT's kept (trimmed) entries")
     left.set_title("SFT entries the merge throws away")
     left.set_ylim(bottom=0)
-    if tokens[0] > 0 and tokens[-1] / tokens[0] >= 8:  # checkpoints at doubling step counts: a log axis spaces them
-        for axis in axes:
+    for axis in axes:
+        if tokens[0] > 0 and tokens[-1] / tokens[0] >= 8:  # checkpoints at doubling step counts: a log axis spaces them
             axis.set_xscale("log")
+            axis.minorticks_off()
+        axis.set_xticks(tokens, [f"{t * 1e3:.0f}k" if t < 1 else f"{t:.2f}M" for t in tokens])
     left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="best")
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     dagger = "†" if analysis.limit else ""
     styles = {"ties": ("o-", "tab:blue"), "ties_sv": ("s--", "tab:orange")}
     for axis, (_, _, label, _) in zip(axes[1:], EVAL_TASKS, strict=True):
@@ -325,13 +330,20 @@ def plot(analysis: Analysis, path: Path) -> Path:
             axis.plot(tokens, [_nan(rows[(s, method)].merge.scores.get(label)) for s in steps], marker, color=color,
                       label=f"merge ({method})")  # fmt: skip
         axis.plot(tokens, [_nan(rows[(s, first)].ct.scores.get(label)) for s in steps], "x-", color="gray", label="CT")
-        sft_value = analysis.sft.scores.get(label)
-        if sft_value is not None:
-            axis.axhline(sft_value, color="black", linestyle=":", label="SFT")
-        axis.set_xlabel("CT tokens seen (millions)")
+        for reference, style in ((analysis.sft, ":"), (analysis.base, "-.")):
+            value = reference.scores.get(label)
+            if value is not None:
+                axis.axhline(
+                    value,
+                    color="black",
+                    linestyle=style,
+                    linewidth=1,
+                    label="SFT" if reference.name == "sft" else reference.name,
+                )
+        axis.set_xlabel("CT tokens seen")
         axis.set_title(f"{label}{dagger}")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="best")
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     note = f"† first {analysis.limit} documents per task. " if analysis.limit else ""
     figure.suptitle(
         f"Tiny lab: CT-ben checkpoints of one run merged with one SFT (density {analysis.settings.get('density')}, "
