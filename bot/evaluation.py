@@ -43,12 +43,15 @@ def evaluate_models(
     out_dir: Path,
     limit: int | None = None,
     split: str = "test",
+    adapter_base: str | None = None,
 ) -> EvalOutcome:
     """Evaluate each model (label -> local dir or `repo@sha`) on the language's suite.
 
     Args:
         split: `test`, or `dev` (sweeps choose on it): the suite's tasks whose data has a dev
             split, read from `dev` files (see `dev_tasks`).
+        adapter_base: the base (`repo@sha`) a model that is a LoRA adapter is evaluated on (the
+            job's base): it is written out with the adapter applied, next to the records.
 
     Returns:
         The record files written under `out_dir`, or `unavailable` with the reason.
@@ -58,6 +61,7 @@ def evaluate_models(
     from registry.evaluate.sources import fetch_data_repo, resolve_model
     from registry.evaluate.suite import load_suite
     from registry.evaluate.tasks import find_task
+    from registry.io.lora import is_adapter
 
     path = suite_path(config, language)
     if not path.is_file():
@@ -94,6 +98,8 @@ def evaluate_models(
             continue
         resolved = resolve_model(ref, hub=hub)
         try:
+            if is_adapter(resolved.path):
+                resolved = _adapted(resolved, adapter_base, hub=hub, out=out_dir / f"{label}-adapted")
             record = evaluate_model(
                 resolved, suite=suite, suite_path=path, tasks_dir=tasks_dir, data_dir=Path(data_root),
                 data_source=data_source, limit=limit, device=config.device, batch_size=config.eval_batch_size,
@@ -110,6 +116,23 @@ def evaluate_models(
         record.save(target)
         written[label] = str(target)
     return EvalOutcome(written)
+
+
+def _adapted(resolved: Any, base: str | None, *, hub: Any, out: Path) -> Any:
+    """A LoRA adapter evaluates as its base with the adapter applied; the record keeps the adapter's identity."""
+    from dataclasses import replace
+
+    from registry.errors import EvaluationError
+    from registry.evaluate.sources import resolve_model
+    from registry.io.lora import write_adapted
+
+    if base is None:
+        raise EvaluationError(
+            f"{resolved.identity.reference} is a LoRA adapter and the job names no base to apply it to"
+        )
+    if not (out / "config.json").is_file():
+        write_adapted(resolve_model(base, hub=hub).path, resolved.path, out)
+    return replace(resolved, path=out)
 
 
 _DEV_SPLIT = (("/test.jsonl", "/dev.jsonl"), ("flores200/devtest/", "flores200/dev_subset_from_sib200/"))

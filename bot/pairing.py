@@ -2,7 +2,9 @@
 
 `expand` verifies the CT like `registry add ct` (and records it), asks `registry pairs` which SFT
 checkpoints it merges with, and returns one job spec per compatible SFT (plus group merges that
-include its language, and a sweep when the language's recipe carries one). Every refusal is a
+include its language, and a sweep when the language's recipe carries one). A CT that is a LoRA
+adapter goes into the recipe as itself (`repo@sha`), with its base as `base_model`: the engine
+applies the adapter to the base. Every refusal is a
 `BotInputError` with one line saying what is wrong and what to fix, plus any per-pair reasons.
 """
 
@@ -24,6 +26,7 @@ from bot.recipes import (
 )
 from registry.catalog.entries import CtEntry, SftEntry
 from registry.errors import CatalogError, HubRepoNotFoundError, RegistryError
+from registry.io.lora import ADAPTER_CONFIG
 
 CT_TAG = "mergeling-ct"
 
@@ -98,10 +101,13 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
     if CT_TAG not in tags and not language:
         raise NotACheckpoint(f"{repo} has no `{CT_TAG}` tag in its card: not a CT checkpoint, ignored")
     lang = ct_language(card, language)
-    try:
-        base = _single_base(card)
-    except ValueError as exc:
-        raise BotInputError(f"{exc}; add `base_model: <the model the CT was trained from>` to the card") from None
+    files = {sibling.rfilename for sibling in (getattr(info, "siblings", None) or [])}
+    base: str | None = None  # a LoRA adapter's base is its adapter_config.json's (the card is checked against it)
+    if ADAPTER_CONFIG not in files:
+        try:
+            base = _single_base(card)
+        except ValueError as exc:
+            raise BotInputError(f"{exc}; add `base_model: <the model the CT was trained from>` to the card") from None
     try:
         entry = build_ct_entry(hub, repo=repo, revision=sha, language=lang, base=base, source="sync")
     except CatalogError as exc:

@@ -332,8 +332,9 @@ def evaluate_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
         chosen = {}
         models["merge"] = job.data["merged_dir"]
     outcome = evaluate_models(
-        config, hub, language=language, models=models, out_dir=staging / "eval", limit=config.eval_limit
-    )
+        config, hub, language=language, models=models, out_dir=staging / "eval", limit=config.eval_limit,
+        adapter_base=job.spec.get("base"),
+    )  # fmt: skip
     stall_point(config, "eval")
     return chosen | {
         "eval_records": read_records(outcome.files), "eval_unavailable": outcome.unavailable,

@@ -168,6 +168,21 @@ class TokenizerFacts(_Frozen):
         return self.vocab_size - self.base_vocab_size
 
 
+class AdapterFacts(_Frozen):
+    """A CT recorded as a PEFT LoRA adapter (from its adapter_config.json): the merge applies it to its base.
+
+    The entry's `base` is the adapter's `base_model_name_or_path` and its shape facts are the base's.
+    """
+
+    peft_type: Literal["LORA"] = "LORA"
+    base_model_name_or_path: str
+    r: int = Field(gt=0)
+    lora_alpha: float
+    use_rslora: bool = False
+    target_modules: tuple[str, ...] = ()
+    modules_to_save: tuple[str, ...] = ()
+
+
 class _CheckpointEntry(_Frozen):
     id: str
     repo: str
@@ -210,11 +225,21 @@ class CtEntry(_CheckpointEntry):
     language: str
     tokens: int | None = Field(default=None, ge=0, description="CT training tokens")
     tokenizer: TokenizerFacts | None = None
+    adapter: AdapterFacts | None = Field(default=None, description="set when the CT is a LoRA adapter of `base`")
 
     @field_validator("language")
     @classmethod
     def _check_language(cls, value: str) -> str:
         return validate_language(value)
+
+    @model_validator(mode="after")
+    def _check_adapter_base(self) -> CtEntry:
+        if self.adapter is not None and self.adapter.base_model_name_or_path != self.base.repo:
+            raise ValueError(
+                f"adapter entry {self.repo} is a LoRA adapter of {self.adapter.base_model_name_or_path}, "
+                f"but its base is {self.base.repo}"
+            )
+        return self
 
     def expected_id(self) -> str:
         return ct_entry_id(repo=self.repo, revision=self.revision, language=self.language)

@@ -4,6 +4,9 @@ Two checkpoints merge tensor by tensor, so they must share the base model, the a
 every shape. The vocabulary is the one allowed difference: a CT checkpoint whose vocabulary was
 extended over the base still merges with an SFT checkpoint on the base vocabulary (the merge takes
 the CT tokenizer, and the embedding rows beyond the base come from the CT model alone).
+
+A CT recorded as a LoRA adapter pairs only with SFT checkpoints of the adapter's own base (its
+`base_model_name_or_path`): the merge applies the adapter to that base.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ def check_pair(ct: CtEntry, sft: SftEntry) -> PairCheck:
         reasons.append(f"different base: CT is on {ct.base.repo}, SFT on {sft.base.repo}")
     elif ct.base.revision and sft.base.revision and ct.base.revision != sft.base.revision:
         notes.append(f"base revisions differ ({ct.base.revision[:7]} vs {sft.base.revision[:7]}); the merge uses one")
+    if ct.adapter is not None and not reasons:
+        notes.append(
+            f"CT is a LoRA adapter (r {ct.adapter.r}) of {ct.base.repo}: the merge applies it to the base "
+            "(the recipe's base_model)"
+        )
     if ct.shape is None or sft.shape is None:
         unverified = [entry.id for entry in (ct, sft) if entry.shape is None]
         if reasons:

@@ -4,6 +4,10 @@
 architecture and shapes, checks the declared base against the model card and the base's own
 config, and refuses (with the reason) anything it cannot verify: a missing repo, a missing
 revision, no config.json, a config without Llama-style shape keys, or a base that does not match.
+
+A CT may be a PEFT LoRA adapter (adapter_config.json, no config.json): its base is the adapter's
+`base_model_name_or_path` (checked against the one given), its shapes are the base's
+(`registry.catalog.adapters`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from registry.catalog.adapters import adapter_base, adapter_facts
 from registry.catalog.entries import (
+    AdapterFacts,
     CtEntry,
     ModelRef,
     ModelShape,
@@ -23,6 +29,7 @@ from registry.catalog.entries import (
     sft_entry_id,
 )
 from registry.errors import CatalogError, HubRepoNotFoundError, HubRevisionNotFoundError
+from registry.io.lora import ADAPTER_CONFIG
 from registry.languages import check_language
 
 _Entry = TypeVar("_Entry", CtEntry, SftEntry)
@@ -47,9 +54,11 @@ class Checkpoint:
 
     repo: str
     revision: str
-    shape: ModelShape
+    shape: ModelShape | None  # None for a LoRA adapter: its base's shapes apply
     card: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    adapter: AdapterFacts | None = None
+    adapter_base_revision: str | None = None  # the `revision` an adapter's config names for its base
 
     @property
     def card_bases(self) -> tuple[str, ...]:
@@ -101,7 +110,7 @@ def shape_from_config(config: dict[str, Any], *, repo: str) -> ModelShape:
 
 
 def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None) -> Checkpoint:
-    """Resolve a model's revision to a commit and read its config.json and card metadata.
+    """Resolve a model's revision to a commit and read its config.json (or adapter_config.json) and card.
 
     Args:
         hub: the Hub client.
@@ -112,7 +121,8 @@ def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None)
         The checkpoint facts at the resolved commit.
 
     Raises:
-        CatalogError: repo missing, revision missing, no or unreadable config.json.
+        CatalogError: repo missing, revision missing, no or unreadable config.json, an adapter the
+            engine cannot merge.
     """
     shown = f"{repo}@{revision}" if revision else repo
     try:
@@ -137,6 +147,17 @@ def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None)
             f"cannot verify {shown}: the Hub reports no commit for it (empty repo?)", repo_id=repo, reason="no commit"
         )
     files = {sibling.rfilename for sibling in (getattr(info, "siblings", None) or [])}
+    card_data = getattr(info, "card_data", None)
+    card = card_data.to_dict() if card_data is not None else {}
+    tags = tuple(getattr(info, "tags", None) or ())
+    if ADAPTER_CONFIG in files:  # a PEFT adapter, as the merge engine sees it
+        adapter_config = _read_object(hub, repo, ADAPTER_CONFIG, sha=sha, shown=shown)
+        facts = adapter_facts(adapter_config, repo=repo, shown=shown, files=files)
+        revision_named = adapter_config.get("revision")
+        return Checkpoint(
+            repo=repo, revision=sha, shape=None, card=card, tags=tags, adapter=facts,
+            adapter_base_revision=str(revision_named) if revision_named else None,
+        )  # fmt: skip
     if "config.json" not in files:
         raise CatalogError(
             f"cannot verify {shown}: no config.json at commit {sha[:7]}, so its architecture and shapes are "
@@ -144,31 +165,28 @@ def inspect_checkpoint(hub: ModelHub, repo: str, *, revision: str | None = None)
             repo_id=repo,
             reason="no config.json",
         )
-    raw = hub.read_file(repo, "config.json", repo_type="model", revision=sha)
+    config = _read_object(hub, repo, "config.json", sha=sha, shown=shown)
+    return Checkpoint(repo=repo, revision=sha, shape=shape_from_config(config, repo=repo), card=card, tags=tags)
+
+
+def _read_object(hub: ModelHub, repo: str, path: str, *, sha: str, shown: str) -> dict[str, Any]:
+    raw = hub.read_file(repo, path, repo_type="model", revision=sha)
     try:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogError(
-            f"cannot verify {shown}: config.json at {sha[:7]} is not valid JSON ({exc})",
+            f"cannot verify {shown}: {path} at {sha[:7]} is not valid JSON ({exc})",
             repo_id=repo,
-            reason="config.json is not JSON",
+            reason=f"{path} is not JSON",
         ) from exc
     if not isinstance(config, dict):
         raise CatalogError(
-            f"cannot verify {shown}: config.json at {sha[:7]} is a JSON {type(config).__name__}, not an object; "
-            "push the config.json that save_pretrained writes",
+            f"cannot verify {shown}: {path} at {sha[:7]} is a JSON {type(config).__name__}, not an object; "
+            f"push the {path} that save_pretrained writes",
             repo_id=repo,
-            reason="config.json is not a JSON object",
+            reason=f"{path} is not a JSON object",
         )
-    card_data = getattr(info, "card_data", None)
-    card = card_data.to_dict() if card_data is not None else {}
-    return Checkpoint(
-        repo=repo,
-        revision=sha,
-        shape=shape_from_config(config, repo=repo),
-        card=card,
-        tags=tuple(getattr(info, "tags", None) or ()),
-    )
+    return config
 
 
 def check_base(checkpoint: Checkpoint, base: Checkpoint, *, kind: str) -> None:
@@ -185,6 +203,14 @@ def check_base(checkpoint: Checkpoint, base: Checkpoint, *, kind: str) -> None:
             f"not {base.repo}; pass --base {declared[0]} or fix the card",
             repo_id=checkpoint.repo,
         )
+    if base.adapter is not None or base.shape is None:
+        raise CatalogError(
+            f"base {base.repo} is itself a LoRA adapter; pass the model it adapts (its {ADAPTER_CONFIG} names "
+            f"{base.adapter.base_model_name_or_path if base.adapter else '?'}) as the base",
+            repo_id=checkpoint.repo,
+        )
+    if checkpoint.shape is None:  # an adapter: it has its base's shapes
+        return
     mine, theirs = checkpoint.shape.body(), base.shape.body()
     differing = [f"{key} {mine[key]} vs {theirs[key]}" for key in mine if mine[key] != theirs[key]]
     if differing:
@@ -242,22 +268,24 @@ def build_ct_entry(
     repo: str,
     revision: str | None,
     language: str,
-    base: str,
+    base: str | None,
     base_revision: str | None = None,
     tokens: int | None = None,
     source: str = "add",
     note: str | None = None,
     force: bool = False,
 ) -> CtEntry:
-    """Verify a CT checkpoint and its base on the Hub and build its entry.
+    """Verify a CT checkpoint (a model, or a LoRA adapter) and its base on the Hub and build its entry.
 
     Args:
+        base: the base repo; None takes a LoRA adapter's own (required for a full model).
         force: record it even when its card contradicts `language` or tags it as an SFT model.
 
     Raises:
         CatalogError: when the language code is not FLORES-200 (see `registry.languages`), the
-            checkpoint or the base cannot be verified, they do not match, or (unless `force`) the
-            card contradicts the language or the role.
+            checkpoint or the base cannot be verified, they do not match (an adapter's
+            `base_model_name_or_path` is not `base`, say), or (unless `force`) the card contradicts
+            the language or the role.
     """
     try:
         check_language(language)
@@ -267,8 +295,20 @@ def build_ct_entry(
     if not force:
         check_role(checkpoint, kind="ct")
         check_card_language(checkpoint, language)
+    if checkpoint.adapter is not None:
+        base, base_revision = adapter_base(
+            checkpoint.adapter, checkpoint.adapter_base_revision, repo=repo, base=base, base_revision=base_revision
+        )
+    elif base is None:
+        raise CatalogError(
+            f"cannot record {repo}: name the base model it continued from (--base OWNER/NAME); only a LoRA "
+            "adapter's base is read from the repo",
+            repo_id=repo,
+        )
     base_checkpoint = inspect_checkpoint(hub, base, revision=base_revision)
     check_base(checkpoint, base_checkpoint, kind="ct")
+    shape = checkpoint.shape or base_checkpoint.shape
+    assert shape is not None and base_checkpoint.shape is not None  # check_base refuses an adapter as base
     return _valid(
         CtEntry,
         id=ct_entry_id(repo=repo, revision=checkpoint.revision, language=language),
@@ -276,11 +316,12 @@ def build_ct_entry(
         revision=checkpoint.revision,
         language=language,
         base=ModelRef(repo=base, revision=base_checkpoint.revision),
-        shape=checkpoint.shape,
+        shape=shape,
         tokens=tokens,
         tokenizer=TokenizerFacts.from_sizes(
-            vocab_size=checkpoint.shape.vocab_size, base_vocab_size=base_checkpoint.shape.vocab_size
+            vocab_size=shape.vocab_size, base_vocab_size=base_checkpoint.shape.vocab_size
         ),
+        adapter=checkpoint.adapter,
         source=source,
         note=note,
     )
@@ -308,6 +349,13 @@ def build_sft_entry(
             (unless `force`) the card tags it `mergeling-ct`.
     """
     checkpoint = inspect_checkpoint(hub, repo, revision=revision)
+    if checkpoint.adapter is not None:
+        raise CatalogError(
+            f"cannot record {repo} as SFT: it is a LoRA adapter, and only CT checkpoints may be adapters; merge it "
+            "into its base with peft's merge_and_unload() and push the merged model",
+            repo_id=repo,
+            reason="SFT adapter",
+        )
     if not force:
         check_role(checkpoint, kind="sft")
     base_checkpoint = inspect_checkpoint(hub, base, revision=base_revision)

@@ -51,9 +51,11 @@ def _language(value: str | None) -> str | None:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _reference(value: str) -> str:
+def _reference(value: str | None) -> str | None:
     from registry.catalog.entries import split_reference
 
+    if value is None:
+        return None
     try:
         split_reference(value)
     except ValueError as exc:
@@ -108,20 +110,30 @@ def add_ct(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="CT model repo.")],
     language: Annotated[str, typer.Option(callback=_language, help="Target language, e.g. ben_Beng.")],
-    base: Annotated[str, typer.Option(callback=_reference, help="Base model REPO[@REV] the CT continued from.")],
+    base: Annotated[
+        str | None,
+        typer.Option(
+            callback=_reference,
+            help="Base model REPO[@REV] the CT continued from (a LoRA adapter's is read from its adapter_config.json).",
+        ),
+    ] = None,
     tokens: Annotated[int | None, typer.Option(min=0, help="Tokens of continued pre-training.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Record it even if its card names another language or the SFT role.")
     ] = False,
 ) -> None:
-    """Verify a continually pre-trained (CT) checkpoint on the Hub and record it."""
+    """Verify a continually pre-trained (CT) checkpoint on the Hub and record it.
+
+    The CT may be a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors): it is recorded
+    on the adapter's base_model_name_or_path, which --base, when given, must name.
+    """
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_ct_entry
 
     state = cli_state(ctx)
     hub, store = state.hub(), state.catalog()
     repo, revision = split_reference(reference)
-    base_repo, base_revision = split_reference(base)
+    base_repo, base_revision = split_reference(base) if base is not None else (None, None)
     entry = build_ct_entry(
         hub,
         repo=repo,
@@ -271,10 +283,11 @@ def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str
         if e.kind == "ct" and e.tokenizer and e.tokenizer.extended:
             vocab += f" (+{e.tokenizer.added_tokens})"
         language = e.language if e.kind == "ct" else (e.data or "")
+        kind = f"{e.kind} (LoRA r{e.adapter.r})" if e.kind == "ct" and e.adapter else e.kind
         revision = e.revision[:7] if e.verified else e.revision
         table.add_row(
             e.id,
-            e.kind,
+            kind,
             language,
             f"{e.repo}@{revision}",
             str(e.base),

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
-_REFUSED_OPTIONS = {
+REFUSED_OPTIONS = {
     "use_dora": "DoRA (use_dora: true)",
     "lora_bias": "LoRA biases (lora_bias: true)",
     "layer_replication": "layer replication",
@@ -86,7 +86,7 @@ def read_adapter(path: Path) -> LoraAdapter:
             model=str(path),
             reason="adapter type",
         )
-    for option, what in _REFUSED_OPTIONS.items():
+    for option, what in REFUSED_OPTIONS.items():
         if getattr(config, option, None):
             raise CompatibilityError(
                 f"{path}: {what} is not supported; merge the adapter into its base with peft's merge_and_unload() "
@@ -229,3 +229,37 @@ def open_adapted(base_dir: Path, adapter_dir: Path) -> Checkpoint:
 
     adapter = read_adapter(adapter_dir)
     return AdaptedCheckpoint.wrap(open_checkpoint(base_dir), adapter)
+
+
+def write_adapted(base_dir: Path, adapter_dir: Path, out: Path, *, shard_size: int = 5 * 1024**3) -> Path:
+    """Write the base with the adapter applied as a plain checkpoint (for tools that load whole models).
+
+    Tensors stream one at a time through `AdaptedCheckpoint`; the base's other files (config,
+    tokenizer, generation config) are copied. The result equals peft's `merge_and_unload()`.
+
+    Returns:
+        `out`, holding the adapted checkpoint.
+
+    Raises:
+        CheckpointError, CompatibilityError: as `open_adapted`.
+    """
+    import shutil
+
+    from registry.io.writer import ShardedWriter
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open_adapted(base_dir, adapter_dir) as checkpoint:
+        specs = [(name, info.dtype, tuple(info.shape)) for name, info in checkpoint.tensors.items()]
+        writer = ShardedWriter(out, specs, shard_size=shard_size)
+        try:
+            for name in sorted(checkpoint.tensors):
+                writer.write(name, checkpoint.read(name))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+    for item in sorted(base_dir.iterdir()):
+        weights = item.suffix in (".safetensors", ".bin") or item.name.endswith(".index.json")
+        if item.is_file() and not weights:
+            shutil.copy(item, out / item.name)
+    return out

@@ -56,6 +56,8 @@ class LabConfig(BaseModel):
     base_steps: int = Field(default=1000, ge=1)
     ct_steps: int = Field(default=400, ge=1)
     sft_steps: int = Field(default=300, ge=1)
+    # intermediate checkpoints of each CT run (same run, same data order): `ct-<lang>-step<N>/`
+    ct_save_steps: tuple[int, ...] = ()
     base_lr: float = Field(default=2e-3, gt=0)
     ct_lr: float = Field(default=5e-4, gt=0)
     sft_lr: float = Field(default=1e-3, gt=0)
@@ -80,6 +82,18 @@ class LabConfig(BaseModel):
                 raise ValueError(f"language {code!r} must be a non-English FLORES-200 code such as ben_Beng")
             check_language(code)
         return value
+
+    @field_validator("ct_save_steps")
+    @classmethod
+    def _check_save_steps(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(step < 1 for step in value):
+            raise ValueError(f"ct_save_steps must be positive step counts, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+
+def ct_step_dir(out_dir: Path, language: str, step: int) -> Path:
+    """Where `build_lab` saves the CT-`language` checkpoint after `step` steps (`LabConfig.ct_save_steps`)."""
+    return out_dir / f"ct-{language}-step{step}"
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,7 @@ def build_lab(
             return train_causal_lm(
                 base_dir, texts, out_dir=ct_dir, steps=config.ct_steps, lr=config.ct_lr, batch_size=config.batch_size,
                 seq_len=config.seq_len, seed=config.seed + index, progress=progress, desc=f"ct-{lang}",
+                save_at={step: ct_step_dir(out_dir, lang, step) for step in config.ct_save_steps if step < config.ct_steps},
             )  # fmt: skip
 
         trained[f"ct-{lang}"] = _stage(ct_dir, resume=resume, train=train_ct)
@@ -221,7 +236,8 @@ def _finished(model_dir: Path) -> TrainResult | None:
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        result = TrainResult(**{**record, "out_dir": Path(record["out_dir"])})
+        saved = tuple(tuple(item) for item in record.get("checkpoints", ()))
+        result = TrainResult(**{**record, "out_dir": Path(record["out_dir"]), "checkpoints": saved})
     except (ValueError, TypeError, KeyError) as exc:  # a marker from another version, or damaged
         logger.warning("Retraining %s: its %s cannot be read (%s)", model_dir, STAGE_RECORD, exc)
         return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +52,7 @@ class TrainResult:
         first_loss: mean loss over the first 10 steps.
         last_loss: mean loss over the last 10 steps.
         seconds: wall time of the loop.
+        checkpoints: (step, tokens seen by then, directory) of each intermediate checkpoint saved.
     """
 
     out_dir: Path
@@ -60,6 +61,7 @@ class TrainResult:
     first_loss: float
     last_loss: float
     seconds: float
+    checkpoints: tuple[tuple[int, int, str], ...] = ()
 
 
 def train_causal_lm(
@@ -78,6 +80,7 @@ def train_causal_lm(
     threads: int | None = 1,
     progress: bool = True,
     desc: str = "train",
+    save_at: Mapping[int, Path] | None = None,
 ) -> TrainResult:
     """Continue training the checkpoint in `model_dir` on `texts` and save it to `out_dir`.
 
@@ -102,6 +105,9 @@ def train_causal_lm(
             other processes run several times slower than one.
         progress: show a progress bar on stderr.
         desc: the progress bar label.
+        save_at: step -> directory: also save the model (and tokenizer) as it is after that many
+            steps, e.g. CT checkpoints of one run for the discard analysis. Saving does not change
+            the run: the final weights are the same with or without it.
 
     Returns:
         A `TrainResult`.
@@ -113,6 +119,9 @@ def train_causal_lm(
 
     if steps < 1 or not texts:
         raise LabError(f"nothing to train: steps={steps}, {len(texts)} texts; pass steps >= 1 and some text")
+    outside = sorted(step for step in save_at or {} if not 1 <= step <= steps)
+    if outside:
+        raise LabError(f"cannot save a checkpoint at step {outside[0]} of a {steps}-step run; pick steps in 1..{steps}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -120,6 +129,7 @@ def train_causal_lm(
         return _train(
             model_dir, texts, out_dir=out_dir, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed,
             warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, progress=progress, desc=desc,
+            save_at=dict(save_at or {}),
         )  # fmt: skip
     finally:
         torch.set_num_threads(previous)
@@ -140,6 +150,7 @@ def _train(
     grad_clip: float,
     progress: bool,
     desc: str,
+    save_at: dict[int, Path],
 ) -> TrainResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -162,6 +173,7 @@ def _train(
     warmup = max(1, round(0.05 * steps)) if warmup_steps is None else max(1, warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup=warmup, total=steps))
     losses: list[float] = []
+    saved: list[tuple[int, int, str]] = []
     tokens = 0
     order = _Cycle(len(encoded), generator) if encoded else None
     start = time.perf_counter()
@@ -186,6 +198,12 @@ def _train(
         losses.append(loss.item())
         tokens += int((labels[:, 1:] != _IGNORE).sum())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if len(losses) in save_at:
+            where = save_at[len(losses)]
+            where.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(str(where))
+            tokenizer.save_pretrained(str(where))
+            saved.append((len(losses), tokens, str(where)))
     seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
@@ -197,6 +215,7 @@ def _train(
         first_loss=sum(losses[:10]) / len(losses[:10]),
         last_loss=sum(losses[-10:]) / len(losses[-10:]),
         seconds=seconds,
+        checkpoints=tuple(saved),
     )
     logger.info("%s: %d steps, loss %.3f -> %.3f, %.0f s", desc, steps, result.first_loss, result.last_loss, seconds)
     return result

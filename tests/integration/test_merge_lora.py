@@ -85,6 +85,19 @@ def test_adapter_equals_merged_model(tiny_family: DemoFamily, tmp_path: Path, rs
             assert float((got[name] - want[name]).abs().max()) <= 1e-5, name
 
 
+def test_write_adapted_equals_merge_and_unload(tiny_family: DemoFamily, tmp_path: Path) -> None:
+    from registry.io.lora import write_adapted
+
+    adapter, merged = _adapter(tiny_family.base, tmp_path)
+    out = write_adapted(tiny_family.base, adapter, tmp_path / "adapted")
+    got, want = _state(out), _state(merged)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert float((got[name] - want[name]).abs().max()) <= 1e-6, name
+    assert json.loads((out / "config.json").read_text()) == json.loads((tiny_family.base / "config.json").read_text())
+    assert (out / "tokenizer.json").is_file()
+
+
 def test_adapter_view_equals_peft_weights(tiny_family: DemoFamily, tmp_path: Path) -> None:
     from registry.io.lora import open_adapted
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from registry.catalog.entries import (
+    AdapterFacts,
     CtEntry,
     EvalResult,
     MergeEntry,
@@ -69,6 +70,18 @@ def test_ct_entry_round_trips_through_json() -> None:
     assert stored["kind"] == "ct"
     assert stored["tokenizer"] == {"vocab_size": 32000, "base_vocab_size": 32000, "extended": False}
     assert stored["added_at"].endswith("Z")
+
+
+def test_adapter_ct_round_trips_and_must_sit_on_its_own_base() -> None:
+    facts = AdapterFacts(base_model_name_or_path="meta-llama/Llama-2-7b-hf", r=64, lora_alpha=128)
+    entry = _ct(adapter=facts)
+    assert parse_entry(dump_entry(entry)) == entry
+    assert json.loads(dump_entry(entry))["adapter"]["peft_type"] == "LORA"
+    assert json.loads(dump_entry(_ct()))["adapter"] is None  # entries written before adapters parse unchanged
+    with pytest.raises(ValidationError, match="is a LoRA adapter of other/base, but its base is meta-llama"):
+        _ct(adapter=facts.model_copy(update={"base_model_name_or_path": "other/base"}))
+    with pytest.raises(ValidationError, match="peft_type"):
+        AdapterFacts(peft_type="IA3", base_model_name_or_path="a/b", r=4, lora_alpha=8)  # type: ignore[arg-type]
 
 
 def test_entry_rejects_id_that_does_not_match_content() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from registry.catalog.entries import (
+    AdapterFacts,
     CtEntry,
     ModelRef,
     ModelShape,
@@ -96,3 +97,13 @@ def test_find_pairs_filters_by_language_and_orders() -> None:
     only_tam = find_pairs(entries, language="tam_Taml")
     assert {c.language for c in only_tam} == {"tam_Taml"} and len(only_tam) == 2
     assert find_pairs(entries, language="uig_Arab") == []
+
+
+def test_an_adapter_ct_pairs_only_with_sfts_of_its_base() -> None:
+    adapter = ct().model_copy(update={"adapter": AdapterFacts(base_model_name_or_path=BASE.repo, r=8, lora_alpha=16)})
+    same = check_pair(adapter, sft())
+    assert same.compatible and same.notes == (f"CT is a LoRA adapter (r 8) of {BASE.repo}: the merge applies it "
+                                              "to the base (the recipe's base_model)",)  # fmt: skip
+    other = check_pair(adapter, sft(base=ModelRef(repo="other/base", revision="c" * 40)))
+    assert other.status == "incompatible" and other.notes == ()
+    assert other.reasons == (f"different base: CT is on {BASE.repo}, SFT on other/base",)

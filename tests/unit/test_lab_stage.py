@@ -10,7 +10,8 @@ from registry.lab.train import TrainResult
 
 def _result(out: Path) -> TrainResult:
     fields = {name: 0 for name in TrainResult.__dataclass_fields__}
-    return TrainResult(**{**fields, "out_dir": out, "first_loss": 5.0, "last_loss": 3.0})
+    saved = ((2, 64, str(out / "step2")),)  # an intermediate checkpoint (LabConfig.ct_save_steps)
+    return TrainResult(**{**fields, "out_dir": out, "first_loss": 5.0, "last_loss": 3.0, "checkpoints": saved})
 
 
 def test_marker_round_trips_and_leaves_no_partial_file(tmp_path: Path) -> None:

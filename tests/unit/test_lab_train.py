@@ -52,6 +52,23 @@ def test_same_seed_same_weights_and_loss_falls(tiny_base: Path, tmp_path: Path) 
     assert any(not a[k].equal(base[k]) for k in a)
 
 
+def test_intermediate_checkpoints_leave_the_run_unchanged(tiny_base: Path, tmp_path: Path) -> None:
+    kwargs = dict(steps=12, lr=3e-3, batch_size=4, seq_len=32, seed=7, progress=False)
+    plain = train_causal_lm(tiny_base, [TEXT], out_dir=tmp_path / "plain", **kwargs)  # type: ignore[arg-type]
+    saving = train_causal_lm(
+        tiny_base, [TEXT], out_dir=tmp_path / "saving", save_at={4: tmp_path / "s4", 8: tmp_path / "s8"}, **kwargs
+    )  # type: ignore[arg-type]
+    final, again = _weights(tmp_path / "plain"), _weights(tmp_path / "saving")
+    assert all(final[k].equal(again[k]) for k in final)  # saving does not touch the run
+    assert plain.checkpoints == ()
+    assert saving.checkpoints == ((4, 4 * 4 * 31, str(tmp_path / "s4")), (8, 8 * 4 * 31, str(tmp_path / "s8")))
+    s4, s8 = _weights(tmp_path / "s4"), _weights(tmp_path / "s8")
+    assert any(not s4[k].equal(s8[k]) for k in s4) and any(not s8[k].equal(final[k]) for k in s8)
+    assert (tmp_path / "s4" / "tokenizer.json").is_file()
+    with pytest.raises(LabError, match="cannot save a checkpoint at step 13 of a 12-step run"):
+        train_causal_lm(tiny_base, [TEXT], out_dir=tmp_path / "x", save_at={13: tmp_path / "s13"}, **kwargs)  # type: ignore[arg-type]
+
+
 def test_other_seed_other_weights(tiny_base: Path, tmp_path: Path) -> None:
     for seed in (1, 2):
         train_causal_lm(tiny_base, [TEXT], out_dir=tmp_path / str(seed), steps=5, lr=1e-3, batch_size=2, seq_len=32,
