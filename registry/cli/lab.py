@@ -100,11 +100,13 @@ def build(
     else:
         console.print(f"Data: {resolved}")
     try:
-        config = LabConfig(
-            languages=tuple(code.strip() for code in languages.split(",") if code.strip()),
-            seed=seed,
-            repo_prefix=namespace,
-            **stage_steps(quick=quick, steps=steps),
+        config = LabConfig.model_validate(
+            {
+                "languages": tuple(code.strip() for code in languages.split(",") if code.strip()),
+                "seed": seed,
+                "repo_prefix": namespace,
+                **stage_steps(quick=quick, steps=steps),
+            }
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
