@@ -10,11 +10,17 @@ Steps (each prints its result at once and adds it to `--json`; a failing step do
    bf16 out, each as a separate process, `--runs` times, alternating: the engine on CUDA,
    `mergekit-yaml --cuda` (default settings; its `dtype: bfloat16` compute), and the I/O floor
    (read the three inputs, write one output, CPU). Ratios: ours / floor, mergekit / ours.
+   Then the same two inside one warm process (`--inproc-runs` each, alternating floor/merge,
+   median): Python, torch and the CUDA context are started and a tiny merge and floor done
+   first, so both timers see only the work; the engine's per-stage times come with each merge.
+4. startup (measured before timing): a bare Python, `import torch`, the CUDA context (first
+   allocation, synchronised) and `import registry.merge.engine`, in a fresh process.
 
 Inputs and outputs go to `--work` (default /dev/shm/mergeling-gpu, a RAM disk, when it has room).
 
     python bench/gpu_check.py --json results.json                          # on the GPU machine
     python bench/gpu_check.py --small --device cpu --skip-mergekit         # the script itself, on CPU
+    python bench/gpu_check.py --skip identity,oom --skip-mergekit --json r.json   # timing only
 
 `--device cpu` replaces CUDA by CPU everywhere (to test this script without a GPU).
 """
@@ -52,6 +58,66 @@ if len(sys.argv) > 4:  # a GPU memory cap in GiB (the OOM check)
     import torch
     torch.cuda.set_per_process_memory_fraction(float(sys.argv[4]) * 2**30 / torch.cuda.get_device_properties(0).total_memory)
 run_merge(plan_merge(parse_recipe(yaml.safe_load(Path(config).read_text()))), out=out, device=device, progress=False)
+"""
+STARTUP = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+if sys.argv[1] != "cpu":
+    torch.zeros(1, device=sys.argv[1]).add_(1)
+    torch.cuda.synchronize()
+t2 = time.perf_counter()
+import registry.merge.engine, registry.merge.methods  # noqa: E401
+t3 = time.perf_counter()
+print(json.dumps({"import_torch_s": t1 - t0, "cuda_context_s": t2 - t1, "import_engine_s": t3 - t2}))
+"""
+INPROC = r"""
+import json, shutil, statistics, sys, time
+from pathlib import Path
+import torch
+import yaml
+from registry.merge.engine import run_merge
+from registry.merge.plan import plan_merge
+from registry.recipe import parse_recipe
+args = json.loads(sys.argv[1])
+device, out = args["device"], Path(args["out"])
+if device != "cpu":
+    torch.zeros(1, device=device).add_(1)
+    torch.cuda.synchronize()
+
+def plan(config):
+    return plan_merge(parse_recipe(yaml.safe_load(Path(config).read_text())))
+
+def floor(inputs):
+    shutil.rmtree(out, ignore_errors=True)
+    sys.argv = ["floor", *inputs, str(out)]
+    start = time.perf_counter()
+    exec(args["floor_code"], {"__name__": "io_floor"})
+    return time.perf_counter() - start
+
+def merge(config):
+    shutil.rmtree(out, ignore_errors=True)
+    p = plan(config)  # planning reads headers only; kept out of the timer like the floor's argv
+    start = time.perf_counter()
+    result = run_merge(p, out=out, device=device, progress=False)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result.stages
+
+floor(args["warm_inputs"]); merge(args["warm_config"])  # warm-up: kernels, allocator, imports
+runs = {"floor": [], "merge": [], "stages": []}
+for r in range(args["runs"]):
+    for what in (("floor", "merge") if r % 2 == 0 else ("merge", "floor")):
+        if what == "floor":
+            runs["floor"].append(round(floor(args["inputs"]), 3))
+        else:
+            wall, stages = merge(args["config"])
+            runs["merge"].append(round(wall, 3))
+            runs["stages"].append(stages)
+        print(f"  in-process run {r + 1}: {what:6s} {runs[what][-1]:7.2f} s", file=sys.stderr, flush=True)
+shutil.rmtree(out, ignore_errors=True)
+print(json.dumps(runs))
 """
 MERGEKIT = "import sys; from mergekit.scripts.run_yaml import main; sys.argv[0] = 'mergekit-yaml'; main()"
 
@@ -121,12 +187,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--check-layers", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1, help="whole-process runs of each")
+    parser.add_argument("--inproc-runs", type=int, default=2, help="in-process runs of each (0: none)")
+    parser.add_argument("--identity-methods", default="ties,ties_sv,dare_ties", help="comma-separated")
     parser.add_argument("--oom-gib", type=float, default=1.0)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="a tiny shape (to test the script)")
     parser.add_argument("--skip-mergekit", action="store_true")
-    parser.add_argument("--skip", default="", help="comma-separated steps to skip: identity,oom,timing")
+    parser.add_argument("--skip", default="", help="comma-separated steps to skip: identity,oom,startup,timing")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     dev = args.device
@@ -162,7 +230,7 @@ def main() -> None:
             synthesize(work / "fp32", Shape(layers=args.check_layers, **shape_kw), dtype="float32", device=gen_device)
         )
         out: dict[str, object] = {}
-        for method in ("ties", "ties_sv", "dare_ties"):
+        for method in args.identity_methods.split(","):
             config = _config(fp32, method, dtype="float32", out_dtype="float32")
             cpu_s = _merge(config, work / "id-cpu", "cpu", work)
             dev_s = _merge(config, work / "id-dev", dev, work)
@@ -211,10 +279,52 @@ def main() -> None:
         summary: dict[str, object] = {"runs": runs, "ours_over_io_floor": round(ours / med["I/O floor"], 3)}
         if "mergekit-yaml --cuda" in med:
             summary["mergekit_over_ours"] = round(med["mergekit-yaml --cuda"] / ours, 2)
+        if args.inproc_runs > 0:
+            summary["in_process"] = in_process(models, config_path, out)
         return summary
+
+    def in_process(models: dict[str, Path], config_path: Path, out: Path) -> dict[str, object]:
+        warm = synthesize(work / "warm", Shape(layers=1, **SMALL), dtype="bfloat16", device="cpu")
+        warm_config = work / "warm.yml"
+        warm_config.write_text(json.dumps(_config(warm, "ties", dtype="bfloat16", out_dtype="bfloat16")))
+        spec = {
+            "device": dev,
+            "out": str(out),
+            "runs": args.inproc_runs,
+            "floor_code": IO_FLOOR,
+            "inputs": [str(models[m]) for m in ("base", "ft1", "ft2")],
+            "warm_inputs": [str(warm[m]) for m in ("base", "ft1", "ft2")],
+            "config": str(config_path),
+            "warm_config": str(warm_config),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", INPROC, json.dumps(spec)], stdout=subprocess.PIPE, env=_env(), text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"in-process timing failed (exit {done.returncode}); its stderr is above")
+        runs = json.loads(done.stdout.strip().splitlines()[-1])
+        floor, merge = statistics.median(runs["floor"]), statistics.median(runs["merge"])
+        return {**runs, "floor_median_s": floor, "merge_median_s": merge, "ours_over_io_floor": round(merge / floor, 3)}
+
+    def startup() -> dict[str, object]:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], env=_env(), check=True)
+        bare = time.perf_counter() - start
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", STARTUP, dev], env=_env(), capture_output=True, text=True, check=True
+        )
+        wall = time.perf_counter() - start
+        parts = json.loads(done.stdout.strip().splitlines()[-1])
+        return {
+            "python_bare_s": round(bare, 3),
+            "whole_s": round(wall, 3),
+            **{k: round(v, 3) for k, v in parts.items()},
+        }
 
     step("identity", identity)
     step("oom", oom)
+    step("startup", startup)
     step("timing", timing)
     print(json.dumps({k: v for k, v in results.items() if k != "trace"}, indent=1)[:6000], flush=True)
 

@@ -6,18 +6,22 @@ Per tensor, four stages overlap (see `registry.merge.engine`):
    queues their copies to the GPU on a side stream (`Staging.load`), recording an event;
 2. the main thread makes the default stream wait for that event, runs the method there, casts
    the result and records another event;
-3. the writer thread waits for it on a third stream, copies the result into a pinned output
-   buffer, synchronises that stream, checks the inputs' NaN/Inf flags (computed on the GPU
+3. the result's copy into a pinned output buffer is queued on a third stream behind it; the
+   writer thread waits for that copy, checks the inputs' NaN/Inf flags (computed on the GPU
    without a host sync) and writes the bytes (`Drain.write`);
 4. meanwhile the main thread already runs the next tensor's method.
 
 A slot of the input ring is reused only after its copies finished (its event), so the reader can
-run one tensor ahead without ever overwriting data in flight.
+run ahead without ever overwriting data in flight. The output side has two pinned buffers, used in
+turn, so the writer can still be writing one result while the next one's copy back is queued.
+
+Both sides add up where their thread spent its time in `times` (seconds; see `MergeResult.stages`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +52,7 @@ class Staging:
         self.events: list[torch.cuda.Event | None] = [None] * slots
         self.next = 0
         self.lock = threading.Lock()
+        self.times = {"reader_slot_wait_s": 0.0, "reader_read_s": 0.0, "reader_h2d_queue_s": 0.0}
 
     def load(
         self, ckpts: Sequence[Checkpoint], name: str, indices: Sequence[int], to_gpu: Sequence[int], rows: int | None
@@ -63,9 +68,11 @@ class Staging:
         with self.lock:
             slot = self.next
             self.next = (slot + 1) % len(self.buffers)
+        start = time.perf_counter()
         done = self.events[slot]
         if done is not None:
             done.synchronize()  # the copies out of this slot finished
+        read = time.perf_counter()
         buffer = self.buffers[slot]
         host: dict[int, torch.Tensor] = {}
         offset = 0
@@ -73,6 +80,7 @@ class Staging:
             nbytes = ckpts[i].tensors[name].nbytes
             host[i] = ckpts[i].read(name, out=buffer[offset : offset + nbytes])
             offset += (nbytes + 511) // 512 * 512  # keep each view aligned
+        queue = time.perf_counter()
         gpu: dict[int, torch.Tensor] = {}
         with torch.cuda.stream(self.stream):
             for i in to_gpu:
@@ -81,6 +89,9 @@ class Staging:
             event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             event.record(self.stream)
         self.events[slot] = event
+        self.times["reader_slot_wait_s"] += read - start
+        self.times["reader_read_s"] += queue - read
+        self.times["reader_h2d_queue_s"] += time.perf_counter() - queue
         return Staged(gpu, event), host
 
     def ready(self, staged: Staged) -> dict[int, torch.Tensor]:
@@ -102,29 +113,45 @@ def finite_flag(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 class Drain:
-    """Writer-side: device-to-host on its own stream into one pinned buffer, then the write."""
+    """Writer-side: device-to-host on its own stream into pinned buffers used in turn, then the write.
 
-    def __init__(self, device: str, max_bytes: int) -> None:
+    The caller must keep at most `buffers` results in flight: the wait of a result must have
+    returned, and its host tensor been written, before the result `buffers` submits later is waited for.
+    """
+
+    def __init__(self, device: str, max_bytes: int, buffers: int = 2) -> None:
         import torch
 
         self.device = torch.device(device)
         self.stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
-        self.buffer = torch.empty(max(max_bytes, 1), dtype=torch.uint8, pin_memory=True)
+        self.buffers = [torch.empty(max(max_bytes, 1), dtype=torch.uint8, pin_memory=True) for _ in range(buffers)]
+        self.next = 0
+        self.times = {"writer_d2h_wait_s": 0.0}
 
     def submit(self, result: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """Queue `result`'s copy (call on the main thread); returns the writer-thread wait for the host tensor."""
+        """Queue `result`'s copy into the next pinned buffer (main thread); returns the writer-thread wait.
+
+        The copy starts as soon as the default stream has produced `result`, so it overlaps the
+        writer's write of the previous result (the other buffer).
+        """
         import torch
 
-        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        event.record(torch.cuda.current_stream(self.device))
+        buffer = self.buffers[self.next]
+        self.next = (self.next + 1) % len(self.buffers)
+        produced = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        produced.record(torch.cuda.current_stream(self.device))
         result.record_stream(self.stream)
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_event(produced)
+            host = buffer[: result.nbytes].view(result.dtype).view(result.shape)
+            host.copy_(result, non_blocking=True)
+            copied = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            copied.record(self.stream)
 
         def wait() -> torch.Tensor:
-            with torch.cuda.stream(self.stream):
-                self.stream.wait_event(event)
-                host = self.buffer[: result.nbytes].view(result.dtype).view(result.shape)
-                host.copy_(result, non_blocking=True)
-            self.stream.synchronize()
+            start = time.perf_counter()
+            copied.synchronize()
+            self.times["writer_d2h_wait_s"] += time.perf_counter() - start
             return host
 
         return wait

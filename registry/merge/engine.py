@@ -59,6 +59,7 @@ class MergeResult:
     report: MergeReport
     device: str
     seconds: float
+    stages: dict[str, float] = field(default_factory=dict)  # where each thread spent its time (seconds)
 
 
 def resolve_device(device: str) -> str:
@@ -148,6 +149,7 @@ def run_merge(
         )
         stream = _Stream(plan, ckpts, spec, dev)
         report = stream.run(writer, progress=progress)
+        stages = stream.stage_times()
         files = writer.close()
         writer = None
         from registry.merge.outputs import write_side_files
@@ -163,7 +165,9 @@ def run_merge(
         for ckpt in ckpts:
             ckpt.close()
     files = [out / f.name for f in files]
-    return MergeResult(out=out, files=files, report=report, device=dev, seconds=time.monotonic() - started)
+    return MergeResult(
+        out=out, files=files, report=report, device=dev, seconds=time.monotonic() - started, stages=stages
+    )
 
 
 def _fix_for(exc: BaseException, device: str) -> str:
@@ -211,6 +215,7 @@ class _Stream:
     def __init__(self, plan: MergePlan, ckpts: list[Checkpoint], spec: MethodSpec, device: str) -> None:
         recipe = plan.recipe
         self.plan, self.ckpts, self.spec, self.device = plan, ckpts, spec, device
+        self.times = {"main_wait_read_s": 0.0, "main_compute_s": 0.0, "main_wait_write_s": 0.0, "writer_write_s": 0.0}
         ctx = recipe.method_context()
         self.merger = spec.bind(recipe.parameters, ctx)
         self.protect = list(spec.protected(recipe.parameters, ctx))
@@ -233,6 +238,14 @@ class _Stream:
             )
             self.staging = Staging(device, slot)
             self.drain = Drain(device, max((t.numel * DTYPE_SIZES[t.dtype] for t in plan.tensors), default=0))
+
+    def stage_times(self) -> dict[str, float]:
+        """Seconds each thread spent per stage (main: waiting for reads, in the method, waiting for writes)."""
+        times = dict(self.times)
+        if self.device != "cpu":
+            times.update(self.staging.times)
+            times.update(self.drain.times)
+        return {k: round(v, 3) for k, v in times.items()}
 
     def _load(self, t: TensorPlan) -> _Loaded:
         # Runs on the reader thread. On CPU it also does the NaN/Inf checks, so they overlap the
@@ -294,7 +307,9 @@ class _Stream:
         if loaded.flags is not None and not bool(loaded.flags.all()):
             for i, x in zip(self.on_gpu, loaded.on_gpu, strict=True):
                 check_finite(x, model=self.plan.sources[i].ref, name=t.name)
+        start = time.perf_counter()
         writer.write(t.name, host)
+        self.times["writer_write_s"] += time.perf_counter() - start
 
     def _cast(self, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None) -> torch.Tensor:
         """Cast to the output dtype and append the tokenizer model's extra vocabulary rows (on the result's device)."""
@@ -318,8 +333,10 @@ class _Stream:
         tensors = self.plan.tensors
         # Read ahead as far as a byte budget allows: many small tensors, but only one of the
         # largest (the embeddings), so peak memory stays about twice the largest tensor's inputs.
+        # On CUDA the loaded inputs sit in GPU memory (the host slots are reused once copied), so
+        # the reader may run two of the largest ahead: the read then overlaps more of the compute.
         cost = [sum(self.ckpts[i].tensors[t.name].nbytes for i in self.needed) for t in tensors]
-        budget = max(cost, default=0)
+        budget = max(cost, default=0) * (1 if self.device == "cpu" else 2)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-read") as reader:
             pending: deque[tuple[int, Future[_Loaded]]] = deque()
             submitted = in_flight = 0
@@ -334,7 +351,10 @@ class _Stream:
                         submitted += 1
                     size, future = pending.popleft()
                     in_flight -= size
-                    yield t, future.result()
+                    start = time.perf_counter()
+                    loaded = future.result()
+                    self.times["main_wait_read_s"] += time.perf_counter() - start
+                    yield t, loaded
                     bar.update(t.numel)
             finally:
                 for _, fut in pending:
@@ -363,7 +383,9 @@ class _Stream:
     def _finish_and_write(
         self, writer: ShardedWriter, t: TensorPlan, merged: torch.Tensor, tail: torch.Tensor | None
     ) -> None:
+        start = time.perf_counter()
         writer.write(t.name, self._finish(t, merged, tail))
+        self.times["writer_write_s"] += time.perf_counter() - start  # on CPU: the cast too
 
     def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
         """Merge every tensor into `writer`; returns the diagnostics.
@@ -394,9 +416,13 @@ class _Stream:
         )
         self._scan(progress)
         on_cpu = self.device == "cpu"
+        # Results in flight: one on CPU (bounded memory); on CUDA one per pinned output buffer, so
+        # the next result's copy back overlaps the write of the previous one.
+        depth = 1 if on_cpu else len(self.drain.buffers)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeling-write") as pool:
-            last: Future[None] | None = None
+            writes: deque[Future[None]] = deque()
             for t, loaded in self._stages(progress, "merge"):
+                start = time.perf_counter()
                 inputs, base = self._ready(t, loaded)
                 stats = TensorStats()
                 try:
@@ -405,14 +431,19 @@ class _Stream:
                     raise self._failure(t, exc) from exc
                 del inputs, base
                 report.add(t.name, stats)
-                if last is not None:
-                    last.result()  # one result in flight: bounded memory
+                self.times["main_compute_s"] += time.perf_counter() - start
+                start = time.perf_counter()
+                while len(writes) >= depth:
+                    writes.popleft().result()  # its buffer is free again
+                self.times["main_wait_write_s"] += time.perf_counter() - start
                 if on_cpu:  # the cast overlaps the next tensor's compute
-                    last = pool.submit(self._finish_and_write, writer, t, merged, loaded.tail)
-                else:  # cast on the GPU; copy back, checks and write on the writer thread
+                    writes.append(pool.submit(self._finish_and_write, writer, t, merged, loaded.tail))
+                else:  # cast on the GPU, copy back queued now; checks and write on the writer thread
                     wait = self.drain.submit(self._cast(t, merged, loaded.tail))
-                    last = pool.submit(self._drain_and_write, writer, t, wait, loaded)
+                    writes.append(pool.submit(self._drain_and_write, writer, t, wait, loaded))
                 del merged, loaded
-            if last is not None:
-                last.result()
+            start = time.perf_counter()
+            while writes:
+                writes.popleft().result()
+            self.times["main_wait_write_s"] += time.perf_counter() - start
         return report
