@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
 from registry.localhub.http import Request, Response
-from registry.localhub.names import REPO_TYPES, Conflict, InvalidInput, NotFound, StorageError, validate_path
+from registry.localhub.names import (
+    REPO_TYPES,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    validate_path,
+    validate_repo_id,
+)
 from registry.localhub.storage import Commit, RepoStore
 
 if TYPE_CHECKING:
@@ -83,10 +91,6 @@ def delete(hub: LocalHub, req: Request) -> Response:
 
 
 def move(hub: LocalHub, req: Request) -> Response:
-    import os
-
-    from registry.localhub.storage import repo_dir
-
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
     src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
@@ -94,13 +98,11 @@ def move(hub: LocalHub, req: Request) -> Response:
     hub.check_write(who, dst.split("/")[0])
     dst_ns, _, dst_name = dst.partition("/")
     dst = f"{who.canonical(dst_ns) or dst_ns}/{dst_name}"
-    target = repo_dir(hub.data_dir, repo_type, dst)
-    if hub.storage.exists(repo_type, dst):
-        raise Conflict(f"Cannot move {src} to {dst}: {dst} already exists")
-    hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)
-    with hub.locks.get(f"{repo_type}/{src}"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(store.root, target)
+    validate_repo_id(dst)
+    with hub.locks.get(f"{repo_type}/{store.repo_id}"):
+        hub.storage.check_free(repo_type, store.repo_id, dst)
+        hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)  # names the old id: before
+        hub.storage.move_repo(repo_type, store.repo_id, dst)
     return Response.json({})
 
 

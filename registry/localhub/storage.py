@@ -37,6 +37,7 @@ from registry.localhub.names import (
     Unprocessable,
     validate_repo_id,
 )
+from registry.localhub.redirects import Moved, Redirects
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_GITATTRIBUTES = (
@@ -422,6 +423,7 @@ class Storage:
         if self._trash.exists():
             shutil.rmtree(self._trash, ignore_errors=True)
         self._trash.mkdir(parents=True, exist_ok=True)
+        self.redirects = Redirects(data_dir)
 
     def clean_temp_files(self) -> int:
         """Remove temp files a killed server left inside repos (`.tmp-*` of `atomic_write`); the count.
@@ -445,6 +447,10 @@ class Storage:
         """
         canonical = self.canonical_id(repo_type, repo_id)
         if canonical is None:
+            moved_to = self.redirects.target(repo_type, repo_id)
+            target = self.canonical_id(repo_type, moved_to) if moved_to else None
+            if target is not None:
+                raise Moved(repo_type, repo_id, target)
             raise repo_not_found(repo_type, repo_id)
         return RepoStore(repo_dir(self.data_dir, repo_type, canonical), repo_type=repo_type, repo_id=canonical)
 
@@ -497,7 +503,26 @@ class Storage:
         commit_id = store.write_commit(parents=[], title="initial commit", message="", author=author, files=files)
         # refs.json last: its presence is what makes the repo exist.
         store.write_refs({"heads": {"main": commit_id}, "tags": {}, "prs": {}})
+        self.redirects.forget(repo_type, repo_id)  # the old id of a moved repo is taken again
         return store
+
+    def check_free(self, repo_type: str, src: str, dst: str) -> None:
+        """Raise 409 when a repo already lives at `dst` (the target of a move from `src`)."""
+        if self.canonical_id(repo_type, dst) is not None:
+            raise Conflict(f"Cannot move {src} to {dst}: a {repo_type} repo already exists there; pick another id")
+
+    def move_repo(self, repo_type: str, src: str, dst: str) -> None:
+        """Rename a repo; `src` then redirects to `dst`. The caller holds the repo's lock.
+
+        Raises:
+            StorageError: 404 when `src` is missing, 409 when `dst` exists.
+        """
+        store = self.repo(repo_type, src)
+        self.check_free(repo_type, src, dst)
+        target = repo_dir(self.data_dir, repo_type, dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(store.root, target)
+        self.redirects.record(repo_type, store.repo_id, dst)
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
         """Delete a repo (rename into the trash first, so a crash never leaves half a repo).

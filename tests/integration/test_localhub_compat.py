@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,12 @@ def test_gated_repos_need_access_auto_and_manual(hub: HubHandle, tmp_path: Path)
         alice.upload_file(path_or_fileobj=b"weights", path_in_repo="w.txt", repo_id=repo)
         alice.update_repo_settings(repo, gated=mode)
         assert alice.model_info(repo).gated == mode
-        kwargs = {"repo_id": repo, "filename": "w.txt", "endpoint": hub.url, "cache_dir": tmp_path / mode}
+        kwargs: dict[str, Any] = {
+            "repo_id": repo,
+            "filename": "w.txt",
+            "endpoint": hub.url,
+            "cache_dir": tmp_path / mode,
+        }
         with pytest.raises(GatedRepoError):
             hf_hub_download(**kwargs, token=hub.bob_token)
         with pytest.raises(GatedRepoError):
@@ -171,3 +177,27 @@ def test_list_and_permanently_delete_lfs_files(hub_factory: HubFactory) -> None:
         hf_hub_download(
             "alice/lfs-files", "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c"
         )
+
+
+def test_a_moved_repo_redirects_from_its_old_id_until_the_id_is_taken(hub: HubHandle, tmp_path: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    api = hub.api()
+    api.create_repo("alice/before")
+    api.upload_file(path_or_fileobj=b"weights", path_in_repo="sub/w.txt", repo_id="alice/before")
+    api.move_repo("alice/before", "alice/after")
+    raw = httpx.get(f"{hub.url}/alice/before/resolve/main/sub/w.txt")
+    assert raw.status_code == 307 and raw.headers["location"] == "/alice/after/resolve/main/sub/w.txt"
+    assert api.model_info("alice/Before").id == "alice/after"  # ids are case-insensitive, redirects too
+    path = hf_hub_download("alice/before", "sub/w.txt", endpoint=hub.url, cache_dir=tmp_path / "c")
+    assert Path(path).read_bytes() == b"weights"
+    assert [e.path for e in api.list_repo_tree("alice/before", path_in_repo="sub")] == ["sub/w.txt"]
+    api.move_repo("alice/after", "alice/latest")  # a chain of moves: one hop from the first id
+    assert httpx.get(f"{hub.url}/api/models/alice/before").headers["location"] == "/api/models/alice/latest"
+    api.create_repo("alice/before")  # the old id is taken again: it is that repo now
+    assert api.list_repo_files("alice/before") == [".gitattributes"]
+    assert api.list_repo_files("alice/latest") == [".gitattributes", "sub/w.txt"]
+    api.update_repo_settings("alice/latest", private=True)
+    api.move_repo("alice/latest", "alice/hidden")
+    assert httpx.get(f"{hub.url}/api/models/alice/latest").status_code == 404  # a private repo's new name stays hidden
+    assert api.model_info("alice/latest").id == "alice/hidden"  # the owner is redirected
