@@ -278,7 +278,7 @@ def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, 
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name in refs_["heads"]:
-            raise Conflict(f"Branch {name!r} already exists in {repo_id}")
+            raise Conflict(f"Reference refs/heads/{name} already exists; pass exist_ok=True or pick another name")
         start = store.resolve(body.get("startingPoint") or "main")
         refs_["heads"][name] = start
         store.write_refs(refs_)
@@ -296,7 +296,7 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
         target = store.resolve(revision or "main")  # a missing revision is reported first, as on the Hub
         refs_ = store.refs()
         if name in refs_["tags"]:
-            raise Conflict(f"Tag {name!r} already exists in {repo_id}")
+            raise Conflict(f"Reference refs/tags/{name} already exists; pick another tag name")
         refs_["tags"][name] = target
         store.write_refs(refs_)
     hub.webhooks.emit_repo(
@@ -307,13 +307,13 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
 
 def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kind: str, name: str) -> Response:
     store, _ = hub.write_repo(req, repo_type, repo_id)
-    if kind == "heads" and name == "main":
-        raise InvalidInput("The main branch cannot be deleted; delete the repo instead")
+    if kind == "heads" and name == "main":  # the Hub's wording (huggingface_hub's tests match it)
+        raise InvalidInput("Cannot delete refs/heads/main: it is the default branch; delete the repo instead")
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name not in refs_[kind]:
-            what = "Branch" if kind == "heads" else "Tag"
-            raise NotFound(f"{what} {name!r} not found in {repo_id}", code="RevisionNotFound")
+            what = "branch" if kind == "heads" else "tag"  # "Invalid rev id": the Hub's words
+            raise NotFound(f"Invalid rev id: {name} (no such {what} in {repo_id})", code="RevisionNotFound")
         old = refs_[kind].pop(name)
         store.write_refs(refs_)
     hub.webhooks.emit_repo(

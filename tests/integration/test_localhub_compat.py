@@ -201,3 +201,40 @@ def test_a_moved_repo_redirects_from_its_old_id_until_the_id_is_taken(hub: HubHa
     api.move_repo("alice/latest", "alice/hidden")
     assert httpx.get(f"{hub.url}/api/models/alice/latest").status_code == 404  # a private repo's new name stays hidden
     assert api.model_info("alice/latest").id == "alice/hidden"  # the owner is redirected
+
+
+def test_ref_and_commit_errors_have_the_hubs_status_and_words(hub: HubHandle) -> None:
+    """The statuses and messages huggingface_hub's own tests (tests/test_hf_api.py) match on the Hub's answers."""
+    from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
+
+    api = hub.api()
+    repo = "alice/errors"
+    api.create_repo(repo)
+    parent = api.model_info(repo).sha
+    api.upload_file(path_or_fileobj=b"one", path_in_repo="a.txt", repo_id=repo)
+    with pytest.raises(HfHubHTTPError) as stale:  # the parent is checked before the operations
+        api.create_commit(
+            repo,
+            operations=[CommitOperationDelete("missing.txt")],
+            commit_message="late",
+            parent_commit=parent,
+        )
+    assert stale.value.response.status_code == 412
+    assert "The branch was updated since you opened this page. Please refresh and try again." in str(stale.value)
+    api.create_branch(repo, branch="cool-branch")
+    for branch in ("cool-branch", "main"):
+        with pytest.raises(HfHubHTTPError, match=rf"Reference refs/heads/{branch} already exists") as exists:
+            api.create_branch(repo, branch=branch)
+        assert exists.value.response.status_code == 409
+        api.create_branch(repo, branch=branch, exist_ok=True)
+    with pytest.raises(HfHubHTTPError, match="Cannot delete refs/heads/main"):
+        api.delete_branch(repo, branch="main")
+    api.create_tag(repo, tag="cool-tag")
+    for missing in ("no-such-branch", "cool-tag"):  # a tag is not a branch
+        with pytest.raises(RevisionNotFoundError, match="Invalid rev id"):
+            api.delete_branch(repo, branch=missing)
+    api.create_repo("alice/taken")
+    with pytest.raises(HfHubHTTPError, match="already exists") as taken:
+        api.move_repo(repo, "alice/taken")
+    assert taken.value.response.status_code == 409
+    assert api.list_repo_files(repo) == [".gitattributes", "a.txt"]  # nothing moved
