@@ -159,24 +159,42 @@ def test_repo_ids_and_user_names_are_case_insensitive(hub: HubHandle) -> None:
 
 
 def test_list_and_permanently_delete_lfs_files(hub_factory: HubFactory) -> None:
+    """`rewrite_history=True` (the client's default) rewrites history; False adds deleting commits."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
     hub = hub_factory.thread("lfsfiles", lfs_threshold=1000)
     api = hub.api()
-    api.create_repo("alice/lfs-files")
+    repo = "alice/lfs-files"
+    api.create_repo(repo)
     payload = b"w" * 5000
-    old = api.upload_file(path_or_fileobj=payload, path_in_repo="ckpt/w.bin", repo_id="alice/lfs-files").oid
-    files = list(api.list_lfs_files("alice/lfs-files"))
+    old = api.upload_file(path_or_fileobj=payload, path_in_repo="ckpt/w.bin", repo_id=repo).oid
+    api.create_tag(repo, tag="v1")
+    api.create_branch(repo, branch="side")
+    api.upload_file(path_or_fileobj=b"notes", path_in_repo="notes.txt", repo_id=repo)
+    titles = [c.title for c in api.list_repo_commits(repo)]
+    files = list(api.list_lfs_files(repo))
     assert [(f.filename, f.size, f.ref) for f in files] == [("ckpt/w.bin", 5000, "refs/heads/main")]
-    api.permanently_delete_lfs_files("alice/lfs-files", files)
-    assert list(api.list_lfs_files("alice/lfs-files")) == []
-    assert "ckpt/w.bin" not in api.list_repo_files("alice/lfs-files")
+    api.permanently_delete_lfs_files(repo, files)
+    assert list(api.list_lfs_files(repo)) == []
+    assert [c.title for c in api.list_repo_commits(repo)] == titles  # no deleting commit: history rewritten
+    for rev in ("main", "side", "v1"):
+        commits = [c.commit_id for c in api.list_repo_commits(repo, revision=rev)]
+        assert old not in commits
+        assert all("ckpt/w.bin" not in api.list_repo_files(repo, revision=c) for c in commits)
+    assert "notes.txt" in api.list_repo_files(repo)
     assert not any(p.is_file() and p.name == files[0].file_oid for p in (hub.data_dir / "blobs").rglob("*"))
-    with pytest.raises(EntryNotFoundError):
-        hf_hub_download(
-            "alice/lfs-files", "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c"
-        )
+    with pytest.raises(RevisionNotFoundError):  # the old commit is gone, as on the Hub
+        hf_hub_download(repo, "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c")
+
+    kept = "alice/lfs-kept-history"
+    api.create_repo(kept)
+    old = api.upload_file(path_or_fileobj=payload, path_in_repo="w.bin", repo_id=kept).oid
+    api.permanently_delete_lfs_files(kept, list(api.list_lfs_files(kept)), rewrite_history=False)
+    assert api.list_repo_commits(kept)[0].title == "Permanently delete LFS files"
+    assert "w.bin" not in api.list_repo_files(kept)
+    with pytest.raises(EntryNotFoundError):  # the old commit stays; its file's bytes are gone
+        hf_hub_download(kept, "w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c")
 
 
 def test_a_moved_repo_redirects_from_its_old_id_until_the_id_is_taken(hub: HubHandle, tmp_path: Path) -> None:
