@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from registry.localhub.blobs import atomic_write_json, read_json
 from registry.localhub.names import NotFound
 
 
@@ -32,13 +33,9 @@ class Redirects:
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, dict[str, str]]:
-        from registry.localhub.storage import read_json
-
         return read_json(self.path) if self.path.is_file() else {}
 
     def _save(self, table: dict[str, dict[str, str]]) -> None:
-        from registry.localhub.storage import atomic_write_json
-
         atomic_write_json(self.path, table)
 
     def target(self, repo_type: str, repo_id: str) -> str | None:
