@@ -18,6 +18,7 @@ from registry.localhub.auth import Accounts, Principal
 from registry.localhub.commits import RepoLocks
 from registry.localhub.http import Request
 from registry.localhub.names import AuthRequired, Forbidden
+from registry.localhub.redirects import Moved
 from registry.localhub.storage import RepoStore, Storage, repo_not_found
 
 XET_DISABLED_HEADER = "X-Mergeling-Xet"
@@ -143,7 +144,14 @@ class LocalHub:
 
     def read_repo(self, req: Request, repo_type: str, repo_id: str) -> RepoStore:
         """The repo if it exists and the caller may see it, else 404 `RepoNotFound`."""
-        store = self.storage.repo(repo_type, repo_id)
+        try:
+            store = self.storage.repo(repo_type, repo_id)
+        except Moved as moved:  # a redirect to a private repo would tell its new name
+            store = self.storage.repo(repo_type, moved.new_id)
+            who = self.principal(req)
+            if store.info.get("private") and (who is None or not who.can_read_private(moved.new_id.split("/")[0])):
+                raise repo_not_found(repo_type, repo_id) from None
+            raise
         if store.info.get("private"):
             who = self.principal(req)
             if who is None or not who.can_read_private(repo_id.split("/")[0]):

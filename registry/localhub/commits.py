@@ -221,8 +221,8 @@ def apply_commit(
         old_head = refs[kind][name]
         if header.parent is not None and not old_head.startswith(header.parent):
             raise StaleParent(
-                f"Parent commit {header.parent} is not the head of {name} ({old_head}): someone committed "
-                "in between; re-read the branch and retry",
+                "The branch was updated since you opened this page. Please refresh and try again. "
+                f"(parent commit {header.parent} is not the head of {name}, {old_head}: re-read the branch and retry)",
                 code="PreconditionFailed",
             )
         files = dict(store.commit(old_head).files)

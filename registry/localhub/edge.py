@@ -42,6 +42,7 @@ from registry.localhub.names import (
     TooLarge,
     Unprocessable,
 )
+from registry.localhub.redirects import Moved, redirect_path
 from registry.localhub.table import Handler, Params, route_table
 
 if TYPE_CHECKING:
@@ -116,6 +117,13 @@ class _Endpoint:
                 allowed = ", ".join(sorted(self.handlers))
                 raise NotAllowed(f"{req.method} is not allowed on this path; use one of {allowed}")
             return handler(self.hub, req, params)
+        except Moved as exc:  # a renamed repo: the same path under its new id, like the Hub
+            location = redirect_path(scope["path"], exc)
+            if location is None:  # the id came in the body (`/api/repos/...`): nothing to redirect to
+                return error_response(exc)
+            query = scope.get("query_string", b"").decode("latin-1")
+            headers = {"Location": location + (f"?{query}" if query else "")}
+            return Response.json({"error": str(exc), "url": location}, status=307, headers=headers)
         except StorageError as exc:
             return error_response(exc)
         except Exception:

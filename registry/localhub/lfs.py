@@ -152,11 +152,13 @@ def list_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) ->
 def delete_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
     """`POST …/lfs-files/batch {"deletions": {"sha": [...], "rewriteHistory": bool}}`.
 
-    The objects leave the repo: every ref that holds them gets a commit deleting those files, and
-    the repo no longer owns them (its uploads list). The bytes leave the blob store once no repo
-    owns them; older commits that named them then answer `EntryNotFound` for those files.
+    The objects leave the repo. With `rewriteHistory` (the client's default) they leave every commit:
+    the history from the first commit holding one is rewritten and every ref (branches, tags, pull
+    requests) moves onto it (`registry.localhub.rewrite`); without it, each branch and pull request
+    gets a commit deleting those files. The repo no longer owns them (its uploads list); the bytes
+    leave the blob store once no repo owns them.
     """
-    from registry.localhub.commits import CommitHeader, Delete, Operation, apply_commit
+    from registry.localhub.rewrite import drop_lfs_objects
 
     store, who = hub.write_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
@@ -165,21 +167,34 @@ def delete_lfs_files(hub: LocalHub, req: Request, repo_type: str, repo_id: str) 
     if not isinstance(shas, list) or not all(isinstance(s, str) and _OID.match(s) for s in shas):
         raise InvalidInput("lfs-files/batch needs {'deletions': {'sha': [sha256, ...], 'rewriteHistory': bool}}")
     doomed = set(shas)
+    rewrite = deletions.get("rewriteHistory", True) is not False  # type: ignore[union-attr]
     with hub.locks.get(f"{repo_type}/{store.repo_id}"):
-        refs = store.refs()
-        for kind in ("heads", "prs"):
-            for name, commit_id in refs[kind].items():
-                files = store.commit(commit_id).files
-                ops: list[Operation] = [
-                    Delete(p, folder=False) for p, e in files.items() if e.lfs and e.sha256 in doomed
-                ]
-                if ops:
-                    header = CommitHeader(summary="Permanently delete LFS files", description="", parent=None)
-                    apply_commit(
-                        hub.storage, store, lock=None, kind=kind, name=name, header=header, ops=ops, author=who.name
-                    )
+        if rewrite:  # the client's default: the files leave every commit, as if never committed
+            moved = drop_lfs_objects(store, doomed)
+        else:  # a commit deleting the files on each branch and pull request; older commits keep them
+            moved = _delete_on_each_ref(hub, store, doomed, author=who.name)
         store.revoke_lfs(doomed)
     for sha in doomed:
         if not any(other.references_lfs(sha) for other in hub.storage.iter_all_repos()):
             hub.storage.blobs.path(sha).unlink(missing_ok=True)
+    if moved:
+        hub.webhooks.emit_repo(store, scope="repo.content", action="update", updated_refs=list(moved))
     return Response.json({})
+
+
+def _delete_on_each_ref(
+    hub: LocalHub, store: RepoStore, doomed: set[str], *, author: str
+) -> list[tuple[str, str, str]]:
+    from registry.localhub.commits import CommitHeader, Delete, Operation, apply_commit
+
+    moved = []
+    refs = store.refs()
+    for kind, prefix in (("heads", "refs/heads/"), ("prs", "refs/pr/")):
+        for name, commit_id in refs[kind].items():
+            files = store.commit(commit_id).files
+            ops: list[Operation] = [Delete(p, folder=False) for p, e in files.items() if e.lfs and e.sha256 in doomed]
+            if ops:
+                header = CommitHeader(summary="Permanently delete LFS files", description="", parent=None)
+                apply_commit(hub.storage, store, lock=None, kind=kind, name=name, header=header, ops=ops, author=author)
+                moved.append((prefix + name, commit_id, store.refs()[kind][name]))
+    return moved

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from registry.localhub.cards import parse_front_matter, tags_from_card
 from registry.localhub.http import Request, Response
-from registry.localhub.names import REPO_TYPES, Conflict, InvalidInput, NotFound, StorageError, validate_path
+from registry.localhub.names import (
+    REPO_TYPES,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    validate_path,
+    validate_repo_id,
+)
 from registry.localhub.storage import Commit, RepoStore
 
 if TYPE_CHECKING:
@@ -83,10 +91,6 @@ def delete(hub: LocalHub, req: Request) -> Response:
 
 
 def move(hub: LocalHub, req: Request) -> Response:
-    import os
-
-    from registry.localhub.storage import repo_dir
-
     body = req.json(limit=hub.config.max_json_bytes)
     repo_type = _repo_type(body.get("type"))
     src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
@@ -94,13 +98,11 @@ def move(hub: LocalHub, req: Request) -> Response:
     hub.check_write(who, dst.split("/")[0])
     dst_ns, _, dst_name = dst.partition("/")
     dst = f"{who.canonical(dst_ns) or dst_ns}/{dst_name}"
-    target = repo_dir(hub.data_dir, repo_type, dst)
-    if hub.storage.exists(repo_type, dst):
-        raise Conflict(f"Cannot move {src} to {dst}: {dst} already exists")
-    hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)
-    with hub.locks.get(f"{repo_type}/{src}"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(store.root, target)
+    validate_repo_id(dst)
+    with hub.locks.get(f"{repo_type}/{store.repo_id}"):
+        hub.storage.check_free(repo_type, store.repo_id, dst)
+        hub.webhooks.emit_repo(store, scope="repo", action="move", moved_to=dst)  # names the old id: before
+        hub.storage.move_repo(repo_type, store.repo_id, dst)
     return Response.json({})
 
 
@@ -276,7 +278,7 @@ def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, 
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name in refs_["heads"]:
-            raise Conflict(f"Branch {name!r} already exists in {repo_id}")
+            raise Conflict(f"Reference refs/heads/{name} already exists; pass exist_ok=True or pick another name")
         start = store.resolve(body.get("startingPoint") or "main")
         refs_["heads"][name] = start
         store.write_refs(refs_)
@@ -294,7 +296,7 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
         target = store.resolve(revision or "main")  # a missing revision is reported first, as on the Hub
         refs_ = store.refs()
         if name in refs_["tags"]:
-            raise Conflict(f"Tag {name!r} already exists in {repo_id}")
+            raise Conflict(f"Reference refs/tags/{name} already exists; pick another tag name")
         refs_["tags"][name] = target
         store.write_refs(refs_)
     hub.webhooks.emit_repo(
@@ -305,13 +307,13 @@ def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
 
 def delete_ref(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, kind: str, name: str) -> Response:
     store, _ = hub.write_repo(req, repo_type, repo_id)
-    if kind == "heads" and name == "main":
-        raise InvalidInput("The main branch cannot be deleted; delete the repo instead")
+    if kind == "heads" and name == "main":  # the Hub's wording (huggingface_hub's tests match it)
+        raise InvalidInput("Cannot delete refs/heads/main: it is the default branch; delete the repo instead")
     with hub.locks.get(f"{repo_type}/{repo_id}"):
         refs_ = store.refs()
         if name not in refs_[kind]:
-            what = "Branch" if kind == "heads" else "Tag"
-            raise NotFound(f"{what} {name!r} not found in {repo_id}", code="RevisionNotFound")
+            what = "branch" if kind == "heads" else "tag"  # "Invalid rev id": the Hub's words
+            raise NotFound(f"Invalid rev id: {name} (no such {what} in {repo_id})", code="RevisionNotFound")
         old = refs_[kind].pop(name)
         store.write_refs(refs_)
     hub.webhooks.emit_repo(

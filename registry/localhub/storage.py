@@ -21,24 +21,26 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from registry.localhub.blobs import BlobStore as BlobStore
+from registry.localhub.blobs import atomic_write as atomic_write
+from registry.localhub.blobs import atomic_write_json as atomic_write_json
+from registry.localhub.blobs import read_json as read_json
 from registry.localhub.names import (
     REPO_TYPES,
     Conflict,
     InvalidInput,
     NotFound,
-    Unprocessable,
     validate_repo_id,
 )
+from registry.localhub.redirects import Moved, Redirects
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_GITATTRIBUTES = (
     b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
     b"*.pt filter=lfs diff=lfs merge=lfs -text\n*.pth filter=lfs diff=lfs merge=lfs -text\n"
@@ -62,116 +64,6 @@ def git_blob_oid(data: bytes) -> str:
 def lfs_pointer(sha256: str, size: int) -> bytes:
     """The git-lfs pointer text stored in git for an LFS file."""
     return LFS_POINTER.format(sha256=sha256, size=size).encode()
-
-
-def atomic_write(path: Path, data: bytes, *, create_dirs: bool = True) -> None:
-    """Write `data` to `path` via temp file + fsync + rename, then fsync the folder.
-
-    `create_dirs=False` for files inside a repo: a repo deleted meanwhile must stay deleted
-    (FileNotFoundError), not come back as a folder holding one file.
-    """
-    if create_dirs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any, *, create_dirs: bool = True) -> None:
-    """`atomic_write` of a JSON document."""
-    atomic_write(path, json.dumps(obj, sort_keys=True, indent=1).encode(), create_dirs=create_dirs)
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON document written by `atomic_write_json`."""
-    return json.loads(path.read_bytes())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class BlobStore:
-    """Content-addressed file contents, named by sha256."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmp = root / ".tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-
-    def path(self, sha256: str) -> Path:
-        if not _SHA256.match(sha256):
-            raise InvalidInput(f"Invalid sha256 {sha256!r}: expected 64 lowercase hex digits")
-        return self.root / sha256[:2] / sha256
-
-    def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
-
-    def size(self, sha256: str) -> int:
-        return self.path(sha256).stat().st_size
-
-    def put_bytes(self, data: bytes) -> str:
-        """Store `data`; return its sha256."""
-        sha = hashlib.sha256(data).hexdigest()
-        if not self.exists(sha):
-            atomic_write(self.path(sha), data)
-        return sha
-
-    def put_stream(self, chunks: Iterator[bytes], *, expected_sha256: str | None = None) -> tuple[str, int]:
-        """Stream chunks into the store, checking the sha256 when given.
-
-        Returns:
-            (sha256, size) of what was stored.
-
-        Raises:
-            StorageError: 422 when the content does not hash to `expected_sha256` (nothing kept).
-        """
-        digest, size = hashlib.sha256(), 0
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="up-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            sha = digest.hexdigest()
-            if expected_sha256 is not None and sha != expected_sha256:
-                raise Unprocessable(
-                    f"Uploaded content hashes to {sha}, not the announced oid {expected_sha256}; re-upload the file",
-                )
-            target = self.path(sha)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
-            return sha, size
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-
-    def adopt(self, tmp: Path, sha256: str) -> None:
-        """Move a fully written, hashed temp file of `self.tmp` into the store as `sha256`."""
-        target = self.path(sha256)
-        if target.is_file():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-
-    def open(self, sha256: str) -> BinaryIO:
-        return self.path(sha256).open("rb")
 
 
 @dataclass(frozen=True)
@@ -422,6 +314,7 @@ class Storage:
         if self._trash.exists():
             shutil.rmtree(self._trash, ignore_errors=True)
         self._trash.mkdir(parents=True, exist_ok=True)
+        self.redirects = Redirects(data_dir)
 
     def clean_temp_files(self) -> int:
         """Remove temp files a killed server left inside repos (`.tmp-*` of `atomic_write`); the count.
@@ -445,6 +338,10 @@ class Storage:
         """
         canonical = self.canonical_id(repo_type, repo_id)
         if canonical is None:
+            moved_to = self.redirects.target(repo_type, repo_id)
+            target = self.canonical_id(repo_type, moved_to) if moved_to else None
+            if target is not None:
+                raise Moved(repo_type, repo_id, target)
             raise repo_not_found(repo_type, repo_id)
         return RepoStore(repo_dir(self.data_dir, repo_type, canonical), repo_type=repo_type, repo_id=canonical)
 
@@ -497,7 +394,26 @@ class Storage:
         commit_id = store.write_commit(parents=[], title="initial commit", message="", author=author, files=files)
         # refs.json last: its presence is what makes the repo exist.
         store.write_refs({"heads": {"main": commit_id}, "tags": {}, "prs": {}})
+        self.redirects.forget(repo_type, repo_id)  # the old id of a moved repo is taken again
         return store
+
+    def check_free(self, repo_type: str, src: str, dst: str) -> None:
+        """Raise 409 when a repo already lives at `dst` (the target of a move from `src`)."""
+        if self.canonical_id(repo_type, dst) is not None:
+            raise Conflict(f"Cannot move {src} to {dst}: a {repo_type} repo already exists there; pick another id")
+
+    def move_repo(self, repo_type: str, src: str, dst: str) -> None:
+        """Rename a repo; `src` then redirects to `dst`. The caller holds the repo's lock.
+
+        Raises:
+            StorageError: 404 when `src` is missing, 409 when `dst` exists.
+        """
+        store = self.repo(repo_type, src)
+        self.check_free(repo_type, src, dst)
+        target = repo_dir(self.data_dir, repo_type, dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(store.root, target)
+        self.redirects.record(repo_type, store.repo_id, dst)
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
         """Delete a repo (rename into the trash first, so a crash never leaves half a repo).

@@ -338,8 +338,9 @@ def test_settings_move_and_ref_deletion(hub: HubHandle) -> None:
         hub.api(hub.bob_token).model_info("alice/movable")
     api.move_repo("alice/movable", "lab/moved")
     assert api.model_info("lab/moved").private is True
+    assert api.model_info("alice/movable").id == "lab/moved"  # the old id redirects (issue 9), for those who may see it
     with pytest.raises(RepositoryNotFoundError):
-        api.model_info("alice/movable")
+        hub.api(hub.bob_token).model_info("alice/movable")
     api.create_branch("lab/moved", branch="feature/x")
     api.create_tag("lab/moved", tag="v0")
     assert api.model_info("lab/moved", revision="feature/x").sha == api.model_info("lab/moved").sha

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,12 @@ def test_gated_repos_need_access_auto_and_manual(hub: HubHandle, tmp_path: Path)
         alice.upload_file(path_or_fileobj=b"weights", path_in_repo="w.txt", repo_id=repo)
         alice.update_repo_settings(repo, gated=mode)
         assert alice.model_info(repo).gated == mode
-        kwargs = {"repo_id": repo, "filename": "w.txt", "endpoint": hub.url, "cache_dir": tmp_path / mode}
+        kwargs: dict[str, Any] = {
+            "repo_id": repo,
+            "filename": "w.txt",
+            "endpoint": hub.url,
+            "cache_dir": tmp_path / mode,
+        }
         with pytest.raises(GatedRepoError):
             hf_hub_download(**kwargs, token=hub.bob_token)
         with pytest.raises(GatedRepoError):
@@ -153,21 +159,100 @@ def test_repo_ids_and_user_names_are_case_insensitive(hub: HubHandle) -> None:
 
 
 def test_list_and_permanently_delete_lfs_files(hub_factory: HubFactory) -> None:
+    """`rewrite_history=True` (the client's default) rewrites history; False adds deleting commits."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
     hub = hub_factory.thread("lfsfiles", lfs_threshold=1000)
     api = hub.api()
-    api.create_repo("alice/lfs-files")
+    repo = "alice/lfs-files"
+    api.create_repo(repo)
     payload = b"w" * 5000
-    old = api.upload_file(path_or_fileobj=payload, path_in_repo="ckpt/w.bin", repo_id="alice/lfs-files").oid
-    files = list(api.list_lfs_files("alice/lfs-files"))
+    old = api.upload_file(path_or_fileobj=payload, path_in_repo="ckpt/w.bin", repo_id=repo).oid
+    api.create_tag(repo, tag="v1")
+    api.create_branch(repo, branch="side")
+    api.upload_file(path_or_fileobj=b"notes", path_in_repo="notes.txt", repo_id=repo)
+    titles = [c.title for c in api.list_repo_commits(repo)]
+    files = list(api.list_lfs_files(repo))
     assert [(f.filename, f.size, f.ref) for f in files] == [("ckpt/w.bin", 5000, "refs/heads/main")]
-    api.permanently_delete_lfs_files("alice/lfs-files", files)
-    assert list(api.list_lfs_files("alice/lfs-files")) == []
-    assert "ckpt/w.bin" not in api.list_repo_files("alice/lfs-files")
+    api.permanently_delete_lfs_files(repo, files)
+    assert list(api.list_lfs_files(repo)) == []
+    assert [c.title for c in api.list_repo_commits(repo)] == titles  # no deleting commit: history rewritten
+    for rev in ("main", "side", "v1"):
+        commits = [c.commit_id for c in api.list_repo_commits(repo, revision=rev)]
+        assert old not in commits
+        assert all("ckpt/w.bin" not in api.list_repo_files(repo, revision=c) for c in commits)
+    assert "notes.txt" in api.list_repo_files(repo)
     assert not any(p.is_file() and p.name == files[0].file_oid for p in (hub.data_dir / "blobs").rglob("*"))
-    with pytest.raises(EntryNotFoundError):
-        hf_hub_download(
-            "alice/lfs-files", "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c"
+    with pytest.raises(RevisionNotFoundError):  # the old commit is gone, as on the Hub
+        hf_hub_download(repo, "ckpt/w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c")
+
+    kept = "alice/lfs-kept-history"
+    api.create_repo(kept)
+    old = api.upload_file(path_or_fileobj=payload, path_in_repo="w.bin", repo_id=kept).oid
+    api.permanently_delete_lfs_files(kept, list(api.list_lfs_files(kept)), rewrite_history=False)
+    assert api.list_repo_commits(kept)[0].title == "Permanently delete LFS files"
+    assert "w.bin" not in api.list_repo_files(kept)
+    with pytest.raises(EntryNotFoundError):  # the old commit stays; its file's bytes are gone
+        hf_hub_download(kept, "w.bin", revision=old, endpoint=hub.url, token=hub.token, cache_dir=hub.home / "c")
+
+
+def test_a_moved_repo_redirects_from_its_old_id_until_the_id_is_taken(hub: HubHandle, tmp_path: Path) -> None:
+    from huggingface_hub import hf_hub_download
+
+    api = hub.api()
+    api.create_repo("alice/before")
+    api.upload_file(path_or_fileobj=b"weights", path_in_repo="sub/w.txt", repo_id="alice/before")
+    api.move_repo("alice/before", "alice/after")
+    raw = httpx.get(f"{hub.url}/alice/before/resolve/main/sub/w.txt")
+    assert raw.status_code == 307 and raw.headers["location"] == "/alice/after/resolve/main/sub/w.txt"
+    assert api.model_info("alice/Before").id == "alice/after"  # ids are case-insensitive, redirects too
+    path = hf_hub_download("alice/before", "sub/w.txt", endpoint=hub.url, cache_dir=tmp_path / "c")
+    assert Path(path).read_bytes() == b"weights"
+    assert [e.path for e in api.list_repo_tree("alice/before", path_in_repo="sub")] == ["sub/w.txt"]
+    api.move_repo("alice/after", "alice/latest")  # a chain of moves: one hop from the first id
+    assert httpx.get(f"{hub.url}/api/models/alice/before").headers["location"] == "/api/models/alice/latest"
+    api.create_repo("alice/before")  # the old id is taken again: it is that repo now
+    assert api.list_repo_files("alice/before") == [".gitattributes"]
+    assert api.list_repo_files("alice/latest") == [".gitattributes", "sub/w.txt"]
+    api.update_repo_settings("alice/latest", private=True)
+    api.move_repo("alice/latest", "alice/hidden")
+    assert httpx.get(f"{hub.url}/api/models/alice/latest").status_code == 404  # a private repo's new name stays hidden
+    assert api.model_info("alice/latest").id == "alice/hidden"  # the owner is redirected
+
+
+def test_ref_and_commit_errors_have_the_hubs_status_and_words(hub: HubHandle) -> None:
+    """The statuses and messages huggingface_hub's own tests (tests/test_hf_api.py) match on the Hub's answers."""
+    from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
+
+    api = hub.api()
+    repo = "alice/errors"
+    api.create_repo(repo)
+    parent = api.model_info(repo).sha
+    api.upload_file(path_or_fileobj=b"one", path_in_repo="a.txt", repo_id=repo)
+    with pytest.raises(HfHubHTTPError) as stale:  # the parent is checked before the operations
+        api.create_commit(
+            repo,
+            operations=[CommitOperationDelete("missing.txt")],
+            commit_message="late",
+            parent_commit=parent,
         )
+    assert stale.value.response.status_code == 412
+    assert "The branch was updated since you opened this page. Please refresh and try again." in str(stale.value)
+    api.create_branch(repo, branch="cool-branch")
+    for branch in ("cool-branch", "main"):
+        with pytest.raises(HfHubHTTPError, match=rf"Reference refs/heads/{branch} already exists") as exists:
+            api.create_branch(repo, branch=branch)
+        assert exists.value.response.status_code == 409
+        api.create_branch(repo, branch=branch, exist_ok=True)
+    with pytest.raises(HfHubHTTPError, match="Cannot delete refs/heads/main"):
+        api.delete_branch(repo, branch="main")
+    api.create_tag(repo, tag="cool-tag")
+    for missing in ("no-such-branch", "cool-tag"):  # a tag is not a branch
+        with pytest.raises(RevisionNotFoundError, match="Invalid rev id"):
+            api.delete_branch(repo, branch=missing)
+    api.create_repo("alice/taken")
+    with pytest.raises(HfHubHTTPError, match="already exists") as taken:
+        api.move_repo(repo, "alice/taken")
+    assert taken.value.response.status_code == 409
+    assert api.list_repo_files(repo) == [".gitattributes", "a.txt"]  # nothing moved
