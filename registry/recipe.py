@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from pydantic_core import InitErrorDetails
 
 from registry.errors import RecipeError, UnknownMethodError
-from registry.merge.methods.plugin import MethodContext, MethodParams
+from registry.merge.methods.plugin import InputParams, MethodContext, MethodParams
 from registry.mergekit_compat import MERGEKIT_METHODS, refuse_unsupported
 
 Role = Literal["ct", "sft", "base"]
@@ -48,25 +48,8 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-class ModelParameters(_Frozen):
+class ModelParameters(InputParams):
     """Per-input parameters (`models[].parameters`)."""
-
-    weight: float | None = None
-    density: float | None = None
-
-    @field_validator("weight")
-    @classmethod
-    def _weight_finite(cls, value: float | None) -> float | None:
-        if value is not None and not _finite(value):
-            raise ValueError("weight must be a finite number, e.g. 1.0")
-        return value
-
-    @field_validator("density")
-    @classmethod
-    def _density_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0.0 < value <= 1.0:
-            raise ValueError("density is the kept fraction: write a number in (0, 1], e.g. 0.2")
-        return value
 
 
 # The top-level `parameters` block is the method's own frozen model (`MethodSpec.params`); this is
@@ -482,10 +465,6 @@ def _valid_keys(loc: list[str], data: dict[str, Any]) -> list[str]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def _check_reference(value: str) -> str:

@@ -32,14 +32,14 @@ def _finite(value: float) -> bool:
     return value == value and abs(value) != float("inf")
 
 
-class MethodParams(BaseModel):
-    """Top-level `parameters` every method accepts: defaults for each model's weight and density."""
+class InputParams(BaseModel):
+    """A model's `weight` and `density`: per input (`models[].parameters`), or as defaults for every
+    input (the top-level `parameters`, see `MethodParams`). One set of validators for both."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     weight: float | None = None
     density: float | None = None
-    int8_mask: bool | None = None  # mergekit memory option; no effect on results, accepted
 
     @field_validator("weight")
     @classmethod
@@ -54,6 +54,12 @@ class MethodParams(BaseModel):
         if value is not None and not 0.0 < value <= 1.0:
             raise ValueError("density is the kept fraction: write a number in (0, 1], e.g. 0.2")
         return value
+
+
+class MethodParams(InputParams):
+    """Top-level `parameters` every method accepts: defaults for each model's weight and density."""
+
+    int8_mask: bool | None = None  # mergekit memory option; no effect on results, accepted
 
 
 class ScaledParams(MethodParams):
