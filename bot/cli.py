@@ -31,6 +31,15 @@ RegistryOpt = Annotated[
     str | None, typer.Option("--registry", envvar="MERGELING_REGISTRY", help="The catalog dataset repo (OWNER/NAME).")
 ]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Where merged models are published.")]
+ExecutorOpt = Annotated[Executor, typer.Option(help="Where jobs run.")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="A Ray cluster (default: a local Ray).")]
+EvalLimitOpt = Annotated[int | None, typer.Option(min=1, help="Documents per eval task.")]
+EvalDataDirOpt = Annotated[Path | None, typer.Option(file_okay=False, help="Evaluation data (../shared/data layout).")]
+EvalDataRepoOpt = Annotated[
+    str | None, typer.Option(envvar="MERGELING_DATA_REPO", help="Evaluation data as a Hub dataset repo.")
+]
+EvalSuitesOpt = Annotated[Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")]
+LeaseOpt = Annotated[float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")]
 _DEFAULT_DATA = Path(".mergeling/bot")
 
 
@@ -102,21 +111,13 @@ def serve(
     data: DataOpt = _DEFAULT_DATA,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 8792,
-    executor: Annotated[Executor, typer.Option(help="Where jobs run.")] = Executor.local,
-    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster (default: a local Ray).")] = None,
-    eval_limit: Annotated[int | None, typer.Option(min=1, help="Documents per eval task.")] = None,
-    eval_data_dir: Annotated[
-        Path | None, typer.Option(file_okay=False, help="Evaluation data (../shared/data layout).")
-    ] = None,
-    eval_data_repo: Annotated[
-        str | None, typer.Option(envvar="MERGELING_DATA_REPO", help="Evaluation data as a Hub dataset repo.")
-    ] = None,
-    eval_suites: Annotated[
-        Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")
-    ] = None,
-    lease_seconds: Annotated[
-        float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")
-    ] = 60.0,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddressOpt = None,
+    eval_limit: EvalLimitOpt = None,
+    eval_data_dir: EvalDataDirOpt = None,
+    eval_data_repo: EvalDataRepoOpt = None,
+    eval_suites: EvalSuitesOpt = None,
+    lease_seconds: LeaseOpt = 60.0,
     poll: Annotated[
         float | None, typer.Option("--poll", help="Also list watched repos every N seconds (no webhook needed).")
     ] = None,
@@ -185,19 +186,13 @@ def run_once(
         list[str] | None, typer.Option("--watch", help="With --poll-first: the namespaces to list.")
     ] = None,
     data: DataOpt = _DEFAULT_DATA,
-    executor: Annotated[Executor, typer.Option(help="Where jobs run.")] = Executor.local,
-    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster (default: a local Ray).")] = None,
-    eval_limit: Annotated[int | None, typer.Option(min=1, help="Documents per eval task.")] = None,
-    eval_data_dir: Annotated[Path | None, typer.Option(file_okay=False, help="Evaluation data folder.")] = None,
-    eval_data_repo: Annotated[
-        str | None, typer.Option(envvar="MERGELING_DATA_REPO", help="Evaluation data as a Hub dataset repo.")
-    ] = None,
-    eval_suites: Annotated[
-        Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")
-    ] = None,
-    lease_seconds: Annotated[
-        float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")
-    ] = 60.0,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddressOpt = None,
+    eval_limit: EvalLimitOpt = None,
+    eval_data_dir: EvalDataDirOpt = None,
+    eval_data_repo: EvalDataRepoOpt = None,
+    eval_suites: EvalSuitesOpt = None,
+    lease_seconds: LeaseOpt = 60.0,
     poll_first: Annotated[
         bool, typer.Option("--poll-first", help="List watched repos and queue new revisions first.")
     ] = False,
