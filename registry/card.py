@@ -14,22 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from registry.languages import ISO_639_1
+
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
 
     from registry.recipe import Recipe
 
-# FLORES-style codes of the paper's languages -> ISO 639-1 (the Hub's `language` field).
-ISO_639_1 = {
-    "ben_Beng": "bn",
-    "tam_Taml": "ta",
-    "tel_Telu": "te",
-    "ory_Orya": "or",
-    "bod_Tibt": "bo",
-    "uig_Arab": "ug",
-    "khk_Cyrl": "mn",
-    "eng_Latn": "en",
-}
 # Higher is more restrictive; an unknown license is treated as the most restrictive of all.
 _LICENSE_RANK = {
     "mit": 0,

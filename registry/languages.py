@@ -20,6 +20,31 @@ from importlib import resources
 EXTRA_LANGUAGES_ENV = "MERGELING_EXTRA_LANGUAGES"
 LANGUAGE_SHAPE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 
+# The languages Mergeling ships evaluation data for: FLORES-200 code -> the ISO 639-1 code that
+# model-card `language` metadata uses (the Hub's convention). Model cards may also write the
+# ISO 639-3 part (`ben`), or `mon` (the macrolanguage) for Khalkha Mongolian.
+ISO_639_1: dict[str, str] = {
+    "ben_Beng": "bn",
+    "tam_Taml": "ta",
+    "tel_Telu": "te",
+    "ory_Orya": "or",
+    "bod_Tibt": "bo",
+    "uig_Arab": "ug",
+    "khk_Cyrl": "mn",
+    "eng_Latn": "en",
+}
+_CARD_CODES: dict[str, str] = {
+    **{iso: code for code, iso in ISO_639_1.items()},
+    **{code.split("_")[0]: code for code in ISO_639_1},
+    "mon": "khk_Cyrl",
+}
+
+
+def code_from_card(value: str) -> str | None:
+    """The FLORES-200 code of a model-card `language` value (`bn`, `ben`), among the shipped
+    languages; None for any other value."""
+    return _CARD_CODES.get(value.lower())
+
 
 @cache
 def flores200_codes() -> frozenset[str]:

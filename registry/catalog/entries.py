@@ -16,23 +16,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from registry.languages import ISO_639_1, code_from_card
+
 _LANGUAGE_RE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
-
-# ISO 639-1/639-3 codes seen in model-card `language` metadata → FLORES-200 style codes.
-# Only the languages Mergeling ships evaluation data for; others must be given as xxx_Xxxx.
-_CARD_LANGUAGES: dict[str, str] = {
-    "bn": "ben_Beng", "ben": "ben_Beng",
-    "ta": "tam_Taml", "tam": "tam_Taml",
-    "te": "tel_Telu", "tel": "tel_Telu",
-    "bo": "bod_Tibt", "bod": "bod_Tibt",
-    "ug": "uig_Arab", "uig": "uig_Arab",
-    "mn": "khk_Cyrl", "mon": "khk_Cyrl", "khk": "khk_Cyrl",
-    "or": "ory_Orya", "ory": "ory_Orya",
-    "en": "eng_Latn", "eng": "eng_Latn",
-}  # fmt: skip
 
 EntryKind = Literal["ct", "sft", "merge"]
 ENTRY_KINDS: tuple[EntryKind, ...] = ("ct", "sft", "merge")
@@ -55,7 +44,7 @@ def validate_language(code: str) -> str:
         ValueError: when the code is not `xxx_Xxxx` (ISO 639-3 + ISO 15924 script).
     """
     if not _LANGUAGE_RE.match(code):
-        known = ", ".join(sorted(set(_CARD_LANGUAGES.values())))
+        known = ", ".join(sorted(ISO_639_1))
         raise ValueError(
             f"language {code!r} is not a FLORES-200 style code (ISO 639-3 '_' ISO 15924 script, "
             f"e.g. ben_Beng); known: {known}"
@@ -67,7 +56,7 @@ def language_from_card(value: str) -> str | None:
     """Map a model-card `language` value (`bn`, `ben` or `ben_Beng`) to a `ben_Beng` code, or None."""
     if _LANGUAGE_RE.match(value):
         return value
-    return _CARD_LANGUAGES.get(value.lower())
+    return code_from_card(value)
 
 
 def validate_repo_id(repo_id: str) -> str:

@@ -10,19 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from registry.languages import ISO_639_1
+
 Role = Literal["base", "ct", "sft"]
 
-# FLORES-200 code -> the ISO 639-1 code the Hub's `language` metadata uses.
-_ISO_639_1 = {
-    "ben_Beng": "bn",
-    "tam_Taml": "ta",
-    "tel_Telu": "te",
-    "ory_Orya": "or",
-    "bod_Tibt": "bo",
-    "uig_Arab": "ug",
-    "khk_Cyrl": "mn",
-    "eng_Latn": "en",
-}
 ROLE_TAGS: dict[Role, str] = {"base": "mergeling-base", "ct": "mergeling-ct", "sft": "mergeling-sft"}
 
 _TEMPLATE = """---
@@ -87,7 +78,7 @@ def iso_language(code: str) -> str:
     Returns:
         The ISO 639-1 code, or `code` itself when there is none in the table.
     """
-    return _ISO_639_1.get(code, code)
+    return ISO_639_1.get(code, code)
 
 
 def write_lab_card(model_dir: Path, info: LabCardInfo) -> Path:
