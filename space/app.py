@@ -343,7 +343,11 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         # -- events (UI only: private; the named API endpoints are below) --------------------------
         private: dict[str, Any] = {"api_visibility": "private"}
         generation: dict[str, Any] = {"concurrency_limit": cfg.generate_concurrency, "concurrency_id": "generate"}
-        demo.load(_edge(on_load), outputs=[status, language, lb_language, r_language, m_ct, m_sft], **private)
+        # The first language is picked on load; its merged models are listed right away (not only once
+        # the user changes the language).
+        demo.load(_edge(on_load), outputs=[status, language, lb_language, r_language, m_ct, m_sft], **private).then(
+            _edge(on_language), [language], [merged, example, lineage], **private
+        )
         language.change(_edge(on_language), [language], [merged, example, lineage], **private)
         merged.change(_edge(on_merged), [merged], [lineage, ct_model, sft_model], **private)
         example.change(lambda text: text or gr.skip(), [example], [prompt], **private)
