@@ -2,8 +2,9 @@
 
 Per tensor, four stages overlap (see `registry.merge.engine`):
 
-1. the reader thread `pread`s every input into a slot of a ring of pinned host buffers and
-   queues their copies to the GPU on a side stream (`Staging.load`), recording an event;
+1. the reader thread has every input `pread` into a slot of a ring of pinned host buffers, the
+   inputs in parallel (one pool thread each; the reads release the GIL), and queues their copies
+   to the GPU on a side stream (`Staging.load`), recording an event;
 2. the main thread makes the default stream wait for that event, runs the method there, casts
    the result and records another event;
 3. the result's copy into a pinned output buffer is queued on a third stream behind it; the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,9 +43,12 @@ class Staged:
 
 
 class Staging:
-    """Reader-side: pinned ring slots, preadv into them, H2D on a side stream."""
+    """Reader-side: pinned ring slots, preadv into them (inputs in parallel), H2D on a side stream.
 
-    def __init__(self, device: str, slot_bytes: int, slots: int = 2) -> None:
+    `readers`: threads reading one tensor's inputs at once (one per input is enough); `close()` stops them.
+    """
+
+    def __init__(self, device: str, slot_bytes: int, slots: int = 2, readers: int = 1) -> None:
         import torch
 
         self.device = torch.device(device)
@@ -53,6 +58,11 @@ class Staging:
         self.next = 0
         self.lock = threading.Lock()
         self.times = {"reader_slot_wait_s": 0.0, "reader_read_s": 0.0, "reader_h2d_queue_s": 0.0}
+        self.pool = ThreadPoolExecutor(max_workers=max(readers, 1), thread_name_prefix="mergeling-pread")
+
+    def close(self) -> None:
+        """Stop the read threads (after the last `load`)."""
+        self.pool.shutdown(wait=True)
 
     def load(
         self, ckpts: Sequence[Checkpoint], name: str, indices: Sequence[int], to_gpu: Sequence[int], rows: int | None
@@ -74,12 +84,13 @@ class Staging:
             done.synchronize()  # the copies out of this slot finished
         read = time.perf_counter()
         buffer = self.buffers[slot]
-        host: dict[int, torch.Tensor] = {}
+        reads: dict[int, Future[torch.Tensor]] = {}
         offset = 0
-        for i in indices:
+        for i in indices:  # each input into its own aligned part of the slot, all at once
             nbytes = ckpts[i].tensors[name].nbytes
-            host[i] = ckpts[i].read(name, out=buffer[offset : offset + nbytes])
+            reads[i] = self.pool.submit(ckpts[i].read, name, buffer[offset : offset + nbytes])
             offset += (nbytes + 511) // 512 * 512  # keep each view aligned
+        host: dict[int, torch.Tensor] = {i: future.result() for i, future in reads.items()}
         queue = time.perf_counter()
         gpu: dict[int, torch.Tensor] = {}
         with torch.cuda.stream(self.stream):

@@ -236,7 +236,7 @@ class _Stream:
             slot = max(
                 (sum(ckpts[i].tensors[t.name].nbytes + 512 for i in self.needed) for t in plan.tensors), default=0
             )
-            self.staging = Staging(device, slot)
+            self.staging = Staging(device, slot, readers=len(self.needed))
             self.drain = Drain(device, max((t.numel * DTYPE_SIZES[t.dtype] for t in plan.tensors), default=0))
 
     def stage_times(self) -> dict[str, float]:
@@ -402,6 +402,9 @@ class _Stream:
                 f"merging with {self.spec.name} on {self.device} failed: {_fix_for(exc, self.device)}",
                 method=self.spec.name,
             ) from exc
+        finally:
+            if self.device != "cpu":
+                self.staging.close()
 
     def _run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
         from registry.merge.methods import TensorStats
