@@ -343,11 +343,14 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         # -- events (UI only: private; the named API endpoints are below) --------------------------
         private: dict[str, Any] = {"api_visibility": "private"}
         generation: dict[str, Any] = {"concurrency_limit": cfg.generate_concurrency, "concurrency_id": "generate"}
-        # The first language is picked on load; its merged models are listed right away (not only once
-        # the user changes the language).
+        board_inputs = [lb_language, lb_method, lb_search, lb_sort]
+        board_outputs = [board, bars, scatter, lb_sort, lb_method]
+        # On load the first language is picked; then its merged models and the leaderboard follow from
+        # that choice. Chained, not parallel: a leaderboard computed from the pre-load "(all)" and
+        # arriving last would overwrite the language's plots.
         demo.load(_edge(on_load), outputs=[status, language, lb_language, r_language, m_ct, m_sft], **private).then(
             _edge(on_language), [language], [merged, example, lineage], **private
-        )
+        ).then(_edge(on_leaderboard), board_inputs, board_outputs, **private)
         language.change(_edge(on_language), [language], [merged, example, lineage], **private)
         merged.change(_edge(on_merged), [merged], [lineage, ct_model, sft_model], **private)
         example.change(lambda text: text or gr.skip(), [example], [prompt], **private)
@@ -355,9 +358,7 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
             _edge(on_gpu(compare)), [merged, ct_model, sft_model, prompt, max_new, temperature],
             [out_merged, out_ct, out_sft], **private, **generation,
         )  # fmt: skip
-        board_inputs = [lb_language, lb_method, lb_search, lb_sort]
-        board_outputs = [board, bars, scatter, lb_sort, lb_method]
-        for trigger in (lb_language.change, lb_method.input, lb_search.submit, lb_sort.input, demo.load):
+        for trigger in (lb_language.change, lb_method.input, lb_search.submit, lb_sort.input):
             trigger(_edge(on_leaderboard), board_inputs, board_outputs, **private)
         m_go.click(
             _edge(on_merge), [m_ct, m_sft, m_method, m_density, m_slack, m_prompt], [m_summary, m_layers, m_answer],

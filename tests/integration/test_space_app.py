@@ -526,6 +526,8 @@ def test_browser(world: World, tmp_path: Path) -> None:
             expect(page).to_have_title("Mergeling")
             expect(page.get_by_role("heading", name="Mergeling")).to_be_visible()
             expect(page.locator("#status")).to_contain_text(REGISTRY, timeout=30_000)
+            # The first language is picked on load, and its merged models are listed without a click.
+            expect(page.locator("#try-merged input")).to_have_value(re.compile("alice/tiny-merge-ben"), timeout=30_000)
             # Try: pick the language, then generate.
             page.locator("#try-language input").click()
             page.get_by_role("option", name=LANG).click()
