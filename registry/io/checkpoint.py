@@ -45,6 +45,24 @@ class Checkpoint:
         info = self.tensors[name]
         return self._files[info.path].read(name, out)
 
+    def map(self, name: str) -> torch.Tensor:
+        """The tensor `name` as a read-only view of its mapped safetensors file (see
+        `SafetensorsFile.map`), for CPU merges, which then never copy their inputs; what `read`
+        returns where a tensor has no file to map (a pickled checkpoint, an adapted view).
+
+        Raises:
+            KeyError: no such tensor.
+            CheckpointError: as `read`.
+        """
+        if self.format != "safetensors" or type(self).read is not Checkpoint.read:
+            return self.read(name)
+        return self._files[self.tensors[name].path].map(name)
+
+    def evict(self, name: str) -> None:
+        """After a `map`ped tensor was used: drop its pages from this process (`SafetensorsFile.evict`)."""
+        if self.format == "safetensors" and type(self).read is Checkpoint.read:
+            self._files[self.tensors[name].path].evict(name)
+
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()

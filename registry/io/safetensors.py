@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,6 +213,9 @@ def read_tensor(fd: int, info: TensorInfo, out: torch.Tensor | None = None) -> t
     return buf.view(torch_dtype(info.dtype)).reshape(info.shape)
 
 
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14; Python's mmap may not name it
+
+
 class SafetensorsFile:
     """An open safetensors file; `read(name)` is thread-safe (pread has no shared file position)."""
 
@@ -217,12 +223,52 @@ class SafetensorsFile:
         self.path = Path(path)
         self.tensors, self.metadata = read_header(self.path)
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._map: mmap.mmap | None = None
+        self._map_lock = threading.Lock()
+
+    def map(self, name: str) -> torch.Tensor:
+        """Tensor `name` as a read-only view of the file mapped into memory: no copy, no buffer.
+
+        The pages are read in (`MADV_POPULATE_READ`) before returning, so whoever computes on the
+        view does not stall on page faults. The mapping lives as long as any view of it (closing
+        the file does not unmap it). Views must not be written to.
+        """
+        import torch
+
+        info = self.tensors[name]
+        with self._map_lock:
+            if self._map is None:
+                self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+            mapped = self._map
+        if info.nbytes == 0:
+            return read_tensor(self._fd, info)
+        start = info.offset - info.offset % mmap.PAGESIZE
+        try:
+            mapped.madvise(_MADV_POPULATE_READ, start, info.offset + info.nbytes - start)
+        except OSError:  # before Linux 5.14: let the first touch read the pages
+            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not writable": the views are only read
+            flat = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+        return flat.view(torch_dtype(info.dtype)).reshape(info.shape)
 
     def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
         """Read tensor `name` (a new CPU tensor in its stored dtype, or a view of the uint8 buffer `out`)."""
         return read_tensor(self._fd, self.tensors[name], out)
 
+    def evict(self, name: str) -> None:
+        """Drop tensor `name`'s pages from this process (`MADV_DONTNEED`) once it was used: they stay
+        in the page cache, views of them stay valid (a later touch maps them again), and RSS stays
+        bounded by the tensors in flight instead of growing with the model."""
+        info = self.tensors[name]
+        mapped = self._map
+        if mapped is None or info.nbytes == 0:
+            return
+        start = info.offset - info.offset % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, start, info.offset + info.nbytes - start)
+
     def close(self) -> None:
+        self._map = None  # unmapped once no view of it is left
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

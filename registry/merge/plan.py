@@ -123,19 +123,8 @@ def plan_merge(
     Raises:
         CompatibilityError, CheckpointError, HubError: the first problem found.
     """
-    refs: list[str] = []
-    base_index = None
-    if recipe.base_model is not None:
-        refs.append(recipe.base_model)
-        base_index = 0
-    input_indices = []
-    for entry in recipe.merge_inputs():
-        if entry.model not in refs:
-            refs.append(entry.model)
-        input_indices.append(refs.index(entry.model))
+    refs, base_index, input_indices = _model_refs(recipe)
     tok_ref = recipe.tokenizer_model() or refs[0]
-    if tok_ref not in refs:
-        refs.append(tok_ref)
     sources: list[ModelSource] = []
     for ref in refs:  # once the Hub proved unreachable, the other inputs come from the cache without retrying
         cache_only = any(s.from_cache for s in sources)
@@ -167,6 +156,31 @@ def plan_merge(
             ckpt.close()
     _warn_without_tokenizer(plan, has_tokenizer=tokenizer_json.is_file() if tokenizer_json else tok in remote)
     return plan
+
+
+def _model_refs(recipe: Recipe) -> tuple[list[str], int | None, list[int]]:
+    """The distinct model references (base first, then the inputs, then the tokenizer's model),
+    the base's index and each merge input's index."""
+    refs: list[str] = []
+    base_index = None
+    if recipe.base_model is not None:
+        refs.append(recipe.base_model)
+        base_index = 0
+    input_indices = []
+    for entry in recipe.merge_inputs():
+        if entry.model not in refs:
+            refs.append(entry.model)
+        input_indices.append(refs.index(entry.model))
+    tok_ref = recipe.tokenizer_model() or refs[0]
+    if tok_ref not in refs:
+        refs.append(tok_ref)
+    return refs, base_index, input_indices
+
+
+def needs_hub(recipe: Recipe) -> bool:
+    """Whether some model reference is not a local directory (so a Hub client is worth building)."""
+    refs, _, _ = _model_refs(recipe)
+    return not all(Path(part).expanduser().is_dir() for ref in refs for part in ref.split("+"))
 
 
 def _warn_without_tokenizer(plan: MergePlan, *, has_tokenizer: bool) -> None:
@@ -345,9 +359,12 @@ def check_finite(tensor: Any, *, model: str, name: str) -> None:
     """
     import torch
 
-    # One reduction instead of an elementwise mask: NaN and Inf propagate through a sum. A sum
-    # can also overflow on finite values, so a non-finite sum is confirmed elementwise.
-    if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+    from registry.merge.methods import fused
+
+    # bf16/fp32 on CPU: the exponent bits counted in one vectorized pass. Otherwise one reduction
+    # instead of an elementwise mask: NaN and Inf propagate through a sum. A sum can also overflow
+    # on finite values, so a non-finite sum is confirmed elementwise.
+    if tensor.numel() == 0 or fused.count_nonfinite(tensor) == 0 or bool(torch.isfinite(tensor.sum())):
         return
     finite = torch.isfinite(tensor)
     if not bool(finite.all()):

@@ -59,3 +59,57 @@ def test_ties_quota_running_out_mid_chunk(monkeypatch: pytest.MonkeyPatch) -> No
     (a, sa), (b, sb) = _both(monkeypatch, [x, y], base, weights=[1.0, 1.0], densities=[0.5, 0.41])
     assert torch.equal(a.view(torch.int32), b.view(torch.int32))
     assert sa == sb and sa.kept == [5000, 4100]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_parallel_parts_and_tie_quota_stops_equal_the_torch_path(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    # Big enough for the sampled window (> 2**18 entries) and split into parts merged on three
+    # threads; coarse values make many ties at each cut, so the quota runs out inside some block.
+    import registry.merge.methods.fused as fused
+
+    g = torch.Generator().manual_seed(5)
+    base = (torch.randint(-40, 40, (700, 611), generator=g) / 64).to(dtype)
+    inputs = [(base.float() + torch.randint(-9, 9, base.shape, generator=g) / 64).to(dtype) for _ in range(2)]
+    monkeypatch.setattr(fused, "_PARALLEL_FROM", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        (a, sa), (b, sb) = _both(monkeypatch, inputs, base, weights=[1.0, 0.6], densities=[0.3, 0.45], protect=[1])
+        out = torch.empty(base.shape, dtype=dtype)
+        monkeypatch.setenv("MERGELING_FUSED", "1")
+        into = merge_ties(inputs, base, weights=[1.0, 0.6], densities=[0.3, 0.45], out=out)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    assert sa == sb and sa.sign_conflicts > 0
+    assert into is out and torch.equal(into, b.to(dtype))  # written into `out`: the cast's bits
+
+
+def test_given_trims_find_their_quota_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ties_sv's model scope hands the cuts in: the fused kernel finds where each quota runs out itself.
+    from registry.merge.methods.ties import merge_elected, trim_cuts
+
+    g = torch.Generator().manual_seed(6)
+    base = torch.randint(-20, 20, (400, 300), generator=g) / 32
+    inputs = [base + torch.randint(-5, 5, base.shape, generator=g) / 32 for _ in range(2)]
+    results = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("MERGELING_FUSED", flag)
+        trims = trim_cuts(inputs, base, [0.25, 0.5])
+        results.append(
+            merge_elected(inputs, base, weights=[1.0, 1.0], densities=[0.25, 0.5], normalize=True, lambda_=1.0,
+                          stats=None, trims=trims)
+        )  # fmt: skip
+    assert torch.equal(results[0].view(torch.int32), results[1].view(torch.int32))
+
+
+def test_nonfinite_count_matches_torch() -> None:
+    from registry.merge.methods.fused import count_nonfinite
+
+    x = torch.randn(10_000)
+    x[[3, 77, 9000]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    for dtype in (torch.float32, torch.bfloat16):
+        assert count_nonfinite(x.to(dtype)) == int((~torch.isfinite(x.to(dtype))).sum()) == 3
+    assert count_nonfinite(x.half()) is None  # fp16: the torch path checks

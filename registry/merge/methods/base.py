@@ -14,8 +14,10 @@ A method is a pure torch function (no I/O) that merges ONE tensor:
   `MethodSpec` when the recipe leaves them out).
 - `stats`: when given, the method ADDS its counts to it (the engine aggregates them into
   merge_report.json); None skips the counting work.
-- Returns a new fp32 tensor of the same shape; the inputs are not modified. The engine casts it to
-  the output dtype.
+- Returns a new fp32 tensor of the same shape (or writes into the `out` buffer the engine offers,
+  see `plugin.Merger.merge`); the inputs are never modified: on CPU they are read-only views of
+  the mapped safetensors files (writing to one would crash the process). The engine casts the
+  result to the output dtype.
 
 Methods take more keywords of their own (`ties_sv`: `slack`, `protect`, `cuts`; `slerp`: `t`;
 DARE: `rescale`, `random_seed`, `name`). How the engine binds them to a recipe is in

@@ -231,7 +231,13 @@ class DareMerger(Merger):
         }
 
     def merge(
-        self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, stats: TensorStats | None
+        self,
+        name: str,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        stats: TensorStats | None,
+        *,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return merge_dare(tensors, base, stats=stats, name=name, **self.keywords)  # type: ignore[arg-type]
 

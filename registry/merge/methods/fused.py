@@ -1,149 +1,144 @@
-"""Fused CPU kernels of TIES (numba): the per-chunk work of `ties.merge_elected` in two passes, not ~45 ops.
+"""Fused CPU kernels of TIES (numba): the trimming cut and the merge in a few vectorized loops per block.
 
-Per chunk: `trim_weight` makes one input's trimmed, weighted delta in one branch-free loop (LLVM
-vectorizes it); `combine2` elects the sign, takes the disjoint mean of two inputs and adds the
-base in a second loop, counting what `TensorStats` needs. They do the same float32 operations as
-the torch path, in the same order, so the results are bit-identical (tested): the deltas, the
-trimming against the cut (ties at the cut kept lowest index first while the quota lasts: a chunk
-where it runs out goes through the scalar `trim_weight_quota`), the weights, the vote
-((d₀ + d₁) + 0.0, as `base.sum_inputs`), the elected sign, the agreeing sum and weight sum, a
-zero divisor counted as 1, the division, λ and the base. numba compiles without fast-math, so no
-FMA contraction or reassociation changes a bit.
+The torch path does ~45 tensor ops per position (and two histogram passes per input for the cut).
+Here every loop runs over blocks of `BLOCK` entries that stay in L1/L2, reads the stored bits
+directly (bf16 as uint16 shifted into fp32, fp32 as is; no fp32 copy of a tensor is ever made),
+and LLVM vectorizes the branch-free loops:
 
-Used on CPU for plain TIES (no slack flips) with two inputs (the CT + SFT case), when numba is
-installed; `MERGELING_FUSED=0` turns it off. The torch path is the fallback and the reference.
-The trimming cut itself (`topk.find_cut_sampled`) stays in torch: a numba version of its window
-pass was slower on bf16 inputs (many entries inside the window).
+- `trim_cut`: the exact trimming cut of one input (`topk.Cut`: the k-th largest |τ| and how many
+  of its ties are kept). A strided sample predicts a narrow window of magnitudes around the cut;
+  one pass counts the entries above it and gathers those inside it (branch-free compaction), and
+  a radix select among the gathered gives the exact k-th. A missed window (a skewed sample) or an
+  overflowing gather (huge classes of equal bf16 deltas) falls back to an exact two-pass radix
+  select over the stream. Same `Cut` as `topk.find_cut`: the cut is defined by its value, so any
+  exact selection gives the same one.
+- `merge_two`: TIES for two inputs (CT + SFT) without slack flips: delta, trim against the cut
+  (ties at the cut kept lowest index first while the quota lasts), weight, the vote, the elected
+  sign, the disjoint mean, λ and the base in one block loop, counting what `TensorStats` needs,
+  and, for a bf16 output, the round-to-nearest-even cast torch's `.to(torch.bfloat16)` does.
+
+Bit identity with the torch path (the reference, tested): the same float32 operations in the same
+order; numba compiles without fast-math, so no FMA contraction or reassociation changes a bit.
+Used on CPU for bf16/fp32 tensors when numba is installed; `MERGELING_FUSED=0` turns it off. The
+kernels are compiled once and cached beside this file (`cache=True`).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from functools import cache
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
+from registry.merge import fused_allowed
+from registry.merge.methods.base import TensorStats, check_inputs
 from registry.merge.topk import Cut
+
+_SAMPLE = 1 << 16  # strided sample predicting the cut's window
+_EXACT_BELOW = 1 << 18  # smaller tensors: every key gathered, exact select (no sample)
+_PARALLEL_FROM = 1 << 20  # smaller tensors are merged on one thread
+
+T = TypeVar("T")
 
 
 def enabled() -> bool:
-    """Whether the fused kernel can run: numba importable and not turned off by MERGELING_FUSED=0."""
-    if os.environ.get("MERGELING_FUSED", "1").strip() in {"0", "off", "false", "no"}:
-        return False
-    return _kernels() is not None
+    """Whether the fused kernels can run: numba importable and not turned off by MERGELING_FUSED=0."""
+    return fused_allowed() and _kernels() is not None
+
+
+def supports(*tensors: torch.Tensor | None) -> bool:
+    """The fused kernels handle these: CPU, contiguous, bf16 or fp32 (fp16 goes the torch way)."""
+    return all(
+        t is not None and t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float32) and t.is_contiguous()
+        for t in tensors
+    )
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    """A flat view of the stored bits: bf16 as uint16, fp32 as uint32 (what the kernels take)."""
+    flat = t.reshape(-1)
+    if t.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(np.uint16)
+    return flat.view(torch.int32).numpy().view(np.uint32)
 
 
 @cache
 def _kernels() -> Any:
     try:
-        import numba
-    except ImportError:
+        from registry.merge import fused_kernels
+    except ImportError:  # numba is not installed
         return None
-    jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-
-    @jit
-    def count_ties(x: np.ndarray, b: np.ndarray, t: np.float32) -> int:
-        n = 0
-        for j in range(x.shape[0]):
-            n += abs(np.float32(x[j] - b[j])) == t
-        return n
-
-    @jit
-    def trim_weight(
-        x: np.ndarray, b: np.ndarray, kind: int, t: np.float32, ge: bool, w: np.float32, d: np.ndarray
-    ) -> int:
-        # One input's trimmed, weighted delta; branch-free per element so LLVM vectorizes it.
-        zero = np.float32(0.0)
-        one = np.float32(1.0)
-        nonzero = 0
-        if kind == 0:
-            for j in range(x.shape[0]):
-                d[j] = np.float32(zero * w)
-        elif kind == 1:
-            for j in range(x.shape[0]):
-                v = np.float32(x[j] - b[j])
-                nonzero += v != zero
-                d[j] = np.float32(v * w)
-        else:
-            for j in range(x.shape[0]):
-                v = np.float32(x[j] - b[j])
-                m = abs(v)
-                keep = one if (m > t) | (ge & (m == t)) else zero
-                d[j] = np.float32(np.float32(v * keep) * w)
-        return nonzero
-
-    @jit
-    def trim_weight_quota(x: np.ndarray, b: np.ndarray, t: np.float32, left: int, w: np.float32, d: np.ndarray) -> int:
-        # The chunk where the quota of ties at the cut runs out: lowest index first (scalar).
-        zero = np.float32(0.0)
-        one = np.float32(1.0)
-        for j in range(x.shape[0]):
-            v = np.float32(x[j] - b[j])
-            m = abs(v)
-            keep = zero
-            if m > t:
-                keep = one
-            elif m == t and left > 0:
-                keep = one
-                left -= 1
-            d[j] = np.float32(np.float32(v * keep) * w)
-        return left
-
-    @jit
-    def combine2(
-        d0: np.ndarray,
-        d1: np.ndarray,
-        b: np.ndarray,
-        w0: np.float32,
-        w1: np.float32,
-        normalize: bool,
-        scale: np.float32,
-        use_scale: bool,
-        out: np.ndarray,
-        counts: np.ndarray,
-    ) -> None:
-        # Elect, disjoint mean and add for two inputs; counts: [lost 0, lost 1, positions with a loss].
-        zero = np.float32(0.0)
-        one = np.float32(1.0)
-        lost0 = 0
-        lost1 = 0
-        either = 0
-        for j in range(b.shape[0]):
-            a = d0[j]
-            c = d1[j]
-            votes = np.float32(np.float32(a + c) + zero)
-            sign = one if votes >= zero else -one
-            s0 = np.float32(a * sign)
-            s1 = np.float32(c * sign)
-            g0 = one if s0 > zero else zero
-            g1 = one if s1 > zero else zero
-            mixed = np.float32(np.float32(np.float32(a * g0) + np.float32(c * g1)) + zero)
-            div = np.float32(np.float32(np.float32(w0 * g0) + np.float32(w1 * g1)) + zero)
-            div = np.float32(div + (one if div == zero else zero))
-            if normalize:
-                mixed = np.float32(mixed / div)
-            if use_scale:
-                mixed = np.float32(mixed * scale)
-            out[j] = np.float32(b[j] + mixed)
-            l0 = s0 < zero
-            l1 = s1 < zero
-            lost0 += int(l0)
-            lost1 += int(l1)
-            either += int(l0 | l1)
-        counts[0] += lost0
-        counts[1] += lost1
-        counts[2] += either
-
-    return count_ties, trim_weight, trim_weight_quota, combine2
+    return fused_kernels
 
 
 def kernels() -> Any:
-    """(count_ties, trim_weight, trim_weight_quota, combine2), compiled on first use."""
+    """The `fused_kernels` module (compiled on first use, or loaded from numba's cache)."""
     return _kernels()
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """`fused_kernels.start_warm_up()` unless MERGELING_FUSED=0 turned the kernels off."""
+    if not fused_allowed():
+        return None
+    try:
+        from registry.merge import fused_kernels
+    except ImportError:  # numba is not installed
+        return None
+    return fused_kernels.start_warm_up()
+
+
+def workers() -> int:
+    """Threads for the fused kernels: torch's intra-op thread count (OMP_NUM_THREADS, --threads)."""
+    return max(1, torch.get_num_threads())
+
+
+@cache
+def _pool(size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="mergeling-fused")
+
+
+def _parallel(calls: list[Callable[[], T]]) -> list[T]:
+    """Run the calls on up to `workers()` threads (the kernels release the GIL); results in order."""
+    if len(calls) <= 1 or workers() == 1:
+        return [call() for call in calls]
+    futures = [_pool(workers() - 1).submit(call) for call in calls[1:]]
+    first = calls[0]()  # the calling thread takes a share too
+    return [first, *(f.result() for f in futures)]
+
+
+def count_nonfinite(tensor: torch.Tensor) -> int | None:
+    """Inf/NaN entries of a bf16/fp32 CPU tensor in one vectorized pass on the calling thread (no
+    OpenMP team, which spins on a busy 2-core machine); None when the kernels cannot take it."""
+    if not (supports(tensor) and enabled()):
+        return None
+    bits = _bits(tensor)
+    return int(kernels().nonfinite(bits, 0x7F80 if bits.dtype == np.uint16 else 0x7F800000))
+
+
+def _find_cuts(
+    tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]
+) -> list[tuple[Cut, tuple[int, int]] | None]:
+    """Per input, the exact cut keeping its k largest |tensor − base| (0 < k < numel) and where its
+    quota of ties runs out (`fused_kernels.quota_stop`), inputs in parallel; None where some |τ|
+    is not finite (the torch path then decides: NaN inputs are refused, an overflowing difference
+    is its call)."""
+    find_cut = kernels().find_cut
+    b = _bits(base)
+
+    def one(tensor: torch.Tensor, k: int) -> tuple[Cut, tuple[int, int]] | None:
+        key, ties, finite, stop, left = find_cut(_bits(tensor), b, k, _SAMPLE, _EXACT_BELOW)
+        return (Cut(key=int(key), ties=int(ties)), (int(stop), int(left))) if finite else None
+
+    return _parallel([partial(one, t, k) for t, k in zip(tensors, ks, strict=True)])
+
+
+def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut | None]:
+    """`_find_cuts` without the quota stops: the cuts `ties.trim_cut` finds, faster."""
+    return [found[0] if found is not None else None for found in _find_cuts(tensors, base, ks)]
 
 
 def merge_two(
@@ -158,62 +153,82 @@ def merge_two(
     protect: Sequence[int],
     count_conflicts: bool,
     trims: Sequence[Cut] | None,
-) -> torch.Tensor:
-    """`ties.merge_elected` for two inputs without slack flips, through the fused kernels (same bits)."""
-    from registry.merge.methods.ties import _kept_count, trim_cuts
+    out: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """`ties.merge_elected` for two inputs without slack flips, fused (same bits, same counts).
+
+    Returns:
+        The merged tensor: `out` when it is a contiguous bf16 or fp32 tensor of `base`'s shape (for
+        bf16 the cast is fused, the same bits as torch's), else a new fp32 tensor; None when the
+        tensor holds non-finite values (take the torch path).
+    """
+    from registry.merge.methods.ties import _kept_count
 
     check_inputs(tensors, base, weights=weights, densities=densities)
-    n, numel = len(tensors), base.numel()
-    cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
-    count_ties, trim_weight, trim_weight_quota, combine2 = kernels()
-    kinds = [0 if c == Cut.keep_none() else 1 if c == Cut.keep_all() else 2 for c in cuts]
-    thresholds = [np.float32(c.value if k == 2 else 0.0) for c, k in zip(cuts, kinds, strict=True)]
-    left = [c.ties for c in cuts]
-    weight = [np.float32(w) for w in weights]
-    counts = np.zeros(n + 1, dtype=np.int64)  # kept (keep-all inputs), then sign conflicts
-    lost = np.zeros(3, dtype=np.int64)
-    result = torch.empty(base.shape, dtype=torch.float32)
-    flat_out, flat_base = result.view(-1), base.reshape(-1)
-    flats = [t.reshape(-1) for t in tensors]
-    size = min(chunk_elements(base.device), numel) or 1
-    xs = torch.empty((n, size), dtype=torch.float32)
-    ds = np.empty((n, size), dtype=np.float32)
-    base_buffer = torch.empty(size, dtype=torch.float32)
-    for part in flat_chunks(numel, size):
-        c = part.stop - part.start
-        chunk_base = fp32_chunk(flat_base, part, base_buffer).numpy()
-        for i, flat in enumerate(flats):
-            x = fp32_chunk(flat, part, xs[i]).numpy()
-            ge = False
-            if kinds[i] == 2 and left[i] > 0:
-                ties = count_ties(x, chunk_base, thresholds[i])
-                if ties > left[i]:  # the quota runs out in this chunk: lowest index first
-                    left[i] = trim_weight_quota(x, chunk_base, thresholds[i], left[i], weight[i], ds[i, :c])
-                    continue
-                ge, left[i] = True, left[i] - ties
-            counts[i] += trim_weight(x, chunk_base, kinds[i], thresholds[i], ge, weight[i], ds[i, :c])
-        combine2(
-            ds[0, :c],
-            ds[1, :c],
-            chunk_base,
-            weight[0],
-            weight[1],
-            normalize,
-            np.float32(lambda_),
-            lambda_ != 1,
-            flat_out[part].numpy(),
-            lost,
+    numel = base.numel()
+    kernel = kernels()
+    x0, x1, b = _bits(tensors[0]), _bits(tensors[1]), _bits(base)
+    stops = np.full((2, 2), -1, np.int64)  # per input: (block where its ties quota runs out, ties left)
+    if trims is None:
+        ks = [max(1, int(d * numel)) for d in densities]
+        trimmed = [i for i, (d, k) in enumerate(zip(densities, ks, strict=True)) if 0 < d < 1 and k < numel]
+        found = dict(
+            zip(trimmed, _find_cuts([tensors[i] for i in trimmed], base, [ks[i] for i in trimmed]), strict=True)
         )
-    counts[n] = lost[2]
-    counts = np.append(counts, [lost[index] for index in protect]).astype(np.int64)  # discarded per protected
+        if any(f is None for f in found.values()):
+            return None
+        cuts = []
+        for i, density in enumerate(densities):
+            if (f := found.get(i)) is not None:
+                cuts.append(f[0])
+                stops[i] = f[1]
+            else:  # as `ties.trim_cut`: density <= 0 keeps none; >= 1, or k >= numel, keeps all
+                cuts.append(Cut.keep_none() if density <= 0 else Cut.keep_all())
+    else:
+        cuts = list(trims)
+    kinds = np.array([0 if c == Cut.keep_none() else 1 if c == Cut.keep_all() else 2 for c in cuts], np.int64)
+    thresholds = np.array(
+        [{0: np.inf, 1: -1.0}.get(int(k), c.value) for c, k in zip(cuts, kinds, strict=True)], np.float32
+    )
+    if trims is not None:
+
+        def stop(i: int, x: np.ndarray) -> None:
+            if kinds[i] == 2:
+                stops[i] = kernel.quota_stop(x, b, thresholds[i], cuts[i].ties)
+
+        _parallel([partial(stop, 0, x0), partial(stop, 1, x1)])
+    usable = out is not None and out.shape == base.shape and supports(out)
+    result = out if out is not None and usable else torch.empty(base.shape, dtype=torch.float32)
+    bf16 = result.dtype == torch.bfloat16
+    flat = result.view(-1)
+    out32 = np.empty(0, np.float32) if bf16 else flat.numpy()
+    out16 = flat.view(torch.int16).numpy().view(np.uint16) if bf16 else np.empty(0, np.uint16)
+    # Parts of the tensor (whole blocks) merged in parallel; the quota stops are in global blocks.
+    parts = workers() if numel >= _PARALLEL_FROM else 1
+    step = -(-numel // parts // kernel.BLOCK) * kernel.BLOCK
+
+    def part(p: int) -> np.ndarray:
+        lo, hi = p * step, min(numel, (p + 1) * step)
+        counts = np.zeros(5, dtype=np.int64)
+        kernel.ties2(
+            x0[lo:hi], x1[lo:hi], b[lo:hi], kinds, thresholds, stops, lo // kernel.BLOCK,
+            np.float32(weights[0]), np.float32(weights[1]), normalize, np.float32(lambda_), lambda_ != 1,
+            out32[lo:hi] if not bf16 else out32, out16[lo:hi] if bf16 else out16, bf16, counts,
+        )  # fmt: skip
+        return counts
+
+    counts = np.sum(_parallel([partial(part, p) for p in range(parts) if p * step < numel]), axis=0)
+    if counts[4]:
+        return None
     if stats is not None:
         stats.elements += numel
         for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
             known = _kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, int(counts[index]) if known is None else known)
-        stats.sign_conflicts += int(counts[n])
-        for q, index in enumerate(protect):
-            discarded = int(counts[n + 1 + q])
+        # With two inputs at most one of them disagrees with the sign of their sum at a position.
+        stats.sign_conflicts += int(counts[2] + counts[3])
+        for index in protect:
+            discarded = int(counts[2 + index])
             stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + discarded
             if count_conflicts:
                 stats.conflicts[index] = stats.conflicts.get(index, 0) + discarded

@@ -18,6 +18,7 @@ engine use only this interface: none of them names a method.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,9 +104,21 @@ class Merger:
         """Called after every tensor was scanned in pass `step`."""
 
     def merge(
-        self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, stats: TensorStats | None
+        self,
+        name: str,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        stats: TensorStats | None,
+        *,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Merge one tensor (inputs in any float dtype, result fp32); add diagnostics to `stats` when given."""
+        """Merge one tensor (inputs in any float dtype); add diagnostics to `stats` when given.
+
+        The result is a new fp32 tensor, or `out` itself: a buffer of the output dtype and the
+        inputs' shape that a method may write its result into when that gives exactly the bits of
+        casting the fp32 result (the fused TIES kernel does, for bf16 and fp32 outputs). The
+        engine recycles `out` buffers, so no fresh memory is touched per tensor.
+        """
         raise NotImplementedError
 
 
@@ -114,10 +127,19 @@ class FnMerger(Merger):
 
     def __init__(self, fn: Callable[..., torch.Tensor], **keywords: Any) -> None:
         self.fn, self.keywords = fn, keywords
+        self.takes_out = "out" in inspect.signature(fn).parameters
 
     def merge(
-        self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, stats: TensorStats | None
+        self,
+        name: str,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        stats: TensorStats | None,
+        *,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.takes_out and out is not None:
+            return self.fn(tensors, base, stats=stats, out=out, **self.keywords)
         return self.fn(tensors, base, stats=stats, **self.keywords)
 
 

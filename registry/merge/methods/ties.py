@@ -60,6 +60,8 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     if density <= 0 or numel == 0:
         return Cut.keep_none()
     k = max(1, int(density * numel))
+    if k >= numel:
+        return Cut.keep_all()
     flat, flat_base = tensor.reshape(-1), base.reshape(-1)
     size = min(chunk_elements(base.device), numel)
     delta = torch.empty(size, dtype=torch.float32, device=base.device)
@@ -76,8 +78,23 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
 
 
 def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]) -> list[Cut]:
-    """`trim_cut` of every input (the costly part of TIES; share it between passes over a tensor)."""
-    return [trim_cut(t, base, d) for t, d in zip(tensors, densities, strict=False)]
+    """`trim_cut` of every input (the costly part of TIES; share it between passes over a tensor).
+
+    On CPU with bf16/fp32 tensors the fused kernels find them (same cuts), inputs in parallel.
+    """
+    numel = base.numel()
+    ks = [max(1, int(d * numel)) for d in densities]
+    fusable = [i for i, (d, k) in enumerate(zip(densities, ks, strict=False)) if 0 < d < 1 and k < numel]
+    found: dict[int, Cut | None] = {}
+    if fusable and _fused_ok(*tensors, base):
+        from registry.merge.methods import fused
+
+        cuts = fused.trim_cuts([tensors[i] for i in fusable], base, [ks[i] for i in fusable])
+        found = dict(zip(fusable, cuts, strict=True))
+    return [
+        cut if (cut := found.get(i)) is not None else trim_cut(t, base, d)
+        for i, (t, d) in enumerate(zip(tensors, densities, strict=False))
+    ]
 
 
 class _Workspace:
@@ -237,6 +254,7 @@ def merge_elected(
     protect: Sequence[int] = (),
     slack_cuts: Sequence[Cut] = (),
     trims: Sequence[Cut] | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """TIES with an optional slack step (see `ties_sv`); with no `slack_cuts` it is plain TIES.
 
@@ -245,14 +263,16 @@ def merge_elected(
         protect: protected input indices (counted in `stats`), in the order their slack step applies.
         slack_cuts: as `elected_chunks` (empty: plain TIES).
         trims: as `elected_chunks`.
+        out: a buffer of the output dtype and `base`'s shape: the fused kernel writes its bf16
+            or fp32 result there (the same bits as casting the fp32 result) and returns it.
 
     Returns:
-        The merged tensor (fp32).
+        The merged tensor (fp32, or `out`).
     """
     if _fusable(tensors, base, slack_cuts):
         from registry.merge.methods.fused import merge_two
 
-        return merge_two(
+        fused = merge_two(
             tensors,
             base,
             weights=weights,
@@ -263,7 +283,10 @@ def merge_elected(
             protect=protect,
             count_conflicts=bool(slack_cuts),
             trims=trims,
+            out=out,
         )
+        if fused is not None:
+            return fused
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
@@ -296,13 +319,18 @@ def merge_elected(
     return result
 
 
-def _fusable(tensors: Sequence[torch.Tensor], base: torch.Tensor, slack_cuts: Sequence[Cut]) -> bool:
-    """Plain TIES on CPU with two inputs (CT + SFT): the fused kernels give the same bits, faster."""
+def _fused_ok(*tensors: torch.Tensor) -> bool:
+    """The fused CPU kernels (numba) can take these tensors (CPU, bf16/fp32) and are turned on."""
     from registry.merge.methods import fused
 
-    if base.device.type != "cpu" or len(tensors) != 2 or any(c != Cut.keep_none() for c in slack_cuts):
+    return fused.supports(*tensors) and fused.enabled()
+
+
+def _fusable(tensors: Sequence[torch.Tensor], base: torch.Tensor, slack_cuts: Sequence[Cut]) -> bool:
+    """Plain TIES on CPU with two inputs (CT + SFT): the fused kernels give the same bits, faster."""
+    if len(tensors) != 2 or any(c != Cut.keep_none() for c in slack_cuts):
         return False
-    return fused.enabled()
+    return _fused_ok(*tensors, base)
 
 
 def _count(stats: TensorStats, ws: _Workspace, protect: Sequence[int]) -> None:
@@ -328,8 +356,9 @@ def merge_ties(
     lambda_: float = 1.0,
     stats: TensorStats | None = None,
     protect: Sequence[int] = (),
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """TIES-merge `tensors` onto `base` (any float dtype in, fp32 out).
+    """TIES-merge `tensors` onto `base` (any float dtype in, fp32 out, or into `out`).
 
     Args:
         tensors: the fine-tuned inputs, same shape as `base`, any float dtype (math in fp32).
@@ -341,6 +370,7 @@ def merge_ties(
         stats: when given, counts are added (kept, sign conflicts; for `protect`, the conflicts
             and discarded entries of those inputs).
         protect: inputs whose discarded entries `stats` reports (no effect on the result).
+        out: a buffer the result may be written into (see `merge_elected`).
 
     Returns:
         The merged tensor.
@@ -361,6 +391,7 @@ def merge_ties(
         stats=stats,
         protect=protect,
         slack_cuts=[Cut.keep_none()] * len(protect) if stats is not None else (),
+        out=out,
     )
 
 

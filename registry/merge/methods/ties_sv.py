@@ -157,8 +157,9 @@ def merge_ties_sv(
     protect: Sequence[int] = (),
     cuts: Sequence[Cut] | None = None,
     trims: Sequence[Cut] | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """TIES-SV-merge `tensors` onto `base` (any float dtype in, fp32 out).
+    """TIES-SV-merge `tensors` onto `base` (any float dtype in, fp32 out, or into `out`).
 
     Args:
         tensors: the fine-tuned inputs, same shape as `base`, any float dtype (math in fp32).
@@ -174,6 +175,7 @@ def merge_ties_sv(
             from `plan_model_slack(...).cuts[name]` (`slack_scope: model`).
         trims: the inputs' trimming cuts if already found for this tensor (`ties.trim_cuts`, e.g.
             kept from pass 1 of the model scope: two ints per input), else found here.
+        out: a buffer the result may be written into (see `ties.merge_elected`).
 
     Returns:
         The merged tensor.
@@ -214,6 +216,7 @@ def merge_ties_sv(
         protect=protect,
         slack_cuts=cuts,
         trims=trims,
+        out=out,
     )
 
 
@@ -276,7 +279,13 @@ class TiesSVMerger(Merger):
         self.margins = []
 
     def merge(
-        self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, stats: TensorStats | None
+        self,
+        name: str,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        stats: TensorStats | None,
+        *,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cuts = self.cuts.get(name) if self.scans else None
         return merge_ties_sv(
@@ -287,6 +296,7 @@ class TiesSVMerger(Merger):
             protect=self.protect,
             cuts=cuts,
             trims=self.trims.get(name),
+            out=out,
             **self.keywords,
         )
 
