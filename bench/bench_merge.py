@@ -148,38 +148,71 @@ def synthesize(
     return paths
 
 
-IO_FLOOR = r"""
-import sys, json, os
-import torch  # every Python merge tool pays for importing it, ours included
+IO_FLOOR_FN = r"""
+import json, os
 from pathlib import Path
-inputs, out = [Path(p) for p in sys.argv[1:4]], Path(sys.argv[4])
-out.mkdir(parents=True)
-index = json.loads((inputs[0] / "model.safetensors.index.json").read_text())["weight_map"]
-buffers = {}
-for file in sorted(set(index.values())):
-    fds = [os.open(p / file, os.O_RDONLY) for p in inputs]
-    size = int.from_bytes(os.pread(fds[0], 8, 0), "little")
-    header = os.pread(fds[0], 8 + size, 0)
-    sink = os.open(out / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.pwrite(sink, header, 0)
-    for name, info in json.loads(header[8:]).items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        for i, fd in enumerate(fds):  # every byte of all three, into buffers reused by size
-            buf = buffers.get((i, end - begin))
-            if buf is None:
-                buf = buffers[(i, end - begin)] = bytearray(end - begin)
-            view, done = memoryview(buf), 0
-            while done < len(buf):
-                done += os.preadv(fd, [view[done:]], 8 + size + begin + done)
-        view, done = memoryview(buffers[(0, end - begin)]), 0
-        while done < len(view):
-            done += os.pwrite(sink, view[done:], 8 + size + begin + done)
-    os.close(sink)
-    for fd in fds:
-        os.close(fd)
+
+
+def io_floor(inputs, out, buffers):
+    out.mkdir(parents=True)
+    index = json.loads((inputs[0] / "model.safetensors.index.json").read_text())["weight_map"]
+    for file in sorted(set(index.values())):
+        fds = [os.open(p / file, os.O_RDONLY) for p in inputs]
+        size = int.from_bytes(os.pread(fds[0], 8, 0), "little")
+        header = os.pread(fds[0], 8 + size, 0)
+        sink = os.open(out / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.pwrite(sink, header, 0)
+        for name, info in json.loads(header[8:]).items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            for i, fd in enumerate(fds):  # every byte of all three, into buffers reused by size
+                buf = buffers.get((i, end - begin))
+                if buf is None:
+                    buf = buffers[(i, end - begin)] = bytearray(end - begin)
+                view, done = memoryview(buf), 0
+                while done < len(buf):
+                    done += os.preadv(fd, [view[done:]], 8 + size + begin + done)
+            view, done = memoryview(buffers[(0, end - begin)]), 0
+            while done < len(view):
+                done += os.pwrite(sink, view[done:], 8 + size + begin + done)
+        os.close(sink)
+        for fd in fds:
+            os.close(fd)
 """
+
+IO_FLOOR = (
+    "import sys\nimport torch  # every Python merge tool pays for importing it, ours included\n"
+    + IO_FLOOR_FN
+    + "\nio_floor([Path(p) for p in sys.argv[1:4]], Path(sys.argv[4]), {})\n"
+)
+
+# Both in one warm process (Python, torch, numba loaded; one merge and one floor run first), alternating.
+INPROC = (
+    IO_FLOOR_FN
+    + r"""
+import shutil, statistics, sys, time
+from registry.merge.engine import run_merge
+from registry.merge.plan import plan_merge
+from registry.recipe import load_recipe
+
+config, runs, out = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+inputs = [Path(p) for p in sys.argv[4:7]]
+buffers, times = {}, {"registry merge": [], "I/O floor": []}
+for run in range(runs + 1):
+    for name in times:
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        if name == "I/O floor":
+            io_floor(inputs, out, buffers)
+        else:
+            run_merge(plan_merge(load_recipe(config)), out=out, device="cpu", progress=False)
+        if run:  # run 0 warms up
+            times[name].append(time.perf_counter() - start)
+shutil.rmtree(out, ignore_errors=True)
+print(json.dumps({name: statistics.median(values) for name, values in times.items()} | {"all": times}))
+"""
+)
 
 
 def run_child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
@@ -203,6 +236,12 @@ def main() -> None:
     parser.add_argument("--mergekit-dtype", default="bfloat16", help="mergekit compute dtype (its `dtype`)")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every child (0: unset)")
     parser.add_argument("--skip-mergekit", action="store_true")
+    parser.add_argument(
+        "--inproc-runs",
+        type=int,
+        default=0,
+        help="also time run_merge and the I/O floor alternating in one warm process (no start-up costs)",
+    )
     parser.add_argument(
         "--compare-unfused", action="store_true", help="also run registry merge with MERGELING_FUSED=0 (the torch path)"
     )
@@ -245,6 +284,9 @@ def main() -> None:
     if not args.skip_mergekit:
         commands["mergekit-yaml"] = [str(BIN / "mergekit-yaml"), str(config_path), str(out), "--lazy-unpickle"]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for cmd in commands.values():  # one untimed round: numba's first compile, cold page cache
+        shutil.rmtree(out, ignore_errors=True)
+        run_child(cmd, env, args.work / "warmup.log")
     load = os.getloadavg()
     for run in range(args.runs):
         for name, cmd in commands.items():
@@ -272,6 +314,18 @@ def main() -> None:
         print(
             f"mergekit / ours: time {theirs[0] / ours[0]:.2f}x faster (target >= 2x), "
             f"RSS ours/mergekit {ours[1] / theirs[1]:.2f} (target <= 0.5)"
+        )
+    if args.inproc_runs:
+        proc = subprocess.run(
+            [sys.executable, "-c", INPROC, str(config_path), str(args.inproc_runs), str(out)]
+            + [str(models[m]) for m in ("base", "ft1", "ft2")],
+            capture_output=True, text=True, env=env, cwd=REPO, check=True,
+        )  # fmt: skip
+        warm = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"\nin one warm process, {args.inproc_runs} runs each alternating: {warm['all']}")
+        print(
+            f"run_merge {warm['registry merge']:.2f} s, I/O floor {warm['I/O floor']:.2f} s (medians): "
+            f"{warm['registry merge'] / warm['I/O floor']:.2f}x"
         )
 
 

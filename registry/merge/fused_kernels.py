@@ -15,7 +15,9 @@ and vectorizes them (6x on the loads).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -429,7 +431,17 @@ def ties2(
 
 def warm_up() -> None:
     """Load the kernels for bf16 and fp32 inputs, mapped (read-only) and in memory (numba's first call
-    costs ~0.4 s even from its cache, then ~10 ms per signature)."""
+    costs ~0.4 s even from its cache, then ~10 ms per signature; compiling them, once, ~15-20 s)."""
+    started = time.monotonic()
+    _warm_up()
+    if time.monotonic() - started > 3:
+        logging.getLogger(__name__).info(
+            "Compiled the fused CPU merge kernels in %.0f s (once: later merges load them from numba's cache)",
+            time.monotonic() - started,
+        )
+
+
+def _warm_up() -> None:
     for dtype, exponent, writable in (
         (np.uint16, 0x7F80, False),
         (np.uint32, _INF_BITS, False),
