@@ -77,26 +77,30 @@ def nonfinite(bits: np.ndarray, exponent: int) -> int:
 
 
 @jit
+def top_bucket(hist: np.ndarray, above: int, kk: int) -> tuple[int, int]:
+    # Walking down from the highest bucket: the one where the count reaches kk, and the count
+    # above it (starting from `above`).
+    bucket = hist.shape[0] - 1
+    while above + hist[bucket] < kk:
+        above += hist[bucket]
+        bucket -= 1
+    return bucket, above
+
+
+@jit
 def select(keys: np.ndarray, m: int, kk: int) -> tuple[int, int]:
     # The kk-th largest (1 <= kk <= m) of keys[:m] (31-bit) and how many of its copies are kept:
     # a radix select, 16 high bits then 15 low bits.
     high = np.zeros(1 << 16, np.int64)
     for j in range(m):
         high[keys[j] >> 15] += 1
-    above = 0
-    bucket = (1 << 16) - 1
-    while above + high[bucket] < kk:
-        above += high[bucket]
-        bucket -= 1
+    bucket, above = top_bucket(high, 0, kk)
     low = np.zeros(1 << 15, np.int64)
     for j in range(m):
         key = keys[j]
         if (key >> 15) == bucket:
             low[key & 0x7FFF] += 1
-    offset = (1 << 15) - 1
-    while above + low[offset] < kk:
-        above += low[offset]
-        offset -= 1
+    offset, above = top_bucket(low, above, kk)
     return (bucket << 15) | offset, kk - above
 
 
@@ -109,11 +113,7 @@ def select_stream(x: np.ndarray, b: np.ndarray, kk: int) -> tuple[int, int]:
         xs, bs = x[start : start + BLOCK], b[start : start + BLOCK]
         for j in range(xs.shape[0]):
             high[f32_bits(abs(np.float32(to_f32(xs[j]) - to_f32(bs[j])))) >> 15] += 1
-    above = 0
-    bucket = (1 << 16) - 1
-    while above + high[bucket] < kk:
-        above += high[bucket]
-        bucket -= 1
+    bucket, above = top_bucket(high, 0, kk)
     low = np.zeros(1 << 15, np.int64)
     for start in range(0, n, BLOCK):
         xs, bs = x[start : start + BLOCK], b[start : start + BLOCK]
@@ -121,10 +121,7 @@ def select_stream(x: np.ndarray, b: np.ndarray, kk: int) -> tuple[int, int]:
             key = f32_bits(abs(np.float32(to_f32(xs[j]) - to_f32(bs[j]))))
             if (key >> 15) == bucket:
                 low[key & 0x7FFF] += 1
-    offset = (1 << 15) - 1
-    while above + low[offset] < kk:
-        above += low[offset]
-        offset -= 1
+    offset, above = top_bucket(low, above, kk)
     return (bucket << 15) | offset, kk - above
 
 

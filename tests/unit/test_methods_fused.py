@@ -113,3 +113,35 @@ def test_nonfinite_count_matches_torch() -> None:
     for dtype in (torch.float32, torch.bfloat16):
         assert count_nonfinite(x.to(dtype)) == int((~torch.isfinite(x.to(dtype))).sum()) == 3
     assert count_nonfinite(x.half()) is None  # fp16: the torch path checks
+
+
+def _stride_blind(n: int) -> torch.Tensor:
+    # Small deltas exactly where the strided sample looks, large ones everywhere else: the
+    # sample's window misses the cut and the exact stream select takes over.
+    delta = torch.linspace(1.0, 2.0, n)
+    delta[:: n // (1 << 16)] = 1e-3
+    return delta
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["smooth fp32 (sampled window)", "coarse bf16 (window overflows)", "small (every key)", "skewed sample"],
+)
+def test_fused_cuts_equal_the_torch_select(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    from registry.merge.methods.fused import trim_cuts as fused_cuts
+    from registry.merge.methods.ties import trim_cut
+
+    g = torch.Generator().manual_seed(7)
+    n = 5000 if case.startswith("small") else 600_000
+    base = torch.randn(n, generator=g)
+    if case.startswith("coarse"):
+        base = (torch.randint(-8, 8, (n,), generator=g) / 8).to(torch.bfloat16)
+        x = (base.float() + torch.randint(-3, 3, (n,), generator=g) / 8).to(torch.bfloat16)
+    elif case == "skewed sample":
+        x = base + _stride_blind(n)
+    else:
+        x = base + torch.randn(n, generator=g) * 0.01
+    monkeypatch.setenv("MERGELING_FUSED", "0")
+    expected = [trim_cut(x, base, d) for d in (0.05, 0.3, 0.9)]
+    got = fused_cuts([x, x, x], base, [max(1, int(d * n)) for d in (0.05, 0.3, 0.9)])
+    assert got == expected
