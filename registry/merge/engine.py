@@ -53,7 +53,7 @@ class _Loaded:
     staged: Staged | None = None  # CUDA: inputs copied to the GPU on the side stream
     flags: torch.Tensor | None = None  # CUDA: per input, its sum is finite (checked by the writer)
     on_gpu: list[torch.Tensor] = field(default_factory=list)  # CUDA: the inputs, for the NaN message
-    buffers: list[torch.Tensor] = field(default_factory=list)  # CPU: read buffers to recycle once written
+    buffers: list[torch.Tensor] = field(default_factory=list)  # CPU: output buffers to recycle once written
 
 
 class _Buffers:
@@ -61,14 +61,14 @@ class _Buffers:
     page per 4 KiB (0.5 ms per MB on the 2-core dev machine: 66 ms for one 131 MB result); the pool
     grows to the buffers in flight at once (a result being written, one being computed)."""
 
-    MIN_BYTES = 1 << 20  # smaller reads are cheap to allocate
+    MIN_BYTES = 1 << 20  # smaller results are cheap to allocate
 
     def __init__(self) -> None:
         self._free: dict[int, list[torch.Tensor]] = {}
         self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> torch.Tensor | None:
-        """A uint8 buffer of exactly `nbytes` (None below MIN_BYTES: let the reader allocate)."""
+        """A uint8 buffer of exactly `nbytes` (None below MIN_BYTES: let the method allocate)."""
         import torch
 
         if nbytes < self.MIN_BYTES:
@@ -300,15 +300,14 @@ class _Stream:
             return _Loaded(staged=staged, tail=tail)
         # CPU: safetensors inputs are mapped, not copied (the reader thread reads their pages in).
         raw = {i: self.ckpts[i].map(t.name) for i in self.needed}
-        buffers: list[torch.Tensor] = []
         tail = None
         if t.extra_from is not None and t.shape[0] > (t.shared_rows or 0):
             tail = raw[t.extra_from][t.shared_rows : t.shape[0]]
             check_finite(tail.float(), model=self.plan.sources[t.extra_from].ref, name=t.name)
         if self.device == "cpu":
             inputs, base = self._prepare(t, raw)
-            return _Loaded(inputs=inputs, base=base, tail=tail, buffers=buffers)
-        return _Loaded(raw=raw, tail=tail, buffers=buffers)
+            return _Loaded(inputs=inputs, base=base, tail=tail)
+        return _Loaded(raw=raw, tail=tail)
 
     def _prepare(self, t: TensorPlan, raw: dict[int, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Inputs and base on the device, shared vocabulary rows only, each checked for NaN/Inf.
@@ -355,17 +354,13 @@ class _Stream:
         self.times["writer_write_s"] += time.perf_counter() - start
 
     def _recycle(self, loaded: _Loaded, merged: torch.Tensor, raw_out: torch.Tensor | None) -> None:
-        """Give back the buffers nothing reads any more now that the method is done; keep those the
-        writer still reads (the result, the tokenizer's extra rows) until the write is done.
-        Fewer buffers in flight is less fresh memory touched (the pool grows to the peak)."""
-        if raw_out is not None:
+        """The output buffer: held until written when the method wrote its result there, else free now."""
+        if raw_out is None:
+            return
+        if merged.untyped_storage().data_ptr() == raw_out.untyped_storage().data_ptr():
             loaded.buffers.append(raw_out)
-        held = {merged.untyped_storage().data_ptr()}
-        if loaded.tail is not None:
-            held.add(loaded.tail.untyped_storage().data_ptr())
-        free = [b for b in loaded.buffers if b.untyped_storage().data_ptr() not in held]
-        loaded.buffers = [b for b in loaded.buffers if b.untyped_storage().data_ptr() in held]
-        self.buffers.give(free)
+        else:
+            self.buffers.give([raw_out])
 
     def _out_buffer(
         self, t: TensorPlan, inputs: list[torch.Tensor]
@@ -456,8 +451,7 @@ class _Stream:
         start = time.perf_counter()
         writer.write(t.name, self._finish(t, merged, loaded.tail))
         self.times["writer_write_s"] += time.perf_counter() - start  # on CPU: the cast too
-        # Written: nothing reads these inputs any more (the result may have been a view of one).
-        self.buffers.give(loaded.buffers)
+        self.buffers.give(loaded.buffers)  # written: the result's buffer is free again
 
     def run(self, writer: ShardedWriter, *, progress: bool) -> MergeReport:
         """Merge every tensor into `writer`; returns the diagnostics.

@@ -1,26 +1,27 @@
 """Fused CPU kernels of TIES (numba): the trimming cut and the merge in a few vectorized loops per block.
 
 The torch path does ~45 tensor ops per position (and two histogram passes per input for the cut).
-Here every loop runs over blocks of `BLOCK` entries that stay in L1/L2, reads the stored bits
-directly (bf16 as uint16 shifted into fp32, fp32 as is; no fp32 copy of a tensor is ever made),
-and LLVM vectorizes the branch-free loops:
+The kernels (`registry.merge.fused_kernels`) run over blocks of 4096 entries that stay in L1/L2,
+read the stored bits directly (bf16 widened inside the loop, fp32 as is; no fp32 copy of a tensor
+is ever made), and LLVM vectorizes their branch-free loops:
 
-- `trim_cut`: the exact trimming cut of one input (`topk.Cut`: the k-th largest |τ| and how many
-  of its ties are kept). A strided sample predicts a narrow window of magnitudes around the cut;
-  one pass counts the entries above it and gathers those inside it (branch-free compaction), and
-  a radix select among the gathered gives the exact k-th. A missed window (a skewed sample) or an
-  overflowing gather (huge classes of equal bf16 deltas) falls back to an exact two-pass radix
-  select over the stream. Same `Cut` as `topk.find_cut`: the cut is defined by its value, so any
-  exact selection gives the same one.
+- `trim_cuts`: the exact trimming cut of each input (`topk.Cut`: the k-th largest |τ| and how many
+  of its ties are kept), inputs in parallel. A strided sample predicts a narrow window of
+  magnitudes around the cut; one pass counts the entries above it and gathers those inside it,
+  and a radix select among the gathered gives the exact k-th. A missed window (a skewed sample)
+  or an overflowing gather (huge classes of equal bf16 deltas) falls back to an exact two-pass
+  radix select over the stream. Same `Cut` as `topk.find_cut`: a cut is defined by its value, so
+  any exact selection gives the same one.
 - `merge_two`: TIES for two inputs (CT + SFT) without slack flips: delta, trim against the cut
-  (ties at the cut kept lowest index first while the quota lasts), weight, the vote, the elected
-  sign, the disjoint mean, λ and the base in one block loop, counting what `TensorStats` needs,
-  and, for a bf16 output, the round-to-nearest-even cast torch's `.to(torch.bfloat16)` does.
+  (ties at the cut kept lowest index first while the quota lasts; where it runs out comes from the
+  cut's gathered keys), weight, the vote, the elected sign, the disjoint mean, λ and the base in
+  one loop per block, counting what `TensorStats` needs, and for a bf16 output the
+  round-to-nearest-even cast of torch's `.to(torch.bfloat16)`, written into the caller's `out`
+  buffer. The tensor is split into parts merged on `workers()` threads.
 
 Bit identity with the torch path (the reference, tested): the same float32 operations in the same
 order; numba compiles without fast-math, so no FMA contraction or reassociation changes a bit.
-Used on CPU for bf16/fp32 tensors when numba is installed; `MERGELING_FUSED=0` turns it off. The
-kernels are compiled once and cached beside this file (`cache=True`).
+Used on CPU for bf16/fp32 tensors when numba is installed; `MERGELING_FUSED=0` turns it off.
 """
 
 from __future__ import annotations
