@@ -15,17 +15,21 @@ and vectorizes them (6x on the loads).
 
 from __future__ import annotations
 
-import logging
+import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import numba
-import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
+# numba formats its (internal, retried) typing errors through colorama, whose init()/deinit() swap
+# sys.stdout and sys.stderr process-wide from whichever thread compiles: a compile on the warm-up
+# thread restored a stale stream under a concurrent click CliRunner (a CI failure). Plain messages.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 BLOCK = 4096  # entries per block: a block of every buffer stays in L1/L2
 _INF_BITS = 0x7F800000
@@ -428,14 +432,9 @@ def ties2(
 
 def warm_up() -> None:
     """Load the kernels for bf16 and fp32 inputs, mapped (read-only) and in memory (numba's first call
-    costs ~0.4 s even from its cache, then ~10 ms per signature; compiling them, once, ~15-20 s)."""
-    started = time.monotonic()
+    costs ~0.4 s even from its cache, then ~10 ms per signature; compiling them, once per install,
+    ~15-20 s). Logs nothing: it may run on a daemon thread that outlives the caller's log streams."""
     _warm_up()
-    if time.monotonic() - started > 3:
-        logging.getLogger(__name__).info(
-            "Compiled the fused CPU merge kernels in %.0f s (once: later merges load them from numba's cache)",
-            time.monotonic() - started,
-        )
 
 
 def _warm_up() -> None:
