@@ -3,7 +3,7 @@
 Outside `registry.merge.methods`, so importing it imports neither torch nor the methods.
 
 Module-level functions, so numba's on-disk cache (`cache=True`, in `__pycache__` beside this file)
-is reused by every later process: compiling them takes ~15 s once, loading them well under a
+is reused by every later process: compiling them takes ~15-25 s once, loading them well under a
 second. See `fused` for what they compute and why the results equal the torch path's bits.
 
 Tensors arrive as their stored bits: bf16 as uint16, fp32 as uint32. `to_f32` turns one entry
