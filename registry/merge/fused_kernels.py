@@ -15,21 +15,15 @@ and vectorizes them (6x on the loads).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-# numba formats its (internal, retried) typing errors through colorama, whose init()/deinit() swap
-# sys.stdout and sys.stderr process-wide from whichever thread compiles: a compile on the warm-up
-# thread restored a stale stream under a concurrent click CliRunner (a CI failure). Plain messages.
-os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
-
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-from llvmlite import ir  # noqa: E402
-from numba import types  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 BLOCK = 4096  # entries per block: a block of every buffer stays in L1/L2
 _INF_BITS = 0x7F800000

@@ -5,7 +5,7 @@ The kernels (`registry.merge.fused_kernels`) run over blocks of 4096 entries tha
 read the stored bits directly (bf16 widened inside the loop, fp32 as is; no fp32 copy of a tensor
 is ever made), and LLVM vectorizes their branch-free loops:
 
-- `trim_cuts`: the exact trimming cut of each input (`topk.Cut`: the k-th largest |τ| and how many
+- `find_cuts`: the exact trimming cut of each input (`topk.Cut`: the k-th largest |τ| and how many
   of its ties are kept), inputs in parallel. A strided sample predicts a narrow window of
   magnitudes around the cut; one pass counts the entries above it and gathers those inside it,
   and a radix select among the gathered gives the exact k-th. A missed window (a skewed sample)
@@ -82,14 +82,8 @@ def kernels() -> Any:
 
 
 def warm_up_in_background() -> threading.Thread | None:
-    """`fused_kernels.start_warm_up()` unless MERGELING_FUSED=0 turned the kernels off."""
-    if not fused_allowed():
-        return None
-    try:
-        from registry.merge import fused_kernels
-    except ImportError:  # numba is not installed
-        return None
-    return fused_kernels.start_warm_up()
+    """`fused_kernels.start_warm_up()` unless the kernels cannot run (no numba, MERGELING_FUSED=0)."""
+    return _kernels().start_warm_up() if enabled() else None
 
 
 def workers() -> int:
@@ -120,26 +114,26 @@ def count_nonfinite(tensor: torch.Tensor) -> int | None:
     return int(kernels().nonfinite(bits, 0x7F80 if bits.dtype == np.uint16 else 0x7F800000))
 
 
-def _find_cuts(
-    tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]
+def find_cuts(
+    tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]
 ) -> list[tuple[Cut, tuple[int, int]] | None]:
-    """Per input, the exact cut keeping its k largest |tensor − base| (0 < k < numel) and where its
-    quota of ties runs out (`fused_kernels.quota_stop`), inputs in parallel; None where some |τ|
-    is not finite (the torch path then decides: NaN inputs are refused, an overflowing difference
-    is its call)."""
+    """Per input, its trimming cut (`ties.trim_cut`'s) and where the cut's quota of ties runs out
+    (`fused_kernels.quota_stop`: block, ties left there; (-1, 0) for a trivial cut), inputs in
+    parallel; None where some |τ| is not finite (the torch path then decides: NaN inputs are
+    refused, an overflowing difference is its call)."""
+    from registry.merge.methods.ties import trim_target
+
     find_cut = kernels().find_cut
     b = _bits(base)
 
-    def one(tensor: torch.Tensor, k: int) -> tuple[Cut, tuple[int, int]] | None:
+    def one(tensor: torch.Tensor, density: float) -> tuple[Cut, tuple[int, int]] | None:
+        k = trim_target(density, base.numel())
+        if isinstance(k, Cut):
+            return k, (-1, 0)
         key, ties, finite, stop, left = find_cut(_bits(tensor), b, k, _SAMPLE, _EXACT_BELOW)
         return (Cut(key=int(key), ties=int(ties)), (int(stop), int(left))) if finite else None
 
-    return _parallel([partial(one, t, k) for t, k in zip(tensors, ks, strict=True)])
-
-
-def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut | None]:
-    """`_find_cuts` without the quota stops: the cuts `ties.trim_cut` finds, faster."""
-    return [found[0] if found is not None else None for found in _find_cuts(tensors, base, ks)]
+    return _parallel([partial(one, t, d) for t, d in zip(tensors, densities, strict=True)])
 
 
 def merge_two(
@@ -171,20 +165,11 @@ def merge_two(
     x0, x1, b = _bits(tensors[0]), _bits(tensors[1]), _bits(base)
     stops = np.full((2, 2), -1, np.int64)  # per input: (block where its ties quota runs out, ties left)
     if trims is None:
-        ks = [max(1, int(d * numel)) for d in densities]
-        trimmed = [i for i, (d, k) in enumerate(zip(densities, ks, strict=True)) if 0 < d < 1 and k < numel]
-        found = dict(
-            zip(trimmed, _find_cuts([tensors[i] for i in trimmed], base, [ks[i] for i in trimmed]), strict=True)
-        )
-        if any(f is None for f in found.values()):
+        found = find_cuts(tensors, base, densities)
+        if any(f is None for f in found):
             return None
-        cuts = []
-        for i, density in enumerate(densities):
-            if (f := found.get(i)) is not None:
-                cuts.append(f[0])
-                stops[i] = f[1]
-            else:  # as `ties.trim_cut`: density <= 0 keeps none; >= 1, or k >= numel, keeps all
-                cuts.append(Cut.keep_none() if density <= 0 else Cut.keep_all())
+        cuts = [f[0] for f in found if f is not None]
+        stops[:] = [f[1] for f in found if f is not None]
     else:
         cuts = list(trims)
     kinds = np.array([0 if c == Cut.keep_none() else 1 if c == Cut.keep_all() else 2 for c in cuts], np.int64)

@@ -43,6 +43,17 @@ from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled,
 _SAMPLE = 1 << 18  # entries sampled (strided) to guess where the trimming cut falls
 
 
+def trim_target(density: float, numel: int) -> int | Cut:
+    """How many entries trimming keeps, k = max(1, int(density · numel)), or the cut itself where it
+    is trivial (density >= 1 or k >= numel keeps all; density <= 0 or no entries keeps none)."""
+    if density >= 1:
+        return Cut.keep_all()
+    if density <= 0 or numel == 0:
+        return Cut.keep_none()
+    k = max(1, int(density * numel))
+    return Cut.keep_all() if k >= numel else k
+
+
 def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     """The trimming cut of τ = tensor − base at `density` (mergekit's `magnitude` k).
 
@@ -55,13 +66,9 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
         The cut over `magnitude_keys(τ)` in flat order.
     """
     numel = tensor.numel()
-    if density >= 1:
-        return Cut.keep_all()
-    if density <= 0 or numel == 0:
-        return Cut.keep_none()
-    k = max(1, int(density * numel))
-    if k >= numel:
-        return Cut.keep_all()
+    k = trim_target(density, numel)
+    if isinstance(k, Cut):
+        return k
     flat, flat_base = tensor.reshape(-1), base.reshape(-1)
     size = min(chunk_elements(base.device), numel)
     delta = torch.empty(size, dtype=torch.float32, device=base.device)
@@ -82,19 +89,14 @@ def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Se
 
     On CPU with bf16/fp32 tensors the fused kernels find them (same cuts), inputs in parallel.
     """
-    numel = base.numel()
-    ks = [max(1, int(d * numel)) for d in densities]
-    fusable = [i for i, (d, k) in enumerate(zip(densities, ks, strict=False)) if 0 < d < 1 and k < numel]
-    found: dict[int, Cut | None] = {}
-    if fusable and _fused_ok(*tensors, base):
+    if _fused_ok(*tensors, base):
         from registry.merge.methods import fused
 
-        cuts = fused.trim_cuts([tensors[i] for i in fusable], base, [ks[i] for i in fusable])
-        found = dict(zip(fusable, cuts, strict=True))
-    return [
-        cut if (cut := found.get(i)) is not None else trim_cut(t, base, d)
-        for i, (t, d) in enumerate(zip(tensors, densities, strict=False))
-    ]
+        found = fused.find_cuts(tensors, base, densities)
+        return [
+            f[0] if f is not None else trim_cut(t, base, d) for f, t, d in zip(found, tensors, densities, strict=False)
+        ]
+    return [trim_cut(t, base, d) for t, d in zip(tensors, densities, strict=False)]
 
 
 class _Workspace:
