@@ -26,9 +26,10 @@ Used on CPU for bf16/fp32 tensors when numba is installed; `MERGELING_FUSED=0` t
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import cache, partial
 from typing import Any, TypeVar
 
@@ -91,9 +92,37 @@ def workers() -> int:
     return max(1, torch.get_num_threads())
 
 
+class _DaemonPool:
+    """Worker threads that never hold up the interpreter's exit. A ThreadPoolExecutor's workers are
+    joined at exit, so a Ctrl-C while one waited for the kernels' first compile (15-25 s, longer
+    on a loaded machine) kept the interrupted process alive until the compile was done. The
+    workers only touch memory their calls hold references to (mapped inputs stay mapped while a
+    view of them lives), so leaving them behind at exit is safe."""
+
+    def __init__(self, size: int) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        for i in range(size):
+            threading.Thread(target=self._work, name=f"mergeling-fused-{i}", daemon=True).start()
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._calls.put((future, call))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, call = self._calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled: its caller was interrupted
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller, like ThreadPoolExecutor does
+                future.set_exception(exc)
+
+
 @cache
-def _pool(size: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="mergeling-fused")
+def _pool(size: int) -> _DaemonPool:
+    return _DaemonPool(size)
 
 
 def _parallel(calls: list[Callable[[], T]]) -> list[T]:
@@ -101,8 +130,13 @@ def _parallel(calls: list[Callable[[], T]]) -> list[T]:
     if len(calls) <= 1 or workers() == 1:
         return [call() for call in calls]
     futures = [_pool(workers() - 1).submit(call) for call in calls[1:]]
-    first = calls[0]()  # the calling thread takes a share too
-    return [first, *(f.result() for f in futures)]
+    try:
+        first = calls[0]()  # the calling thread takes a share too
+        return [first, *(f.result() for f in futures)]
+    except BaseException:  # e.g. Ctrl-C: calls not started yet are dropped
+        for f in futures:
+            f.cancel()
+        raise
 
 
 def count_nonfinite(tensor: torch.Tensor) -> int | None:
