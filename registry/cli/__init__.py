@@ -216,7 +216,7 @@ _mount_plugins(app)
 
 def main() -> None:
     """Console-script entry point."""
-    # Commands import torch (and transformers, numba) lazily: hundreds of thousands of long-lived
+    # Commands import torch (and transformers) lazily: hundreds of thousands of long-lived
     # objects, during which the default young-generation threshold (700) ran collections worth
     # 0.3-0.5 s of a merge's start-up. Young collections every 50 000 allocations instead.
     gc.set_threshold(50_000, 20, 20)

@@ -1,452 +1,245 @@
-"""The numba kernels of `registry.merge.methods.fused` (imported only when numba is installed).
+"""The C kernels of `registry.merge.methods.fused`: compiled once, cached, called through ctypes.
 
 Outside `registry.merge.methods`, so importing it imports neither torch nor the methods.
 
-Module-level functions, so numba's on-disk cache (`cache=True`, in `__pycache__` beside this file)
-is reused by every later process: compiling them takes ~15-25 s once, loading them well under a
-second. See `fused` for what they compute and why the results equal the torch path's bits.
+`fused_kernels.c` (beside this file) is compiled on first use with the system C compiler (`$CC`,
+else `cc`), about 1 s, into `$MERGELING_CACHE/kernels` (else `~/.cache/mergeling/kernels`),
+keyed by the source, the flags, the compiler and the CPU (`-march=native`). Later processes load
+the library in about a millisecond: no JIT start-up on the merge's critical path. (The first
+version used numba: 0.8 s of start-up in every process, even from its cache, and 15-25 s to
+compile once.) ctypes releases the GIL for the whole call, so the kernels run on several threads.
 
-Tensors arrive as their stored bits: bf16 as uint16, fp32 as uint32. `to_f32` turns one entry
-into its fp32 value inside the loop (bf16: the bits shifted up, exact), so no loop converts a
-block first; numba specializes each kernel per combination of input dtypes. Loops index a slice
-of the block by the loop variable (not `x[start + j]`): LLVM then drops the negative-index checks
-and vectorizes them (6x on the loads).
+Without a C compiler, `load()` returns None once, with a warning saying what to install, and the
+merge takes the torch path (the same bits, about 2x slower on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
 import threading
-from collections.abc import Callable
-from typing import Any, cast
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-BLOCK = 4096  # entries per block: a block of every buffer stays in L1/L2
-_INF_BITS = 0x7F800000
+log = logging.getLogger(__name__)
 
-jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", boundscheck=False)
+SOURCE = Path(__file__).with_suffix(".c")
+# No fast-math: every operation rounds as IEEE single precision says, in the source's order.
+# -ffp-contract=off: no a*b+c fused into an FMA (one rounding instead of two). -fno-trapping-math:
+# FP exceptions are not observed, so the compiler may evaluate both sides of a select and vectorize
+# the branch-free loops (without it GCC keeps them scalar, 3x slower); it changes no result, and it
+# is what LLVM (numba, the kernels' first version) assumes by default.
+FLAGS = (
+    "-O3", "-march=native", "-std=c11", "-fPIC", "-shared",
+    "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno",
+)  # fmt: skip
 
-
-@intrinsic
-def _to_f32(typingctx: Any, bits: Any) -> Any:
-    """The fp32 value of stored bits: uint16 (bf16, shifted up 16) or uint32 (fp32, as is)."""
-    if bits not in (types.uint16, types.uint32):
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        value = args[0]
-        if bits == types.uint16:
-            value = builder.shl(builder.zext(value, ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@intrinsic
-def _f32_bits(typingctx: Any, value: Any) -> Any:
-    """The bit pattern of an fp32 value as uint32 (for |τ|: a key that orders like the value)."""
-    if value != types.float32:
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
+_p = ctypes.c_void_p
+_i64 = ctypes.c_int64
+_f32 = ctypes.c_float
+_int = ctypes.c_int
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "mg_block": (_i64, []),
+    "mg_nonfinite": (_i64, [_p, _i64]),
+    "mg_quota_stop": (None, [_p, _p, _i64, _f32, _i64, _p]),
+    "mg_find_cut": (_int, [_p, _p, _i64, _i64, _i64, _i64, _p]),
+    "mg_ties2": (
+        None,
+        [_p, _p, _p, _i64, _p, _p, _p, _i64, _f32, _f32, _int, _f32, _int, _p, _p, _int, _p],
+    ),
+}
+_SUFFIX = {np.dtype(np.uint16): "_u16", np.dtype(np.uint32): "_u32"}
 
 
-# As called from jitted code: one argument (the intrinsics' first parameter is numba's typing context).
-to_f32 = cast(Callable[[Any], Any], _to_f32)
-f32_bits = cast(Callable[[Any], Any], _f32_bits)
+class KernelError(RuntimeError):
+    """The C kernels could not be built or loaded."""
 
 
-@jit
-def nonfinite(bits: np.ndarray, exponent: int) -> int:
-    # Entries whose exponent bits are all ones (Inf or NaN): bf16 as uint16 (exponent 0x7F80),
-    # fp32 as uint32 (0x7F800000).
-    e = bits.dtype.type(exponent)
-    count = 0
-    for j in range(bits.shape[0]):
-        count += (bits[j] & e) == e
-    return count
+def cache_dir() -> Path:
+    """`$MERGELING_CACHE/kernels`, else `~/.cache/mergeling/kernels`."""
+    root = os.environ.get("MERGELING_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "mergeling") / "kernels"
 
 
-@jit
-def top_bucket(hist: np.ndarray, above: int, kk: int) -> tuple[int, int]:
-    # Walking down from the highest bucket: the one where the count reaches kk, and the count
-    # above it (starting from `above`).
-    bucket = hist.shape[0] - 1
-    while above + hist[bucket] < kk:
-        above += hist[bucket]
-        bucket -= 1
-    return bucket, above
+def _cpu() -> str:
+    """What `-march=native` compiles for: the CPU's model and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in info.splitlines() if line.split(":")[0].strip() in wanted}))
 
 
-@jit
-def select(keys: np.ndarray, m: int, kk: int) -> tuple[int, int]:
-    # The kk-th largest (1 <= kk <= m) of keys[:m] (31-bit) and how many of its copies are kept:
-    # a radix select, 16 high bits then 15 low bits.
-    high = np.zeros(1 << 16, np.int64)
-    for j in range(m):
-        high[keys[j] >> 15] += 1
-    bucket, above = top_bucket(high, 0, kk)
-    low = np.zeros(1 << 15, np.int64)
-    for j in range(m):
-        key = keys[j]
-        if (key >> 15) == bucket:
-            low[key & 0x7FFF] += 1
-    offset, above = top_bucket(low, above, kk)
-    return (bucket << 15) | offset, kk - above
+def _compiler() -> str:
+    compiler = os.environ.get("CC") or "cc"
+    path = shutil.which(compiler)
+    if path is None:
+        raise KernelError(f"no C compiler ({compiler!r} is not on PATH)")
+    return path
 
 
-@jit
-def select_stream(x: np.ndarray, b: np.ndarray, kk: int) -> tuple[int, int]:
-    # `select` over every |x - b| of the tensor, block by block (two passes, bounded memory).
-    n = b.shape[0]
-    high = np.zeros(1 << 16, np.int64)
-    for start in range(0, n, BLOCK):
-        xs, bs = x[start : start + BLOCK], b[start : start + BLOCK]
-        for j in range(xs.shape[0]):
-            high[f32_bits(abs(np.float32(to_f32(xs[j]) - to_f32(bs[j])))) >> 15] += 1
-    bucket, above = top_bucket(high, 0, kk)
-    low = np.zeros(1 << 15, np.int64)
-    for start in range(0, n, BLOCK):
-        xs, bs = x[start : start + BLOCK], b[start : start + BLOCK]
-        for j in range(xs.shape[0]):
-            key = f32_bits(abs(np.float32(to_f32(xs[j]) - to_f32(bs[j]))))
-            if (key >> 15) == bucket:
-                low[key & 0x7FFF] += 1
-    offset, above = top_bucket(low, above, kk)
-    return (bucket << 15) | offset, kk - above
+def build(directory: Path | None = None) -> Path:
+    """The compiled library for this source, compiler and CPU: compiled now unless cached.
 
-
-@jit
-def quota_stop(x: np.ndarray, b: np.ndarray, t: np.float32, quota: int) -> tuple[int, int]:
-    # The block where the quota of kept ties at the cut (|x - b| == t, lowest index first) runs
-    # out, and the ties still to keep at its start. Every earlier block keeps all its ties, every
-    # later one none: the merge then never counts ties block by block.
-    seen = 0
-    for start in range(0, b.shape[0], BLOCK):
-        xs, bs = x[start : start + BLOCK], b[start : start + BLOCK]
-        ties = 0
-        for j in range(xs.shape[0]):
-            ties += abs(np.float32(to_f32(xs[j]) - to_f32(bs[j]))) == t
-        if seen + ties >= quota:
-            return start // BLOCK, quota - seen
-        seen += ties
-    return b.shape[0] // BLOCK + 1, 0
-
-
-@jit
-def gathered_stop(gathered: np.ndarray, offsets: np.ndarray, key: int, quota: int) -> tuple[int, int]:
-    # `quota_stop` from the in-window keys gathered in flat order; offsets[i]: where block i's start.
-    seen = 0
-    for block in range(offsets.shape[0] - 1):
-        ties = 0
-        for j in range(offsets[block], offsets[block + 1]):
-            ties += gathered[j] == key
-        if seen + ties >= quota:
-            return block, quota - seen
-        seen += ties
-    return offsets.shape[0], 0
-
-
-@jit
-def find_cut(x: np.ndarray, b: np.ndarray, k: int, sample: int, exact_below: int) -> tuple[int, int, bool, int, int]:
-    # (key, ties, finite, stop block, ties left there) of the cut keeping the k largest |x - b|
-    # (0 < k < n), with `quota_stop`'s answer; finite is False when some |x - b| is Inf or NaN
-    # (the caller falls back to the torch path then).
-    n = b.shape[0]
-    if n < exact_below:  # gather every key
-        every = np.empty(n, np.uint32)
-        worst = np.uint32(0)
-        for j in range(n):
-            key = f32_bits(abs(np.float32(to_f32(x[j]) - to_f32(b[j]))))
-            every[j] = key
-            worst = max(worst, key)
-        if worst >= _INF_BITS:
-            return 0, 0, False, 0, 0
-        key, ties = select(every, n, k)
-        blocks = np.arange(0, n + BLOCK, BLOCK)
-        blocks[-1] = n
-        stop, left = gathered_stop(every, blocks, key, ties)
-        return key, ties, True, stop, left
-    # The window: ±6 standard errors of the sample quantile (at least ±0.2% of ranks).
-    stride = n // sample
-    picked = np.empty(sample, np.float32)
-    for j in range(sample):
-        picked[j] = abs(np.float32(to_f32(x[j * stride]) - to_f32(b[j * stride])))
-    q = k / n
-    spread = max(6.0 * (q * (1.0 - q) / sample) ** 0.5, 0.002)
-    high_rank = max(int((q - spread) * sample), 0)  # 0-based ranks, largest first
-    low_rank = min(int((q + spread) * sample) + 1, sample - 1)
-    picked = np.partition(picked, (sample - 1 - low_rank, sample - 1 - high_rank))
-    hi = picked[sample - 1 - high_rank]
-    lo = picked[sample - 1 - low_rank]
-    # One pass: count above the window and gather the keys inside it, tracking the largest key.
-    # The keys of a block are kept, and the gather runs branch-free over the 8-entry words of
-    # flags that hold an inside entry (most hold none), so the per-entry loop stays vectorized.
-    cap = n // 8 + BLOCK
-    gathered = np.empty(cap, np.uint32)
-    keys = np.empty(BLOCK, np.uint32)
-    flags = np.zeros(BLOCK, np.uint8)
-    words = flags.view(np.uint64)
-    offsets = np.zeros((n + BLOCK - 1) // BLOCK + 1, np.int64)
-    m = 0
-    above = 0
-    worst = np.uint32(0)
-    overflow = False
-    for start in range(0, n, BLOCK):
-        offsets[start // BLOCK] = m
-        xs, bs = x[start : start + BLOCK], b[start : start + BLOCK]
-        c = xs.shape[0]
-        count = 0
-        for j in range(c):
-            v = abs(np.float32(to_f32(xs[j]) - to_f32(bs[j])))
-            count += v > hi
-            flags[j] = (v >= lo) & (v <= hi)
-            key = f32_bits(v)
-            keys[j] = key
-            worst = max(worst, key)
-        above += count
-        if m + c > cap:
-            overflow = True
+    Raises:
+        KernelError: no compiler, or it failed (its message included).
+    """
+    compiler = _compiler()
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), _cpu().encode()]))
+    name = f"fused_kernels-{key.hexdigest()[:20]}.so"
+    for place in [directory] if directory else [cache_dir(), Path(tempfile.gettempdir()) / f"mergeling-{os.getuid()}"]:
+        if (place / name).exists():
+            return place / name
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            if os.access(place, os.W_OK):
+                return _compile(compiler, place, name)
+        except OSError:
             continue
-        for j in range(c, (c + 7) // 8 * 8):
-            flags[j] = 0
-        for w in range((c + 7) // 8):
-            if words[w] != 0:
-                for j in range(8 * w, 8 * w + 8):
-                    gathered[m] = keys[j]
-                    m += flags[j]
-    offsets[-1] = m
-    if worst >= _INF_BITS:
-        return 0, 0, False, 0, 0
-    if not overflow and above < k <= above + m:
-        key, ties = select(gathered, m, k - above)
-        stop, left = gathered_stop(gathered, offsets, key, ties)
-        return key, ties, True, stop, left
-    key, ties = select_stream(x, b, k)
-    stop, left = quota_stop(x, b, to_f32(np.uint32(key)), ties)
-    return key, ties, True, stop, left
+    raise KernelError(f"no writable directory for the compiled kernels (tried {cache_dir()} and the temp dir)")
 
 
-@jit
-def tie_limit(xs: np.ndarray, bs: np.ndarray, t: np.float32, left: int) -> int:
-    # In the block where the quota runs out: entries j < limit with |τ| == t are kept (the
-    # first `left` of them, lowest index first).
-    for j in range(xs.shape[0]):
-        if left <= 0:
-            return j
-        left -= abs(np.float32(to_f32(xs[j]) - to_f32(bs[j]))) == t
-    return int(xs.shape[0])
+def _compile(compiler: str, directory: Path, name: str) -> Path:
+    for stale in directory.glob(".building-*"):  # left by a process killed while compiling
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink()
+    # Compiled under a private name, then renamed into place: concurrent builds never see half a library.
+    fd, partial = tempfile.mkstemp(prefix=".building-", suffix=".so", dir=directory)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise KernelError(f"{compiler} failed on {SOURCE.name}:\n{done.stderr.strip()[-2000:]}")
+        os.replace(partial, directory / name)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return directory / name
 
 
-@jit
-def count_nonzero(xs: np.ndarray, bs: np.ndarray) -> int:
-    nonzero = 0
-    for j in range(xs.shape[0]):
-        nonzero += np.float32(to_f32(xs[j]) - to_f32(bs[j])) != np.float32(0.0)
-    return nonzero
+class Kernels:
+    """The loaded library, with numpy-facing calls (bf16 bits as uint16, fp32 bits as uint32)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lib = ctypes.CDLL(str(path))
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            for suffix in ("",) if name == "mg_block" else ("_u16", "_u32"):
+                fn = getattr(self._lib, name + suffix)
+                fn.restype, fn.argtypes = restype, argtypes
+        self.BLOCK = int(self._lib.mg_block())
+
+    def _fn(self, name: str, *arrays: np.ndarray) -> Any:
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) != 1 or (dtype := dtypes.pop()) not in _SUFFIX:
+            raise TypeError(f"{name}: inputs must all be uint16 or all uint32, got {[a.dtype for a in arrays]}")
+        if not all(a.flags.c_contiguous for a in arrays):
+            raise TypeError(f"{name}: inputs must be contiguous")
+        return getattr(self._lib, name + _SUFFIX[dtype])
+
+    def nonfinite(self, bits: np.ndarray) -> int:
+        """Entries whose exponent bits are all ones (Inf or NaN)."""
+        return int(self._fn("mg_nonfinite", bits)(bits.ctypes.data, bits.shape[0]))
+
+    def find_cut(
+        self, x: np.ndarray, b: np.ndarray, k: int, sample: int, exact_below: int
+    ) -> tuple[int, int, bool, int, int]:
+        """(key, ties, finite, stop block, ties left there) of the cut keeping the k largest |x - b|
+        (0 < k < n), with `quota_stop`'s answer; finite is False when some |x - b| is Inf or NaN."""
+        out = np.zeros(5, np.int64)
+        if self._fn("mg_find_cut", x, b)(
+            x.ctypes.data, b.ctypes.data, b.shape[0], k, sample, exact_below, out.ctypes.data
+        ):
+            raise MemoryError("fused find_cut: out of memory")
+        return int(out[0]), int(out[1]), bool(out[2]), int(out[3]), int(out[4])
+
+    def quota_stop(self, x: np.ndarray, b: np.ndarray, t: float, quota: int) -> tuple[int, int]:
+        """The block where the quota of kept ties at the cut (|x - b| == t) runs out, and the ties
+        still to keep at its start."""
+        out = np.zeros(2, np.int64)
+        self._fn("mg_quota_stop", x, b)(x.ctypes.data, b.ctypes.data, b.shape[0], t, quota, out.ctypes.data)
+        return int(out[0]), int(out[1])
+
+    def ties2(
+        self,
+        x0: np.ndarray,
+        x1: np.ndarray,
+        b: np.ndarray,
+        *,
+        kinds: np.ndarray,
+        thresholds: np.ndarray,
+        stops: np.ndarray,
+        first_block: int,
+        weights: tuple[float, float],
+        normalize: bool,
+        scale: float,
+        out: np.ndarray,
+    ) -> np.ndarray:
+        """TIES of two inputs into `out` (float32, or uint16 for bf16 bits); returns the counts
+        [non-zero entries of a keep-all input 0, 1, lost 0, lost 1, NaN results (bf16 only)]."""
+        if out.shape != b.shape or out.dtype not in (np.float32, np.uint16) or not out.flags.c_contiguous:
+            raise TypeError("ties2: out must be a contiguous float32 or uint16 array of the inputs' length")
+        kinds = np.ascontiguousarray(kinds, np.int64)
+        thresholds = np.ascontiguousarray(thresholds, np.float32)
+        stops = np.ascontiguousarray(stops, np.int64)
+        counts = np.zeros(5, np.int64)
+        bf16 = out.dtype == np.uint16
+        self._fn("mg_ties2", x0, x1, b)(
+            x0.ctypes.data, x1.ctypes.data, b.ctypes.data, b.shape[0], kinds.ctypes.data, thresholds.ctypes.data,
+            stops.ctypes.data, first_block, weights[0], weights[1], normalize, scale, scale != 1,
+            None if bf16 else out.ctypes.data, out.ctypes.data if bf16 else None, bf16, counts.ctypes.data,
+        )  # fmt: skip
+        return counts
 
 
-@jit
-def word_sum(words: np.ndarray, n: int) -> int:
-    # The sum of the uint16 lanes of words[:n] (each lane's total must stay below 65536).
-    acc = np.uint64(0)
-    for j in range(n):
-        acc += words[j]
-    lane = np.uint64(0xFFFF)
-    total = (acc & lane) + ((acc >> np.uint64(16)) & lane) + ((acc >> np.uint64(32)) & lane)
-    return int(total + (acc >> np.uint64(48)))
+_load_lock = threading.Lock()
+_warned = False
 
 
-@jit
-def to_bf16(src: np.ndarray, out: np.ndarray) -> int:
-    # fp32 bits -> bf16, rounding to nearest even as torch's CPU cast; returns the NaN count
-    # (the caller redoes a tensor with NaN results the torch way: torch rounds NaN differently
-    # in its vector and scalar loops).
-    nans = 0
-    for j in range(out.shape[0]):
-        u = src[j]
-        nans += (u & np.uint32(0x7FFFFFFF)) > np.uint32(_INF_BITS)
-        out[j] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
-    return nans
+@cache
+def _load() -> Kernels | KernelError:
+    try:
+        return Kernels(build())
+    except (KernelError, OSError) as exc:
+        return exc if isinstance(exc, KernelError) else KernelError(str(exc))
 
 
-@jit
-def combine(
-    x0: np.ndarray,
-    x1: np.ndarray,
-    bs: np.ndarray,
-    lo: int,
-    hi: int,
-    t0: np.float32,
-    t1: np.float32,
-    w0: np.float32,
-    w1: np.float32,
-    normalize: bool,
-    scale: np.float32,
-    use_scale: bool,
-    res: np.ndarray,
-    lost0: np.ndarray,
-    lost1: np.ndarray,
-) -> None:
-    # Entries lo..hi of a block: trim (keep |τᵢ| > tᵢ), weight, elect, disjoint mean, λ, base;
-    # the torch path's float32 operations in its order.
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    for j in range(lo, hi):
-        base = to_f32(bs[j])
-        v0 = np.float32(to_f32(x0[j]) - base)
-        k0 = one if abs(v0) > t0 else zero
-        a = np.float32(np.float32(v0 * k0) * w0)
-        v1 = np.float32(to_f32(x1[j]) - base)
-        k1 = one if abs(v1) > t1 else zero
-        e = np.float32(np.float32(v1 * k1) * w1)
-        votes = np.float32(np.float32(a + e) + zero)
-        sign = one if votes >= zero else -one
-        p0 = np.float32(a * sign)
-        p1 = np.float32(e * sign)
-        g0 = one if p0 > zero else zero
-        g1 = one if p1 > zero else zero
-        mixed = np.float32(np.float32(np.float32(a * g0) + np.float32(e * g1)) + zero)
-        div = np.float32(np.float32(np.float32(w0 * g0) + np.float32(w1 * g1)) + zero)
-        div = np.float32(div + (one if div == zero else zero))
-        if normalize:
-            mixed = np.float32(mixed / div)
-        if use_scale:
-            mixed = np.float32(mixed * scale)
-        res[j] = np.float32(base + mixed)
-        lost0[j] = p0 < zero
-        lost1[j] = p1 < zero
-
-
-@jit
-def combine_split(
-    x0: np.ndarray,
-    x1: np.ndarray,
-    bs: np.ndarray,
-    lim0: int,
-    lim1: int,
-    t0: np.float32,
-    t1: np.float32,
-    below0: np.float32,
-    below1: np.float32,
-    w0: np.float32,
-    w1: np.float32,
-    normalize: bool,
-    scale: np.float32,
-    use_scale: bool,
-    res: np.ndarray,
-    lost0: np.ndarray,
-    lost1: np.ndarray,
-) -> None:
-    # `combine` over the segments of a block between the tie limits: before its limit an input
-    # keeps |τ| >= t, i.e. |τ| > the float just below t; after it, |τ| > t. (A separate function:
-    # three calls of `combine` inlined into `ties2` kept LLVM from vectorizing its main loop.)
-    lo = 0
-    for hi in (min(lim0, lim1), max(lim0, lim1), bs.shape[0]):
-        if hi > lo:
-            ta = below0 if lo < lim0 else t0
-            tb = below1 if lo < lim1 else t1
-            combine(x0, x1, bs, lo, hi, ta, tb, w0, w1, normalize, scale, use_scale, res, lost0, lost1)
-            lo = hi
-
-
-@jit
-def ties2(
-    x0: np.ndarray,
-    x1: np.ndarray,
-    b: np.ndarray,
-    kinds: np.ndarray,
-    thresholds: np.ndarray,
-    stops: np.ndarray,
-    first_block: int,
-    w0: np.float32,
-    w1: np.float32,
-    normalize: bool,
-    scale: np.float32,
-    use_scale: bool,
-    out32: np.ndarray,
-    out16: np.ndarray,
-    bf16: bool,
-    counts: np.ndarray,
-) -> None:
-    # TIES of two inputs into out32 (fp32) or out16 (bf16 bits), one vectorized loop per block.
-    # counts: [non-zero entries of a keep-all input 0, 1, lost 0, lost 1, NaN results]. stops:
-    # per input, `quota_stop`'s (block, ties left there), in blocks from the tensor's start;
-    # x0[0] is in block first_block (a part of a tensor merged on another thread).
-    #
-    # Trimming: keep |τ| > t, or |τ| == t before the block's tie limit. A keep-all input has
-    # t = -1 (v · 1.0 == v, as the torch path's plain delta); a keep-none input t = +Inf (v · 0.0
-    # is ±0 where the torch path has +0; every later sum adds +0.0 last, so the bits agree).
-    n = b.shape[0]
-    res = np.empty(BLOCK, np.float32)
-    lost0 = np.zeros(BLOCK, np.uint16)
-    lost1 = np.zeros(BLOCK, np.uint16)
-    ures = res.view(np.uint32)
-    words0, words1 = lost0.view(np.uint64), lost1.view(np.uint64)
-    t0, t1 = thresholds[0], thresholds[1]
-    below0 = np.nextafter(t0, np.float32(-np.inf))
-    below1 = np.nextafter(t1, np.float32(-np.inf))
-    for start in range(0, n, BLOCK):
-        xs0, xs1, bs = x0[start : start + BLOCK], x1[start : start + BLOCK], b[start : start + BLOCK]
-        c = bs.shape[0]
-        block = first_block + start // BLOCK
-        lim0 = c if block < stops[0, 0] else tie_limit(xs0, bs, t0, stops[0, 1]) if block == stops[0, 0] else 0
-        lim1 = c if block < stops[1, 0] else tie_limit(xs1, bs, t1, stops[1, 1]) if block == stops[1, 0] else 0
-        if kinds[0] == 1:
-            counts[0] += count_nonzero(xs0, bs)
-        if kinds[1] == 1:
-            counts[1] += count_nonzero(xs1, bs)
-        if 0 < lim0 < c or 0 < lim1 < c:  # a quota runs out inside this block
-            combine_split(
-                xs0, xs1, bs, lim0, lim1, t0, t1, below0, below1, w0, w1, normalize, scale, use_scale,
-                res, lost0, lost1,
-            )  # fmt: skip
-        else:
-            combine(
-                xs0, xs1, bs, 0, c, below0 if lim0 else t0, below1 if lim1 else t1, w0, w1, normalize, scale,
-                use_scale, res, lost0, lost1,
-            )  # fmt: skip
-        for j in range(c, (c + 3) // 4 * 4):
-            lost0[j] = 0
-            lost1[j] = 0
-        counts[2] += word_sum(words0, (c + 3) // 4)
-        counts[3] += word_sum(words1, (c + 3) // 4)
-        if bf16:
-            counts[4] += to_bf16(ures, out16[start : start + c])
-        else:
-            out32[start : start + c] = res[:c]
-
-
-def warm_up() -> None:
-    """Load the kernels for bf16 and fp32 inputs, mapped (read-only) and in memory (numba's first call
-    costs ~0.4 s even from its cache, then ~10 ms per signature; compiling them, once per install,
-    ~15-20 s). Logs nothing: it may run on a daemon thread that outlives the caller's log streams."""
-    _warm_up()
+def load() -> Kernels | None:
+    """The kernels, built on first use (about 1 s) and cached; None when they cannot be built (said
+    once, as a warning naming what to install)."""
+    global _warned
+    with _load_lock:  # one build per process, however many threads ask
+        loaded = _load()
+        if isinstance(loaded, Kernels):
+            return loaded
+        if not _warned:
+            _warned = True
+            log.warning(
+                "The fused CPU merge kernels are off (%s): merges take the torch path, the same bits about 2x "
+                "slower. Install a C compiler (e.g. apt-get install gcc) or point CC at one.",
+                loaded,
+            )
+        return None
 
 
 def _warm_up() -> None:
-    for dtype, exponent, writable in (
-        (np.uint16, 0x7F80, False),
-        (np.uint32, _INF_BITS, False),
-        (np.uint16, 0x7F80, True),
-    ):
-        x = np.zeros(2 * BLOCK, dtype)
-        x.setflags(write=writable)  # inputs mapped from files are read-only arrays (another signature)
-        nonfinite(x, exponent)
-        find_cut(x, x, 3, 1 << 16, 1 << 18)
-        quota_stop(x, x, np.float32(0.0), 1)
-        ties2(
-            x, x, x, np.array([2, 2]), np.zeros(2, np.float32), np.zeros((2, 2), np.int64), 0,
-            np.float32(1.0), np.float32(1.0), True, np.float32(1.0), False,
-            np.empty(2 * BLOCK, np.float32), np.empty(2 * BLOCK, np.uint16), dtype == np.uint16, np.zeros(5, np.int64),
-        )  # fmt: skip
+    with _load_lock:
+        _load()  # logs nothing: a daemon thread may outlive the caller's log streams
 
 
 _warm_up_thread: threading.Thread | None = None
@@ -454,11 +247,11 @@ _warm_up_lock = threading.Lock()
 
 
 def start_warm_up() -> threading.Thread:
-    """Run `warm_up` on a daemon thread, once per process: numba's start-up (~0.6 s) then overlaps
-    opening the inputs and the first reads."""
+    """Build or load the kernels on a daemon thread, once per process, so a first compile overlaps
+    opening the inputs and the first reads (a daemon: an interrupted process does not wait for it)."""
     global _warm_up_thread
     with _warm_up_lock:
         if _warm_up_thread is None:
-            _warm_up_thread = threading.Thread(target=warm_up, name="mergeling-fused-warm-up", daemon=True)
+            _warm_up_thread = threading.Thread(target=_warm_up, name="mergeling-fused-warm-up", daemon=True)
             _warm_up_thread.start()
         return _warm_up_thread

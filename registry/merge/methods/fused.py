@@ -1,9 +1,10 @@
-"""Fused CPU kernels of TIES (numba): the trimming cut and the merge in a few vectorized loops per block.
+"""Fused CPU kernels of TIES (C): the trimming cut and the merge in a few vectorized loops per block.
 
 The torch path does ~45 tensor ops per position (and two histogram passes per input for the cut).
-The kernels (`registry.merge.fused_kernels`) run over blocks of 4096 entries that stay in L1/L2,
-read the stored bits directly (bf16 widened inside the loop, fp32 as is; no fp32 copy of a tensor
-is ever made), and LLVM vectorizes their branch-free loops:
+The kernels (`registry/merge/fused_kernels.c`, built and loaded by `registry.merge.fused_kernels`)
+run over blocks of 4096 entries that stay in L1/L2, read the stored bits directly (bf16 widened
+inside the loop, fp32 as is; no fp32 copy of a tensor is ever made), and the compiler vectorizes
+their branch-free loops:
 
 - `find_cuts`: the exact trimming cut of each input (`topk.Cut`: the k-th largest |τ| and how many
   of its ties are kept), inputs in parallel. A strided sample predicts a narrow window of
@@ -20,8 +21,9 @@ is ever made), and LLVM vectorizes their branch-free loops:
   buffer. The tensor is split into parts merged on `workers()` threads.
 
 Bit identity with the torch path (the reference, tested): the same float32 operations in the same
-order; numba compiles without fast-math, so no FMA contraction or reassociation changes a bit.
-Used on CPU for bf16/fp32 tensors when numba is installed; `MERGELING_FUSED=0` turns it off.
+order; compiled without fast-math or FMA contraction, so no reassociation changes a bit. Used on
+CPU when the inputs and base are all bf16 or all fp32 and a C compiler built the kernels;
+`MERGELING_FUSED=0` turns it off.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from registry.merge import fused_allowed
+from registry.merge import fused_allowed, fused_kernels
 from registry.merge.methods.base import TensorStats, check_inputs
 from registry.merge.topk import Cut
 
@@ -48,15 +50,20 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
-    """Whether the fused kernels can run: numba importable and not turned off by MERGELING_FUSED=0."""
-    return fused_allowed() and _kernels() is not None
+    """Whether the fused kernels can run: built (a C compiler) and not turned off by MERGELING_FUSED=0."""
+    return fused_allowed() and kernels() is not None
 
 
 def supports(*tensors: torch.Tensor | None) -> bool:
-    """The fused kernels handle these: CPU, contiguous, bf16 or fp32 (fp16 goes the torch way)."""
-    return all(
-        t is not None and t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float32) and t.is_contiguous()
-        for t in tensors
+    """The fused kernels handle these together: CPU, contiguous, all bf16 or all fp32 (fp16 and
+    mixed dtypes go the torch way)."""
+    present = [t for t in tensors if t is not None]
+    return (
+        bool(present)
+        and len(present) == len(tensors)
+        and all(t.device.type == "cpu" and t.is_contiguous() for t in present)
+        and len({t.dtype for t in present}) == 1
+        and present[0].dtype in (torch.bfloat16, torch.float32)
     )
 
 
@@ -68,23 +75,21 @@ def _bits(t: torch.Tensor) -> np.ndarray:
     return flat.view(torch.int32).numpy().view(np.uint32)
 
 
-@cache
-def _kernels() -> Any:
-    try:
-        from registry.merge import fused_kernels
-    except ImportError:  # numba is not installed
-        return None
-    return fused_kernels
+def kernels() -> fused_kernels.Kernels | None:
+    """The loaded C kernels (built on first use and cached), None without a C compiler."""
+    return fused_kernels.load()
 
 
-def kernels() -> Any:
-    """The `fused_kernels` module (compiled on first use, or loaded from numba's cache)."""
-    return _kernels()
+def _loaded() -> fused_kernels.Kernels:
+    kernel = kernels()
+    if kernel is None:  # callers check `enabled()` first
+        raise RuntimeError("the fused kernels are not available")
+    return kernel
 
 
 def warm_up_in_background() -> threading.Thread | None:
-    """`fused_kernels.start_warm_up()` unless the kernels cannot run (no numba, MERGELING_FUSED=0)."""
-    return _kernels().start_warm_up() if enabled() else None
+    """`fused_kernels.start_warm_up()` unless MERGELING_FUSED=0 turned the kernels off."""
+    return fused_kernels.start_warm_up() if fused_allowed() else None
 
 
 def workers() -> int:
@@ -144,8 +149,7 @@ def count_nonfinite(tensor: torch.Tensor) -> int | None:
     OpenMP team, which spins on a busy 2-core machine); None when the kernels cannot take it."""
     if not (supports(tensor) and enabled()):
         return None
-    bits = _bits(tensor)
-    return int(kernels().nonfinite(bits, 0x7F80 if bits.dtype == np.uint16 else 0x7F800000))
+    return _loaded().nonfinite(_bits(tensor))
 
 
 def find_cuts(
@@ -157,7 +161,7 @@ def find_cuts(
     refused, an overflowing difference is its call)."""
     from registry.merge.methods.ties import trim_target
 
-    find_cut = kernels().find_cut
+    find_cut = _loaded().find_cut
     b = _bits(base)
 
     def one(tensor: torch.Tensor, density: float) -> tuple[Cut, tuple[int, int]] | None:
@@ -195,7 +199,7 @@ def merge_two(
 
     check_inputs(tensors, base, weights=weights, densities=densities)
     numel = base.numel()
-    kernel = kernels()
+    kernel = _loaded()
     x0, x1, b = _bits(tensors[0]), _bits(tensors[1]), _bits(base)
     stops = np.full((2, 2), -1, np.int64)  # per input: (block where its ties quota runs out, ties left)
     if trims is None:
@@ -219,23 +223,20 @@ def merge_two(
         _parallel([partial(stop, 0, x0), partial(stop, 1, x1)])
     usable = out is not None and out.shape == base.shape and supports(out)
     result = out if out is not None and usable else torch.empty(base.shape, dtype=torch.float32)
-    bf16 = result.dtype == torch.bfloat16
     flat = result.view(-1)
-    out32 = np.empty(0, np.float32) if bf16 else flat.numpy()
-    out16 = flat.view(torch.int16).numpy().view(np.uint16) if bf16 else np.empty(0, np.uint16)
+    # bf16: its bits (the kernel rounds as torch's cast does); fp32: the values.
+    into = flat.view(torch.int16).numpy().view(np.uint16) if result.dtype == torch.bfloat16 else flat.numpy()
     # Parts of the tensor (whole blocks) merged in parallel; the quota stops are in global blocks.
     parts = workers() if numel >= _PARALLEL_FROM else 1
     step = -(-numel // parts // kernel.BLOCK) * kernel.BLOCK
 
     def part(p: int) -> np.ndarray:
         lo, hi = p * step, min(numel, (p + 1) * step)
-        counts = np.zeros(5, dtype=np.int64)
-        kernel.ties2(
-            x0[lo:hi], x1[lo:hi], b[lo:hi], kinds, thresholds, stops, lo // kernel.BLOCK,
-            np.float32(weights[0]), np.float32(weights[1]), normalize, np.float32(lambda_), lambda_ != 1,
-            out32[lo:hi] if not bf16 else out32, out16[lo:hi] if bf16 else out16, bf16, counts,
+        return kernel.ties2(
+            x0[lo:hi], x1[lo:hi], b[lo:hi], kinds=kinds, thresholds=thresholds, stops=stops,
+            first_block=lo // kernel.BLOCK, weights=(weights[0], weights[1]), normalize=normalize,
+            scale=lambda_, out=into[lo:hi],
         )  # fmt: skip
-        return counts
 
     counts = np.sum(_parallel([partial(part, p) for p in range(parts) if p * step < numel]), axis=0)
     if counts[4]:

@@ -322,7 +322,7 @@ def merge_elected(
 
 
 def _fused_ok(*tensors: torch.Tensor) -> bool:
-    """The fused CPU kernels (numba) can take these tensors (CPU, bf16/fp32) and are turned on."""
+    """The fused CPU kernels (C) can take these tensors (CPU, all bf16 or all fp32) and are built and on."""
     from registry.merge.methods import fused
 
     return fused.supports(*tensors) and fused.enabled()
