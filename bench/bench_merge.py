@@ -187,7 +187,7 @@ IO_FLOOR = (
     + "\nio_floor([Path(p) for p in sys.argv[1:4]], Path(sys.argv[4]), {})\n"
 )
 
-# Both in one warm process (Python, torch, numba loaded; one merge and one floor run first), alternating.
+# Both in one warm process (Python, torch, the kernels loaded; one merge and one floor run first), alternating.
 INPROC = (
     IO_FLOOR_FN
     + r"""
@@ -284,7 +284,7 @@ def main() -> None:
     if not args.skip_mergekit:
         commands["mergekit-yaml"] = [str(BIN / "mergekit-yaml"), str(config_path), str(out), "--lazy-unpickle"]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-    for cmd in commands.values():  # one untimed round: numba's first compile, cold page cache
+    for cmd in commands.values():  # one untimed round: the kernels' first build, cold page cache
         shutil.rmtree(out, ignore_errors=True)
         run_child(cmd, env, args.work / "warmup.log")
     load = os.getloadavg()
