@@ -9,8 +9,8 @@ the library in about a millisecond: no JIT start-up on the merge's critical path
 version used numba: 0.8 s of start-up in every process, even from its cache, and 15-25 s to
 compile once.) ctypes releases the GIL for the whole call, so the kernels run on several threads.
 
-Without a C compiler, `load()` returns None once, with a warning saying what to install, and the
-merge takes the torch path (the same bits, about 2x slower on CPU).
+Without a C compiler, `load()` returns None and warns once, saying what to install, and the merge
+takes the torch path (the same bits, about 2x slower on CPU).
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ class Kernels:
         dtypes = {a.dtype for a in arrays}
         if len(dtypes) != 1 or (dtype := dtypes.pop()) not in _SUFFIX:
             raise TypeError(f"{name}: inputs must all be uint16 or all uint32, got {[a.dtype for a in arrays]}")
-        if not all(a.flags.c_contiguous for a in arrays):
-            raise TypeError(f"{name}: inputs must be contiguous")
+        if not all(a.flags.c_contiguous for a in arrays) or len({a.shape for a in arrays}) != 1:
+            raise TypeError(f"{name}: inputs must be contiguous and of one length (the C code trusts both)")
         return getattr(self._lib, name + _SUFFIX[dtype])
 
     def nonfinite(self, bits: np.ndarray) -> int:

@@ -32,6 +32,8 @@ def test_built_once_then_reused(tmp_path: Path) -> None:
     assert kernels.nonfinite(bits) == 2
     with pytest.raises(TypeError, match="must all be uint16 or all uint32"):
         kernels.find_cut(bits, bits.astype(np.uint32), 1, 4, 8)
+    with pytest.raises(TypeError, match="of one length"):
+        kernels.find_cut(bits, bits[:3], 1, 4, 8)  # the C code would read past the shorter one
 
 
 def test_missing_compiler_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
