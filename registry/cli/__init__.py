@@ -170,7 +170,6 @@ def _set_transformers_verbosity(*, quiet: bool) -> None:
     root logger's level does not reach it: -q sets its verbosity itself. Not loaded yet, it reads
     TRANSFORMERS_VERBOSITY when it is (importing it just for this took 0.7 s of every -q command,
     a merge included); otherwise it is left alone unless already loaded."""
-    import os
     import sys
 
     if "transformers" not in sys.modules:
