@@ -113,8 +113,8 @@ def hoist_global_options(args: list[str], *, commands: Mapping[str, Collection[s
     """Move the root's options that follow a built-in subcommand in front of it.
 
     `registry eval MODEL -q --endpoint URL` becomes `registry -q --endpoint URL eval MODEL`. Only for
-    `commands` (the built-in ones: a plug-in group keeps its options), never an option the command
-    declares itself (`commands[name]`: its option names, subcommands' included), never past `--`.
+    `commands`, never an option the command declares itself (`commands[name]`: its option names,
+    subcommands' included), never past `--`.
     """
     start = 0  # the subcommand's index: skip the root options already in front of it
     while start < len(args) and args[start].startswith("-"):

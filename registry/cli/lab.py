@@ -20,7 +20,14 @@ _SECONDS_PER_STEP = 0.5
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    lab = typer.Typer(help="The tiny-model lab: real CT-X / SFT / base checkpoints built offline on a CPU.")
+    lab = typer.Typer(
+        help=(
+            "The tiny-model lab: real CT-X / SFT / base checkpoints built offline on a CPU.\n\n"
+            "Examples:\n\n"
+            "  registry lab build --out lab --languages ben_Beng --quick\n\n"
+            "  registry lab push lab"
+        )
+    )
     lab.command("build")(build)
     lab.command("push")(push)
     app.add_typer(lab, name="lab")
@@ -84,6 +91,7 @@ def build(
 
         registry lab build --out lab --namespace alice && registry lab push lab
     """
+    from pydantic import ValidationError
     from transformers.utils import logging as hf_logging
 
     from registry.lab.build import LabConfig, build_lab
@@ -108,8 +116,13 @@ def build(
                 **stage_steps(quick=quick, steps=steps),
             }
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValidationError as exc:
+        # One line per problem, named by its option (pydantic's own text spans lines and links to its docs).
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        hint = {"languages": "--languages", "repo_prefix": "--namespace", "seed": "--seed"}.get(field, "--steps")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise typer.BadParameter(message, param_hint=hint) from None
     total = config.base_steps + config.ct_steps * len(config.languages) + config.sft_steps
     minutes = max(1, round(total * _SECONDS_PER_STEP / 60))
     hint = "" if quick else "; --quick for a short build"
@@ -137,9 +150,13 @@ def push(
 
     The base goes first, so a CT/SFT card's base_model exists by the time it lands; then
     `registry add ct|sft` can verify them. The Hub is the global --endpoint/--token (HF_ENDPOINT,
-    HF_TOKEN; a write token), given before or after the command. Example (an embedded hub):
+    HF_TOKEN; a write token), given before or after the command.
 
-        registry lab build --out lab --namespace alice && registry lab push lab
+    Examples:
+
+      registry lab push lab
+
+      registry lab push lab --private --endpoint http://127.0.0.1:8791 --token $ALICE_TOKEN
     """
     from registry.errors import LabError
 

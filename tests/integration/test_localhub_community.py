@@ -106,7 +106,9 @@ def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle
             hook.id, url="ftp://elsewhere", watched=[WebhookWatchedItem(type="user", name="alice")], domains=["repo"]
         )
     assert exc.value.response.status_code == 400 and api.get_webhook(hook.id).url == receiver.url
-    api.update_webhook(hook.id, url=receiver.url, watched=[WebhookWatchedItem(type="org", name="lab")], domains=["repo"])
+    api.update_webhook(
+        hook.id, url=receiver.url, watched=[WebhookWatchedItem(type="org", name="lab")], domains=["repo"]
+    )
     updated = api.get_webhook(hook.id)
     assert [(w.type, w.name) for w in updated.watched] == [("org", "lab")] and updated.domains == ["repo"]
     api.delete_webhook(hook.id)
