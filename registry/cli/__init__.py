@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -170,7 +171,26 @@ def _root(
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     _set_transformers_verbosity(quiet=quiet)
-    ctx.obj = CliState(verbose=verbose, quiet=quiet, endpoint=endpoint, token=token, registry=registry)
+    state = CliState(verbose=verbose, quiet=quiet, endpoint=endpoint, token=token, registry=registry)
+    if quiet or not sys.stderr.isatty():
+        _disable_library_bars()
+    ctx.obj = state
+
+
+def _disable_library_bars() -> None:
+    """-q, or stderr not a terminal (a log file, a pipe): no library draws a bar either.
+
+    huggingface_hub reads HF_HUB_DISABLE_PROGRESS_BARS when imported ("Fetching N files") and
+    tqdm >= 4.66 reads TQDM_DISABLE for every bar whose caller leaves `disable` unset (datasets,
+    transformers); children (the demo's hub, bot and Space) inherit both. Our own bars follow
+    `CliState.progress`, lm-eval's `registry.evaluate.bars`.
+    """
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def _set_transformers_verbosity(*, quiet: bool) -> None:

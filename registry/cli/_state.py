@@ -49,7 +49,8 @@ class CliState:
 
     @property
     def progress(self) -> bool:
-        """Whether progress bars should be shown."""
+        """Whether progress should be shown (not with -q): as bars on a terminal, else one log line
+        per stage (`registry.progress.progress_bar`)."""
         return not self.quiet
 
     def hub(self) -> HubClient:

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,14 +72,20 @@ def demo(
     """
     console = stderr_console()
     started = time.monotonic()
+    if keep_running and importlib.util.find_spec("space.cli") is not None:
+        from registry.ports import ensure_port_free
+
+        ensure_port_free("127.0.0.1", space_port, service="Space", option="--space-port")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     quiet = not cli_state(ctx).progress
     with ExitStack() as stack:
+        stack.enter_context(_unwind_on_signals())
         hub_proc, hub_url = _spawn(
             ["hub", "serve", "--data", str(workdir / "hub"), "--port", "0"], log=workdir / "hub.log", env=os.environ
         )
         stack.callback(_stop, hub_proc)
+        _wait_healthy("hub", f"{hub_url}/api/models?limit=1", proc=hub_proc, log=workdir / "hub.log")
         tokens = _tokens(workdir)
         console.print(f"Embedded hub at {hub_url} (data in {workdir / 'hub'})")
         lab = _lab(workdir / "lab", console=console, quiet=quiet, steps=lab_steps)
@@ -98,6 +105,7 @@ def demo(
             log=workdir / "bot.log", env=env,
         )  # fmt: skip
         stack.callback(_stop, bot_proc)
+        _wait_healthy("bot", f"{bot_url}/healthz", proc=bot_proc, log=workdir / "bot.log")
         console.print(f"Merge bot at {bot_url} (log: {workdir / 'bot.log'})")
         _wait_for_webhook(mergebot, bot_url, bot=bot_proc)
         ct = next(c for c in lab["checkpoints"].values() if c["role"] == "ct")
@@ -121,7 +129,9 @@ def _spawn(args: list[str], *, log: Path, env: Any) -> tuple[subprocess.Popen[st
 
     cmd = [sys.executable, "-c", "from registry.cli import main; main()", *args]
     with log.open("a") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(env))
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(env), preexec_fn=_die_with_parent
+        )
     line = proc.stdout.readline().strip() if proc.stdout else ""
     if not line.startswith("http"):
         proc.kill()
@@ -130,6 +140,54 @@ def _spawn(args: list[str], *, log: Path, env: Any) -> tuple[subprocess.Popen[st
             f"`registry {' '.join(args[:2])}` did not start ({tail[-1] if tail else 'no output'}); see {log}"
         )
     return proc, line
+
+
+@contextmanager
+def _unwind_on_signals() -> Iterator[None]:
+    """SIGTERM / SIGHUP (`kill`, a closed terminal) unwind like Ctrl-C, so every child is stopped."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signums = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _wait_healthy(name: str, url: str, *, proc: subprocess.Popen[str], log: Path, timeout: float = 60) -> None:
+    """Wait until `url` answers 200; else say which service failed and why (its log's last line)."""
+    from registry.errors import RegistryError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a service we started)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    why = (
+        f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer {url} in {timeout:.0f} s"
+    )
+    raise RegistryError(f"the {name} {why}: {lines[-1] if lines else 'no output'} (log: {log})")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -329,10 +387,12 @@ def _keep_running(
         env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": tokens[RESEARCHER]}
         cmd = [sys.executable, "-c", "from registry.cli import main; main()", "space", "--registry", registry_repo,
                "--bot", bot_url, "--port", str(port)]  # fmt: skip
-        with (workdir / "space.log").open("a") as log:
-            space = subprocess.Popen(cmd, stdout=log, stderr=log, text=True, env=env)
+        log_path = workdir / "space.log"
+        with log_path.open("a") as log:
+            space = subprocess.Popen(cmd, stdout=log, stderr=log, text=True, env=env, preexec_fn=_die_with_parent)
         stack.callback(_stop, space)
-        typer.echo(f"Space: http://127.0.0.1:{port} (log: {workdir / 'space.log'})")
+        _wait_healthy("Space", f"http://127.0.0.1:{port}/", proc=space, log=log_path, timeout=120)
+        typer.echo(f"Space: http://127.0.0.1:{port} (log: {log_path})")
     typer.echo(f"Hub: {hub_url}   Bot: {bot_url}/jobs")
     typer.echo(f"export HF_ENDPOINT={hub_url} HF_TOKEN={tokens[RESEARCHER]}   # act as {RESEARCHER}")
     console.print("Running; Ctrl-C stops everything.")
