@@ -274,15 +274,27 @@ def status(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many jobs.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="JSON, as GET /jobs.")] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="First wait up to N seconds until a job exists and none is queued or running; exit 1 if one "
+            "failed or time ran out.",
+        ),
+    ] = None,
 ) -> None:
-    """List jobs, newest first: id, state, CT, output repo, error.
+    """List jobs, newest first: id, state, CT, output repo, error; --wait waits for the bot to finish.
 
     Examples:
 
       registry bot status
 
       registry bot status --state failed --json --data .mergeling/demo/bot
+
+      registry bot status --wait 600   (until the bot has no queued or running job)
     """
+    if wait is not None:
+        _wait_idle(data, wait)
     queue = _queue(data)
     jobs = queue.list(state=state, limit=limit)
     if json_output:
@@ -295,6 +307,36 @@ def status(
         if job.error:
             line += f"  ({job.error})"
         typer.echo(line)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    job_id: Annotated[str | None, typer.Argument(help="The job id (default: the newest job).")] = None,
+    data: DataOpt = _DEFAULT_DATA,
+) -> None:
+    """Show what a job published: the merged repo, its evaluation table and the bot's comment.
+
+    The Hub is --endpoint / --token (HF_ENDPOINT / HF_TOKEN), before or after the command.
+
+    Examples:
+
+      registry bot show
+
+      registry bot show 3f9c2a7d41be --data .mergeling/demo/bot --endpoint http://127.0.0.1:8791
+    """
+    from registry.cli._state import cli_state
+    from registry.cli.jobreport import print_job_report
+    from registry.errors import RegistryError
+
+    queue = _queue(data)
+    job = queue.get(job_id) if job_id else next(iter(queue.list(limit=1)), None)
+    if job is None:
+        raise RegistryError(
+            f"no job {job_id!r} in {data}; `registry bot status` lists them" if job_id else f"no job in {data} yet"
+        )
+    if not print_job_report(job.public(), cli_state(ctx).hub()):
+        raise typer.Exit(code=1)
 
 
 @app.command("retry")
@@ -321,6 +363,31 @@ def cancel(
       registry bot cancel 3f9c2a7d41be   (the id `registry bot status` prints)
     """
     _change(data, job_id, "cancel")
+
+
+def _wait_idle(data: Path, seconds: float) -> None:
+    """Until the queue holds a job and none is active; exit 1 after printing the jobs if one failed or
+    time ran out (the bot keeps working: run the command again to wait longer)."""
+    import time
+
+    from bot.queue import ACTIVE
+
+    deadline = time.monotonic() + seconds
+    while True:
+        jobs = _queue(data).list(limit=1000) if (data / "bot.sqlite3").is_file() else []
+        if jobs and not any(job.state in ACTIVE for job in jobs):
+            if any(job.state == "failed" for job in jobs):
+                typer.echo("A job failed:", err=True)
+                break
+            return
+        if time.monotonic() >= deadline:
+            what = "no job yet" if not jobs else f"{sum(job.state in ACTIVE for job in jobs)} job(s) still active"
+            typer.echo(f"Waited {seconds:.0f} s: {what}; the bot keeps going (run this again to wait more)", err=True)
+            break
+        time.sleep(1)
+    for job in _queue(data).list(limit=20) if (data / "bot.sqlite3").is_file() else []:
+        typer.echo(f"{job.id}  {job.state:<10}  {job.ct_repo}  {job.output_repo or ''}  {job.error or ''}".rstrip())
+    raise typer.Exit(code=1)
 
 
 def _change(data: Path, job_id: str, action: str) -> None:

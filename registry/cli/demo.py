@@ -27,18 +27,14 @@ from typing import Annotated, Any
 import typer
 
 from registry.cli._state import cli_state, stderr_console
+from registry.cli.lab import TINY_PROFILE
 
 RESEARCHER, BOT = "alice", "mergebot"
 LANGUAGE = "ben_Beng"
-# Small enough to train in about 2 minutes on 2 cores (measured in docs/bot.md), big enough to learn.
-LAB_SIZE: dict[str, Any] = {
-    "languages": (LANGUAGE,), "repo_prefix": RESEARCHER, "vocab_size": 2048, "hidden_size": 64,
-    "intermediate_size": 192, "num_layers": 2, "num_heads": 4, "max_position_embeddings": 1024,
-    "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8, "seq_len": 64, "sft_seq_len": 128,
-}  # fmt: skip
-DEMO_SUITE = (
-    f"language: {LANGUAGE}\ntasks:\n  - {{task: flores_{LANGUAGE}}}\n  - {{task: sib200_{LANGUAGE}, num_fewshot: 0}}\n"
-)
+# `registry lab build --tiny`: small enough to train in about a minute on 2 cores, big enough to learn.
+LAB_SIZE: dict[str, Any] = {"languages": (LANGUAGE,), "repo_prefix": RESEARCHER, **TINY_PROFILE}
+# The quick suites (FLORES bits per byte, SIB-200 0-shot) the README's walkthrough uses too.
+QUICK_SUITES = Path(__file__).resolve().parents[2] / "recipes" / "eval" / "quick"
 
 
 def register(app: typer.Typer) -> None:
@@ -114,7 +110,7 @@ def demo(
         console.print(f"{RESEARCHER} pushed {ct['repo_id']}@{sha[:7]}; waiting for the bot ...")
         job = _wait(bot_url, ct["repo_id"], sha, timeout=timeout, bot=bot_proc)
         took = time.monotonic() - pushed
-        _report(job, mergebot, hub_url=hub_url, took=took, total=time.monotonic() - started)
+        _report(job, mergebot, took=took, total=time.monotonic() - started)
         if keep_running:
             _keep_running(stack, hub_url=hub_url, bot_url=bot_url, tokens=tokens, registry_repo=registry_repo,
                           workdir=workdir, port=space_port)  # fmt: skip
@@ -249,9 +245,7 @@ def _shared_data() -> Path | None:
 
 def _eval_inputs(workdir: Path) -> tuple[Path, Path]:
     """A demo suite (FLORES bits per byte, SIB-200 0-shot) and its data (shared, or generated)."""
-    suites = workdir / "suites"
-    suites.mkdir(exist_ok=True)
-    (suites / f"{LANGUAGE}.yaml").write_text(DEMO_SUITE)
+    suites = QUICK_SUITES
     shared = _shared_data()
     if shared is not None:
         return suites, shared
@@ -350,26 +344,15 @@ def _wait(bot_url: str, repo: str, sha: str, *, timeout: float, bot: subprocess.
     raise RegistryError(f"the bot did not finish within {timeout:.0f} s; `registry bot status` shows where it is")
 
 
-def _report(job: dict[str, Any], hub: Any, *, hub_url: str, took: float, total: float) -> None:
-    console = stderr_console()
-    if job["state"] != "published":
-        console.print(f"[bold red]The bot did not publish:[/] {job['error']}")
+def _report(job: dict[str, Any], hub: Any, *, took: float, total: float) -> None:
+    from registry.cli.jobreport import print_job_report
+
+    if not print_job_report(job, hub):
         return
-    typer.echo(f"Merged model: {hub_url}/{job['output_repo']} (commit {job['output_revision'][:7]})")
-    readme = hub.read_file(job["output_repo"], "README.md").decode()
-    section = readme.partition("## Evaluation: comparison")[2].partition("\n## ")[0]
-    if section:
-        typer.echo("\nEvaluation (CT vs SFT vs merged):" + section.rstrip())
-    if job.get("discussion"):
-        repo = job["ct_repo"]
-        num = int(job["discussion"].rsplit("/", 1)[1])
-        details = hub.api.get_discussion_details(repo, num)
-        comments = [e.content for e in details.events if getattr(e, "type", "") == "comment"]
-        typer.echo(f"\nThe bot's comment on {job['discussion']}:\n\n{comments[-1].rstrip()}")
     split = ", ".join(
         f"{step} {value:.1f} s" for step, value in (job.get("seconds") or {}).items() if value is not None
     )
-    console.print(f"Push -> published in {took:.0f} s ({split}); whole demo {total:.0f} s")
+    stderr_console().print(f"Push -> published in {took:.0f} s ({split}); whole demo {total:.0f} s")
 
 
 def _keep_running(

@@ -14,6 +14,13 @@ _STAGES = ("base", "ct", "sft")
 # --quick: about a fifth of the default steps (base=1000, ct=400 per language, sft=300). The
 # checkpoints load, merge and evaluate like the full ones; their scores are closer to chance.
 QUICK_STEPS = {"base_steps": 200, "ct_steps": 80, "sft_steps": 60}
+# --tiny: the demo's size (2 layers, hidden 64, a 2048-token vocabulary): about a minute on 2 cores,
+# big enough that the CT learns its language and the SFT its task; the README's walkthrough uses it.
+TINY_PROFILE: dict[str, Any] = {
+    "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 192, "num_layers": 2, "num_heads": 4,
+    "max_position_embeddings": 1024, "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8,
+    "seq_len": 64, "sft_seq_len": 128,
+}  # fmt: skip
 # Measured on the 2-core build machine at the default model shape (docs/lab.md): seconds per step.
 _SECONDS_PER_STEP = 0.5
 
@@ -61,6 +68,13 @@ def build(
             "--quick",
             help="A short build (base=200,ct=80,sft=60 steps; about 5 minutes on 2 cores instead of 20-25): "
             "working checkpoints whose scores are nearer chance. --steps still overrides single stages.",
+        ),
+    ] = False,
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny",
+            help="The demo's model size (2 layers, hidden 64) and steps: about a minute on 2 cores per language.",
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
@@ -113,6 +127,7 @@ def build(
                 "languages": tuple(code.strip() for code in languages.split(",") if code.strip()),
                 "seed": seed,
                 "repo_prefix": namespace,
+                **(TINY_PROFILE if tiny else {}),
                 **stage_steps(quick=quick, steps=steps),
             }
         )
@@ -145,6 +160,10 @@ def push(
         typer.Argument(help="A `registry lab build --out` directory (holds lab.json).", exists=True, file_okay=False),
     ],
     private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Only these roles, comma-separated: base, sft, ct (e.g. base,sft before the bot runs)."),
+    ] = None,
 ) -> None:
     """Upload every lab checkpoint to the Hub under the repo id its card names; prints REPO@SHA lines.
 
@@ -156,6 +175,8 @@ def push(
 
       registry lab push lab
 
+      registry lab push lab --only base,sft
+
       registry lab push lab --private --endpoint http://127.0.0.1:8791 --token $ALICE_TOKEN
     """
     from registry.errors import LabError
@@ -164,6 +185,11 @@ def push(
     if not manifest_path.is_file():
         raise LabError(f"{lab_dir} has no lab.json: build it first with `registry lab build --out {lab_dir}`")
     checkpoints = json.loads(manifest_path.read_text(encoding="utf-8"))["checkpoints"]
+    if only is not None:
+        roles = {role.strip() for role in only.split(",") if role.strip()}
+        if not roles or roles - {"base", "sft", "ct"}:
+            raise typer.BadParameter(f"{only!r}: write roles from base, sft, ct, e.g. base,sft", param_hint="--only")
+        checkpoints = {name: entry for name, entry in checkpoints.items() if entry["role"] in roles}
     client = cli_state(ctx).hub()
     # base first: the others' cards name it
     for name, entry in sorted(checkpoints.items(), key=lambda item: item[1]["role"] != "base"):
