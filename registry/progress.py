@@ -55,5 +55,5 @@ def progress_bar(
 
 def _amount(total: float, unit: str, unit_scale: bool) -> str:
     if unit_scale:
-        return f"{tqdm.format_sizeof(total, divisor=1000)}{unit}"
+        return f"{tqdm.format_sizeof(total, divisor=1000)} {unit}"
     return f"{total:g} {unit}"
