@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,10 +91,16 @@ class SweepBlock(BaseModel):
     __pydantic_extra__: dict[str, tuple[float, ...]] = Field(init=False)
 
     metric: str = Field(min_length=1)
+    higher_is_better: bool = True
 
     def values(self) -> dict[str, tuple[float, ...]]:
         """Parameter name -> the values to sweep, in recipe order."""
         return dict(self.__pydantic_extra__ or {})
+
+    def grid(self) -> list[dict[str, float]]:
+        """Every point of the sweep (the product of the lists, first parameter slowest), as name -> value."""
+        values = self.values()
+        return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
 
 
 class MergelingBlock(_Frozen):
@@ -207,6 +215,156 @@ class Recipe(_Frozen):
                 except ValidationError as exc:
                     reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
                     raise ValueError(f"mergeling.sweep.{name} = {value}: {reason}") from None
+
+    # -- building in code ------------------------------------------------------------------
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        method: str,
+        models: Sequence[ModelEntry | Mapping[str, Any] | tuple[str, Mapping[str, Any]] | str],
+        base: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        tokenizer_source: str | None = None,
+        mergeling: MergelingBlock | Mapping[str, Any] | None = None,
+        source: str = "<recipe>",
+    ) -> Recipe:
+        """The one way to build a recipe in code; validated exactly as a YAML file is.
+
+        Args:
+            method: the `merge_method` id, e.g. `ties_sv`.
+            models: the inputs in order, each a `ModelEntry`, a mapping as in YAML
+                (`{"model": ref, "role": "ct", "language": "ben_Beng", "parameters": {"density": 0.2}}`),
+                a `(ref, parameters)` pair, or a bare reference.
+            base: `base_model` (a local path or `org/name[@revision]`).
+            parameters: the method's top-level parameters (`{"slack": 0.05, "lambda": 1.0}`).
+            dtype: output dtype (`float32`, `bfloat16`, `float16`, or their short names).
+            tokenizer_source: `base`, `ct`, `sft` or a model reference.
+            mergeling: the `mergeling:` block (output_repo, eval_suite, sweep).
+            source: how errors name the recipe (e.g. `bot recipe`, `Space merge`).
+
+        Returns:
+            The validated recipe.
+
+        Raises:
+            RecipeError, UnknownMethodError, UnsupportedFeatureError: as `parse_recipe`.
+        """
+        data: dict[str, Any] = {"merge_method": method, "models": [_model_data(m) for m in models]}
+        if base is not None:
+            data["base_model"] = base
+        if parameters:
+            data["parameters"] = dict(parameters)
+        if dtype is not None:
+            data["dtype"] = dtype
+        if tokenizer_source is not None:
+            data["tokenizer_source"] = tokenizer_source
+        if mergeling is not None:
+            data["mergeling"] = (
+                mergeling.model_dump(mode="json", exclude_none=True)
+                if isinstance(mergeling, MergelingBlock)
+                else dict(mergeling)
+            )
+        return parse_recipe(data, source=source)
+
+    def with_models(
+        self,
+        replacements: Mapping[str, str],
+        *,
+        base: str | None = None,
+        languages: Mapping[str, str] | None = None,
+        source: str = "<recipe>",
+    ) -> Recipe:
+        """This recipe as a template: the same method and parameters with other input models.
+
+        Every occurrence of an old reference is replaced: in `models`, `base_model`, `protect` and
+        `tokenizer_source`. The result is validated again.
+
+        Args:
+            replacements: old reference -> new reference (the base included). Each old one must
+                occur in the recipe.
+            base: the new `base_model` when the template names none (or to replace it outright).
+            languages: new reference -> its `language` (e.g. for CT models put in place of a template's).
+            source: how errors name the recipe.
+
+        Raises:
+            RecipeError: an old reference the recipe does not have, or a recipe that no longer validates.
+        """
+        data = self.canonical()
+        present = {m["model"] for m in data["models"]} | ({data["base_model"]} if "base_model" in data else set())
+        missing = [old for old in replacements if old not in present]
+        if missing:
+            raise RecipeError(
+                f"{source}: {', '.join(map(repr, missing))} is not a model of this recipe; "
+                f"replace one of {sorted(present)}",
+                path=source,
+                field="models",
+                value=missing[0],
+            )
+        for model in data["models"]:
+            model["model"] = replacements.get(model["model"], model["model"])
+            if languages and model["model"] in languages:
+                model["language"] = languages[model["model"]]
+        if "base_model" in data:
+            data["base_model"] = replacements.get(data["base_model"], data["base_model"])
+        if base is not None:
+            data["base_model"] = base
+        params = data.get("parameters") or {}
+        if isinstance(params.get("protect"), list):
+            params["protect"] = [replacements.get(ref, ref) for ref in params["protect"]]
+        tokenizer = data.get("tokenizer_source")
+        if isinstance(tokenizer, str):
+            name = tokenizer.removeprefix("model:").strip()
+            if name in replacements:
+                data["tokenizer_source"] = replacements[name]
+        return parse_recipe(data, source=source)
+
+    def sweep_grid(self) -> list[dict[str, float]]:
+        """The points of `mergeling.sweep` as name -> value (empty without a sweep); see `at_point`."""
+        return [] if self.mergeling.sweep is None else self.mergeling.sweep.grid()
+
+    def at_point(self, point: Mapping[str, float], *, source: str = "<recipe>") -> Recipe:
+        """This recipe at one sweep point, without its sweep block.
+
+        `weight` and `density` are set on every merged input (they override per-model values, as a
+        sweep over them means); any other name is the method's top-level parameter.
+
+        Raises:
+            RecipeError: a value the method refuses.
+        """
+        data = self.canonical()
+        (data.get("mergeling") or {}).pop("sweep", None)
+        if not data.get("mergeling"):
+            data.pop("mergeling", None)
+        merged = {m.model for m in self.merge_inputs()}
+        for name, value in point.items():
+            if name in ("weight", "density"):
+                for model in data["models"]:
+                    if model["model"] in merged:
+                        model.setdefault("parameters", {})[name] = value
+            else:
+                data.setdefault("parameters", {})[name] = value
+        return parse_recipe(data, source=source)
+
+    def sweep_points(self) -> list[Recipe]:
+        """One concrete recipe per point of `mergeling.sweep`, in `sweep_grid()` order (empty without one)."""
+        return [self.at_point(point) for point in self.sweep_grid()]
+
+    def replace(self, *, source: str = "<recipe>", **changes: Any) -> Recipe:
+        """A copy with top-level fields changed (plain data, as in YAML), validated again.
+
+        E.g. `recipe.replace(mergeling={"output_repo": "org/name"})`, `recipe.replace(parameters={...})`.
+        A value of None removes the field.
+        """
+        data = self.canonical()
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            elif isinstance(value, BaseModel):
+                data[key] = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            else:
+                data[key] = value
+        return parse_recipe(data, source=source)
 
     # -- derived views -------------------------------------------------------------------
     def merge_inputs(self) -> tuple[ModelEntry, ...]:
@@ -467,9 +625,23 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _model_data(model: ModelEntry | Mapping[str, Any] | tuple[str, Mapping[str, Any]] | str) -> dict[str, Any]:
+    if isinstance(model, ModelEntry):
+        return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(model, str):
+        return {"model": model}
+    if isinstance(model, tuple):
+        ref, params = model
+        return {"model": ref, "parameters": dict(params)}
+    return dict(model)
+
+
 def _check_reference(value: str) -> str:
-    if value.count("@") > 1:
+    from registry.catalog.entries import ModelRef
+
+    _, revision = ModelRef.split(value)
+    if revision is not None and "@" in revision:
         raise ValueError("a model reference has at most one @revision: write org/name@main or a local path")
-    if value.endswith("@"):
+    if "@" in value and revision is None:
         raise ValueError("empty @revision: write org/name@<branch, tag or commit> or drop the @")
     return value
