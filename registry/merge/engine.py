@@ -154,7 +154,7 @@ def run_merge(
             )
     dev = resolve_device(device, error=MergeError)
     if dev == "cpu":
-        from registry.merge.methods import fused
+        from registry.merge.kernels import fused
 
         fused.warm_up_in_background()  # overlaps opening the inputs and the first reads
     spec = get_method(plan.recipe.merge_method)

@@ -9,7 +9,7 @@ by λ when λ ≠ 1 and added to θ₀.
 This matches mergekit 0.1.5 `ties` bit for bit on fp32 inputs: the same float operations in the
 same order (delta, mask multiply, weight multiply, sum over the inputs axis, compare, divide). The
 one allowed difference: where equal magnitudes straddle the trimming cut, we keep the lowest
-flat indices; mergekit keeps whichever its sort puts first (`registry.merge.topk`).
+flat indices; mergekit keeps whichever its sort puts first (`registry.merge.kernels.topk`).
 
 `merge_elected` is the shared core; `ties_sv` adds its slack step through `protect`/`cuts`.
 """
@@ -21,6 +21,9 @@ from typing import Any
 
 import torch
 
+from registry.merge.kernels import fused
+from registry.merge.kernels.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
+from registry.merge.kernels.trim import kept_count, trim_target
 from registry.merge.methods.base import (
     TensorStats,
     check_inputs,
@@ -38,20 +41,8 @@ from registry.merge.methods.plugin import (
     check_protect,
     protected_by_role,
 )
-from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
 
 _SAMPLE = 1 << 18  # entries sampled (strided) to guess where the trimming cut falls
-
-
-def trim_target(density: float, numel: int) -> int | Cut:
-    """How many entries trimming keeps, k = max(1, int(density · numel)), or the cut itself where it
-    is trivial (density >= 1 or k >= numel keeps all; density <= 0 or no entries keeps none)."""
-    if density >= 1:
-        return Cut.keep_all()
-    if density <= 0 or numel == 0:
-        return Cut.keep_none()
-    k = max(1, int(density * numel))
-    return Cut.keep_all() if k >= numel else k
 
 
 def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
@@ -90,8 +81,6 @@ def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Se
     On CPU with bf16/fp32 tensors the fused kernels find them (same cuts), inputs in parallel.
     """
     if _fused_ok(*tensors, base):
-        from registry.merge.methods import fused
-
         found = fused.find_cuts(tensors, base, densities)
         return [
             f[0] if f is not None else trim_cut(t, base, d) for f, t, d in zip(found, tensors, densities, strict=False)
@@ -150,15 +139,6 @@ def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
     return ties_left
 
 
-def _kept_count(cut: Cut, k: int) -> int | None:
-    """Non-zero entries a trimming cut keeps, when known without counting (None: count)."""
-    if cut == Cut.keep_none():
-        return 0
-    if cut == Cut.keep_all():
-        return None
-    return k if cut.key > 0 else k - cut.ties  # a zero threshold: the ties it keeps are zeros
-
-
 def elected_chunks(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor,
@@ -194,7 +174,7 @@ def elected_chunks(
     slack_left = [cut.ties for cut in slack_cuts]
     if stats is not None:
         for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
-            known = _kept_count(cut, max(1, int(density * numel)))
+            known = kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, known or 0)
     flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
     # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
@@ -272,9 +252,8 @@ def merge_elected(
         The merged tensor (fp32, or `out`).
     """
     if _fusable(tensors, base, slack_cuts):
-        from registry.merge.methods.fused import merge_two
-
-        fused = merge_two(
+        check_inputs(tensors, base, weights=weights, densities=densities)
+        merged = fused.merge_two(
             tensors,
             base,
             weights=weights,
@@ -287,8 +266,8 @@ def merge_elected(
             trims=trims,
             out=out,
         )
-        if fused is not None:
-            return fused
+        if merged is not None:
+            return merged
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
@@ -323,8 +302,6 @@ def merge_elected(
 
 def _fused_ok(*tensors: torch.Tensor) -> bool:
     """The fused CPU kernels (C) can take these tensors (CPU, all bf16 or all fp32) and are built and on."""
-    from registry.merge.methods import fused
-
     return fused.supports(*tensors) and fused.enabled()
 
 

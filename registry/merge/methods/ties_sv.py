@@ -43,10 +43,10 @@ from typing import Any, Literal
 import torch
 from pydantic import field_validator
 
+from registry.merge.kernels.topk import Cut, ascending_keys, find_cut
 from registry.merge.methods.base import TensorStats, check_inputs
 from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, check_protect, protected_by_role
 from registry.merge.methods.ties import TiesParams, elected_chunks, merge_elected, trim_cuts
-from registry.merge.topk import Cut, ascending_keys, find_cut
 
 
 def slack_count(slack: float, conflicts: int) -> int:
