@@ -16,7 +16,7 @@ flat indices; mergekit keeps whichever its sort puts first (`registry.merge.kern
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -33,12 +33,14 @@ from registry.merge.methods.base import (
     sum_inputs,
 )
 from registry.merge.methods.plugin import (
+    ElectionParams,
     FnMerger,
     Merger,
     MethodContext,
     MethodSpec,
-    ScaledParams,
+    check_election,
     check_protect,
+    election_of,
     protected_by_role,
 )
 
@@ -139,51 +141,25 @@ def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
     return ties_left
 
 
-def elected_chunks(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor,
-    *,
-    weights: Sequence[float],
+DeltaFill = Callable[[slice, "_Workspace"], None]
+Sparsifier = Callable[[TensorStats | None], DeltaFill]
+
+
+def _trim_fill(
+    flats: Sequence[torch.Tensor],
+    cuts: Sequence[Cut],
     densities: Sequence[float],
-    protect: Sequence[int] = (),
-    slack_cuts: Sequence[Cut] = (),
-    stats: TensorStats | None = None,
-    trims: Sequence[Cut] | None = None,
-) -> Iterator[tuple[slice, _Workspace]]:
-    """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
-
-    Args:
-        tensors, base, weights, densities: as `merge_ties`.
-        protect: protected input indices; the first `len(slack_cuts)` of them get their slack step.
-        slack_cuts: per protected input, a cut over `ascending_keys` of its conflict margins in
-            flat order; the conflicts it keeps get their elected sign flipped to that input's.
-        stats: when given, `kept`, `conflicts` and `rescued` are added.
-        trims: the inputs' trimming cuts when already known (`trim_cuts`), else computed here.
-
-    Yields:
-        (flat slice, workspace): `deltas` (n, c) weighted trimmed deltas, `votes` Σ wᵢτ̂ᵢ,
-        `majority` the elected sign (±1, after the slack), `signed` = deltas · majority. The
-        buffers are reused by the next chunk.
-    """
-    check_inputs(tensors, base, weights=weights, densities=densities)
-    if len(slack_cuts) > len(protect):
-        raise ValueError(f"{len(slack_cuts)} slack cuts for {len(protect)} protected inputs")
-    n, numel = len(tensors), base.numel()
-    cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
+    numel: int,
+    stats: TensorStats | None,
+) -> DeltaFill:
+    """TIES' trimming as a chunk fill: deltas against the chunk's base, cut by magnitude."""
     ties_left = [cut.ties for cut in cuts]
-    slack_left = [cut.ties for cut in slack_cuts]
     if stats is not None:
         for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
             known = kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, known or 0)
-    flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
-    # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
-    weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
-    size = min(chunk_elements(base.device), numel)
-    full = _Workspace(n, size, base.device)
-    for part in flat_chunks(numel, size):
-        ws = full.view(part.stop - part.start)
-        ws.base = fp32_chunk(flat_base, part, ws.base)
+
+    def fill(part: slice, ws: _Workspace) -> None:
         for index, (flat, cut) in enumerate(zip(flats, cuts, strict=False)):
             delta = ws.deltas[index]
             if cut == Cut.keep_none():
@@ -195,8 +171,80 @@ def elected_chunks(
                     stats.add_kept(index, int(torch.count_nonzero(delta)))
             else:
                 ties_left[index] = _trim(delta, cut, ties_left[index], ws)
-        ws.deltas.mul_(weight)
+
+    return fill
+
+
+def _vote(ws: _Workspace, majority_sign_method: str) -> None:
+    """`ws.votes` from `ws.deltas` as they stand: their sum (`total`) or the sum of their signs (`frequency`)."""
+    if majority_sign_method == "frequency":
+        torch.sign(ws.deltas, out=ws.scratch)  # mergekit's get_mask(method="count"): sign(delta).sum(0)
+        sum_inputs(ws.scratch, out=ws.votes)
+    else:
         sum_inputs(ws.deltas, out=ws.votes)
+
+
+def elected_chunks(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    *,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    protect: Sequence[int] = (),
+    slack_cuts: Sequence[Cut] = (),
+    stats: TensorStats | None = None,
+    trims: Sequence[Cut] | None = None,
+    sparsify: Sparsifier | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
+) -> Iterator[tuple[slice, _Workspace]]:
+    """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
+
+    Args:
+        tensors, base, weights, densities: as `merge_ties`.
+        protect: protected input indices; the first `len(slack_cuts)` of them get their slack step.
+        slack_cuts: per protected input, a cut over `ascending_keys` of its conflict margins in
+            flat order; the conflicts it keeps get their elected sign flipped to that input's.
+        stats: when given, `kept`, `conflicts` and `rescued` are added.
+        trims: the inputs' trimming cuts when already known (`trim_cuts`), else computed here.
+        sparsify: another method's sparsification instead of TIES' trimming (DARE's drop, ...):
+            called once per pass with `stats`, it gives the function that fills a chunk's
+            `deltas` (unweighted) from `base` (already in the workspace) and counts `kept`.
+        election_weights: `before` (mergekit): vote on the weighted deltas; `after`: on the unweighted.
+        majority_sign_method: `total` (mergekit's `sum`): the sign of the sum; `frequency`: of the count.
+
+    Yields:
+        (flat slice, workspace): `deltas` (n, c) weighted trimmed deltas, `votes` Σ wᵢτ̂ᵢ,
+        `majority` the elected sign (±1, after the slack), `signed` = deltas · majority. The
+        buffers are reused by the next chunk.
+    """
+    check_inputs(tensors, base, weights=weights, densities=densities)
+    if len(slack_cuts) > len(protect):
+        raise ValueError(f"{len(slack_cuts)} slack cuts for {len(protect)} protected inputs")
+    if election_weights not in ("before", "after") or majority_sign_method not in ("total", "frequency"):
+        raise ValueError(f"unknown election {election_weights!r}/{majority_sign_method!r}")
+    n, numel = len(tensors), base.numel()
+    slack_left = [cut.ties for cut in slack_cuts]
+    flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
+    if sparsify is None:
+        cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
+        fill = _trim_fill(flats, cuts, densities, numel, stats)
+    else:
+        fill = sparsify(stats)
+    # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
+    weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
+    size = min(chunk_elements(base.device), numel)
+    full = _Workspace(n, size, base.device)
+    for part in flat_chunks(numel, size):
+        ws = full.view(part.stop - part.start)
+        ws.base = fp32_chunk(flat_base, part, ws.base)
+        fill(part, ws)
+        if election_weights == "after":
+            _vote(ws, majority_sign_method)
+            ws.deltas.mul_(weight)
+        else:
+            ws.deltas.mul_(weight)
+            _vote(ws, majority_sign_method)
         # γ = +1 where votes >= 0 (an exact-zero vote elects +; -0.0 + 0.0 is +0.0), else -1.
         torch.add(ws.votes, 0.0, out=ws.majority)
         torch.copysign(ws.one, ws.majority, out=ws.majority)
@@ -237,6 +285,9 @@ def merge_elected(
     slack_cuts: Sequence[Cut] = (),
     trims: Sequence[Cut] | None = None,
     out: torch.Tensor | None = None,
+    sparsify: Sparsifier | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """TIES with an optional slack step (see `ties_sv`); with no `slack_cuts` it is plain TIES.
 
@@ -247,11 +298,13 @@ def merge_elected(
         trims: as `elected_chunks`.
         out: a buffer of the output dtype and `base`'s shape: the fused kernel writes its bf16
             or fp32 result there (the same bits as casting the fp32 result) and returns it.
+        sparsify, election_weights, majority_sign_method: as `elected_chunks`.
 
     Returns:
         The merged tensor (fp32, or `out`).
     """
-    if _fusable(tensors, base, slack_cuts):
+    plain = sparsify is None and election_weights == "before" and majority_sign_method == "total"
+    if plain and _fusable(tensors, base, slack_cuts):
         check_inputs(tensors, base, weights=weights, densities=densities)
         merged = fused.merge_two(
             tensors,
@@ -280,6 +333,9 @@ def merge_elected(
         slack_cuts=slack_cuts,
         stats=stats,
         trims=trims,
+        sparsify=sparsify,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
     )
     for part, ws in chunks:
         torch.gt(ws.signed, 0, out=ws.agree)
@@ -336,6 +392,8 @@ def merge_ties(
     stats: TensorStats | None = None,
     protect: Sequence[int] = (),
     out: torch.Tensor | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """TIES-merge `tensors` onto `base` (any float dtype in, fp32 out, or into `out`).
 
@@ -371,11 +429,14 @@ def merge_ties(
         protect=protect,
         slack_cuts=[Cut.keep_none()] * len(protect) if stats is not None else (),
         out=out,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
     )
 
 
-class TiesParams(ScaledParams):
-    """`ties` parameters: `normalize` (default on), `lambda`, and `protect` (diagnostics only)."""
+class TiesParams(ElectionParams):
+    """`ties` parameters: `normalize` (default on), `lambda`, the election's conventions and
+    `protect` (diagnostics only)."""
 
     protect: tuple[str, ...] | None = None
 
@@ -388,7 +449,14 @@ def _bind(params: TiesParams, ctx: MethodContext) -> Merger:
         normalize=SPEC.normalize(params),
         lambda_=SPEC.lambda_(params),
         protect=protected_by_role(params, ctx),
+        **election_of(params),
     )
+
+
+def check_ties(params: TiesParams, ctx: MethodContext) -> None:
+    """`protect` names inputs; the election's conventions fit the weights."""
+    check_protect(params, ctx)
+    check_election(params, ctx)
 
 
 SPEC = MethodSpec(
@@ -399,7 +467,7 @@ SPEC = MethodSpec(
     fn=merge_ties,
     uses_density=True,
     default_normalize=True,
-    check=check_protect,
+    check=check_ties,
     protected=protected_by_role,
     diagnostics=("elements", "kept", "sign_conflicts", "protected_discarded", "conflicts"),
     reference="https://arxiv.org/abs/2306.01708",
