@@ -41,6 +41,8 @@ class HubConfig:
         webhook_allow: CIDRs or host names webhooks may target although private, loopback,
             link-local or multicast (`registry hub serve --webhook-allow`).
         webhook_loopback: allow loopback targets; None: only while the hub listens on loopback.
+        public_url: the base of every absolute URL the hub writes (commit and LFS URLs, the OpenID
+            issuer, webhook payloads); None: the bound address. Never taken from the Host header.
     """
 
     lfs_threshold: int = 10 * 1024 * 1024
@@ -52,6 +54,7 @@ class HubConfig:
     body_idle_timeout_s: float = 30.0
     webhook_allow: tuple[str, ...] = ()
     webhook_loopback: bool | None = None
+    public_url: str | None = None
 
 
 def client_disabled_xet(req: Request) -> bool:
@@ -83,6 +86,7 @@ class LocalHub:
     """
 
     def __init__(self, data_dir: Path, *, config: HubConfig | None = None) -> None:
+        from registry.localhub.oauth import OAuthProvider
         from registry.localhub.webhooks import WebhookDispatcher
 
         self.data_dir = Path(data_dir)
@@ -103,7 +107,9 @@ class LocalHub:
         self.locks = RepoLocks()
         self.cards: dict[str, dict[str, Any]] = {}  # README sha256 -> parsed front matter
         self.secret = self._server_secret()
+        self.public_url = (self.config.public_url or "http://127.0.0.1").rstrip("/")
         self.webhooks = WebhookDispatcher(self)
+        self.oauth = OAuthProvider(self)
 
     def _server_secret(self) -> bytes:
         """A per-data-dir key that signs LFS upload URLs (which carry no auth header)."""
@@ -176,10 +182,26 @@ class LocalHub:
     @staticmethod
     def check_write(who: Principal, namespace: str) -> None:
         if not who.can_write(namespace):
-            why = "a read-only token" if who.role != "write" else f"no membership in {namespace!r}"
+            why = (
+                "a read-only token"
+                if who.role != "write"
+                else "an OAuth token without the write-repos scope"
+                if who.canonical(namespace)
+                else f"no membership in {namespace!r}"
+            )
             raise Forbidden(
                 f"User {who.name!r} may not write to namespace {namespace!r} ({why}); use a write token of "
                 f"{namespace!r} or one of its members",
+                code="Forbidden",
+            )
+
+    @staticmethod
+    def check_manage(who: Principal, namespace: str) -> None:
+        """Create, delete or move a repo of `namespace`: write access, and `manage-repos` for OAuth tokens."""
+        LocalHub.check_write(who, namespace)
+        if not who.can_manage(namespace):
+            raise Forbidden(
+                f"This OAuth token of {who.name!r} was not granted the manage-repos scope; sign in again asking for it",
                 code="Forbidden",
             )
 

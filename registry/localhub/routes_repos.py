@@ -37,7 +37,13 @@ def whoami(hub: LocalHub, req: Request) -> Response:
             "name": who.name,
             "fullname": who.name,
             "orgs": [{"type": "org", "name": o, "id": o} for o in who.orgs],
-            "auth": {"type": "access_token", "accessToken": {"displayName": who.token_name, "role": who.role}},
+            "auth": {"type": "access_token", "accessToken": {"displayName": who.token_name, "role": who.role}}
+            if who.scopes is None
+            else {
+                "type": "oauth",
+                "accessToken": {"displayName": who.token_name, "role": who.role},
+                "scope": " ".join(sorted(who.scopes)),
+            },
         }
     )
 
@@ -63,7 +69,7 @@ def create(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
     ns, name = repo_id.split("/", 1)
-    hub.check_write(who, ns)
+    hub.check_manage(who, ns)
     repo_id = f"{who.canonical(ns) or ns}/{name}"  # the namespace's own casing
     url = req.base_url + web_path(repo_type, repo_id)
     private = body.get("visibility", "public") == "private" if "visibility" in body else bool(body.get("private"))
@@ -84,6 +90,7 @@ def delete(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
     store, _ = hub.write_repo(req, repo_type, repo_id)
+    hub.check_manage(who, repo_id.split("/")[0])
     with hub.locks.get(f"{repo_type}/{repo_id}"):  # no commit, ref or discussion write runs meanwhile
         hub.webhooks.emit_repo(store, scope="repo", action="delete")  # reads the repo: before it goes
         hub.storage.delete_repo(repo_type, repo_id)
@@ -95,7 +102,8 @@ def move(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
     store, who = hub.write_repo(req, repo_type, src)
-    hub.check_write(who, dst.split("/")[0])
+    hub.check_manage(who, src.split("/")[0])
+    hub.check_manage(who, dst.split("/")[0])
     dst_ns, _, dst_name = dst.partition("/")
     dst = f"{who.canonical(dst_ns) or dst_ns}/{dst_name}"
     validate_repo_id(dst)

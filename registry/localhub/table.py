@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from registry.localhub import discussions, gating, lfs, routes_files, routes_repos, webhooks
+from registry.localhub import discussions, gating, lfs, oauth, routes_files, routes_repos, webhooks
 from registry.localhub.http import Request, Response
 from registry.localhub.names import NotSupported, validate_name
 
@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 Params = dict[str, str]
 Handler = Callable[["LocalHub", Request, Params], Response]
 WEB_PREFIX = {"model": "", "dataset": "/datasets", "space": "/spaces"}
+
+
+def off_loop(handler: Handler) -> Handler:
+    """Mark `handler` as one that may block (CPU or many files): the edge runs it in a worker thread
+    even when the request has no body."""
+    handler.off_loop = True  # type: ignore[attr-defined]
+    return handler
 
 
 def _repo_id(p: Params) -> str:
@@ -154,6 +161,7 @@ def route_table() -> list[tuple[str, dict[str, Handler]]]:
             {m: lambda h, r, p: webhooks.route(h, r, [p["hook"], p["action"]]) for m in ("GET", "POST")},
         ),
         ("/lfs-upload/{oid}", {"PUT": lambda h, r, p: lfs.upload(h, r, oid=p["oid"])}),
+        *[(path, {m: off_loop(h) for m, h in handlers.items()}) for path, handlers in oauth.routes()],
     ]
     for t in ("dataset", "space"):  # before models: `/datasets/x/y/...` is not a model `datasets/x`
         rows += _repo_routes(t)
