@@ -104,6 +104,9 @@ class LocalHub:
         # Writes interrupted by a crash leave temp files; we hold the lock, so none is live.
         self.storage.clean_temp_files()
         self.accounts = Accounts(self.data_dir)
+        with self.accounts.exclusive():  # the CLI writes accounts.json (the only other writer) under it
+            for stale in self.data_dir.glob(".tmp-*"):  # webhooks.json, redirects.json, ... of a killed server
+                stale.unlink(missing_ok=True)
         self.locks = RepoLocks()
         self.cards: dict[str, dict[str, Any]] = {}  # README sha256 -> parsed front matter
         self.secret = self._server_secret()
@@ -146,6 +149,19 @@ class LocalHub:
             raise AuthRequired(
                 "Authorization header is required: pass a token (create one with `registry hub token create USER --data DIR --write`)",
             )
+        return who
+
+    def require_writer(self, req: Request, *, action: str) -> Principal:
+        """The caller, when its token may write (not a read token): discussions, comments, webhooks and
+        access requests change state, which the Hub reserves to write tokens.
+
+        Raises:
+            AuthRequired: no token.
+            Forbidden: a read-only token (or an OAuth token without a write scope).
+        """
+        who = self.require_user(req)
+        if who.role != "write":
+            raise Forbidden(f"A read-only token cannot {action}; use a write token of {who.name!r}", code="Forbidden")
         return who
 
     def read_repo(self, req: Request, repo_type: str, repo_id: str) -> RepoStore:
@@ -207,20 +223,24 @@ class LocalHub:
 
     def lfs_usable(self, who: Principal | None, store: RepoStore, oid: str) -> bool:
         """Whether `who` may reference LFS object `oid` in `store`: it is stored, and it was uploaded to
-        `store` or is an LFS file of a repo `who` can read (never just "some repo has it")."""
-        if not self.storage.blobs.exists(oid):
-            return False
-        if store.references_lfs(oid):
-            return True
+        `store` or is an LFS file of a repo `who` may download (seen, and not gated to them); never
+        just "some repo has it".
+
+        The same work is done whether or not `oid` exists anywhere (every repo is asked, no early
+        exit, the blob store last), so the answer time tells nothing about other repos' files.
+        """
+        from registry.localhub.gating import may_download
+
+        usable = store.references_lfs(oid)
         for other in self.storage.iter_all_repos():
             if other.root == store.root:
                 continue
             try:
-                if self.can_see(who, other) and other.references_lfs(oid):
-                    return True
+                found, allowed = other.references_lfs(oid), may_download(self, who, other)
+                usable |= found and allowed
             except (OSError, ValueError, KeyError):
                 continue  # a repo being deleted
-        return False
+        return usable and self.storage.blobs.exists(oid)
 
     def can_see(self, who: Principal | None, store: RepoStore) -> bool:
         if not store.info.get("private"):

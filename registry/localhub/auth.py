@@ -86,6 +86,14 @@ class Accounts:
         return self._cache[1]
 
     @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock the CLI takes to write `accounts.json` (no write of it is in flight meanwhile)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock_path.open("a") as fh:

@@ -118,7 +118,7 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
         if req.method == "GET":
             return _list(req, store)
         if req.method == "POST":
-            who = hub.require_user(req)
+            who = hub.require_writer(req, action="open a discussion")
             body = req.json(limit=hub.config.max_json_bytes)
             title = str(body.get("title") or "").strip()
             if not title:
@@ -145,7 +145,7 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
         return Response.json(_details(data["items"][num], store))
     if req.method != "POST" or len(rest) < 2:
         raise NotFound(f"No route for {req.method} discussions/{'/'.join(rest)}")
-    who = hub.require_user(req)
+    who = hub.require_writer(req, action="comment on or change a discussion")
     body = req.json(limit=hub.config.max_json_bytes)
     action = rest[1]
     with lock:

@@ -99,10 +99,11 @@ class _Endpoint:
         params = {k: unquote(v) for k, v in scope.get("path_params", {}).items()}
         req = _request(scope, receive, idle_s=self.hub.config.body_idle_timeout_s, base_url=self.hub.public_url)
         handler = self.handlers.get(scope["method"])  # HEAD: the GET handler (see __init__)
-        if req.body.consumed and not getattr(handler, "off_loop", False):
-            # No body to stream: the route only reads small, immutable, page-cached files, which
-            # costs less than the hop to a worker thread (the hop halved requests/s). Routes that
-            # may compute (`off_loop`, see `table.off_loop`) always take the hop.
+        if req.body.consumed and getattr(handler, "on_loop", False):
+            # The few hot routes marked `table.on_loop` (resolve, repo info, whoami) only read small,
+            # immutable, page-cached files: cheaper than the hop to a worker thread (the hop halved
+            # their requests/s). Every other route (listings, trees, commits, squash, pages) runs
+            # in a worker thread, so a slow one never stalls the others.
             resp = self._run(handler, req, params, scope)
         else:
             resp = await anyio.to_thread.run_sync(self._run, handler, req, params, scope)

@@ -60,8 +60,19 @@ def check_access(hub: LocalHub, who: Principal | None, store: RepoStore) -> None
     )
 
 
+def may_download(hub: LocalHub, who: Principal | None, store: RepoStore) -> bool:
+    """Whether `who` may download files of `store`: it can see the repo, and the gate lets them in."""
+    if not hub.can_see(who, store):
+        return False
+    try:
+        check_access(hub, who, store)
+    except Forbidden:
+        return False
+    return True
+
+
 def ask_access(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
-    who = hub.require_user(req)
+    who = hub.require_writer(req, action="ask for access")
     store = hub.read_repo(req, repo_type, repo_id)
     mode = gate(store)
     if mode is None:

@@ -86,7 +86,7 @@ class SigningKey:
             raw = json.loads(path.read_text())
             return cls(n=int(raw["n"]), d=int(raw["d"]), kid=raw["kid"])
         key = cls.generate()
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".tmp-{path.name}.{secrets.token_hex(4)}")  # removed at start if we die here
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"n": str(key.n), "d": str(key.d), "kid": key.kid}, fh)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode
 from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_items
 from registry.localhub.http import Request, Response
 from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
-from registry.localhub.routes_repos import web_path
+from registry.localhub.routes_repos import card_of, web_path
 from registry.localhub.storage import FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
@@ -321,6 +321,7 @@ def _commit(
             hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name
         )
     store.grant_lfs(lfs_oids)
+    card_of(hub, store, store.commit(result.commit_id))  # the card is parsed here, once, not per listing
     hub.webhooks.emit_repo(
         store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)]
     )

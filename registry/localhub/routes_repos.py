@@ -16,7 +16,7 @@ from registry.localhub.names import (
     validate_path,
     validate_repo_id,
 )
-from registry.localhub.storage import Commit, RepoStore
+from registry.localhub.storage import Commit, RepoStore, atomic_write_json
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
@@ -130,15 +130,24 @@ def settings(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Respo
 
 
 def card_of(hub: LocalHub, store: RepoStore, commit: Commit) -> dict[str, Any]:
-    """The README's front matter, parsed once per README content (blobs are immutable)."""
+    """The README's front matter: parsed once, when the commit that brings the README lands
+    (`routes_files.commit` calls this), kept as JSON in `<data>/cards/<sha256>.json` (READMEs are
+    immutable blobs) and in memory. A listing then loads JSON, never YAML."""
     import copy
+    import json
 
     entry = commit.entry("README.md")
     if entry is None or entry.size > 1_000_000:
         return {}
     card = hub.cards.get(entry.sha256)
     if card is None:
-        card = parse_front_matter(hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace"))
+        saved = hub.data_dir / "cards" / f"{entry.sha256}.json"
+        try:
+            card = json.loads(saved.read_bytes())
+        except (OSError, ValueError):
+            text = hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace")
+            card = parse_front_matter(text)
+            atomic_write_json(saved, card)
         if len(hub.cards) >= 4096:
             hub.cards.clear()
         hub.cards[entry.sha256] = card
@@ -209,7 +218,7 @@ def list_repos(hub: LocalHub, req: Request, repo_type: str) -> Response:
     with_card = full or req.qbool("cardData") or "cardData" in expand
     rows: list[dict[str, Any]] = []
     for store in hub.storage.iter_repos(repo_type):
-        if author and store.repo_id.split("/")[0] != author:
+        if author and store.repo_id.split("/")[0].lower() != author.lower():  # names are case-insensitive
             continue
         if searches and not any(s in store.repo_id.lower() for s in searches):
             continue

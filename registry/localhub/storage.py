@@ -231,11 +231,13 @@ class RepoStore:
 
     def references_lfs(self, oid: str) -> bool:
         """Whether `oid` was uploaded to this repo or is an LFS file of one of its refs' commits."""
-        if oid in self.granted_lfs():
-            return True
         refs = self.refs()
         heads = {c for kind in ("heads", "tags", "prs") for c in refs[kind].values()}
-        return any(e.lfs and e.sha256 == oid for c in heads for e in self.commit(c).files.values())
+        # No early exit: the time taken must not tell whether `oid` is here (see `LocalHub.lfs_usable`).
+        found = oid in self.granted_lfs()
+        for c in heads:
+            found |= any([e.lfs and e.sha256 == oid for e in self.commit(c).files.values()])
+        return found
 
     def resolve(self, revision: str) -> str:
         """A branch, tag, `refs/heads/x`, `refs/tags/x`, `refs/pr/N` or (prefix of a) commit id.
@@ -322,7 +324,7 @@ class Storage:
         Only for startup, while holding the data directory's lock (no write is in flight).
         """
         removed = 0
-        for stale in (self.data_dir / "repos").glob("*/*/*/**/.tmp-*"):
+        for stale in [*(self.data_dir / "repos").glob("*/*/*/**/.tmp-*"), *(self.data_dir / "cards").glob(".tmp-*")]:
             stale.unlink(missing_ok=True)
             removed += 1
         for stale in self.blobs.tmp.iterdir():

@@ -20,10 +20,10 @@ Handler = Callable[["LocalHub", Request, Params], Response]
 WEB_PREFIX = {"model": "", "dataset": "/datasets", "space": "/spaces"}
 
 
-def off_loop(handler: Handler) -> Handler:
-    """Mark `handler` as one that may block (CPU or many files): the edge runs it in a worker thread
-    even when the request has no body."""
-    handler.off_loop = True  # type: ignore[attr-defined]
+def on_loop(handler: Handler) -> Handler:
+    """Mark `handler` as cheap enough to run on the event loop when the request has no body (the edge
+    runs every other route in a worker thread): only routes that read a few small cached files."""
+    handler.on_loop = True  # type: ignore[attr-defined]
     return handler
 
 
@@ -54,7 +54,7 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         return handler
 
     return [
-        (api, {"GET": lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=None)}),
+        (api, {"GET": on_loop(lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=None))}),
         (api + "/revision/{rev:path}", {"GET": lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=p["rev"])}),
         (api + "/tree", {"GET": lambda h, r, p: routes_files.tree(h, r, t, rid(p), revision="main", path="")}),
         (
@@ -124,7 +124,7 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         (api + "/discussions/{num}/comment/{cid}/{op}", {"POST": disc("num", "comment", "cid", "op")}),
         (
             web + "/resolve/{rev}/{path:path}",
-            {"GET": lambda h, r, p: routes_files.resolve(h, r, t, rid(p), revision=p["rev"], path=p["path"])},
+            {"GET": on_loop(lambda h, r, p: routes_files.resolve(h, r, t, rid(p), revision=p["rev"], path=p["path"]))},
         ),
         (web + ".git/info/lfs/objects/batch", {"POST": lambda h, r, p: lfs.batch(h, r, t, rid(p))}),
         (web + ".git/info/lfs/batch", {"POST": lambda h, r, p: lfs.batch(h, r, t, rid(p))}),
@@ -144,7 +144,7 @@ def _lister(t: str) -> Handler:
 def route_table() -> list[tuple[str, dict[str, Handler]]]:
     """Every route: (path template on the raw path, {method: handler}). First match wins."""
     rows: list[tuple[str, dict[str, Handler]]] = [
-        ("/api/whoami-v2", {"GET": lambda h, r, p: routes_repos.whoami(h, r)}),
+        ("/api/whoami-v2", {"GET": on_loop(lambda h, r, p: routes_repos.whoami(h, r))}),
         ("/api/validate-yaml", {"POST": lambda h, r, p: routes_files.validate_yaml(h, r)}),
         ("/api/repos/create", {"POST": lambda h, r, p: routes_repos.create(h, r)}),
         ("/api/repos/delete", {"DELETE": lambda h, r, p: routes_repos.delete(h, r)}),
@@ -161,7 +161,7 @@ def route_table() -> list[tuple[str, dict[str, Handler]]]:
             {m: lambda h, r, p: webhooks.route(h, r, [p["hook"], p["action"]]) for m in ("GET", "POST")},
         ),
         ("/lfs-upload/{oid}", {"PUT": lambda h, r, p: lfs.upload(h, r, oid=p["oid"])}),
-        *[(path, {m: off_loop(h) for m, h in handlers.items()}) for path, handlers in oauth.routes()],
+        *oauth.routes(),
     ]
     for t in ("dataset", "space"):  # before models: `/datasets/x/y/...` is not a model `datasets/x`
         rows += _repo_routes(t)

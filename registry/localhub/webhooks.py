@@ -269,7 +269,7 @@ def _validated(body: dict[str, Any], base: dict[str, Any], policy: TargetPolicy)
 
 
 def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
-    who = hub.require_user(req)
+    who = hub.require_user(req) if req.method == "GET" else hub.require_writer(req, action="change webhooks")
     hooks = hub.webhooks
     mine = {k: v for k, v in hooks.load().items() if v["owner"] == who.name}
     if not rest:

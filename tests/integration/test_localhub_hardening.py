@@ -1,0 +1,210 @@
+"""Findings of the 2026-12-07 probe (issue 17, item 1), each replayed as the attack it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests._fixtures.hub import HubFactory, HubHandle
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _commit(hub: HubHandle, repo: str, lines: list[dict[str, object]], token: str) -> httpx.Response:
+    body = "\n".join(json.dumps(x) for x in [{"key": "header", "value": {"summary": "raw"}}, *lines])
+    return httpx.post(
+        f"{hub.url}/api/models/{repo}/commit/main",
+        content=body.encode(),
+        headers={**_auth(token), "Content-Type": "application/x-ndjson"},
+        timeout=30,
+    )
+
+
+# -- gated (and private) LFS content reused by oid ----------------------------------------------
+def test_gated_lfs_oid_is_not_usable_by_others_and_reads_like_an_unknown_oid(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    hub = hub_factory.thread(lfs_threshold=1024)
+    alice = hub.api()
+    data = os.urandom(18000)
+    oid = hashlib.sha256(data).hexdigest()
+    for name, settings in (("gated", {"gated": "manual"}), ("hidden", {"private": True})):
+        alice.create_repo(f"alice/{name}")
+        alice.upload_file(path_or_fileobj=data, path_in_repo="weights.bin", repo_id=f"alice/{name}")
+        r = httpx.put(f"{hub.url}/api/models/alice/{name}/settings", json=settings, headers=_auth(hub.token))
+        assert r.status_code == 200, r.text
+    assert {f.path: f for f in alice.list_repo_tree("alice/gated")}[
+        "weights.bin"
+    ].lfs is not None  # it really is an LFS file
+    # Bob cannot download it ...
+    r = httpx.get(f"{hub.url}/alice/gated/resolve/main/weights.bin", headers=_auth(hub.bob_token))
+    assert r.status_code == 403 and r.headers["X-Error-Code"] == "GatedRepo"
+    # ... so he cannot commit it into his own public repo either: the answer is the unknown oid's.
+    hub.api(hub.bob_token).create_repo("bob/steal")
+    unknown = hashlib.sha256(b"never uploaded").hexdigest()
+
+    def attempt(o: str) -> tuple[float, tuple[int, str | None, str]]:
+        line = {"key": "lfsFile", "value": {"path": "from-gated.bin", "algo": "sha256", "oid": o, "size": 18000}}
+        t0 = time.perf_counter()
+        r = _commit(hub, "bob/steal", [line], hub.bob_token)
+        took = time.perf_counter() - t0
+        return took, (r.status_code, r.headers.get("X-Error-Code"), r.text.replace(o, "OID"))
+
+    assert attempt(oid)[1] == attempt(unknown)[1]
+    assert attempt(oid)[1][:2] == (422, "LfsObjectMissing")
+    # No timing difference over 100 tries each (interleaved, so load on the machine hits both alike).
+    times: dict[str, list[float]] = {"stored": [], "unknown": []}
+    for _ in range(100):
+        times["stored"].append(attempt(oid)[0])
+        times["unknown"].append(attempt(unknown)[0])
+    a, b = statistics.median(times["stored"]), statistics.median(times["unknown"])
+    assert abs(a - b) < max(0.1 * b, 0.0003), f"medians {a * 1e3:.2f} ms vs {b * 1e3:.2f} ms"
+    # Once granted, bob may use it (the same rule as downloading).
+    r = httpx.post(f"{hub.url}/api/models/alice/gated/user-access-request/grant", json={"user": "bob"},
+                   headers=_auth(hub.token))  # fmt: skip
+    assert r.status_code == 200, r.text
+    line = {"key": "lfsFile", "value": {"path": "granted.bin", "algo": "sha256", "oid": oid, "size": 18000}}
+    assert _commit(hub, "bob/steal", [line], hub.bob_token).status_code == 200
+
+
+# -- token roles -------------------------------------------------------------------------------------
+def test_read_tokens_cannot_open_discussions_webhooks_or_access_requests(hub: HubHandle) -> None:
+    hub.api().create_repo("alice/roles")
+    httpx.put(f"{hub.url}/api/models/alice/roles/settings", json={"gated": "auto"}, headers=_auth(hub.token))
+    reader = _auth(hub.read_token)
+    attempts = [
+        ("POST", "/api/models/alice/roles/discussions", {"title": "hi", "description": "x"}),
+        ("POST", "/api/settings/webhooks", {"url": "http://127.0.0.1:9/h", "watched": [], "domains": ["repo"]}),
+        ("POST", "/alice/roles/ask-access", {}),
+    ]
+    for method, path, body in attempts:
+        r = httpx.request(method, hub.url + path, json=body, headers=reader)
+        assert r.status_code == 403, (path, r.status_code, r.text)
+        assert "read-only token" in r.headers["X-Error-Message"]
+    # Comments too, on a discussion a write token opened.
+    num = httpx.post(f"{hub.url}/api/models/alice/roles/discussions", json={"title": "t"}, headers=_auth(hub.token))
+    n = num.json()["num"]
+    r = httpx.post(f"{hub.url}/api/models/alice/roles/discussions/{n}/comment", json={"comment": "x"}, headers=reader)
+    assert r.status_code == 403
+    assert httpx.get(f"{hub.url}/api/settings/webhooks", headers=reader).status_code == 200  # reading is fine
+
+
+def test_author_filter_is_case_insensitive(hub: HubHandle) -> None:
+    hub.api().create_repo("alice/case-author")
+    for author in ("alice", "ALICE", "Alice"):
+        ids = [m["id"] for m in httpx.get(f"{hub.url}/api/models", params={"author": author}).json()]
+        assert "alice/case-author" in ids, author
+
+
+def test_absolute_urls_never_come_from_the_host_header(hub: HubHandle) -> None:
+    forged = {**_auth(hub.token), "Host": "evil.example:666"}
+    r = httpx.post(f"{hub.url}/api/repos/create", json={"name": "host-header"}, headers=forged)
+    assert r.status_code == 200 and r.json()["url"] == f"{hub.url}/alice/host-header"
+    r = _commit(hub, "alice/host-header", [], hub.token)
+    body = "\n".join(json.dumps(x) for x in [{"key": "header", "value": {"summary": "s"}}])
+    r = httpx.post(f"{hub.url}/api/models/alice/host-header/commit/main", content=body,
+                   headers={**forged, "Content-Type": "application/x-ndjson"})  # fmt: skip
+    assert r.status_code == 200 and "evil" not in r.text and r.json()["commitUrl"].startswith(hub.url)
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": "a" * 64, "size": 5}]}
+    r = httpx.post(f"{hub.url}/alice/host-header.git/info/lfs/objects/batch", json=batch,
+                   headers={**forged, "Accept": "application/vnd.git-lfs+json"})  # fmt: skip
+    assert r.status_code == 200 and "evil" not in r.text and hub.url in r.text
+
+
+# -- request headers are bounded ---------------------------------------------------------------------
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_200_mb_of_headers_are_refused_in_bounded_memory(hub_factory: HubFactory) -> None:
+    hub = hub_factory.process()
+    assert hub.process is not None
+    host, port = hub.url.removeprefix("http://").split(":")
+    httpx.get(f"{hub.url}/api/models")  # warm up
+    before = _rss_kb(hub.process.pid)
+    sent = 0
+    line = b"X-Filler: " + b"a" * 8180 + b"\r\n"
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"GET /api/models HTTP/1.1\r\nHost: x\r\n")
+        try:
+            while sent < 200 * 1024 * 1024:
+                sock.sendall(line * 16)
+                sent += len(line) * 16
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(5)
+        try:
+            answer = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            answer = b""
+    grown = _rss_kb(hub.process.pid) - before
+    assert sent < 200 * 1024 * 1024, "the server read 200 MB of headers without refusing"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431")
+    assert grown < 10 * 1024, f"RSS grew by {grown} KiB"
+    assert httpx.get(f"{hub.url}/api/models").status_code == 200  # still serving
+
+
+def test_a_long_url_and_one_endless_header_line_are_refused(hub: HubHandle) -> None:
+    host, port = hub.url.removeprefix("http://").split(":")
+    for head in (b"GET /api/models?search=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"GET /api/models HTTP/1.1\r\nX-Long: " + b"b" * 3_000_000):  # fmt: skip
+        with socket.create_connection((host, int(port))) as sock:
+            try:
+                sock.sendall(head)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            sock.settimeout(5)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        assert b"send fewer or shorter headers" in answer
+
+
+# -- the event loop stays free ------------------------------------------------------------------------
+def test_a_slow_listing_does_not_delay_other_requests(hub_factory: HubFactory) -> None:
+    hub = hub_factory.thread()
+    api = hub.api()
+    card = "---\ntags:\n" + "".join(f"- tag{i}\n" for i in range(8000)) + "---\n# big card\n"
+    for i in range(12):
+        api.create_repo(f"alice/slow-{i}")
+        api.upload_file(path_or_fileobj=card.encode() + str(i).encode(), path_in_repo="README.md",
+                        repo_id=f"alice/slow-{i}")  # fmt: skip
+    listing_done = threading.Event()
+    listing_took: list[float] = []
+
+    def list_many() -> None:
+        t0 = time.perf_counter()
+        for _ in range(6):
+            httpx.get(f"{hub.url}/api/models", params={"filter": "tag7", "full": "1", "cardData": "1"}, timeout=120)
+        listing_took.append(time.perf_counter() - t0)
+        listing_done.set()
+
+    threads = [threading.Thread(target=list_many) for _ in range(2)]
+    for t in threads:
+        t.start()
+    waits: list[float] = []
+    with httpx.Client(headers=_auth(hub.token)) as client:
+        while not listing_done.is_set():
+            t0 = time.perf_counter()
+            assert client.get(f"{hub.url}/api/whoami-v2").status_code == 200
+            waits.append(time.perf_counter() - t0)
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    waits.sort()
+    p95 = waits[int(len(waits) * 0.95)]
+    print(f"whoami under listings: n={len(waits)} median {statistics.median(waits) * 1e3:.1f} ms, "
+          f"p95 {p95 * 1e3:.1f} ms, max {waits[-1] * 1e3:.1f} ms; listings {listing_took}")  # fmt: skip
+    assert p95 < 0.1, f"whoami p95 {p95 * 1e3:.0f} ms behind listings taking {listing_took}"
