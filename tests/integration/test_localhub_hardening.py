@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests._fixtures.hub import HubFactory, HubHandle
 
@@ -232,3 +233,24 @@ def test_20k_deleted_folders_cost_about_what_20k_adds_cost(hub: HubHandle) -> No
     assert both < 3 * adds_only + 1.0
     for path, status in (("new19999/f.txt", 200), ("new0/f.txt", 200), ("old0/f.txt", 404), ("old19999/f.txt", 404)):
         assert httpx.head(f"{hub.url}/alice/many-folders/resolve/main/{path}").status_code == status, path
+
+
+# -- webhook targets: only globally routable addresses ----------------------------------------------
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://100.100.100.200/latest/meta-data/",  # carrier-grade NAT: a cloud metadata service
+        "http://100.64.0.1/",
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+        "http://[::ffff:100.64.0.1]/",  # IPv4-mapped CGNAT
+        "http://192.0.2.1/",  # documentation range: not global
+        "http://198.18.0.1/",  # benchmarking range
+    ],
+)
+def test_webhook_targets_must_be_globally_routable(hub: HubHandle, url: str) -> None:
+    answer = httpx.post(f"{hub.url}/api/settings/webhooks",
+                        json={"url": url, "watched": [{"type": "user", "name": "alice"}], "domains": ["repo"]},
+                        headers=_auth(hub.token))  # fmt: skip
+    assert answer.status_code == 400 and "--webhook-allow" in answer.json()["error"], answer.text
