@@ -9,6 +9,7 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -152,6 +153,7 @@ def test_200_mb_of_headers_are_refused_in_bounded_memory(hub_factory: HubFactory
         except (ConnectionResetError, TimeoutError):
             answer = b""
     grown = _rss_kb(hub.process.pid) - before
+    print(f"headers: refused after {sent / 1e6:.1f} MB sent; server RSS +{grown / 1024:.1f} MiB")
     assert sent < 200 * 1024 * 1024, "the server read 200 MB of headers without refusing"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 431")
     assert grown < 10 * 1024, f"RSS grew by {grown} KiB"
@@ -254,3 +256,42 @@ def test_webhook_targets_must_be_globally_routable(hub: HubHandle, url: str) -> 
                         json={"url": url, "watched": [{"type": "user", "name": "alice"}], "domains": ["repo"]},
                         headers=_auth(hub.token))  # fmt: skip
     assert answer.status_code == 400 and "--webhook-allow" in answer.json()["error"], answer.text
+
+
+# -- NDJSON inline content goes to disk as it arrives -------------------------------------------------
+def test_a_200_mb_commit_of_800_inline_files_grows_the_server_by_under_32_mb(hub_factory: HubFactory) -> None:
+    import base64
+
+    hub = hub_factory.process()
+    assert hub.process is not None
+    hub.api().create_repo("alice/inline-800")
+    piece = base64.b64encode(os.urandom(3 * 1024)).decode()  # 4 KiB of base64
+    content = piece * 62  # ~250 KB of base64 per file (~190 KB decoded)
+
+    def body() -> Iterator[bytes]:
+        yield json.dumps({"key": "header", "value": {"summary": "800 files"}}).encode() + b"\n"
+        for i in range(800):
+            line = {"key": "file", "value": {"path": f"f{i}.bin", "content": content, "encoding": "base64"}}
+            yield json.dumps(line).encode() + b"\n"
+
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        assert hub.process is not None
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_kb(hub.process.pid))
+            time.sleep(0.02)
+
+    before = _rss_kb(hub.process.pid)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    r = httpx.post(f"{hub.url}/api/models/alice/inline-800/commit/main", content=body(),
+                   headers={**_auth(hub.token), "Content-Type": "application/x-ndjson"}, timeout=300)  # fmt: skip
+    stop.set()
+    sampler.join()
+    assert r.status_code == 200, r.text
+    grown = peak[0] - before
+    print(f"800 inline files ({800 * len(content) / 1e6:.0f} MB of base64): server RSS +{grown / 1024:.1f} MiB")
+    assert grown < 32 * 1024
+    assert httpx.head(f"{hub.url}/alice/inline-800/resolve/main/f799.bin").status_code == 200
