@@ -103,6 +103,7 @@ class LocalHub:
         self.storage = Storage(self.data_dir)
         # Writes interrupted by a crash leave temp files; we hold the lock, so none is live.
         self.storage.clean_temp_files()
+        self.storage.prune_orphan_commits()
         self.accounts = Accounts(self.data_dir)
         with self.accounts.exclusive():  # the CLI writes accounts.json (the only other writer) under it
             for stale in self.data_dir.glob(".tmp-*"):  # webhooks.json, redirects.json, ... of a killed server

@@ -10,7 +10,8 @@ Layout under the data directory:
 Crash safety: every file is written to a temp file in the same folder, fsynced, then renamed
 over its target (atomic on POSIX). A commit writes its blobs first, then its commit record, and
 moves the ref last; a process killed at any point leaves the ref on the old or the new commit,
-and both are complete. Orphan blobs and commit records are harmless.
+and both are complete. Orphan blobs are harmless; orphan commit records are removed at the next
+start (`Storage.prune_orphan_commits`), so a commit that was never acknowledged cannot be resolved.
 """
 
 from __future__ import annotations
@@ -330,6 +331,31 @@ class Storage:
         for stale in self.blobs.tmp.iterdir():
             stale.unlink(missing_ok=True)
             removed += 1
+        return removed
+
+    def prune_orphan_commits(self) -> int:
+        """Remove commit records a killed server wrote but never put on a ref; the count.
+
+        A commit writes its record, then moves the ref (rewriting `refs.json`). So a record newer
+        than `refs.json` that no ref names is one whose ref move never happened: nothing can
+        reach it, yet its id would resolve. Older unreachable records (a deleted branch's) are
+        left alone. Only for startup, while holding the data directory's lock; one `stat` per
+        record, no record is read.
+        """
+        removed = 0
+        for store in self.iter_all_repos():
+            try:
+                refs_mtime = (store.root / "refs.json").stat().st_mtime_ns
+                heads = {c for kind in store.refs().values() for c in kind.values()}
+            except (OSError, ValueError):
+                continue
+            for record in (store.root / "commits").rglob("*.json"):
+                try:
+                    if record.stat().st_mtime_ns > refs_mtime and record.stem not in heads:
+                        record.unlink()
+                        removed += 1
+                except OSError:
+                    continue
         return removed
 
     def repo(self, repo_type: str, repo_id: str) -> RepoStore:

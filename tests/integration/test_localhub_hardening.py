@@ -295,3 +295,30 @@ def test_a_200_mb_commit_of_800_inline_files_grows_the_server_by_under_32_mb(hub
     print(f"800 inline files ({800 * len(content) / 1e6:.0f} MB of base64): server RSS +{grown / 1024:.1f} MiB")
     assert grown < 32 * 1024
     assert httpx.head(f"{hub.url}/alice/inline-800/resolve/main/f799.bin").status_code == 200
+
+
+# -- restart after a kill: no temp file, no orphaned commit record ------------------------------------
+def test_restart_removes_temp_files_and_orphaned_commit_records(hub_factory: HubFactory) -> None:
+    from registry.localhub.storage import Storage
+
+    hub = hub_factory.process("crash")
+    api = hub.api()
+    api.create_repo("alice/crashy")
+    api.upload_file(path_or_fileobj=b"one", path_in_repo="a.txt", repo_id="alice/crashy")
+    kept = api.list_repo_commits("alice/crashy")
+    assert hub.process is not None
+    hub.process.kill()  # SIGKILL
+    hub.process.wait()
+    # What a kill between "commit record written" and "ref moved" leaves, and temp files of
+    # half-done writes at the data root and in the card cache.
+    store = Storage(hub.data_dir).repo("model", "alice/crashy")
+    time.sleep(0.01)
+    orphan = store.write_commit(parents=[kept[0].commit_id], title="never acknowledged", message="", author="alice",
+                                files=dict(store.commit(kept[0].commit_id).files))  # fmt: skip
+    for leftover in (hub.data_dir / ".tmp-webhooks", hub.data_dir / "cards" / ".tmp-card"):
+        leftover.parent.mkdir(exist_ok=True)
+        leftover.write_bytes(b"half")
+    again = hub_factory.process("crash2", data_dir=hub.data_dir)
+    assert httpx.get(f"{again.url}/api/models/alice/crashy/revision/{orphan}").status_code == 404
+    assert [c.commit_id for c in again.api().list_repo_commits("alice/crashy")] == [c.commit_id for c in kept]
+    assert not list(hub.data_dir.rglob(".tmp-*"))
