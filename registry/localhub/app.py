@@ -138,11 +138,24 @@ class LocalHub:
         """
         token = req.token
         if not token:
-            return None
+            return self._session_principal(req)
         who = self.accounts.authenticate(token)
         if who is None:
             raise AuthRequired("Invalid credentials in Authorization header")
         return who
+
+    def _session_principal(self, req: Request) -> Principal | None:
+        """The user signed in through the pages (`hub_session` cookie), for GET requests only: the
+        cookie reads what its user may read and never writes (so no request forged by another
+        site can change anything), and other sites cannot read the answers (no CORS headers)."""
+        from registry.localhub.oauth import session_user
+
+        if req.method != "GET" or "cookie" not in req.headers:
+            return None
+        user = session_user(self, req)
+        if user is None:
+            return None
+        return Principal(name=user, orgs=self.accounts.orgs_of(user), role="read", token_name="session")
 
     def require_user(self, req: Request) -> Principal:
         who = self.principal(req)

@@ -11,7 +11,7 @@ import re
 REPO_TYPES = ("model", "dataset", "space")
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?$")
 # Namespaces that would collide with URL prefixes of the protocol.
-RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings"})
+RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings", "oauth", "login"})
 
 
 class StorageError(Exception):

@@ -294,10 +294,11 @@ def _authorize(hub: LocalHub, req: Request, params: dict[str, str], *, decision:
     return _redirect(params["redirect_uri"], {"code": hub.oauth.new_code(grant), **state})
 
 
-def _login_page(params: dict[str, str], *, error: str = "", status: int = 200) -> Response:
+def _login_page(params: dict[str, str], *, error: str = "", status: int = 200, return_to: str = "/") -> Response:
     err = f"<p class='err' id='error'>{html.escape(error)}</p>" if error else ""
+    hidden = _hidden({"next": urlencode(params), "return_to": return_to})
     body = (
-        f"{err}<form method='post' action='/oauth/login'>{_hidden({'next': urlencode(params)})}"
+        f"{err}<form method='post' action='/oauth/login'>{hidden}"
         "<label>User name<br><input name='username' id='username' autocomplete='username' required></label><br>"
         "<label>Password<br><input name='password' id='password' type='password' "
         "autocomplete='current-password' required></label><br>"
@@ -312,11 +313,14 @@ def login_post(hub: LocalHub, req: Request, p: dict[str, str]) -> Response:
     params = {k: v[-1] for k, v in parse_qs(form.get("next", "")).items()}
     next_params = _authorize_params(params)
     user = hub.accounts.check_password(form.get("username", ""), form.get("password", ""))
+    return_to = form.get("return_to", "/")
+    if not return_to.startswith("/") or return_to.startswith("//") or "\\" in return_to:
+        return_to = "/"  # a path on this hub only: never an open redirect
     if user is None:
-        return _login_page(next_params, error="Wrong user name or password.", status=401)
+        return _login_page(next_params, error="Wrong user name or password.", status=401, return_to=return_to)
     secure = "; Secure" if hub.public_url.startswith("https://") else ""
     cookie = f"{SESSION_COOKIE}={session_cookie(hub, user)}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_TTL_S}"
-    target = "/oauth/authorize?" + urlencode(next_params) if next_params else "/"
+    target = "/oauth/authorize?" + urlencode(next_params) if next_params else return_to
     return Response(status=303, headers={"Location": target, "Set-Cookie": cookie + secure})
 
 

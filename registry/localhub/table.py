@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from registry.localhub import discussions, gating, lfs, oauth, routes_files, routes_repos, webhooks
+from registry.localhub import discussions, gating, lfs, oauth, pages, routes_files, routes_repos, webhooks
 from registry.localhub.http import Request, Response
 from registry.localhub.names import NotSupported, validate_name
 
@@ -116,6 +116,9 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         (api + "/lfs-files", {"GET": lambda h, r, p: lfs.list_lfs_files(h, r, t, rid(p))}),
         (api + "/lfs-files/batch", {"POST": lambda h, r, p: lfs.delete_lfs_files(h, r, t, rid(p))}),
         (web + "/ask-access", {"POST": lambda h, r, p: gating.ask_access(h, r, t, rid(p))}),
+        (web, {"GET": lambda h, r, p: pages.repo_page(h, r, t, rid(p))}),
+        (web + "/discussions/{num}", {"GET": lambda h, r, p: pages.discussion_page(h, r, t, rid(p), p["num"])}),
+        (web + "/commit/{cid}", {"GET": lambda h, r, p: pages.commit_page(h, r, t, rid(p), p["cid"])}),
         (api + "/xet-read-token/{rev:path}", {"GET": _xet}),
         (api + "/xet-write-token/{rev:path}", {"GET": _xet}),
         (api + "/discussions", {"GET": disc(), "POST": disc()}),
@@ -162,6 +165,8 @@ def route_table() -> list[tuple[str, dict[str, Handler]]]:
         ),
         ("/lfs-upload/{oid}", {"PUT": lambda h, r, p: lfs.upload(h, r, oid=p["oid"])}),
         *oauth.routes(),
+        ("/login", {"GET": pages.login_page}),
+        ("/", {"GET": pages.home}),
     ]
     for t in ("dataset", "space"):  # before models: `/datasets/x/y/...` is not a model `datasets/x`
         rows += _repo_routes(t)
