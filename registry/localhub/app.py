@@ -30,8 +30,9 @@ class HubConfig:
     """Limits and policies of one server.
 
     Attributes:
-        lfs_threshold: files at least this big are announced as "lfs" at preupload, but only to
-            clients that signalled Xet is off (see `client_disabled_xet`); others get "regular".
+        lfs_threshold: files at least this big are announced as "lfs" at preupload, and refused
+            inline in a commit (413 `LfsRequired`); smaller files `.gitattributes` routes to LFS go
+            "lfs" only to clients that signalled Xet is off (see `client_disabled_xet`).
         max_commit_bytes: the largest NDJSON commit body accepted (inline base64 content).
         max_json_bytes: the largest JSON body of any other API call.
         max_lfs_bytes: the largest single LFS object.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.localhub.names import InvalidInput
+from registry.localhub.names import InvalidInput, TooLarge
 
 LINE_LIMIT = 256 * 1024  # the longest line parsed whole (a header with a long description)
 SPOOL_OVER = 8 * 1024  # a line longer than this with inline content has it spooled to disk
@@ -52,7 +52,8 @@ def _bad(number: int, message: str) -> InvalidInput:
 class _Spool:
     """Base64 text in, decoded bytes to a temp file, hashed as they go."""
 
-    def __init__(self, spool_dir: Path, number: int) -> None:
+    def __init__(self, spool_dir: Path, number: int, max_size: int | None = None) -> None:
+        self.max_size = max_size
         fd, name = tempfile.mkstemp(dir=spool_dir, prefix="commit-")
         self.fh = os.fdopen(fd, "wb")
         self.path = Path(name)
@@ -78,6 +79,12 @@ class _Spool:
                 raise _bad(self.number, "file content is not valid base64") from None
             self.digest.update(data)
             self.size += len(data)
+            if self.max_size is not None and self.size >= self.max_size:
+                raise TooLarge(
+                    f"Line {self.number}: a file of {self.max_size} bytes or more was sent inline; this hub takes "
+                    "large files through LFS: set HF_HUB_DISABLE_XET=1 and upload again",
+                    code="LfsRequired",
+                )
             self.fh.write(data)
 
     def finish(self) -> Spooled:
@@ -94,9 +101,12 @@ class _Spool:
 
 
 def iter_items(
-    chunks: Iterable[bytes], spool_dir: Path, *, created: list[Path]
+    chunks: Iterable[bytes], spool_dir: Path, *, created: list[Path], max_file: int | None = None
 ) -> Iterator[tuple[int, Any, Spooled | None]]:
     """(line number, parsed JSON, spooled content or None) for each non-empty line.
+
+    `max_file`: inline content this big is refused as soon as that many bytes are decoded
+    (`TooLarge`, code `LfsRequired`): such files go through LFS.
 
     Spooled temp files are listed in `created` as soon as they exist; they belong to the caller
     (delete them when done, adopted or not).
@@ -136,7 +146,7 @@ def iter_items(
                     head, tail = bytes(buf[: match.end()]), None
                     del buf[: match.end()]
                     searched = 0
-                    spool = _Spool(spool_dir, number)
+                    spool = _Spool(spool_dir, number, max_file)
                     created.append(spool.path)
                 if tail is None:
                     quote = buf.find(b'"')

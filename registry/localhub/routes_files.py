@@ -219,10 +219,12 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
             raise InvalidInput("each preupload file needs a 'path' (and an integer 'size')", code="BadRequest")
         path = validate_path(item["path"])
         size = item.get("size") or 0
-        # LFS for big files and for files `.gitattributes` routes to LFS, but only to clients that
-        # will use the LFS batch API (others would go through Xet, which this hub cannot speak).
-        wants_lfs = size >= hub.config.lfs_threshold or (rules is not None and rules.match_file(path))
-        mode = "lfs" if lfs_ok and wants_lfs else "regular"
+        # Big files always go through LFS: inline, they would travel as base64 in the commit body
+        # (which refuses them). A stock client with Xet on then asks for a Xet token and gets a
+        # one-line "set HF_HUB_DISABLE_XET=1". Small files that `.gitattributes` routes to LFS do so
+        # only for clients known to use the LFS batch API, so small uploads work without settings.
+        wants_lfs = size >= hub.config.lfs_threshold or (lfs_ok and rules is not None and rules.match_file(path))
+        mode = "lfs" if wants_lfs else "regular"
         existing = current.get(path)
         oid = None
         if existing is not None:
@@ -301,8 +303,11 @@ def _commit(
     repo_type, repo_id = store.repo_type, store.repo_id
     chunks = req.body.iter_chunks(limit=hub.config.max_commit_bytes)
     try:
-        header, ops = parse_items(iter_items(chunks, hub.storage.blobs.tmp, created=spooled))
+        items = iter_items(chunks, hub.storage.blobs.tmp, created=spooled, max_file=hub.config.lfs_threshold)
+        header, ops = parse_items(items)
     except TooLarge as exc:
+        if exc.code == "LfsRequired":
+            raise
         raise TooLarge(
             f"{exc} (inline file content). Send large files through LFS: set HF_HUB_DISABLE_XET=1 and "
             "HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet, or use registry.hub.HubClient",

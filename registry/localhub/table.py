@@ -34,7 +34,8 @@ def _repo_id(p: Params) -> str:
 
 def _xet(hub: LocalHub, req: Request, p: Params) -> Response:
     raise NotSupported(
-        "This hub does not support Xet; set HF_HUB_DISABLE_XET=1 (registry.hub.HubClient does this for you)",
+        "This hub does not speak Xet: set HF_HUB_DISABLE_XET=1 and upload again (large files then go "
+        "through LFS; registry.hub.HubClient does this for you)",
         code="XetNotSupported",
     )
 

@@ -322,3 +322,49 @@ def test_restart_removes_temp_files_and_orphaned_commit_records(hub_factory: Hub
     assert httpx.get(f"{again.url}/api/models/alice/crashy/revision/{orphan}").status_code == 404
     assert [c.commit_id for c in again.api().list_repo_commits("alice/crashy")] == [c.commit_id for c in kept]
     assert not list(hub.data_dir.rglob(".tmp-*"))
+
+
+# -- stock clients: large files through LFS, never inline ----------------------------------------------
+def test_a_stock_client_uploads_12_mb_through_lfs_with_xet_off(hub: HubHandle) -> None:
+    hub.api().create_repo("alice/stock-lfs")
+    code = (
+        "import os; from huggingface_hub import HfApi\n"
+        "HfApi().upload_file(path_or_fileobj=os.urandom(12 * 1024 * 1024), path_in_repo='ckpt.bin',"
+        " repo_id='alice/stock-lfs')\n"
+    )
+    # Only HF_HUB_DISABLE_XET=1, as the hub's message says; no Mergeling header or user agent.
+    hub.run_python(code, HF_HUB_USER_AGENT_ORIGIN="stock")
+    files = {f.path: f for f in hub.api().list_repo_tree("alice/stock-lfs")}
+    assert files["ckpt.bin"].lfs is not None and files["ckpt.bin"].size == 12 * 1024 * 1024
+
+
+def test_a_stock_client_with_xet_on_fails_early_at_the_xet_token(hub: HubHandle) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("hf_xet")
+    hub.api().create_repo("alice/stock-xet")
+    code = (
+        "import os; from huggingface_hub import HfApi\n"
+        "HfApi().upload_file(path_or_fileobj=os.urandom(12 * 1024 * 1024), path_in_repo='ckpt.bin',"
+        " repo_id='alice/stock-xet')\n"
+    )
+    env = hub.env(HF_HUB_USER_AGENT_ORIGIN="stock")
+    env.pop("HF_HUB_DISABLE_XET")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    # hf_xet (Rust) fetches the Xet token itself and reports only the status and the URL, not the
+    # hub's message; the failure is early (before any byte is sent) and names the Xet endpoint.
+    assert proc.returncode != 0 and "501" in proc.stderr and "xet-write-token" in proc.stderr, proc.stderr[-2000:]
+    r = httpx.get(f"{hub.url}/api/models/alice/stock-xet/xet-write-token/main", headers=_auth(hub.token))
+    assert r.status_code == 501 and "set HF_HUB_DISABLE_XET=1 and upload again" in r.json()["error"]
+
+
+def test_a_large_file_sent_inline_is_refused_with_one_line(hub: HubHandle) -> None:
+    import base64
+
+    hub.api().create_repo("alice/inline-big")
+    data = base64.b64encode(os.urandom(11 * 1024 * 1024)).decode()
+    r = _commit(hub, "alice/inline-big", [{"key": "file", "value": {"path": "big.bin", "content": data,
+                                                                   "encoding": "base64"}}], hub.token)  # fmt: skip
+    assert r.status_code == 413 and r.headers["X-Error-Code"] == "LfsRequired"
+    assert "\n" not in r.json()["error"] and "HF_HUB_DISABLE_XET=1" in r.json()["error"]
