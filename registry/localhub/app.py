@@ -1,8 +1,8 @@
 """The embedded hub application: configuration, authentication, access checks and routing.
 
 `LocalHub(data_dir)` holds the state; `registry.localhub.edge` routes requests to the route
-modules (`routes_repos`, `routes_files`, `lfs`, `discussions`, `webhooks`), which ask this module
-who may do what.
+modules (`routes_repos`, `routes_files`, `lfs`, `discussions`, `webhooks`), which ask
+`registry.localhub.access` (through this object) who may do what.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.localhub import access
 from registry.localhub.auth import Accounts, Principal
 from registry.localhub.commits import RepoLocks
 from registry.localhub.http import Request
-from registry.localhub.names import AuthRequired, Forbidden
-from registry.localhub.redirects import Moved
-from registry.localhub.storage import RepoStore, Storage, repo_not_found
+from registry.localhub.oauth import OAuthProvider
+from registry.localhub.storage import RepoStore, Storage
+from registry.localhub.webhooks import WebhookDispatcher
 
 XET_DISABLED_HEADER = "X-Mergeling-Xet"
 XET_DISABLED_ORIGIN = "mergeling-no-xet"
@@ -87,9 +88,6 @@ class LocalHub:
     """
 
     def __init__(self, data_dir: Path, *, config: HubConfig | None = None) -> None:
-        from registry.localhub.oauth import OAuthProvider
-        from registry.localhub.webhooks import WebhookDispatcher
-
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = (self.data_dir / ".server.lock").open("a")
@@ -130,134 +128,35 @@ class LocalHub:
         self.webhooks.close()
         self._lock_file.close()
 
-    # -- auth ------------------------------------------------------------------------------
+    # -- access: the rules live in `registry.localhub.access`; these only forward ----------------
     def principal(self, req: Request) -> Principal | None:
-        """Who is calling; None when anonymous.
-
-        Raises:
-            AuthRequired: for a token this hub does not know.
-        """
-        token = req.token
-        if not token:
-            return self._session_principal(req)
-        who = self.accounts.authenticate(token)
-        if who is None:
-            raise AuthRequired("Invalid credentials in Authorization header")
-        return who
-
-    def _session_principal(self, req: Request) -> Principal | None:
-        """The user signed in through the pages (`hub_session` cookie), for GET requests only: the
-        cookie reads what its user may read and never writes (so no request forged by another
-        site can change anything), and other sites cannot read the answers (no CORS headers)."""
-        from registry.localhub.oauth import session_user
-
-        if req.method != "GET" or "cookie" not in req.headers:
-            return None
-        user = session_user(self, req)
-        if user is None:
-            return None
-        return Principal(name=user, orgs=self.accounts.orgs_of(user), role="read", token_name="session")
+        return access.principal(self, req)
 
     def require_user(self, req: Request) -> Principal:
-        who = self.principal(req)
-        if who is None:
-            raise AuthRequired(
-                "Authorization header is required: pass a token (create one with `registry hub token create USER --data DIR --write`)",
-            )
-        return who
+        return access.require_user(self, req)
 
     def require_writer(self, req: Request, *, action: str) -> Principal:
-        """The caller, when its token may write (not a read token): discussions, comments, webhooks and
-        access requests change state, which the Hub reserves to write tokens.
-
-        Raises:
-            AuthRequired: no token.
-            Forbidden: a read-only token (or an OAuth token without a write scope).
-        """
-        who = self.require_user(req)
-        if who.role != "write":
-            raise Forbidden(f"A read-only token cannot {action}; use a write token of {who.name!r}", code="Forbidden")
-        return who
+        return access.require_writer(self, req, action=action)
 
     def read_repo(self, req: Request, repo_type: str, repo_id: str) -> RepoStore:
-        """The repo if it exists and the caller may see it, else 404 `RepoNotFound`."""
-        try:
-            store = self.storage.repo(repo_type, repo_id)
-        except Moved as moved:  # a redirect to a private repo would tell its new name
-            store = self.storage.repo(repo_type, moved.new_id)
-            who = self.principal(req)
-            if store.info.get("private") and (who is None or not who.can_read_private(moved.new_id.split("/")[0])):
-                raise repo_not_found(repo_type, repo_id) from None
-            raise
-        if store.info.get("private"):
-            who = self.principal(req)
-            if who is None or not who.can_read_private(repo_id.split("/")[0]):
-                raise repo_not_found(repo_type, repo_id)
-        return store
+        return access.read_repo(self, req, repo_type, repo_id)
 
     def write_repo(self, req: Request, repo_type: str, repo_id: str) -> tuple[RepoStore, Principal]:
-        """The repo if the caller may write it: 401 without a token, 403 without write access."""
-        who = self.require_user(req)
-        store = self.read_repo(req, repo_type, repo_id)
-        self.check_write(who, repo_id.split("/")[0])
-        return store, who
+        return access.write_repo(self, req, repo_type, repo_id)
 
     def contribute_repo(self, req: Request, repo_type: str, repo_id: str) -> tuple[RepoStore, Principal]:
-        """The repo if the caller may open a pull request on it: a write token and read access."""
-        who = self.require_user(req)
-        store = self.read_repo(req, repo_type, repo_id)
-        if who.role != "write":
-            raise Forbidden(f"User {who.name!r} may not open a pull request with a read-only token; use a write token")
-        return store, who
+        return access.contribute_repo(self, req, repo_type, repo_id)
 
     @staticmethod
     def check_write(who: Principal, namespace: str) -> None:
-        if not who.can_write(namespace):
-            why = (
-                "a read-only token"
-                if who.role != "write"
-                else "an OAuth token without the write-repos scope"
-                if who.canonical(namespace)
-                else f"no membership in {namespace!r}"
-            )
-            raise Forbidden(
-                f"User {who.name!r} may not write to namespace {namespace!r} ({why}); use a write token of "
-                f"{namespace!r} or one of its members",
-                code="Forbidden",
-            )
+        access.check_write(who, namespace)
 
     @staticmethod
     def check_manage(who: Principal, namespace: str) -> None:
-        """Create, delete or move a repo of `namespace`: write access, and `manage-repos` for OAuth tokens."""
-        LocalHub.check_write(who, namespace)
-        if not who.can_manage(namespace):
-            raise Forbidden(
-                f"This OAuth token of {who.name!r} was not granted the manage-repos scope; sign in again asking for it",
-                code="Forbidden",
-            )
+        access.check_manage(who, namespace)
 
     def lfs_usable(self, who: Principal | None, store: RepoStore, oid: str) -> bool:
-        """Whether `who` may reference LFS object `oid` in `store`: it is stored, and it was uploaded to
-        `store` or is an LFS file of a repo `who` may download (seen, and not gated to them); never
-        just "some repo has it".
-
-        The same work is done whether or not `oid` exists anywhere (every repo is asked, no early
-        exit, the blob store last), so the answer time tells nothing about other repos' files.
-        """
-        from registry.localhub.gating import may_download
-
-        usable = store.references_lfs(oid)
-        for other in self.storage.iter_all_repos():
-            if other.root == store.root:
-                continue
-            try:
-                found, allowed = other.references_lfs(oid), may_download(self, who, other)
-                usable |= found and allowed
-            except (OSError, ValueError, KeyError):
-                continue  # a repo being deleted
-        return usable and self.storage.blobs.exists(oid)
+        return access.lfs_usable(self, who, store, oid)
 
     def can_see(self, who: Principal | None, store: RepoStore) -> bool:
-        if not store.info.get("private"):
-            return True
-        return who is not None and who.can_read_private(store.repo_id.split("/")[0])
+        return access.may_see(who, store)

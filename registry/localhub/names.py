@@ -14,6 +14,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?$")
 RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings", "oauth", "login"})
 
 
+def web_path(repo_type: str, repo_id: str) -> str:
+    """The path of a repo's web pages and git routes: `/{id}`, `/datasets/{id}`, `/spaces/{id}`."""
+    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[repo_type] + f"/{repo_id}"
+
+
 class StorageError(Exception):
     """A refused operation. The kind of refusal is the subclass; the HTTP edge (and only it) maps
     kinds to statuses (`registry.localhub.edge.STATUS_OF`).

@@ -20,9 +20,9 @@ from urllib.parse import quote, urlencode
 
 from registry.localhub.cards import tags_from_card
 from registry.localhub.http import Request, Response
-from registry.localhub.names import NotFound, StorageError
+from registry.localhub.names import NotFound, StorageError, web_path
 from registry.localhub.oauth import _login_page, page, session_user
-from registry.localhub.routes_repos import card_of, web_path
+from registry.localhub.routes_repos import card_of
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub

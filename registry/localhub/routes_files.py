@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlencode
 
 from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_items
 from registry.localhub.http import Request, Response
-from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
-from registry.localhub.routes_repos import card_of, web_path
+from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path, web_path
+from registry.localhub.routes_repos import card_of
 from registry.localhub.storage import FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
@@ -22,10 +22,10 @@ TREE_PAGE_SIZE = 1000
 
 def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
     """Serve a file directly (never a redirect), with the headers `hf_hub_download` needs."""
-    from registry.localhub.gating import check_access
+    from registry.localhub.access import check_download
 
     store = hub.read_repo(req, repo_type, repo_id)
-    check_access(hub, hub.principal(req), store)
+    check_download(hub.principal(req), store)
     commit_id = store.resolve(revision)
     entry = store.commit(commit_id).entry(path) if path else None
     if entry is None:

@@ -15,6 +15,7 @@ from registry.localhub.names import (
     StorageError,
     validate_path,
     validate_repo_id,
+    web_path,
 )
 from registry.localhub.storage import Commit, RepoStore, atomic_write_json
 
@@ -22,10 +23,6 @@ if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
 
 logger = logging.getLogger(__name__)
-
-
-def web_path(repo_type: str, repo_id: str) -> str:
-    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[repo_type] + f"/{repo_id}"
 
 
 def whoami(hub: LocalHub, req: Request) -> Response:

@@ -25,7 +25,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ from registry.localhub.names import (
     validate_repo_id,
 )
 from registry.localhub.redirects import Moved, Redirects
+from registry.localhub.trees import FileEntry as FileEntry
+from registry.localhub.trees import build_tree, lookup
 
 DEFAULT_GITATTRIBUTES = (
     b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
@@ -67,28 +68,6 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return LFS_POINTER.format(sha256=sha256, size=size).encode()
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One file in a commit: where its bytes are and how the client should see it."""
-
-    sha256: str
-    size: int
-    git_oid: str  # git blob id: of the content, or of the LFS pointer when `lfs`
-    lfs: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "size": self.size, "git": self.git_oid, "lfs": self.lfs}
-
-    @staticmethod
-    def from_json(obj: dict[str, Any]) -> FileEntry:
-        return FileEntry(sha256=obj["sha256"], size=obj["size"], git_oid=obj["git"], lfs=obj["lfs"])
-
-    @property
-    def etag(self) -> str:
-        """The Hub's rule: sha256 for LFS files, the git blob id otherwise."""
-        return self.sha256 if self.lfs else self.git_oid
-
-
 class Commit:
     """A commit record. Its files live in a content-addressed tree (`registry.localhub.trees`);
     `entry(path)` reads one file's record, `files` (loaded on first use) all of them."""
@@ -109,8 +88,6 @@ class Commit:
     def tree(self) -> str:
         """The root tree id (written now for a legacy record, without `last` information)."""
         if self._tree is None:
-            from registry.localhub.trees import build_tree
-
             self._tree = build_tree(self.store, self.files, parent=None, last=None)
         return self._tree
 
@@ -129,7 +106,6 @@ class Commit:
         """The file at `path`, reading only the trees on its way."""
         if self._legacy is not None or self._files is not None:
             return self.files.get(path)
-        from registry.localhub.trees import lookup
 
         rec = lookup(self.store, self.tree, path)
         return FileEntry.from_json(rec) if rec is not None else None
@@ -185,7 +161,6 @@ class RepoStore:
         self, *, parents: list[str], title: str, message: str, author: str, files: dict[str, FileEntry]
     ) -> str:
         """Write the trees of `files` and a commit record (not yet on any ref); return its 40-hex id."""
-        from registry.localhub.trees import build_tree
 
         date = now_iso()
         rec: dict[str, Any] = {

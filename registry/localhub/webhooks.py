@@ -27,8 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.http import Request, Response
-from registry.localhub.names import InvalidInput, NotAllowed, NotFound
-from registry.localhub.routes_repos import web_path
+from registry.localhub.names import InvalidInput, NotAllowed, NotFound, web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 from registry.localhub.webhook_targets import TargetPolicy, TargetRefused, post_once
 
