@@ -79,7 +79,9 @@ def status_of(exc: StorageError) -> int:
 
 
 def error_response(exc: StorageError) -> Response:
-    headers = {"X-Error-Message": str(exc), **exc.headers}
+    headers = {"X-Error-Message": str(exc)}
+    if exc.repo_commit:
+        headers["X-Repo-Commit"] = exc.repo_commit
     if exc.code:
         headers["X-Error-Code"] = exc.code
     return Response.json({**exc.fields, "error": str(exc)}, status=status_of(exc), headers=headers)

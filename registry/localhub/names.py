@@ -25,7 +25,7 @@ class StorageError(Exception):
 
     Attributes:
         code: the Hub's error code (`X-Error-Code`), e.g. `RepoNotFound`; each kind has a default.
-        headers: extra response headers the client needs with this error (e.g. `X-Repo-Commit`).
+        repo_commit: the commit a file lookup was answered at (the edge sends it as `X-Repo-Commit`).
         fields: extra fields of the JSON error body (e.g. the existing repo's `url` on a 409).
     """
 
@@ -36,12 +36,12 @@ class StorageError(Exception):
         message: str,
         *,
         code: str = "",
-        headers: dict[str, str] | None = None,
+        repo_commit: str | None = None,
         fields: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code or self.default_code
-        self.headers = headers or {}
+        self.repo_commit = repo_commit
         self.fields = fields or {}
 
 

@@ -44,7 +44,7 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
         raise NotFound(
             f"{path!r} at revision {revision!r} of {repo_id} was permanently deleted",
             code="EntryNotFound",
-            headers={"X-Repo-Commit": commit_id},
+            repo_commit=commit_id,
         )
     span = _parse_range(req.headers.get("Range"), entry.size)
     if span is None:
@@ -59,7 +59,7 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
 
 def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> NoReturn:
     message = f"Entry not found: {path!r} at revision {revision!r} of {repo_id}"
-    raise NotFound(message, code="EntryNotFound", headers={"X-Repo-Commit": commit_id})
+    raise NotFound(message, code="EntryNotFound", repo_commit=commit_id)
 
 
 def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
