@@ -40,6 +40,9 @@ EvalDataRepoOpt = Annotated[
 ]
 EvalSuitesOpt = Annotated[Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")]
 LeaseOpt = Annotated[float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")]
+CacheMaxOpt = Annotated[
+    float | None, typer.Option(min=0, help="Bound of the Hub download cache (<data>/hf-cache) in GB; LRU eviction.")
+]
 _DEFAULT_DATA = Path(".mergeling/bot")
 
 
@@ -58,6 +61,7 @@ def _config(
     device: str = "cpu",
     suites_dir: Path | None = None,
     lease_s: float = 60.0,
+    cache_max_gb: float | None = None,
 ) -> BotConfig:
     from registry.hub import HubClient
 
@@ -85,6 +89,7 @@ def _config(
     if suites_dir is not None:
         config.suites_dir = suites_dir
     config.lease_s = lease_s
+    config.cache_max_gb = cache_max_gb
     return config
 
 
@@ -118,6 +123,7 @@ def serve(
     eval_data_repo: EvalDataRepoOpt = None,
     eval_suites: EvalSuitesOpt = None,
     lease_seconds: LeaseOpt = 60.0,
+    cache_max_gb: CacheMaxOpt = None,
     poll: Annotated[
         float | None, typer.Option("--poll", help="Also list watched repos every N seconds (no webhook needed).")
     ] = None,
@@ -140,7 +146,7 @@ def serve(
         ),
     ] = None,
     name_template: Annotated[
-        str | None, typer.Option(help="Output repo name from {ct}, {sft}, {method}, {language}.")
+        str | None, typer.Option(help="Output repo name from {ct_owner}, {ct}, {sft}, {method}, {language}.")
     ] = None,
 ) -> None:
     """Serve the webhook receiver and the job API, and run jobs as they come.
@@ -159,7 +165,7 @@ def serve(
     config = _config(
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo, name_template=name_template,
-        suites_dir=eval_suites, lease_s=lease_seconds, device=device,
+        suites_dir=eval_suites, lease_s=lease_seconds, device=device, cache_max_gb=cache_max_gb,
     )  # fmt: skip
 
     def ready(url: str) -> None:
@@ -193,6 +199,7 @@ def run_once(
     eval_data_repo: EvalDataRepoOpt = None,
     eval_suites: EvalSuitesOpt = None,
     lease_seconds: LeaseOpt = 60.0,
+    cache_max_gb: CacheMaxOpt = None,
     poll_first: Annotated[
         bool, typer.Option("--poll-first", help="List watched repos and queue new revisions first.")
     ] = False,
@@ -205,7 +212,7 @@ def run_once(
     config = _config(
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo,
-        suites_dir=eval_suites, lease_s=lease_seconds,
+        suites_dir=eval_suites, lease_s=lease_seconds, cache_max_gb=cache_max_gb,
     )  # fmt: skip
     worker = Worker(config)
     if poll_first:

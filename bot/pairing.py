@@ -13,34 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.access import identity, is_private_repo, restricted
 from bot.config import BotConfig
+from bot.errors import BotInputError, NotACheckpoint, Superseded, VisibilityError
 from bot.recipes import (
     concrete_recipe,
     group_recipes,
     language_recipe,
     output_name,
+    owner_of,
     pop_sweep,
     recipe_hash,
     short_name,
     template_hash,
 )
 from registry.catalog.entries import CtEntry, SftEntry
-from registry.errors import CatalogError, HubRepoNotFoundError, RegistryError
+from registry.errors import CatalogError, HubRepoNotFoundError
 from registry.io.lora import ADAPTER_CONFIG
 
 CT_TAG = "mergeling-ct"
-
-
-class BotInputError(RegistryError):
-    """The pushed CT cannot be merged; `reasons` lists per-pair details."""
-
-
-class NotACheckpoint(RegistryError):
-    """The repo is not a CT checkpoint (no mergeling-ct tag): nothing to do."""
-
-
-class Superseded(RegistryError):
-    """A newer revision exists; this one is not merged."""
 
 
 @dataclass
@@ -112,6 +103,8 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
         entry = build_ct_entry(hub, repo=repo, revision=sha, language=lang, base=base, source="sync")
     except CatalogError as exc:
         raise BotInputError(str(exc)) from None
+    if restricted(hub, [repo]) and not is_private_repo(hub, config.registry, repo_type="dataset"):
+        return entry  # a private or gated CT leaves no trace in a public catalog
     store = CatalogStore(hub=hub, repo_id=config.registry)
     try:
         store.add(entry)
@@ -119,6 +112,30 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
         if "already in registry" not in str(exc):
             raise
     return entry
+
+
+def output_place(config: BotConfig, hub: Any, *, ct_repo: str, inputs: list[str], name: str) -> tuple[str, bool]:
+    """Where a merge of `inputs` is published: (repo id, private).
+
+    A merge is at most as visible as its least visible input: with a private or gated input it goes,
+    private, into the CT owner's namespace (an organisation the bot belongs to, so the CT's owners
+    read it); when the bot cannot write there, the job is refused.
+
+    Raises:
+        VisibilityError: a restricted input and no private place the CT's owner can read.
+    """
+    hidden = restricted(hub, inputs)
+    if not hidden:
+        return f"{config.namespace}/{name}", False
+    owner = owner_of(ct_repo)
+    bot = identity(hub)
+    if bot.can_write(owner):
+        return f"{owner}/{name}", True
+    raise VisibilityError(
+        f"{', '.join(hidden)} is private or gated, so its merge may only be published privately where {owner} "
+        f"can read it, and the bot ({bot.name}) cannot write to {owner}: put the CT in an organisation that "
+        f"{bot.name} belongs to with write access, or make the inputs public"
+    )
 
 
 def latest_sfts(entries: list[Any]) -> list[SftEntry]:
@@ -162,9 +179,12 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
     for sft in compatible:
         method = str(template.get("merge_method", "ties_sv"))
         name = output_name(
-            config.name_template, ct=short_name(ct.repo), sft=short_name(sft.repo), method=method, language=ct.language
+            config.name_template, ct=short_name(ct.repo), sft=short_name(sft.repo), method=method,
+            language=ct.language, ct_owner=owner_of(ct.repo),
+        )  # fmt: skip
+        output, private = output_place(
+            config, hub, ct_repo=ct.repo, inputs=[ct.repo, sft.repo, ct.base.repo], name=name
         )
-        output = f"{config.namespace}/{name}"
         raw = concrete_recipe(
             template, cts=[(f"{ct.repo}@{ct.revision}", ct.language)], sft=f"{sft.repo}@{sft.revision}", base=base,
             output_repo=output,
@@ -172,7 +192,7 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
         spec: dict[str, Any] = {
             "recipe": raw, "recipe_source": source, "recipe_hash": recipe_hash(raw), "ct_entry": ct.id,
             "sft_entry": sft.id, "base": base,
-            "members": [{"repo": ct.repo, "sha": ct.revision, "language": ct.language}],
+            "members": [{"repo": ct.repo, "sha": ct.revision, "language": ct.language}], "private": private,
         }  # fmt: skip
         kind = "pair"
         if sweep is not None:
@@ -181,11 +201,13 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
                              "higher_is_better": sweep.higher_is_better, "template": template}  # fmt: skip
         key = f"{kind}:{ct.repo}@{ct.revision}|{sft.repo}@{sft.revision}|{template_hash(template)}"
         jobs.append(PlannedJob(key, kind, ct.language, sft.repo, sft.revision, output, spec))
-        jobs.extend(_groups(config, ct, sft, entries, base=base))
+        jobs.extend(_groups(config, hub, ct, sft, entries, base=base))
     return jobs
 
 
-def _groups(config: BotConfig, ct: CtEntry, sft: SftEntry, entries: list[Any], *, base: str) -> list[PlannedJob]:
+def _groups(
+    config: BotConfig, hub: Any, ct: CtEntry, sft: SftEntry, entries: list[Any], *, base: str
+) -> list[PlannedJob]:
     out = []
     for path, template, languages in group_recipes(config.recipes_dir):
         if ct.language not in languages:
@@ -199,9 +221,12 @@ def _groups(config: BotConfig, ct: CtEntry, sft: SftEntry, entries: list[Any], *
         else:
             method = str(template.get("merge_method", "ties_sv"))
             ct_names = "+".join(short_name(m.repo) for m in members)
+            owners = "+".join(dict.fromkeys(owner_of(m.repo) for m in members))
             name = output_name(config.name_template, ct=ct_names, sft=short_name(sft.repo), method=method,
-                               language="+".join(languages))  # fmt: skip
-            output = f"{config.namespace}/{name}"
+                               language="+".join(languages), ct_owner=owners)  # fmt: skip
+            output, private = output_place(
+                config, hub, ct_repo=ct.repo, inputs=[*(m.repo for m in members), sft.repo, ct.base.repo], name=name
+            )
             raw = concrete_recipe(
                 template, cts=[(f"{m.repo}@{m.revision}", m.language) for m in members],
                 sft=f"{sft.repo}@{sft.revision}", base=base, output_repo=output,
@@ -210,6 +235,7 @@ def _groups(config: BotConfig, ct: CtEntry, sft: SftEntry, entries: list[Any], *
                 "recipe": raw, "recipe_source": f"recipes/{path.name}", "recipe_hash": recipe_hash(raw), "ct_entry": ct.id,
                 "sft_entry": sft.id, "base": base,
                 "members": [{"repo": m.repo, "sha": m.revision, "language": m.language} for m in members],
+                "private": private,
             }  # fmt: skip
             shas = ",".join(f"{m.repo}@{m.revision}" for m in members)
             key = f"group:{shas}|{sft.repo}@{sft.revision}|{template_hash(template)}"

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from bot import comments
+from bot.access import is_private_repo
 from bot.config import BotConfig
+from bot.errors import NotACheckpoint, Superseded, public_text
 from bot.evaluation import evaluate_models, load_records, metric_value, read_records
-from bot.pairing import NotACheckpoint, Superseded, expand, verify_ct
+from bot.pairing import expand, verify_ct
 from bot.queue import Job, JobQueue
 from registry.errors import HubAuthError, HubConflictError, HubError, HubUnavailableError, RegistryError
 
@@ -187,6 +189,8 @@ class Pipeline:
         spec = job.spec
         if not spec.get("recipe") or not job.output_repo:
             return
+        if spec.get("private") and not is_private_repo(self.hub, self.config.registry, repo_type="dataset"):
+            return  # a merge of private or gated inputs leaves no trace in a public catalog
         inputs = [MergeInput(role="ct", repo=m["repo"], revision=m["sha"]) for m in spec.get("members", [])]
         inputs.append(MergeInput(role="sft", repo=job.sft_repo or "", revision=job.sft_sha or ""))
         base_repo, _, base_rev = str(spec.get("base", "")).partition("@")
@@ -220,7 +224,7 @@ class Pipeline:
     def _failed(self, job_id: str, exc: BaseException) -> Job:
         job = self.queue.get(job_id)
         assert job is not None
-        error = one_line(exc)
+        error = public_text(one_line(exc), roots=(self.config.data,))
         if is_transient(exc):
             log.warning("job %s: transient failure: %s", job_id, error)
             job = self.queue.retry_later(job_id, error)
@@ -233,7 +237,7 @@ class Pipeline:
                 log.exception("job %s: unexpected failure", job_id)
                 error = f"internal error: {type(exc).__name__}: {error}; report it with the job id"
             job = self.queue.fail(job_id, error)
-        reasons = list(getattr(exc, "reasons", None) or [])
+        reasons = [public_text(str(r), roots=(self.config.data,)) for r in getattr(exc, "reasons", None) or []]
         self._cleanup(job)
         try:
             if job.output_repo and job.spec.get("recipe"):
@@ -298,14 +302,35 @@ def merge_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
                 )  # fmt: skip
                 out = staging / f"point-{point_name(point)}"
                 plan = plan_merge(parse_recipe(raw, source=f"job {job.id}"), hub=hub)
+                check_plan_tokenizers(plan)
                 run_merge(plan, out=out, device=config.device, overwrite=True, progress=False)
                 points[point_name(point)] = str(out)
         return {"points": points}
     recipe = parse_recipe(job.spec["recipe"], source=f"job {job.id}")
     plan = plan_merge(recipe, hub=hub)
+    check_plan_tokenizers(plan)
     result = run_merge(plan, out=staging / "merged", device=config.device, overwrite=True, progress=False)
     stall_point(config, "merge")
     return {"merged_dir": str(result.out), "merge_seconds": round(result.seconds, 2)}
+
+
+def check_plan_tokenizers(plan: Any) -> None:
+    """The CT(s), SFT and base of a planned merge share one tokenizer (see bot/vocab.py).
+
+    Raises:
+        TokenizerMismatchError: the first differing id and both strings.
+    """
+    from bot.vocab import check_same_tokenizer
+
+    roles = {m.model: m.role or "input" for m in plan.recipe.models}
+    labelled = []
+    for i, src in enumerate(plan.sources):
+        if src.path is None:
+            continue
+        role = "base" if i == plan.base_index else roles.get(src.ref, "input")
+        order = {"ct": 0, "sft": 1, "base": 2}.get(role, 3)
+        labelled.append((order, f"{role if role == 'base' else role.upper()} {src.repo_id or src.ref}", src.path))
+    check_same_tokenizer({label: path for _, label, path in sorted(labelled, key=lambda x: x[0])})
 
 
 def evaluate_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
@@ -395,6 +420,7 @@ def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     published = publish_merge(
         hub, best, job.output_repo, records=[records["merge"]] if "merge" in records else [], comparison=comparison,
         sections=sections, marker=job.id, message=f"Merge {job.ct_repo}@{(job.ct_sha or '')[:7]} (job {job.id})",
+        private=bool(job.spec.get("private")), strict=True,
     )  # fmt: skip
     stall_point(config, "push")
     if job.kind == "sweep":

@@ -101,6 +101,12 @@ class Job:
         """A CT revision not yet paired with an SFT (created as `ct:<repo>@<sha>`, no step done)."""
         return self.key.startswith("ct:") and not self.step
 
+    def input_repos(self) -> list[str]:
+        """Every repo this job reads (CT, group members, SFT, base): who may see the job is who may read them."""
+        repos = [self.ct_repo, *(m.get("repo", "") for m in self.spec.get("members") or [])]
+        repos += [self.sft_repo or "", str(self.spec.get("base") or "").partition("@")[0]]
+        return [r for r in dict.fromkeys(repos) if r]
+
     def public(self) -> dict[str, Any]:
         """The job as the HTTP API and `bot status --json` show it (see docs/bot.md)."""
         out = {name: getattr(self, name) for name in _PUBLIC}

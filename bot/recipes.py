@@ -16,6 +16,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,27 @@ def short_name(repo: str) -> str:
     return repo.split("/")[-1]
 
 
-def output_name(template: str, *, ct: str, sft: str, method: str, language: str) -> str:
-    name = template.format(ct=ct, sft=sft, method=method.replace("_", "-"), language=language)
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:96]
+def owner_of(repo: str) -> str:
+    return repo.split("/")[0]
+
+
+def output_name(template: str, *, ct: str, sft: str, method: str, language: str, ct_owner: str = "") -> str:
+    """The output repo's name (no namespace) from `--name-template`.
+
+    `{ct_owner}` (the CT repo's namespace; for group merges the members' owners joined by `+`, shown
+    as `-`) keeps `alice/x` and `bob/x` apart: the default template starts with it, followed by `__`
+    (Hub user and org names hold no `_`, so the owner cannot run into the CT's name; the Hub refuses `--`).
+
+    Raises:
+        RecipeError: the template names a field that does not exist.
+    """
+    try:
+        name = template.format(ct=ct, sft=sft, method=method.replace("_", "-"), language=language, ct_owner=ct_owner)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RecipeError(
+            f"--name-template {template!r} is not valid ({exc}); use the fields {{ct_owner}}, {{ct}}, {{sft}}, "
+            "{method}, {language}"
+        ) from None
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name))  # the Hub refuses "--" and ".." in repo names
+    return name.strip("-.")[:96].strip("-.")

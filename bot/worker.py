@@ -96,7 +96,22 @@ class Worker:
         log.info("job %s: %s %s@%s", job.id, job.kind, job.ct_repo, (job.ct_sha or "")[:7])
         done = self.pipeline.run(job, remote=self.remote)
         log.info("job %s: %s%s", done.id, done.state, f" ({done.error})" if done.error else "")
+        self._bound_cache(done)
         return done
+
+    def _bound_cache(self, job: Job) -> None:
+        """Mark the job's repos used; then, with `--cache-max-gb`, evict least recently used repos."""
+        from bot.cache import enforce_cache_bound, mark_used
+
+        try:
+            mark_used(self.config.cache_dir, job.input_repos())
+            if self.config.cache_max_gb is not None:
+                running = [j for state in ("running", "merged", "evaluated") for j in self.queue.list(state=state)]
+                keep = {repo for j in running for repo in j.input_repos()}
+                max_bytes = int(self.config.cache_max_gb * 1024**3)
+                enforce_cache_bound(self.config.cache_dir, max_bytes=max_bytes, keep=keep)
+        except OSError as exc:  # the next job tries again
+            log.warning("cache bound not enforced: %s", exc)
 
     def run_until_idle(self, *, max_jobs: int | None = None) -> list[Job]:
         """Run jobs until none is runnable now (jobs backing off later are left queued)."""

@@ -165,5 +165,5 @@ def test_bot_token_without_write_access_to_its_namespace(world, hub, tiny_family
     folder = _variant(tiny_family, world["root"], "nowrite")
     job = _run(world, "alice/bad-nowrite", folder, ct_meta("bn", "alice/bad-base"), config=config)
     assert job.state == "failed" and "permission denied" in (job.error or "")
-    assert not world["bob"].repo_exists("lab/bad-nowrite-bad-sft-ties-sv")
+    assert not world["bob"].repo_exists("lab/alice__bad-nowrite-bad-sft-ties-sv")
     assert not any((tmp_path / "nowrite" / "staging").iterdir())

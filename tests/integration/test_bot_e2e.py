@@ -18,7 +18,7 @@ from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
 
 SECRET = "webhook-secret-e2e"
-OUTPUT = "bob/tiny-ct-ben-tiny-sft-ties-sv"
+OUTPUT = "bob/alice__tiny-ct-ben-tiny-sft-ties-sv"
 
 
 @pytest.fixture(scope="module")

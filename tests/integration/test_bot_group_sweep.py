@@ -60,7 +60,7 @@ def test_group_recipe_is_remerged_on_a_new_revision_of_any_member(hub, tiny_fami
     assert [(m["repo"], m["sha"]) for m in group_job.spec["members"]] == [
         ("alice/grp-ct-ben", ben), ("alice/grp-ct-tam", tam1)
     ]  # fmt: skip
-    assert group_job.output_repo == "bob/grp-ct-ben-grp-ct-tam-grp-sft-ties-sv"
+    assert group_job.output_repo == "bob/alice__grp-ct-ben-grp-ct-tam-grp-sft-ties-sv"
     (tam / "extra.txt").write_text("a new revision")
     tam2 = _push(config, alice, tam, "alice/grp-ct-tam", "ta", "alice/grp-base")
     third = worker.run_until_idle()
