@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,6 @@ def is_transient(exc: BaseException) -> bool:
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-@dataclass
-class Hooks:
-    """Test seams: called after each step finishes (e.g. to stop the process there)."""
-
-    after_step: dict[str, Any] = field(default_factory=dict)
 
 
 class Pipeline:

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.config import BotConfig
 from bot.queue import Job, trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def _comment(hub, repo: str) -> str:
 def _assert_failed(world, hub, job: Job, *needles: str, comment: bool = True) -> None:
     assert job.state == "failed", (job.state, job.error)
     assert job.error and "\n" not in job.error
+    assert str(world["root"]) not in job.error and "hf-cache" not in job.error  # no server paths
     for needle in needles:
         assert needle in job.error
     if comment:

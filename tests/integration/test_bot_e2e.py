@@ -11,11 +11,11 @@ import pytest
 from bot.config import BotConfig
 from bot.queue import trigger_key
 from bot.server import register_webhooks
-from bot.testing import BotServer, ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for
 from bot.worker import Worker
 from registry.catalog.entries import MergeEntry
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import BotServer, ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for
 
 SECRET = "webhook-secret-e2e"
 OUTPUT = "bob/alice__tiny-ct-ben-tiny-sft-ties-sv"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.testing import eval_fixture
+from tests._fixtures.botkit import eval_fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "limits-secret"
@@ -109,7 +109,7 @@ def test_deeply_nested_json_is_400_not_500(served, hub) -> None:
 
 def test_the_hf_cache_is_evicted_least_recently_used_first(hub, tiny_family, tmp_path: Path) -> None:
     from bot.cache import enforce_cache_bound, mark_used
-    from bot.testing import push_checkpoint
+    from tests._fixtures.botkit import push_checkpoint
 
     alice = hub.client()
     for name in ("lru-a", "lru-b", "lru-c"):

@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import BotConfig
 from bot.receiver import RateLimiter
-from bot.testing import BotServer, ct_meta, push_checkpoint, sft_meta
+from tests._fixtures.botkit import BotServer, ct_meta, push_checkpoint, sft_meta
 
 SECRET = "receiver-secret"
 

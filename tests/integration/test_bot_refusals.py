@@ -16,10 +16,10 @@ import pytest
 
 from bot.config import BotConfig
 from bot.queue import Job, trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from bot.config import BotConfig
 from bot.queue import trigger_key
-from bot.testing import BotServer, ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import BotServer, ct_meta, eval_fixture, push_checkpoint, sft_meta
 
 SECRET = "tenant-secret"
 REGISTRY = "mergebot/tenant-registry"

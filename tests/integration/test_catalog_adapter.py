@@ -20,7 +20,6 @@ from typer.testing import CliRunner, Result
 
 from bot.config import BotConfig
 from bot.queue import trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
@@ -29,6 +28,7 @@ from registry.lab.tiny import DemoFamily, build_tiny_llama, derive_finetune
 from registry.merge.engine import run_merge
 from registry.merge.plan import plan_merge
 from registry.recipe import parse_recipe
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from tests._fixtures.hub import HubHandle
 
 peft = pytest.importorskip("peft")

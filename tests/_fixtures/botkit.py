@@ -1,4 +1,4 @@
-"""Helpers to run the bot in-process against an embedded hub: the tests, the bench and the demo use them.
+"""Helpers to run the bot in-process against an embedded hub (test fixtures; bench/bench_bot.py uses them too).
 
 - `BotServer`: the receiver under a real uvicorn on 127.0.0.1 (a thread), stopped by `stop()`.
 - `push_checkpoint`: upload a model folder with the card metadata a researcher would write.
