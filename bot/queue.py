@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from registry.retry import Backoff
+
 STATES = ("queued", "running", "merged", "evaluated", "published", "failed", "superseded", "cancelled")
 ACTIVE = ("queued", "running", "merged", "evaluated")
 FINAL = ("published", "failed", "superseded", "cancelled")
@@ -64,6 +66,12 @@ _PUBLIC = (
     "id", "state", "kind", "language", "ct_repo", "ct_sha", "sft_repo", "sft_sha", "output_repo", "error",
     "attempts", "created_at", "updated_at",
 )  # fmt: skip
+
+
+# Each migration brings the schema to its version; version 1 is the first schema (its CREATE ... IF
+# NOT EXISTS also adopts a file made before versions were recorded). Append; never edit one.
+_MIGRATIONS: list[tuple[int, str]] = [(1, _SCHEMA)]
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
 def now_iso() -> str:
@@ -140,7 +148,29 @@ class JobQueue:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the schema to `SCHEMA_VERSION` (`PRAGMA user_version`), one migration at a time.
+
+        Raises:
+            RuntimeError: the file was made by a newer bot (its version is above ours).
+        """
+        db = self._db()
+        with self._tx():
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has queue schema version {version}, newer than this bot's {SCHEMA_VERSION}; "
+                    "run the newer bot, or point --data at another folder"
+                )
+            for target, script in _MIGRATIONS:
+                if version < target:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {target}")
+                    version = target
 
     # -- connection ----------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -329,7 +359,7 @@ class JobQueue:
         attempts = job.attempts + 1
         if attempts >= self.max_attempts:
             return self.fail(job_id, f"{error} (gave up after {attempts} attempts)", attempts=attempts)
-        delay = min(300.0, self.backoff_s * 2 ** (attempts - 1))
+        delay = Backoff(first_s=self.backoff_s, cap_s=300.0, jitter="none").delay(attempts - 1)
         return self.update(
             job_id,
             state="queued",
