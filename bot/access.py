@@ -13,9 +13,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from registry.errors import HubAuthError, HubError, HubRepoNotFoundError
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class Identity:
         return namespace.lower() == self.name.lower() or namespace.lower() in {o.lower() for o in self.orgs}
 
 
-def identity(hub: Any) -> Identity:
+def identity(hub: HubClient) -> Identity:
     """The token's identity, from the Hub's `whoami`.
 
     Raises:
@@ -69,7 +72,7 @@ def may_submit(user: Identity, ct_repo: str) -> str | None:
     return None
 
 
-def restricted(hub: Any, repos: Iterable[str]) -> list[str]:
+def restricted(hub: HubClient, repos: Iterable[str]) -> list[str]:
     """The repos (as the bot sees them) that are private or gated, in the given order.
 
     A repo the bot cannot see at all counts as restricted: it is not public.
@@ -86,7 +89,7 @@ def restricted(hub: Any, repos: Iterable[str]) -> list[str]:
     return out
 
 
-def is_private_repo(hub: Any, repo: str, *, repo_type: str = "model") -> bool:
+def is_private_repo(hub: HubClient, repo: str, *, repo_type: str = "model") -> bool:
     """Whether `repo` is private (True also when the bot cannot tell: assume the narrower)."""
     try:
         return bool(getattr(hub.repo_info(repo, repo_type=repo_type), "private", True))
@@ -108,9 +111,9 @@ class ReadCheck:
     token: str | None
     cache_dir: Path | None = None
     _seen: dict[str, bool] = field(default_factory=dict)
-    _hub: Any = None
+    _hub: HubClient | None = None
 
-    def _client(self) -> Any:
+    def _client(self) -> HubClient:
         if self._hub is None:
             from registry.hub import HubClient
 

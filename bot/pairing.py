@@ -10,12 +10,14 @@ applies the adapter to the base. Every refusal is a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.access import identity, is_private_repo, restricted
 from bot.config import BotConfig
 from bot.errors import BotInputError, NotACheckpoint, Superseded, VisibilityError
+from bot.models import JobSpec, Member, SweepSpec
 from bot.recipes import (
     concrete_recipe,
     group_recipes,
@@ -28,8 +30,11 @@ from bot.recipes import (
     template_hash,
 )
 from registry.catalog.entries import CtEntry, SftEntry
-from registry.errors import CatalogError, HubRepoNotFoundError
+from registry.errors import CatalogError, HubEntryNotFoundError, HubRepoNotFoundError
 from registry.io.lora import ADAPTER_CONFIG
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
 
 CT_TAG = "mergeling-ct"
 
@@ -44,7 +49,7 @@ class PlannedJob:
     sft_repo: str
     sft_sha: str
     output_repo: str
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: JobSpec = field(default_factory=JobSpec)
 
 
 def ct_language(card: dict[str, Any], given: str | None) -> str:
@@ -66,7 +71,7 @@ def ct_language(card: dict[str, Any], given: str | None) -> str:
         ) from None
 
 
-def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str | None) -> CtEntry:
+def verify_ct(config: BotConfig, hub: HubClient, *, repo: str, sha: str, language: str | None) -> CtEntry:
     """Check the CT revision is current, tagged and valid; record it in the catalog.
 
     Raises:
@@ -87,7 +92,7 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
         ) from None
     if info.sha and info.sha != sha:
         raise Superseded(f"revision {sha[:7]} is no longer the head of {repo} (now {info.sha[:7]}): not merged")
-    card = info.card_data.to_dict() if getattr(info, "card_data", None) is not None else {}
+    card = info.card_data.to_dict() if info.card_data is not None else {}  # type: ignore[no-untyped-call]
     tags = set(getattr(info, "tags", None) or ()) | set(card.get("tags") or ())
     if CT_TAG not in tags and not language:
         raise NotACheckpoint(f"{repo} has no `{CT_TAG}` tag in its card: not a CT checkpoint, ignored")
@@ -114,7 +119,7 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
     return entry
 
 
-def output_place(config: BotConfig, hub: Any, *, ct_repo: str, inputs: list[str], name: str) -> tuple[str, bool]:
+def output_place(config: BotConfig, hub: HubClient, *, ct_repo: str, inputs: list[str], name: str) -> tuple[str, bool]:
     """Where a merge of `inputs` is published: (repo id, private).
 
     A merge is at most as visible as its least visible input: with a private or gated input it goes,
@@ -152,7 +157,7 @@ def latest_cts(entries: list[Any], language: str, *, base: str) -> CtEntry | Non
     return max(cts, key=lambda e: e.added_at) if cts else None
 
 
-def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
+def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
     """The merges a new CT revision triggers.
 
     Raises:
@@ -173,7 +178,7 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
             reasons=reasons or ["the catalog holds no SFT checkpoint"],
         )
     base = f"{ct.base.repo}@{ct.base.revision}" if ct.base.revision else ct.base.repo
-    template, source = language_recipe(config.recipes_dir, ct.language)
+    template, source = language_recipe(config.recipes_dir, ct.language, catalog=_catalog_reader(config, hub))
     sweep = pop_sweep(template, source=source)
     jobs = []
     for sft in compatible:
@@ -189,24 +194,35 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
             template, cts=[(f"{ct.repo}@{ct.revision}", ct.language)], sft=f"{sft.repo}@{sft.revision}", base=base,
             output_repo=output,
         )  # fmt: skip
-        spec: dict[str, Any] = {
-            "recipe": raw, "recipe_source": source, "recipe_hash": recipe_hash(raw), "ct_entry": ct.id,
-            "sft_entry": sft.id, "base": base,
-            "members": [{"repo": ct.repo, "sha": ct.revision, "language": ct.language}], "private": private,
-        }  # fmt: skip
-        kind = "pair"
-        if sweep is not None:
-            kind = "sweep"
-            spec["sweep"] = {"density": sweep.density, "slack": sweep.slack, "metric": sweep.metric,
-                             "higher_is_better": sweep.higher_is_better, "template": template}  # fmt: skip
+        kind = "pair" if sweep is None else "sweep"
+        spec = JobSpec(
+            recipe=raw, recipe_source=source, recipe_hash=recipe_hash(raw), ct_entry=ct.id, sft_entry=sft.id,
+            base=base, members=[Member(repo=ct.repo, sha=ct.revision, language=ct.language)], private=private,
+            sweep=None if sweep is None else SweepSpec(
+                density=sweep.density, slack=sweep.slack, metric=sweep.metric,
+                higher_is_better=sweep.higher_is_better, template=template,
+            ),
+        )  # fmt: skip
         key = f"{kind}:{ct.repo}@{ct.revision}|{sft.repo}@{sft.revision}|{template_hash(template)}"
         jobs.append(PlannedJob(key, kind, ct.language, sft.repo, sft.revision, output, spec))
         jobs.extend(_groups(config, hub, ct, sft, entries, base=base))
     return jobs
 
 
+def _catalog_reader(config: BotConfig, hub: HubClient) -> Callable[[str], bytes | None]:
+    """Read a file of the catalog dataset repo (None when it has none)."""
+
+    def read(path: str) -> bytes | None:
+        try:
+            return hub.read_file(config.registry, path, repo_type="dataset")
+        except (HubEntryNotFoundError, HubRepoNotFoundError):
+            return None
+
+    return read
+
+
 def _groups(
-    config: BotConfig, hub: Any, ct: CtEntry, sft: SftEntry, entries: list[Any], *, base: str
+    config: BotConfig, hub: HubClient, ct: CtEntry, sft: SftEntry, entries: list[Any], *, base: str
 ) -> list[PlannedJob]:
     out = []
     for path, template, languages in group_recipes(config.recipes_dir):
@@ -231,12 +247,11 @@ def _groups(
                 template, cts=[(f"{m.repo}@{m.revision}", m.language) for m in members],
                 sft=f"{sft.repo}@{sft.revision}", base=base, output_repo=output,
             )  # fmt: skip
-            spec = {
-                "recipe": raw, "recipe_source": f"recipes/{path.name}", "recipe_hash": recipe_hash(raw), "ct_entry": ct.id,
-                "sft_entry": sft.id, "base": base,
-                "members": [{"repo": m.repo, "sha": m.revision, "language": m.language} for m in members],
-                "private": private,
-            }  # fmt: skip
+            spec = JobSpec(
+                recipe=raw, recipe_source=f"recipes/{path.name}", recipe_hash=recipe_hash(raw), ct_entry=ct.id,
+                sft_entry=sft.id, base=base, private=private,
+                members=[Member(repo=m.repo, sha=m.revision, language=m.language) for m in members],
+            )  # fmt: skip
             shas = ",".join(f"{m.repo}@{m.revision}" for m in members)
             key = f"group:{shas}|{sft.repo}@{sft.revision}|{template_hash(template)}"
             out.append(PlannedJob(key, "group", ct.language, sft.repo, sft.revision, output, spec))

@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from bot.models import JobSpec, StepData
 from registry.retry import Backoff
 
 STATES = ("queued", "running", "merged", "evaluated", "published", "failed", "superseded", "cancelled")
@@ -92,9 +95,9 @@ class Job:
     sft_repo: str | None = None
     sft_sha: str | None = None
     output_repo: str | None = None
-    spec: dict[str, Any] = field(default_factory=dict)  # what to merge: recipe, members, sweep point
+    spec: JobSpec = field(default_factory=JobSpec)  # what to merge: recipe, members, sweep point
     step: str = ""  # the last finished pipeline step
-    data: dict[str, Any] = field(default_factory=dict)  # step results (staging dir, eval files, commit)
+    data: StepData = field(default_factory=StepData)  # step results (staging dir, eval files, commit)
     error: str | None = None
     attempts: int = 0
     lease_owner: str | None = None
@@ -111,19 +114,20 @@ class Job:
 
     def input_repos(self) -> list[str]:
         """Every repo this job reads (CT, group members, SFT, base): who may see the job is who may read them."""
-        repos = [self.ct_repo, *(m.get("repo", "") for m in self.spec.get("members") or [])]
-        repos += [self.sft_repo or "", str(self.spec.get("base") or "").partition("@")[0]]
+        repos = [self.ct_repo, *(m.repo for m in self.spec.members)]
+        repos += [self.sft_repo or "", self.spec.base_repo]
         return [r for r in dict.fromkeys(repos) if r]
 
     def public(self) -> dict[str, Any]:
         """The job as the HTTP API and `bot status --json` show it (see docs/bot.md)."""
         out = {name: getattr(self, name) for name in _PUBLIC}
         out["step"] = self.step or None
-        out["members"] = self.spec.get("members")
-        out["sweep_point"] = self.spec.get("point")
-        out["output_revision"] = self.data.get("commit")
-        out["discussion"] = self.data.get("discussion_url")
-        out["seconds"] = {step: self.data.get(f"{step}_seconds") for step in ("merge", "eval", "publish")}
+        out["members"] = [m.model_dump() for m in self.spec.members] or None
+        out["sweep_point"] = self.spec.point
+        out["output_revision"] = self.data.commit
+        out["discussion"] = self.data.discussion_url
+        data = self.data
+        out["seconds"] = {"merge": data.merge_seconds, "eval": data.eval_seconds, "publish": data.publish_seconds}
         return out
 
 
@@ -259,7 +263,7 @@ class JobQueue:
         sft_repo: str | None = None,
         sft_sha: str | None = None,
         output_repo: str | None = None,
-        spec: dict[str, Any] | None = None,
+        spec: JobSpec | None = None,
         replaces: Sequence[str] = (),
     ) -> tuple[Job, bool]:
         """Add a job unless one with `key` exists.
@@ -284,7 +288,7 @@ class JobQueue:
                 " spec, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id, key, kind, language, ct_repo, ct_sha, sft_repo, sft_sha, output_repo,
-                    json.dumps(spec or {}), stamp, stamp,
+                    (spec or JobSpec()).model_dump_json(exclude_defaults=True), stamp, stamp,
                 ),
             )  # fmt: skip
             db.execute("INSERT INTO keys (key, job_id) VALUES (?, ?)", (key, job_id))
@@ -332,20 +336,24 @@ class JobQueue:
             return cur.rowcount == 1
 
     def update(self, job_id: str, **fields: Any) -> Job:
-        """Set fields (`data` and `spec` are merged into the stored dicts)."""
+        """Set fields. `data` and `spec` (a `StepData` / `JobSpec`) are merged into the stored ones:
+        the fields set in the given model win; the result is validated before it is written."""
         with self._tx() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
-            for name in ("data", "spec"):
+            for name, model in (("data", StepData), ("spec", JobSpec)):
                 if name in fields:
-                    fields[name] = json.dumps({**json.loads(row[name]), **fields[name]})
+                    given = fields[name]
+                    new = given.model_dump(mode="json", exclude_unset=True) if isinstance(given, BaseModel) else given
+                    merged = model.model_validate({**json.loads(row[name]), **new})
+                    fields[name] = merged.model_dump_json(exclude_defaults=True)
             fields["updated_at"] = now_iso()
             names = ", ".join(f"{k} = ?" for k in fields)
             db.execute(f"UPDATE jobs SET {names} WHERE id = ?", [*fields.values(), job_id])  # noqa: S608
             return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def finish_step(self, job_id: str, step: str, *, state: str | None = None, **data: Any) -> Job:
+    def finish_step(self, job_id: str, step: str, data: StepData, *, state: str | None = None) -> Job:
         """Record a finished step and its results (what a resumed job starts after)."""
         fields: dict[str, Any] = {"step": step, "data": data}
         if state:
@@ -405,6 +413,6 @@ class JobQueue:
 
 def _job(row: sqlite3.Row) -> Job:
     values = dict(row)
-    values["spec"] = json.loads(values["spec"])
-    values["data"] = json.loads(values["data"])
+    values["spec"] = JobSpec.model_validate_json(values["spec"])
+    values["data"] = StepData.model_validate_json(values["data"])
     return Job(**values)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +31,9 @@ from bot.access import ReadCheck
 from bot.config import BotConfig
 from bot.errors import public_text
 from bot.queue import Job, JobQueue, trigger_key
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ def webhook_decision(config: BotConfig, queue: JobQueue, body: bytes) -> tuple[i
 
 
 def submit_job(
-    config: BotConfig, queue: JobQueue, hub: Any, token: str, body: dict[str, Any]
+    config: BotConfig, queue: JobQueue, hub: HubClient, token: str, body: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
     """`POST /jobs` after the rate limit: read check with the user's token, validation, enqueue."""
     from bot.access import identity, may_submit
@@ -172,17 +175,18 @@ def create_app(
     queue: JobQueue,
     *,
     secret: str | None,
-    hub: Any = None,
+    hub: HubClient | None = None,
     rate_limit: RateLimiter | None = None,
 ) -> Starlette:
     """The ASGI app. `secret` None accepts unsigned deliveries (never in `registry bot serve`)."""
     limiter = rate_limit or RateLimiter()
-    bot_hub: list[Any] = [hub]
+    bot_hub: list[HubClient | None] = [hub]
 
-    def get_hub() -> Any:
-        if bot_hub[0] is None:
-            bot_hub[0] = config.hub()
-        return bot_hub[0]
+    def get_hub() -> HubClient:
+        client = bot_hub[0]
+        if client is None:
+            client = bot_hub[0] = config.hub()
+        return client
 
     async def webhook(request: Request) -> JSONResponse:
         if secret is not None:

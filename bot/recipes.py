@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,43 @@ def pop_sweep(raw: dict[str, Any], *, source: str) -> Sweep | None:
     )
 
 
-def language_recipe(recipes_dir: Path, language: str) -> tuple[dict[str, Any], str]:
-    """The raw recipe for a language and where it came from (a path, or `default`)."""
-    for name in (f"{language}.yaml", f"{language}-ties-sv.yaml"):
+MAX_RECIPE_BYTES = 256 * 1024
+
+
+def language_recipe(
+    recipes_dir: Path, language: str, *, catalog: Callable[[str], bytes | None] | None = None
+) -> tuple[dict[str, Any], str]:
+    """The raw recipe for a language and where it came from.
+
+    Looked up in `recipes_dir`, then (with `catalog`, which reads a file of the catalog dataset repo
+    or returns None) as `recipes/<name>` in the catalog, else the built-in default.
+
+    Returns:
+        (raw recipe data, its source: a path, `catalog:recipes/<name>` or `default`).
+
+    Raises:
+        RecipeError: a recipe file that is not a YAML mapping (or over 256 KB in the catalog).
+    """
+    names = (f"{language}.yaml", f"{language}-ties-sv.yaml")
+    for name in names:
         path = recipes_dir / name
         if path.is_file():
             return read_raw(path), _shown(path)
+    for name in names if catalog is not None else ():
+        assert catalog is not None
+        body = catalog(f"recipes/{name}")
+        if body is None:
+            continue
+        source = f"catalog:recipes/{name}"
+        if len(body) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{source} is over {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file", path=source)
+        try:
+            data = yaml.safe_load(body.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise RecipeError(f"cannot read recipe {source}: {exc}", path=source) from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe is a YAML mapping", path=source)
+        return data, source
     return copy.deepcopy(DEFAULT_RECIPE), "default"
 
 

@@ -6,17 +6,20 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
 from bot.queue import JobQueue, trigger_key
 from bot.receiver import create_app, watched
 from bot.worker import Worker
 
+if TYPE_CHECKING:
+    from registry.hub import HubClient
+
 log = logging.getLogger(__name__)
 
 
-def register_webhooks(hub: Any, *, url: str, watch: tuple[str, ...], secret: str) -> list[str]:
+def register_webhooks(hub: HubClient, *, url: str, watch: tuple[str, ...], secret: str) -> list[str]:
     """Make sure a webhook to `url` watches every `--watch` name; reuse existing ones. Returns their ids."""
     existing = {hook.url: hook for hook in hub.list_webhooks()}
     items = []
@@ -61,7 +64,7 @@ def _gpu_count() -> int:
         return 0
 
 
-def poll_once(config: BotConfig, queue: JobQueue, hub: Any) -> int:
+def poll_once(config: BotConfig, queue: JobQueue, hub: HubClient) -> int:
     """List watched namespaces' CT repos; enqueue head revisions not seen yet. Returns how many."""
     from bot.pairing import CT_TAG
 
@@ -144,7 +147,7 @@ class Service:
             for thread in threads:
                 thread.join(timeout=5)
 
-    def _poll(self, queue: JobQueue, hub: Any, stop: threading.Event) -> None:
+    def _poll(self, queue: JobQueue, hub: HubClient, stop: threading.Event) -> None:
         assert self.poll_s
         while not stop.is_set():
             try:

@@ -13,11 +13,15 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
+from bot.models import StepData
 from bot.pipeline import Pipeline
 from bot.queue import Job, JobQueue
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +52,27 @@ class RayExecutor:
         self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_heavy_steps)
         self._ray = ray
 
-    def __call__(self, config: BotConfig, job: Job) -> dict[str, Any]:
+    def __call__(self, config: BotConfig, job: Job) -> dict[str, StepData]:
         ref = self._task.remote(config.portable(), job.__dict__)
-        result: dict[str, Any] = self._ray.get(ref)
+        result: dict[str, StepData] = self._ray.get(ref)
         return result
 
 
-def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[str, Any]:
+def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[str, StepData]:
     """Inside a Ray worker: merge, evaluate and publish what is not done yet; return each step's data."""
     from bot.pipeline import STEPS, evaluate_step, merge_step, publish_step
 
     config = BotConfig.from_portable(portable)
     job = Job(**job_fields)
     hub = config.hub()
-    out: dict[str, Any] = {}
+    out: dict[str, StepData] = {}
     done = STEPS.index(job.step or "paired")
     for step, func in (("merged", merge_step), ("evaluated", evaluate_step), ("published", publish_step)):
         if STEPS.index(step) <= done:
             continue
         data = func(config, job, hub=hub)
         out[step] = data
-        job.data = {**job.data, **data}
+        job.data = job.data.model_copy(update=data.model_dump(exclude_unset=True))
         job.step = step
     import shutil
 
@@ -79,7 +83,7 @@ def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[s
 class Worker:
     """Claims jobs from the queue and runs them through the pipeline."""
 
-    def __init__(self, config: BotConfig, queue: JobQueue | None = None, *, hub: Any = None) -> None:
+    def __init__(self, config: BotConfig, queue: JobQueue | None = None, *, hub: HubClient | None = None) -> None:
         self.config = config
         self.queue = queue or config.open_queue()
         self.owner = worker_id()

@@ -59,10 +59,10 @@ def test_a_pushed_ct_is_merged_evaluated_published_and_announced(world, hub, tin
     # one commit holding weights + card; the card has model-index, input shas, the CT link
     commits = hub.api(hub.bob_token).list_repo_commits(OUTPUT)
     assert [c.title for c in commits][1:] == ["initial commit"]  # what create_repo writes
-    assert commits[0].commit_id == job.data["commit"]
+    assert commits[0].commit_id == job.data.commit
     files = set(bob.list_files(OUTPUT))
     assert {"model.safetensors", "config.json", "README.md", "merge_report.json", "mergeling_recipe.yaml"} <= files
-    readme = bob.read_file(OUTPUT, "README.md", revision=job.data["commit"]).decode()
+    readme = bob.read_file(OUTPUT, "README.md", revision=job.data.commit).decode()
     assert "model-index:" in readme and "flores_ben_Beng" in readme and "bits_per_byte" in readme
     assert sha in readme and sft_sha in readme
     assert f"{hub.url}/alice/tiny-ct-ben" in readme
@@ -74,7 +74,7 @@ def test_a_pushed_ct_is_merged_evaluated_published_and_announced(world, hub, tin
     merges = [e for e in entries if isinstance(e, MergeEntry)]
     assert len(merges) == 1
     merge = merges[0]
-    assert (merge.status, merge.output_repo, merge.output_revision) == ("published", OUTPUT, job.data["commit"])
+    assert (merge.status, merge.output_repo, merge.output_revision) == ("published", OUTPUT, job.data.commit)
     assert {(i.role, i.repo, i.revision) for i in merge.inputs} >= {("ct", "alice/tiny-ct-ben", sha)}
     assert any(r.task == "flores_ben_Beng" and r.metric == "bits_per_byte" for r in merge.results)
 

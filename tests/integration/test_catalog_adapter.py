@@ -196,9 +196,9 @@ def test_the_bot_merges_an_adapter_ct_onto_its_base(world: World, tiny_family: D
 
     readme = bob.read_file(job.output_repo, "README.md").decode()
     assert "Evaluation unavailable" not in readme and "| metric | CT" in readme  # the CT evaluated as base + adapter
-    assert set(job.data["eval_records"]) == {"ct", "sft", "merge"}
+    assert set(job.data.eval_records) == {"ct", "sft", "merge"}
 
-    recipe = job.spec["recipe"]
+    recipe = job.spec.recipe
     assert [m["model"] for m in recipe["models"]] == [f"lab/ad-ct@{sha}", f"{SFT}@{world.sha[SFT]}"]
     assert recipe["base_model"] == f"{BASE}@{world.sha[BASE]}"
 
