@@ -81,4 +81,5 @@ class StepData(BaseModel):
     commit: str | None = None  # published
     publish_seconds: float | None = None
     discussion_url: str | None = None  # commented (or the failure comment)
+    ray_node: str | None = None  # executor ray: the node that ran the last heavy step
     reasons: list[str] = []  # failed: per-pair reasons

@@ -25,7 +25,6 @@ from bot.recipes import (
     output_name,
     owner_of,
     pop_sweep,
-    recipe_hash,
     short_name,
     template_hash,
 )
@@ -143,6 +142,10 @@ def output_place(config: BotConfig, hub: HubClient, *, ct_repo: str, inputs: lis
     )
 
 
+def _only_base_differs(reasons: list[str] | tuple[str, ...]) -> bool:
+    return bool(reasons) and all(reason.startswith("different base:") for reason in reasons)
+
+
 def latest_sfts(entries: list[Any]) -> list[SftEntry]:
     """One SFT entry per repo: the most recently added revision."""
     best: dict[str, SftEntry] = {}
@@ -172,6 +175,15 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
     compatible = [sft for sft, check in checks if check.compatible]
     if not compatible:
         reasons = [f"{check.sft_id}: {check.status}: {'; '.join(check.reasons or check.notes)}" for _, check in checks]
+        # Shapes match an SFT whose base differs only by name: the CT's card most likely names the wrong base.
+        only_base = sorted({sft.base.repo for sft, check in checks if _only_base_differs(check.reasons)})
+        if only_base:
+            raise BotInputError(
+                f"{ct.repo}'s card names base_model {ct.base.repo}, but the SFT checkpoints it would merge with are on "
+                f"{', '.join(only_base)}: fix `base_model` in your card (README.md metadata) and push again, or add an "
+                f"SFT on {ct.base.repo} with `registry add sft`",
+                reasons=reasons,
+            )
         raise BotInputError(
             f"no compatible SFT checkpoint in the catalog {config.registry} for {ct.repo} "
             f"({len(sfts)} checked); add one on the same base ({ct.base.repo}) with `registry add sft`",
@@ -196,7 +208,7 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
         )  # fmt: skip
         kind = "pair" if sweep is None else "sweep"
         spec = JobSpec(
-            recipe=raw, recipe_source=source, recipe_hash=recipe_hash(raw), ct_entry=ct.id, sft_entry=sft.id,
+            recipe=raw.canonical(), recipe_source=source, recipe_hash=raw.recipe_hash(), ct_entry=ct.id, sft_entry=sft.id,
             base=base, members=[Member(repo=ct.repo, sha=ct.revision, language=ct.language)], private=private,
             sweep=None if sweep is None else SweepSpec(
                 density=sweep.density, slack=sweep.slack, metric=sweep.metric,
@@ -248,7 +260,7 @@ def _groups(
                 sft=f"{sft.repo}@{sft.revision}", base=base, output_repo=output,
             )  # fmt: skip
             spec = JobSpec(
-                recipe=raw, recipe_source=f"recipes/{path.name}", recipe_hash=recipe_hash(raw), ct_entry=ct.id,
+                recipe=raw.canonical(), recipe_source=f"recipes/{path.name}", recipe_hash=raw.recipe_hash(), ct_entry=ct.id,
                 sft_entry=sft.id, base=base, private=private,
                 members=[Member(repo=m.repo, sha=m.revision, language=m.language) for m in members],
             )  # fmt: skip

@@ -289,23 +289,17 @@ def merge_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     staging = config.staging / job.id
     staging.mkdir(parents=True, exist_ok=True)
     if job.kind == "sweep":
-        from bot.recipes import concrete_recipe, point_name
+        from bot.recipes import point_name
 
         sweep = job.spec.sweep
         assert sweep is not None
-        recipe_raw = job.spec.recipe
+        concrete = parse_recipe(job.spec.recipe, source=f"job {job.id}")
         points = {}
         for density in sweep.density:
             for slack in sweep.slack:
                 point = {"density": float(density), "slack": float(slack)}
-                raw = concrete_recipe(
-                    sweep.template, cts=[(m["model"], m.get("language")) for m in recipe_raw["models"]
-                                            if m.get("role") == "ct"],
-                    sft=next(m["model"] for m in recipe_raw["models"] if m.get("role") == "sft"),
-                    base=recipe_raw["base_model"], output_repo=job.output_repo or "", point=point,
-                )  # fmt: skip
                 out = staging / f"point-{point_name(point)}"
-                plan = plan_merge(parse_recipe(raw, source=f"job {job.id}"), hub=hub)
+                plan = plan_merge(concrete.at_point(point, source=f"job {job.id}"), hub=hub)
                 check_plan_tokenizers(plan)
                 run_merge(plan, out=out, device=config.device, overwrite=True, progress=False)
                 points[point_name(point)] = str(out)
@@ -453,7 +447,9 @@ def publish_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     if comparison == [] and (by_language or job.data.eval_unavailable_by_language):
         sections.append(language_tables(by_language, job.data.eval_unavailable_by_language, heading="## Evaluation:"))
     elif job.data.eval_unavailable:
-        sections.append(f"## Evaluation\n\nEvaluation unavailable: {job.data.eval_unavailable}.")
+        from bot.evaluation import describe_unavailable
+
+        sections.append(f"## Evaluation\n\n{describe_unavailable(job.data.eval_unavailable)}")
     if job.data.sweep_table:
         sections.append(job.data.sweep_table)
     assert job.output_repo is not None and job.data.merged_dir is not None

@@ -20,11 +20,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from registry.errors import RecipeError
+
+if TYPE_CHECKING:
+    from registry.recipe import Recipe
 
 DEFAULT_RECIPE: dict[str, Any] = {
     "merge_method": "ties_sv",
@@ -155,45 +158,38 @@ def concrete_recipe(
     base: str,
     output_repo: str,
     point: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """The template's method and parameters with these inputs (refs pinned `repo@sha`).
+) -> Recipe:
+    """The template's method and parameters with these inputs (refs pinned `repo@sha`), validated.
 
     Args:
         cts: (ref, language) of each CT input, in the template's CT order.
         sft: the SFT ref.
         base: the base ref.
         point: sweep values (density of every input, slack) to apply.
+
+    Raises:
+        RecipeError: the template's method or parameters do not validate with these inputs.
     """
-    raw = copy.deepcopy(template)
-    raw.get("mergeling", {}).pop("sweep", None) if isinstance(raw.get("mergeling"), dict) else None
-    models = [m for m in raw.get("models") or [] if isinstance(m, dict)]
+    from registry.recipe import Recipe
+
+    models = [m for m in template.get("models") or [] if isinstance(m, dict)]
     ct_params = [m.get("parameters") or {} for m in models if m.get("role") == "ct"] or [{}]
     sft_params = next((m.get("parameters") or {} for m in models if m.get("role") == "sft"), {})
-    new_models: list[dict[str, Any]] = [
+    inputs: list[dict[str, Any]] = [
         {"model": ref, "role": "ct", "language": language, "parameters": dict(ct_params[min(i, len(ct_params) - 1)])}
         for i, (ref, language) in enumerate(cts)
     ]
-    new_models.append({"model": sft, "role": "sft", "parameters": dict(sft_params)})
-    if point:
-        for model in new_models:
-            model["parameters"]["density"] = point["density"]
-        raw.setdefault("parameters", {})["slack"] = point["slack"]
-    raw["models"] = new_models
-    raw["base_model"] = base
-    params = raw.get("parameters") or {}
-    params.pop("protect", None)  # the template's refs are gone; role sft protects the SFT
-    if len(cts) > 1 and raw.get("tokenizer_source") == "ct":
-        raw["tokenizer_source"] = "base"
-    mergeling: dict[str, Any] = raw["mergeling"] if isinstance(raw.get("mergeling"), dict) else {}
-    raw["mergeling"] = {k: v for k, v in mergeling.items() if k != "eval_suite"} | {"output_repo": output_repo}
-    return raw
-
-
-def recipe_hash(raw: dict[str, Any]) -> str:
-    """sha256 of the validated recipe (the registry's canonical hash)."""
-    from registry.recipe import parse_recipe
-
-    return parse_recipe(raw, source="bot recipe").recipe_hash()
+    inputs.append({"model": sft, "role": "sft", "parameters": dict(sft_params)})
+    params = {k: v for k, v in (template.get("parameters") or {}).items() if k != "protect"}  # role sft protects
+    tokenizer = template.get("tokenizer_source")
+    if len(cts) > 1 and tokenizer == "ct":
+        tokenizer = "base"
+    recipe = Recipe.from_parts(
+        method=str(template.get("merge_method", "ties_sv")), models=inputs, base=base, parameters=params,
+        dtype=template.get("dtype"), tokenizer_source=tokenizer, mergeling={"output_repo": output_repo},
+        source="bot recipe",
+    )  # fmt: skip
+    return recipe.at_point(point, source="bot recipe") if point else recipe
 
 
 def template_hash(template: dict[str, Any]) -> str:

@@ -49,7 +49,10 @@ class RayExecutor:
                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                 )
         gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
-        self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_heavy_steps)
+        # max_retries: a task whose node died (not one that raised) runs again on another node; the
+        # steps are idempotent (staging is per node, the publish finds its own marker), so the job
+        # still ends in exactly one commit.
+        self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=3, retry_exceptions=False)(_heavy_steps)
         self._ray = ray
 
     def __call__(self, config: BotConfig, job: Job) -> dict[str, StepData]:
@@ -60,17 +63,20 @@ class RayExecutor:
 
 def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[str, StepData]:
     """Inside a Ray worker: merge, evaluate and publish what is not done yet; return each step's data."""
+    import ray
+
     from bot.pipeline import STEPS, evaluate_step, merge_step, publish_step
 
     config = BotConfig.from_portable(portable)
     job = Job(**job_fields)
     hub = config.hub()
     out: dict[str, StepData] = {}
+    node = ray.get_runtime_context().get_node_id()
     done = STEPS.index(job.step or "paired")
     for step, func in (("merged", merge_step), ("evaluated", evaluate_step), ("published", publish_step)):
         if STEPS.index(step) <= done:
             continue
-        data = func(config, job, hub=hub)
+        data = func(config, job, hub=hub).model_copy(update={"ray_node": node})
         out[step] = data
         job.data = job.data.model_copy(update=data.model_dump(exclude_unset=True))
         job.step = step
