@@ -134,3 +134,24 @@ def test_no_code_path_loads_with_trust_remote_code() -> None:
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_ray_cluster_example_starts_a_head_workers_and_a_bot_with_options_that_exist() -> None:
+    import shlex
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    config = yaml.safe_load((REPO_ROOT / "docs" / "examples" / "ray-cluster.yaml").read_text())
+    assert config["provider"]["type"] == "local" and len(config["provider"]["worker_ips"]) == config["min_workers"]
+    head = " ".join(config["head_start_ray_commands"])
+    assert "ray start --head --port=6379" in head and "--num-cpus=0" in head
+    assert any("ray start --address=$RAY_HEAD_IP:6379" in c for c in config["worker_start_ray_commands"])
+    serve = next(c for c in config["head_start_ray_commands"] if "bot serve" in c)
+    words = shlex.split(serve.split("bot serve", 1)[1].split(">", 1)[0])
+    options = [w for w in words if w.startswith("--")]
+    assert {"--executor", "--ray-address", "--cache-max-gb"} <= set(options)
+    help_text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).stdout
+    assert [o for o in options if o not in help_text] == []
