@@ -185,8 +185,9 @@ class Pipeline:
 
     # -- catalog and failure ----------------------------------------------------------------------
     def _record_catalog(self, job: Job, *, status: str, error: str | None = None) -> None:
-        from registry.catalog.entries import MergeEntry, MergeInput, merge_entry_id
+        from registry.catalog.entries import MergeInput
         from registry.catalog.store import CatalogStore, record_merge
+        from registry.publish import build_merge_entry
 
         spec = job.spec
         if not spec.recipe or not job.output_repo:
@@ -198,30 +199,14 @@ class Pipeline:
         base_repo, _, base_rev = spec.base.partition("@")
         if base_repo and base_rev:
             inputs.append(MergeInput(role="base", repo=base_repo, revision=base_rev))
-        results = []
         per_language = job.data.eval_by_language or {"": job.data.eval_records}
         merge_texts = [texts["merge"] for _, texts in sorted(per_language.items()) if "merge" in texts]
-        if status == "published" and merge_texts:
-            from registry.catalog.entries import EvalResult
-
-            for record in load_records({str(i): t for i, t in enumerate(merge_texts)}).values():
-                results += [
-                    EvalResult(task=t.task, metric=m, value=v.value, language=record.language, n=t.n_samples)
-                    for t in record.tasks
-                    for m, v in t.metrics.items()
-                ]
-        entry = MergeEntry(
-            id=merge_entry_id(output_repo=job.output_repo, recipe_hash=spec.recipe_hash),
-            method=spec.method,
-            recipe_hash=spec.recipe_hash,
-            inputs=tuple(inputs),
-            output_repo=job.output_repo,
-            output_revision=job.data.commit if status == "published" else None,
-            status=status,  # type: ignore[arg-type]
-            languages=tuple(m.language for m in spec.members),
-            results=tuple(results),
-            error=error,
-        )
+        records = list(load_records({str(i): t for i, t in enumerate(merge_texts)}).values())
+        entry = build_merge_entry(
+            output_repo=job.output_repo, method=spec.method, recipe_hash=spec.recipe_hash, inputs=inputs,
+            languages=[m.language for m in spec.members], status=status, commit=job.data.commit,
+            records=records if status == "published" else [], error=error,
+        )  # fmt: skip
         record_merge(CatalogStore(hub=self.hub, repo_id=self.config.registry), entry)
 
     def _failed(self, job_id: str, exc: BaseException) -> Job:

@@ -27,7 +27,7 @@ from registry.errors import (
 )
 
 if TYPE_CHECKING:
-    from registry.catalog.entries import MergeEntry
+    from registry.catalog.entries import MergeEntry, MergeInput
     from registry.evaluate.records import EvalRecord
     from registry.hub import HubClient
 
@@ -309,7 +309,7 @@ def merge_entry(
     Raises:
         CatalogError: fewer than two inputs come from the Hub (local inputs cannot be recorded).
     """
-    from registry.catalog.entries import EvalResult, MergeEntry, MergeInput, merge_entry_id
+    from registry.catalog.entries import MergeInput
     from registry.recipe import load_recipe
 
     recipe = load_recipe(folder / "mergeling_recipe.yaml")
@@ -325,22 +325,47 @@ def merge_entry(
             "(merge from repo ids, or push without --registry)",
             repo_id=repo_id,
         )
+    return build_merge_entry(
+        output_repo=repo_id, method=recipe.merge_method, recipe_hash=recipe.recipe_hash(), inputs=inputs,
+        languages=recipe.languages(), status=status, commit=commit, records=records, error=error,
+    )  # fmt: skip
+
+
+def build_merge_entry(
+    *,
+    output_repo: str,
+    method: str,
+    recipe_hash: str,
+    inputs: Sequence[MergeInput],
+    languages: Sequence[str],
+    status: str,
+    commit: str | None = None,
+    records: Sequence[EvalRecord] = (),
+    error: str | None = None,
+) -> MergeEntry:
+    """The one place a catalog merge entry is built (`registry push` and the bot both call it).
+
+    Args:
+        records: the merge's evaluation records (every language's, for a group merge): its results.
+        commit: the published commit (kept only with status `published`).
+    """
+    from registry.catalog.entries import EvalResult, MergeEntry, merge_entry_id
+
     results = [
         EvalResult(task=task.task, metric=metric, value=value.value, language=record.language, n=task.n_samples)
         for record in records
         for task in record.tasks
         for metric, value in task.metrics.items()
     ]
-    recipe_hash = recipe.recipe_hash()
     return MergeEntry(
-        id=merge_entry_id(output_repo=repo_id, recipe_hash=recipe_hash),
-        method=recipe.merge_method,
+        id=merge_entry_id(output_repo=output_repo, recipe_hash=recipe_hash),
+        method=method,
         recipe_hash=recipe_hash,
         inputs=tuple(inputs),
-        output_repo=repo_id,
-        output_revision=commit,
+        output_repo=output_repo,
+        output_revision=commit if status == "published" else None,
         status=status,  # type: ignore[arg-type]
-        languages=recipe.languages(),
+        languages=tuple(languages),
         results=tuple(results),
         error=error,
     )
