@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from bot.config import BotConfig  # noqa: E402
 from bot.queue import trigger_key  # noqa: E402
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for  # noqa: E402
 from bot.worker import Worker  # noqa: E402
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for  # noqa: E402
 
 
 # -- a hub subprocess -------------------------------------------------------------------------------

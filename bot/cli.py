@@ -53,6 +53,9 @@ NoEvalOpt = Annotated[
     ),
 ]
 LeaseOpt = Annotated[float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")]
+CacheMaxOpt = Annotated[
+    float | None, typer.Option(min=0, help="Bound of the Hub download cache (<data>/hf-cache) in GB; LRU eviction.")
+]
 _DEFAULT_DATA = Path(".mergeling/bot")
 
 
@@ -72,6 +75,7 @@ def _config(
     device: str = "cpu",
     suites_dir: Path | None = None,
     lease_s: float = 60.0,
+    cache_max_gb: float | None = None,
     no_eval: bool = False,
 ) -> BotConfig:
     from registry.cli._state import cli_state
@@ -114,6 +118,7 @@ def _config(
     if suites_dir is not None:
         config.suites_dir = suites_dir
     config.lease_s = lease_s
+    config.cache_max_gb = cache_max_gb
     return config
 
 
@@ -149,6 +154,7 @@ def serve(
     eval_suites: EvalSuitesOpt = None,
     no_eval: NoEvalOpt = False,
     lease_seconds: LeaseOpt = 60.0,
+    cache_max_gb: CacheMaxOpt = None,
     poll: Annotated[
         float | None, typer.Option("--poll", help="Also list watched repos every N seconds (no webhook needed).")
     ] = None,
@@ -171,7 +177,7 @@ def serve(
         ),
     ] = None,
     name_template: Annotated[
-        str | None, typer.Option(help="Output repo name from {ct}, {sft}, {method}, {language}.")
+        str | None, typer.Option(help="Output repo name from {ct_owner}, {ct}, {sft}, {method}, {language}.")
     ] = None,
 ) -> None:
     """Serve the webhook receiver and the job API, and run jobs as they come.
@@ -193,7 +199,7 @@ def serve(
         ctx,
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo, name_template=name_template,
-        suites_dir=eval_suites, lease_s=lease_seconds, device=device, no_eval=no_eval,
+        suites_dir=eval_suites, lease_s=lease_seconds, device=device, cache_max_gb=cache_max_gb, no_eval=no_eval,
     )  # fmt: skip
 
     def ready(url: str) -> None:
@@ -229,6 +235,7 @@ def run_once(
     eval_suites: EvalSuitesOpt = None,
     no_eval: NoEvalOpt = False,
     lease_seconds: LeaseOpt = 60.0,
+    cache_max_gb: CacheMaxOpt = None,
     poll_first: Annotated[
         bool, typer.Option("--poll-first", help="List watched repos and queue new revisions first.")
     ] = False,
@@ -249,7 +256,7 @@ def run_once(
         ctx,
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo,
-        suites_dir=eval_suites, lease_s=lease_seconds, no_eval=no_eval,
+        suites_dir=eval_suites, lease_s=lease_seconds, cache_max_gb=cache_max_gb, no_eval=no_eval,
     )  # fmt: skip
     worker = Worker(config)
     if poll_first:

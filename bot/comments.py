@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.queue import Job
     from registry.evaluate.records import EvalRecord
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
 TITLE = "Mergeling bot: merges of this checkpoint"
 
 
-def find_or_open(hub: Any, repo: str, *, bot_user: str) -> int:
+def find_or_open(hub: HubClient, repo: str, *, bot_user: str) -> int:
     """The number of the bot's discussion on `repo` (opened when missing)."""
     for discussion in hub.list_discussions(repo, author=bot_user):
         if discussion.title == TITLE and not discussion.is_pull_request:
@@ -44,7 +45,7 @@ def success_comment(
         f"### Merged revision `{sha}` → [{job.output_repo}]({url}) (commit `{commit[:7]}`)",
         "",
         f"Merged `{job.ct_repo}@{sha}` with `{job.sft_repo}@{(job.sft_sha or '')[:7]}` "
-        f"({job.kind}, recipe `{job.spec.get('recipe_source', 'default')}`, job `{job.id}`).",
+        f"({job.kind}, recipe `{job.spec.recipe_source}`, job `{job.id}`).",
         "",
     ]
     if unavailable:
@@ -77,7 +78,7 @@ def failure_comment(job: Job, error: str, reasons: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def post(hub: Any, repo: str, text: str, *, bot_user: str, marker: str | None = None) -> tuple[int, str]:
+def post(hub: HubClient, repo: str, text: str, *, bot_user: str, marker: str | None = None) -> tuple[int, str]:
     """Comment on the bot's discussion of `repo` (once per `marker`); return its number and web URL.
 
     A comment carries `marker` (the job id) hidden; when a resumed job finds it already posted
@@ -90,7 +91,7 @@ def post(hub: Any, repo: str, text: str, *, bot_user: str, marker: str | None = 
     return num, f"{hub.endpoint}/{repo}/discussions/{num}"
 
 
-def _already_posted(hub: Any, repo: str, num: int, tag: str) -> bool:
+def _already_posted(hub: HubClient, repo: str, num: int, tag: str) -> bool:
     try:
         details = hub.api.get_discussion_details(repo, num)
     except Exception:  # noqa: BLE001 (cannot tell: post; a duplicate beats a missing comment)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from registry.hub import HubClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TEMPLATE = "{ct}-{sft}-{method}"
+DEFAULT_TEMPLATE = "{ct_owner}__{ct}-{sft}-{method}"
 
 
 @dataclass
@@ -35,8 +35,10 @@ class BotConfig:
         data_dir / data_repo: evaluation data: a local folder, else a Hub dataset repo.
         no_eval: publish merges un-evaluated on purpose (`--no-eval`; the card and comment say so).
         eval_limit: documents per eval task (None: the whole split).
-        name_template: output repo name from {ct}, {sft}, {method}, {language}.
+        name_template: output repo name from {ct_owner}, {ct}, {sft}, {method}, {language}
+            ({ct_owner} keeps two users' CTs of the same name apart).
         device: merge and eval device.
+        cache_max_gb: the bound of `<data>/hf-cache`; least recently used repos are removed after each job.
     """
 
     data: Path
@@ -57,6 +59,7 @@ class BotConfig:
     device: str = "cpu"
     executor: str = "local"
     ray_address: str | None = None
+    cache_max_gb: float | None = None  # the Hub download cache's bound (None: unbounded)
     lease_s: float = 60.0
     max_attempts: int = 5
     backoff_s: float = 2.0

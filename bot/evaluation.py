@@ -18,6 +18,7 @@ from registry.errors import DataNotFoundError, HubError, HubRepoNotFoundError
 
 if TYPE_CHECKING:
     from registry.evaluate.records import EvalRecord
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def suite_path(config: BotConfig, language: str) -> Path:
 
 def evaluate_models(
     config: BotConfig,
-    hub: Any,
+    hub: HubClient,
     *,
     language: str,
     models: dict[str, str],
@@ -129,7 +130,7 @@ def evaluate_models(
     return EvalOutcome(written)
 
 
-def _adapted(resolved: Any, base: str | None, *, hub: Any, out: Path) -> Any:
+def _adapted(resolved: Any, base: str | None, *, hub: HubClient, out: Path) -> Any:
     """A LoRA adapter evaluates as its base with the adapter applied; the record keeps the adapter's identity."""
     from dataclasses import replace
 
@@ -186,3 +187,30 @@ def metric_value(record: EvalRecord, metric: str) -> float | None:
         if task.task == task_name and name in task.metrics:
             return task.metrics[name].value
     return None
+
+
+def language_tables(by_language: dict[str, dict[str, EvalRecord]], unavailable: dict[str, str], *, heading: str) -> str:
+    """One CT vs SFT vs merged table per language (a group merge's card and comment).
+
+    Args:
+        by_language: language -> label (ct, sft, merge) -> record.
+        unavailable: language -> why it has no results.
+        heading: the markdown heading prefix, e.g. "## Evaluation:" or "####".
+    """
+    from registry.evaluate.compare import build_comparison, render_markdown
+
+    names = {"ct": "CT", "sft": "SFT", "merge": "merged"}
+    parts = []
+    for language in sorted(by_language.keys() | unavailable.keys()):
+        records = by_language.get(language, {})
+        order = [label for label in ("ct", "sft", "merge") if label in records]
+        if language in unavailable or len(order) < 2:
+            why = unavailable.get(language, "no results")
+            parts.append(f"{heading} {language}\n\nEvaluation unavailable: {why}.")
+            continue
+        table = build_comparison([records[label] for label in order], labels=[names[label] for label in order])
+        parts.append(
+            f"{heading} {language}\n\nThe {language} CT, the SFT and the merge on the {language} suite "
+            f"(differences in brackets are to the CT).\n\n{render_markdown(table)}"
+        )
+    return "\n\n".join(parts)

@@ -10,37 +10,32 @@ applies the adapter to the base. Every refusal is a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bot.access import identity, is_private_repo, restricted
 from bot.config import BotConfig
+from bot.errors import BotInputError, NotACheckpoint, Superseded, VisibilityError
+from bot.models import JobSpec, Member, SweepSpec
 from bot.recipes import (
     concrete_recipe,
     group_recipes,
     language_recipe,
     output_name,
+    owner_of,
     pop_sweep,
-    recipe_hash,
     short_name,
     template_hash,
 )
 from registry.catalog.entries import CtEntry, SftEntry
-from registry.errors import CatalogError, HubRepoNotFoundError, RegistryError
+from registry.errors import CatalogError, HubEntryNotFoundError, HubRepoNotFoundError
 from registry.io.lora import ADAPTER_CONFIG
 
+if TYPE_CHECKING:
+    from registry.hub import HubClient
+
 CT_TAG = "mergeling-ct"
-
-
-class BotInputError(RegistryError):
-    """The pushed CT cannot be merged; `reasons` lists per-pair details."""
-
-
-class NotACheckpoint(RegistryError):
-    """The repo is not a CT checkpoint (no mergeling-ct tag): nothing to do."""
-
-
-class Superseded(RegistryError):
-    """A newer revision exists; this one is not merged."""
 
 
 @dataclass
@@ -53,7 +48,7 @@ class PlannedJob:
     sft_repo: str
     sft_sha: str
     output_repo: str
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: JobSpec = field(default_factory=JobSpec)
 
 
 def ct_language(card: dict[str, Any], given: str | None) -> str:
@@ -75,7 +70,7 @@ def ct_language(card: dict[str, Any], given: str | None) -> str:
         ) from None
 
 
-def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str | None) -> CtEntry:
+def verify_ct(config: BotConfig, hub: HubClient, *, repo: str, sha: str, language: str | None) -> CtEntry:
     """Check the CT revision is current, tagged and valid; record it in the catalog.
 
     Raises:
@@ -96,7 +91,7 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
         ) from None
     if info.sha and info.sha != sha:
         raise Superseded(f"revision {sha[:7]} is no longer the head of {repo} (now {info.sha[:7]}): not merged")
-    card = info.card_data.to_dict() if getattr(info, "card_data", None) is not None else {}
+    card = info.card_data.to_dict() if info.card_data is not None else {}  # type: ignore[no-untyped-call]
     tags = set(getattr(info, "tags", None) or ()) | set(card.get("tags") or ())
     if CT_TAG not in tags and not language:
         raise NotACheckpoint(f"{repo} has no `{CT_TAG}` tag in its card: not a CT checkpoint, ignored")
@@ -112,6 +107,8 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
         entry = build_ct_entry(hub, repo=repo, revision=sha, language=lang, base=base, source="sync")
     except CatalogError as exc:
         raise BotInputError(str(exc)) from None
+    if restricted(hub, [repo]) and not is_private_repo(hub, config.registry, repo_type="dataset"):
+        return entry  # a private or gated CT leaves no trace in a public catalog
     store = CatalogStore(hub=hub, repo_id=config.registry)
     try:
         store.add(entry)
@@ -119,6 +116,30 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
         if "already in registry" not in str(exc):
             raise
     return entry
+
+
+def output_place(config: BotConfig, hub: HubClient, *, ct_repo: str, inputs: list[str], name: str) -> tuple[str, bool]:
+    """Where a merge of `inputs` is published: (repo id, private).
+
+    A merge is at most as visible as its least visible input: with a private or gated input it goes,
+    private, into the CT owner's namespace (an organisation the bot belongs to, so the CT's owners
+    read it); when the bot cannot write there, the job is refused.
+
+    Raises:
+        VisibilityError: a restricted input and no private place the CT's owner can read.
+    """
+    hidden = restricted(hub, inputs)
+    if not hidden:
+        return f"{config.namespace}/{name}", False
+    owner = owner_of(ct_repo)
+    bot = identity(hub)
+    if bot.can_write(owner):
+        return f"{owner}/{name}", True
+    raise VisibilityError(
+        f"{', '.join(hidden)} is private or gated, so its merge may only be published privately where {owner} "
+        f"can read it, and the bot ({bot.name}) cannot write to {owner}: put the CT in an organisation that "
+        f"{bot.name} belongs to with write access, or make the inputs public"
+    )
 
 
 def _only_base_differs(reasons: list[str] | tuple[str, ...]) -> bool:
@@ -139,7 +160,7 @@ def latest_cts(entries: list[Any], language: str, *, base: str) -> CtEntry | Non
     return max(cts, key=lambda e: e.added_at) if cts else None
 
 
-def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
+def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
     """The merges a new CT revision triggers.
 
     Raises:
@@ -169,36 +190,52 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
             reasons=reasons or ["the catalog holds no SFT checkpoint"],
         )
     base = f"{ct.base.repo}@{ct.base.revision}" if ct.base.revision else ct.base.repo
-    template, source = language_recipe(config.recipes_dir, ct.language)
+    template, source = language_recipe(config.recipes_dir, ct.language, catalog=_catalog_reader(config, hub))
     sweep = pop_sweep(template, source=source)
     jobs = []
     for sft in compatible:
         method = str(template.get("merge_method", "ties_sv"))
         name = output_name(
-            config.name_template, ct=short_name(ct.repo), sft=short_name(sft.repo), method=method, language=ct.language
+            config.name_template, ct=short_name(ct.repo), sft=short_name(sft.repo), method=method,
+            language=ct.language, ct_owner=owner_of(ct.repo),
+        )  # fmt: skip
+        output, private = output_place(
+            config, hub, ct_repo=ct.repo, inputs=[ct.repo, sft.repo, ct.base.repo], name=name
         )
-        output = f"{config.namespace}/{name}"
         raw = concrete_recipe(
             template, cts=[(f"{ct.repo}@{ct.revision}", ct.language)], sft=f"{sft.repo}@{sft.revision}", base=base,
             output_repo=output,
         )  # fmt: skip
-        spec: dict[str, Any] = {
-            "recipe": raw, "recipe_source": source, "recipe_hash": recipe_hash(raw), "ct_entry": ct.id,
-            "sft_entry": sft.id, "base": base,
-            "members": [{"repo": ct.repo, "sha": ct.revision, "language": ct.language}],
-        }  # fmt: skip
-        kind = "pair"
-        if sweep is not None:
-            kind = "sweep"
-            spec["sweep"] = {"density": sweep.density, "slack": sweep.slack, "metric": sweep.metric,
-                             "higher_is_better": sweep.higher_is_better, "template": template}  # fmt: skip
+        kind = "pair" if sweep is None else "sweep"
+        spec = JobSpec(
+            recipe=raw.canonical(), recipe_source=source, recipe_hash=raw.recipe_hash(), ct_entry=ct.id, sft_entry=sft.id,
+            base=base, members=[Member(repo=ct.repo, sha=ct.revision, language=ct.language)], private=private,
+            sweep=None if sweep is None else SweepSpec(
+                density=sweep.density, slack=sweep.slack, metric=sweep.metric,
+                higher_is_better=sweep.higher_is_better, template=template,
+            ),
+        )  # fmt: skip
         key = f"{kind}:{ct.repo}@{ct.revision}|{sft.repo}@{sft.revision}|{template_hash(template)}"
         jobs.append(PlannedJob(key, kind, ct.language, sft.repo, sft.revision, output, spec))
-        jobs.extend(_groups(config, ct, sft, entries, base=base))
+        jobs.extend(_groups(config, hub, ct, sft, entries, base=base))
     return jobs
 
 
-def _groups(config: BotConfig, ct: CtEntry, sft: SftEntry, entries: list[Any], *, base: str) -> list[PlannedJob]:
+def _catalog_reader(config: BotConfig, hub: HubClient) -> Callable[[str], bytes | None]:
+    """Read a file of the catalog dataset repo (None when it has none)."""
+
+    def read(path: str) -> bytes | None:
+        try:
+            return hub.read_file(config.registry, path, repo_type="dataset")
+        except (HubEntryNotFoundError, HubRepoNotFoundError):
+            return None
+
+    return read
+
+
+def _groups(
+    config: BotConfig, hub: HubClient, ct: CtEntry, sft: SftEntry, entries: list[Any], *, base: str
+) -> list[PlannedJob]:
     out = []
     for path, template, languages in group_recipes(config.recipes_dir):
         if ct.language not in languages:
@@ -212,18 +249,21 @@ def _groups(config: BotConfig, ct: CtEntry, sft: SftEntry, entries: list[Any], *
         else:
             method = str(template.get("merge_method", "ties_sv"))
             ct_names = "+".join(short_name(m.repo) for m in members)
+            owners = "+".join(dict.fromkeys(owner_of(m.repo) for m in members))
             name = output_name(config.name_template, ct=ct_names, sft=short_name(sft.repo), method=method,
-                               language="+".join(languages))  # fmt: skip
-            output = f"{config.namespace}/{name}"
+                               language="+".join(languages), ct_owner=owners)  # fmt: skip
+            output, private = output_place(
+                config, hub, ct_repo=ct.repo, inputs=[*(m.repo for m in members), sft.repo, ct.base.repo], name=name
+            )
             raw = concrete_recipe(
                 template, cts=[(f"{m.repo}@{m.revision}", m.language) for m in members],
                 sft=f"{sft.repo}@{sft.revision}", base=base, output_repo=output,
             )  # fmt: skip
-            spec = {
-                "recipe": raw, "recipe_source": f"recipes/{path.name}", "recipe_hash": recipe_hash(raw), "ct_entry": ct.id,
-                "sft_entry": sft.id, "base": base,
-                "members": [{"repo": m.repo, "sha": m.revision, "language": m.language} for m in members],
-            }  # fmt: skip
+            spec = JobSpec(
+                recipe=raw.canonical(), recipe_source=f"recipes/{path.name}", recipe_hash=raw.recipe_hash(), ct_entry=ct.id,
+                sft_entry=sft.id, base=base, private=private,
+                members=[Member(repo=m.repo, sha=m.revision, language=m.language) for m in members],
+            )  # fmt: skip
             shas = ",".join(f"{m.repo}@{m.revision}" for m in members)
             key = f"group:{shas}|{sft.repo}@{sft.revision}|{template_hash(template)}"
             out.append(PlannedJob(key, "group", ct.language, sft.repo, sft.revision, output, spec))

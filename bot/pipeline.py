@@ -16,16 +16,22 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import comments
+from bot.access import is_private_repo
 from bot.config import BotConfig
-from bot.evaluation import evaluate_models, load_records, metric_value, read_records
-from bot.pairing import NotACheckpoint, Superseded, expand, verify_ct
+from bot.errors import NotACheckpoint, Superseded, public_text
+from bot.evaluation import evaluate_models, language_tables, load_records, metric_value, read_records
+from bot.models import StepData
+from bot.pairing import expand, verify_ct
 from bot.queue import Job, JobQueue
 from registry.errors import HubAuthError, HubConflictError, HubError, HubUnavailableError, RegistryError
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
+    from registry.merge.plan import MergePlan
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +53,10 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-@dataclass
-class Hooks:
-    """Test seams: called after each step finishes (e.g. to stop the process there)."""
-
-    after_step: dict[str, Any] = field(default_factory=dict)
-
-
 class Pipeline:
     """Runs jobs of one queue with one Hub identity (the bot's)."""
 
-    def __init__(self, config: BotConfig, queue: JobQueue, *, owner: str, hub: Any = None) -> None:
+    def __init__(self, config: BotConfig, queue: JobQueue, *, owner: str, hub: HubClient | None = None) -> None:
         self.config = config
         self.queue = queue
         self.owner = owner
@@ -114,13 +113,13 @@ class Pipeline:
             if STEPS.index(step) <= STEPS.index(job.step or "paired"):
                 continue
             if remote is not None and step in ("merged", "evaluated", "published"):
-                data = remote(self.config, job)
+                results = remote(self.config, job)
                 for name in ("merged", "evaluated", "published"):
-                    if name in data:
-                        job = self.queue.finish_step(job.id, name, state=_state_after(name), **data[name])
+                    if name in results:
+                        job = self.queue.finish_step(job.id, name, results[name], state=_state_after(name))
                 continue
             data = getattr(self, f"_step_{step}")(job)
-            job = self.queue.finish_step(job.id, step, state=_state_after(step), **data)
+            job = self.queue.finish_step(job.id, step, data, state=_state_after(step))
         self._cleanup(job)
         return self.queue.update(job.id, state="published", error=None, lease_owner=None, lease_until=None)
 
@@ -148,79 +147,72 @@ class Pipeline:
         return self.queue.update(
             job.id, kind=first.kind, language=first.language, sft_repo=first.sft_repo,
             sft_sha=first.sft_sha, output_repo=first.output_repo, spec=first.spec, step="paired",
-            data={"language": ct.language},
+            data=StepData(language=ct.language),
         )  # fmt: skip
 
     def _staging(self, job: Job) -> Path:
         return self.config.staging / job.id
 
-    def _step_merged(self, job: Job) -> dict[str, Any]:
+    def _step_merged(self, job: Job) -> StepData:
         self._record_catalog(job, status="running")
         return merge_step(self.config, job, hub=self.hub)
 
-    def _step_evaluated(self, job: Job) -> dict[str, Any]:
+    def _step_evaluated(self, job: Job) -> StepData:
         return evaluate_step(self.config, job, hub=self.hub)
 
-    def _step_published(self, job: Job) -> dict[str, Any]:
+    def _step_published(self, job: Job) -> StepData:
         return publish_step(self.config, job, hub=self.hub)
 
-    def _step_cataloged(self, job: Job) -> dict[str, Any]:
+    def _step_cataloged(self, job: Job) -> StepData:
         self._record_catalog(job, status="published")
-        return {}
+        return StepData()
 
-    def _step_commented(self, job: Job) -> dict[str, Any]:
-        files = job.data.get("eval_records") or {}
-        records = load_records(files) if files else {}
-        extra = job.data.get("sweep_table") or ""
+    def _step_commented(self, job: Job) -> StepData:
+        records = load_records(job.data.eval_records)
+        unavailable = job.data.eval_unavailable
+        extra = job.data.sweep_table or ""
+        if job.data.eval_by_language or job.data.eval_unavailable_by_language:  # a group: one table per language
+            by_language = {lang: load_records(texts) for lang, texts in job.data.eval_by_language.items()}
+            tables = language_tables(by_language, job.data.eval_unavailable_by_language, heading="####")
+            records, unavailable, extra = {}, None, "\n\n".join(p for p in (tables, extra) if p)
+        assert job.data.commit is not None
         text = comments.success_comment(
-            job, url=f"{self.hub.endpoint}/{job.output_repo}", commit=job.data["commit"], records=records,
-            unavailable=job.data.get("eval_unavailable"), extra=extra,
+            job, url=f"{self.hub.endpoint}/{job.output_repo}", commit=job.data.commit, records=records,
+            unavailable=unavailable, extra=extra,
         )  # fmt: skip
         _, url = comments.post(self.hub, job.ct_repo, text, bot_user=self.bot_user, marker=job.id)
-        return {"discussion_url": url}
+        return StepData(discussion_url=url)
 
     # -- catalog and failure ----------------------------------------------------------------------
     def _record_catalog(self, job: Job, *, status: str, error: str | None = None) -> None:
-        from registry.catalog.entries import MergeEntry, MergeInput, merge_entry_id
+        from registry.catalog.entries import MergeInput
         from registry.catalog.store import CatalogStore, record_merge
+        from registry.publish import build_merge_entry
 
         spec = job.spec
-        if not spec.get("recipe") or not job.output_repo:
+        if not spec.recipe or not job.output_repo:
             return
-        inputs = [MergeInput(role="ct", repo=m["repo"], revision=m["sha"]) for m in spec.get("members", [])]
+        if spec.private and not is_private_repo(self.hub, self.config.registry, repo_type="dataset"):
+            return  # a merge of private or gated inputs leaves no trace in a public catalog
+        inputs = [MergeInput(role="ct", repo=m.repo, revision=m.sha) for m in spec.members]
         inputs.append(MergeInput(role="sft", repo=job.sft_repo or "", revision=job.sft_sha or ""))
-        base_repo, _, base_rev = str(spec.get("base", "")).partition("@")
+        base_repo, _, base_rev = spec.base.partition("@")
         if base_repo and base_rev:
             inputs.append(MergeInput(role="base", repo=base_repo, revision=base_rev))
-        results = []
-        files = job.data.get("eval_records") or {}
-        if status == "published" and "merge" in files:
-            from registry.catalog.entries import EvalResult
-
-            record = load_records({"merge": files["merge"]})["merge"]
-            results = [
-                EvalResult(task=t.task, metric=m, value=v.value, language=record.language, n=t.n_samples)
-                for t in record.tasks
-                for m, v in t.metrics.items()
-            ]
-        entry = MergeEntry(
-            id=merge_entry_id(output_repo=job.output_repo, recipe_hash=spec["recipe_hash"]),
-            method=str(spec["recipe"].get("merge_method", "ties_sv")),
-            recipe_hash=spec["recipe_hash"],
-            inputs=tuple(inputs),
-            output_repo=job.output_repo,
-            output_revision=job.data.get("commit") if status == "published" else None,
-            status=status,  # type: ignore[arg-type]
-            languages=tuple(m["language"] for m in spec.get("members", [])),
-            results=tuple(results),
-            error=error,
-        )
+        per_language = job.data.eval_by_language or {"": job.data.eval_records}
+        merge_texts = [texts["merge"] for _, texts in sorted(per_language.items()) if "merge" in texts]
+        records = list(load_records({str(i): t for i, t in enumerate(merge_texts)}).values())
+        entry = build_merge_entry(
+            output_repo=job.output_repo, method=spec.method, recipe_hash=spec.recipe_hash, inputs=inputs,
+            languages=[m.language for m in spec.members], status=status, commit=job.data.commit,
+            records=records if status == "published" else [], error=error,
+        )  # fmt: skip
         record_merge(CatalogStore(hub=self.hub, repo_id=self.config.registry), entry)
 
     def _failed(self, job_id: str, exc: BaseException) -> Job:
         job = self.queue.get(job_id)
         assert job is not None
-        error = one_line(exc)
+        error = public_text(one_line(exc), roots=(self.config.data,))
         if is_transient(exc):
             log.warning("job %s: transient failure: %s", job_id, error)
             job = self.queue.retry_later(job_id, error)
@@ -233,21 +225,21 @@ class Pipeline:
                 log.exception("job %s: unexpected failure", job_id)
                 error = f"internal error: {type(exc).__name__}: {error}; report it with the job id"
             job = self.queue.fail(job_id, error)
-        reasons = list(getattr(exc, "reasons", None) or [])
+        reasons = [public_text(str(r), roots=(self.config.data,)) for r in getattr(exc, "reasons", None) or []]
         self._cleanup(job)
         try:
-            if job.output_repo and job.spec.get("recipe"):
+            if job.output_repo and job.spec.recipe:
                 self._record_catalog(job, status="failed", error=job.error)
         except Exception:  # noqa: BLE001 (the job row has the reason)
             log.warning("job %s: could not record the failure in the catalog", job_id, exc_info=True)
         try:
             text = comments.failure_comment(job, job.error or error, reasons)
             _, url = comments.post(self.hub, job.ct_repo, text, bot_user=self.bot_user, marker=f"{job.id}-failed")
-            job = self.queue.update(job_id, data={"discussion_url": url, "reasons": reasons})
+            job = self.queue.update(job_id, data=StepData(discussion_url=url, reasons=reasons))
         except Exception as post_exc:  # noqa: BLE001 (the repo may be gone; the job row has the reason)
             log.warning("job %s: could not comment on %s: %s", job_id, job.ct_repo, one_line(post_exc))
             if reasons:
-                job = self.queue.update(job_id, data={"reasons": reasons})
+                job = self.queue.update(job_id, data=StepData(reasons=reasons))
         return job
 
     def _cleanup(self, job: Job) -> None:
@@ -273,7 +265,7 @@ def _state_after(step: str) -> str | None:
 
 
 # -- the heavy steps, as plain functions (the ray executor runs them remotely) -----------------------
-def merge_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
+def merge_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     """Merge into `<staging>/<job>/merged` (or each sweep point into `point-<name>`)."""
     from registry.merge.engine import run_merge
     from registry.merge.plan import plan_merge
@@ -282,76 +274,124 @@ def merge_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
     staging = config.staging / job.id
     staging.mkdir(parents=True, exist_ok=True)
     if job.kind == "sweep":
-        from bot.recipes import concrete_recipe, point_name
+        from bot.recipes import point_name
 
-        sweep = job.spec["sweep"]
-        recipe_raw = job.spec["recipe"]
+        sweep = job.spec.sweep
+        assert sweep is not None
+        concrete = parse_recipe(job.spec.recipe, source=f"job {job.id}")
         points = {}
-        for density in sweep["density"]:
-            for slack in sweep["slack"]:
+        for density in sweep.density:
+            for slack in sweep.slack:
                 point = {"density": float(density), "slack": float(slack)}
-                raw = concrete_recipe(
-                    sweep["template"], cts=[(m["model"], m.get("language")) for m in recipe_raw["models"]
-                                            if m.get("role") == "ct"],
-                    sft=next(m["model"] for m in recipe_raw["models"] if m.get("role") == "sft"),
-                    base=recipe_raw["base_model"], output_repo=job.output_repo or "", point=point,
-                )  # fmt: skip
                 out = staging / f"point-{point_name(point)}"
-                plan = plan_merge(parse_recipe(raw, source=f"job {job.id}"), hub=hub)
+                plan = plan_merge(concrete.at_point(point, source=f"job {job.id}"), hub=hub)
+                check_plan_tokenizers(plan)
                 run_merge(plan, out=out, device=config.device, overwrite=True, progress=False)
                 points[point_name(point)] = str(out)
-        return {"points": points}
-    recipe = parse_recipe(job.spec["recipe"], source=f"job {job.id}")
+        return StepData(points=points)
+    recipe = parse_recipe(job.spec.recipe, source=f"job {job.id}")
     plan = plan_merge(recipe, hub=hub)
+    check_plan_tokenizers(plan)
     result = run_merge(plan, out=staging / "merged", device=config.device, overwrite=True, progress=False)
     stall_point(config, "merge")
-    return {"merged_dir": str(result.out), "merge_seconds": round(result.seconds, 2)}
+    return StepData(merged_dir=str(result.out), merge_seconds=round(result.seconds, 2))
 
 
-def evaluate_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
+def check_plan_tokenizers(plan: MergePlan) -> None:
+    """The CT(s), SFT and base of a planned merge share one tokenizer (see bot/vocab.py).
+
+    Raises:
+        TokenizerMismatchError: the first differing id and both strings.
+    """
+    from bot.vocab import check_same_tokenizer
+
+    roles = {m.model: m.role or "input" for m in plan.recipe.models}
+    labelled = []
+    for i, src in enumerate(plan.sources):
+        if src.path is None:
+            continue
+        role = "base" if i == plan.base_index else roles.get(src.ref, "input")
+        order = {"ct": 0, "sft": 1, "base": 2}.get(role, 3)
+        labelled.append((order, f"{role if role == 'base' else role.upper()} {src.repo_id or src.ref}", src.path))
+    check_same_tokenizer({label: path for _, label, path in sorted(labelled, key=lambda x: x[0])})
+
+
+def evaluate_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     """Evaluate the merge (each sweep point), the CT and the SFT on the language's suite."""
     import time
 
     started = time.monotonic()
     staging = config.staging / job.id
     language = job.language or ""
-    members = job.spec.get("members") or []
+    members = job.spec.members
     models = {"ct": f"{job.ct_repo}@{job.ct_sha}", "sft": f"{job.sft_repo}@{job.sft_sha}"}
     if len(members) > 1:  # a group merge: compare with the CT of the suite's language
-        models = {"ct": next(f"{m['repo']}@{m['sha']}" for m in members if m["language"] == language), **models}
+        models = {"ct": next(f"{m.repo}@{m.sha}" for m in members if m.language == language), **models}
         models["sft"] = f"{job.sft_repo}@{job.sft_sha}"
     if job.kind == "sweep":  # choose on dev, then the chosen point on the test suite for the card
-        points = {f"point-{name}": path for name, path in job.data["points"].items()}
+        points = {f"point-{name}": path for name, path in job.data.points.items()}
         dev = evaluate_models(
             config, hub, language=language, models=points, out_dir=staging / "eval-dev", limit=config.eval_limit,
             split="dev",
         )  # fmt: skip
         chosen = _pick_point(job, read_records(dev.files), dev.unavailable)
-        models["merge"] = chosen["merged_dir"]
     else:
-        chosen = {}
-        models["merge"] = job.data["merged_dir"]
+        chosen = StepData()
+    merged_dir = chosen.merged_dir or job.data.merged_dir
+    assert merged_dir is not None
+    models["merge"] = merged_dir
+    if job.kind == "group":  # the paper's claim is about every member language: evaluate on each
+        return chosen.model_copy(
+            update=_evaluate_languages(config, job, hub=hub, merged_dir=merged_dir, started=started)
+        )
     outcome = evaluate_models(
         config, hub, language=language, models=models, out_dir=staging / "eval", limit=config.eval_limit,
-        adapter_base=job.spec.get("base"),
+        adapter_base=job.spec.base or None,
     )  # fmt: skip
     stall_point(config, "eval")
-    return chosen | {
-        "eval_records": read_records(outcome.files), "eval_unavailable": outcome.unavailable,
+    return chosen.model_copy(
+        update={"eval_records": read_records(outcome.files), "eval_unavailable": outcome.unavailable,
+                "eval_seconds": round(time.monotonic() - started, 2)},
+    )  # fmt: skip
+
+
+def _evaluate_languages(
+    config: BotConfig, job: Job, *, hub: HubClient, merged_dir: str, started: float
+) -> dict[str, object]:
+    """A group merge on each member language's suite, with that language's CT and the SFT."""
+    import time
+
+    by_language: dict[str, dict[str, str]] = {}
+    unavailable: dict[str, str] = {}
+    for member in job.spec.members:
+        models = {"ct": f"{member.repo}@{member.sha}", "sft": f"{job.sft_repo}@{job.sft_sha}", "merge": merged_dir}
+        outcome = evaluate_models(
+            config, hub, language=member.language, models=models, limit=config.eval_limit,
+            out_dir=config.staging / job.id / "eval" / member.language, adapter_base=job.spec.base or None,
+        )  # fmt: skip
+        by_language[member.language] = read_records(outcome.files)
+        if outcome.unavailable:
+            unavailable[member.language] = outcome.unavailable
+    stall_point(config, "eval")
+    primary = job.language or job.spec.members[0].language
+    return {
+        "eval_records": by_language.get(primary, {}), "eval_unavailable": unavailable.get(primary),
+        "eval_by_language": by_language, "eval_unavailable_by_language": unavailable,
         "eval_seconds": round(time.monotonic() - started, 2),
     }  # fmt: skip
 
 
-def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> dict[str, Any]:
-    sweep = job.spec["sweep"]
-    points = job.data["points"]
+def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> StepData:
+    sweep = job.spec.sweep
+    assert sweep is not None
+    points = job.data.points
     scores: dict[str, float | None] = {}
     if not unavailable:
         records = load_records({k: v for k, v in files.items() if k.startswith("point-")})
-        scores = {name: metric_value(records[f"point-{name}"], sweep["metric"]) for name in points}
+        scores = {name: metric_value(records[f"point-{name}"], sweep.metric) for name in points}
     valid = {name: s for name, s in scores.items() if s is not None}
     if valid:
-        pick = max if sweep.get("higher_is_better", True) else min
+        pick = max if sweep.higher_is_better else min
         best = pick(valid, key=lambda name: valid[name])
     else:
         best = sorted(points)[0]
@@ -361,50 +401,56 @@ def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> dic
     )
     how = f"dev split ({unavailable}: the first point was kept)" if unavailable else "dev split"
     table = (
-        f"## Sweep\n\nEvery point is on branch `sweep/<point>`; chosen by `{sweep['metric']}` on the {how}; the "
+        f"## Sweep\n\nEvery point is on branch `sweep/<point>`; chosen by `{sweep.metric}` on the {how}; the "
         f"evaluation above is the chosen point's on the test split.\n\n| point | dev value | |\n|---|---|---|\n{rows}\n"
     )
-    return {"best_point": best, "sweep_table": table, "merged_dir": points[best], "sweep_dev": files}
+    return StepData(best_point=best, sweep_table=table, merged_dir=points[best], sweep_dev=files)
 
 
-def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
+def publish_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     """One commit of the merge with its card to the output repo (sweeps: each point on its branch first)."""
     import time
 
     from registry.publish import publish_merge
 
     started = time.monotonic()
-    files = job.data.get("eval_records") or {}
-    records = load_records(files) if files else {}
+    records = load_records(job.data.eval_records)
     names = {"ct": "CT", "sft": "SFT", "merge": "merged"}
     comparison = [(names[label], records[label]) for label in ("ct", "sft", "merge") if label in records]
-    members = job.spec.get("members") or []
-    inputs = "\n".join(f"- CT `{m['repo']}` at commit `{m['sha']}` ({m['language']})" for m in members)
+    merge_records = [records["merge"]] if "merge" in records else []
+    by_language = {lang: load_records(texts) for lang, texts in job.data.eval_by_language.items()}
+    if len(by_language) > 1 or job.data.eval_unavailable_by_language:
+        comparison = []  # one table per member language instead (below)
+        merge_records = [recs["merge"] for _, recs in sorted(by_language.items()) if "merge" in recs]
+    inputs = "\n".join(f"- CT `{m.repo}` at commit `{m.sha}` ({m.language})" for m in job.spec.members)
     sections = [
         "## Provenance\n\n"
         f"Merged by the Mergeling bot from [{job.ct_repo}]({hub.endpoint}/{job.ct_repo}) at commit `{job.ct_sha}` "
         f"(job `{job.id}`).\n\n{inputs}\n- SFT `{job.sft_repo}` at commit `{job.sft_sha}`\n"
-        f"- base `{job.spec.get('base')}`\n- recipe: `{job.spec.get('recipe_source')}`"
+        f"- base `{job.spec.base}`\n- recipe: `{job.spec.recipe_source}`"
     ]
-    if job.data.get("eval_unavailable"):
+    if comparison == [] and (by_language or job.data.eval_unavailable_by_language):
+        sections.append(language_tables(by_language, job.data.eval_unavailable_by_language, heading="## Evaluation:"))
+    elif job.data.eval_unavailable:
         from bot.evaluation import describe_unavailable
 
-        sections.append(f"## Evaluation\n\n{describe_unavailable(job.data['eval_unavailable'])}")
-    if job.data.get("sweep_table"):
-        sections.append(job.data["sweep_table"])
-    assert job.output_repo is not None
-    best = Path(job.data["merged_dir"])
+        sections.append(f"## Evaluation\n\n{describe_unavailable(job.data.eval_unavailable)}")
+    if job.data.sweep_table:
+        sections.append(job.data.sweep_table)
+    assert job.output_repo is not None and job.data.merged_dir is not None
+    best = Path(job.data.merged_dir)
     published = publish_merge(
-        hub, best, job.output_repo, records=[records["merge"]] if "merge" in records else [], comparison=comparison,
+        hub, best, job.output_repo, records=merge_records, comparison=comparison,
         sections=sections, marker=job.id, message=f"Merge {job.ct_repo}@{(job.ct_sha or '')[:7]} (job {job.id})",
+        private=job.spec.private, strict=True,
     )  # fmt: skip
     stall_point(config, "push")
     if job.kind == "sweep":
         from registry.publish import publish_merge as _publish
 
-        for name, path in job.data["points"].items():
+        for name, path in job.data.points.items():
             branch = f"sweep/{name}"
             hub.create_branch(job.output_repo, branch, revision=published.commit, exist_ok=True)
             _publish(hub, Path(path), job.output_repo, marker=f"{job.id}-{name}", revision=branch,
                      message=f"Sweep point {name} (job {job.id})")  # fmt: skip
-    return {"commit": published.commit, "publish_seconds": round(time.monotonic() - started, 2)}
+    return StepData(commit=published.commit, publish_seconds=round(time.monotonic() - started, 2))

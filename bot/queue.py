@@ -26,6 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from bot.models import JobSpec, StepData
+from registry.retry import Backoff
+
 STATES = ("queued", "running", "merged", "evaluated", "published", "failed", "superseded", "cancelled")
 ACTIVE = ("queued", "running", "merged", "evaluated")
 FINAL = ("published", "failed", "superseded", "cancelled")
@@ -66,6 +71,12 @@ _PUBLIC = (
 )  # fmt: skip
 
 
+# Each migration brings the schema to its version; version 1 is the first schema (its CREATE ... IF
+# NOT EXISTS also adopts a file made before versions were recorded). Append; never edit one.
+_MIGRATIONS: list[tuple[int, str]] = [(1, _SCHEMA)]
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -84,9 +95,9 @@ class Job:
     sft_repo: str | None = None
     sft_sha: str | None = None
     output_repo: str | None = None
-    spec: dict[str, Any] = field(default_factory=dict)  # what to merge: recipe, members, sweep point
+    spec: JobSpec = field(default_factory=JobSpec)  # what to merge: recipe, members, sweep point
     step: str = ""  # the last finished pipeline step
-    data: dict[str, Any] = field(default_factory=dict)  # step results (staging dir, eval files, commit)
+    data: StepData = field(default_factory=StepData)  # step results (staging dir, eval files, commit)
     error: str | None = None
     attempts: int = 0
     lease_owner: str | None = None
@@ -101,15 +112,22 @@ class Job:
         """A CT revision not yet paired with an SFT (created as `ct:<repo>@<sha>`, no step done)."""
         return self.key.startswith("ct:") and not self.step
 
+    def input_repos(self) -> list[str]:
+        """Every repo this job reads (CT, group members, SFT, base): who may see the job is who may read them."""
+        repos = [self.ct_repo, *(m.repo for m in self.spec.members)]
+        repos += [self.sft_repo or "", self.spec.base_repo]
+        return [r for r in dict.fromkeys(repos) if r]
+
     def public(self) -> dict[str, Any]:
         """The job as the HTTP API and `bot status --json` show it (see docs/bot.md)."""
         out = {name: getattr(self, name) for name in _PUBLIC}
         out["step"] = self.step or None
-        out["members"] = self.spec.get("members")
-        out["sweep_point"] = self.spec.get("point")
-        out["output_revision"] = self.data.get("commit")
-        out["discussion"] = self.data.get("discussion_url")
-        out["seconds"] = {step: self.data.get(f"{step}_seconds") for step in ("merge", "eval", "publish")}
+        out["members"] = [m.model_dump() for m in self.spec.members] or None
+        out["sweep_point"] = self.spec.point
+        out["output_revision"] = self.data.commit
+        out["discussion"] = self.data.discussion_url
+        data = self.data
+        out["seconds"] = {"merge": data.merge_seconds, "eval": data.eval_seconds, "publish": data.publish_seconds}
         return out
 
 
@@ -134,7 +152,29 @@ class JobQueue:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the schema to `SCHEMA_VERSION` (`PRAGMA user_version`), one migration at a time.
+
+        Raises:
+            RuntimeError: the file was made by a newer bot (its version is above ours).
+        """
+        db = self._db()
+        with self._tx():
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has queue schema version {version}, newer than this bot's {SCHEMA_VERSION}; "
+                    "run the newer bot, or point --data at another folder"
+                )
+            for target, script in _MIGRATIONS:
+                if version < target:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {target}")
+                    version = target
 
     # -- connection ----------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -223,7 +263,7 @@ class JobQueue:
         sft_repo: str | None = None,
         sft_sha: str | None = None,
         output_repo: str | None = None,
-        spec: dict[str, Any] | None = None,
+        spec: JobSpec | None = None,
         replaces: Sequence[str] = (),
     ) -> tuple[Job, bool]:
         """Add a job unless one with `key` exists.
@@ -248,7 +288,7 @@ class JobQueue:
                 " spec, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id, key, kind, language, ct_repo, ct_sha, sft_repo, sft_sha, output_repo,
-                    json.dumps(spec or {}), stamp, stamp,
+                    (spec or JobSpec()).model_dump_json(exclude_defaults=True), stamp, stamp,
                 ),
             )  # fmt: skip
             db.execute("INSERT INTO keys (key, job_id) VALUES (?, ?)", (key, job_id))
@@ -296,20 +336,24 @@ class JobQueue:
             return cur.rowcount == 1
 
     def update(self, job_id: str, **fields: Any) -> Job:
-        """Set fields (`data` and `spec` are merged into the stored dicts)."""
+        """Set fields. `data` and `spec` (a `StepData` / `JobSpec`) are merged into the stored ones:
+        the fields set in the given model win; the result is validated before it is written."""
         with self._tx() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
-            for name in ("data", "spec"):
+            for name, model in (("data", StepData), ("spec", JobSpec)):
                 if name in fields:
-                    fields[name] = json.dumps({**json.loads(row[name]), **fields[name]})
+                    given = fields[name]
+                    new = given.model_dump(mode="json", exclude_unset=True) if isinstance(given, BaseModel) else given
+                    merged = model.model_validate({**json.loads(row[name]), **new})
+                    fields[name] = merged.model_dump_json(exclude_defaults=True)
             fields["updated_at"] = now_iso()
             names = ", ".join(f"{k} = ?" for k in fields)
             db.execute(f"UPDATE jobs SET {names} WHERE id = ?", [*fields.values(), job_id])  # noqa: S608
             return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def finish_step(self, job_id: str, step: str, *, state: str | None = None, **data: Any) -> Job:
+    def finish_step(self, job_id: str, step: str, data: StepData, *, state: str | None = None) -> Job:
         """Record a finished step and its results (what a resumed job starts after)."""
         fields: dict[str, Any] = {"step": step, "data": data}
         if state:
@@ -323,7 +367,7 @@ class JobQueue:
         attempts = job.attempts + 1
         if attempts >= self.max_attempts:
             return self.fail(job_id, f"{error} (gave up after {attempts} attempts)", attempts=attempts)
-        delay = min(300.0, self.backoff_s * 2 ** (attempts - 1))
+        delay = Backoff(first_s=self.backoff_s, cap_s=300.0, jitter="none").delay(attempts - 1)
         return self.update(
             job_id,
             state="queued",
@@ -369,6 +413,6 @@ class JobQueue:
 
 def _job(row: sqlite3.Row) -> Job:
     values = dict(row)
-    values["spec"] = json.loads(values["spec"])
-    values["data"] = json.loads(values["data"])
+    values["spec"] = JobSpec.model_validate_json(values["spec"])
+    values["data"] = StepData.model_validate_json(values["data"])
     return Job(**values)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.access import ReadCheck
 from bot.config import BotConfig
-from bot.queue import JobQueue, trigger_key
+from bot.errors import public_text
+from bot.queue import Job, JobQueue, trigger_key
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,8 @@ def webhook_decision(config: BotConfig, queue: JobQueue, body: bytes) -> tuple[i
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return 400, {"error": f"malformed JSON: {exc.__class__.__name__} at position {getattr(exc, 'pos', 0)}"}
+    except RecursionError:
+        return 400, {"error": "JSON nested too deeply: a Hub webhook payload is a few levels deep"}
     try:
         payload = WebhookPayload.model_validate(raw)
     except ValidationError as exc:
@@ -119,10 +126,12 @@ def webhook_decision(config: BotConfig, queue: JobQueue, body: bytes) -> tuple[i
 
 
 def submit_job(
-    config: BotConfig, queue: JobQueue, hub: Any, token: str, body: dict[str, Any]
+    config: BotConfig, queue: JobQueue, hub: HubClient, token: str, body: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
     """`POST /jobs` after the rate limit: read check with the user's token, validation, enqueue."""
-    from bot.pairing import BotInputError, NotACheckpoint, Superseded, expand, verify_ct
+    from bot.access import identity, may_submit
+    from bot.errors import BotInputError, NotACheckpoint, Superseded
+    from bot.pairing import expand, verify_ct
     from registry.errors import HubAuthError, HubError, HubRepoNotFoundError, HubRevisionNotFoundError
     from registry.hub import HubClient
 
@@ -131,13 +140,18 @@ def submit_job(
         return 422, {"error": "ct_repo must be OWNER/NAME", "reasons": []}
     revision = body.get("revision") or None
     language = body.get("language") or None
+    if not (revision is None or isinstance(revision, str)) or not (language is None or isinstance(language, str)):
+        return 422, {"error": "revision and language must be strings", "reasons": []}
     user_hub = HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir)
     try:
         info = user_hub.model_info(repo, revision=revision)
+        refusal = may_submit(identity(user_hub), repo)
     except (HubRepoNotFoundError, HubRevisionNotFoundError):
         return 404, {"error": f"{repo}{'@' + revision if revision else ''} does not exist or this token cannot read it"}
     except HubAuthError:
         return 401, {"error": "the Hub refused this token"}
+    if refusal is not None:
+        return 403, {"error": refusal}
     sha = str(info.sha)
     try:
         ct = verify_ct(config, hub, repo=repo, sha=sha, language=language)
@@ -147,9 +161,11 @@ def submit_job(
     except Superseded as exc:
         return 422, {"error": str(exc), "reasons": []}
     except BotInputError as exc:
-        return 422, {"error": str(exc), "reasons": list(getattr(exc, "reasons", None) or [])}
+        roots = (config.data,)
+        reasons = [public_text(str(r), roots=roots) for r in getattr(exc, "reasons", None) or []]
+        return 422, {"error": public_text(str(exc), roots=roots), "reasons": reasons}
     except HubError as exc:
-        return 503, {"error": f"the Hub could not be asked: {exc}"}
+        return 503, {"error": f"the Hub could not be asked: {public_text(str(exc), roots=(config.data,))}"}
     job, _ = queue.enqueue(key=trigger_key(repo, sha), kind="pair", ct_repo=repo, ct_sha=sha, language=ct.language)
     return 202, {"jobs": [job.public()]}
 
@@ -159,17 +175,18 @@ def create_app(
     queue: JobQueue,
     *,
     secret: str | None,
-    hub: Any = None,
+    hub: HubClient | None = None,
     rate_limit: RateLimiter | None = None,
 ) -> Starlette:
     """The ASGI app. `secret` None accepts unsigned deliveries (never in `registry bot serve`)."""
     limiter = rate_limit or RateLimiter()
-    bot_hub: list[Any] = [hub]
+    bot_hub: list[HubClient | None] = [hub]
 
-    def get_hub() -> Any:
-        if bot_hub[0] is None:
-            bot_hub[0] = config.hub()
-        return bot_hub[0]
+    def get_hub() -> HubClient:
+        client = bot_hub[0]
+        if client is None:
+            client = bot_hub[0] = config.hub()
+        return client
 
     async def webhook(request: Request) -> JSONResponse:
         if secret is not None:
@@ -189,17 +206,28 @@ def create_app(
         running = sum(counts.get(s, 0) for s in ("running", "merged", "evaluated"))
         return JSONResponse({"ok": True, "queued": counts.get("queued", 0), "running": running})
 
+    def reader(request: Request) -> ReadCheck:
+        """The caller's read access, asked of the Hub with its own token (none: anonymous)."""
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        return ReadCheck(endpoint=config.endpoint, token=token or None, cache_dir=config.cache_dir)
+
+    def visible(jobs: list[Job], check: ReadCheck) -> list[Job]:
+        return [job for job in jobs if check.all_readable(job.input_repos())]
+
     async def list_jobs(request: Request) -> JSONResponse:
         state = request.query_params.get("state") or None
         limit_raw = request.query_params.get("limit")
-        limit = int(limit_raw) if limit_raw and limit_raw.isdigit() else None
+        limit = min(int(limit_raw), 1000) if limit_raw and limit_raw.isdigit() else 200
         jobs = await run_in_threadpool(queue.list, state=state, limit=limit)
-        return JSONResponse([job.public() for job in jobs])
+        shown = await run_in_threadpool(visible, jobs, reader(request))
+        return JSONResponse([job.public() for job in shown])
 
     async def get_job(request: Request) -> JSONResponse:
-        job = await run_in_threadpool(queue.get, request.path_params["job_id"])
-        if job is None:
-            return _error(404, f"no job {request.path_params['job_id']!r}")
+        job_id = request.path_params["job_id"]
+        job = await run_in_threadpool(queue.get, job_id)
+        if job is None or not await run_in_threadpool(visible, [job], reader(request)):
+            return _error(404, f"no job {job_id!r} that this caller can read (send Authorization: Bearer <token>)")
         return JSONResponse(job.public())
 
     async def post_job(request: Request) -> JSONResponse:
@@ -229,6 +257,8 @@ def create_app(
             body = json.loads(raw or b"{}")
         except (UnicodeDecodeError, json.JSONDecodeError):
             return _error(400, "the body is not JSON")
+        except RecursionError:
+            return _error(400, "the body's JSON is nested too deeply")
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")
         status, out = await run_in_threadpool(submit_job, config, queue, get_hub(), token, body)

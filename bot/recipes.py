@@ -16,13 +16,18 @@ import copy
 import hashlib
 import itertools
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from registry.errors import RecipeError
+
+if TYPE_CHECKING:
+    from registry.recipe import Recipe
 
 DEFAULT_RECIPE: dict[str, Any] = {
     "merge_method": "ties_sv",
@@ -83,12 +88,43 @@ def pop_sweep(raw: dict[str, Any], *, source: str) -> Sweep | None:
     )
 
 
-def language_recipe(recipes_dir: Path, language: str) -> tuple[dict[str, Any], str]:
-    """The raw recipe for a language and where it came from (a path, or `default`)."""
-    for name in (f"{language}.yaml", f"{language}-ties-sv.yaml"):
+MAX_RECIPE_BYTES = 256 * 1024
+
+
+def language_recipe(
+    recipes_dir: Path, language: str, *, catalog: Callable[[str], bytes | None] | None = None
+) -> tuple[dict[str, Any], str]:
+    """The raw recipe for a language and where it came from.
+
+    Looked up in `recipes_dir`, then (with `catalog`, which reads a file of the catalog dataset repo
+    or returns None) as `recipes/<name>` in the catalog, else the built-in default.
+
+    Returns:
+        (raw recipe data, its source: a path, `catalog:recipes/<name>` or `default`).
+
+    Raises:
+        RecipeError: a recipe file that is not a YAML mapping (or over 256 KB in the catalog).
+    """
+    names = (f"{language}.yaml", f"{language}-ties-sv.yaml")
+    for name in names:
         path = recipes_dir / name
         if path.is_file():
             return read_raw(path), _shown(path)
+    for name in names if catalog is not None else ():
+        assert catalog is not None
+        body = catalog(f"recipes/{name}")
+        if body is None:
+            continue
+        source = f"catalog:recipes/{name}"
+        if len(body) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{source} is over {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file", path=source)
+        try:
+            data = yaml.safe_load(body.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise RecipeError(f"cannot read recipe {source}: {exc}", path=source) from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe is a YAML mapping", path=source)
+        return data, source
     return copy.deepcopy(DEFAULT_RECIPE), "default"
 
 
@@ -122,45 +158,38 @@ def concrete_recipe(
     base: str,
     output_repo: str,
     point: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """The template's method and parameters with these inputs (refs pinned `repo@sha`).
+) -> Recipe:
+    """The template's method and parameters with these inputs (refs pinned `repo@sha`), validated.
 
     Args:
         cts: (ref, language) of each CT input, in the template's CT order.
         sft: the SFT ref.
         base: the base ref.
         point: sweep values (density of every input, slack) to apply.
+
+    Raises:
+        RecipeError: the template's method or parameters do not validate with these inputs.
     """
-    raw = copy.deepcopy(template)
-    raw.get("mergeling", {}).pop("sweep", None) if isinstance(raw.get("mergeling"), dict) else None
-    models = [m for m in raw.get("models") or [] if isinstance(m, dict)]
+    from registry.recipe import Recipe
+
+    models = [m for m in template.get("models") or [] if isinstance(m, dict)]
     ct_params = [m.get("parameters") or {} for m in models if m.get("role") == "ct"] or [{}]
     sft_params = next((m.get("parameters") or {} for m in models if m.get("role") == "sft"), {})
-    new_models: list[dict[str, Any]] = [
+    inputs: list[dict[str, Any]] = [
         {"model": ref, "role": "ct", "language": language, "parameters": dict(ct_params[min(i, len(ct_params) - 1)])}
         for i, (ref, language) in enumerate(cts)
     ]
-    new_models.append({"model": sft, "role": "sft", "parameters": dict(sft_params)})
-    if point:
-        for model in new_models:
-            model["parameters"]["density"] = point["density"]
-        raw.setdefault("parameters", {})["slack"] = point["slack"]
-    raw["models"] = new_models
-    raw["base_model"] = base
-    params = raw.get("parameters") or {}
-    params.pop("protect", None)  # the template's refs are gone; role sft protects the SFT
-    if len(cts) > 1 and raw.get("tokenizer_source") == "ct":
-        raw["tokenizer_source"] = "base"
-    mergeling: dict[str, Any] = raw["mergeling"] if isinstance(raw.get("mergeling"), dict) else {}
-    raw["mergeling"] = {k: v for k, v in mergeling.items() if k != "eval_suite"} | {"output_repo": output_repo}
-    return raw
-
-
-def recipe_hash(raw: dict[str, Any]) -> str:
-    """sha256 of the validated recipe (the registry's canonical hash)."""
-    from registry.recipe import parse_recipe
-
-    return parse_recipe(raw, source="bot recipe").recipe_hash()
+    inputs.append({"model": sft, "role": "sft", "parameters": dict(sft_params)})
+    params = {k: v for k, v in (template.get("parameters") or {}).items() if k != "protect"}  # role sft protects
+    tokenizer = template.get("tokenizer_source")
+    if len(cts) > 1 and tokenizer == "ct":
+        tokenizer = "base"
+    recipe = Recipe.from_parts(
+        method=str(template.get("merge_method", "ties_sv")), models=inputs, base=base, parameters=params,
+        dtype=template.get("dtype"), tokenizer_source=tokenizer, mergeling={"output_repo": output_repo},
+        source="bot recipe",
+    )  # fmt: skip
+    return recipe.at_point(point, source="bot recipe") if point else recipe
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -178,6 +207,27 @@ def short_name(repo: str) -> str:
     return repo.split("/")[-1]
 
 
-def output_name(template: str, *, ct: str, sft: str, method: str, language: str) -> str:
-    name = template.format(ct=ct, sft=sft, method=method.replace("_", "-"), language=language)
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:96]
+def owner_of(repo: str) -> str:
+    return repo.split("/")[0]
+
+
+def output_name(template: str, *, ct: str, sft: str, method: str, language: str, ct_owner: str = "") -> str:
+    """The output repo's name (no namespace) from `--name-template`.
+
+    `{ct_owner}` (the CT repo's namespace; for group merges the members' owners joined by `+`, shown
+    as `-`) keeps `alice/x` and `bob/x` apart: the default template starts with it, followed by `__`
+    (Hub user and org names hold no `_`, so the owner cannot run into the CT's name; the Hub refuses `--`).
+
+    Raises:
+        RecipeError: the template names a field that does not exist.
+    """
+    try:
+        name = template.format(ct=ct, sft=sft, method=method.replace("_", "-"), language=language, ct_owner=ct_owner)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RecipeError(
+            f"--name-template {template!r} is not valid ({exc}); use the fields {{ct_owner}}, {{ct}}, {{sft}}, "
+            "{method}, {language}"
+        ) from None
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name))  # the Hub refuses "--" and ".." in repo names
+    return name.strip("-.")[:96].strip("-.")

@@ -13,11 +13,15 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
+from bot.models import StepData
 from bot.pipeline import Pipeline
 from bot.queue import Job, JobQueue
+
+if TYPE_CHECKING:
+    from registry.hub import HubClient
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +49,36 @@ class RayExecutor:
                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
                 )
         gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
-        self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(_heavy_steps)
+        # max_retries: a task whose node died (not one that raised) runs again on another node; the
+        # steps are idempotent (staging is per node, the publish finds its own marker), so the job
+        # still ends in exactly one commit.
+        self._task = ray.remote(num_gpus=1 if gpus else 0, max_retries=3, retry_exceptions=False)(_heavy_steps)
         self._ray = ray
 
-    def __call__(self, config: BotConfig, job: Job) -> dict[str, Any]:
+    def __call__(self, config: BotConfig, job: Job) -> dict[str, StepData]:
         ref = self._task.remote(config.portable(), job.__dict__)
-        result: dict[str, Any] = self._ray.get(ref)
+        result: dict[str, StepData] = self._ray.get(ref)
         return result
 
 
-def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[str, Any]:
+def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[str, StepData]:
     """Inside a Ray worker: merge, evaluate and publish what is not done yet; return each step's data."""
+    import ray
+
     from bot.pipeline import STEPS, evaluate_step, merge_step, publish_step
 
     config = BotConfig.from_portable(portable)
     job = Job(**job_fields)
     hub = config.hub()
-    out: dict[str, Any] = {}
+    out: dict[str, StepData] = {}
+    node = ray.get_runtime_context().get_node_id()
     done = STEPS.index(job.step or "paired")
     for step, func in (("merged", merge_step), ("evaluated", evaluate_step), ("published", publish_step)):
         if STEPS.index(step) <= done:
             continue
-        data = func(config, job, hub=hub)
+        data = func(config, job, hub=hub).model_copy(update={"ray_node": node})
         out[step] = data
-        job.data = {**job.data, **data}
+        job.data = job.data.model_copy(update=data.model_dump(exclude_unset=True))
         job.step = step
     import shutil
 
@@ -79,7 +89,7 @@ def _heavy_steps(portable: dict[str, Any], job_fields: dict[str, Any]) -> dict[s
 class Worker:
     """Claims jobs from the queue and runs them through the pipeline."""
 
-    def __init__(self, config: BotConfig, queue: JobQueue | None = None, *, hub: Any = None) -> None:
+    def __init__(self, config: BotConfig, queue: JobQueue | None = None, *, hub: HubClient | None = None) -> None:
         self.config = config
         self.queue = queue or config.open_queue()
         self.owner = worker_id()
@@ -96,7 +106,22 @@ class Worker:
         log.info("job %s: %s %s@%s", job.id, job.kind, job.ct_repo, (job.ct_sha or "")[:7])
         done = self.pipeline.run(job, remote=self.remote)
         log.info("job %s: %s%s", done.id, done.state, f" ({done.error})" if done.error else "")
+        self._bound_cache(done)
         return done
+
+    def _bound_cache(self, job: Job) -> None:
+        """Mark the job's repos used; then, with `--cache-max-gb`, evict least recently used repos."""
+        from bot.cache import enforce_cache_bound, mark_used
+
+        try:
+            mark_used(self.config.cache_dir, job.input_repos())
+            if self.config.cache_max_gb is not None:
+                running = [j for state in ("running", "merged", "evaluated") for j in self.queue.list(state=state)]
+                keep = {repo for j in running for repo in j.input_repos()}
+                max_bytes = int(self.config.cache_max_gb * 1024**3)
+                enforce_cache_bound(self.config.cache_dir, max_bytes=max_bytes, keep=keep)
+        except OSError as exc:  # the next job tries again
+            log.warning("cache bound not enforced: %s", exc)
 
     def run_until_idle(self, *, max_jobs: int | None = None) -> list[Job]:
         """Run jobs until none is runnable now (jobs backing off later are left queued)."""

@@ -135,6 +135,16 @@ class OutputExistsError(RegistryError, FileExistsError):
         self.path = _path(path)
 
 
+class ProvenanceError(RegistryError, PermissionError):
+    """An existing output repo records other inputs (or is wider than the merge may be): never committed into."""
+
+    repo_id: str | None
+
+    def __init__(self, message: str, *, repo_id: str | None = None, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.repo_id = repo_id
+
+
 class MergeError(RegistryError, RuntimeError):
     """A merge failed while computing."""
 

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.errors import CatalogError, HubEntryNotFoundError, HubRepoNotFoundError, RecipeError
+from registry.errors import (
+    CatalogError,
+    HubConflictError,
+    HubEntryNotFoundError,
+    HubRepoNotFoundError,
+    ProvenanceError,
+    RecipeError,
+)
 
 if TYPE_CHECKING:
-    from registry.catalog.entries import MergeEntry
+    from registry.catalog.entries import MergeEntry, MergeInput
     from registry.evaluate.records import EvalRecord
     from registry.hub import HubClient
 
@@ -42,6 +50,58 @@ class Published:
 def marker_line(marker: str) -> str:
     """The hidden line a card carries so a re-run of the same publish can find it."""
     return f"<!-- mergeling-publish: {marker} -->"
+
+
+_PROVENANCE = re.compile(r"<!-- mergeling-provenance: (\{.*?\}) -->")
+
+
+def provenance_line(ct_repos: Sequence[str]) -> str:
+    """The hidden line recording which CT repos a published merge came from (checked before any later commit)."""
+    return f"<!-- mergeling-provenance: {json.dumps({'ct': sorted(set(ct_repos))})} -->"
+
+
+def read_provenance(readme: str) -> list[str] | None:
+    """The CT repos a card records (None: the card records none)."""
+    found = _PROVENANCE.search(readme)
+    if found is None:
+        return None
+    try:
+        value = json.loads(found.group(1)).get("ct")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return sorted(str(v) for v in value) if isinstance(value, list) else None
+
+
+def ct_repos_of(folder: Path) -> list[str]:
+    """The Hub repos of a merge output's CT inputs (from its merge_report.json)."""
+    try:
+        report = json.loads((folder / "merge_report.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    return sorted({s["repo_id"] for s in report.get("sources", []) if s.get("role") == "ct" and s.get("repo_id")})
+
+
+def publishable_files(folder: Path) -> dict[str, bytes | Path]:
+    """What a publish uploads from `folder`: no hidden files and no code (`*.py`), and every JSON
+    config without `auto_map`, so nothing published asks a loader to run code from the Hub."""
+    add: dict[str, bytes | Path] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts) or path.suffix == ".py":
+            continue
+        add[rel.as_posix()] = _without_auto_map(path) if path.suffix == ".json" else path
+    return add
+
+
+def _without_auto_map(path: Path) -> bytes | Path:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return path
+    if not isinstance(data, dict) or "auto_map" not in data:
+        return path
+    data.pop("auto_map")
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def check_folder(folder: Path) -> None:
@@ -95,6 +155,9 @@ def build_card_text(
             f"## Evaluation: comparison\n\nDifferences in brackets are to the first column ({first}).\n\n{table}"
         )
     parts.extend(section.rstrip("\n") for section in sections)
+    ct_repos = ct_repos_of(folder)
+    if ct_repos:
+        parts.append(provenance_line(ct_repos))
     if marker:
         parts.append(marker_line(marker))
     return "\n\n".join(parts) + "\n"
@@ -113,6 +176,7 @@ def publish_merge(
     marker: str | None = None,
     message: str | None = None,
     revision: str | None = None,
+    strict: bool = False,
 ) -> Published:
     """Publish `folder` to `repo_id` in one commit and (with `registry`) record the merge.
 
@@ -125,6 +189,8 @@ def publish_merge(
         registry: the catalog dataset repo to record the merge in (None: no catalog entry).
         message: the commit message.
         revision: the branch to commit to (default: main; it must exist).
+        strict: the bot's rule: an existing repo is committed into only when its card records the
+            same CT repos (or it is empty); without it, only a card recording other CTs refuses.
 
     Returns:
         The repo, the commit and the catalog entry id.
@@ -132,6 +198,7 @@ def publish_merge(
     Raises:
         RecipeError: the folder is not a merge output.
         HubError: the Hub refused (no write access, unreachable); the repo is removed again if new.
+        ProvenanceError: the repo exists and records other CT repos, or is public for a private merge.
     """
     folder = Path(folder)
     check_folder(folder)
@@ -143,12 +210,18 @@ def publish_merge(
         commit, reused = existing, True
     else:
         created = not hub.repo_exists(repo_id)
-        hub.create_repo(repo_id, private=private, exist_ok=True)
-        add: dict[str, bytes | Path] = {
-            path.relative_to(folder).as_posix(): path
-            for path in sorted(folder.rglob("*"))
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        }
+        if created:
+            try:
+                hub.create_repo(repo_id, private=private, exist_ok=False)
+            except HubConflictError:
+                raise ProvenanceError(
+                    f"{repo_id} was created by someone else while this publish ran; nothing was committed "
+                    "(retry: its card is then checked)",
+                    repo_id=repo_id,
+                ) from None
+        elif revision is None:
+            check_existing(hub, repo_id, ct_repos=ct_repos_of(folder), private=private, strict=strict)
+        add = publishable_files(folder)
         add["README.md"] = readme.encode("utf-8")
         try:
             commit = hub.commit_files(
@@ -166,6 +239,46 @@ def publish_merge(
     if registry:
         entry_id = record_published(hub, folder, repo_id=repo_id, commit=commit, registry=registry, records=records)
     return Published(repo_id=repo_id, commit=commit, url=f"{hub.endpoint}/{repo_id}", entry_id=entry_id, reused=reused)
+
+
+def check_existing(hub: HubClient, repo_id: str, *, ct_repos: Sequence[str], private: bool, strict: bool) -> None:
+    """Refuse to commit into an existing repo that records other CT repos or is wider than allowed.
+
+    Raises:
+        ProvenanceError: with the repo, what its card records and what to do.
+    """
+    info = hub.repo_info(repo_id)
+    if private and not getattr(info, "private", False):
+        raise ProvenanceError(
+            f"{repo_id} exists and is public, but this merge has a private or gated input and must stay private; "
+            "make the repo private or delete it",
+            repo_id=repo_id,
+        )
+    try:
+        readme = hub.read_file(repo_id, "README.md").decode("utf-8", "replace")
+    except (HubRepoNotFoundError, HubEntryNotFoundError):
+        readme = None
+    if readme is None:
+        files = [f for f in hub.list_files(repo_id) if f != ".gitattributes"]
+        if not files:
+            return  # an empty repo (a publish that died between create and commit)
+        recorded = None
+    else:
+        recorded = read_provenance(readme)
+    wanted = sorted(set(ct_repos))
+    if recorded is not None and recorded != wanted:
+        raise ProvenanceError(
+            f"refusing to publish into {repo_id}: its card records CT {', '.join(recorded) or '(none)'}, this merge "
+            f"is of {', '.join(wanted) or '(no Hub CT)'}; publish under another name (the bot's --name-template "
+            "should contain {ct_owner})",
+            repo_id=repo_id,
+        )
+    if recorded is None and strict:
+        raise ProvenanceError(
+            f"refusing to publish into {repo_id}: it exists and its card records no Mergeling merge provenance; "
+            "delete or rename it, or choose another --name-template",
+            repo_id=repo_id,
+        )
 
 
 def _published_before(hub: HubClient, repo_id: str, marker: str | None, *, revision: str | None) -> str | None:
@@ -196,7 +309,7 @@ def merge_entry(
     Raises:
         CatalogError: fewer than two inputs come from the Hub (local inputs cannot be recorded).
     """
-    from registry.catalog.entries import EvalResult, MergeEntry, MergeInput, merge_entry_id
+    from registry.catalog.entries import MergeInput
     from registry.recipe import load_recipe
 
     recipe = load_recipe(folder / "mergeling_recipe.yaml")
@@ -212,22 +325,47 @@ def merge_entry(
             "(merge from repo ids, or push without --registry)",
             repo_id=repo_id,
         )
+    return build_merge_entry(
+        output_repo=repo_id, method=recipe.merge_method, recipe_hash=recipe.recipe_hash(), inputs=inputs,
+        languages=recipe.languages(), status=status, commit=commit, records=records, error=error,
+    )  # fmt: skip
+
+
+def build_merge_entry(
+    *,
+    output_repo: str,
+    method: str,
+    recipe_hash: str,
+    inputs: Sequence[MergeInput],
+    languages: Sequence[str],
+    status: str,
+    commit: str | None = None,
+    records: Sequence[EvalRecord] = (),
+    error: str | None = None,
+) -> MergeEntry:
+    """The one place a catalog merge entry is built (`registry push` and the bot both call it).
+
+    Args:
+        records: the merge's evaluation records (every language's, for a group merge): its results.
+        commit: the published commit (kept only with status `published`).
+    """
+    from registry.catalog.entries import EvalResult, MergeEntry, merge_entry_id
+
     results = [
         EvalResult(task=task.task, metric=metric, value=value.value, language=record.language, n=task.n_samples)
         for record in records
         for task in record.tasks
         for metric, value in task.metrics.items()
     ]
-    recipe_hash = recipe.recipe_hash()
     return MergeEntry(
-        id=merge_entry_id(output_repo=repo_id, recipe_hash=recipe_hash),
-        method=recipe.merge_method,
+        id=merge_entry_id(output_repo=output_repo, recipe_hash=recipe_hash),
+        method=method,
         recipe_hash=recipe_hash,
         inputs=tuple(inputs),
-        output_repo=repo_id,
-        output_revision=commit,
+        output_repo=output_repo,
+        output_revision=commit if status == "published" else None,
         status=status,  # type: ignore[arg-type]
-        languages=recipe.languages(),
+        languages=tuple(languages),
         results=tuple(results),
         error=error,
     )

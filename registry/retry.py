@@ -1,7 +1,8 @@
 """One retry helper: call, and on a retryable error wait (jittered exponential backoff) and call again.
 
-The catalog store retries a commit whose parent moved (optimistic concurrency); the embedded hub's
-webhook delivery can use the same helper. Clock and randomness are injected, so tests neither
+The catalog store retries a commit whose parent moved (optimistic concurrency); the bot's queue
+takes its retry delays from `Backoff.delay` (a job waits in the queue, not in a loop); the embedded
+hub's webhook delivery can use the same helper. Clock and randomness are injected, so tests neither
 sleep nor depend on luck.
 """
 
@@ -38,11 +39,15 @@ class Backoff:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
+    def delay(self, retry: int) -> float:
+        """The wait before retry number `retry` (0: the first retry): the project's one backoff formula."""
+        ceiling = min(self.cap_s, self.first_s * 2**retry)
+        return self.rng.uniform(0, ceiling) if self.jitter == "full" else ceiling
+
     def delays(self) -> Iterator[float]:
         """The waits between attempts (`attempts - 1` of them)."""
         for retry in range(self.attempts - 1):
-            ceiling = min(self.cap_s, self.first_s * 2**retry)
-            yield self.rng.uniform(0, ceiling) if self.jitter == "full" else ceiling
+            yield self.delay(retry)
 
 
 def retry(

@@ -60,7 +60,19 @@ _TORCH_NAMES = {
     "U8": "uint8",
     "BOOL": "bool",
 }
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 16 * 1024 * 1024  # ~130k tensor entries; a 70B checkpoint's largest shard header is < 100 KB
+
+
+def header_bound(file_size: int) -> int:
+    """The largest header accepted in a file of `file_size` bytes, checked before the header is read.
+
+    A header entry is ~100-150 bytes and describes at least a few hundred bytes of tensor data in any
+    real checkpoint, so 1/16 of the file (at least 1 MiB, for tiny test models) is far above what
+    a writer produces, and 16 MiB caps what a user-sent file can make the bot parse.
+    """
+    return min(_MAX_HEADER, max(1 << 20, file_size // 16))
+
+
 _MAX_READ = 1 << 30  # one preadv call; Linux caps a single read near 2 GiB anyway
 
 
@@ -119,8 +131,14 @@ def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]
             if len(head) < 8:
                 raise _bad(path, f"file is {size} bytes, too short for a header (truncated?)")
             (length,) = struct.unpack("<Q", head)
-            if length > _MAX_HEADER or 8 + length > size:
+            if 8 + length > size:
                 raise _bad(path, f"header length {length} does not fit the file of {size} bytes (truncated?)")
+            if length > header_bound(size):
+                raise _bad(
+                    path,
+                    f"header of {length} bytes is over the {header_bound(size)}-byte bound for a file of {size} "
+                    "bytes (refused unread)",
+                )
             raw = fh.read(length)
     except OSError as exc:
         raise CheckpointError(

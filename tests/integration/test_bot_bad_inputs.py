@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.config import BotConfig
 from bot.queue import Job, trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def _comment(hub, repo: str) -> str:
 def _assert_failed(world, hub, job: Job, *needles: str, comment: bool = True) -> None:
     assert job.state == "failed", (job.state, job.error)
     assert job.error and "\n" not in job.error
+    assert str(world["root"]) not in job.error and "hf-cache" not in job.error  # no server paths
     for needle in needles:
         assert needle in job.error
     if comment:
@@ -167,5 +168,5 @@ def test_bot_token_without_write_access_to_its_namespace(world, hub, tiny_family
     folder = _variant(tiny_family, world["root"], "nowrite")
     job = _run(world, "alice/bad-nowrite", folder, ct_meta("bn", "alice/bad-base"), config=config)
     assert job.state == "failed" and "permission denied" in (job.error or "")
-    assert not world["bob"].repo_exists("lab/bad-nowrite-bad-sft-ties-sv")
+    assert not world["bob"].repo_exists("lab/alice__bad-nowrite-bad-sft-ties-sv")
     assert not any((tmp_path / "nowrite" / "staging").iterdir())

@@ -14,10 +14,10 @@ import pytest
 
 from bot.config import BotConfig
 from bot.queue import trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_sigkill_then_restart_completes_with_one_commit(hub, tiny_family, tmp_pa
     job = queue.get(job.id)
     assert [j.id for j in done] == [job.id] and job.state == "published", job.error
     commits = hub.api(hub.bob_token).list_repo_commits(job.output_repo)
-    assert [c.title for c in commits][1:] == ["initial commit"] and commits[0].commit_id == job.data["commit"]
+    assert [c.title for c in commits][1:] == ["initial commit"] and commits[0].commit_id == job.data.commit
     assert not any((config.data / "staging").iterdir())
 
 

@@ -11,14 +11,14 @@ import pytest
 from bot.config import BotConfig
 from bot.queue import trigger_key
 from bot.server import register_webhooks
-from bot.testing import BotServer, ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for
 from bot.worker import Worker
 from registry.catalog.entries import MergeEntry
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import BotServer, ct_meta, eval_fixture, push_checkpoint, sft_meta, wait_for
 
 SECRET = "webhook-secret-e2e"
-OUTPUT = "bob/tiny-ct-ben-tiny-sft-ties-sv"
+OUTPUT = "bob/alice__tiny-ct-ben-tiny-sft-ties-sv"
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +59,10 @@ def test_a_pushed_ct_is_merged_evaluated_published_and_announced(world, hub, tin
     # one commit holding weights + card; the card has model-index, input shas, the CT link
     commits = hub.api(hub.bob_token).list_repo_commits(OUTPUT)
     assert [c.title for c in commits][1:] == ["initial commit"]  # what create_repo writes
-    assert commits[0].commit_id == job.data["commit"]
+    assert commits[0].commit_id == job.data.commit
     files = set(bob.list_files(OUTPUT))
     assert {"model.safetensors", "config.json", "README.md", "merge_report.json", "mergeling_recipe.yaml"} <= files
-    readme = bob.read_file(OUTPUT, "README.md", revision=job.data["commit"]).decode()
+    readme = bob.read_file(OUTPUT, "README.md", revision=job.data.commit).decode()
     assert "model-index:" in readme and "flores_ben_Beng" in readme and "bits_per_byte" in readme
     assert sha in readme and sft_sha in readme
     assert f"{hub.url}/alice/tiny-ct-ben" in readme
@@ -74,7 +74,7 @@ def test_a_pushed_ct_is_merged_evaluated_published_and_announced(world, hub, tin
     merges = [e for e in entries if isinstance(e, MergeEntry)]
     assert len(merges) == 1
     merge = merges[0]
-    assert (merge.status, merge.output_repo, merge.output_revision) == ("published", OUTPUT, job.data["commit"])
+    assert (merge.status, merge.output_repo, merge.output_revision) == ("published", OUTPUT, job.data.commit)
     assert {(i.role, i.repo, i.revision) for i in merge.inputs} >= {("ct", "alice/tiny-ct-ben", sha)}
     assert any(r.task == "flores_ben_Beng" and r.metric == "bits_per_byte" for r in merge.results)
 

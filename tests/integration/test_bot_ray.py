@@ -9,11 +9,11 @@ import pytest
 
 from bot.config import BotConfig
 from bot.queue import trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.entries import MergeEntry
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta
 
 ray = pytest.importorskip("ray")
 
@@ -41,9 +41,9 @@ def test_ray_executor_publishes_the_merge(hub, tiny_family, tmp_path: Path) -> N
         ray.shutdown()
     job = queue.get(job.id)
     assert job.state == "published", job.error
-    assert job.data["merge_seconds"] >= 0 and job.data["eval_records"]
+    assert job.data.merge_seconds >= 0 and job.data.eval_records
     readme = bob.read_file(job.output_repo, "README.md").decode()
     assert "model-index:" in readme and sha in readme
     merge = next(e for e in store.list_entries() if isinstance(e, MergeEntry))
-    assert merge.status == "published" and merge.output_revision == job.data["commit"]
+    assert merge.status == "published" and merge.output_revision == job.data.commit
     assert not any((config.data / "staging").iterdir())

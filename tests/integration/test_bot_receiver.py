@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import BotConfig
 from bot.receiver import RateLimiter
-from bot.testing import BotServer, ct_meta, push_checkpoint, sft_meta
+from tests._fixtures.botkit import BotServer, ct_meta, push_checkpoint, sft_meta
 
 SECRET = "receiver-secret"
 
@@ -83,7 +83,8 @@ def test_a_burst_with_duplicates_makes_exactly_one_job_per_revision(bot: BotServ
         assert ids.setdefault(sha, answer.json()["jobs"][0]) == answer.json()["jobs"][0]
 
 
-def test_an_older_revision_delivered_after_a_newer_one_does_nothing(bot: BotServer) -> None:
+def test_an_older_revision_delivered_after_a_newer_one_does_nothing(bot: BotServer, hub) -> None:
+    hub.client().create_repo("alice/ct", exist_ok=True)  # GET /jobs shows jobs whose repos the caller can read
     new = post(bot, payload("alice/ct", "2" * 40, old="1" * 40))
     assert new.status_code == 202
     late = post(bot, payload("alice/ct", "1" * 40))

@@ -20,7 +20,6 @@ from typer.testing import CliRunner, Result
 
 from bot.config import BotConfig
 from bot.queue import trigger_key
-from bot.testing import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from bot.worker import Worker
 from registry.catalog.store import CatalogStore
 from registry.catalog.verify import build_sft_entry
@@ -29,6 +28,7 @@ from registry.lab.tiny import DemoFamily, build_tiny_llama, derive_finetune
 from registry.merge.engine import run_merge
 from registry.merge.plan import plan_merge
 from registry.recipe import parse_recipe
+from tests._fixtures.botkit import ct_meta, eval_fixture, push_checkpoint, sft_meta
 from tests._fixtures.hub import HubHandle
 
 peft = pytest.importorskip("peft")
@@ -196,9 +196,9 @@ def test_the_bot_merges_an_adapter_ct_onto_its_base(world: World, tiny_family: D
 
     readme = bob.read_file(job.output_repo, "README.md").decode()
     assert "Evaluation unavailable" not in readme and "| metric | CT" in readme  # the CT evaluated as base + adapter
-    assert set(job.data["eval_records"]) == {"ct", "sft", "merge"}
+    assert set(job.data.eval_records) == {"ct", "sft", "merge"}
 
-    recipe = job.spec["recipe"]
+    recipe = job.spec.recipe
     assert [m["model"] for m in recipe["models"]] == [f"lab/ad-ct@{sha}", f"{SFT}@{world.sha[SFT]}"]
     assert recipe["base_model"] == f"{BASE}@{world.sha[BASE]}"
 

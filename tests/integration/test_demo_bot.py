@@ -26,7 +26,7 @@ def test_demo_pushes_a_ct_and_prints_the_merged_model_its_table_and_the_comment(
     first = _demo(workdir)
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
-    assert "Merged model: http://127.0.0.1:" in out and "/mergebot/tiny-ct-ben_Beng-tiny-sft-ties-sv" in out
+    assert "Merged model: http://127.0.0.1:" in out and "/mergebot/alice__tiny-ct-ben_Beng-tiny-sft-ties-sv" in out
     assert "| metric | CT" in out and "flores_ben_Beng bits_per_byte" in out
     assert "The bot's comment on" in out and "### Merged revision" in out
     assert "Training lab-size" in first.stderr and "Push -> published in" in first.stderr

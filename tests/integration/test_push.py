@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.testing import push_checkpoint, sft_meta
 from registry.catalog.entries import MergeEntry
 from registry.catalog.store import CatalogStore
 from registry.cli import app
 from registry.evaluate.records import EvalRecord, MetricValue, ModelIdentity, TaskResult
 from registry.evaluate.sources import hash_model_files
+from tests._fixtures.botkit import push_checkpoint, sft_meta
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.models import StepData
 from bot.queue import JobQueue, trigger_key
 
 
@@ -40,11 +41,11 @@ def test_claim_takes_the_oldest_and_an_expired_lease_is_taken_over(tmp_path: Pat
     job = queue.claim("w1")
     assert job is not None and job.id == first.id and job.state == "running" and job.lease_owner == "w1"
     assert queue.heartbeat(first.id, "w1")
-    queue.finish_step(first.id, "merged", state="merged", merged_dir="/x")
+    queue.finish_step(first.id, "merged", StepData(merged_dir="/x"), state="merged")
     time.sleep(0.3)  # w1 died: its lease runs out
     again = queue.claim("w2")
     assert again is not None and again.id == first.id and again.state == "merged" and again.step == "merged"
-    assert again.data == {"merged_dir": "/x"} and not queue.heartbeat(first.id, "w1")
+    assert again.data == StepData(merged_dir="/x") and not queue.heartbeat(first.id, "w1")
 
 
 def test_transient_failures_back_off_then_fail(tmp_path: Path) -> None:
@@ -104,3 +105,52 @@ def test_worker_configs_one_on_cpu_one_per_gpu(tmp_path: Path) -> None:
     assert [c.device for c in worker_configs(config, 0, gpus=2)] == []
     cpu = BotConfig(data=tmp_path, registry="a/r", namespace="a", device="cpu")
     assert [c.device for c in worker_configs(cpu, None)] == ["cpu"]
+
+
+def test_the_schema_version_is_recorded_and_a_newer_file_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bot.queue import SCHEMA_VERSION
+
+    queue = _queue(tmp_path)
+    job, _ = queue.enqueue(key=trigger_key("a/ct", "1" * 40), kind="pair", ct_repo="a/ct", ct_sha="1" * 40)
+    queue.close()
+    db = sqlite3.connect(tmp_path / "q.sqlite3")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute("PRAGMA user_version = 0")  # a file made before versions were recorded is adopted as it is
+    db.commit()
+    again = JobQueue(tmp_path / "q.sqlite3")
+    assert again.get(job.id) is not None
+    again.close()
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match=r"newer than this bot's .*point --data at another folder"):
+        JobQueue(tmp_path / "q.sqlite3")
+
+
+def test_retry_delays_come_from_the_one_backoff_helper(tmp_path: Path) -> None:
+    from registry.retry import Backoff
+
+    queue = _queue(tmp_path, max_attempts=10, backoff_s=2)
+    job, _ = queue.enqueue(key=trigger_key("a/ct", "2" * 40), kind="pair", ct_repo="a/ct", ct_sha="2" * 40)
+    waits = []
+    for _ in range(3):
+        before = time.time()
+        later = queue.retry_later(job.id, "hub down")
+        waits.append(round(later.not_before - before))
+    assert waits == [2, 4, 8]
+    assert [Backoff(first_s=2, cap_s=300, jitter="none").delay(n) for n in (0, 1, 2, 10)] == [2, 4, 8, 300]
+
+
+def test_step_data_and_specs_are_validated_where_they_are_written(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    queue = _queue(tmp_path)
+    job, _ = queue.enqueue(key="k9", kind="pair", ct_repo="a/ct", ct_sha="9" * 40)
+    with pytest.raises(ValidationError, match="merged_dri"):
+        queue.update(job.id, data={"merged_dri": "/x"})  # a misspelt key fails here, not three modules later
+    queue.update(job.id, data=StepData(commit="c" * 40))
+    queue.update(job.id, data=StepData(discussion_url="u"))
+    assert queue.get(job.id).data == StepData(commit="c" * 40, discussion_url="u")  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""Helpers to run the bot in-process against an embedded hub: the tests, the bench and the demo use them.
+"""Helpers to run the bot in-process against an embedded hub (test fixtures; bench/bench_bot.py uses them too).
 
 - `BotServer`: the receiver under a real uvicorn on 127.0.0.1 (a thread), stopped by `stop()`.
 - `push_checkpoint`: upload a model folder with the card metadata a researcher would write.
@@ -22,6 +22,7 @@ import yaml
 from bot.config import BotConfig
 from bot.queue import JobQueue
 from bot.receiver import create_app
+from bot.server import uvicorn_config
 
 
 @dataclass
@@ -45,7 +46,7 @@ class BotServer:
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         app = create_app(self.config, self.queue, secret=self.secret, hub=self.hub, rate_limit=self.rate_limit)
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self._server = uvicorn.Server(uvicorn_config(app))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
