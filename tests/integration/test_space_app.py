@@ -296,7 +296,7 @@ def test_named_endpoints(world: World) -> None:
     api = world.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(api) == {"/generate", "/leaderboard", "/merge_preview", "/submit", "/job_status"}
     names = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api.items()}
-    assert names["/generate"] == ["model_id", "prompt", "max_new_tokens"]
+    assert names["/generate"] == ["model_id", "prompt", "max_new_tokens", "temperature"]
     assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack"]
     assert names["/submit"] == ["ct_repo_id", "language"]
 
@@ -317,14 +317,25 @@ def test_generate_bad_inputs_say_what_is_wrong(world: World) -> None:
     assert "prompt is empty" in _app_error(lambda: c.predict("alice/tiny-merge-ben", "  ", 8, api_name="/generate"))
     missing = _app_error(lambda: c.predict("alice/no-such-model", "hi", 8, api_name="/generate"))
     assert "alice/no-such-model" in missing and "Traceback" not in missing
+    # The Space reads models as the caller (anonymous here), never with its own token: a private
+    # repo answers exactly as a missing one (no existence oracle).
     private = _app_error(lambda: c.predict("bob/private-model", "hi", 8, api_name="/generate"))
+    nothing = _app_error(lambda: c.predict("bob/no-such-model", "hi", 8, api_name="/generate"))
     assert "bob/private-model" in private
+    assert private.replace("private-model", "X") == nothing.replace("no-such-model", "X")
+    assert "config.json" not in private
     bert = _app_error(lambda: c.predict("alice/not-llama", "hi", 8, api_name="/generate"))
     assert "not a causal language model" in bert and "BertModel" in bert
     long_prompt = _app_error(lambda: c.predict("alice/tiny-merge-ben", "x" * 600, 8, api_name="/generate"))
     assert "context of 512 tokens" in long_prompt and "601 tokens" in long_prompt
     zero = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", 0, api_name="/generate"))
     assert "max_new_tokens must be from 1 to 64" in zero
+    lots = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", "lots", api_name="/generate"))
+    assert lots == "max_new_tokens must be a whole number from 1 to 64, not 'lots'"
+    hot = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", 4, 9.0, api_name="/generate"))
+    assert hot == "temperature must be in [0, 2], not 9"
+    huge = _app_error(lambda: c.predict("alice/tiny-merge-ben", "x" * 1_000_000, 4, api_name="/generate"))
+    assert huge.startswith("the prompt is 1,000,000 characters; this Space takes at most 8,000")
     bad_id = _app_error(lambda: c.predict("not a repo", "hi", 8, api_name="/generate"))
     assert "not a repo" in bad_id
 
@@ -338,7 +349,8 @@ def test_ten_users_generating_at_once(world: World) -> None:
     jobs = [world.client.submit("alice/tiny-ct-ben", f"user {i}", 6, api_name="/generate") for i in range(10)]
     answers = [job.result(timeout=300) for job in jobs]
     assert answers == [_greedy(world.family.ct, f"user {i}", 6) for i in range(10)]
-    assert world.services.models.keys().count("alice/tiny-ct-ben") == 1  # loaded once, shared
+    loaded = [k.split("@")[0] for k in world.services.models.keys()]
+    assert loaded.count("alice/tiny-ct-ben") == 1  # loaded once, shared
 
 
 def test_model_too_large_is_refused_up_front(world: World) -> None:
@@ -370,7 +382,7 @@ def test_model_cache_evicts_least_recently_used(world: World) -> None:
     )
     for model in ("alice/tiny-merge-ben", "alice/tiny-ct-ben", "alice/tiny-merge-ben", "alice/tiny-sft"):
         list(two.generate(model, "hi", 2))
-    assert two.models.keys() == ["alice/tiny-merge-ben", "alice/tiny-sft"]
+    assert [k.split("@")[0] for k in two.models.keys()] == ["alice/tiny-merge-ben", "alice/tiny-sft"]
     assert two.models.used == 2 * 460_032
 
 
@@ -393,7 +405,11 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
     from registry.merge.plan import plan_merge
     from registry.recipe import parse_recipe
 
-    summary = world.client.predict(world.ct_id, world.sft_id, "ties_sv", 0.5, 0.3, api_name="/merge_preview")
+    answer = world.client.predict(world.ct_id, world.sft_id, "ties_sv", 0.5, 0.3, api_name="/merge_preview")
+    summary = answer["summary"]
+    # The API returns what the page plots: per-layer rows and the merge time.
+    assert {"layer", "stat", "share", "count"} == set(answer["layers"][0]) and answer["seconds"] > 0
+    assert {row["stat"] for row in answer["layers"]} >= {"sign conflicts", "rescued by slack"}
     fam = world.family
     recipe = parse_recipe(
         {
@@ -415,6 +431,7 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
     group = world.client.predict(
         f"{world.ct_id}, alice/tiny-ct-khk", world.sft_id, "ties_sv", 0.5, 0.1, api_name="/merge_preview"
     )
+    group = group["summary"]
     assert "ct alice/tiny-ct-ben@" in group and "ct alice/tiny-ct-khk@" in group and "sft alice/tiny-sft@" in group
     methods = _app_error(
         lambda: world.client.predict(world.ct_id, world.sft_id, "nope", 0.5, 0.3, api_name="/merge_preview")
@@ -424,6 +441,10 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
         lambda: world.client.predict(world.ct_id, world.sft_id, "ties", 0.0, 0.0, api_name="/merge_preview")
     )
     assert "density" in density
+    five = _app_error(
+        lambda: world.client.predict(world.ct_id, world.sft_id, "ties", 5, 0.0, api_name="/merge_preview")
+    )
+    assert five == "density must be in (0, 1], not 5"
     unknown = _app_error(
         lambda: world.client.predict("ct-nope", world.sft_id, "ties", 0.5, 0.0, api_name="/merge_preview")
     )
@@ -431,24 +452,37 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
 
 
 def test_submit_and_job_status_through_the_bot(world: World) -> None:
-    answer = world.client.predict("alice/tiny-ct-submit", "", api_name="/submit")
+    from gradio_client import Client
+
+    sent = len(world.bot.requests)
+    anonymous = _app_error(lambda: world.client.predict("alice/tiny-ct-submit", "", api_name="/submit"))
+    assert anonymous == "sign in with Hugging Face to submit: the bot runs the job as you"
+    assert len(world.bot.requests) == sent
+    bob = Client(world.url, verbose=False, oauth_token=world.hub.bob_token)
+    answer = bob.predict("alice/tiny-ct-submit", "", api_name="/submit")
     assert answer["job_id"] == answer["job_ids"][0] and answer["reasons"] == []
     request = world.bot.requests[-1]
     assert request["body"] == {"ct_repo": "alice/tiny-ct-submit", "language": LANG}
-    assert request["auth"] == f"Bearer {world.hub.token}"
+    assert request["auth"] == f"Bearer {world.hub.bob_token}"  # the visitor's own token, not the Space's
+    _, mine = world.services.my_jobs(world.hub.bob_token)
+    assert [row[0].split("]")[0].lstrip("[") for row in mine] == [answer["job_id"]]
+    assert world.services.my_jobs(None)[1] == []
     assert world.client.predict(answer["job_id"], api_name="/job_status") == "queued"
     assert "no job job-404" in _app_error(lambda: world.client.predict("job-404", api_name="/job_status"))
 
 
 def test_submit_gives_every_reason(world: World) -> None:
+    from gradio_client import Client
+
+    alice = Client(world.url, verbose=False, oauth_token=world.hub.token)
     sent = len(world.bot.requests)
-    nolang = world.client.predict("alice/tiny-ct-nolang", "", api_name="/submit")
+    nolang = alice.predict("alice/tiny-ct-nolang", "", api_name="/submit")
     assert nolang["job_id"] is None and any("no language" in r for r in nolang["reasons"])
-    missing = world.client.predict("alice/nothing-here", "", api_name="/submit")
+    missing = alice.predict("alice/nothing-here", "", api_name="/submit")
     assert missing["job_id"] is None and "alice/nothing-here" in missing["reasons"][0]
-    bert = world.client.predict("alice/not-llama", LANG, api_name="/submit")
+    bert = alice.predict("alice/not-llama", LANG, api_name="/submit")
     assert bert["job_id"] is None and "alice/not-llama" in bert["reasons"][0] and "hidden_size" in bert["reasons"][0]
-    with_language = world.client.predict("alice/tiny-ct-nolang", LANG, api_name="/submit")
+    with_language = alice.predict("alice/tiny-ct-nolang", LANG, api_name="/submit")
     assert with_language["job_id"] is not None
     assert len(world.bot.requests) == sent + 1  # refused submissions never reach the bot
 
@@ -470,7 +504,7 @@ def test_bot_unreachable_and_hub_unreachable(world: World) -> None:
     demos = [_launch(no_bot), _launch(no_hub)]
     try:
         (_, bot_url), (_, hub_url) = demos
-        client = Client(bot_url, verbose=False)
+        client = Client(bot_url, verbose=False, oauth_token=world.hub.token)
         message = _app_error(lambda: client.predict("alice/tiny-ct-submit", "", api_name="/submit"))
         assert "unreachable" in message and "everything else in the Space works" in message
         assert client.predict(LANG, api_name="/leaderboard")  # the rest works
@@ -558,8 +592,9 @@ def test_browser(world: World, tmp_path: Path) -> None:
             page.get_by_role("tab", name="Submit").click()
             page.locator("#submit-repo textarea, #submit-repo input").first.fill("alice/tiny-ct-submit")
             page.get_by_role("button", name="Check and submit").click()
-            expect(page.locator("#submit-result")).to_contain_text("bot jobs:", timeout=60_000)
-            expect(page.locator("#jobs-table")).to_contain_text("alice/tiny-ct-submit", timeout=30_000)
+            # Anonymous: Submit says to sign in (no job reaches the bot), and My jobs is empty.
+            expect(page.get_by_text("sign in with Hugging Face to submit").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#jobs-note")).to_contain_text("Sign in to see your jobs", timeout=30_000)
             page.screenshot(path=str(tmp_path / "submit.png"), full_page=True)
             # Registry: lineage and revisions.
             page.get_by_role("tab", name="Registry").click()
