@@ -58,10 +58,16 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
     services = services or SpaceServices(config or SpaceConfig.from_env())
     cfg = services.config
 
+    from space.fonts import FONTS_DIR, LAYOUT_CSS, font_css
+
+    # The fonts are files of the app itself (space/static/fonts), served by Gradio's file route.
+    gr.set_static_paths(paths=[FONTS_DIR])
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.HTML(f"<style>{font_css(f'/gradio_api/file={FONTS_DIR}/')}\n{LAYOUT_CSS}</style>", padding=False,
+                elem_id="mergeling-style")  # fmt: skip
         ctx = Context(services=services, config=cfg, demo=demo)
         status = header.build(ctx, title=TITLE, intro=INTRO)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs") as tabs:
             tried = try_tab.build(ctx)
             board = leaderboard.build(ctx)
             merged = merge.build(ctx)
@@ -73,7 +79,15 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         outputs = [status, tried.language, board.language, registry.language, merged.ct, merged.sft]
         demo.load(edge(header.load_handler(ctx)), None, outputs, **PRIVATE).then(
             tried.on_language, [tried.language], [tried.merged, tried.example, tried.empty], **PRIVATE
-        ).then(board.refresh, board.inputs, board.outputs, **PRIVATE)
+        ).then(edge(header.query_handler(ctx)), [tried.merged], [tried.merged, tried.prompt], **PRIVATE).then(
+            board.refresh, board.inputs, board.outputs, **PRIVATE
+        )
+        # The URL follows the visitor (shareable), and a shared URL opens the same view.
+        demo.load(None, None, None, js=header.URL_TO_TAB_JS)
+        tabs.select(None, None, None, js=header.TAB_TO_URL_JS)
+        tried.language.change(None, [tried.language], None, js=header.url_param_js("lang"))
+        tried.merged.change(None, [tried.merged], None, js=header.url_param_js("model"))
+        tried.prompt.blur(None, [tried.prompt], None, js=header.url_param_js("prompt"))
         api.register(ctx)
 
     demo.queue(default_concurrency_limit=4, max_size=64)

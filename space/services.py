@@ -27,7 +27,17 @@ from space.errors import PromptError, SpaceError
 from space.examples import load_examples
 from space.generation import check_max_new_tokens, stream_text
 from space.inputs import number, text, whole_number
-from space.leaderboard import ModelScores, Score, bar_rows, collect_scores, leaderboard_rows, scatter_rows
+from space.leaderboard import (
+    BoardState,
+    ModelScores,
+    Score,
+    bar_rows,
+    board_state,
+    collect_scores,
+    failed_merges,
+    leaderboard_rows,
+    scatter_rows,
+)
 from space.merge_preview import MethodInfo, PreviewResult, available_methods, run_preview
 from space.models import ModelCache, ModelLoader
 from space.submit import check_ct_or_hub_error
@@ -298,6 +308,26 @@ class SpaceServices:
             endpoint=self.config.endpoint,
         )
 
+    def board(self, language: Any, method: Any, search: Any, sort_by: Any, *, token: str | None = None) -> BoardState:
+        """The Leaderboard tab's state for these controls (see `space.leaderboard.board_state`)."""
+        for name, value in (("language", language), ("method", method), ("search", search), ("sort_by", sort_by)):
+            if not isinstance(value, str | None):
+                raise PromptError(f"{name} must be text, not {type(value).__name__}")
+        search = text(search, name="search", max_chars=200, required=False)
+        if language:
+            self._check_language(language, token)
+        return board_state(
+            self.scores(token), language=language or None, method=method or None, search=search,
+            sort_by=sort_by or None, endpoint=self.config.endpoint,
+        )  # fmt: skip
+
+    def failed_merges(self, token: str | None = None) -> list[dict[str, str]]:
+        """Failed merge jobs of the catalog whose CT the visitor can read (their output repo may not exist)."""
+        view = self.view()
+        cts = {m.output_repo: next((i.repo for i in m.inputs if i.role == "ct"), "") for m in view.merges}
+        readable = self.readable({c for c in cts.values() if c}, token)
+        return [f for f in failed_merges(view) if cts.get(f["output"]) in readable]
+
     def plots(
         self, language: str | None, token: str | None = None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -456,6 +486,32 @@ class SpaceServices:
                 job_ids=ids, reasons=(), message=f"{check.repo} is already merged and published: {links}"
             )
         return SubmitResult(job_ids=ids, reasons=(), message=f"{check.message()}; bot jobs: {', '.join(ids) or 'none'}")
+
+    def use_snippet(self, model_ref: str, token: str | None = None) -> tuple[str, str]:
+        """("use this model" Python code, the `registry merge` recipe that made it) for `repo@sha`.
+
+        The recipe is the repo's `mergeling_recipe.yaml`, read as the visitor; a repo without one
+        (pushed by hand) says so.
+        """
+        repo, _, revision = model_ref.partition("@")
+        endpoint = self.config.endpoint.rstrip("/")
+        lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
+        if endpoint != "https://huggingface.co":
+            lines.insert(0, f"# on this Hub: export HF_ENDPOINT={endpoint}")
+        lines += [
+            f'repo, revision = "{repo}", "{revision or "main"}"',
+            "tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision)",
+            "model = AutoModelForCausalLM.from_pretrained(repo, revision=revision)",
+            'ids = tokenizer("আমি", return_tensors="pt").input_ids',
+            "print(tokenizer.decode(model.generate(ids, max_new_tokens=32)[0], skip_special_tokens=True))",
+        ]
+        try:
+            raw = self.visitor_hub(token).read_file(repo, "mergeling_recipe.yaml", revision=revision or None)
+            recipe = raw.decode("utf-8", errors="replace")
+            recipe = f"# registry merge recipe.yaml --out ./merged   (the recipe of {repo})\n{recipe}"
+        except RegistryError:
+            recipe = f"# {repo} has no mergeling_recipe.yaml (pushed without one): no recipe to show"
+        return "\n".join(lines), recipe
 
     def repo_url(self, repo: str) -> str:
         """The page of a model repo on the Hub (the embedded hub serves one too)."""

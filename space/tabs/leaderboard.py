@@ -14,6 +14,7 @@ from space.frames import BAR_COLUMNS, BAR_MODELS, SCATTER_COLUMNS
 from space.frames import frame as _frame
 from space.frames import link_rows as _link_rows
 from space.frames import seeded as _seeded
+from space.leaderboard import short_header
 from space.tabs.common import ALL, PRIVATE, Context, choice, edge, token_of
 
 _FIXED = ("model", "role", "languages", "method", "revision")
@@ -50,11 +51,13 @@ def build(ctx: Context) -> LeaderboardTab:
             sort = gr.Dropdown(label="Sort by", choices=[ALL], value=ALL, elem_id="lb-sort")
         board = gr.Dataframe(label="Models and their eval results", datatype="markdown", wrap=False,
                              elem_id="leaderboard-table")  # fmt: skip
+        legend = gr.Markdown(elem_id="leaderboard-legend")
         download = gr.DownloadButton("Download CSV (what is shown)", elem_id="leaderboard-csv")
         with gr.Row():
-            bars = gr.BarPlot(_seeded(BAR_COLUMNS, "model", list(BAR_MODELS)), x="bar", y="value", color="model",
-                              title="CT / SFT / merged per metric (pick a language)", x_label_angle=-30,
-                              elem_id="leaderboard-bars")  # fmt: skip
+            bars = gr.BarPlot(_seeded(BAR_COLUMNS, "model", list(BAR_MODELS)), x="bar", y="relative", color="model",
+                              title="CT / SFT / merged per metric, ÷ the metric's largest (bpb: lower is better)",
+                              x_label_angle=-30, y_title="relative to the largest (hover: value)",
+                              tooltip=["repo", "metric", "value"], elem_id="leaderboard-bars")  # fmt: skip
             scatter = gr.ScatterPlot(_seeded(SCATTER_COLUMNS, "method", methods), x="language gain kept",
                                      y="task gain kept", color="method",
                                      title="Gain kept per merge (1 = as good as the better input)",
@@ -65,31 +68,42 @@ def build(ctx: Context) -> LeaderboardTab:
         language: str | None, method: str | None, search: str, sort_by: str | None, oauth_token: gr.OAuthToken | None
     ) -> tuple[Any, ...]:
         token = token_of(oauth_token)
-        # The sort choices come from every row of the language (not the searched ones), so a
-        # search with no match never takes away the column the board is sorted by.
-        every = services.leaderboard(choice(language), choice(method), "", None, token=token)
-        columns = [c for c in (every[0] if every else {}) if c != "link"]
-        sort_by = choice(sort_by) if choice(sort_by) in columns else None
-        rows = services.leaderboard(choice(language), choice(method), search, sort_by, token=token)
+        state = services.board(choice(language), choice(method), search, choice(sort_by), token=token)
         bars, scatter = services.plots(choice(language), token)
-        if rows:
-            shown = _link_rows(rows)
+        if state.rows:
+            shown = _link_rows(state.rows)
+            full = [c for c in shown.columns if short_header(c) != c]
+            shown = shown.rename(columns={c: short_header(c) for c in full})
+            legend = "<small>" + " · ".join(f"**{short_header(c)}**: {c}" for c in full)
+            legend += (
+                " · `*`: a `--limit` run (partial data)</small>" if any("--limit" in c for c in full) else "</small>"
+            )
         else:
             import pandas as pd
 
-            what = f"no match for {search!r}" if (search or "").strip() else "no model yet"
-            shown = pd.DataFrame([{"model": what, "role": ""}])
+            shown, legend = pd.DataFrame([{"model": state.empty_text, "role": ""}]), ""
+        failed = services.failed_merges(token)
+        if failed:
+            legend += (
+                "\n\n<small>Failed merge jobs (no model): "
+                + "; ".join(
+                    f"{f['output']} ({f['method']}, {f['languages']}): {f['error'] or 'no error recorded'}"
+                    for f in failed
+                )
+                + "</small>"
+            )
         return (
             shown,
             _frame(bars, BAR_COLUMNS),
             _frame(scatter, SCATTER_COLUMNS),
-            gr.Dropdown(choices=[ALL, *columns], value=sort_by or ALL),
-            gr.Dropdown(choices=[ALL, *services.view().methods()], value=choice(method) or ALL),
-            write_csv(rows, folder),
+            gr.Dropdown(choices=[ALL, *state.sort_choices], value=state.sort_by or ALL),
+            gr.Dropdown(choices=[ALL, *state.method_choices], value=state.method or ALL),
+            write_csv(state.rows, folder),
+            legend,
         )
 
     inputs = [language, method, search, sort]
-    outputs = [board, bars, scatter, sort, method, download]
+    outputs = [board, bars, scatter, sort, method, download, legend]
     handler = edge(on_leaderboard)
     for trigger in (language.change, method.input, sort.input):
         trigger(handler, inputs, outputs, concurrency_limit=4, concurrency_id="board", **PRIVATE)

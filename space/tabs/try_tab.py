@@ -24,6 +24,7 @@ class TryTab:
     merged: gr.Dropdown
     example: gr.Dropdown
     empty: gr.Markdown
+    prompt: gr.Textbox
     on_language: Any  # the language handler, wrapped: the page's load event calls it too
 
 
@@ -56,14 +57,19 @@ def build(ctx: Context) -> TryTab:
             out_merged = gr.Textbox(label="Merged", lines=8, elem_id="out-merged")
             out_ct = gr.Textbox(label="CT (language)", lines=8, elem_id="out-ct")
             out_sft = gr.Textbox(label="SFT (task)", lines=8, elem_id="out-sft")
+        with gr.Accordion("Use this model", open=False, elem_id="try-use"):
+            use_code = gr.Code(language="python", label="transformers", elem_id="try-use-code")
+            use_recipe = gr.Code(language="yaml", label="The recipe that made it (registry merge)",
+                                 elem_id="try-use-recipe")  # fmt: skip
 
     def on_language(language: str | None, oauth_token: gr.OAuthToken | None) -> tuple[Any, ...]:
         token = token_of(oauth_token)
         every = services.trios(None, token)
-        models = [t.merged for t in every if not language or language in t.merge.languages] if language else []
+        models = [t.merged for t in every if language in t.merge.languages] if language else []
         examples = services.examples(language)
+        labels = [(f"{m.split('@')[0]}@{m.split('@')[1][:7]}" if "@" in m else m, m) for m in models]
         return (
-            gr.Dropdown(choices=models, value=models[0] if models else None),
+            gr.Dropdown(choices=labels, value=models[0] if models else None),
             gr.Dropdown(choices=examples, value=None),
             empty_state(language, models, bool(every)),
         )
@@ -71,15 +77,16 @@ def build(ctx: Context) -> TryTab:
     def on_merged(merged: str | None, oauth_token: gr.OAuthToken | None) -> tuple[Any, ...]:
         trio = services.trio_for(merged, token_of(oauth_token)) if merged else None
         if trio is None:
-            return "", None, None
-        text = (
-            f"**{trio.merge.method}** merge of CT [{trio.ct}]({services.repo_url(trio.ct.split('@')[0])}) and SFT "
-            f"[{trio.sft}]({services.repo_url(trio.sft.split('@')[0])}) → "
-            f"[{trio.merged}]({services.repo_url(trio.merge.output_repo)}) ({trio.merge.status})"
-            if trio.ct and trio.sft
-            else f"**{trio.merge.method}** merge → [{trio.merged}]({services.repo_url(trio.merge.output_repo)})"
-        )
-        return text, trio.ct, trio.sft
+            return "", None, None, "", ""
+
+        def link(ref: str) -> str:
+            repo, _, sha = ref.partition("@")
+            return f"[{repo}{'@' + sha[:7] if sha else ''}]({services.repo_url(repo)})"
+
+        inputs = f" of CT {link(trio.ct)} and SFT {link(trio.sft)}" if trio.ct and trio.sft else ""
+        text = f"**{trio.merge.method}** merge{inputs} → {link(trio.merged)} ({trio.merge.status})"
+        code, recipe = services.use_snippet(trio.merged, token_of(oauth_token))
+        return text, trio.ct, trio.sft, code, recipe
 
     def compare(
         merged: str | None,
@@ -118,11 +125,13 @@ def build(ctx: Context) -> TryTab:
 
     language_handler = edge(on_language)
     language.change(language_handler, [language], [merged, example, empty], **PRIVATE)
-    merged.change(edge(on_merged), [merged], [lineage, ct_model, sft_model], **PRIVATE)
+    merged.change(edge(on_merged), [merged], [lineage, ct_model, sft_model, use_code, use_recipe], **PRIVATE)
     example.change(lambda text: text or gr.skip(), [example], [prompt], **PRIVATE)
     generate.click(
         edge(on_gpu(compare)), [merged, ct_model, sft_model, prompt, max_new, temperature],
         [out_merged, out_ct, out_sft], concurrency_limit=cfg.generate_concurrency, concurrency_id="generate",
         **PRIVATE,
     )  # fmt: skip
-    return TryTab(language=language, merged=merged, example=example, empty=empty, on_language=language_handler)
+    return TryTab(
+        language=language, merged=merged, example=example, empty=empty, prompt=prompt, on_language=language_handler
+    )

@@ -220,7 +220,15 @@ def _build_catalog(hub: HubHandle, family: DemoFamily, tmp: Path) -> tuple[str, 
     store.add(khk)
     _push(hub, family.ct, "alice/tiny-ct-nolang", tmp,
           readme=_card(language=None, base="alice/tiny-base", scores={}, name="tiny-ct-nolang"))  # fmt: skip
-    _push(hub, family.sft, "bob/private-model", tmp, private=True, token=hub.bob_token)
+    private_sha = _push(hub, family.sft, "bob/private-model", tmp, private=True, token=hub.bob_token)
+    # A published merge whose output repo is private to bob: only bob may see it anywhere in the Space.
+    store.add(
+        MergeEntry(
+            id=merge_entry_id(output_repo="bob/private-model", recipe_hash=recipe_hash),
+            method="ties_sv", recipe_hash=recipe_hash, inputs=merge.inputs, output_repo="bob/private-model",
+            output_revision=private_sha, status="published", languages=("tam_Taml",),
+        )
+    )  # fmt: skip
     bert = tmp / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
@@ -539,6 +547,70 @@ def test_registry_space_cli_prints_its_url_first(world: World) -> None:
 
 
 # -- a real browser ---------------------------------------------------------------------------
+def _shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $SPACE_SCREENSHOTS (to look at them after the run), else the test's tmp dir."""
+    import os
+
+    folder = Path(os.environ.get("SPACE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+TABS = ("Try", "Leaderboard", "Merge", "Submit", "Registry")
+SCRIPTS = {
+    "Mergeling Bengali": "আমি", "Mergeling Tamil": "தமிழ்", "Mergeling Telugu": "తెలుగు", "Mergeling Odia": "ଓଡ଼ିଆ",
+    "Mergeling Tibetan": "བོད", "Mergeling Arabic": "ئۇيغۇر", "Mergeling Mongolian": "ᠮᠣᠩᠭᠣᠯ",
+}  # fmt: skip
+
+
+def test_browser_phone_width_every_tab_reachable_no_overflow(world: World, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = _shots(tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for width, height in ((390, 844), (1440, 900)):
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(world.url)
+                expect(page.locator("#status")).to_contain_text(REGISTRY, timeout=30_000)
+                expect(page.locator("#try-merged input")).to_have_value(re.compile("tiny-merge-ben"), timeout=30_000)
+                # Each script's text is drawn with the font served by the app (not boxes, whatever the
+                # system has): the browser loads our face for a character of every script.
+                for family, sample in SCRIPTS.items():
+                    faces = page.evaluate(
+                        "([f, s]) => document.fonts.load(`16px '${f}'`, s).then(l => l.length)", [family, sample]
+                    )
+                    assert faces >= 1, f"{family} did not load for {sample!r}"
+                for tab in TABS:
+                    button = page.get_by_role("tab", name=tab, exact=True)
+                    expect(button).to_be_visible()  # not hidden behind an overflow menu
+                    button.click()
+                    page.wait_for_timeout(800)
+                    page.screenshot(path=str(shots / f"{tab.lower()}-{width}.png"), full_page=True)
+                    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    assert overflow <= 0, f"{tab} at {width} px overflows by {overflow} px"
+                    if tab != "Try":  # the first tab is the default (selecting it again fires nothing)
+                        assert f"tab={tab.lower()}" in page.url  # the address bar follows (shareable)
+                page.close()
+            # A shared link opens the same view: tab, language, model and prompt from the URL.
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(f"{world.url}/?tab=leaderboard&lang={LANG}&model=alice/tiny-merge-ben&prompt=আমি")
+            expect(page.locator("#leaderboard-table")).to_contain_text("tiny-merge-ben", timeout=30_000)
+            expect(page.locator("#leaderboard-table")).to_be_visible()
+            page.get_by_role("tab", name="Try", exact=True).click()
+            expect(page.locator("#try-prompt textarea")).to_have_value("আমি", timeout=30_000)
+            expect(page.locator("#try-merged input")).to_have_value(re.compile("alice/tiny-merge-ben"))
+            page.goto(f"{world.url}/#registry")
+            expect(page.locator("#registry-table")).to_be_visible(timeout=30_000)
+            page.close()
+        finally:
+            browser.close()
+
+
 def test_browser(world: World, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -606,3 +678,50 @@ def test_browser(world: World, tmp_path: Path) -> None:
             browser.close()
     print(f"screenshots in {tmp_path}")
     assert errors == []
+
+
+def test_a_private_merge_reaches_only_who_can_read_it(world: World) -> None:
+    from gradio_client import Client
+
+    services = world.services
+    anonymous = {row["model"] for row in world.client.predict("", api_name="/leaderboard")}
+    assert "bob/private-model" not in anonymous and "alice/tiny-merge-ben" in anonymous
+    assert "tam_Taml" not in services.languages(None)
+    assert all(row["repo"] != "bob/private-model" for row in services.registry_rows(None, None))
+    assert "bob/private-model" not in [t.merge.output_repo for t in services.trios(None, world.hub.token)]
+    assert "1 merge ·" in services.status(None)  # counts only what the visitor can read
+    bob = Client(world.url, verbose=False, oauth_token=world.hub.bob_token)
+    assert "bob/private-model" in {row["model"] for row in bob.predict("", api_name="/leaderboard")}
+    assert "bob/private-model" in [t.merge.output_repo for t in services.trios("tam_Taml", world.hub.bob_token)]
+    # bob runs his own private model with his own token; the cache does not hand it to anyone else.
+    assert bob.predict("bob/private-model", "hi", 2, api_name="/generate") == _greedy(world.family.sft, "hi", 2)
+    again = _app_error(lambda: world.client.predict("bob/private-model", "hi", 2, api_name="/generate"))
+    assert "bob/private-model" in again and "config.json" not in again
+
+
+def test_twenty_concurrent_megabyte_prompts_leave_memory_flat(world: World) -> None:
+    """1 MB prompts are refused by their length before any tokenizer sees them, 20 at once, and the
+    Space's resident memory does not grow with them (it rose by ~1 GB and stayed there before)."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+    from gradio_client import Client
+
+    me = psutil.Process()
+    client = Client(world.url, verbose=False)
+    list(world.services.generate("alice/tiny-merge-ben", "hi", 1))  # the model is loaded before measuring
+    gc.collect()
+    before = me.memory_info().rss
+    prompt = "আ" * (1_000_000 // 3)  # 1 MB of UTF-8
+
+    def one(i: int) -> str:
+        return _app_error(lambda: client.predict("alice/tiny-merge-ben", prompt + str(i), 8, api_name="/generate"))
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    gc.collect()
+    grown = me.memory_info().rss - before
+    print(f"RSS before {before / 1e6:.0f} MB, after 20 concurrent 1 MB prompts {grown / 1e6:+.0f} MB")
+    assert all(re.match(r"the prompt is 333,33\d characters; this Space takes at most 8,000", a) for a in answers)
+    assert grown < 150e6, f"resident memory grew by {grown / 1e6:.0f} MB"
