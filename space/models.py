@@ -110,15 +110,6 @@ def check_fits(*, repo: str, needed: int, budget: int, free: int, releasable: in
         )
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> `cuda` when a GPU is present, else `cpu`."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def free_memory(device: str) -> tuple[int, int]:
     """(free, total) bytes of the device's memory."""
     if device.startswith("cuda"):
@@ -137,6 +128,8 @@ class ModelLoader:
 
     def __init__(self, hub: Any, *, device: str = "auto") -> None:
         self.hub = hub
+        from registry.device import resolve_device
+
         self.device = resolve_device(device)
 
     def check(self, model_id: str, *, hub: Any = None) -> tuple[int, str | None]:

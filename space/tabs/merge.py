@@ -10,6 +10,7 @@ import gradio as gr
 from space.frames import LAYER_COLUMNS, LAYER_STATS
 from space.frames import frame as _frame
 from space.frames import seeded as _seeded
+from space.merge_preview import RUN_COLUMNS, run_row
 from space.tabs.common import PRIVATE, Context, edge, token_of
 
 
@@ -58,6 +59,9 @@ def build(ctx: Context) -> MergeTab:
                             title="Per layer: share of parameters", x_label_angle=-30, height=380, y_lim=[0, 1],
                             elem_id="merge-layers")  # fmt: skip
         answer = gr.Textbox(label="The merged model's answer", elem_id="merge-answer")
+        history = gr.Dataframe(label="This session's runs, side by side (% of all merged parameters)",
+                               elem_id="merge-history")  # fmt: skip
+        runs = gr.State([])
         handed = gr.Markdown(elem_id="merge-handed")
 
     def on_method(name: str) -> tuple[Any, Any]:
@@ -66,14 +70,24 @@ def build(ctx: Context) -> MergeTab:
 
     def on_merge(
         ct_id: list[str], sft_id: str, method: str, density: float, slack: float, prompt: str,
-        oauth_token: gr.OAuthToken | None,
-    ) -> tuple[str, Any, str]:  # fmt: skip
+        done: list[dict[str, Any]], oauth_token: gr.OAuthToken | None,
+    ) -> tuple[Any, ...]:  # fmt: skip
+        import pandas as pd
+
         result = services.merge_preview(ct_id, sft_id, method, density, slack, token=token_of(oauth_token))
         text = ""
         if prompt and prompt.strip():
             text = services.generate_local(result.out, prompt, max_new_tokens=32)
         rows = [row for row in result.layers if row["stat"] in LAYER_STATS]
-        return f"{result.summary}\n\nmerged in {result.seconds:.1f} s", _frame(rows, LAYER_COLUMNS), text
+        info = infos.get(method)
+        view = services.visible_view(token_of(oauth_token))
+        found = [view.find_checkpoint(str(c)) for c in (ct_id if isinstance(ct_id, list) else [ct_id])]
+        names = ", ".join(f"{e.repo}@{e.revision[:7]}" for e in found if e is not None)
+        done = [*done, run_row(len(done) + 1, result, method=method, cts=names,
+                               density=density if info and info.uses_density else float("nan"),
+                               slack=slack if info and info.uses_slack else float("nan"))][-20:]  # fmt: skip
+        summary = f"{result.summary}\n\nmerged in {result.seconds:.1f} s"
+        return summary, _frame(rows, LAYER_COLUMNS), text, pd.DataFrame(done, columns=list(RUN_COLUMNS)), done
 
     def on_hand_over(ct_ids: list[str], oauth_token: gr.OAuthToken | None) -> str:
         token = token_of(oauth_token)
@@ -88,7 +102,7 @@ def build(ctx: Context) -> MergeTab:
 
     method.change(on_method, [method], [density, slack], **PRIVATE)
     go.click(
-        edge(on_merge), [ct, sft, method, density, slack, prompt], [summary, layers, answer],
+        edge(on_merge), [ct, sft, method, density, slack, prompt, runs], [summary, layers, answer, history, runs],
         concurrency_limit=1, concurrency_id="merge", **PRIVATE,
     )  # fmt: skip
     to_bot.click(edge(on_hand_over), [ct], [handed], concurrency_limit=2, concurrency_id="submit", **PRIVATE)

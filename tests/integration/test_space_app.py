@@ -659,6 +659,9 @@ def test_browser(world: World, tmp_path: Path) -> None:
             # Bars drawn with a colour per statistic (not only the axes).
             expect(page.locator("#merge-layers path[aria-roledescription='bar'][fill]").first).to_be_attached()
             expect(page.locator("#merge-answer input, #merge-answer textarea").first).not_to_have_value("")
+            # The session's runs side by side, labelled repo@short-sha.
+            expect(page.locator("#merge-history")).to_contain_text("alice/tiny-ct-ben@")
+            expect(page.locator("#merge-history")).to_contain_text("ties_sv")
             page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
             # Submit: a CT handed to the (stand-in) bot from the page, then seen in its queue (a timer refreshes it).
             page.get_by_role("tab", name="Submit").click()
