@@ -81,5 +81,17 @@ def oauth_configured() -> bool:
     Anything less and Gradio would install its *mocked* sign-in, which signs every visitor in as the
     owner of the Space's HF_TOKEN: then the Space shows no sign-in at all (everyone is anonymous).
     """
+    import importlib.util
+    import logging
+
     on_space = os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
-    return on_space and all(os.environ.get(name) for name in OAUTH_VARIABLES)
+    if not (on_space and all(os.environ.get(name) for name in OAUTH_VARIABLES)):
+        return False
+    missing = [m for m in ("authlib", "itsdangerous") if importlib.util.find_spec(m) is None]
+    if missing:
+        logging.getLogger(__name__).warning(
+            "sign-in is off: the OAuth variables are set but %s is not installed (pip install 'gradio[oauth]')",
+            " and ".join(missing),
+        )
+        return False
+    return True

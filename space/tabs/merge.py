@@ -59,7 +59,7 @@ def build(ctx: Context) -> MergeTab:
                             title="Per layer: share of parameters", x_label_angle=-30, height=380, y_lim=[0, 1],
                             elem_id="merge-layers")  # fmt: skip
         answer = gr.Textbox(label="The merged model's answer", elem_id="merge-answer")
-        history = gr.Dataframe(label="This session's runs, side by side (% of all merged parameters)",
+        history = gr.Dataframe(headers=list(RUN_COLUMNS), label="This session's runs, side by side (% of all merged parameters)",
                                elem_id="merge-history")  # fmt: skip
         runs = gr.State([])
         handed = gr.Markdown(elem_id="merge-handed")

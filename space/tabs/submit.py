@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from registry.errors import RegistryError
+from space.bot_client import MY_JOB_COLUMNS
 from space.tabs.common import PRIVATE, Context, edge, token_of
 
 
@@ -22,7 +23,8 @@ def build(ctx: Context) -> None:
             language = gr.Textbox(label="Language, if the card has none (e.g. ben_Beng)", max_length=40)
         go = gr.Button("Check and submit", variant="primary", elem_id="submit-go")
         result = gr.Markdown(elem_id="submit-result")
-        jobs = gr.Dataframe(label="My jobs (refreshes every 5 s)", datatype="markdown", elem_id="jobs-table")
+        jobs = gr.Dataframe(headers=list(MY_JOB_COLUMNS), label="My jobs (refreshes every 5 s)", datatype="markdown",
+                            elem_id="jobs-table")  # fmt: skip
         note = gr.Markdown(elem_id="jobs-note")
         timer = gr.Timer(5.0)
 
@@ -35,7 +37,7 @@ def build(ctx: Context) -> None:
 
         token = token_of(oauth_token)
         if token is None:
-            return pd.DataFrame(), "Sign in to see your jobs."
+            return pd.DataFrame(columns=list(MY_JOB_COLUMNS)), "Sign in to see your jobs."
         try:
             columns, rows = services.my_jobs(token)
         except RegistryError as exc:
