@@ -125,6 +125,16 @@ def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScor
     return models
 
 
+PUBLIC_HUB = "https://huggingface.co"
+
+
+def repo_link(endpoint: str, repo: str) -> str:
+    """A link to a model repo that resolves: its page on the Hub; on another endpoint (the embedded
+    hub has no HTML pages) its `/api/models/<repo>` document."""
+    endpoint = endpoint.rstrip("/")
+    return f"{endpoint}/{repo}" if endpoint == PUBLIC_HUB else f"{endpoint}/api/models/{repo}"
+
+
 def base_metric(metric: str) -> str:
     """`bits_per_byte` for `bits_per_byte (--limit 20)`."""
     return metric.split(_LIMIT, 1)[0]
@@ -261,7 +271,7 @@ def leaderboard_rows(
             "languages": ", ".join(model.languages),
             "method": model.method or "",
             "revision": (model.revision or "")[:7],
-            "link": f"{endpoint.rstrip('/')}/{model.repo}" if endpoint else model.repo,
+            "link": repo_link(endpoint, model.repo) if endpoint else model.repo,
         }
         gain = kept.get(model.repo)
         row["language gain kept"] = _rounded(gain.language if gain else None)

@@ -145,7 +145,7 @@ class SpaceServices:
 
     def status(self, token: str | None = None) -> str:
         """One line on what this Space is connected to, or what is unreachable (never raises)."""
-        parts = [f"Hub {self.config.endpoint}"]
+        parts = [f"Hub `{self.config.endpoint}`"]
         try:
             view = self.visible_view(token)
             parts.append(
@@ -154,7 +154,8 @@ class SpaceServices:
             )
         except RegistryError as exc:
             parts.append(f"⚠ {exc}")
-        parts.append(f"bot {self.config.bot_url}" if self.config.bot_url else "no bot configured (Submit is off)")
+        bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
+        parts.append(f"bot [{bot}]({bot}/healthz)" if bot else "no bot configured (Submit is off)")
         return " · ".join(parts)
 
     def languages(self, token: str | None = None) -> list[str]:
@@ -514,8 +515,10 @@ class SpaceServices:
         return "\n".join(lines), recipe
 
     def repo_url(self, repo: str) -> str:
-        """The page of a model repo on the Hub (the embedded hub serves one too)."""
-        return f"{self.config.endpoint.rstrip('/')}/{repo}"
+        """A link to a model repo that resolves (see `space.leaderboard.repo_link`)."""
+        from space.leaderboard import repo_link
+
+        return repo_link(self.config.endpoint, repo)
 
     def job_status(self, job_id: Any) -> str:
         """The state of one bot job (`queued`, `running`, `published`, `failed: <error>`...)."""

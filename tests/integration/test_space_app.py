@@ -403,7 +403,10 @@ def test_leaderboard(world: World) -> None:
     assert merged["language gain kept"] == pytest.approx(4.0 / 5.7, abs=1e-4)
     assert merged["task gain kept"] == pytest.approx(0.14 / 0.18, abs=1e-4)
     assert by_model["alice/tiny-ct-ben"]["flores_ben_Beng bits_per_byte"] == 1.3
-    assert merged["link"] == f"{world.hub.url}/alice/tiny-merge-ben"
+    assert merged["link"] == f"{world.hub.url}/api/models/alice/tiny-merge-ben"
+    import httpx
+
+    assert httpx.get(merged["link"], timeout=30).status_code == 200  # the link resolves
     unknown = _app_error(lambda: world.client.predict("tam_Taml", api_name="/leaderboard"))
     assert "tam_Taml" in unknown and LANG in unknown
 
