@@ -24,6 +24,10 @@ token_app = typer.Typer(
     no_args_is_help=True,
 )
 hub_app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="Users of an embedded hub (sign-in passwords).", no_args_is_help=True)
+hub_app.add_typer(user_app, name="user")
+oauth_app = typer.Typer(help="OAuth apps ('Sign in with HF') of an embedded hub.", no_args_is_help=True)
+hub_app.add_typer(oauth_app, name="oauth-app")
 
 DataDir = Annotated[
     Path, typer.Option("--data", help="The hub's data directory (repos, blobs, accounts).", file_okay=False)
@@ -57,6 +61,13 @@ def serve(
             rich_help_panel="Webhooks",
         ),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL clients reach the hub at (behind a proxy); written into commit, LFS and OpenID URLs. "
+            "Default: the bound address."
+        ),
+    ] = None,
 ) -> None:
     """Serve a Hub-compatible API on HOST:PORT over --data; prints the URL as the first stdout line.
 
@@ -80,7 +91,9 @@ def serve(
             data,
             host=host,
             port=port,
-            config=HubConfig(lfs_threshold=lfs_threshold, webhook_allow=tuple(webhook_allow or ())),
+            config=HubConfig(
+                lfs_threshold=lfs_threshold, webhook_allow=tuple(webhook_allow or ()), public_url=public_url
+            ),
         )
     except OSError as exc:
         # errno is set for socket errors (port taken, host not local); the data-dir lock says its own fix.
@@ -136,6 +149,72 @@ def token_create(
         f"Created a {role} token for {user!r}{f' (member of {org!r})' if org else ''}. Store it now:"
     )
     typer.echo(token)
+
+
+@user_app.command("create")
+def user_create(
+    user: Annotated[str, typer.Argument(help="User name (created if new; an existing user gets a new password).")],
+    data: DataDir,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="REGISTRY_HUB_PASSWORD",
+            help="The sign-in password (at least 8 characters); prompted for when not given.",
+        ),
+    ],
+    org: Annotated[str | None, typer.Option(help="Organisation to create or join.")] = None,
+) -> None:
+    """Create USER (or set its password) on the hub in --data, for the sign-in page and OAuth."""
+    from registry.localhub.auth import Accounts
+
+    _check_hub_dir(data, init=False)
+    try:
+        name = Accounts(data).set_password(user, password, org=org)
+    except ValueError as exc:
+        raise HubError(f"Cannot set the password: {exc}") from None
+    typer.echo(name)
+
+
+@oauth_app.command("create")
+def oauth_app_create(
+    name: Annotated[str, typer.Argument(help="The app's name, shown on the consent page.")],
+    data: DataDir,
+    redirect_uri: Annotated[
+        list[str],
+        typer.Option(
+            "--redirect-uri", help="An exact redirect URI (repeatable), e.g. http://127.0.0.1:7860/login/callback."
+        ),
+    ],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="A scope the app may ask for (repeatable; default: all the hub knows)."),
+    ] = None,
+) -> None:
+    """Register an OAuth app; prints OAUTH_CLIENT_ID=... and OAUTH_CLIENT_SECRET=... (the secret once)."""
+    from urllib.parse import urlsplit
+
+    from registry.localhub.auth import Accounts
+    from registry.localhub.oauth import SCOPES
+
+    for uri in redirect_uri:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise typer.BadParameter(
+                f"{uri!r} is not an absolute http(s) URL without a fragment", param_hint="--redirect-uri"
+            )
+    unknown = [s for s in scope or () if s not in SCOPES]
+    if unknown:
+        raise typer.BadParameter(f"unknown scope {unknown[0]!r}; choose from {', '.join(SCOPES)}", param_hint="--scope")
+    _check_hub_dir(data, init=False)
+    client_id, secret = Accounts(data).create_oauth_app(
+        name, redirect_uris=list(redirect_uri), scopes=list(scope or SCOPES)
+    )
+    stderr_console().print(f"Registered OAuth app {name!r}. Store the secret now; only its hash is kept.")
+    typer.echo(f"OAUTH_CLIENT_ID={client_id}")
+    typer.echo(f"OAUTH_CLIENT_SECRET={secret}")
 
 
 def _check_hub_dir(data: Path, *, init: bool) -> None:
