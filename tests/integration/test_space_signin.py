@@ -9,6 +9,7 @@ own provider is not on main yet); the full browser flow is left for when it is.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -73,8 +74,8 @@ class StandInProvider:
         self.server.should_exit = True
 
 
-def _space(hub: HubHandle, **extra: str) -> Iterator[str]:
-    port = _free_port()
+def _space(hub: HubHandle, *, port: int | None = None, **extra: str) -> Iterator[str]:
+    port = port or _free_port()
     env = hub.env(MERGELING_REGISTRY="alice/mergeling-registry", GRADIO_SERVER_PORT=str(port),
                   GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False", **extra)  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "space" / "app.py")], env=env, cwd=REPO_ROOT,
@@ -133,3 +134,62 @@ def test_without_oauth_variables_no_button_and_no_mocked_login(hub: HubHandle) -
         assert not _has_login_button(url)
         # Gradio's mocked login (which would sign in as the token's owner) is not installed.
         assert httpx.get(f"{url}/login/huggingface", timeout=30, follow_redirects=False).status_code == 404
+
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.mark.slow
+def test_signing_in_through_the_embedded_hub_makes_the_space_act_as_the_visitor(hub: HubHandle, tmp_path: Path) -> None:
+    """The whole flow in chromium: the Space's "Sign in with Hugging Face" -> the embedded hub's sign-in
+    and consent pages -> back on the Space, whose handlers now get the visitor's OAuth token."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from registry.cli import app as cli_app
+
+    for module in ("authlib", "itsdangerous"):
+        pytest.importorskip(module, reason="gradio[oauth] is not installed (not in requirements/lock.txt yet)")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    runner = CliRunner()
+    made = runner.invoke(cli_app, ["hub", "user", "create", "alice", "--data", str(hub.data_dir)],
+                         input=f"{PASSWORD}\n{PASSWORD}\n")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    port = _free_port()
+    app = runner.invoke(cli_app, ["hub", "oauth-app", "create", "Mergeling Space", "--data", str(hub.data_dir),
+                                  "--redirect-uri", f"http://127.0.0.1:{port}/login/callback"])  # fmt: skip
+    assert app.exit_code == 0, app.output
+    oauth = dict(line.split("=", 1) for line in app.stdout.splitlines() if line.startswith("OAUTH_"))
+    oauth.update(SYSTEM="spaces", SPACE_ID="alice/mergeling", OPENID_PROVIDER_URL=hub.url,
+                 OAUTH_SCOPES="openid profile read-repos")  # fmt: skip
+    for url in _space(hub, port=port, **oauth):
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                expect(page.locator("#status")).to_contain_text("signed out", timeout=30_000)
+                page.get_by_role("tab", name="Submit", exact=True).click()
+                expect(page.locator("#jobs-note")).to_contain_text("Sign in to see your jobs", timeout=30_000)
+                page.get_by_role("button", name="Sign in with Hugging Face").click()
+                page.fill("#username", "alice")
+                page.fill("#password", PASSWORD)
+                page.click("#signin")
+                page.click("#allow")
+                expect(page.locator("#status")).not_to_contain_text("signed out", timeout=30_000)
+                expect(page.get_by_role("button", name=re.compile("Logout"))).to_be_visible()
+                # Signed in: My jobs is asked for (no bot here: it says so, instead of "sign in").
+                page.get_by_role("tab", name="Submit", exact=True).click()
+                expect(page.locator("#jobs-note")).to_contain_text("no bot is configured", timeout=30_000)
+                # Submit now runs as alice: her check of a repo that does not exist, named, one line.
+                page.locator("#submit-repo textarea, #submit-repo input").first.fill("alice/not-there")
+                page.locator("#submit-go").click()
+                expect(page.locator("#submit-result")).to_contain_text("alice/not-there", timeout=30_000)
+                expect(page.locator("#submit-result")).not_to_contain_text("sign in")
+            finally:
+                browser.close()
