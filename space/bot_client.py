@@ -24,6 +24,8 @@ JOB_COLUMNS = (
     "updated_at",
 )
 
+MY_JOB_COLUMNS = ("job", "state", "language", "CT", "merged model", "discussion", "updated")
+
 
 @dataclass(frozen=True)
 class Submitted:

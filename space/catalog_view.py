@@ -12,7 +12,9 @@ from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
 from registry.catalog.store import CatalogStore
 
 AnyEntry = CtEntry | SftEntry | MergeEntry
-_RUNNABLE = ("merged", "evaluated")  # merge states whose output repo holds weights
+# Merge states whose output repo holds weights: the bot ends at `published`, `registry push` and
+# the lab record `merged` / `evaluated`; `pending`, `running` and `failed` have nothing to run.
+_RUNNABLE = ("merged", "evaluated", "published")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,15 @@ class CatalogView:
             merges=tuple(e for e in entries if isinstance(e, MergeEntry)),
         )
 
+    def only(self, repos: frozenset[str] | set[str]) -> CatalogView:
+        """This view with only the CTs, SFTs and merges (by output repo) among `repos`."""
+        return CatalogView(
+            repo_id=self.repo_id,
+            cts=tuple(e for e in self.cts if e.repo in repos),
+            sfts=tuple(e for e in self.sfts if e.repo in repos),
+            merges=tuple(m for m in self.merges if m.output_repo in repos),
+        )
+
     @property
     def entries(self) -> tuple[AnyEntry, ...]:
         return (*self.cts, *self.sfts, *self.merges)
@@ -77,10 +88,12 @@ class CatalogView:
         return None
 
     def trios(self, language: str | None = None) -> list[Trio]:
-        """Merged models with weights (state merged/evaluated) of a language, with their CT and SFT."""
+        """Merged models with weights (state merged/evaluated/published, a commit recorded) of a language."""
         out = []
         for merge in sorted(self.merges, key=lambda m: m.output_repo):
-            if merge.status not in _RUNNABLE or (language and language not in merge.languages):
+            if merge.status not in _RUNNABLE or not merge.output_revision:
+                continue
+            if language and language not in merge.languages:
                 continue
             ct = next((i for i in merge.inputs if i.role == "ct"), None)
             sft = next((i for i in merge.inputs if i.role == "sft"), None)

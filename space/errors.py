@@ -31,3 +31,7 @@ class BotRequestError(SpaceError):
 
 class MergeTooLargeError(SpaceError, ValueError):
     """A merge too big to run inside the Space; the bot should run it. Fields: `parameters`, `limit`."""
+
+
+class SignInRequiredError(SpaceError, PermissionError):
+    """An action that runs as the visitor (Submit) by an anonymous visitor."""

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-BAR_COLUMNS = ["metric", "bar", "model", "repo", "value"]
+BAR_COLUMNS = ["metric", "bar", "model", "repo", "value", "relative"]
 SCATTER_COLUMNS = ["language gain kept", "task gain kept", "method", "repo"]
 LAYER_COLUMNS = ["layer", "stat", "share", "count"]
 BAR_MODELS = ("CT", "SFT", "merged")  # the colour categories of each plot (see `seeded`)
 LAYER_STATS = ("sign conflicts", "SFT discarded", "rescued by slack")  # kept shares are in the summary
 REGISTRY_COLUMNS = ["kind", "language", "repo", "revision", "lineage", "id"]
 
-_NUMERIC = {"value", "share", "count", "language gain kept", "task gain kept"}
+_NUMERIC = {"value", "relative", "share", "count", "language gain kept", "task gain kept"}
 
 
 def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:

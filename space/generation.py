@@ -10,18 +10,15 @@ from space.errors import PromptError
 from space.models import LoadedModel
 
 
-def check_max_new_tokens(max_new_tokens: float | int | None, *, limit: int) -> int:
+def check_max_new_tokens(max_new_tokens: Any, *, limit: int) -> int:
     """`max_new_tokens` as an int in [1, limit].
 
     Raises:
         PromptError: when it is missing, not a whole number or out of range.
     """
-    if max_new_tokens is None or isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens:
-        raise PromptError(f"max_new_tokens must be a whole number from 1 to {limit}, not {max_new_tokens!r}")
-    value = int(max_new_tokens)
-    if not 1 <= value <= limit:
-        raise PromptError(f"max_new_tokens must be from 1 to {limit} in this Space, not {value}")
-    return value
+    from space.inputs import whole_number
+
+    return whole_number(max_new_tokens, name="max_new_tokens", low=1, high=limit)
 
 
 def encode_prompt(loaded: LoadedModel, prompt: str | None, *, max_new_tokens: int) -> Any:

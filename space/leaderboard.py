@@ -27,6 +27,8 @@ from space.catalog_view import CatalogView
 logger = logging.getLogger(__name__)
 
 TASK_METRIC = ("sib200_eng_Latn", "acc")
+SCORED = ("merged", "evaluated", "published")  # merge states that made a model (others are jobs)
+_LIMIT = " (--limit "
 
 
 @dataclass(frozen=True)
@@ -107,19 +109,112 @@ def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScor
             )
         )  # fmt: skip
     for merge in view.merges:
+        if merge.status not in SCORED:  # failed or unfinished: a job, not a model (see `failed_merges`)
+            continue
         own = [Score(task=r.task, metric=r.metric, value=r.value) for r in merge.results]
         card = card_scores(merge.output_repo, merge.output_revision) if merge.output_revision else []
-        seen = {(s.task, s.metric) for s in own}
         ct_repo = next((i.repo for i in merge.inputs if i.role == "ct"), None)
         sft_repo = next((i.repo for i in merge.inputs if i.role == "sft"), None)
         models.append(
             ModelScores(
                 repo=merge.output_repo, revision=merge.output_revision, role="merge", languages=merge.languages,
                 method=merge.method, status=merge.status, ct=ct_repo, sft=sft_repo,
-                scores=tuple(own + [s for s in card if (s.task, s.metric) not in seen]),
+                scores=tuple(one_per_metric(own, card)),
             )
         )  # fmt: skip
     return models
+
+
+PUBLIC_HUB = "https://huggingface.co"
+
+
+def repo_link(endpoint: str, repo: str) -> str:
+    """A link to a model repo that resolves: its page on the Hub; on another endpoint (the embedded
+    hub has no HTML pages) its `/api/models/<repo>` document."""
+    endpoint = endpoint.rstrip("/")
+    return f"{endpoint}/{repo}" if endpoint == PUBLIC_HUB else f"{endpoint}/api/models/{repo}"
+
+
+def base_metric(metric: str) -> str:
+    """`bits_per_byte` for `bits_per_byte (--limit 20)`."""
+    return metric.split(_LIMIT, 1)[0]
+
+
+def one_per_metric(entry: list[Score], card: list[Score]) -> list[Score]:
+    """One score per (task, metric): the catalog entry's number, under the card's label when the card
+    marks it as a `--limit` run (the entry records no limit; a partial number must never look full)."""
+    labels = {(s.task, base_metric(s.metric)): s.metric for s in card}
+    out = {(s.task, base_metric(s.metric)): Score(s.task, labels.get((s.task, s.metric), s.metric), s.value)
+           for s in entry}  # fmt: skip
+    for score in card:
+        out.setdefault((score.task, base_metric(score.metric)), score)
+    return list(out.values())
+
+
+def failed_merges(view: CatalogView) -> list[dict[str, str]]:
+    """Merges that made no model (failed), as jobs: output repo, method, languages, error."""
+    return [
+        {"output": m.output_repo, "method": m.method, "languages": ", ".join(m.languages), "error": m.error or ""}
+        for m in sorted(view.merges, key=lambda m: m.output_repo)
+        if m.status == "failed"
+    ]
+
+
+_SHORT_METRICS = {"bits_per_byte": "bpb", "acc": "acc", "acc_norm": "acc_n", "byte_perplexity": "byte ppl"}
+
+
+def short_header(column: str) -> str:
+    """A short column header: `flores_ben_Beng bits_per_byte (--limit 20)` -> `bpb ben_Beng flores*`.
+
+    The full name stays in the CSV and in the legend under the table; `*` marks a `--limit` run.
+    """
+    task, _, metric = column.partition(" ")
+    if not metric or "_" not in task:  # `model`, `language gain kept`: already short
+        return column
+    limited = _LIMIT in metric
+    metric = _SHORT_METRICS.get(base_metric(metric), base_metric(metric))
+    suite, _, language = task.partition("_")
+    return f"{metric} {language or suite} {suite}{'*' if limited else ''}".strip()
+
+
+@dataclass(frozen=True)
+class BoardState:
+    """What the Leaderboard tab shows for one set of controls; every control value is one of its choices."""
+
+    rows: list[dict[str, Any]]
+    sort_choices: list[str]
+    sort_by: str | None
+    method_choices: list[str]
+    method: str | None
+    empty_text: str
+
+
+def board_state(
+    models: list[ModelScores],
+    *,
+    language: str | None,
+    method: str | None,
+    search: str,
+    sort_by: str | None,
+    endpoint: str | None,
+) -> BoardState:
+    """The board for these controls, never an invalid combination: a sort column or method that is
+    not offered any more is dropped (a search with no match keeps every sort column)."""
+    methods = sorted({m.method for m in models if m.role == "merge" and m.method})
+    method = method if method in methods else None
+    every = leaderboard_rows(models, language=language, method=method, endpoint=endpoint)
+    columns = [c for c in (every[0] if every else {}) if c != "link"]
+    sort_by = sort_by if sort_by in columns else None
+    rows = leaderboard_rows(models, language=language, method=method, search=search, sort_by=sort_by,
+                            endpoint=endpoint)  # fmt: skip
+    if rows:
+        empty = ""
+    elif search.strip():
+        empty = f"no match for {search.strip()!r}"
+    else:
+        empty = "no model yet"
+    return BoardState(rows=rows, sort_choices=columns, sort_by=sort_by, method_choices=methods, method=method,
+                      empty_text=empty)  # fmt: skip
 
 
 def _relevant(model: ModelScores, language: str | None) -> bool:
@@ -158,6 +253,7 @@ def leaderboard_rows(
     Returns:
         Rows as dicts: model, role, languages, method, revision, link, gain columns, metrics.
     """
+    search = search.strip()
     chosen = [
         m
         for m in models
@@ -175,7 +271,7 @@ def leaderboard_rows(
             "languages": ", ".join(model.languages),
             "method": model.method or "",
             "revision": (model.revision or "")[:7],
-            "link": f"{endpoint.rstrip('/')}/{model.repo}" if endpoint else model.repo,
+            "link": repo_link(endpoint, model.repo) if endpoint else model.repo,
         }
         gain = kept.get(model.repo)
         row["language gain kept"] = _rounded(gain.language if gain else None)
@@ -265,6 +361,13 @@ def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
                      "value": round(value, 4)}
                 )  # fmt: skip
     rows.sort(key=lambda r: (r["metric"], ("CT", "SFT", "merged").index(r["model"]), r["repo"]))
+    # Byte-level bits (≈ 1-9) and accuracies (0-1) on one axis would hide the accuracies: each metric
+    # is also given relative to its largest bar, so every metric spans the same height.
+    largest: dict[str, float] = {}
+    for row in rows:
+        largest[row["metric"]] = max(largest.get(row["metric"], 0.0), abs(row["value"]))
+    for row in rows:
+        row["relative"] = round(row["value"] / largest[row["metric"]], 4) if largest[row["metric"]] else 0.0
     return rows
 
 

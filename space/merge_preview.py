@@ -68,7 +68,7 @@ def build_recipe(
         RecipeError / UnknownMethodError: the engine's own refusal (an unknown method, a density
             outside (0, 1], a slack outside [0, 1]).
     """
-    from registry.recipe import parse_recipe
+    from registry.recipe import Recipe
 
     info = {m.name: m for m in available_methods()}.get(method)
     per_model: dict[str, Any] = {"weight": 1.0}
@@ -78,15 +78,14 @@ def build_recipe(
         {"model": str(path), "role": "ct", "language": ct.language, "parameters": dict(per_model)} for ct, path in cts
     ]
     models.append({"model": str(sft_path), "role": "sft", "parameters": dict(per_model)})
-    data: dict[str, Any] = {
-        "merge_method": method,
-        "base_model": str(base_path),
-        "tokenizer_source": "ct" if len(cts) == 1 else "base",
-        "models": models,
-    }
-    if info is not None and info.uses_slack:
-        data["parameters"] = {"slack": slack}
-    return parse_recipe(data, source=f"Space merge ({method})")
+    return Recipe.from_parts(
+        method=method,
+        models=models,
+        base=str(base_path),
+        parameters={"slack": slack} if info is not None and info.uses_slack else None,
+        tokenizer_source="ct" if len(cts) == 1 else "base",
+        source=f"Space merge ({method})",
+    )
 
 
 @dataclass(frozen=True)
@@ -211,3 +210,29 @@ def _prune(workdir: Path, *, keep: Path) -> None:
     old = sorted((p for p in workdir.glob("merge-*") if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
     for path in old[: max(0, len(old) - (_KEEP_PREVIEWS - 1))]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+RUN_COLUMNS = ("run", "method", "density", "slack", "CT", "sign conflicts %", "SFT discarded %", "rescued by slack %",
+               "seconds")  # fmt: skip
+
+
+def run_row(
+    number: int, result: PreviewResult, *, method: str, density: float, slack: float, cts: str
+) -> dict[str, Any]:
+    """One merge run as a row of the session's history: its settings and its headline figures, as
+    percentages of all merged parameters (the same scale for every run, so runs compare)."""
+    totals = result.totals.get("totals", {})
+    elements = int(totals.get("elements") or 0) or 1
+    discarded = sum((totals.get("protected_discarded") or {}).values())
+    rescued = sum((totals.get("rescued") or {}).values())
+    return {
+        "run": number,
+        "method": method,
+        "density": density,
+        "slack": slack,
+        "CT": cts,
+        "sign conflicts %": round(100 * int(totals.get("sign_conflicts") or 0) / elements, 3),
+        "SFT discarded %": round(100 * discarded / elements, 3),
+        "rescued by slack %": round(100 * rescued / elements, 3),
+        "seconds": round(result.seconds, 2),
+    }

@@ -110,15 +110,6 @@ def check_fits(*, repo: str, needed: int, budget: int, free: int, releasable: in
         )
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> `cuda` when a GPU is present, else `cpu`."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def free_memory(device: str) -> tuple[int, int]:
     """(free, total) bytes of the device's memory."""
     if device.startswith("cuda"):
@@ -137,26 +128,34 @@ class ModelLoader:
 
     def __init__(self, hub: Any, *, device: str = "auto") -> None:
         self.hub = hub
+        from registry.device import resolve_device
+
         self.device = resolve_device(device)
 
-    def check(self, model_id: str) -> int:
-        """Refuse a non-Llama or non-causal-LM repo; return its weights' size in bytes (no weights read).
+    def check(self, model_id: str, *, hub: Any = None) -> tuple[int, str | None]:
+        """Refuse a non-Llama or non-causal-LM repo; return (weights' bytes, commit sha); no weights read.
+
+        Args:
+            model_id: `owner/name[@revision]`.
+            hub: the client to read with: the visitor's (their token, or anonymous); default the loader's.
 
         Raises:
-            HubRepoNotFoundError / HubRevisionNotFoundError: no such repo (or private) or revision.
+            HubRepoNotFoundError / HubRevisionNotFoundError: no such repo (or one `hub` cannot read) or revision.
             UnsupportedModelError: no config.json or safetensors weights, or the wrong architecture.
         """
+        hub = hub or self.hub
         repo, revision = split_model_id(model_id)
         # repo info first: one request that fails fast (a missing or private repo, a Hub that is
         # down) where a file download would retry with backoff.
-        info = self.hub.model_info(repo, revision=revision)
+        info = hub.model_info(repo, revision=revision)
+        sha = getattr(info, "sha", None) or None
         files = {s.rfilename for s in (getattr(info, "siblings", None) or [])}
         if "config.json" not in files:
             raise UnsupportedModelError(
                 f"{model_id} has no config.json, so it is not a transformers model the Space can run", repo_id=repo
             )
         try:
-            raw = self.hub.read_file(repo, "config.json", revision=info.sha or revision)
+            raw = hub.read_file(repo, "config.json", revision=sha or revision)
         except HubEntryNotFoundError as exc:
             raise UnsupportedModelError(f"{model_id}: config.json cannot be read", repo_id=repo) from exc
         try:
@@ -167,16 +166,27 @@ class ModelLoader:
         from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
 
         try:
-            return weights_bytes(self.hub.safetensors_metadata(repo, revision=revision))
+            return weights_bytes(hub.safetensors_metadata(repo, revision=sha or revision)), sha
         except (NotASafetensorsRepoError, SafetensorsParsingError) as exc:
             raise UnsupportedModelError(
                 f"{model_id} has no readable safetensors weights; the Space loads safetensors only", repo_id=repo
             ) from exc
 
-    def load(self, model_id: str, *, nbytes: int) -> LoadedModel:
-        """Download (cached) and load a checked model onto the device."""
+    def resolve(self, model_id: str, *, hub: Any = None) -> str:
+        """`repo@sha` of a model as `hub` sees it (one request: this is the visitor's access check).
+
+        Raises:
+            HubRepoNotFoundError / HubRevisionNotFoundError: no such repo or revision, or `hub` cannot read it.
+        """
         repo, revision = split_model_id(model_id)
-        path = self.hub.snapshot(repo, revision=revision, allow_patterns=list(_WANTED_FILES))
+        info = (hub or self.hub).model_info(repo, revision=revision)
+        sha = getattr(info, "sha", None)
+        return f"{repo}@{sha}" if sha else model_id
+
+    def load(self, model_id: str, *, nbytes: int, hub: Any = None, revision: str | None = None) -> LoadedModel:
+        """Download (cached) and load a checked model onto the device."""
+        repo, asked = split_model_id(model_id)
+        path = (hub or self.hub).snapshot(repo, revision=revision or asked, allow_patterns=list(_WANTED_FILES))
         return self.load_dir(path, key=model_id, nbytes=nbytes)
 
     def load_dir(self, path: Path, *, key: str, nbytes: int | None = None) -> LoadedModel:
@@ -229,35 +239,44 @@ class ModelCache:
             return sum(m.nbytes for m in self._models.values())
 
     def keys(self) -> list[str]:
-        """Cached model ids, least recently used first."""
+        """Cached models as `repo@sha`, least recently used first."""
         with self._lock:
             return list(self._models)
 
-    def get(self, model_id: str) -> LoadedModel:
+    def get(self, model_id: str, *, hub: Any = None) -> LoadedModel:
         """The loaded model, loading it (and evicting others) if needed.
+
+        Every call first resolves the model's commit through `hub` (the visitor's client): a model
+        cached for one visitor is served to another only if that visitor can read it too, and a push
+        to the repo loads the new commit.
+
+        Args:
+            model_id: `owner/name[@revision]`.
+            hub: the visitor's client (their token, or anonymous); default the loader's.
 
         Raises:
             ModelTooLargeError, UnsupportedModelError, Hub errors: before anything is downloaded.
         """
+        key = self.loader.resolve(model_id, hub=hub)
         with self._lock:
-            if model_id in self._models:
-                self._models.move_to_end(model_id)
-                return self._models[model_id]
-            gate = self._loading.setdefault(model_id, threading.Lock())
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            gate = self._loading.setdefault(key, threading.Lock())
         with gate:
             with self._lock:
-                if model_id in self._models:
-                    self._models.move_to_end(model_id)
-                    return self._models[model_id]
-            needed = self.loader.check(model_id)
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            needed, sha = self.loader.check(key, hub=hub)
             free, _ = self.memory()
             check_fits(repo=model_id, needed=needed, budget=self.budget, free=free, releasable=self.used)
             self._make_room(needed)
-            loaded = self.loader.load(model_id, nbytes=needed)
+            loaded = self.loader.load(key, nbytes=needed, hub=hub, revision=sha)
             with self._lock:
-                self._models[model_id] = loaded
-                self._loading.pop(model_id, None)
-            logger.info("loaded %s (%d bytes); cache holds %d models", model_id, needed, len(self._models))
+                self._models[key] = loaded
+                self._loading.pop(key, None)
+            logger.info("loaded %s (%d bytes); cache holds %d models", key, needed, len(self._models))
             return loaded
 
     def _make_room(self, needed: int) -> None:

@@ -7,11 +7,12 @@ method to an event and turns a `RegistryError` into a `gr.Error` with its one-li
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,32 @@ from typing import Any
 from registry.catalog.entries import CtEntry, SftEntry, validate_repo_id
 from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
 from registry.errors import CatalogError, HubAuthError, RegistryError
-from space.bot_client import JOB_COLUMNS, BotClient, job_rows
+from space.bot_client import JOB_COLUMNS, MY_JOB_COLUMNS, BotClient, job_rows
 from space.catalog_view import CatalogView, Trio
 from space.config import SpaceConfig
 from space.errors import PromptError, SpaceError
 from space.examples import load_examples
 from space.generation import check_max_new_tokens, stream_text
-from space.leaderboard import ModelScores, Score, bar_rows, collect_scores, leaderboard_rows, scatter_rows
-from space.merge_preview import PreviewResult, available_methods, run_preview
+from space.inputs import number, text, whole_number
+from space.leaderboard import (
+    BoardState,
+    ModelScores,
+    Score,
+    bar_rows,
+    board_state,
+    collect_scores,
+    failed_merges,
+    leaderboard_rows,
+    scatter_rows,
+)
+from space.merge_preview import MethodInfo, PreviewResult, available_methods, run_preview
 from space.models import ModelCache, ModelLoader
 from space.submit import check_ct_or_hub_error
 
 logger = logging.getLogger(__name__)
 
 CATALOG_TTL_S = 15.0  # a catalog snapshot is reused this long; the Refresh buttons bypass it
+VISIBLE_TTL_S = 30.0  # what one visitor (or anonymous) can read is re-listed after this long
 
 
 @dataclass(frozen=True)
@@ -52,19 +65,40 @@ class SubmitResult:
         }
 
 
+def _anonymous_or(endpoint: str, cache_dir: Path | None) -> Callable[[str | None], Any]:
+    def client(token: str | None) -> Any:
+        from registry.hub import HubClient
+
+        # False, not None: huggingface_hub would fall back to HF_TOKEN (the Space's own token).
+        return HubClient(endpoint=endpoint, token=token or False, cache_dir=cache_dir)  # type: ignore[arg-type]
+
+    return client
+
+
 class SpaceServices:
     """Everything the app's events call.
+
+    Two kinds of Hub client: the Space's own (`hub`, its `HF_TOKEN`) reads the registry repo and
+    nothing else; every read of a model on a visitor's behalf goes through `visitor_hub(token)`,
+    with the visitor's own token or anonymously, so a visitor never sees or runs a repo they could
+    not read themselves.
 
     Args:
         config: the Space's settings.
         hub: a `registry.hub.HubClient` (default: one for `config.endpoint` / `config.token`).
+        visitor_hub: token (None: anonymous) -> a `HubClient` acting for that visitor.
     """
 
-    def __init__(self, config: SpaceConfig, *, hub: Any = None) -> None:
+    def __init__(
+        self, config: SpaceConfig, *, hub: Any = None, visitor_hub: Callable[[str | None], Any] | None = None
+    ) -> None:
         from registry.hub import HubClient
 
         self.config = config
         self.hub: Any = hub or HubClient(endpoint=config.endpoint, token=config.token)
+        self.visitor_hub = visitor_hub or _anonymous_or(config.endpoint, getattr(self.hub, "cache_dir", None))
+        self._visible: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+        self._submitted: dict[str, set[str]] = {}  # username -> job ids this Space submitted for them
         self.bot = BotClient(config.bot_url)
         self.models = ModelCache(ModelLoader(self.hub, device=config.device), budget=config.cache_bytes)
         self._lock = threading.Lock()
@@ -109,30 +143,32 @@ class SpaceServices:
             self._view = (time.monotonic(), view)
         return view
 
-    def status(self) -> str:
+    def status(self, token: str | None = None) -> str:
         """One line on what this Space is connected to, or what is unreachable (never raises)."""
-        parts = [f"Hub {self.config.endpoint}"]
+        parts = [f"Hub `{self.config.endpoint}`"]
         try:
-            view = self.view()
+            view = self.visible_view(token)
             parts.append(
-                f"registry {view.repo_id}: {len(view.cts)} CT, {len(view.sfts)} SFT, {len(view.merges)} merges"
+                f"registry {view.repo_id}: {len(view.cts)} CT, {len(view.sfts)} SFT, "
+                f"{len(view.merges)} merge{'' if len(view.merges) == 1 else 's'}"
             )
         except RegistryError as exc:
             parts.append(f"⚠ {exc}")
-        parts.append(f"bot {self.config.bot_url}" if self.config.bot_url else "no bot configured (Submit is off)")
+        bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
+        parts.append(f"bot [{bot}]({bot}/healthz)" if bot else "no bot configured (Submit is off)")
         return " · ".join(parts)
 
-    def languages(self) -> list[str]:
-        """Languages with a CT checkpoint or a merge."""
-        return self.view().languages()
+    def languages(self, token: str | None = None) -> list[str]:
+        """Languages with a CT checkpoint or a merge that the visitor can read."""
+        return self.visible_view(token).languages()
 
-    def trios(self, language: str | None) -> list[Trio]:
-        """Merged models of a language with their CT and SFT."""
-        return self.view().trios(language or None)
+    def trios(self, language: str | None, token: str | None = None) -> list[Trio]:
+        """Merged models of a language with their CT and SFT, among those the visitor can read."""
+        return self.visible_view(token).trios(language or None)
 
-    def trio_for(self, merged: str) -> Trio | None:
+    def trio_for(self, merged: str, token: str | None = None) -> Trio | None:
         """The trio whose merged model is `merged` (`repo@revision` or `repo`)."""
-        for trio in self.trios(None):
+        for trio in self.trios(None, token):
             if merged in (trio.merged, trio.merge.output_repo):
                 return trio
         return None
@@ -143,19 +179,80 @@ class SpaceServices:
             return []
         return load_examples(language, data_dir=self.config.data_dir, hub=self.hub, repo=self.config.examples_repo)
 
-    def registry_rows(self, language: str | None = None) -> list[dict[str, str]]:
-        """The Registry tab: entries with their lineage and revisions."""
-        return self.view().registry_rows(language or None)
+    def registry_rows(self, language: str | None = None, token: str | None = None) -> list[dict[str, str]]:
+        """The Registry tab: entries with their lineage and revisions (only repos the visitor can read)."""
+        return self.visible_view(token).registry_rows(language or None)
+
+    # -- what a visitor may see ----------------------------------------------------------------
+    def readable(self, repos: set[str], token: str | None) -> frozenset[str]:
+        """The repos among `repos` that the visitor (their token, or anonymous) can read.
+
+        One listing per owner (`GET /api/models?author=`), which the Hub filters by the caller's
+        rights, cached `VISIBLE_TTL_S` per visitor: a private repo never reaches a visitor who cannot
+        read it, and its existence is not revealed either.
+        """
+        who = hashlib.sha256((token or "").encode()).hexdigest()[:16]
+        hub: Any = None
+        seen: set[str] = set()
+        for owner in sorted({r.split("/", 1)[0] for r in repos}):
+            key = (who, owner)
+            with self._lock:
+                cached = self._visible.get(key)
+            if cached is None or time.monotonic() - cached[0] >= VISIBLE_TTL_S:
+                hub = hub or self.visitor_hub(token)
+                try:
+                    ids = frozenset(str(m.id) for m in hub.list_models(author=owner))
+                except RegistryError as exc:
+                    logger.info("cannot list %s's models for a visitor: %s", owner, exc)
+                    ids = frozenset()
+                cached = (time.monotonic(), ids)
+                with self._lock:
+                    self._visible[key] = cached
+            seen |= cached[1]
+        return frozenset(r for r in repos if r in seen)
+
+    def visible_view(self, token: str | None) -> CatalogView:
+        """The catalog with only the entries whose repos (a merge: its output) the visitor can read."""
+        view = self.view()
+        repos = {e.repo for e in (*view.cts, *view.sfts)} | {m.output_repo for m in view.merges}
+        return view.only(self.readable(repos, token))
 
     # -- generation ----------------------------------------------------------------------------
     def generate(
-        self, model_id: str | None, prompt: str | None, max_new_tokens: float | int | None, temperature: float = 0.0
+        self,
+        model_id: Any,
+        prompt: Any,
+        max_new_tokens: Any,
+        temperature: Any = 0.0,
+        *,
+        token: str | None = None,
     ) -> Iterator[str]:
         """Stream a model's answer to a prompt (the text so far after each token).
+
+        Args:
+            model_id: `owner/name[@revision]`, read with the visitor's token (or anonymously).
+            prompt: at most `MAX_PROMPT_CHARS` characters.
+            max_new_tokens: 1 to `config.max_new_tokens`.
+            temperature: 0 (greedy) to 2.
+            token: the visitor's Hub token (None: anonymous; never the Space's own).
 
         Raises:
             PromptError, ModelTooLargeError, UnsupportedModelError, Hub errors: before generating.
         """
+        model_id, n, t, prompt = self.check_generate(model_id, prompt, max_new_tokens, temperature)
+        loaded = self.models.get(model_id, hub=self.visitor_hub(token))
+        yield from stream_text(loaded, prompt, max_new_tokens=n, temperature=t)
+
+    def check_generate(
+        self, model_id: Any, prompt: Any, max_new_tokens: Any, temperature: Any
+    ) -> tuple[str, int, float, str]:
+        """Every generation argument checked, in order, before any model is touched.
+
+        Raises:
+            PromptError: the first bad argument, named, with its allowed range.
+        """
+        if not isinstance(model_id, str | None):
+            raise PromptError(f"model_id must be a repo id (owner/name), not {type(model_id).__name__}")
         model_id = (model_id or "").strip()
         if not model_id:
             raise PromptError("no model chosen: pick a language and a merged model, or give a repo id")
@@ -163,11 +260,10 @@ class SpaceServices:
             validate_repo_id(model_id.partition("@")[0])
         except ValueError as exc:
             raise PromptError(str(exc)) from exc
-        n = check_max_new_tokens(max_new_tokens, limit=self.config.max_new_tokens)
-        if prompt is None or not prompt.strip():
-            raise PromptError("the prompt is empty: type some text, or pick an example")
-        loaded = self.models.get(model_id)
-        yield from stream_text(loaded, prompt, max_new_tokens=n, temperature=float(temperature or 0.0))
+        prompt = text(prompt, name="the prompt", max_chars=self.config.max_prompt_chars)
+        n = whole_number(max_new_tokens, name="max_new_tokens", low=1, high=self.config.max_new_tokens)
+        t = number(0.0 if temperature is None else temperature, name="temperature", low=0.0, high=2.0)
+        return model_id, n, t, prompt
 
     # -- leaderboard ---------------------------------------------------------------------------
     def _scores_of(self, repo: str, revision: str | None) -> list[Score]:
@@ -177,15 +273,16 @@ class SpaceServices:
         with self._lock:
             if key in self._card_scores:
                 return self._card_scores[key]
-        scores = scores_from_card(self.hub)(repo, revision)
+        # Anonymously: a card's numbers are shown to everyone, so only a public card is read.
+        scores = scores_from_card(self.visitor_hub(None))(repo, revision)
         if revision and len(revision) == 40:  # a commit never changes: keep its card's numbers
             with self._lock:
                 self._card_scores[key] = scores
         return scores
 
-    def scores(self, *, fresh: bool = False) -> list[ModelScores]:
-        """Every catalog model with its eval results."""
-        return collect_scores(self.view(fresh=fresh), self._scores_of)
+    def scores(self, token: str | None = None) -> list[ModelScores]:
+        """Every catalog model the visitor can read, with its eval results."""
+        return collect_scores(self.visible_view(token), self._scores_of)
 
     def leaderboard(
         self,
@@ -193,12 +290,18 @@ class SpaceServices:
         method: str | None = None,
         search: str | None = "",
         sort_by: str | None = None,
+        *,
+        token: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Leaderboard rows (see `space.leaderboard.leaderboard_rows`)."""
+        """Leaderboard rows (see `space.leaderboard.leaderboard_rows`) of the models the visitor can read."""
+        for name, value in (("language", language), ("method", method), ("search", search), ("sort_by", sort_by)):
+            if not isinstance(value, str | None):
+                raise PromptError(f"{name} must be text, not {type(value).__name__}")
+        search = text(search, name="search", max_chars=200, required=False)
         if language:
-            self._check_language(language)
+            self._check_language(language, token)
         return leaderboard_rows(
-            self.scores(),
+            self.scores(token),
             language=language or None,
             method=method or None,
             search=search or "",
@@ -206,13 +309,35 @@ class SpaceServices:
             endpoint=self.config.endpoint,
         )
 
-    def plots(self, language: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def board(self, language: Any, method: Any, search: Any, sort_by: Any, *, token: str | None = None) -> BoardState:
+        """The Leaderboard tab's state for these controls (see `space.leaderboard.board_state`)."""
+        for name, value in (("language", language), ("method", method), ("search", search), ("sort_by", sort_by)):
+            if not isinstance(value, str | None):
+                raise PromptError(f"{name} must be text, not {type(value).__name__}")
+        search = text(search, name="search", max_chars=200, required=False)
+        if language:
+            self._check_language(language, token)
+        return board_state(
+            self.scores(token), language=language or None, method=method or None, search=search,
+            sort_by=sort_by or None, endpoint=self.config.endpoint,
+        )  # fmt: skip
+
+    def failed_merges(self, token: str | None = None) -> list[dict[str, str]]:
+        """Failed merge jobs of the catalog whose CT the visitor can read (their output repo may not exist)."""
+        view = self.view()
+        cts = {m.output_repo: next((i.repo for i in m.inputs if i.role == "ct"), "") for m in view.merges}
+        readable = self.readable({c for c in cts.values() if c}, token)
+        return [f for f in failed_merges(view) if cts.get(f["output"]) in readable]
+
+    def plots(
+        self, language: str | None, token: str | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(grouped bars CT / SFT / merged for the language, gain-kept scatter)."""
-        scores = self.scores()
+        scores = self.scores(token)
         return (bar_rows(scores, language) if language else []), scatter_rows(scores, language or None)
 
-    def _check_language(self, language: str) -> None:
-        known = self.languages()
+    def _check_language(self, language: str, token: str | None = None) -> None:
+        known = self.languages(token)
         if language not in known:
             raise SpaceError(
                 f"no model in registry {self.store().repo_id} for language {language!r}; "
@@ -224,10 +349,20 @@ class SpaceServices:
         """Merge methods the engine offers."""
         return [m.name for m in available_methods()]
 
-    def checkpoint_choices(self) -> tuple[list[str], list[str]]:
-        """(CT entry ids, SFT entry ids) of the catalog."""
-        view = self.view()
-        return [c.id for c in view.cts], [s.id for s in view.sfts]
+    def method_infos(self) -> list[MethodInfo]:
+        """The methods with the parameters each takes (the Merge tab shows only those)."""
+        return available_methods()
+
+    def checkpoint_choices(self, token: str | None = None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(CT, SFT) choices of the catalog that the visitor can read: (`repo@short-sha`, entry id) pairs."""
+        view = self.visible_view(token)
+
+        def label(repo: str, revision: str) -> str:
+            return f"{repo}@{revision[:7]}" if revision else repo
+
+        return [(label(c.repo, c.revision), c.id) for c in view.cts], [
+            (label(s.repo, s.revision), s.id) for s in view.sfts
+        ]
 
     def workdir(self) -> Path:
         with self._lock:
@@ -241,8 +376,10 @@ class SpaceServices:
         ct_id: str | list[str] | None,
         sft_id: str | None,
         method: str | None,
-        density: float | None,
-        slack: float | None,
+        density: Any,
+        slack: Any,
+        *,
+        token: str | None = None,
     ) -> PreviewResult:
         """Merge catalog CT(s) and an SFT here (lab-size only) and return the diagnostics.
 
@@ -252,12 +389,17 @@ class SpaceServices:
             method: a method of the engine's registry.
             density: the kept fraction (methods that trim).
             slack: TIES-SV's slack.
+            token: the visitor's Hub token (None: anonymous): the inputs are downloaded with it.
 
         Raises:
             SpaceError: unknown entries or method; MergeTooLargeError: hand it to the bot;
             the engine's errors (RecipeError, CompatibilityError, ...) unchanged.
         """
-        view = self.view()
+        density_value = number(0.2 if density is None else density, name="density", low=0.0, high=1.0, low_open=True)
+        slack_value = number(0.0 if slack is None else slack, name="slack", low=0.0, high=1.0)
+        view = self.visible_view(token)
+        if not isinstance(ct_id, list | str | None) or not isinstance(sft_id, str | None):
+            raise SpaceError("ct_id and sft_id must be entry ids or repo ids (text)")
         names = ct_id if isinstance(ct_id, list) else (ct_id or "").split(",")
         names = [n.strip() for n in names if n and n.strip()]
         if not names:
@@ -275,52 +417,157 @@ class SpaceServices:
         if method not in methods:
             raise SpaceError(f"unknown merge method {method!r}: use one of {', '.join(methods)}")
         return run_preview(
-            self.hub,
+            self.visitor_hub(token),
             cts=cts,
             sft=sft,
             method=method,
-            density=float(0.2 if density is None else density),
-            slack=float(0.0 if slack is None else slack),
+            density=density_value,
+            slack=slack_value,
             workdir=self.workdir(),
             max_parameters=self.config.merge_max_parameters,
         )
 
     def generate_local(self, out: Path, prompt: str | None, max_new_tokens: int = 32) -> str:
         """The answer of a merge made here (loaded for this call only, never cached)."""
+        prompt = text(prompt, name="the prompt", max_chars=self.config.max_prompt_chars)
         n = check_max_new_tokens(max_new_tokens, limit=self.config.max_new_tokens)
         loaded = self.models.loader.load_dir(out, key=str(out))
         pieces = list(stream_text(loaded, prompt, max_new_tokens=n))
         return pieces[-1] if pieces else ""
 
     # -- submit and jobs -----------------------------------------------------------------------
-    def submit(self, ct_repo_id: str | None, language: str | None = None) -> SubmitResult:
-        """Check a CT repo and enqueue its merges with the bot.
+    def whoami(self, token: str | None) -> str | None:
+        """The visitor's username, or None (anonymous, or a token the Hub does not know)."""
+        if not token:
+            return None
+        try:
+            return str(self.visitor_hub(token).whoami())
+        except RegistryError:
+            return None
+
+    def submit(self, ct_repo_id: Any, language: Any = None, *, token: str | None = None) -> SubmitResult:
+        """Check a CT repo as the visitor sees it and enqueue its merges with the bot, as the visitor.
+
+        Args:
+            ct_repo_id: the CT repo (`owner/name`).
+            language: the language when the card gives none (`ben_Beng`).
+            token: the signed-in visitor's Hub token; the bot receives it (never the Space's own).
 
         Raises:
+            SignInRequiredError: no token (an anonymous visitor).
             BotUnavailableError: no bot, or unreachable (after the checks passed).
             BotRequestError: the bot refused (its reasons are in the message).
         """
+        from space.errors import SignInRequiredError
+
+        if not token:
+            raise SignInRequiredError("sign in with Hugging Face to submit: the bot runs the job as you")
+        for name, value in (("ct_repo_id", ct_repo_id), ("language", language)):
+            if not isinstance(value, str | None):
+                raise PromptError(f"{name} must be text, not {type(value).__name__}")
         try:
             view: CatalogView | None = self.view(fresh=True)
         except RegistryError as exc:
             logger.info("registry unreadable during submit: %s", exc)
             view = None
-        check = check_ct_or_hub_error(self.hub, view, ct_repo_id or "", language=language)
+        hub = self.visitor_hub(token)
+        check = check_ct_or_hub_error(hub, view, ct_repo_id or "", language=language)
         if not check.ok:
             return SubmitResult(job_ids=(), reasons=check.reasons, message=check.message())
-        submitted = self.bot.submit(check.repo, token=self.config.token, language=check.language)
+        submitted = self.bot.submit(check.repo, token=token, language=check.language)
         ids = tuple(submitted.ids)
+        user = self.whoami(token)
+        if user:
+            with self._lock:
+                self._submitted.setdefault(user, set()).update(ids)
+        done = [j for j in submitted.jobs if j.get("state") == "published" and j.get("output_repo")]
+        if done:
+            links = ", ".join(f"{self.repo_url(str(j['output_repo']))}" for j in done)
+            return SubmitResult(
+                job_ids=ids, reasons=(), message=f"{check.repo} is already merged and published: {links}"
+            )
         return SubmitResult(job_ids=ids, reasons=(), message=f"{check.message()}; bot jobs: {', '.join(ids) or 'none'}")
 
-    def job_status(self, job_id: str | None) -> str:
+    def use_snippet(self, model_ref: str, token: str | None = None) -> tuple[str, str]:
+        """("use this model" Python code, the `registry merge` recipe that made it) for `repo@sha`.
+
+        The recipe is the repo's `mergeling_recipe.yaml`, read as the visitor; a repo without one
+        (pushed by hand) says so.
+        """
+        repo, _, revision = model_ref.partition("@")
+        endpoint = self.config.endpoint.rstrip("/")
+        lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
+        if endpoint != "https://huggingface.co":
+            lines.insert(0, f"# on this Hub: export HF_ENDPOINT={endpoint}")
+        lines += [
+            f'repo, revision = "{repo}", "{revision or "main"}"',
+            "tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision)",
+            "model = AutoModelForCausalLM.from_pretrained(repo, revision=revision)",
+            'ids = tokenizer("আমি", return_tensors="pt").input_ids',
+            "print(tokenizer.decode(model.generate(ids, max_new_tokens=32)[0], skip_special_tokens=True))",
+        ]
+        try:
+            raw = self.visitor_hub(token).read_file(repo, "mergeling_recipe.yaml", revision=revision or None)
+            recipe = raw.decode("utf-8", errors="replace")
+            recipe = f"# registry merge recipe.yaml --out ./merged   (the recipe of {repo})\n{recipe}"
+        except RegistryError:
+            recipe = f"# {repo} has no mergeling_recipe.yaml (pushed without one): no recipe to show"
+        return "\n".join(lines), recipe
+
+    def repo_url(self, repo: str) -> str:
+        """A link to a model repo that resolves (see `space.leaderboard.repo_link`)."""
+        from space.leaderboard import repo_link
+
+        return repo_link(self.config.endpoint, repo)
+
+    def job_status(self, job_id: Any) -> str:
         """The state of one bot job (`queued`, `running`, `published`, `failed: <error>`...)."""
+        if not isinstance(job_id, str | None):
+            raise PromptError(f"job_id must be text, not {type(job_id).__name__}")
         job_id = (job_id or "").strip()
         if not job_id:
-            raise SpaceError("no job id given: copy one from the jobs table")
+            raise SpaceError("no job id given: pick one from My jobs")
         job = self.bot.job(job_id)
         state = str(job.get("state"))
         return f"{state}: {job['error']}" if state == "failed" and job.get("error") else state
 
+    def my_jobs(self, token: str | None) -> tuple[list[str], list[list[Any]]]:
+        """(columns, rows) of the visitor's bot jobs, newest first: jobs on CTs in their namespace and
+        jobs this Space submitted for them. Anonymous visitors have none.
+
+        Raises:
+            BotUnavailableError, BotRequestError: the bot cannot list its jobs.
+        """
+        user = self.whoami(token)
+        if user is None:
+            return list(MY_JOB_COLUMNS), []
+        with self._lock:
+            mine = set(self._submitted.get(user, ()))
+        jobs = [
+            j for j in self.bot.jobs(limit=200)
+            if j.get("id") in mine or str(j.get("ct_repo") or "").split("/", 1)[0] == user
+        ]  # fmt: skip
+        return list(MY_JOB_COLUMNS), [self._job_row(j) for j in jobs]
+
+    def _job_row(self, job: dict[str, Any]) -> list[Any]:
+        def link(text: str | None, url: str | None) -> str:
+            return f"[{text}]({url})" if text and url else (text or "")
+
+        out = job.get("output_repo")
+        job_url = f"{self.bot.url}/jobs/{job.get('id')}" if self.bot.url else None
+        state = str(job.get("state"))
+        if state == "failed" and job.get("error"):
+            state = f"failed: {job['error']}"
+        return [
+            link(str(job.get("id")), job_url),
+            state,
+            job.get("language") or "",
+            link(job.get("ct_repo"), self.repo_url(str(job["ct_repo"])) if job.get("ct_repo") else None),
+            link(out, self.repo_url(str(out)) if out and job.get("state") == "published" else None),
+            link("discussion", job.get("discussion")) if job.get("discussion") else "",
+            job.get("updated_at") or "",
+        ]
+
     def jobs(self) -> tuple[list[str], list[list[Any]]]:
-        """(columns, rows) of the bot's queue, newest first."""
+        """(columns, rows) of the bot's queue, newest first (every user's: for operators, not the page)."""
         return list(JOB_COLUMNS), job_rows(self.bot.jobs())

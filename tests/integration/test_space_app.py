@@ -220,7 +220,15 @@ def _build_catalog(hub: HubHandle, family: DemoFamily, tmp: Path) -> tuple[str, 
     store.add(khk)
     _push(hub, family.ct, "alice/tiny-ct-nolang", tmp,
           readme=_card(language=None, base="alice/tiny-base", scores={}, name="tiny-ct-nolang"))  # fmt: skip
-    _push(hub, family.sft, "bob/private-model", tmp, private=True, token=hub.bob_token)
+    private_sha = _push(hub, family.sft, "bob/private-model", tmp, private=True, token=hub.bob_token)
+    # A published merge whose output repo is private to bob: only bob may see it anywhere in the Space.
+    store.add(
+        MergeEntry(
+            id=merge_entry_id(output_repo="bob/private-model", recipe_hash=recipe_hash),
+            method="ties_sv", recipe_hash=recipe_hash, inputs=merge.inputs, output_repo="bob/private-model",
+            output_revision=private_sha, status="published", languages=("tam_Taml",),
+        )
+    )  # fmt: skip
     bert = tmp / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
@@ -296,7 +304,7 @@ def test_named_endpoints(world: World) -> None:
     api = world.client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(api) == {"/generate", "/leaderboard", "/merge_preview", "/submit", "/job_status"}
     names = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api.items()}
-    assert names["/generate"] == ["model_id", "prompt", "max_new_tokens"]
+    assert names["/generate"] == ["model_id", "prompt", "max_new_tokens", "temperature"]
     assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack"]
     assert names["/submit"] == ["ct_repo_id", "language"]
 
@@ -317,14 +325,25 @@ def test_generate_bad_inputs_say_what_is_wrong(world: World) -> None:
     assert "prompt is empty" in _app_error(lambda: c.predict("alice/tiny-merge-ben", "  ", 8, api_name="/generate"))
     missing = _app_error(lambda: c.predict("alice/no-such-model", "hi", 8, api_name="/generate"))
     assert "alice/no-such-model" in missing and "Traceback" not in missing
+    # The Space reads models as the caller (anonymous here), never with its own token: a private
+    # repo answers exactly as a missing one (no existence oracle).
     private = _app_error(lambda: c.predict("bob/private-model", "hi", 8, api_name="/generate"))
+    nothing = _app_error(lambda: c.predict("bob/no-such-model", "hi", 8, api_name="/generate"))
     assert "bob/private-model" in private
+    assert private.replace("private-model", "X") == nothing.replace("no-such-model", "X")
+    assert "config.json" not in private
     bert = _app_error(lambda: c.predict("alice/not-llama", "hi", 8, api_name="/generate"))
     assert "not a causal language model" in bert and "BertModel" in bert
     long_prompt = _app_error(lambda: c.predict("alice/tiny-merge-ben", "x" * 600, 8, api_name="/generate"))
     assert "context of 512 tokens" in long_prompt and "601 tokens" in long_prompt
     zero = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", 0, api_name="/generate"))
     assert "max_new_tokens must be from 1 to 64" in zero
+    lots = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", "lots", api_name="/generate"))
+    assert lots == "max_new_tokens must be a whole number from 1 to 64, not 'lots'"
+    hot = _app_error(lambda: c.predict("alice/tiny-merge-ben", "hi", 4, 9.0, api_name="/generate"))
+    assert hot == "temperature must be in [0, 2], not 9"
+    huge = _app_error(lambda: c.predict("alice/tiny-merge-ben", "x" * 1_000_000, 4, api_name="/generate"))
+    assert huge.startswith("the prompt is 1,000,000 characters; this Space takes at most 8,000")
     bad_id = _app_error(lambda: c.predict("not a repo", "hi", 8, api_name="/generate"))
     assert "not a repo" in bad_id
 
@@ -338,7 +357,8 @@ def test_ten_users_generating_at_once(world: World) -> None:
     jobs = [world.client.submit("alice/tiny-ct-ben", f"user {i}", 6, api_name="/generate") for i in range(10)]
     answers = [job.result(timeout=300) for job in jobs]
     assert answers == [_greedy(world.family.ct, f"user {i}", 6) for i in range(10)]
-    assert world.services.models.keys().count("alice/tiny-ct-ben") == 1  # loaded once, shared
+    loaded = [k.split("@")[0] for k in world.services.models.keys()]
+    assert loaded.count("alice/tiny-ct-ben") == 1  # loaded once, shared
 
 
 def test_model_too_large_is_refused_up_front(world: World) -> None:
@@ -370,7 +390,7 @@ def test_model_cache_evicts_least_recently_used(world: World) -> None:
     )
     for model in ("alice/tiny-merge-ben", "alice/tiny-ct-ben", "alice/tiny-merge-ben", "alice/tiny-sft"):
         list(two.generate(model, "hi", 2))
-    assert two.models.keys() == ["alice/tiny-merge-ben", "alice/tiny-sft"]
+    assert [k.split("@")[0] for k in two.models.keys()] == ["alice/tiny-merge-ben", "alice/tiny-sft"]
     assert two.models.used == 2 * 460_032
 
 
@@ -383,7 +403,10 @@ def test_leaderboard(world: World) -> None:
     assert merged["language gain kept"] == pytest.approx(4.0 / 5.7, abs=1e-4)
     assert merged["task gain kept"] == pytest.approx(0.14 / 0.18, abs=1e-4)
     assert by_model["alice/tiny-ct-ben"]["flores_ben_Beng bits_per_byte"] == 1.3
-    assert merged["link"] == f"{world.hub.url}/alice/tiny-merge-ben"
+    assert merged["link"] == f"{world.hub.url}/api/models/alice/tiny-merge-ben"
+    import httpx
+
+    assert httpx.get(merged["link"], timeout=30).status_code == 200  # the link resolves
     unknown = _app_error(lambda: world.client.predict("tam_Taml", api_name="/leaderboard"))
     assert "tam_Taml" in unknown and LANG in unknown
 
@@ -393,7 +416,11 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
     from registry.merge.plan import plan_merge
     from registry.recipe import parse_recipe
 
-    summary = world.client.predict(world.ct_id, world.sft_id, "ties_sv", 0.5, 0.3, api_name="/merge_preview")
+    answer = world.client.predict(world.ct_id, world.sft_id, "ties_sv", 0.5, 0.3, api_name="/merge_preview")
+    summary = answer["summary"]
+    # The API returns what the page plots: per-layer rows and the merge time.
+    assert {"layer", "stat", "share", "count"} == set(answer["layers"][0]) and answer["seconds"] > 0
+    assert {row["stat"] for row in answer["layers"]} >= {"sign conflicts", "rescued by slack"}
     fam = world.family
     recipe = parse_recipe(
         {
@@ -415,6 +442,7 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
     group = world.client.predict(
         f"{world.ct_id}, alice/tiny-ct-khk", world.sft_id, "ties_sv", 0.5, 0.1, api_name="/merge_preview"
     )
+    group = group["summary"]
     assert "ct alice/tiny-ct-ben@" in group and "ct alice/tiny-ct-khk@" in group and "sft alice/tiny-sft@" in group
     methods = _app_error(
         lambda: world.client.predict(world.ct_id, world.sft_id, "nope", 0.5, 0.3, api_name="/merge_preview")
@@ -424,6 +452,10 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
         lambda: world.client.predict(world.ct_id, world.sft_id, "ties", 0.0, 0.0, api_name="/merge_preview")
     )
     assert "density" in density
+    five = _app_error(
+        lambda: world.client.predict(world.ct_id, world.sft_id, "ties", 5, 0.0, api_name="/merge_preview")
+    )
+    assert five == "density must be in (0, 1], not 5"
     unknown = _app_error(
         lambda: world.client.predict("ct-nope", world.sft_id, "ties", 0.5, 0.0, api_name="/merge_preview")
     )
@@ -431,24 +463,37 @@ def test_merge_preview_matches_the_engine(world: World) -> None:
 
 
 def test_submit_and_job_status_through_the_bot(world: World) -> None:
-    answer = world.client.predict("alice/tiny-ct-submit", "", api_name="/submit")
+    from gradio_client import Client
+
+    sent = len(world.bot.requests)
+    anonymous = _app_error(lambda: world.client.predict("alice/tiny-ct-submit", "", api_name="/submit"))
+    assert anonymous == "sign in with Hugging Face to submit: the bot runs the job as you"
+    assert len(world.bot.requests) == sent
+    bob = Client(world.url, verbose=False, oauth_token=world.hub.bob_token)
+    answer = bob.predict("alice/tiny-ct-submit", "", api_name="/submit")
     assert answer["job_id"] == answer["job_ids"][0] and answer["reasons"] == []
     request = world.bot.requests[-1]
     assert request["body"] == {"ct_repo": "alice/tiny-ct-submit", "language": LANG}
-    assert request["auth"] == f"Bearer {world.hub.token}"
+    assert request["auth"] == f"Bearer {world.hub.bob_token}"  # the visitor's own token, not the Space's
+    _, mine = world.services.my_jobs(world.hub.bob_token)
+    assert [row[0].split("]")[0].lstrip("[") for row in mine] == [answer["job_id"]]
+    assert world.services.my_jobs(None)[1] == []
     assert world.client.predict(answer["job_id"], api_name="/job_status") == "queued"
     assert "no job job-404" in _app_error(lambda: world.client.predict("job-404", api_name="/job_status"))
 
 
 def test_submit_gives_every_reason(world: World) -> None:
+    from gradio_client import Client
+
+    alice = Client(world.url, verbose=False, oauth_token=world.hub.token)
     sent = len(world.bot.requests)
-    nolang = world.client.predict("alice/tiny-ct-nolang", "", api_name="/submit")
+    nolang = alice.predict("alice/tiny-ct-nolang", "", api_name="/submit")
     assert nolang["job_id"] is None and any("no language" in r for r in nolang["reasons"])
-    missing = world.client.predict("alice/nothing-here", "", api_name="/submit")
+    missing = alice.predict("alice/nothing-here", "", api_name="/submit")
     assert missing["job_id"] is None and "alice/nothing-here" in missing["reasons"][0]
-    bert = world.client.predict("alice/not-llama", LANG, api_name="/submit")
+    bert = alice.predict("alice/not-llama", LANG, api_name="/submit")
     assert bert["job_id"] is None and "alice/not-llama" in bert["reasons"][0] and "hidden_size" in bert["reasons"][0]
-    with_language = world.client.predict("alice/tiny-ct-nolang", LANG, api_name="/submit")
+    with_language = alice.predict("alice/tiny-ct-nolang", LANG, api_name="/submit")
     assert with_language["job_id"] is not None
     assert len(world.bot.requests) == sent + 1  # refused submissions never reach the bot
 
@@ -470,7 +515,7 @@ def test_bot_unreachable_and_hub_unreachable(world: World) -> None:
     demos = [_launch(no_bot), _launch(no_hub)]
     try:
         (_, bot_url), (_, hub_url) = demos
-        client = Client(bot_url, verbose=False)
+        client = Client(bot_url, verbose=False, oauth_token=world.hub.token)
         message = _app_error(lambda: client.predict("alice/tiny-ct-submit", "", api_name="/submit"))
         assert "unreachable" in message and "everything else in the Space works" in message
         assert client.predict(LANG, api_name="/leaderboard")  # the rest works
@@ -505,6 +550,70 @@ def test_registry_space_cli_prints_its_url_first(world: World) -> None:
 
 
 # -- a real browser ---------------------------------------------------------------------------
+def _shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $SPACE_SCREENSHOTS (to look at them after the run), else the test's tmp dir."""
+    import os
+
+    folder = Path(os.environ.get("SPACE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+TABS = ("Try", "Leaderboard", "Merge", "Submit", "Registry")
+SCRIPTS = {
+    "Mergeling Bengali": "আমি", "Mergeling Tamil": "தமிழ்", "Mergeling Telugu": "తెలుగు", "Mergeling Odia": "ଓଡ଼ିଆ",
+    "Mergeling Tibetan": "བོད", "Mergeling Arabic": "ئۇيغۇر", "Mergeling Mongolian": "ᠮᠣᠩᠭᠣᠯ",
+}  # fmt: skip
+
+
+def test_browser_phone_width_every_tab_reachable_no_overflow(world: World, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = _shots(tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for width, height in ((390, 844), (1440, 900)):
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(world.url)
+                expect(page.locator("#status")).to_contain_text(REGISTRY, timeout=30_000)
+                expect(page.locator("#try-merged input")).to_have_value(re.compile("tiny-merge-ben"), timeout=30_000)
+                # Each script's text is drawn with the font served by the app (not boxes, whatever the
+                # system has): the browser loads our face for a character of every script.
+                for family, sample in SCRIPTS.items():
+                    faces = page.evaluate(
+                        "([f, s]) => document.fonts.load(`16px '${f}'`, s).then(l => l.length)", [family, sample]
+                    )
+                    assert faces >= 1, f"{family} did not load for {sample!r}"
+                for tab in TABS:
+                    button = page.get_by_role("tab", name=tab, exact=True)
+                    expect(button).to_be_visible()  # not hidden behind an overflow menu
+                    button.click()
+                    page.wait_for_timeout(800)
+                    page.screenshot(path=str(shots / f"{tab.lower()}-{width}.png"), full_page=True)
+                    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    assert overflow <= 0, f"{tab} at {width} px overflows by {overflow} px"
+                    if tab != "Try":  # the first tab is the default (selecting it again fires nothing)
+                        assert f"tab={tab.lower()}" in page.url  # the address bar follows (shareable)
+                page.close()
+            # A shared link opens the same view: tab, language, model and prompt from the URL.
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(f"{world.url}/?tab=leaderboard&lang={LANG}&model=alice/tiny-merge-ben&prompt=আমি")
+            expect(page.locator("#leaderboard-table")).to_contain_text("tiny-merge-ben", timeout=30_000)
+            expect(page.locator("#leaderboard-table")).to_be_visible()
+            page.get_by_role("tab", name="Try", exact=True).click()
+            expect(page.locator("#try-prompt textarea")).to_have_value("আমি", timeout=30_000)
+            expect(page.locator("#try-merged input")).to_have_value(re.compile("alice/tiny-merge-ben"))
+            page.goto(f"{world.url}/#registry")
+            expect(page.locator("#registry-table")).to_be_visible(timeout=30_000)
+            page.close()
+        finally:
+            browser.close()
+
+
 def test_browser(world: World, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -553,13 +662,17 @@ def test_browser(world: World, tmp_path: Path) -> None:
             # Bars drawn with a colour per statistic (not only the axes).
             expect(page.locator("#merge-layers path[aria-roledescription='bar'][fill]").first).to_be_attached()
             expect(page.locator("#merge-answer input, #merge-answer textarea").first).not_to_have_value("")
+            # The session's runs side by side, labelled repo@short-sha.
+            expect(page.locator("#merge-history")).to_contain_text("alice/tiny-ct-ben@")
+            expect(page.locator("#merge-history")).to_contain_text("ties_sv")
             page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
             # Submit: a CT handed to the (stand-in) bot from the page, then seen in its queue (a timer refreshes it).
             page.get_by_role("tab", name="Submit").click()
             page.locator("#submit-repo textarea, #submit-repo input").first.fill("alice/tiny-ct-submit")
             page.get_by_role("button", name="Check and submit").click()
-            expect(page.locator("#submit-result")).to_contain_text("bot jobs:", timeout=60_000)
-            expect(page.locator("#jobs-table")).to_contain_text("alice/tiny-ct-submit", timeout=30_000)
+            # Anonymous: Submit says to sign in (no job reaches the bot), and My jobs is empty.
+            expect(page.get_by_text("sign in with Hugging Face to submit").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#jobs-note")).to_contain_text("Sign in to see your jobs", timeout=30_000)
             page.screenshot(path=str(tmp_path / "submit.png"), full_page=True)
             # Registry: lineage and revisions.
             page.get_by_role("tab", name="Registry").click()
@@ -571,3 +684,50 @@ def test_browser(world: World, tmp_path: Path) -> None:
             browser.close()
     print(f"screenshots in {tmp_path}")
     assert errors == []
+
+
+def test_a_private_merge_reaches_only_who_can_read_it(world: World) -> None:
+    from gradio_client import Client
+
+    services = world.services
+    anonymous = {row["model"] for row in world.client.predict("", api_name="/leaderboard")}
+    assert "bob/private-model" not in anonymous and "alice/tiny-merge-ben" in anonymous
+    assert "tam_Taml" not in services.languages(None)
+    assert all(row["repo"] != "bob/private-model" for row in services.registry_rows(None, None))
+    assert "bob/private-model" not in [t.merge.output_repo for t in services.trios(None, world.hub.token)]
+    assert "1 merge ·" in services.status(None)  # counts only what the visitor can read
+    bob = Client(world.url, verbose=False, oauth_token=world.hub.bob_token)
+    assert "bob/private-model" in {row["model"] for row in bob.predict("", api_name="/leaderboard")}
+    assert "bob/private-model" in [t.merge.output_repo for t in services.trios("tam_Taml", world.hub.bob_token)]
+    # bob runs his own private model with his own token; the cache does not hand it to anyone else.
+    assert bob.predict("bob/private-model", "hi", 2, api_name="/generate") == _greedy(world.family.sft, "hi", 2)
+    again = _app_error(lambda: world.client.predict("bob/private-model", "hi", 2, api_name="/generate"))
+    assert "bob/private-model" in again and "config.json" not in again
+
+
+def test_twenty_concurrent_megabyte_prompts_leave_memory_flat(world: World) -> None:
+    """1 MB prompts are refused by their length before any tokenizer sees them, 20 at once, and the
+    Space's resident memory does not grow with them (it rose by ~1 GB and stayed there before)."""
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+    from gradio_client import Client
+
+    me = psutil.Process()
+    client = Client(world.url, verbose=False)
+    list(world.services.generate("alice/tiny-merge-ben", "hi", 1))  # the model is loaded before measuring
+    gc.collect()
+    before = me.memory_info().rss
+    prompt = "আ" * (1_000_000 // 3)  # 1 MB of UTF-8
+
+    def one(i: int) -> str:
+        return _app_error(lambda: client.predict("alice/tiny-merge-ben", prompt + str(i), 8, api_name="/generate"))
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    gc.collect()
+    grown = me.memory_info().rss - before
+    print(f"RSS before {before / 1e6:.0f} MB, after 20 concurrent 1 MB prompts {grown / 1e6:+.0f} MB")
+    assert all(re.match(r"the prompt is 333,33\d characters; this Space takes at most 8,000", a) for a in answers)
+    assert grown < 150e6, f"resident memory grew by {grown / 1e6:.0f} MB"

@@ -102,14 +102,14 @@ def test_gain_kept_fractions_as_in_the_lab(view: CatalogView) -> None:
     assert kept["lab/ben-ties"].language == pytest.approx((7.0 - 3.0) / (7.0 - 1.3))
     assert kept["lab/ben-ties"].task == pytest.approx((0.34 - 0.2) / (0.38 - 0.2))
     assert kept["lab/ben-linear"].task == pytest.approx(0.5)
-    assert kept["lab/tam-running"].language is None  # no numbers for its CT
+    assert "lab/tam-running" not in kept  # still running: a job, not a model
 
 
 def test_leaderboard_filters_search_and_sort(view: CatalogView) -> None:
     models = collect_scores(view, _cards)
     rows = leaderboard_rows(models, language="ben_Beng", endpoint="http://hub")
     assert [r["model"] for r in rows] == ["lab/ben-linear", "lab/ben-ties", "lab/ct-ben", "lab/sft"]
-    assert rows[0]["link"] == "http://hub/lab/ben-linear"
+    assert rows[0]["link"] == "http://hub/api/models/lab/ben-linear"  # the embedded hub has no HTML page
     assert {"flores_ben_Beng bits_per_byte", "sib200_eng_Latn acc"} <= set(rows[0])
     only_ties = leaderboard_rows(models, language="ben_Beng", method="ties")
     assert [r["model"] for r in only_ties] == ["lab/ben-ties", "lab/ct-ben", "lab/sft"]
@@ -119,7 +119,7 @@ def test_leaderboard_filters_search_and_sort(view: CatalogView) -> None:
     by_acc = leaderboard_rows(models, language="ben_Beng", sort_by="sib200_eng_Latn acc")
     assert [r["sib200_eng_Latn acc"] for r in by_acc] == [0.38, 0.34, 0.29, 0.2]
     tam = leaderboard_rows(models, language="tam_Taml")
-    assert [r["model"] for r in tam] == ["lab/tam-running", "lab/ct-tam", "lab/sft"]
+    assert [r["model"] for r in tam] == ["lab/ct-tam", "lab/sft"]
 
 
 def test_plot_rows(view: CatalogView) -> None:
@@ -148,3 +148,61 @@ def test_limited_results_keep_their_label() -> None:
     )  # fmt: skip
     assert _card_score(result) == Score("sib200_eng_Latn", "acc (--limit 50)", 0.5)
     assert ModelScores(repo="x/y", revision=None, role="ct", languages=()).value("a", "b") is None
+
+
+def test_one_column_per_metric_keeps_the_limit_mark() -> None:
+    from space.leaderboard import one_per_metric, short_header
+
+    entry = [Score("flores_ben_Beng", "bits_per_byte", 3.0)]
+    card = [Score("flores_ben_Beng", "bits_per_byte (--limit 20)", 3.0), Score("sib200_eng_Latn", "acc", 0.3)]
+    assert one_per_metric(entry, card) == [
+        Score("flores_ben_Beng", "bits_per_byte (--limit 20)", 3.0),
+        Score("sib200_eng_Latn", "acc", 0.3),
+    ]
+    assert short_header("flores_ben_Beng bits_per_byte (--limit 20)") == "bpb ben_Beng flores*"
+    assert short_header("sib200_eng_Latn acc") == "acc eng_Latn sib200"
+    assert short_header("model") == "model"
+    assert short_header("language gain kept") == "language gain kept"
+
+
+def test_failed_merges_are_jobs_not_models() -> None:
+    from space.leaderboard import failed_merges
+
+    ct, sft = _ct("lab/ct-ben", "ben_Beng"), _sft("lab/sft")
+    failed = _merge("lab/ben-failed", "ties", ct, sft, status="failed")
+    view = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(sft,), merges=(failed,))
+    assert "lab/ben-failed" not in [m.repo for m in collect_scores(view, _cards)]
+    assert [f["output"] for f in failed_merges(view)] == ["lab/ben-failed"]
+
+
+def test_random_control_sequences_never_reach_an_invalid_state(view: CatalogView) -> None:
+    """Property-style: random language / method / search / sort sequences (as a visitor clicks and
+    types) always give a board whose sort and method values are among the offered choices."""
+    import random
+
+    from space.leaderboard import board_state
+
+    models = collect_scores(view, _cards)
+    languages = [None, "ben_Beng", "tam_Taml"]
+    methods = [None, "ties", "linear", "ties_sv", "nope"]
+    searches = ["", "zzz", "ben", "LAB/", " ", "tam-", "é", "(", "*"]
+    rng = random.Random(18)
+    state: dict[str, object] = {"language": None, "method": None, "search": "", "sort_by": None}
+    for _ in range(400):
+        control = rng.choice(["language", "method", "search", "sort_by"])
+        if control == "language":
+            state["language"] = rng.choice(languages)
+        elif control == "method":
+            state["method"] = rng.choice(methods)
+        elif control == "search":
+            state["search"] = rng.choice(searches)
+        else:
+            offered = board_state(models, endpoint=None, **state).sort_choices  # type: ignore[arg-type]
+            state["sort_by"] = rng.choice([None, "nope", *offered])
+        board = board_state(models, endpoint=None, **state)  # type: ignore[arg-type]
+        assert board.sort_by is None or board.sort_by in board.sort_choices
+        assert board.method is None or board.method in board.method_choices
+        assert bool(board.rows) != bool(board.empty_text)
+        if board.rows:
+            assert all(str(state["search"]).strip().lower() in r["model"].lower() for r in board.rows)
+        state["sort_by"], state["method"] = board.sort_by, board.method
