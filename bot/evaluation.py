@@ -206,7 +206,7 @@ def language_tables(by_language: dict[str, dict[str, EvalRecord]], unavailable: 
         order = [label for label in ("ct", "sft", "merge") if label in records]
         if language in unavailable or len(order) < 2:
             why = unavailable.get(language, "no results")
-            parts.append(f"{heading} {language}\n\nEvaluation unavailable: {why}.")
+            parts.append(f"{heading} {language}\n\n{describe_unavailable(why)}")
             continue
         table = build_comparison([records[label] for label in order], labels=[names[label] for label in order])
         parts.append(

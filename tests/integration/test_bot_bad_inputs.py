@@ -147,6 +147,17 @@ def test_language_without_an_eval_suite_is_published_with_eval_unavailable(world
     world["bob"].delete_repo(job.output_repo)  # keep "nothing published" checks of the other tests meaningful
 
 
+def test_a_bot_run_with_no_eval_says_not_evaluated_on_purpose(world, hub, tiny_family, tmp_path: Path) -> None:
+    config = BotConfig(**{**world["config"].__dict__, "no_eval": True, "data_dir": None, "data": tmp_path / "noeval"})
+    folder = _variant(tiny_family, world["root"], "noeval")
+    job = _run(world, "alice/bad-noeval", folder, ct_meta("bn", "alice/bad-base"), config=config)
+    assert job.state == "published", job.error
+    readme = world["bob"].read_file(job.output_repo, "README.md").decode()
+    assert "Not evaluated: this bot runs with --no-eval." in readme and "Evaluation unavailable" not in readme
+    assert "Not evaluated: this bot runs with --no-eval." in _comment(hub, "alice/bad-noeval")
+    world["bob"].delete_repo(job.output_repo)  # keep "nothing published" checks of the other tests meaningful
+
+
 def test_hub_down_is_retried_with_backoff_then_failed(world, hub, tiny_family, tmp_path: Path) -> None:
     import socket
 
