@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import EvaluationError
+from registry.errors import DataNotFoundError, EvaluationError
 from registry.evaluate.bars import harness_progress
 from registry.evaluate.cache import ResultCache, cache_key
 from registry.evaluate.records import EvalRecord, MetricValue, TaskResult
@@ -62,16 +62,23 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
         limit: the `--limit` override; the smaller of it and a task's own limit wins.
 
     Returns:
-        One PlannedTask per suite task, in order.
+        One PlannedTask per suite task, in order; an optional task whose data is missing is left
+        out (with a warning).
 
     Raises:
-        EvaluationError: an unknown task or a broken config.
-        DataNotFoundError: a data file is missing.
+        EvaluationError: an unknown task or a broken config, or every task left out.
+        DataNotFoundError: a data file of a required task is missing.
     """
     planned = []
     for item in suite.tasks:
         spec = find_task(item.task, tasks_dir=tasks_dir)
-        spec.to_lm_eval(data_dir=data_dir)  # raises DataNotFoundError early, before any model loads
+        try:
+            spec.to_lm_eval(data_dir=data_dir)  # raises DataNotFoundError early, before any model loads
+        except DataNotFoundError as exc:
+            if not item.optional:
+                raise
+            log.warning("Skipping optional task %s: %s", item.task, exc)
+            continue
         shots = item.num_fewshot if item.num_fewshot is not None else int(spec.config.get("num_fewshot") or 0)
         limits = [x for x in (limit, item.limit) if x is not None]
         planned.append(
@@ -81,6 +88,10 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
                 limit=min(limits) if limits else None,
                 task_hash=task_hash(spec, data_dir=data_dir if spec.uses_local_data() else None),
             )
+        )
+    if not planned:
+        raise EvaluationError(
+            f"No task of the {suite.language} suite has its data in {data_dir}; see docs/eval.md for how to add it."
         )
     return planned
 

@@ -62,7 +62,7 @@ def lab(hub: HubHandle, tmp_path_factory: pytest.TempPathFactory) -> Lab:
     for user in ("pkupie", "meta-llama"):
         stand_in = hub.client(hub.make_token(user))
         names = ["Llama-2-7b-hf"] if user == "meta-llama" else [
-            f"Llama-2-7b-{code}" for code in ("ben", "tam", "tel", "bod", "uig", "mon", "FLAN-step884")
+            f"Llama-2-7b-{code}" for code in ("ben", "tam", "tel", "ori", "bod", "uig", "mon", "FLAN-step884")
         ]  # fmt: skip
         for name in names:
             folder = base if user == "meta-llama" else (sft if "FLAN" in name else ct)
@@ -219,13 +219,14 @@ def test_sync_discovers_checkpoints_from_card_metadata(lab: Lab) -> None:
 def test_add_from_seed_verifies_on_the_hub(lab: Lab, repo_root: Path) -> None:
     seed = str(repo_root / "recipes" / "registry-seed.yaml")
     added = ok(run(lab, "add", "--from", seed, registry="alice/cli-seed")).split()
-    assert len(added) == 7 and all(not i.endswith("-main") for i in added)
-    assert "ct-khk_Cyrl-pkupie--Llama-2-7b-mon-" in " ".join(added)
+    assert len(added) == 8 and all(not i.endswith("-main") for i in added)
+    assert "ct-mon_Mong-pkupie--Llama-2-7b-mon-" in " ".join(added)
     pairs = json.loads(ok(run(lab, "pairs", "--json", registry="alice/cli-seed")))
-    assert len(pairs) == 6 and {p["status"] for p in pairs} == {"compatible"}
-    assert {p["language"] for p in pairs} == {"ben_Beng", "tam_Taml", "tel_Telu", "bod_Tibt", "uig_Arab", "khk_Cyrl"}
+    assert len(pairs) == 7 and {p["status"] for p in pairs} == {"compatible"}
+    langs = {"ben_Beng", "tam_Taml", "tel_Telu", "ory_Orya", "bod_Tibt", "uig_Arab", "mon_Mong"}
+    assert {p["language"] for p in pairs} == langs
     again = run(lab, "add", "--from", seed, registry="alice/cli-seed")
-    assert ok(again) == "" and "0 entries" in again.stderr and "7 already present" in again.stderr
+    assert ok(again) == "" and "0 entries" in again.stderr and "8 already present" in again.stderr
 
 
 def test_add_from_seed_refuses_unverifiable_unless_no_verify(lab: Lab, tmp_path: Path) -> None:
@@ -235,16 +236,16 @@ def test_add_from_seed_refuses_unverifiable_unless_no_verify(lab: Lab, tmp_path:
     refused = run(lab, "add", "--from", str(seed), registry="alice/cli-unverified")
     assert refused.exit_code == 1
     message = " ".join(refused.stderr.split())
-    assert "1 of 8 seed checkpoints could not be verified, nothing added" in message
+    assert "1 of 9 seed checkpoints could not be verified, nothing added" in message
     assert "pkupie/Llama-2-7b-ory: repo not found" in message and "--no-verify" in message
     assert run(lab, "list", registry="alice/cli-unverified").exit_code == 1  # registry never created
 
     added = ok(run(lab, "add", "--from", str(seed), "--no-verify", registry="alice/cli-unverified")).split()
-    assert len(added) == 8 and all(i.endswith("-main") for i in added)
+    assert len(added) == 9 and all(i.endswith("-main") for i in added)
     entries = json.loads(ok(run(lab, "list", "--json", registry="alice/cli-unverified")))
     assert {(e["verified"], e["source"], e["shape"]) for e in entries} == {(False, "seed", None)}
     pairs = json.loads(ok(run(lab, "pairs", "--json", registry="alice/cli-unverified")))
-    assert len(pairs) == 7 and {p["status"] for p in pairs} == {"unverified"}
+    assert len(pairs) == 8 and {p["status"] for p in pairs} == {"unverified"}
     assert "unverified" in ok(run(lab, "list", registry="alice/cli-unverified"))
 
 

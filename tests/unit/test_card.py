@@ -46,7 +46,7 @@ def test_license_and_languages() -> None:
 
 
 def test_card_metadata_and_body() -> None:
-    recipe = load_recipe(RECIPES / "multi-khk_Cyrl-uig_Arab-ties-sv.yaml")
+    recipe = load_recipe(RECIPES / "multi-mon_Mong-uig_Arab-ties-sv.yaml")
     inputs = _inputs()[:3] + [
         CardInput(
             "pkupie/Llama-2-7b-FLAN-step884",
