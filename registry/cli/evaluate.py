@@ -32,7 +32,7 @@ Two forms:
   dataset repo, see `registry hub seed-data`); Hub access takes --endpoint/--token (or HF_ENDPOINT,
   HF_TOKEN); this form is `registry eval run ...`.
 
-  registry eval compare RESULTS.json... [--markdown]
+  registry eval compare RESULTS.json... [--ct-sft CT_SFT.json] [--markdown]
 """
 
 
@@ -192,12 +192,22 @@ def compare_command(
     label: Annotated[
         list[str] | None, typer.Option("--label", help="Column name per results file (repeat, in order).")
     ] = None,
+    ct_sft: Annotated[
+        Path | None,
+        typer.Option(
+            "--ct-sft",
+            exists=True,
+            dir_okay=False,
+            help="The CT-then-SFT baseline's results: a last column, and each cell's difference to it.",
+        ),
+    ] = None,
 ) -> None:
     """Print one table of RESULTS (models x metrics) with differences to the first."""
     from registry.evaluate.compare import build_comparison, render_markdown, render_rich
     from registry.evaluate.records import load_record
 
-    comparison = build_comparison([load_record(p) for p in results], labels=label or None)
+    baseline = load_record(ct_sft) if ct_sft is not None else None
+    comparison = build_comparison([load_record(p) for p in results], labels=label or None, ct_sft=baseline)
     if markdown:
         typer.echo(render_markdown(comparison), nl=False)
     else:

@@ -74,10 +74,13 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
         spec = find_task(item.task, tasks_dir=tasks_dir)
         try:
             spec.to_lm_eval(data_dir=data_dir)  # raises DataNotFoundError early, before any model loads
-        except DataNotFoundError as exc:
+        except DataNotFoundError:
             if not item.optional:
                 raise
-            log.warning("Skipping optional task %s: %s", item.task, exc)
+            missing = next((rel for rel in spec.data_files().values() if not (data_dir / rel).is_file()), "?")
+            log.warning(
+                "Skipping optional task %s: no %s in the data (docs/eval.md says how to add it)", item.task, missing
+            )
             continue
         shots = item.num_fewshot if item.num_fewshot is not None else int(spec.config.get("num_fewshot") or 0)
         limits = [x for x in (limit, item.limit) if x is not None]

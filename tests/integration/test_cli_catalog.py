@@ -276,3 +276,42 @@ def test_add_ct_checks_the_flores_list(lab: Lab, monkeypatch: pytest.MonkeyPatch
     refused = run(lab, *args)
     assert refused.exit_code == 2 and "not in the FLORES-200 list" in refused.stderr
     assert "MERGELING_EXTRA_LANGUAGES=xxx_Yyyy" in refused.stderr
+
+
+def test_add_ct_sft_pairs_know_their_baseline(lab: Lab, tmp_path: Path) -> None:
+    """`registry add ct-sft`: verified against its CT, listed, shown as the pair's CT-then-SFT baseline."""
+    from registry.lab.tiny import derive_finetune
+
+    client = lab.hub.client()
+    ct_sft = derive_finetune(lab.tmp / "ct", tmp_path / "ct-sft", seed=7)  # the CT, further fine-tuned
+    wrong = derive_finetune(lab.tmp / "sft", tmp_path / "wrong", seed=8)  # base vocabulary: not from the CT
+    for repo, folder in (("lab/tiny-ct-sft", ct_sft), ("lab/tiny-wrong-ct-sft", wrong)):
+        if not client.repo_exists(repo):
+            client.create_repo(repo)
+            client.upload_folder(folder, repo)
+    registry = "alice/cli-ct-sft"
+    ok(run(lab, "add", "sft", "lab/tiny-sft", "--base", "lab/tiny-base", "--data", "flan", registry=registry))
+    missing = run(lab, "add", "ct-sft", "lab/tiny-ct-sft", "--ct", "lab/tiny-ct", registry=registry)
+    assert missing.exit_code == 1
+    assert "CT lab/tiny-ct is not in alice/cli-ct-sft; record it first with `registry add ct" in " ".join(
+        missing.stderr.split()
+    )
+    ct_id = ok(
+        run(lab, "add", "ct", "lab/tiny-ct", "--language", "ben_Beng", "--base", "lab/tiny-base", "--tokens", "12345",
+            registry=registry)
+    ).strip()  # fmt: skip
+    refused = run(lab, "add", "ct-sft", "lab/tiny-wrong-ct-sft", "--ct", "lab/tiny-ct", registry=registry)
+    assert refused.exit_code == 1 and "vocab" in refused.stderr.lower()
+    baseline = ok(
+        run(lab, "add", "ct-sft", "lab/tiny-ct-sft", "--ct", "lab/tiny-ct", "--data", "flan", registry=registry)
+    ).strip()
+    assert baseline.startswith("ct_sft-ben_Beng-lab--tiny-ct-sft-")
+    shown = json.loads(ok(run(lab, "show", baseline, registry=registry)))
+    assert shown["kind"] == "ct_sft" and shown["language"] == "ben_Beng" and shown["ct_tokens"] == 12345
+    assert shown["ct"] == {"repo": "lab/tiny-ct", "revision": lab.sha["lab/tiny-ct"]}
+    assert shown["base"]["repo"] == "lab/tiny-base" and shown["data"] == "flan"
+    listed = json.loads(ok(run(lab, "list", "--json", "--kind", "ct_sft", registry=registry)))
+    assert [e["id"] for e in listed] == [baseline]
+    assert baseline in ok(run(lab, "list", "--language", "ben_Beng", registry=registry))
+    (pair,) = json.loads(ok(run(lab, "pairs", "--json", registry=registry)))
+    assert pair["ct_id"] == ct_id and pair["ct_sft_ids"] == [baseline] and pair["status"] == "compatible"
