@@ -197,6 +197,35 @@ def _rolling_without_bos(lm: LM, *, enabled: bool) -> Iterator[None]:
         lm.add_bos_token = saved
 
 
+def _load_task(planned: PlannedTask, config: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's task dict for one planned task: ours from its config, lm-eval's by name.
+
+    lm-eval's own tasks are built by lm-eval from their folder (so their `!function` hooks and
+    includes resolve as lm-eval's CLI would) and read their Hub dataset themselves: offline, or
+    without access, that fails here, before any scoring, with one line saying so.
+    """
+    from lm_eval.tasks import TaskManager
+
+    spec = planned.spec
+    if not spec.lm_eval:
+        loaded: dict[str, Any] = TaskManager(include_defaults=False).load([config])
+        return loaded
+    dataset = spec.config.get("dataset_path", "?")
+    try:
+        loaded = TaskManager(include_defaults=False, include_path=str(spec.path.parent)).load([spec.name])
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:  # datasets' download errors derive from these
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise EvaluationError(
+            f"lm-eval task {spec.name} reads the Hub dataset {dataset}, which cannot be loaded here ({reason}); "
+            "run it where huggingface.co is reachable (HF_ENDPOINT, HF_TOKEN for gated data), or use a task of "
+            "recipes/tasks with local data (docs/eval.md).",
+            task=spec.name,
+        ) from None
+    for task in loaded["tasks"].values():
+        task.set_config(key="num_fewshot", value=planned.num_fewshot)
+    return loaded
+
+
 def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = True) -> TaskResult:
     """Evaluate one task with lm-eval (seeded: the same model gives the same numbers).
 
@@ -219,7 +248,6 @@ def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = T
     import numpy as np
     import torch
     from lm_eval.evaluator import evaluate
-    from lm_eval.tasks import TaskManager
 
     config = planned.spec.to_lm_eval(data_dir=data_dir, num_fewshot=planned.num_fewshot)
     started = time.perf_counter()
@@ -227,7 +255,7 @@ def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = T
     np.random.seed(HARNESS_SEEDS[1])
     torch.manual_seed(HARNESS_SEEDS[2])
     with harness_progress(enabled=progress):
-        loaded = TaskManager(include_defaults=False).load([config])  # builds the dataset splits
+        loaded = _load_task(planned, config)  # builds the dataset splits
         for task in loaded["tasks"].values():
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
         with _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"):

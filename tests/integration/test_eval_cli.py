@@ -204,7 +204,9 @@ def test_errors_are_one_line_and_actionable(tiny_family, tmp_path: Path) -> None
     out = CliRunner().invoke(app, ["eval", "compare", str(bad_json)])
     assert out.exit_code == 1 and "not a `registry eval` results file" in out.stderr
     not_in_suite = _eval(tiny_family.base, tmp_path / "x.json", tmp_path, tmp_path / "c", "--task", "mgsm_tam_Taml")
-    assert not_in_suite.exit_code == 1 and "not in the ben_Beng suite; choose from:" in not_in_suite.stderr
+    assert not_in_suite.exit_code == 1 and "Unknown task 'mgsm_tam_Taml'" in not_in_suite.stderr
+    ours_elsewhere = _eval(tiny_family.base, tmp_path / "x.json", tmp_path, tmp_path / "c", "--task", "sib200_tam_Taml")
+    assert ours_elsewhere.exit_code == 1 and "not in the ben_Beng suite; choose from:" in ours_elsewhere.stderr
     usage = CliRunner().invoke(app, ["eval", str(tiny_family.base), "--suite", str(SUITE), "--device", "tpu"])
     assert usage.exit_code == 2
 

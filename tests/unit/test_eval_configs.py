@@ -94,7 +94,7 @@ def test_task_hash_depends_on_data_not_location(shared_data: Path, tmp_path: Pat
 
 
 def test_errors_say_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(EvaluationError, match="Unknown task 'sib200_xxx_Yyyy'.*available: .*sib200_ben_Beng"):
+    with pytest.raises(EvaluationError, match="Unknown task 'sib200_xxx_Yyyy'.*ours: .*sib200_ben_Beng"):
         find_task("sib200_xxx_Yyyy", tasks_dir=TASKS)
     with pytest.raises(DataNotFoundError, match="--data-dir"):
         find_task("sib200_ben_Beng", tasks_dir=TASKS).to_lm_eval(data_dir=tmp_path)
