@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
-BIG = 10 * 1024 * 1024
+BIG = 10 * 1024 * 1024 - 1  # just under the LFS threshold: inline files that big are refused (413 LfsRequired)
 
 SERVER = """
 import sys

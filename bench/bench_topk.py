@@ -1,6 +1,6 @@
 """Micro-benchmark: exact top-k selection of |τ| on one 32000×2048 fp32 tensor (a Llama embedding).
 
-Compares `registry.merge.topk` (radix select over bit patterns, whole tensor and chunked) with
+Compares `registry.merge.kernels.topk` (radix select over bit patterns, whole tensor and chunked) with
 `torch.topk`, `torch.kthvalue` and a full `argsort` (what mergekit does), checks that every
 method keeps the same set up to ties at the threshold, and prints the medians.
 
@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from registry.merge.kernels.topk import cut_mask, find_cut, magnitude_keys, topk_mask
 from registry.merge.methods.base import flat_chunks
 from registry.merge.methods.ties import trim_cut
-from registry.merge.topk import cut_mask, find_cut, magnitude_keys, topk_mask
 
 
 def _time(fn, repeat: int) -> tuple[float, object]:

@@ -32,5 +32,8 @@ def resolve_device(device: str, *, error: type[RegistryError] = RegistryError) -
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise error(f"--device {device}: torch sees no CUDA GPU; use --device cpu or auto", device=device)
+        raise error(
+            f"--device {device}: no CUDA device is available (torch sees no CUDA GPU); use --device cpu or auto",
+            device=device,
+        )
     return device

@@ -72,11 +72,8 @@ def split_reference(reference: str) -> tuple[str, str | None]:
     Raises:
         ValueError: when the repo id is malformed or the revision is empty.
     """
-    repo, sep, revision = reference.partition("@")
-    validate_repo_id(repo)
-    if sep and not revision:
-        raise ValueError(f"reference {reference!r} has an empty revision after '@'; drop the '@' or name one")
-    return repo, (revision if sep else None)
+    ref = ModelRef.parse(reference)
+    return ref.repo, ref.revision
 
 
 def is_commit_sha(revision: str) -> bool:
@@ -110,6 +107,31 @@ class ModelRef(_Frozen):
 
     def __str__(self) -> str:
         return f"{self.repo}@{self.revision}" if self.revision else self.repo
+
+    @staticmethod
+    def split(reference: str) -> tuple[str, str | None]:
+        """The one lexical split of `name[@revision]`: (name, revision or None); nothing is validated.
+
+        For callers that accept more than a Hub repo id (a local path, `model+lora`) and check the
+        name themselves; an empty revision (`name@`) reads as None.
+        """
+        name, sep, revision = reference.partition("@")
+        return name, (revision or None) if sep else None
+
+    @classmethod
+    def parse(cls, reference: str) -> ModelRef:
+        """`owner/name[@revision]` -> a `ModelRef`.
+
+        Raises:
+            ValueError: a malformed repo id, an empty revision after `@`, or more than one `@`.
+        """
+        repo, revision = cls.split(reference)
+        if "@" in reference and not revision:
+            raise ValueError(f"reference {reference!r} has an empty revision after '@'; drop the '@' or name one")
+        if revision is not None and "@" in revision:
+            raise ValueError(f"reference {reference!r} has more than one '@'; write owner/name@revision")
+        validate_repo_id(repo)
+        return cls(repo=repo, revision=revision)
 
 
 class ModelShape(_Frozen):

@@ -34,6 +34,12 @@ Two forms:
   HF_TOKEN); this form is `registry eval run ...`.
 
   registry eval compare RESULTS.json... [--ct-sft CT_SFT.json] [--markdown]
+
+Examples:
+
+  registry eval ./merged --suite recipes/eval/ben_Beng.yaml --data-dir ../shared/data --limit 50 --output merged.json
+
+  registry eval compare sft.json merged.json --markdown
 """
 
 
@@ -117,7 +123,14 @@ def run_command(
         bool, typer.Option("--no-cache", help="Neither read nor write the results cache.", rich_help_panel="Advanced")
     ] = False,
 ) -> None:
-    """Evaluate MODEL on every task of a suite (cached per model and task)."""
+    """Evaluate MODEL on every task of a suite (cached per model and task).
+
+    Examples:
+
+      registry eval run ./merged --suite recipes/eval/ben_Beng.yaml --data-dir ../shared/data --limit 50
+
+      registry eval alice/tiny-sft --suite recipes/eval/ben_Beng.yaml --data-repo alice/eval-data --output sft.json
+    """
     from registry.evaluate.bars import harness_progress
     from registry.evaluate.cache import ResultCache, default_cache_dir
     from registry.evaluate.runner import evaluate_model
@@ -224,7 +237,14 @@ def compare_command(
         ),
     ] = None,
 ) -> None:
-    """Print one table of RESULTS (models x metrics) with differences to the first."""
+    """Print one table of RESULTS (models x metrics) with differences to the first.
+
+    Examples:
+
+      registry eval compare sft.json ct.json merged.json
+
+      registry eval compare sft.json merged.json --markdown --label SFT --label merged
+    """
     from registry.evaluate.compare import build_comparison, render_markdown, render_rich
     from registry.evaluate.records import load_record
 

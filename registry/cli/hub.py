@@ -11,10 +11,23 @@ from registry.cli._state import cli_state, stderr_console
 from registry.errors import HubError
 
 hub_app = typer.Typer(
-    help="The embedded Hub-compatible server: serve, tokens, seed evaluation data.", no_args_is_help=True
+    help=(
+        "The embedded Hub-compatible server: serve, tokens, seed evaluation data.\n\n"
+        "Examples:\n\n"
+        "  registry hub token create alice --data hubdata --init --write\n\n"
+        "  registry hub serve --data hubdata --port 8791"
+    ),
+    no_args_is_help=True,
 )
-token_app = typer.Typer(help="Access tokens of an embedded hub.", no_args_is_help=True)
+token_app = typer.Typer(
+    help=("Access tokens of an embedded hub.\n\nExamples:\n\n  registry hub token create alice --data hubdata --write"),
+    no_args_is_help=True,
+)
 hub_app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="Users of an embedded hub (sign-in passwords).", no_args_is_help=True)
+hub_app.add_typer(user_app, name="user")
+oauth_app = typer.Typer(help="OAuth apps ('Sign in with HF') of an embedded hub.", no_args_is_help=True)
+hub_app.add_typer(oauth_app, name="oauth-app")
 
 DataDir = Annotated[
     Path, typer.Option("--data", help="The hub's data directory (repos, blobs, accounts).", file_okay=False)
@@ -48,22 +61,39 @@ def serve(
             rich_help_panel="Webhooks",
         ),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL clients reach the hub at (behind a proxy); written into commit, LFS and OpenID URLs. "
+            "Default: the bound address."
+        ),
+    ] = None,
 ) -> None:
     """Serve a Hub-compatible API on HOST:PORT over --data; prints the URL as the first stdout line.
 
     Point clients at it with HF_ENDPOINT=URL and HF_TOKEN (see `registry hub token create`).
+
+    Examples:
+
+      registry hub serve --data hubdata --port 8791 &
+
+      registry hub serve --data hubdata --host 0.0.0.0 --port 0   (a free port; the URL is printed)
     """
     import signal
 
     from registry.localhub import EmbeddedHub
     from registry.localhub.app import HubConfig
+    from registry.ports import ensure_port_free
 
+    ensure_port_free(host, port, service="hub")
     try:
         hub = EmbeddedHub.create(
             data,
             host=host,
             port=port,
-            config=HubConfig(lfs_threshold=lfs_threshold, webhook_allow=tuple(webhook_allow or ())),
+            config=HubConfig(
+                lfs_threshold=lfs_threshold, webhook_allow=tuple(webhook_allow or ()), public_url=public_url
+            ),
         )
     except OSError as exc:
         # errno is set for socket errors (port taken, host not local); the data-dir lock says its own fix.
@@ -93,13 +123,23 @@ def token_create(
     org: Annotated[str | None, typer.Option(help="Organisation to create or join; the token may act for it.")] = None,
     write: Annotated[bool, typer.Option("--write", help="A write token (default: read-only).")] = False,
     name: Annotated[str, typer.Option(help="A label for the token, shown by whoami.")] = "cli",
+    init: Annotated[
+        bool, typer.Option("--init", help="Start a new hub in --data when it holds none (a missing or empty folder).")
+    ] = False,
 ) -> None:
     """Create an access token for USER on the hub stored in --data; the token is the LAST stdout line.
 
     Only its hash is stored: copy it now, it cannot be shown again.
+
+    Examples:
+
+      registry hub token create alice --data hubdata --init --write   (--init: a new hub in an empty folder)
+
+      registry hub token create mergebot --data hubdata --write --name bot
     """
     from registry.localhub.auth import Accounts
 
+    _check_hub_dir(data, init=init)
     try:
         token = Accounts(data).create_token(user, org=org, write=write, name=name)
     except ValueError as exc:
@@ -109,6 +149,88 @@ def token_create(
         f"Created a {role} token for {user!r}{f' (member of {org!r})' if org else ''}. Store it now:"
     )
     typer.echo(token)
+
+
+@user_app.command("create")
+def user_create(
+    user: Annotated[str, typer.Argument(help="User name (created if new; an existing user gets a new password).")],
+    data: DataDir,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="REGISTRY_HUB_PASSWORD",
+            help="The sign-in password (at least 8 characters); prompted for when not given.",
+        ),
+    ],
+    org: Annotated[str | None, typer.Option(help="Organisation to create or join.")] = None,
+) -> None:
+    """Create USER (or set its password) on the hub in --data, for the sign-in page and OAuth."""
+    from registry.localhub.auth import Accounts
+
+    _check_hub_dir(data, init=False)
+    try:
+        name = Accounts(data).set_password(user, password, org=org)
+    except ValueError as exc:
+        raise HubError(f"Cannot set the password: {exc}") from None
+    typer.echo(name)
+
+
+@oauth_app.command("create")
+def oauth_app_create(
+    name: Annotated[str, typer.Argument(help="The app's name, shown on the consent page.")],
+    data: DataDir,
+    redirect_uri: Annotated[
+        list[str],
+        typer.Option(
+            "--redirect-uri", help="An exact redirect URI (repeatable), e.g. http://127.0.0.1:7860/login/callback."
+        ),
+    ],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="A scope the app may ask for (repeatable; default: all the hub knows)."),
+    ] = None,
+) -> None:
+    """Register an OAuth app; prints OAUTH_CLIENT_ID=... and OAUTH_CLIENT_SECRET=... (the secret once)."""
+    from urllib.parse import urlsplit
+
+    from registry.localhub.auth import Accounts
+    from registry.localhub.oauth import SCOPES
+
+    for uri in redirect_uri:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise typer.BadParameter(
+                f"{uri!r} is not an absolute http(s) URL without a fragment", param_hint="--redirect-uri"
+            )
+    unknown = [s for s in scope or () if s not in SCOPES]
+    if unknown:
+        raise typer.BadParameter(f"unknown scope {unknown[0]!r}; choose from {', '.join(SCOPES)}", param_hint="--scope")
+    _check_hub_dir(data, init=False)
+    client_id, secret = Accounts(data).create_oauth_app(
+        name, redirect_uris=list(redirect_uri), scopes=list(scope or SCOPES)
+    )
+    stderr_console().print(f"Registered OAuth app {name!r}. Store the secret now; only its hash is kept.")
+    typer.echo(f"OAUTH_CLIENT_ID={client_id}")
+    typer.echo(f"OAUTH_CLIENT_SECRET={secret}")
+
+
+def _check_hub_dir(data: Path, *, init: bool) -> None:
+    """A token goes into an existing hub; a typo in --data must not silently start an empty one."""
+    if (data / "accounts.json").is_file() or (data / "repos").is_dir():
+        return
+    empty = not data.exists() or (data.is_dir() and not any(data.iterdir()))
+    if init and empty:
+        data.mkdir(parents=True, exist_ok=True)
+        return
+    if init:
+        raise HubError(f"{data} is not empty and holds no hub: --init starts a hub only in a missing or empty folder")
+    raise HubError(
+        f"{data} holds no hub (no accounts.json or repos/): check --data (the folder `registry hub serve --data` "
+        "uses), or pass --init to start a new hub there"
+    )
 
 
 def _repo_id(value: str) -> str:
@@ -133,6 +255,12 @@ def seed_data(
 
     Files keep their paths, so `registry eval --data-repo OWNER/NAME` finds them; the README gets
     `configs:` so `datasets.load_dataset(REPO, "sib200-ben_Beng")` works too.
+
+    Examples:
+
+      registry hub seed-data ../shared/data --repo alice/eval-data
+
+      registry hub seed-data ./my-data --repo my-org/eval-data --private
     """
     from registry.datarepo import seed_data_repo
 

@@ -104,8 +104,10 @@ def merge(
 
       registry merge recipes/ben_Beng-ties-sv.yaml --out ./merged --push my-org/Llama-2-7b-ben-ties-sv
     """
+    from registry.device import resolve_device
+    from registry.errors import MergeError
     from registry.io.writer import parse_size
-    from registry.merge.engine import check_output, resolve_device, run_merge
+    from registry.merge.engine import check_output, run_merge
     from registry.merge.plan import needs_hub, plan_merge, scan_inputs
     from registry.recipe import load_recipe
 
@@ -157,7 +159,7 @@ def merge(
             console.print(f"Dry run: {verdict}; nothing was computed or written.")
         return
     assert out is not None  # checked above: only a dry run may omit it
-    resolve_device(device.value)
+    resolve_device(device.value, error=MergeError)
     # Building the Hub client imports huggingface_hub (0.2 s): only when an input is on the Hub.
     plan = plan_merge(parsed, hub=state.hub() if needs_hub(parsed) else None)
     for line in plan.warnings:

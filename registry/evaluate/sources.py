@@ -114,9 +114,10 @@ def model_files_to_fetch(files: Iterable[str]) -> list[str]:
 
 
 def split_reference(reference: str) -> tuple[str, str | None]:
-    """`owner/name@rev` -> (`owner/name`, `rev`); no `@` -> (reference, None)."""
-    name, sep, revision = reference.partition("@")
-    return name, (revision or None) if sep else None
+    """`owner/name@rev` -> (`owner/name`, `rev`); no `@` -> (reference, None) (`ModelRef.split`)."""
+    from registry.catalog.entries import ModelRef
+
+    return ModelRef.split(reference)
 
 
 def resolve_model(reference: str, *, hub: HubClient | None = None, progress: bool = False) -> ResolvedModel:

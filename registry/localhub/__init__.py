@@ -50,7 +50,8 @@ class EmbeddedHub:
         except OSError:
             app.close()
             raise
-        app.webhooks.base_url = server.url
+        app.public_url = (app.config.public_url or server.url).rstrip("/")
+        app.webhooks.base_url = app.public_url
         loopback = app.config.webhook_loopback
         app.webhooks.policy.loopback_ok = _is_loopback(host) if loopback is None else loopback
         return cls(app=app, server=server)

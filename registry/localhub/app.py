@@ -1,8 +1,8 @@
 """The embedded hub application: configuration, authentication, access checks and routing.
 
 `LocalHub(data_dir)` holds the state; `registry.localhub.edge` routes requests to the route
-modules (`routes_repos`, `routes_files`, `lfs`, `discussions`, `webhooks`), which ask this module
-who may do what.
+modules (`routes_repos`, `routes_files`, `lfs`, `discussions`, `webhooks`), which ask
+`registry.localhub.access` (through this object) who may do what.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.localhub import access
 from registry.localhub.auth import Accounts, Principal
 from registry.localhub.commits import RepoLocks
 from registry.localhub.http import Request
-from registry.localhub.names import AuthRequired, Forbidden
-from registry.localhub.redirects import Moved
-from registry.localhub.storage import RepoStore, Storage, repo_not_found
+from registry.localhub.oauth import OAuthProvider
+from registry.localhub.storage import RepoStore, Storage
+from registry.localhub.webhooks import WebhookDispatcher
 
 XET_DISABLED_HEADER = "X-Mergeling-Xet"
 XET_DISABLED_ORIGIN = "mergeling-no-xet"
@@ -30,8 +31,9 @@ class HubConfig:
     """Limits and policies of one server.
 
     Attributes:
-        lfs_threshold: files at least this big are announced as "lfs" at preupload, but only to
-            clients that signalled Xet is off (see `client_disabled_xet`); others get "regular".
+        lfs_threshold: files at least this big are announced as "lfs" at preupload, and refused
+            inline in a commit (413 `LfsRequired`); smaller files `.gitattributes` routes to LFS go
+            "lfs" only to clients that signalled Xet is off (see `client_disabled_xet`).
         max_commit_bytes: the largest NDJSON commit body accepted (inline base64 content).
         max_json_bytes: the largest JSON body of any other API call.
         max_lfs_bytes: the largest single LFS object.
@@ -41,6 +43,8 @@ class HubConfig:
         webhook_allow: CIDRs or host names webhooks may target although private, loopback,
             link-local or multicast (`registry hub serve --webhook-allow`).
         webhook_loopback: allow loopback targets; None: only while the hub listens on loopback.
+        public_url: the base of every absolute URL the hub writes (commit and LFS URLs, the OpenID
+            issuer, webhook payloads); None: the bound address. Never taken from the Host header.
     """
 
     lfs_threshold: int = 10 * 1024 * 1024
@@ -52,6 +56,7 @@ class HubConfig:
     body_idle_timeout_s: float = 30.0
     webhook_allow: tuple[str, ...] = ()
     webhook_loopback: bool | None = None
+    public_url: str | None = None
 
 
 def client_disabled_xet(req: Request) -> bool:
@@ -83,8 +88,6 @@ class LocalHub:
     """
 
     def __init__(self, data_dir: Path, *, config: HubConfig | None = None) -> None:
-        from registry.localhub.webhooks import WebhookDispatcher
-
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = (self.data_dir / ".server.lock").open("a")
@@ -99,11 +102,17 @@ class LocalHub:
         self.storage = Storage(self.data_dir)
         # Writes interrupted by a crash leave temp files; we hold the lock, so none is live.
         self.storage.clean_temp_files()
+        self.storage.prune_orphan_commits()
         self.accounts = Accounts(self.data_dir)
+        with self.accounts.exclusive():  # the CLI writes accounts.json (the only other writer) under it
+            for stale in self.data_dir.glob(".tmp-*"):  # webhooks.json, redirects.json, ... of a killed server
+                stale.unlink(missing_ok=True)
         self.locks = RepoLocks()
         self.cards: dict[str, dict[str, Any]] = {}  # README sha256 -> parsed front matter
         self.secret = self._server_secret()
+        self.public_url = (self.config.public_url or "http://127.0.0.1").rstrip("/")
         self.webhooks = WebhookDispatcher(self)
+        self.oauth = OAuthProvider(self)
 
     def _server_secret(self) -> bytes:
         """A per-data-dir key that signs LFS upload URLs (which carry no auth header)."""
@@ -119,88 +128,35 @@ class LocalHub:
         self.webhooks.close()
         self._lock_file.close()
 
-    # -- auth ------------------------------------------------------------------------------
+    # -- access: the rules live in `registry.localhub.access`; these only forward ----------------
     def principal(self, req: Request) -> Principal | None:
-        """Who is calling; None when anonymous.
-
-        Raises:
-            AuthRequired: for a token this hub does not know.
-        """
-        token = req.token
-        if not token:
-            return None
-        who = self.accounts.authenticate(token)
-        if who is None:
-            raise AuthRequired("Invalid credentials in Authorization header")
-        return who
+        return access.principal(self, req)
 
     def require_user(self, req: Request) -> Principal:
-        who = self.principal(req)
-        if who is None:
-            raise AuthRequired(
-                "Authorization header is required: pass a token (create one with `registry hub token create USER --data DIR --write`)",
-            )
-        return who
+        return access.require_user(self, req)
+
+    def require_writer(self, req: Request, *, action: str) -> Principal:
+        return access.require_writer(self, req, action=action)
 
     def read_repo(self, req: Request, repo_type: str, repo_id: str) -> RepoStore:
-        """The repo if it exists and the caller may see it, else 404 `RepoNotFound`."""
-        try:
-            store = self.storage.repo(repo_type, repo_id)
-        except Moved as moved:  # a redirect to a private repo would tell its new name
-            store = self.storage.repo(repo_type, moved.new_id)
-            who = self.principal(req)
-            if store.info.get("private") and (who is None or not who.can_read_private(moved.new_id.split("/")[0])):
-                raise repo_not_found(repo_type, repo_id) from None
-            raise
-        if store.info.get("private"):
-            who = self.principal(req)
-            if who is None or not who.can_read_private(repo_id.split("/")[0]):
-                raise repo_not_found(repo_type, repo_id)
-        return store
+        return access.read_repo(self, req, repo_type, repo_id)
 
     def write_repo(self, req: Request, repo_type: str, repo_id: str) -> tuple[RepoStore, Principal]:
-        """The repo if the caller may write it: 401 without a token, 403 without write access."""
-        who = self.require_user(req)
-        store = self.read_repo(req, repo_type, repo_id)
-        self.check_write(who, repo_id.split("/")[0])
-        return store, who
+        return access.write_repo(self, req, repo_type, repo_id)
 
     def contribute_repo(self, req: Request, repo_type: str, repo_id: str) -> tuple[RepoStore, Principal]:
-        """The repo if the caller may open a pull request on it: a write token and read access."""
-        who = self.require_user(req)
-        store = self.read_repo(req, repo_type, repo_id)
-        if who.role != "write":
-            raise Forbidden(f"User {who.name!r} may not open a pull request with a read-only token; use a write token")
-        return store, who
+        return access.contribute_repo(self, req, repo_type, repo_id)
 
     @staticmethod
     def check_write(who: Principal, namespace: str) -> None:
-        if not who.can_write(namespace):
-            why = "a read-only token" if who.role != "write" else f"no membership in {namespace!r}"
-            raise Forbidden(
-                f"User {who.name!r} may not write to namespace {namespace!r} ({why}); use a write token of "
-                f"{namespace!r} or one of its members",
-                code="Forbidden",
-            )
+        access.check_write(who, namespace)
+
+    @staticmethod
+    def check_manage(who: Principal, namespace: str) -> None:
+        access.check_manage(who, namespace)
 
     def lfs_usable(self, who: Principal | None, store: RepoStore, oid: str) -> bool:
-        """Whether `who` may reference LFS object `oid` in `store`: it is stored, and it was uploaded to
-        `store` or is an LFS file of a repo `who` can read (never just "some repo has it")."""
-        if not self.storage.blobs.exists(oid):
-            return False
-        if store.references_lfs(oid):
-            return True
-        for other in self.storage.iter_all_repos():
-            if other.root == store.root:
-                continue
-            try:
-                if self.can_see(who, other) and other.references_lfs(oid):
-                    return True
-            except (OSError, ValueError, KeyError):
-                continue  # a repo being deleted
-        return False
+        return access.lfs_usable(self, who, store, oid)
 
     def can_see(self, who: Principal | None, store: RepoStore) -> bool:
-        if not store.info.get("private"):
-            return True
-        return who is not None and who.can_read_private(store.repo_id.split("/")[0])
+        return access.may_see(who, store)

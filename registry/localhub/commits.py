@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import contextlib
 import hashlib
 import json
@@ -226,42 +227,61 @@ def apply_commit(
                 code="PreconditionFailed",
             )
         files = dict(store.commit(old_head).files)
+        # Paths in order, so a folder's files are one bisected range: a commit of n deletedFolder
+        # over m files costs O((n + m) log m) comparisons, not n * m (20k + 20k took 40 s).
+        paths = sorted(files)
+
+        def add(path: str, entry: FileEntry) -> None:
+            if path not in files:
+                bisect.insort(paths, path)
+            files[path] = entry
+
+        def remove_folder(folder: str) -> list[str]:
+            lo = bisect.bisect_left(paths, folder + "/")
+            hi = bisect.bisect_left(paths, folder + "0")  # "0" follows "/": the end of `folder/...`
+            doomed = paths[lo:hi]
+            del paths[lo:hi]
+            for p in doomed:
+                del files[p]
+            return doomed
+
         pending: list[bytes] = []
         adopt: list[Spooled] = []
         for op in ops:
             if isinstance(op, AddBytes):
-                files[op.path] = FileEntry(
-                    sha256=_sha256(op.data), size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False
+                add(
+                    op.path,
+                    FileEntry(sha256=_sha256(op.data), size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False),
                 )
                 pending.append(op.data)
             elif isinstance(op, AddSpooled):
-                files[op.path] = FileEntry(
-                    sha256=op.spooled.sha256, size=op.spooled.size, git_oid=op.spooled.git_oid(), lfs=False
+                add(
+                    op.path,
+                    FileEntry(sha256=op.spooled.sha256, size=op.spooled.size, git_oid=op.spooled.git_oid(), lfs=False),
                 )
                 adopt.append(op.spooled)
             elif isinstance(op, AddEntry):
-                files[op.path] = op.entry
+                add(op.path, op.entry)
             elif isinstance(op, AddLfs):
                 if not storage.blobs.exists(op.sha256):
                     raise lfs_object_missing(op)
                 size = storage.blobs.size(op.sha256)
                 if op.size is not None and op.size != size:
                     raise _bad(f"size {op.size} of {op.path!r} does not match the stored object ({size})")
-                files[op.path] = FileEntry(
-                    sha256=op.sha256, size=size, git_oid=git_blob_oid(lfs_pointer(op.sha256, size)), lfs=True
+                add(
+                    op.path,
+                    FileEntry(
+                        sha256=op.sha256, size=size, git_oid=git_blob_oid(lfs_pointer(op.sha256, size)), lfs=True
+                    ),
                 )
             elif op.folder:
-                doomed = [p for p in files if p.startswith(op.path + "/")]
-                if not doomed:
+                if not remove_folder(op.path):
                     raise NotFound(f"A folder with this name doesn't exist: {op.path!r}", code="EntryNotFound")
-                for p in doomed:
-                    del files[p]
-            else:
-                doomed = [op.path] if op.path in files else [p for p in files if p.startswith(op.path + "/")]
-                if not doomed:  # a `deletedFile` naming a folder deletes the folder, as on the Hub
-                    raise NotFound(f"A file with this name doesn't exist: {op.path!r}", code="EntryNotFound")
-                for p in doomed:
-                    del files[p]
+            elif op.path in files:
+                del files[op.path]
+                del paths[bisect.bisect_left(paths, op.path)]
+            elif not remove_folder(op.path):  # a `deletedFile` naming a folder deletes the folder, as on the Hub
+                raise NotFound(f"A file with this name doesn't exist: {op.path!r}", code="EntryNotFound")
         _check_no_file_folder_clash(files)
         for data in pending:
             storage.blobs.put_bytes(data)

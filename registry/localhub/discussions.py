@@ -11,11 +11,11 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from registry.localhub import access
 from registry.localhub.auth import Principal
 from registry.localhub.commits import CommitHeader, CommitResult, Operation, apply_commit
 from registry.localhub.http import Request, Response
-from registry.localhub.names import Conflict, Forbidden, InvalidInput, NotFound, StorageError
-from registry.localhub.routes_repos import web_path
+from registry.localhub.names import Conflict, Forbidden, InvalidInput, NotFound, StorageError, web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
         if req.method == "GET":
             return _list(req, store)
         if req.method == "POST":
-            who = hub.require_user(req)
+            who = hub.require_writer(req, action="open a discussion")
             body = req.json(limit=hub.config.max_json_bytes)
             title = str(body.get("title") or "").strip()
             if not title:
@@ -145,7 +145,7 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
         return Response.json(_details(data["items"][num], store))
     if req.method != "POST" or len(rest) < 2:
         raise NotFound(f"No route for {req.method} discussions/{'/'.join(rest)}")
-    who = hub.require_user(req)
+    who = hub.require_writer(req, action="comment on or change a discussion")
     body = req.json(limit=hub.config.max_json_bytes)
     action = rest[1]
     with lock:
@@ -164,10 +164,6 @@ def route(hub: LocalHub, req: Request, repo_type: str, repo_id: str, rest: list[
     return Response.json({key: event} if key else {})
 
 
-def _is_writer(who: Principal, store: RepoStore) -> bool:
-    return who.can_write(store.repo_id.split("/")[0])
-
-
 def _apply(
     hub: LocalHub,
     store: RepoStore,
@@ -178,7 +174,7 @@ def _apply(
     body: dict[str, Any],
 ) -> tuple[dict[str, Any] | None, str | None, dict[str, Any] | None]:
     """Change discussion `d` in place; return (event, response key, comment event for webhooks)."""
-    may_moderate = _is_writer(who, store) or who.name == d["author"]["name"]
+    may_moderate = access.may_moderate(who, store, d["author"]["name"])
     if action == "comment" and not tail:
         text = str(body.get("comment") or "")
         if not text.strip():
@@ -199,7 +195,7 @@ def _apply(
                 "author": {"name": who.name},
             }
             event["data"].update(edited=True, latest=latest, history=[latest, *event["data"]["history"]])
-        elif tail[1] == "hide" and _is_writer(who, store):
+        elif tail[1] == "hide" and access.is_repo_writer(who, store):
             event["data"]["hidden"] = True
         else:
             raise Forbidden(f"User {who.name!r} may not {tail[1]} this comment")
@@ -223,7 +219,7 @@ def _apply(
         d["events"].append(event)
         return event, "newStatus", None
     if action == "merge" and d["isPullRequest"]:
-        if not _is_writer(who, store):
+        if not access.is_repo_writer(who, store):
             raise Forbidden(f"User {who.name!r} may not merge into {store.repo_id}: a write token is needed")
         merged = _merge(hub, store, d, who)
         d["status"] = "merged"

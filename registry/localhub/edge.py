@@ -79,7 +79,9 @@ def status_of(exc: StorageError) -> int:
 
 
 def error_response(exc: StorageError) -> Response:
-    headers = {"X-Error-Message": str(exc), **exc.headers}
+    headers = {"X-Error-Message": str(exc)}
+    if exc.repo_commit:
+        headers["X-Repo-Commit"] = exc.repo_commit
     if exc.code:
         headers["X-Error-Code"] = exc.code
     return Response.json({**exc.fields, "error": str(exc)}, status=status_of(exc), headers=headers)
@@ -97,11 +99,13 @@ class _Endpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         params = {k: unquote(v) for k, v in scope.get("path_params", {}).items()}
-        req = _request(scope, receive, idle_s=self.hub.config.body_idle_timeout_s)
+        req = _request(scope, receive, idle_s=self.hub.config.body_idle_timeout_s, base_url=self.hub.public_url)
         handler = self.handlers.get(scope["method"])  # HEAD: the GET handler (see __init__)
-        if req.body.consumed:
-            # No body to stream: the route only reads small, immutable, page-cached files, which
-            # costs less than the hop to a worker thread (the hop halved requests/s).
+        if req.body.consumed and getattr(handler, "on_loop", False):
+            # The few hot routes marked `table.on_loop` (resolve, repo info, whoami) only read small,
+            # immutable, page-cached files: cheaper than the hop to a worker thread (the hop halved
+            # their requests/s). Every other route (listings, trees, commits, squash, pages) runs
+            # in a worker thread, so a slow one never stalls the others.
             resp = self._run(handler, req, params, scope)
         else:
             resp = await anyio.to_thread.run_sync(self._run, handler, req, params, scope)
@@ -131,7 +135,7 @@ class _Endpoint:
             return Response.json({"error": "Internal server error; see the server log"}, status=500)
 
 
-def _request(scope: dict[str, Any], receive: Any, *, idle_s: float) -> Request:
+def _request(scope: dict[str, Any], receive: Any, *, idle_s: float, base_url: str) -> Request:
     headers = Headers(scope=scope)
     raw = headers.get("content-length")
     length = int(raw) if raw is not None and raw.isdigit() else None
@@ -147,10 +151,11 @@ def _request(scope: dict[str, Any], receive: Any, *, idle_s: float) -> Request:
 
     segments = [unquote(s) for s in scope["path"].split("/")[1:]]
     query = parse_qs(scope.get("query_string", b"").decode("utf-8", errors="replace"), keep_blank_values=True)
-    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 0)))
     body = Body(pull if has_body else None, length)
     method = "GET" if scope["method"] == "HEAD" else scope["method"]  # routes answer HEAD as GET; no body is sent
-    return Request(method, segments, query, headers, f"http://{host}", body)
+    # Absolute URLs come from the configured public URL, never from the Host header (which a
+    # client or a proxy's caller chooses: it would end up in commit and LFS upload URLs).
+    return Request(method, segments, query, headers, base_url, body)
 
 
 def _header_safe(value: str) -> str:

@@ -12,27 +12,19 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from registry.localhub.access import access_requests, check_download, gate
 from registry.localhub.http import Request, Response
-from registry.localhub.names import Forbidden, InvalidInput, NotFound
-from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
+from registry.localhub.names import InvalidInput, NotFound
+from registry.localhub.storage import RepoStore, atomic_write_json, now_iso
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
-    from registry.localhub.auth import Principal
 
 STATUSES = ("pending", "accepted", "rejected")
 
 
-def gate(store: RepoStore) -> str | None:
-    """ "auto" or "manual" when the repo is gated, else None."""
-    value = store.info.get("gated")
-    return value if value in ("auto", "manual") else None
-
-
 def _load(store: RepoStore) -> dict[str, Any]:
-    path = store.root / "access.json"
-    with store.present():
-        return read_json(path) if path.is_file() else {"requests": {}}
+    return access_requests(store)
 
 
 def _save(store: RepoStore, data: dict[str, Any]) -> None:
@@ -40,28 +32,8 @@ def _save(store: RepoStore, data: dict[str, Any]) -> None:
         atomic_write_json(store.root / "access.json", data, create_dirs=False)
 
 
-def check_access(hub: LocalHub, who: Principal | None, store: RepoStore) -> None:
-    """Raise 403 `GatedRepo` unless `who` may download files of `store`.
-
-    Raises:
-        Forbidden: the repo is gated and `who` has no access.
-    """
-    if gate(store) is None:
-        return
-    ns = store.repo_id.split("/")[0]
-    if who is not None and who.can_read_private(ns):
-        return
-    if who is not None and _load(store)["requests"].get(who.name, {}).get("status") == "accepted":
-        return
-    raise Forbidden(
-        f"Access to {store.repo_type} {store.repo_id} is restricted and you are not in the authorized list. "
-        f"Ask for access (POST /{store.repo_id}/ask-access) with a token, then wait for the owner's approval",
-        code="GatedRepo",
-    )
-
-
 def ask_access(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Response:
-    who = hub.require_user(req)
+    who = hub.require_writer(req, action="ask for access")
     store = hub.read_repo(req, repo_type, repo_id)
     mode = gate(store)
     if mode is None:
@@ -125,5 +97,5 @@ def auth_check(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, wri
         hub.write_repo(req, repo_type, repo_id)
         return Response.json({})
     store = hub.read_repo(req, repo_type, repo_id)
-    check_access(hub, hub.principal(req), store)
+    check_download(hub.principal(req), store)
     return Response.json({})

@@ -104,7 +104,7 @@ class Request:
     segments: list[str]  # raw path split on "/", then each segment percent-decoded
     query: dict[str, list[str]]
     headers: Mapping[str, str]  # case-insensitive
-    base_url: str  # scheme://host[:port] from the Host header
+    base_url: str  # the hub's public URL (`HubConfig.public_url`), never the Host header
     body: Body
 
     def q(self, name: str, default: str | None = None) -> str | None:

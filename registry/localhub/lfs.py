@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from registry.localhub.http import Request, Response
-from registry.localhub.names import Forbidden, InvalidInput, NotFound, Unprocessable
-from registry.localhub.routes_repos import web_path
+from registry.localhub.names import Forbidden, InvalidInput, NotFound, Unprocessable, web_path
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub

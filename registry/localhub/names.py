@@ -11,7 +11,12 @@ import re
 REPO_TYPES = ("model", "dataset", "space")
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?$")
 # Namespaces that would collide with URL prefixes of the protocol.
-RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings"})
+RESERVED_NAMESPACES = frozenset({"api", "datasets", "spaces", "models", "lfs-upload", "settings", "oauth", "login"})
+
+
+def web_path(repo_type: str, repo_id: str) -> str:
+    """The path of a repo's web pages and git routes: `/{id}`, `/datasets/{id}`, `/spaces/{id}`."""
+    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[repo_type] + f"/{repo_id}"
 
 
 class StorageError(Exception):
@@ -20,7 +25,7 @@ class StorageError(Exception):
 
     Attributes:
         code: the Hub's error code (`X-Error-Code`), e.g. `RepoNotFound`; each kind has a default.
-        headers: extra response headers the client needs with this error (e.g. `X-Repo-Commit`).
+        repo_commit: the commit a file lookup was answered at (the edge sends it as `X-Repo-Commit`).
         fields: extra fields of the JSON error body (e.g. the existing repo's `url` on a 409).
     """
 
@@ -31,12 +36,12 @@ class StorageError(Exception):
         message: str,
         *,
         code: str = "",
-        headers: dict[str, str] | None = None,
+        repo_commit: str | None = None,
         fields: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code or self.default_code
-        self.headers = headers or {}
+        self.repo_commit = repo_commit
         self.fields = fields or {}
 
 

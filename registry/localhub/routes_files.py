@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlencode
 
 from registry.localhub.commits import AddLfs, apply_commit, branch_ref, lfs_object_missing, parse_items
 from registry.localhub.http import Request, Response
-from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path
-from registry.localhub.routes_repos import web_path
+from registry.localhub.names import InvalidInput, NotFound, TooLarge, validate_path, web_path
+from registry.localhub.routes_repos import card_of
 from registry.localhub.storage import FileEntry, RepoStore, lfs_pointer
 
 if TYPE_CHECKING:
@@ -22,10 +22,10 @@ TREE_PAGE_SIZE = 1000
 
 def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str, path: str) -> Response:
     """Serve a file directly (never a redirect), with the headers `hf_hub_download` needs."""
-    from registry.localhub.gating import check_access
+    from registry.localhub.access import check_download
 
     store = hub.read_repo(req, repo_type, repo_id)
-    check_access(hub, hub.principal(req), store)
+    check_download(hub.principal(req), store)
     commit_id = store.resolve(revision)
     entry = store.commit(commit_id).entry(path) if path else None
     if entry is None:
@@ -44,7 +44,7 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
         raise NotFound(
             f"{path!r} at revision {revision!r} of {repo_id} was permanently deleted",
             code="EntryNotFound",
-            headers={"X-Repo-Commit": commit_id},
+            repo_commit=commit_id,
         )
     span = _parse_range(req.headers.get("Range"), entry.size)
     if span is None:
@@ -59,7 +59,7 @@ def resolve(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revisi
 
 def _entry_not_found(path: str, revision: str, repo_id: str, commit_id: str) -> NoReturn:
     message = f"Entry not found: {path!r} at revision {revision!r} of {repo_id}"
-    raise NotFound(message, code="EntryNotFound", headers={"X-Repo-Commit": commit_id})
+    raise NotFound(message, code="EntryNotFound", repo_commit=commit_id)
 
 
 def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -219,10 +219,12 @@ def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revi
             raise InvalidInput("each preupload file needs a 'path' (and an integer 'size')", code="BadRequest")
         path = validate_path(item["path"])
         size = item.get("size") or 0
-        # LFS for big files and for files `.gitattributes` routes to LFS, but only to clients that
-        # will use the LFS batch API (others would go through Xet, which this hub cannot speak).
-        wants_lfs = size >= hub.config.lfs_threshold or (rules is not None and rules.match_file(path))
-        mode = "lfs" if lfs_ok and wants_lfs else "regular"
+        # Big files always go through LFS: inline, they would travel as base64 in the commit body
+        # (which refuses them). A stock client with Xet on then asks for a Xet token and gets a
+        # one-line "set HF_HUB_DISABLE_XET=1". Small files that `.gitattributes` routes to LFS do so
+        # only for clients known to use the LFS batch API, so small uploads work without settings.
+        wants_lfs = size >= hub.config.lfs_threshold or (lfs_ok and rules is not None and rules.match_file(path))
+        mode = "lfs" if wants_lfs else "regular"
         existing = current.get(path)
         oid = None
         if existing is not None:
@@ -301,8 +303,11 @@ def _commit(
     repo_type, repo_id = store.repo_type, store.repo_id
     chunks = req.body.iter_chunks(limit=hub.config.max_commit_bytes)
     try:
-        header, ops = parse_items(iter_items(chunks, hub.storage.blobs.tmp, created=spooled))
+        items = iter_items(chunks, hub.storage.blobs.tmp, created=spooled, max_file=hub.config.lfs_threshold)
+        header, ops = parse_items(items)
     except TooLarge as exc:
+        if exc.code == "LfsRequired":
+            raise
         raise TooLarge(
             f"{exc} (inline file content). Send large files through LFS: set HF_HUB_DISABLE_XET=1 and "
             "HF_HUB_USER_AGENT_ORIGIN=mergeling-no-xet, or use registry.hub.HubClient",
@@ -321,6 +326,7 @@ def _commit(
             hub.storage, store, lock=lock, kind=kind, name=name, header=header, ops=ops, author=who.name
         )
     store.grant_lfs(lfs_oids)
+    card_of(hub, store, store.commit(result.commit_id))  # the card is parsed here, once, not per listing
     hub.webhooks.emit_repo(
         store, scope="repo.content", action="update", updated_refs=[(result.ref, result.old_head, result.commit_id)]
     )

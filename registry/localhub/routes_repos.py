@@ -15,17 +15,14 @@ from registry.localhub.names import (
     StorageError,
     validate_path,
     validate_repo_id,
+    web_path,
 )
-from registry.localhub.storage import Commit, RepoStore
+from registry.localhub.storage import Commit, RepoStore, atomic_write_json
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
 
 logger = logging.getLogger(__name__)
-
-
-def web_path(repo_type: str, repo_id: str) -> str:
-    return {"model": "", "dataset": "/datasets", "space": "/spaces"}[repo_type] + f"/{repo_id}"
 
 
 def whoami(hub: LocalHub, req: Request) -> Response:
@@ -37,7 +34,13 @@ def whoami(hub: LocalHub, req: Request) -> Response:
             "name": who.name,
             "fullname": who.name,
             "orgs": [{"type": "org", "name": o, "id": o} for o in who.orgs],
-            "auth": {"type": "access_token", "accessToken": {"displayName": who.token_name, "role": who.role}},
+            "auth": {"type": "access_token", "accessToken": {"displayName": who.token_name, "role": who.role}}
+            if who.scopes is None
+            else {
+                "type": "oauth",
+                "accessToken": {"displayName": who.token_name, "role": who.role},
+                "scope": " ".join(sorted(who.scopes)),
+            },
         }
     )
 
@@ -63,7 +66,7 @@ def create(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
     ns, name = repo_id.split("/", 1)
-    hub.check_write(who, ns)
+    hub.check_manage(who, ns)
     repo_id = f"{who.canonical(ns) or ns}/{name}"  # the namespace's own casing
     url = req.base_url + web_path(repo_type, repo_id)
     private = body.get("visibility", "public") == "private" if "visibility" in body else bool(body.get("private"))
@@ -84,6 +87,7 @@ def delete(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     repo_id = _body_repo_id(body, default_namespace=who.name)
     store, _ = hub.write_repo(req, repo_type, repo_id)
+    hub.check_manage(who, repo_id.split("/")[0])
     with hub.locks.get(f"{repo_type}/{repo_id}"):  # no commit, ref or discussion write runs meanwhile
         hub.webhooks.emit_repo(store, scope="repo", action="delete")  # reads the repo: before it goes
         hub.storage.delete_repo(repo_type, repo_id)
@@ -95,7 +99,8 @@ def move(hub: LocalHub, req: Request) -> Response:
     repo_type = _repo_type(body.get("type"))
     src, dst = str(body.get("fromRepo", "")), str(body.get("toRepo", ""))
     store, who = hub.write_repo(req, repo_type, src)
-    hub.check_write(who, dst.split("/")[0])
+    hub.check_manage(who, src.split("/")[0])
+    hub.check_manage(who, dst.split("/")[0])
     dst_ns, _, dst_name = dst.partition("/")
     dst = f"{who.canonical(dst_ns) or dst_ns}/{dst_name}"
     validate_repo_id(dst)
@@ -122,15 +127,24 @@ def settings(hub: LocalHub, req: Request, repo_type: str, repo_id: str) -> Respo
 
 
 def card_of(hub: LocalHub, store: RepoStore, commit: Commit) -> dict[str, Any]:
-    """The README's front matter, parsed once per README content (blobs are immutable)."""
+    """The README's front matter: parsed once, when the commit that brings the README lands
+    (`routes_files.commit` calls this), kept as JSON in `<data>/cards/<sha256>.json` (READMEs are
+    immutable blobs) and in memory. A listing then loads JSON, never YAML."""
     import copy
+    import json
 
     entry = commit.entry("README.md")
     if entry is None or entry.size > 1_000_000:
         return {}
     card = hub.cards.get(entry.sha256)
     if card is None:
-        card = parse_front_matter(hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace"))
+        saved = hub.data_dir / "cards" / f"{entry.sha256}.json"
+        try:
+            card = json.loads(saved.read_bytes())
+        except (OSError, ValueError):
+            text = hub.storage.blobs.path(entry.sha256).read_text(encoding="utf-8", errors="replace")
+            card = parse_front_matter(text)
+            atomic_write_json(saved, card)
         if len(hub.cards) >= 4096:
             hub.cards.clear()
         hub.cards[entry.sha256] = card
@@ -201,7 +215,7 @@ def list_repos(hub: LocalHub, req: Request, repo_type: str) -> Response:
     with_card = full or req.qbool("cardData") or "cardData" in expand
     rows: list[dict[str, Any]] = []
     for store in hub.storage.iter_repos(repo_type):
-        if author and store.repo_id.split("/")[0] != author:
+        if author and store.repo_id.split("/")[0].lower() != author.lower():  # names are case-insensitive
             continue
         if searches and not any(s in store.repo_id.lower() for s in searches):
             continue

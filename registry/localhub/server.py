@@ -19,7 +19,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger(__name__)
 IDLE_TIMEOUT_S = 5
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers (both protocols)
+MAX_HEAD_BUFFER = 1024 * 1024  # raw bytes of an unfinished head (httptools; chunks are <= 256 KiB)
 
 
 def _on_connect(protocol: Any, transport: asyncio.Transport) -> None:
@@ -56,9 +57,63 @@ def _protocol() -> type:
         return _H11
 
     class _HttpTools(HttpToolsProtocol):
+        """httptools sets no limit on a request's head: count it. The URL and each complete header
+        count against `MAX_HEADER_BYTES`; raw bytes received while the head is incomplete count
+        against `MAX_HEAD_BUFFER` (llhttp buffers an unfinished header line in full before calling
+        back). Either limit answers 431 and closes the connection."""
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             _on_connect(self, transport)
+            self._head_bytes, self._raw_head_bytes, self._in_head, self._too_large = 0, 0, True, False
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._raw_head_bytes += len(data)
+                if self._raw_head_bytes > MAX_HEAD_BUFFER:
+                    self._too_large = True
+                    self.send_400_response("")
+                    return
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes, self._in_head = 0, True
+
+        def _count(self, n: int) -> None:
+            self._head_bytes += n
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._too_large = True
+                raise ValueError("request head too large")  # httptools: HttpParserCallbackError -> 400 path
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_head, self._raw_head_bytes = False, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_head = True
+            super().on_message_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._too_large:
+                super().send_400_response(msg)
+                return
+            if self.transport.is_closing():
+                return
+            text = f"Request line and headers exceed {MAX_HEADER_BYTES // 1024} KiB; send fewer or shorter headers"
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                + f"content-length: {len(text)}\r\nconnection: close\r\n\r\n{text}".encode()
+            )
+            self.transport.close()
 
     return _HttpTools
 

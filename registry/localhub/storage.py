@@ -10,7 +10,8 @@ Layout under the data directory:
 Crash safety: every file is written to a temp file in the same folder, fsynced, then renamed
 over its target (atomic on POSIX). A commit writes its blobs first, then its commit record, and
 moves the ref last; a process killed at any point leaves the ref on the old or the new commit,
-and both are complete. Orphan blobs and commit records are harmless.
+and both are complete. Orphan blobs are harmless; orphan commit records are removed at the next
+start (`Storage.prune_orphan_commits`), so a commit that was never acknowledged cannot be resolved.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from registry.localhub.names import (
     validate_repo_id,
 )
 from registry.localhub.redirects import Moved, Redirects
+from registry.localhub.trees import FileEntry as FileEntry
+from registry.localhub.trees import build_tree, lookup
 
 DEFAULT_GITATTRIBUTES = (
     b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
@@ -66,28 +68,6 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return LFS_POINTER.format(sha256=sha256, size=size).encode()
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One file in a commit: where its bytes are and how the client should see it."""
-
-    sha256: str
-    size: int
-    git_oid: str  # git blob id: of the content, or of the LFS pointer when `lfs`
-    lfs: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "size": self.size, "git": self.git_oid, "lfs": self.lfs}
-
-    @staticmethod
-    def from_json(obj: dict[str, Any]) -> FileEntry:
-        return FileEntry(sha256=obj["sha256"], size=obj["size"], git_oid=obj["git"], lfs=obj["lfs"])
-
-    @property
-    def etag(self) -> str:
-        """The Hub's rule: sha256 for LFS files, the git blob id otherwise."""
-        return self.sha256 if self.lfs else self.git_oid
-
-
 class Commit:
     """A commit record. Its files live in a content-addressed tree (`registry.localhub.trees`);
     `entry(path)` reads one file's record, `files` (loaded on first use) all of them."""
@@ -108,8 +88,6 @@ class Commit:
     def tree(self) -> str:
         """The root tree id (written now for a legacy record, without `last` information)."""
         if self._tree is None:
-            from registry.localhub.trees import build_tree
-
             self._tree = build_tree(self.store, self.files, parent=None, last=None)
         return self._tree
 
@@ -128,7 +106,6 @@ class Commit:
         """The file at `path`, reading only the trees on its way."""
         if self._legacy is not None or self._files is not None:
             return self.files.get(path)
-        from registry.localhub.trees import lookup
 
         rec = lookup(self.store, self.tree, path)
         return FileEntry.from_json(rec) if rec is not None else None
@@ -184,7 +161,6 @@ class RepoStore:
         self, *, parents: list[str], title: str, message: str, author: str, files: dict[str, FileEntry]
     ) -> str:
         """Write the trees of `files` and a commit record (not yet on any ref); return its 40-hex id."""
-        from registry.localhub.trees import build_tree
 
         date = now_iso()
         rec: dict[str, Any] = {
@@ -231,11 +207,13 @@ class RepoStore:
 
     def references_lfs(self, oid: str) -> bool:
         """Whether `oid` was uploaded to this repo or is an LFS file of one of its refs' commits."""
-        if oid in self.granted_lfs():
-            return True
         refs = self.refs()
         heads = {c for kind in ("heads", "tags", "prs") for c in refs[kind].values()}
-        return any(e.lfs and e.sha256 == oid for c in heads for e in self.commit(c).files.values())
+        # No early exit: the time taken must not tell whether `oid` is here (see `LocalHub.lfs_usable`).
+        found = oid in self.granted_lfs()
+        for c in heads:
+            found |= any([e.lfs and e.sha256 == oid for e in self.commit(c).files.values()])
+        return found
 
     def resolve(self, revision: str) -> str:
         """A branch, tag, `refs/heads/x`, `refs/tags/x`, `refs/pr/N` or (prefix of a) commit id.
@@ -322,12 +300,37 @@ class Storage:
         Only for startup, while holding the data directory's lock (no write is in flight).
         """
         removed = 0
-        for stale in (self.data_dir / "repos").glob("*/*/*/**/.tmp-*"):
+        for stale in [*(self.data_dir / "repos").glob("*/*/*/**/.tmp-*"), *(self.data_dir / "cards").glob(".tmp-*")]:
             stale.unlink(missing_ok=True)
             removed += 1
         for stale in self.blobs.tmp.iterdir():
             stale.unlink(missing_ok=True)
             removed += 1
+        return removed
+
+    def prune_orphan_commits(self) -> int:
+        """Remove commit records a killed server wrote but never put on a ref; the count.
+
+        A commit writes its record, then moves the ref (rewriting `refs.json`). So a record newer
+        than `refs.json` that no ref names is one whose ref move never happened: nothing can
+        reach it, yet its id would resolve. Older unreachable records (a deleted branch's) are
+        left alone. Only for startup, while holding the data directory's lock; one `stat` per
+        record, no record is read.
+        """
+        removed = 0
+        for store in self.iter_all_repos():
+            try:
+                refs_mtime = (store.root / "refs.json").stat().st_mtime_ns
+                heads = {c for kind in store.refs().values() for c in kind.values()}
+            except (OSError, ValueError):
+                continue
+            for record in (store.root / "commits").rglob("*.json"):
+                try:
+                    if record.stat().st_mtime_ns > refs_mtime and record.stem not in heads:
+                        record.unlink()
+                        removed += 1
+                except OSError:
+                    continue
         return removed
 
     def repo(self, repo_type: str, repo_id: str) -> RepoStore:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from registry.localhub import discussions, gating, lfs, routes_files, routes_repos, webhooks
+from registry.localhub import discussions, gating, lfs, oauth, pages, routes_files, routes_repos, webhooks
 from registry.localhub.http import Request, Response
 from registry.localhub.names import NotSupported, validate_name
 
@@ -20,6 +20,13 @@ Handler = Callable[["LocalHub", Request, Params], Response]
 WEB_PREFIX = {"model": "", "dataset": "/datasets", "space": "/spaces"}
 
 
+def on_loop(handler: Handler) -> Handler:
+    """Mark `handler` as cheap enough to run on the event loop when the request has no body (the edge
+    runs every other route in a worker thread): only routes that read a few small cached files."""
+    handler.on_loop = True  # type: ignore[attr-defined]
+    return handler
+
+
 def _repo_id(p: Params) -> str:
     """`ns/name` from path parameters, each part checked (a bad name is 400, never a path)."""
     return f"{validate_name(p['ns'], what='namespace')}/{validate_name(p['name'], what='repo name')}"
@@ -27,7 +34,8 @@ def _repo_id(p: Params) -> str:
 
 def _xet(hub: LocalHub, req: Request, p: Params) -> Response:
     raise NotSupported(
-        "This hub does not support Xet; set HF_HUB_DISABLE_XET=1 (registry.hub.HubClient does this for you)",
+        "This hub does not speak Xet: set HF_HUB_DISABLE_XET=1 and upload again (large files then go "
+        "through LFS; registry.hub.HubClient does this for you)",
         code="XetNotSupported",
     )
 
@@ -47,7 +55,7 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         return handler
 
     return [
-        (api, {"GET": lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=None)}),
+        (api, {"GET": on_loop(lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=None))}),
         (api + "/revision/{rev:path}", {"GET": lambda h, r, p: routes_repos.info(h, r, t, rid(p), revision=p["rev"])}),
         (api + "/tree", {"GET": lambda h, r, p: routes_files.tree(h, r, t, rid(p), revision="main", path="")}),
         (
@@ -109,6 +117,9 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         (api + "/lfs-files", {"GET": lambda h, r, p: lfs.list_lfs_files(h, r, t, rid(p))}),
         (api + "/lfs-files/batch", {"POST": lambda h, r, p: lfs.delete_lfs_files(h, r, t, rid(p))}),
         (web + "/ask-access", {"POST": lambda h, r, p: gating.ask_access(h, r, t, rid(p))}),
+        (web, {"GET": lambda h, r, p: pages.repo_page(h, r, t, rid(p))}),
+        (web + "/discussions/{num}", {"GET": lambda h, r, p: pages.discussion_page(h, r, t, rid(p), p["num"])}),
+        (web + "/commit/{cid}", {"GET": lambda h, r, p: pages.commit_page(h, r, t, rid(p), p["cid"])}),
         (api + "/xet-read-token/{rev:path}", {"GET": _xet}),
         (api + "/xet-write-token/{rev:path}", {"GET": _xet}),
         (api + "/discussions", {"GET": disc(), "POST": disc()}),
@@ -117,7 +128,7 @@ def _repo_routes(t: str) -> list[tuple[str, dict[str, Handler]]]:
         (api + "/discussions/{num}/comment/{cid}/{op}", {"POST": disc("num", "comment", "cid", "op")}),
         (
             web + "/resolve/{rev}/{path:path}",
-            {"GET": lambda h, r, p: routes_files.resolve(h, r, t, rid(p), revision=p["rev"], path=p["path"])},
+            {"GET": on_loop(lambda h, r, p: routes_files.resolve(h, r, t, rid(p), revision=p["rev"], path=p["path"]))},
         ),
         (web + ".git/info/lfs/objects/batch", {"POST": lambda h, r, p: lfs.batch(h, r, t, rid(p))}),
         (web + ".git/info/lfs/batch", {"POST": lambda h, r, p: lfs.batch(h, r, t, rid(p))}),
@@ -137,7 +148,7 @@ def _lister(t: str) -> Handler:
 def route_table() -> list[tuple[str, dict[str, Handler]]]:
     """Every route: (path template on the raw path, {method: handler}). First match wins."""
     rows: list[tuple[str, dict[str, Handler]]] = [
-        ("/api/whoami-v2", {"GET": lambda h, r, p: routes_repos.whoami(h, r)}),
+        ("/api/whoami-v2", {"GET": on_loop(lambda h, r, p: routes_repos.whoami(h, r))}),
         ("/api/validate-yaml", {"POST": lambda h, r, p: routes_files.validate_yaml(h, r)}),
         ("/api/repos/create", {"POST": lambda h, r, p: routes_repos.create(h, r)}),
         ("/api/repos/delete", {"DELETE": lambda h, r, p: routes_repos.delete(h, r)}),
@@ -154,6 +165,9 @@ def route_table() -> list[tuple[str, dict[str, Handler]]]:
             {m: lambda h, r, p: webhooks.route(h, r, [p["hook"], p["action"]]) for m in ("GET", "POST")},
         ),
         ("/lfs-upload/{oid}", {"PUT": lambda h, r, p: lfs.upload(h, r, oid=p["oid"])}),
+        *oauth.routes(),
+        ("/login", {"GET": pages.login_page}),
+        ("/", {"GET": pages.home}),
     ]
     for t in ("dataset", "space"):  # before models: `/datasets/x/y/...` is not a model `datasets/x`
         rows += _repo_routes(t)

@@ -15,13 +15,38 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry.localhub.blobs import atomic_write, read_json
+
 if TYPE_CHECKING:
-    from registry.localhub.storage import FileEntry, RepoStore
+    from registry.localhub.storage import RepoStore
 
 Last = dict[str, str]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file in a commit: where its bytes are and how the client should see it."""
+
+    sha256: str
+    size: int
+    git_oid: str  # git blob id: of the content, or of the LFS pointer when `lfs`
+    lfs: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size, "git": self.git_oid, "lfs": self.lfs}
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> FileEntry:
+        return FileEntry(sha256=obj["sha256"], size=obj["size"], git_oid=obj["git"], lfs=obj["lfs"])
+
+    @property
+    def etag(self) -> str:
+        """The Hub's rule: sha256 for LFS files, the git blob id otherwise."""
+        return self.sha256 if self.lfs else self.git_oid
 
 
 def _tree_path(root: Path, tree_id: str) -> Path:
@@ -29,15 +54,11 @@ def _tree_path(root: Path, tree_id: str) -> Path:
 
 
 def read_tree(store: RepoStore, tree_id: str) -> dict[str, Any]:
-    from registry.localhub.storage import read_json
-
     with store.present():
         return read_json(_tree_path(store.root, tree_id))  # type: ignore[no-any-return]
 
 
 def _write_tree(store: RepoStore, node: dict[str, Any]) -> str:
-    from registry.localhub.storage import atomic_write
-
     body = json.dumps(node, sort_keys=True, separators=(",", ":")).encode()
     tree_id = hashlib.sha1(body).hexdigest()
     path = _tree_path(store.root, tree_id)
@@ -126,8 +147,6 @@ def walk(store: RepoStore, tree_id: str, prefix: str, *, recursive: bool) -> Ite
 
 def flatten(store: RepoStore, tree_id: str) -> dict[str, FileEntry]:
     """Every file of the tree: path -> entry."""
-    from registry.localhub.storage import FileEntry
-
     return {
         path: FileEntry.from_json(rec) for kind, path, rec in walk(store, tree_id, "", recursive=True) if kind == "file"
     }

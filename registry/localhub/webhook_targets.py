@@ -12,6 +12,8 @@ import ipaddress
 import socket
 import ssl
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
 
 class TargetRefused(Exception):
     """A webhook target this hub will not connect to."""
@@ -36,20 +38,29 @@ class TargetPolicy:
         self.loopback_ok = loopback_ok
 
     def address_ok(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        """Allowed by the operator, loopback while allowed, else only a globally routable address.
+
+        `is_global` refuses what `is_private` misses (carrier-grade NAT 100.64.0.0/10, used by cloud
+        metadata services, benchmarking and documentation ranges, ...). IPv6 forms that carry an
+        IPv4 address are judged by it or refused: IPv4-mapped (`::ffff:a.b.c.d`) and 6to4
+        (`2002:AABB:CCDD::`) by the embedded address; Teredo (2001::/32) and NAT64 (64:ff9b::/96,
+        64:ff9b:1::/48), which a gateway may turn into any IPv4 address, always.
+        """
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            elif ip.sixtofour is not None:
+                inner = ip.sixtofour
+                return any(ip in net or inner in net for net in self.networks) or (
+                    inner.is_global and self.address_ok(inner)
+                )
         if any(ip in net for net in self.networks):
             return True
         if ip.is_loopback:
             return self.loopback_ok
-        return not (
-            ip.is_private
-            or ip.is_link_local
-            or ip.is_multicast
-            or ip.is_reserved
-            or ip.is_unspecified
-            or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-        )
+        if isinstance(ip, ipaddress.IPv6Address) and (ip.teredo is not None or any(ip in n for n in _NAT64)):
+            return False
+        return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
     def resolve(self, url: str) -> tuple[str, int, str, list[str]]:
         """(scheme, port, host, checked addresses) of `url`.

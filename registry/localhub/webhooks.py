@@ -27,8 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from registry.localhub.http import Request, Response
-from registry.localhub.names import InvalidInput, NotAllowed, NotFound
-from registry.localhub.routes_repos import web_path
+from registry.localhub.names import InvalidInput, NotAllowed, NotFound, web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 from registry.localhub.webhook_targets import TargetPolicy, TargetRefused, post_once
 
@@ -269,7 +268,7 @@ def _validated(body: dict[str, Any], base: dict[str, Any], policy: TargetPolicy)
 
 
 def route(hub: LocalHub, req: Request, rest: list[str]) -> Response:
-    who = hub.require_user(req)
+    who = hub.require_user(req) if req.method == "GET" else hub.require_writer(req, action="change webhooks")
     hooks = hub.webhooks
     mine = {k: v for k, v in hooks.load().items() if v["owner"] == who.name}
     if not rest:

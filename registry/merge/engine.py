@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from registry.device import resolve_device
 from registry.errors import MergeError, OutputExistsError
 from registry.io.checkpoint import Checkpoint
 from registry.io.writer import ShardedWriter, parse_size
@@ -98,23 +99,6 @@ class MergeResult:
     stages: dict[str, float] = field(default_factory=dict)  # where each thread spent its time (seconds)
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> `cuda` when available, else `cpu`; `cuda` without a GPU is an error.
-
-    Raises:
-        MergeError: `cuda` asked for but not available, or an unknown device name.
-    """
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise MergeError(f"--device {device!r}: write auto, cpu or cuda", device=device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MergeError(f"--device {device}: no CUDA device is available; use --device cpu or auto", device=device)
-    return device
-
-
 def check_output(out: Path, *, overwrite: bool) -> None:
     """Refuse an existing output path unless `overwrite`.
 
@@ -168,9 +152,9 @@ def run_merge(
             raise OutputExistsError(
                 f"--out {out} would replace the input {src.ref}; choose another --out", path=str(out)
             )
-    dev = resolve_device(device)
+    dev = resolve_device(device, error=MergeError)
     if dev == "cpu":
-        from registry.merge.methods import fused
+        from registry.merge.kernels import fused
 
         fused.warm_up_in_background()  # overlaps opening the inputs and the first reads
     spec = get_method(plan.recipe.merge_method)

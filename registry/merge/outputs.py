@@ -8,19 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from registry.card import CardInput, build_model_card, read_card_license
-from registry.merge.plan import MergePlan
+from registry.merge.plan import TOKENIZER_FILES, MergePlan
 from registry.merge.report import MergeReport
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-)
 RECIPE_FILE = "mergeling_recipe.yaml"
 REPORT_FILE = "merge_report.json"
 

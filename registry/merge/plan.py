@@ -22,7 +22,7 @@ from registry.merge.sources import ModelSource, adapters_on_base, open_source, r
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
-    from registry.recipe import Recipe
+    from registry.merge.recipe import Recipe
 
 _ARCH_KEYS = (
     "model_type",
@@ -35,6 +35,18 @@ _ARCH_KEYS = (
     "head_dim",
 )
 _SAME_BASE_LIMIT = 1.0  # ||θ - θ0|| / ||θ0||: fine-tunes stay well below, unrelated inits are near √2
+
+# The tokenizer files a checkpoint may carry (checked here, copied by `outputs`).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,6 @@ def needs_hub(recipe: Recipe) -> bool:
 
 
 def _warn_without_tokenizer(plan: MergePlan, *, has_tokenizer: bool) -> None:
-    from registry.merge.outputs import TOKENIZER_FILES
 
     src = plan.sources[plan.tokenizer_index]
     if has_tokenizer or (src.path is not None and any((src.path / n).is_file() for n in TOKENIZER_FILES)):
@@ -359,7 +370,7 @@ def check_finite(tensor: Any, *, model: str, name: str) -> None:
     """
     import torch
 
-    from registry.merge.methods import fused
+    from registry.merge.kernels import fused
 
     # bf16/fp32 on CPU: the exponent bits counted in one vectorized pass. Otherwise one reduction
     # instead of an elementwise mask: NaN and Inf propagate through a sum. A sum can also overflow

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from registry.catalog.entries import ModelRef
 from registry.errors import CompatibilityError, HubUnavailableError
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def resolve_source(
     local = Path(ref).expanduser()
     if local.is_dir():
         return ModelSource(ref=ref, path=local.resolve())
-    repo_id, _, revision = ref.partition("@")
+    repo_id, revision = ModelRef.split(ref)
     if ref.startswith((".", "/", "~")) or repo_id.count("/") != 1:
         hint = "; `registry demo` builds the demo models there" if ".mergeling/demo/" in ref else ""
         raise CompatibilityError(
@@ -238,7 +239,7 @@ def adapters_on_base(sources: list[ModelSource], base_index: int | None) -> list
 
 def _same_model(ref: str, src: ModelSource) -> bool:
     """Whether a reference (an adapter's `base_model_name_or_path`) names the resolved source `src`."""
-    if ref == src.ref or (src.repo_id is not None and ref.partition("@")[0] == src.repo_id):
+    if ref == src.ref or (src.repo_id is not None and ModelRef.split(ref)[0] == src.repo_id):
         return True
     local = Path(ref).expanduser()
     return local.is_dir() and src.path is not None and local.resolve() == src.path.resolve()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from registry.merge import fused_kernels
+from registry.merge.kernels import fused_kernels
 from tests._fixtures.models import write_stack_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

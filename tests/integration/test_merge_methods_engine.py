@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -52,10 +54,41 @@ def test_dare_ties_reproducible_and_per_tensor(tiny_family: DemoFamily, tmp_path
         )
         assert torch.equal(got[name], want.to(got[name].dtype)), name
     report = json.loads((first / "merge_report.json").read_text())
-    assert report["method"] == "dare_ties" and report["protected"] == []
+    # As for ties: the role sft input is protected for the diagnostics (slack 0: no rescue).
+    assert report["method"] == "dare_ties" and report["protected"] == [str(tiny_family.sft)]
     kept = report["totals"]["kept"]
     total = report["totals"]["elements"]
     assert abs(kept[str(tiny_family.ct)] / total - 0.4) < 0.02  # the drop keeps ≈ density
+
+
+@pytest.mark.parametrize("scope", ["tensor", "model"])
+def test_dare_ties_slack_through_the_engine(tiny_family: DemoFamily, tmp_path: Path, scope: str) -> None:
+    def recipe(slack: float) -> dict[str, object]:
+        return {
+            "merge_method": "dare_ties",
+            "base_model": str(tiny_family.base),
+            "dtype": "float32",
+            "models": [
+                {"model": str(tiny_family.ct), "role": "ct", "parameters": {"density": 0.4}},
+                {"model": str(tiny_family.sft), "role": "sft", "parameters": {"density": 0.6}},
+            ],
+            "parameters": {"random_seed": 5, "slack": slack, "slack_scope": scope},
+        }
+
+    reports = {}
+    for slack in (0.0, 0.3):
+        out = tmp_path / f"s{slack}"
+        run_merge(plan_merge(parse_recipe(recipe(slack))), out=out, device="cpu", progress=False)
+        reports[slack] = json.loads((out / "merge_report.json").read_text())["totals"]
+    sft = str(tiny_family.sft)
+    conflicts = reports[0.0]["conflicts"][sft]
+    assert conflicts > 0 and reports[0.0]["rescued"].get(sft, 0) == 0
+    assert reports[0.3]["conflicts"][sft] == conflicts  # the same drop: the same conflicts before the slack
+    rescued = reports[0.3]["rescued"][sft]
+    if scope == "model":
+        assert rescued == math.ceil(0.3 * conflicts)
+    else:  # ⌈·⌉ per tensor: at least the model-wide share, at most one more per tensor
+        assert math.ceil(0.3 * conflicts) <= rescued
 
 
 def test_slerp_through_the_engine(tiny_family: DemoFamily, tmp_path: Path) -> None:

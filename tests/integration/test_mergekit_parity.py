@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from registry.cli import app
 from registry.lab.tiny import DemoFamily
+from registry.merge.kernels.topk import Cut, find_cut, magnitude_keys
 from registry.merge.methods import get_method
-from registry.merge.topk import Cut, find_cut, magnitude_keys
 
 mergekit = pytest.importorskip("mergekit", reason="mergekit 0.1.5 is the test extra: pip install -e '.[test]'")
 

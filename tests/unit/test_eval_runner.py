@@ -15,7 +15,7 @@ def test_resolve_device() -> None:
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(EvaluationError, match="no CUDA GPU; use --device cpu or auto"):
+        with pytest.raises(EvaluationError, match="no CUDA GPU.*; use --device cpu or auto"):
             resolve_device("cuda")
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import registry.merge.methods.base as methods_base
+from registry.merge.kernels.fused import enabled
 from registry.merge.methods import TensorStats
-from registry.merge.methods.fused import enabled
 from registry.merge.methods.ties import merge_ties
 
 if not enabled():  # no C compiler: the kernels cannot be built here
@@ -68,7 +68,7 @@ def test_parallel_parts_and_tie_quota_stops_equal_the_torch_path(
 ) -> None:
     # Big enough for the sampled window (> 2**18 entries) and split into parts merged on three
     # threads; coarse values make many ties at each cut, so the quota runs out inside some block.
-    import registry.merge.methods.fused as fused
+    import registry.merge.kernels.fused as fused
 
     g = torch.Generator().manual_seed(5)
     base = (torch.randint(-40, 40, (700, 611), generator=g) / 64).to(dtype)
@@ -107,7 +107,7 @@ def test_given_trims_find_their_quota_stops(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_nonfinite_count_matches_torch() -> None:
-    from registry.merge.methods.fused import count_nonfinite
+    from registry.merge.kernels.fused import count_nonfinite
 
     x = torch.randn(10_000)
     x[[3, 77, 9000]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
@@ -129,7 +129,7 @@ def _stride_blind(n: int) -> torch.Tensor:
     ["smooth fp32 (sampled window)", "coarse bf16 (window overflows)", "small (every key)", "skewed sample"],
 )
 def test_fused_cuts_equal_the_torch_select(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
-    from registry.merge.methods.fused import find_cuts
+    from registry.merge.kernels.fused import find_cuts
     from registry.merge.methods.ties import trim_cut
 
     g = torch.Generator().manual_seed(7)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import registry.merge.methods.base as methods_base
+from registry.merge.kernels.topk import Cut
 from registry.merge.methods import TensorStats
 from registry.merge.methods.ties import merge_ties
 from registry.merge.methods.ties_sv import (
@@ -14,7 +15,6 @@ from registry.merge.methods.ties_sv import (
     plan_model_slack,
     slack_count,
 )
-from registry.merge.topk import Cut
 
 BASE = torch.zeros(6)
 CT = torch.tensor([3.0, -1.0, 2.0, -4.0, 1.0, 0.5])

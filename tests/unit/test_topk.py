@@ -1,11 +1,11 @@
-"""Exact top-k (registry.merge.topk) against a stable-sort reference, including ties and edge cases."""
+"""Exact top-k (registry.merge.kernels.topk) against a stable-sort reference, including ties and edge cases."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from registry.merge.topk import (
+from registry.merge.kernels.topk import (
     Cut,
     ascending_keys,
     cut_mask,

@@ -26,7 +26,7 @@ DARE: `rescale`, `random_seed`, `name`). How the engine binds them to a recipe i
 Methods work through a tensor in flat chunks of `CHUNK_ELEMENTS`, so their working memory is a
 few chunks, not a few copies of the tensor (the largest, the embedding, is 65 M entries for a
 7B Llama). Chunking never changes a result: every operation after trimming is elementwise or a
-reduction over the inputs axis, and trimming is an exact global top-k (`registry.merge.topk`).
+reduction over the inputs axis, and trimming is an exact global top-k (`registry.merge.kernels.topk`).
 """
 
 from __future__ import annotations

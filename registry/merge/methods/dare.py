@@ -17,6 +17,11 @@ the tensor order, the chunking, the device or other tensors. The same seed gives
 mergekit seeds the process-wide RNG once (`--random-seed`) and draws masks with `torch.bernoulli`
 in its task execution order, so its masks, and so its exact values, cannot be reproduced outside
 mergekit; the distributions (kept fraction dᵢ, L1-preserving rescale) are the same.
+
+`dare_ties` also takes TIES-SV's slack step (`slack`, `slack_scope`, `protect`; `slack: 0`, the
+default, is plain `dare_ties`, bit for bit) and the election's conventions (`election_weights`,
+`majority_sign_method`): the drop replaces TIES' trimming in the shared election
+(`ties.elected_chunks`), and everything after it is TIES-SV's.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from collections.abc import Iterator, Sequence
 import torch
 from pydantic import field_validator
 
+from registry.merge.kernels.topk import Cut
 from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk, sum_inputs
-from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, ScaledParams
+from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, ScaledParams, protected_by_role
+from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace
+from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
 
 MASK_BLOCK = 1 << 20  # entries per random draw; fixed, so masks do not depend on the compute chunks
 _RESCALE_EPS = 1e-7  # mergekit: below this either norm, no rescale
@@ -129,6 +137,11 @@ def merge_dare(
     rescale: bool = True,
     random_seed: int = 0,
     name: str = "",
+    slack: float = 0.0,
+    protect: Sequence[int] = (),
+    cuts: Sequence[Cut] | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """DARE-merge `tensors` onto `base` (any float dtype in, fp32 out); see the module docstring.
 
@@ -144,6 +157,8 @@ def merge_dare(
         rescale: keep each task vector's L1 norm.
         random_seed: the seed of the drop.
         name: the tensor name (part of each mask's seed).
+        slack, protect, cuts: TIES-SV's slack step (`consensus` only; see `ties_sv.merge_ties_sv`).
+        election_weights, majority_sign_method: the election's conventions (`consensus` only).
 
     Returns:
         The merged tensor.
@@ -161,6 +176,22 @@ def merge_dare(
     seeds = [mask_seed(random_seed, name, i) for i in range(n)]
     size = min(chunk_elements(device), max(base.numel(), 1))
     scales = _rescales(tensors, base, densities, seeds, size) if rescale else [1.0] * n
+    if consensus:
+        return merge_ties_sv(
+            tensors,
+            base,
+            weights=weights,
+            densities=densities,
+            normalize=normalize,
+            lambda_=lambda_,
+            stats=stats,
+            slack=slack,
+            protect=protect,
+            cuts=cuts,
+            sparsify=drop_sparsifier(tensors, densities, seeds, scales if rescale else None),
+            election_weights=election_weights,
+            majority_sign_method=majority_sign_method,
+        )
     weight = torch.tensor(list(weights), dtype=torch.float32, device=device).unsqueeze(-1)
     # One factor per input: the rescale, then the weight (mergekit: masked * scale, then * weight).
     scale = torch.tensor(scales, dtype=torch.float32, device=device).unsqueeze(-1)
@@ -201,6 +232,47 @@ def merge_dare(
     return result
 
 
+def drop_sparsifier(
+    tensors: Sequence[torch.Tensor],
+    densities: Sequence[float],
+    seeds: Sequence[int],
+    scales: Sequence[float] | None,
+) -> Sparsifier:
+    """DARE's drop (and L1 rescale) as the sparsification of `ties.elected_chunks`.
+
+    Each pass draws the same masks again from `seeds` (they depend on the seed, the tensor name and
+    the input only), so the slack step's passes see the same drop.
+    """
+    flats = [t.reshape(-1) for t in tensors]
+    numel = flats[0].numel()
+
+    def start(stats: TensorStats | None) -> DeltaFill:
+        masks: list[_Masks | None] = [
+            _Masks(numel, d, s, tensors[0].device) if d < 1 else None for d, s in zip(densities, seeds, strict=True)
+        ]
+        scale = (
+            None
+            if scales is None
+            else torch.tensor(list(scales), dtype=torch.float32, device=tensors[0].device).unsqueeze(-1)
+        )
+
+        def fill(part: slice, ws: _Workspace) -> None:
+            c = part.stop - part.start
+            for index, (flat, mask) in enumerate(zip(flats, masks, strict=True)):
+                delta = ws.deltas[index]
+                torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
+                if mask is not None:
+                    delta.mul_(mask.take(c))
+                if stats is not None:
+                    stats.add_kept(index, int(torch.count_nonzero(delta)))
+            if scale is not None:
+                ws.deltas.mul_(scale)  # mergekit: masked * (‖τ‖₁ / ‖τ̂‖₁), then * weight
+
+        return fill
+
+    return start
+
+
 class DareParams(ScaledParams):
     """DARE parameters: `rescale` (default on), `random_seed` (default 0), `normalize`, `lambda`."""
 
@@ -213,6 +285,60 @@ class DareParams(ScaledParams):
         if value is not None and not 0 <= value < 2**63:
             raise ValueError("random_seed is a non-negative whole number, e.g. 0")
         return value
+
+
+class DareTiesParams(TiesSVParams):
+    """`dare_ties` parameters: DARE's (`rescale`, `random_seed`), the election's conventions and
+    TIES-SV's slack step (`slack`, default 0: plain dare_ties; `slack_scope`; `protect`)."""
+
+    rescale: bool | None = None
+    random_seed: int | None = None
+
+    @field_validator("random_seed")
+    @classmethod
+    def _seed_range(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value < 2**63:
+            raise ValueError("random_seed is a non-negative whole number, e.g. 0")
+        return value
+
+
+class DareTiesMerger(TiesSVMerger):
+    """`dare_ties` bound to a recipe: TIES-SV's passes with DARE's drop as the sparsification."""
+
+    def __init__(self, params: DareTiesParams, ctx: MethodContext) -> None:
+        self.spec = DARE_TIES
+        super().__init__(params, ctx)
+        self.rescale = True if params.rescale is None else params.rescale
+        self.random_seed = params.random_seed or 0
+        self._scales: dict[str, list[float]] = {}
+
+    def sparsify(self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None) -> Sparsifier | None:
+        if base is None:
+            raise ValueError("DARE needs a base tensor")
+        densities = self.keywords["densities"]
+        check_inputs(tensors, base, densities=densities)
+        bad = [d for d in densities if not 0 < d <= 1]
+        if bad:
+            raise ValueError(f"density={bad[0]} must be in (0, 1]: it is the probability of keeping an entry")
+        seeds = [mask_seed(self.random_seed, name, i) for i in range(len(tensors))]
+        if self.rescale and name not in self._scales:
+            size = min(chunk_elements(base.device), max(base.numel(), 1))
+            self._scales[name] = _rescales(tensors, base, densities, seeds, size)
+        scales = self._scales.pop(name, None) if not self.scans else self._scales.get(name)
+        return drop_sparsifier(tensors, densities, seeds, scales if self.rescale else None)
+
+    def merge(
+        self,
+        name: str,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        stats: TensorStats | None,
+        *,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        merged = super().merge(name, tensors, base, stats, out=out)
+        self._scales.pop(name, None)  # the model scope kept them for its passes
+        return merged
 
 
 class DareMerger(Merger):
@@ -242,7 +368,7 @@ class DareMerger(Merger):
         return merge_dare(tensors, base, stats=stats, name=name, **self.keywords)  # type: ignore[arg-type]
 
 
-def _describe(params: DareParams, ctx: MethodContext) -> str:
+def _describe(params: DareParams | DareTiesParams, ctx: MethodContext) -> str:
     rescale = True if params.rescale is None else params.rescale
     return f"rescale {rescale}  random_seed {params.random_seed or 0}"
 
@@ -251,15 +377,21 @@ def _merge_dare_linear(*args: object, **kwargs: object) -> torch.Tensor:
     return merge_dare(*args, consensus=False, **kwargs)  # type: ignore[arg-type]
 
 
+def _describe_ties(params: DareTiesParams, ctx: MethodContext) -> str:
+    return f"{_describe(params, ctx)}  {describe_slack(params, ctx)}"
+
+
 DARE_TIES = MethodSpec(
     name="dare_ties",
     summary="DARE random drop and L1 rescale, then TIES sign election (Yu et al. 2023; mergekit's dare_ties).",
-    params=DareParams,
-    bind=lambda params, ctx: DareMerger(params, ctx, consensus=True),
+    params=DareTiesParams,
+    bind=DareTiesMerger,
     fn=merge_dare,
     uses_density=True,
-    describe=_describe,
-    diagnostics=("elements", "kept", "sign_conflicts"),
+    check=check_slack,
+    protected=protected_by_role,
+    describe=_describe_ties,
+    diagnostics=("elements", "kept", "sign_conflicts", "protected_discarded", "conflicts", "rescued"),
     reference="https://arxiv.org/abs/2311.03099",
 )
 DARE_LINEAR = MethodSpec(

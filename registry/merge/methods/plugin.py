@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -75,6 +75,42 @@ class ScaledParams(MethodParams):
         if value is not None and not _finite(value):
             raise ValueError("lambda must be a finite number, e.g. 1.0")
         return value
+
+
+class ElectionParams(ScaledParams):
+    """The sign election's conventions, on every method that elects a sign (defaults: mergekit's).
+
+    `election_weights`: `before` (mergekit: the weights scale the deltas before the vote) or `after`
+    (the vote is on the unweighted deltas, the weights act only in the disjoint merge; mergekit #474).
+    `majority_sign_method`: `total` (the sign of the summed deltas, mergekit's `sum`) or `frequency`
+    (the sign held by more inputs, PEFT's `frequency`, mergekit's `count`; a tie elects +).
+    """
+
+    election_weights: Literal["before", "after"] | None = None
+    majority_sign_method: Literal["total", "frequency"] | None = None
+
+
+def election_of(params: Any) -> dict[str, str]:
+    """The election keywords of a method function, defaults filled in."""
+    return {
+        "election_weights": getattr(params, "election_weights", None) or "before",
+        "majority_sign_method": getattr(params, "majority_sign_method", None) or "total",
+    }
+
+
+def check_election(params: Any, ctx: MethodContext) -> None:
+    """`election_weights: after` needs non-negative weights (an entry's sign is then its own).
+
+    Raises:
+        ValueError: names the negative weight.
+    """
+    if getattr(params, "election_weights", None) == "after":
+        negative = [w for w in ctx.weights if w < 0]
+        if negative:
+            raise ValueError(
+                f"election_weights: after needs weights >= 0 (got {negative[0]}); "
+                "use election_weights: before for negative weights"
+            )
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,21 @@ by λ when λ ≠ 1 and added to θ₀.
 This matches mergekit 0.1.5 `ties` bit for bit on fp32 inputs: the same float operations in the
 same order (delta, mask multiply, weight multiply, sum over the inputs axis, compare, divide). The
 one allowed difference: where equal magnitudes straddle the trimming cut, we keep the lowest
-flat indices; mergekit keeps whichever its sort puts first (`registry.merge.topk`).
+flat indices; mergekit keeps whichever its sort puts first (`registry.merge.kernels.topk`).
 
 `merge_elected` is the shared core; `ties_sv` adds its slack step through `protect`/`cuts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
+from registry.merge.kernels import fused
+from registry.merge.kernels.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
+from registry.merge.kernels.trim import kept_count, trim_target
 from registry.merge.methods.base import (
     TensorStats,
     check_inputs,
@@ -30,28 +33,18 @@ from registry.merge.methods.base import (
     sum_inputs,
 )
 from registry.merge.methods.plugin import (
+    ElectionParams,
     FnMerger,
     Merger,
     MethodContext,
     MethodSpec,
-    ScaledParams,
+    check_election,
     check_protect,
+    election_of,
     protected_by_role,
 )
-from registry.merge.topk import Cut, ascending_keys, cut_mask, find_cut_sampled, magnitude_keys
 
 _SAMPLE = 1 << 18  # entries sampled (strided) to guess where the trimming cut falls
-
-
-def trim_target(density: float, numel: int) -> int | Cut:
-    """How many entries trimming keeps, k = max(1, int(density · numel)), or the cut itself where it
-    is trivial (density >= 1 or k >= numel keeps all; density <= 0 or no entries keeps none)."""
-    if density >= 1:
-        return Cut.keep_all()
-    if density <= 0 or numel == 0:
-        return Cut.keep_none()
-    k = max(1, int(density * numel))
-    return Cut.keep_all() if k >= numel else k
 
 
 def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
@@ -90,8 +83,6 @@ def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Se
     On CPU with bf16/fp32 tensors the fused kernels find them (same cuts), inputs in parallel.
     """
     if _fused_ok(*tensors, base):
-        from registry.merge.methods import fused
-
         found = fused.find_cuts(tensors, base, densities)
         return [
             f[0] if f is not None else trim_cut(t, base, d) for f, t, d in zip(found, tensors, densities, strict=False)
@@ -150,13 +141,47 @@ def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
     return ties_left
 
 
-def _kept_count(cut: Cut, k: int) -> int | None:
-    """Non-zero entries a trimming cut keeps, when known without counting (None: count)."""
-    if cut == Cut.keep_none():
-        return 0
-    if cut == Cut.keep_all():
-        return None
-    return k if cut.key > 0 else k - cut.ties  # a zero threshold: the ties it keeps are zeros
+DeltaFill = Callable[[slice, "_Workspace"], None]
+Sparsifier = Callable[[TensorStats | None], DeltaFill]
+
+
+def _trim_fill(
+    flats: Sequence[torch.Tensor],
+    cuts: Sequence[Cut],
+    densities: Sequence[float],
+    numel: int,
+    stats: TensorStats | None,
+) -> DeltaFill:
+    """TIES' trimming as a chunk fill: deltas against the chunk's base, cut by magnitude."""
+    ties_left = [cut.ties for cut in cuts]
+    if stats is not None:
+        for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
+            known = kept_count(cut, max(1, int(density * numel)))
+            stats.add_kept(index, known or 0)
+
+    def fill(part: slice, ws: _Workspace) -> None:
+        for index, (flat, cut) in enumerate(zip(flats, cuts, strict=False)):
+            delta = ws.deltas[index]
+            if cut == Cut.keep_none():
+                delta.zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
+                continue
+            torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
+            if cut == Cut.keep_all():
+                if stats is not None:
+                    stats.add_kept(index, int(torch.count_nonzero(delta)))
+            else:
+                ties_left[index] = _trim(delta, cut, ties_left[index], ws)
+
+    return fill
+
+
+def _vote(ws: _Workspace, majority_sign_method: str) -> None:
+    """`ws.votes` from `ws.deltas` as they stand: their sum (`total`) or the sum of their signs (`frequency`)."""
+    if majority_sign_method == "frequency":
+        torch.sign(ws.deltas, out=ws.scratch)  # mergekit's get_mask(method="count"): sign(delta).sum(0)
+        sum_inputs(ws.scratch, out=ws.votes)
+    else:
+        sum_inputs(ws.deltas, out=ws.votes)
 
 
 def elected_chunks(
@@ -169,6 +194,9 @@ def elected_chunks(
     slack_cuts: Sequence[Cut] = (),
     stats: TensorStats | None = None,
     trims: Sequence[Cut] | None = None,
+    sparsify: Sparsifier | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> Iterator[tuple[slice, _Workspace]]:
     """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
 
@@ -179,6 +207,11 @@ def elected_chunks(
             flat order; the conflicts it keeps get their elected sign flipped to that input's.
         stats: when given, `kept`, `conflicts` and `rescued` are added.
         trims: the inputs' trimming cuts when already known (`trim_cuts`), else computed here.
+        sparsify: another method's sparsification instead of TIES' trimming (DARE's drop, ...):
+            called once per pass with `stats`, it gives the function that fills a chunk's
+            `deltas` (unweighted) from `base` (already in the workspace) and counts `kept`.
+        election_weights: `before` (mergekit): vote on the weighted deltas; `after`: on the unweighted.
+        majority_sign_method: `total` (mergekit's `sum`): the sign of the sum; `frequency`: of the count.
 
     Yields:
         (flat slice, workspace): `deltas` (n, c) weighted trimmed deltas, `votes` Σ wᵢτ̂ᵢ,
@@ -188,15 +221,16 @@ def elected_chunks(
     check_inputs(tensors, base, weights=weights, densities=densities)
     if len(slack_cuts) > len(protect):
         raise ValueError(f"{len(slack_cuts)} slack cuts for {len(protect)} protected inputs")
+    if election_weights not in ("before", "after") or majority_sign_method not in ("total", "frequency"):
+        raise ValueError(f"unknown election {election_weights!r}/{majority_sign_method!r}")
     n, numel = len(tensors), base.numel()
-    cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
-    ties_left = [cut.ties for cut in cuts]
     slack_left = [cut.ties for cut in slack_cuts]
-    if stats is not None:
-        for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
-            known = _kept_count(cut, max(1, int(density * numel)))
-            stats.add_kept(index, known or 0)
     flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
+    if sparsify is None:
+        cuts = list(trims) if trims is not None else trim_cuts(tensors, base, densities)
+        fill = _trim_fill(flats, cuts, densities, numel, stats)
+    else:
+        fill = sparsify(stats)
     # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     size = min(chunk_elements(base.device), numel)
@@ -204,19 +238,13 @@ def elected_chunks(
     for part in flat_chunks(numel, size):
         ws = full.view(part.stop - part.start)
         ws.base = fp32_chunk(flat_base, part, ws.base)
-        for index, (flat, cut) in enumerate(zip(flats, cuts, strict=False)):
-            delta = ws.deltas[index]
-            if cut == Cut.keep_none():
-                delta.zero_()  # mergekit: zeros_like, not delta * 0 (no -0.0)
-                continue
-            torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
-            if cut == Cut.keep_all():
-                if stats is not None:
-                    stats.add_kept(index, int(torch.count_nonzero(delta)))
-            else:
-                ties_left[index] = _trim(delta, cut, ties_left[index], ws)
-        ws.deltas.mul_(weight)
-        sum_inputs(ws.deltas, out=ws.votes)
+        fill(part, ws)
+        if election_weights == "after":
+            _vote(ws, majority_sign_method)
+            ws.deltas.mul_(weight)
+        else:
+            ws.deltas.mul_(weight)
+            _vote(ws, majority_sign_method)
         # γ = +1 where votes >= 0 (an exact-zero vote elects +; -0.0 + 0.0 is +0.0), else -1.
         torch.add(ws.votes, 0.0, out=ws.majority)
         torch.copysign(ws.one, ws.majority, out=ws.majority)
@@ -257,6 +285,9 @@ def merge_elected(
     slack_cuts: Sequence[Cut] = (),
     trims: Sequence[Cut] | None = None,
     out: torch.Tensor | None = None,
+    sparsify: Sparsifier | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """TIES with an optional slack step (see `ties_sv`); with no `slack_cuts` it is plain TIES.
 
@@ -267,14 +298,15 @@ def merge_elected(
         trims: as `elected_chunks`.
         out: a buffer of the output dtype and `base`'s shape: the fused kernel writes its bf16
             or fp32 result there (the same bits as casting the fp32 result) and returns it.
+        sparsify, election_weights, majority_sign_method: as `elected_chunks`.
 
     Returns:
         The merged tensor (fp32, or `out`).
     """
-    if _fusable(tensors, base, slack_cuts):
-        from registry.merge.methods.fused import merge_two
-
-        fused = merge_two(
+    plain = sparsify is None and election_weights == "before" and majority_sign_method == "total"
+    if plain and _fusable(tensors, base, slack_cuts):
+        check_inputs(tensors, base, weights=weights, densities=densities)
+        merged = fused.merge_two(
             tensors,
             base,
             weights=weights,
@@ -287,8 +319,8 @@ def merge_elected(
             trims=trims,
             out=out,
         )
-        if fused is not None:
-            return fused
+        if merged is not None:
+            return merged
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
@@ -301,6 +333,9 @@ def merge_elected(
         slack_cuts=slack_cuts,
         stats=stats,
         trims=trims,
+        sparsify=sparsify,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
     )
     for part, ws in chunks:
         torch.gt(ws.signed, 0, out=ws.agree)
@@ -323,8 +358,6 @@ def merge_elected(
 
 def _fused_ok(*tensors: torch.Tensor) -> bool:
     """The fused CPU kernels (C) can take these tensors (CPU, all bf16 or all fp32) and are built and on."""
-    from registry.merge.methods import fused
-
     return fused.supports(*tensors) and fused.enabled()
 
 
@@ -359,6 +392,8 @@ def merge_ties(
     stats: TensorStats | None = None,
     protect: Sequence[int] = (),
     out: torch.Tensor | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """TIES-merge `tensors` onto `base` (any float dtype in, fp32 out, or into `out`).
 
@@ -394,11 +429,14 @@ def merge_ties(
         protect=protect,
         slack_cuts=[Cut.keep_none()] * len(protect) if stats is not None else (),
         out=out,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
     )
 
 
-class TiesParams(ScaledParams):
-    """`ties` parameters: `normalize` (default on), `lambda`, and `protect` (diagnostics only)."""
+class TiesParams(ElectionParams):
+    """`ties` parameters: `normalize` (default on), `lambda`, the election's conventions and
+    `protect` (diagnostics only)."""
 
     protect: tuple[str, ...] | None = None
 
@@ -411,7 +449,14 @@ def _bind(params: TiesParams, ctx: MethodContext) -> Merger:
         normalize=SPEC.normalize(params),
         lambda_=SPEC.lambda_(params),
         protect=protected_by_role(params, ctx),
+        **election_of(params),
     )
+
+
+def check_ties(params: TiesParams, ctx: MethodContext) -> None:
+    """`protect` names inputs; the election's conventions fit the weights."""
+    check_protect(params, ctx)
+    check_election(params, ctx)
 
 
 SPEC = MethodSpec(
@@ -422,7 +467,7 @@ SPEC = MethodSpec(
     fn=merge_ties,
     uses_density=True,
     default_normalize=True,
-    check=check_protect,
+    check=check_ties,
     protected=protected_by_role,
     diagnostics=("elements", "kept", "sign_conflicts", "protected_discarded", "conflicts"),
     reference="https://arxiv.org/abs/2306.01708",

@@ -43,10 +43,10 @@ from typing import Any, Literal
 import torch
 from pydantic import field_validator
 
+from registry.merge.kernels.topk import Cut, ascending_keys, find_cut
 from registry.merge.methods.base import TensorStats, check_inputs
-from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, check_protect, protected_by_role
-from registry.merge.methods.ties import TiesParams, elected_chunks, merge_elected, trim_cuts
-from registry.merge.topk import Cut, ascending_keys, find_cut
+from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, election_of, protected_by_role
+from registry.merge.methods.ties import Sparsifier, TiesParams, check_ties, elected_chunks, merge_elected, trim_cuts
 
 
 def slack_count(slack: float, conflicts: int) -> int:
@@ -69,6 +69,9 @@ def conflict_margins(
     protect: Sequence[int],
     cuts: Sequence[Cut] = (),
     trims: Sequence[Cut] | None = None,
+    sparsify: Sparsifier | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """Pass 1: the election margins |Σ wᵢτ̂ᵢ| on C of the protected input `protect[len(cuts)]`.
 
@@ -77,6 +80,7 @@ def conflict_margins(
         protect: the protected input indices.
         cuts: the cuts already decided for `protect[:len(cuts)]` (their flips apply first).
         trims: the inputs' trimming cuts when already known (`ties.trim_cuts`).
+        sparsify, election_weights, majority_sign_method: as `ties.elected_chunks`.
 
     Returns:
         1-D fp32 margins, one per position of C, in flat order.
@@ -89,7 +93,16 @@ def conflict_margins(
     index = protect[len(cuts)]
     found = []
     chunks = elected_chunks(
-        tensors, base, weights=weights, densities=densities, protect=protect, slack_cuts=cuts, trims=trims
+        tensors,
+        base,
+        weights=weights,
+        densities=densities,
+        protect=protect,
+        slack_cuts=cuts,
+        trims=trims,
+        sparsify=sparsify,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
     )
     for _, ws in chunks:
         # signed < 0: a surviving entry of `index` whose sign differs from the elected one.
@@ -158,6 +171,9 @@ def merge_ties_sv(
     cuts: Sequence[Cut] | None = None,
     trims: Sequence[Cut] | None = None,
     out: torch.Tensor | None = None,
+    sparsify: Sparsifier | None = None,
+    election_weights: str = "before",
+    majority_sign_method: str = "total",
 ) -> torch.Tensor:
     """TIES-SV-merge `tensors` onto `base` (any float dtype in, fp32 out, or into `out`).
 
@@ -176,6 +192,9 @@ def merge_ties_sv(
         trims: the inputs' trimming cuts if already found for this tensor (`ties.trim_cuts`, e.g.
             kept from pass 1 of the model scope: two ints per input), else found here.
         out: a buffer the result may be written into (see `ties.merge_elected`).
+        sparsify: another method's sparsification instead of TIES' trimming (`ties.elected_chunks`):
+            `dare_ties` with slack is DARE's drop with this election and slack step.
+        election_weights, majority_sign_method: the election's conventions (`ties.elected_chunks`).
 
     Returns:
         The merged tensor.
@@ -198,9 +217,19 @@ def merge_ties_sv(
                 cuts.append(Cut.keep_none())
                 continue
             # Trimming is the costly part: find the cuts once for every pass over this tensor.
-            trims = trims if trims is not None else trim_cuts(tensors, base, densities)
+            if sparsify is None and trims is None:
+                trims = trim_cuts(tensors, base, densities)
             margins = conflict_margins(
-                tensors, base, weights=weights, densities=densities, protect=protect, cuts=cuts, trims=trims
+                tensors,
+                base,
+                weights=weights,
+                densities=densities,
+                protect=protect,
+                cuts=cuts,
+                trims=trims,
+                sparsify=sparsify,
+                election_weights=election_weights,
+                majority_sign_method=majority_sign_method,
             )
             cuts.append(tensor_slack_cut(margins, slack=slack))
     elif len(cuts) != len(protect):
@@ -217,6 +246,9 @@ def merge_ties_sv(
         slack_cuts=cuts,
         trims=trims,
         out=out,
+        sparsify=sparsify,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
     )
 
 
@@ -241,12 +273,16 @@ class TiesSVMerger(Merger):
     two ints per input); `end_scan` ranks the margins model-wide; `merge` then uses the cuts.
     """
 
+    spec: MethodSpec
+
     def __init__(self, params: TiesSVParams, ctx: MethodContext) -> None:
+        spec = getattr(self, "spec", SPEC)
         self.keywords: dict[str, Any] = {
             "weights": ctx.weights,
             "densities": ctx.densities,
-            "normalize": SPEC.normalize(params),
-            "lambda_": SPEC.lambda_(params),
+            "normalize": spec.normalize(params),
+            "lambda_": spec.lambda_(params),
+            **election_of(params),
         }
         self.slack = params.slack or 0.0
         self.protect = protected_by_role(params, ctx)
@@ -259,7 +295,8 @@ class TiesSVMerger(Merger):
     def scan(self, step: int, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None) -> None:
         if base is None:
             raise ValueError("ties_sv needs a base tensor")
-        if name not in self.trims:
+        sparsify = self.sparsify(name, tensors, base)
+        if sparsify is None and name not in self.trims:
             self.trims[name] = trim_cuts(tensors, base, self.keywords["densities"])
         found = conflict_margins(
             tensors,
@@ -268,7 +305,10 @@ class TiesSVMerger(Merger):
             densities=self.keywords["densities"],
             protect=self.protect,
             cuts=self.cuts.setdefault(name, []),
-            trims=self.trims[name],
+            trims=self.trims.get(name),
+            sparsify=sparsify,
+            election_weights=self.keywords["election_weights"],
+            majority_sign_method=self.keywords["majority_sign_method"],
         )
         self.margins.append((name, found.cpu()))
 
@@ -297,14 +337,35 @@ class TiesSVMerger(Merger):
             cuts=cuts,
             trims=self.trims.get(name),
             out=out,
+            sparsify=self.sparsify(name, tensors, base),
             **self.keywords,
         )
 
+    def sparsify(self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None) -> Sparsifier | None:
+        """The sparsification of tensor `name` (None: TIES' trimming); DARE's and others' override this."""
+        return None
+
 
 def _check(params: TiesSVParams, ctx: MethodContext) -> None:
-    check_protect(params, ctx)
+    check_ties(params, ctx)
     if not protected_by_role(params, ctx):
         raise ValueError("ties_sv protects the SFT model: give it `role: sft` or list it in parameters.protect")
+
+
+def check_slack(params: TiesSVParams, ctx: MethodContext) -> None:
+    """Checks of a method with an optional slack step (`dare_ties`, ...): a slack needs a protected input."""
+    check_ties(params, ctx)
+    if params.slack and not protected_by_role(params, ctx):
+        raise ValueError("slack rescues a protected model's entries: give one `role: sft` or list it in protect")
+
+
+def describe_slack(params: TiesSVParams, ctx: MethodContext) -> str:
+    """One line of the slack step and the election's conventions."""
+    election = election_of(params)
+    return (
+        f"{_describe(params, ctx)}  election_weights {election['election_weights']}"
+        f"  majority_sign_method {election['majority_sign_method']}"
+    )
 
 
 def _describe(params: TiesSVParams, ctx: MethodContext) -> str:

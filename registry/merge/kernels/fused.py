@@ -1,7 +1,7 @@
 """Fused CPU kernels of TIES (C): the trimming cut and the merge in a few vectorized loops per block.
 
 The torch path does ~45 tensor ops per position (and two histogram passes per input for the cut).
-The kernels (`registry/merge/fused_kernels.c`, built and loaded by `registry.merge.fused_kernels`)
+The kernels (`registry/merge/kernels/fused_kernels.c`, built and loaded by `fused_kernels`)
 run over blocks of 4096 entries that stay in L1/L2, read the stored bits directly (bf16 widened
 inside the loop, fp32 as is; no fp32 copy of a tensor is ever made), and the compiler vectorizes
 their branch-free loops:
@@ -33,20 +33,31 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import cache, partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from registry.merge import fused_allowed, fused_kernels
-from registry.merge.methods.base import TensorStats, check_inputs
-from registry.merge.topk import Cut
+from registry.merge.kernels import fused_allowed, fused_kernels
+from registry.merge.kernels.topk import Cut
+from registry.merge.kernels.trim import kept_count, trim_target
 
 _SAMPLE = 1 << 16  # strided sample predicting the cut's window
 _EXACT_BELOW = 1 << 18  # smaller tensors: every key gathered, exact select (no sample)
 _PARALLEL_FROM = 1 << 20  # smaller tensors are merged on one thread
 
 T = TypeVar("T")
+
+
+class Stats(Protocol):
+    """What `merge_two` adds its counts to (`registry.merge.methods.TensorStats` is one)."""
+
+    elements: int
+    sign_conflicts: int
+    protected_discarded: dict[int, int]
+    conflicts: dict[int, int]
+
+    def add_kept(self, index: int, count: int) -> None: ...
 
 
 def enabled() -> bool:
@@ -159,8 +170,6 @@ def find_cuts(
     (`fused_kernels.quota_stop`: block, ties left there; (-1, 0) for a trivial cut), inputs in
     parallel; None where some |τ| is not finite (the torch path then decides: NaN inputs are
     refused, an overflowing difference is its call)."""
-    from registry.merge.methods.ties import trim_target
-
     find_cut = _loaded().find_cut
     b = _bits(base)
 
@@ -182,7 +191,7 @@ def merge_two(
     densities: Sequence[float],
     normalize: bool,
     lambda_: float,
-    stats: TensorStats | None,
+    stats: Stats | None,
     protect: Sequence[int],
     count_conflicts: bool,
     trims: Sequence[Cut] | None,
@@ -190,14 +199,13 @@ def merge_two(
 ) -> torch.Tensor | None:
     """`ties.merge_elected` for two inputs without slack flips, fused (same bits, same counts).
 
+    The caller checks the inputs (`methods.base.check_inputs`): same shapes, one weight and density each.
+
     Returns:
         The merged tensor: `out` when it is a contiguous bf16 or fp32 tensor of `base`'s shape (for
         bf16 the cast is fused, the same bits as torch's), else a new fp32 tensor; None when the
         tensor holds non-finite values (take the torch path).
     """
-    from registry.merge.methods.ties import _kept_count
-
-    check_inputs(tensors, base, weights=weights, densities=densities)
     numel = base.numel()
     kernel = _loaded()
     x0, x1, b = _bits(tensors[0]), _bits(tensors[1]), _bits(base)
@@ -244,7 +252,7 @@ def merge_two(
     if stats is not None:
         stats.elements += numel
         for index, (cut, density) in enumerate(zip(cuts, densities, strict=False)):
-            known = _kept_count(cut, max(1, int(density * numel)))
+            known = kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, int(counts[index]) if known is None else known)
         # With two inputs at most one of them disagrees with the sign of their sum at a position.
         stats.sign_conflicts += int(counts[2] + counts[3])

@@ -1,6 +1,6 @@
-/* The fused CPU kernels of TIES (see registry/merge/methods/fused.py for what they compute).
+/* The fused CPU kernels of TIES (see registry/merge/kernels/fused.py for what they compute).
  *
- * Compiled on first use by registry/merge/fused_kernels.py with the system C compiler
+ * Compiled on first use by registry/merge/kernels/fused_kernels.py with the system C compiler
  * (cc -O3 -march=native -ffp-contract=off, no fast-math) into a cached shared library and called
  * through ctypes, which releases the GIL. Bit identity with the torch path rests on: the same
  * float32 operations in the same order, IEEE single precision (FLT_EVAL_METHOD 0 on x86-64 and

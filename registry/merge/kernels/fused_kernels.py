@@ -1,4 +1,4 @@
-"""The C kernels of `registry.merge.methods.fused`: compiled once, cached, called through ctypes.
+"""The C kernels of `registry.merge.kernels.fused`: compiled once, cached, called through ctypes.
 
 Outside `registry.merge.methods`, so importing it imports neither torch nor the methods.
 
