@@ -106,6 +106,7 @@ def build_model_card(
     diagnostics: str | None = None,
     repo_id: str | None = None,
     eval_results: list[EvalResult] | None = None,
+    ct_sft_results: Sequence[EvalResult] | None = None,
 ) -> ModelCard:
     """Build the model card of a merge.
 
@@ -115,6 +116,8 @@ def build_model_card(
         diagnostics: the printed summary of merge_report.json.
         repo_id: where the model is published (defaults to `mergeling.output_repo`).
         eval_results: evaluation results to add to the metadata (model-index) and the body.
+        ct_sft_results: the CT-then-SFT baseline's results on the same tasks (the paper's
+            comparison): a column beside the merge's in the body only, matched by dataset and metric.
 
     Returns:
         The card; `str(card)` is the README.md text.
@@ -138,7 +141,15 @@ def build_model_card(
         eval_results=eval_results or None,
         base_model_relation="merge",
     )
-    body = _body(recipe, inputs, name=name, repo_id=repo_id, diagnostics=diagnostics, eval_results=eval_results)
+    body = _body(
+        recipe,
+        inputs,
+        name=name,
+        repo_id=repo_id,
+        diagnostics=diagnostics,
+        eval_results=eval_results,
+        ct_sft_results=ct_sft_results,
+    )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
@@ -150,6 +161,7 @@ def _body(
     repo_id: str | None,
     diagnostics: str | None,
     eval_results: list[EvalResult] | None,
+    ct_sft_results: Sequence[EvalResult] | None = None,
 ) -> str:
     rows = "\n".join(
         f"| {i.role} | `{i.ref.partition('@')[0]}` | {('`' + i.revision + '`') if i.revision else 'local'} "
@@ -169,8 +181,7 @@ def _body(
             "```text\n" + diagnostics.rstrip() + "\n```"
         )
     if eval_results:
-        lines = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value} |" for r in eval_results)
-        parts.append("## Evaluation\n\n| task | metric | value |\n|---|---|---|\n" + lines)
+        parts.append(_evaluation_table(eval_results, ct_sft_results))
     model_id = repo_id or "path/to/this/model"
     parts.append(
         "## Usage\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
@@ -181,6 +192,18 @@ def _body(
     )
     parts.append("## Citation\n\n" + CITATIONS)
     return "\n\n".join(parts) + "\n"
+
+
+def _evaluation_table(results: Sequence[EvalResult], ct_sft: Sequence[EvalResult] | None = None) -> str:
+    if not ct_sft:
+        lines = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value} |" for r in results)
+        return "## Evaluation\n\n| task | metric | value |\n|---|---|---|\n" + lines
+    baseline = {(r.dataset_name, r.metric_type): r.metric_value for r in ct_sft}
+    lines = "\n".join(
+        f"| {r.dataset_name} | {r.metric_type} | {r.metric_value} | {baseline.get((r.dataset_name, r.metric_type), '—')} |"
+        for r in results
+    )
+    return "## Evaluation\n\n| task | metric | value | CT-then-SFT |\n|---|---|---|---|\n" + lines
 
 
 def _summary(recipe: Recipe, *, n_inputs: int) -> str:

@@ -4,7 +4,15 @@ Codes are `xxx_Xxxx` (ISO 639-3 '_' ISO 15924 script), as FLORES-200, SIB-200 an
 them. A code of the right shape can still be wrong (`xxx_Yyyy`, `ben_Latn`), so every code a user
 gives (recipes, `registry add ct --language`, `registry lab build --languages`) is checked against
 the shipped FLORES-200 list (`flores200.txt`, package data). A language outside FLORES-200 is
-allowed only explicitly: `MERGELING_EXTRA_LANGUAGES=xxx_Xxxx,yyy_Yyyy` in the environment.
+allowed only explicitly: `MERGELING_EXTRA_LANGUAGES=xxx_Xxxx,yyy_Yyyy` in the environment, except
+the few codes Mergeling ships (`SHIPPED_NON_FLORES`).
+
+Mongolian is two entries. FLORES-200 (and SIB-200, Belebele) has only Halh Mongolian in Cyrillic,
+`khk_Cyrl`. The paper's Mongolian checkpoint (`pkupie/Llama-2-7b-mon`) is trained on MC²'s
+Traditional-script Mongolian and evaluated on MiLiC-Eval's `mn`, also Traditional script, which no
+FLORES code names: Mergeling calls it `mon_Mong` (ISO 639-3 `mon`, the macrolanguage MC² and
+MiLiC-Eval write as `mn`; ISO 15924 `Mong`, the Mongolian script). A card's `mn` or `mon` means
+`mon_Mong` (MC² and MiLiC-Eval use `mn` for it); only `khk` means the Cyrillic `khk_Cyrl`.
 Entries already stored (a registry on the Hub) are checked for shape only, so a registry written
 with an override stays readable everywhere.
 """
@@ -22,7 +30,8 @@ LANGUAGE_SHAPE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 
 # The languages Mergeling ships evaluation data for: FLORES-200 code -> the ISO 639-1 code that
 # model-card `language` metadata uses (the Hub's convention). Model cards may also write the
-# ISO 639-3 part (`ben`), or `mon` (the macrolanguage) for Khalkha Mongolian.
+# ISO 639-3 part (`ben`). Both Mongolian scripts are `mn` on a card; reading a card, `mn` is
+# `mon_Mong` (the MC²-trained checkpoints are Traditional script) and only `khk` is Cyrillic.
 ISO_639_1: dict[str, str] = {
     "ben_Beng": "bn",
     "tam_Taml": "ta",
@@ -31,12 +40,16 @@ ISO_639_1: dict[str, str] = {
     "bod_Tibt": "bo",
     "uig_Arab": "ug",
     "khk_Cyrl": "mn",
+    "mon_Mong": "mn",
     "eng_Latn": "en",
 }
+# Codes outside FLORES-200 that Mergeling ships tasks for (accepted like FLORES-200 codes).
+SHIPPED_NON_FLORES: frozenset[str] = frozenset({"mon_Mong"})
 _CARD_CODES: dict[str, str] = {
     **{iso: code for code, iso in ISO_639_1.items()},
     **{code.split("_")[0]: code for code in ISO_639_1},
-    "mon": "khk_Cyrl",
+    "mn": "mon_Mong",
+    "mon": "mon_Mong",
 }
 
 
@@ -54,8 +67,10 @@ def flores200_codes() -> frozenset[str]:
 
 
 def extra_languages() -> frozenset[str]:
-    """The codes allowed on top of FLORES-200 by `MERGELING_EXTRA_LANGUAGES` (comma-separated)."""
-    return frozenset(code.strip() for code in os.environ.get(EXTRA_LANGUAGES_ENV, "").split(",") if code.strip())
+    """The codes allowed on top of FLORES-200: `SHIPPED_NON_FLORES` and `MERGELING_EXTRA_LANGUAGES`
+    (comma-separated)."""
+    listed = os.environ.get(EXTRA_LANGUAGES_ENV, "").split(",")
+    return SHIPPED_NON_FLORES | frozenset(code.strip() for code in listed if code.strip())
 
 
 def check_language(code: str) -> str:
@@ -74,7 +89,8 @@ def check_language(code: str) -> str:
         )
     if code in flores200_codes() or code in extra_languages():
         return code
-    same_language = sorted(c for c in flores200_codes() if c[:3] == code[:3])
+    known = flores200_codes() | extra_languages()
+    same_language = sorted(c for c in known if c[:3] == code[:3])
     suggestions = same_language or difflib.get_close_matches(code, sorted(flores200_codes()), n=2, cutoff=0.75)
     hint = f" (did you mean {' or '.join(suggestions)}?)" if suggestions else ""
     raise ValueError(

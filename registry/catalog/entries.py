@@ -23,8 +23,8 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ID_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
-EntryKind = Literal["ct", "sft", "merge"]
-ENTRY_KINDS: tuple[EntryKind, ...] = ("ct", "sft", "merge")
+EntryKind = Literal["ct", "sft", "ct_sft", "merge"]
+ENTRY_KINDS: tuple[EntryKind, ...] = ("ct", "sft", "ct_sft", "merge")
 
 
 def _now() -> datetime:
@@ -266,6 +266,29 @@ class SftEntry(_CheckpointEntry):
         return sft_entry_id(repo=self.repo, revision=self.revision)
 
 
+class CtSftEntry(_CheckpointEntry):
+    """A CT-then-SFT checkpoint: a CT model further fine-tuned on the English SFT data.
+
+    The paper's baseline (Tao et al. 2024, §4): the traditional pipeline that merging is compared
+    with. `base` is the pre-trained base both the CT and the SFT models derive from (so it sits
+    beside them in pairing); `ct` is the CT checkpoint the SFT stage started from.
+    """
+
+    kind: Literal["ct_sft"] = "ct_sft"
+    language: str
+    ct: ModelRef = Field(description="the CT checkpoint the SFT stage was run on")
+    data: str | None = Field(default=None, description="SFT training data, e.g. flan")
+    ct_tokens: int | None = Field(default=None, ge=0, description="CT training tokens of `ct`")
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        return validate_language(value)
+
+    def expected_id(self) -> str:
+        return ct_sft_entry_id(repo=self.repo, revision=self.revision, language=self.language)
+
+
 class MergeInput(_Frozen):
     """One input of a merge: role, model and the exact commit merged."""
 
@@ -332,8 +355,8 @@ class MergeEntry(_Frozen):
         return self
 
 
-Entry = Annotated[CtEntry | SftEntry | MergeEntry, Field(discriminator="kind")]
-_ENTRY_ADAPTER: TypeAdapter[CtEntry | SftEntry | MergeEntry] = TypeAdapter(Entry)
+Entry = Annotated[CtEntry | SftEntry | CtSftEntry | MergeEntry, Field(discriminator="kind")]
+_ENTRY_ADAPTER: TypeAdapter[CtEntry | SftEntry | CtSftEntry | MergeEntry] = TypeAdapter(Entry)
 
 
 def ct_entry_id(*, repo: str, revision: str, language: str) -> str:
@@ -346,6 +369,11 @@ def sft_entry_id(*, repo: str, revision: str) -> str:
     return f"sft-{_repo_tag(repo)}-{_revision_tag(revision)}"
 
 
+def ct_sft_entry_id(*, repo: str, revision: str, language: str) -> str:
+    """The stable ID of a CT-then-SFT entry: `ct_sft-<language>-<owner>--<name>-<sha7 or revision>`."""
+    return f"ct_sft-{language}-{_repo_tag(repo)}-{_revision_tag(revision)}"
+
+
 def merge_entry_id(*, output_repo: str, recipe_hash: str) -> str:
     """The stable ID of a merge entry: `merge-<owner>--<name>-<recipe hash 7>` (known before the output)."""
     return f"merge-{_repo_tag(output_repo)}-{recipe_hash[:7]}"
@@ -355,11 +383,13 @@ def entry_kind(entry_id: str) -> EntryKind:
     """The kind an entry ID names (its prefix).
 
     Raises:
-        ValueError: when the ID does not start with `ct-`, `sft-` or `merge-`.
+        ValueError: when the ID does not start with `ct-`, `sft-`, `ct_sft-` or `merge-`.
     """
     prefix = entry_id.split("-", 1)[0]
     if prefix not in ENTRY_KINDS or "/" in entry_id or entry_id.startswith(".") or ".." in entry_id:
-        raise ValueError(f"entry id {entry_id!r} does not start with one of ct-, sft-, merge- (see `registry list`)")
+        raise ValueError(
+            f"entry id {entry_id!r} does not start with one of ct-, sft-, ct_sft-, merge- (see `registry list`)"
+        )
     return prefix
 
 
@@ -368,7 +398,7 @@ def entry_path(entry_id: str) -> str:
     return f"entries/{entry_kind(entry_id)}/{entry_id}.json"
 
 
-def parse_entry(text: str | bytes) -> CtEntry | SftEntry | MergeEntry:
+def parse_entry(text: str | bytes) -> CtEntry | SftEntry | CtSftEntry | MergeEntry:
     """Parse one stored entry (JSON).
 
     Raises:
@@ -377,6 +407,6 @@ def parse_entry(text: str | bytes) -> CtEntry | SftEntry | MergeEntry:
     return _ENTRY_ADAPTER.validate_json(text)
 
 
-def dump_entry(entry: CtEntry | SftEntry | MergeEntry) -> bytes:
+def dump_entry(entry: CtEntry | SftEntry | CtSftEntry | MergeEntry) -> bytes:
     """Serialise an entry as stored: indented JSON, keys in field order, trailing newline."""
     return (entry.model_dump_json(indent=2, exclude_none=False) + "\n").encode()

@@ -5,6 +5,9 @@ every shape. The vocabulary is the one allowed difference: a CT checkpoint whose
 extended over the base still merges with an SFT checkpoint on the base vocabulary (the merge takes
 the CT tokenizer, and the embedding rows beyond the base come from the CT model alone).
 
+A pair also names its CT-then-SFT baselines: the `ct_sft` entries fine-tuned from that CT (the
+paper's traditional pipeline, which a merge of the pair is compared with).
+
 A CT recorded as a LoRA adapter pairs only with SFT checkpoints of the adapter's own base (its
 `base_model_name_or_path`): the merge applies the adapter to that base.
 """
@@ -16,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
+from registry.catalog.entries import CtEntry, CtSftEntry, MergeEntry, SftEntry
 
 PairStatus = Literal["compatible", "incompatible", "unverified"]
 
@@ -32,6 +35,7 @@ class PairCheck(BaseModel):
     status: PairStatus
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    ct_sft_ids: tuple[str, ...] = ()  # CT-then-SFT baselines of this CT (entries of kind ct_sft)
 
     @property
     def compatible(self) -> bool:
@@ -112,11 +116,24 @@ def _verdict(ct: CtEntry, sft: SftEntry, status: PairStatus, reasons: list[str],
     )
 
 
-def find_pairs(entries: Iterable[CtEntry | SftEntry | MergeEntry], *, language: str | None = None) -> list[PairCheck]:
+def ct_sft_baselines(ct: CtEntry, entries: Iterable[object]) -> tuple[str, ...]:
+    """IDs of the CT-then-SFT entries fine-tuned from `ct` (same repo and revision), sorted."""
+    return tuple(
+        sorted(
+            e.id
+            for e in entries
+            if isinstance(e, CtSftEntry) and e.ct.repo == ct.repo and e.ct.revision in (None, ct.revision)
+        )
+    )
+
+
+def find_pairs(
+    entries: Iterable[CtEntry | SftEntry | CtSftEntry | MergeEntry], *, language: str | None = None
+) -> list[PairCheck]:
     """Check every CT × SFT pair in a catalog.
 
     Args:
-        entries: catalog entries (merges are ignored).
+        entries: catalog entries (merges are ignored; CT-then-SFT entries become the pairs' baselines).
         language: only CT checkpoints of this language.
 
     Returns:
@@ -125,5 +142,9 @@ def find_pairs(entries: Iterable[CtEntry | SftEntry | MergeEntry], *, language: 
     entries = list(entries)
     cts = [e for e in entries if isinstance(e, CtEntry) and (language is None or e.language == language)]
     sfts = [e for e in entries if isinstance(e, SftEntry)]
-    checks = [check_pair(ct, sft) for ct in cts for sft in sfts]
+    checks = [
+        check_pair(ct, sft).model_copy(update={"ct_sft_ids": ct_sft_baselines(ct, entries)})
+        for ct in cts
+        for sft in sfts
+    ]
     return sorted(checks, key=lambda c: (c.language, c.ct_id, c.sft_id))

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from registry.catalog.entries import (
     CtEntry,
+    CtSftEntry,
     EntryKind,
     MergeEntry,
     SftEntry,
@@ -36,7 +37,7 @@ from registry.errors import CatalogError, HubConflictError, HubRepoNotFoundError
 
 logger = logging.getLogger(__name__)
 
-AnyEntry = CtEntry | SftEntry | MergeEntry
+AnyEntry = CtEntry | SftEntry | CtSftEntry | MergeEntry
 REGISTRY_REPO_NAME = "mergeling-registry"
 
 

@@ -13,18 +13,20 @@ A CT may be a PEFT LoRA adapter (adapter_config.json, no config.json): its base 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from registry.catalog.adapters import adapter_base, adapter_facts
 from registry.catalog.entries import (
     AdapterFacts,
     CtEntry,
+    CtSftEntry,
     ModelRef,
     ModelShape,
     SftEntry,
     TokenizerFacts,
     ct_entry_id,
+    ct_sft_entry_id,
     language_from_card,
     sft_entry_id,
 )
@@ -32,7 +34,7 @@ from registry.errors import CatalogError, HubRepoNotFoundError, HubRevisionNotFo
 from registry.io.lora import ADAPTER_CONFIG
 from registry.languages import check_language
 
-_Entry = TypeVar("_Entry", CtEntry, SftEntry)
+_Entry = TypeVar("_Entry", CtEntry, SftEntry, CtSftEntry)
 
 # The role tags model cards carry (`registry lab`, `registry sync`): a checkpoint tagged for one
 # role is refused as the other, or `pairs` would pair a CT with itself.
@@ -366,6 +368,65 @@ def build_sft_entry(
         repo=repo,
         revision=checkpoint.revision,
         base=ModelRef(repo=base, revision=base_checkpoint.revision),
+        shape=checkpoint.shape,
+        data=data,
+        source=source,
+        note=note,
+    )
+
+
+def build_ct_sft_entry(
+    hub: ModelHub,
+    *,
+    repo: str,
+    revision: str | None,
+    ct: CtEntry,
+    data: str | None = None,
+    source: str = "add",
+    note: str | None = None,
+) -> CtSftEntry:
+    """Verify a CT-then-SFT checkpoint against the CT it was fine-tuned from and build its entry.
+
+    The checkpoint must have the CT's architecture and every shape, vocabulary included (the SFT
+    stage does not change the vocabulary); its language, base and CT tokens are the CT's.
+
+    Raises:
+        CatalogError: the checkpoint cannot be verified, is a LoRA adapter, or does not match the CT.
+    """
+    checkpoint = inspect_checkpoint(hub, repo, revision=revision)
+    if checkpoint.adapter is not None:
+        raise CatalogError(
+            f"cannot record {repo} as CT-then-SFT: it is a LoRA adapter; merge it into its CT with peft's "
+            "merge_and_unload() and push the merged model",
+            repo_id=repo,
+            reason="CT-then-SFT adapter",
+        )
+    ct_checkpoint = inspect_checkpoint(hub, ct.repo, revision=ct.revision if ct.verified else None)
+    declared = checkpoint.card_bases
+    if declared and ct.repo not in declared and ct.base.repo not in declared:
+        raise CatalogError(
+            f"base mismatch: the model card of {repo} declares base_model {', '.join(declared)}, neither the CT "
+            f"{ct.repo} nor its base {ct.base.repo}; pass --ct {declared[0]} or fix the card",
+            repo_id=repo,
+        )
+    # The CT is this model's starting point: same architecture and shapes (the card was checked above).
+    check_base(replace(checkpoint, card={}), ct_checkpoint, kind="ct-then-sft")
+    if checkpoint.shape is not None and ct_checkpoint.shape is not None:
+        if checkpoint.shape.vocab_size != ct_checkpoint.shape.vocab_size:
+            raise CatalogError(
+                f"cannot record {repo} as CT-then-SFT of {ct.repo}: vocabulary {checkpoint.shape.vocab_size} vs "
+                f"the CT's {ct_checkpoint.shape.vocab_size}; the SFT stage keeps the CT's vocabulary",
+                repo_id=repo,
+            )
+    return _valid(
+        CtSftEntry,
+        id=ct_sft_entry_id(repo=repo, revision=checkpoint.revision, language=ct.language),
+        repo=repo,
+        revision=checkpoint.revision,
+        language=ct.language,
+        base=ct.base,
+        ct=ModelRef(repo=ct.repo, revision=ct_checkpoint.revision),
+        ct_tokens=ct.tokens,
         shape=checkpoint.shape,
         data=data,
         source=source,

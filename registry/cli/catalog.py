@@ -22,7 +22,7 @@ from registry.errors import CatalogError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
+    from registry.catalog.entries import CtEntry, CtSftEntry, MergeEntry, SftEntry
     from registry.catalog.pairing import PairCheck
     from registry.catalog.store import CatalogStore
 
@@ -37,6 +37,7 @@ HUB_EPILOG = (
 class Kind(StrEnum):
     ct = "ct"
     sft = "sft"
+    ct_sft = "ct_sft"
     merge = "merge"
 
 
@@ -90,10 +91,10 @@ def add(
         typer.Option("--no-verify", help="With --from: record entries the Hub cannot verify as unverified metadata."),
     ] = False,
 ) -> None:
-    """Record checkpoints: `add ct`, `add sft`, or `add --from FILE` for a whole seed file."""
+    """Record checkpoints: `add ct`, `add sft`, `add ct-sft`, or `add --from FILE` for a whole seed file."""
     if ctx.invoked_subcommand is not None:
         if from_file is not None or no_verify:
-            raise typer.BadParameter("--from/--no-verify cannot be combined with `add ct` or `add sft`")
+            raise typer.BadParameter("--from/--no-verify cannot be combined with `add ct`, `add sft` or `add ct-sft`")
         return
     if from_file is None:
         stderr_console().print(ctx.get_help())
@@ -191,7 +192,59 @@ def add_sft(
     _report_added(store, entry)
 
 
-def _report_added(store: CatalogStore, entry: CtEntry | SftEntry) -> None:
+@add_app.command("ct-sft", epilog=HUB_EPILOG)
+def add_ct_sft(
+    ctx: typer.Context,
+    reference: Annotated[
+        str, typer.Argument(metavar="REPO[@REV]", callback=_reference, help="The CT-then-SFT model repo.")
+    ],
+    ct: Annotated[
+        str,
+        typer.Option(
+            callback=_reference, help="The CT checkpoint REPO[@REV] it was fine-tuned from (recorded with `add ct`)."
+        ),
+    ],
+    data: Annotated[str | None, typer.Option(help="SFT training data, e.g. flan.")] = None,
+) -> None:
+    """Verify a CT-then-SFT checkpoint (a CT model further fine-tuned on the SFT data) and record it.
+
+    The paper's baseline: merges of the same CT are compared with it (`registry pairs`, the model
+    cards, `registry eval compare`). Its language, base and CT tokens are the CT entry's.
+    """
+    from registry.catalog.entries import split_reference
+    from registry.catalog.verify import build_ct_sft_entry
+
+    state = cli_state(ctx)
+    hub, store = state.hub(), state.catalog()
+    repo, revision = split_reference(reference)
+    ct_entry = _find_ct(store, ct)
+    entry = build_ct_sft_entry(hub, repo=repo, revision=revision, ct=ct_entry, data=data)
+    _report_added(store, entry)
+
+
+def _find_ct(store: CatalogStore, reference: str) -> CtEntry:
+    """The recorded CT entry `reference` (REPO or REPO@REV, a sha prefix allowed) names: exactly one."""
+    from registry.catalog.entries import CtEntry, split_reference
+
+    repo, revision = split_reference(reference)
+    found = [
+        e
+        for e in store.list_entries(kind="ct")
+        if isinstance(e, CtEntry) and e.repo == repo and (revision is None or e.revision.startswith(revision))
+    ]
+    if not found:
+        raise CatalogError(
+            f"CT {reference} is not in {store.repo_id}; record it first with `registry add ct {reference} "
+            "--language LANG --base BASE`",
+            repo_id=repo,
+        )
+    if len(found) > 1:
+        revisions = ", ".join(e.revision[:7] for e in found)
+        raise CatalogError(f"CT {repo} is recorded at several revisions ({revisions}); pass --ct {repo}@REV")
+    return found[0]
+
+
+def _report_added(store: CatalogStore, entry: CtEntry | SftEntry | CtSftEntry) -> None:
     sha = store.add(entry)
     typer.echo(entry.id)
     stderr_console().print(
@@ -311,17 +364,17 @@ def sync(
 
 
 # -- rendering ------------------------------------------------------------------------------
-def _has_language(entry: CtEntry | SftEntry | MergeEntry, language: str | None) -> bool:
+def _has_language(entry: CtEntry | SftEntry | CtSftEntry | MergeEntry, language: str | None) -> bool:
     if language is None:
         return True
-    if entry.kind == "ct":
+    if entry.kind in ("ct", "ct_sft"):
         return entry.language == language
     if entry.kind == "merge":
         return language in entry.languages
     return False
 
 
-def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str) -> Table:
+def _entries_table(entries: list[CtEntry | SftEntry | CtSftEntry | MergeEntry], *, title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{title}: {len(entries)} entries", title_justify="left")
@@ -335,8 +388,10 @@ def _entries_table(entries: list[CtEntry | SftEntry | MergeEntry], *, title: str
         vocab = str(e.shape.vocab_size) if e.shape else "?"
         if e.kind == "ct" and e.tokenizer and e.tokenizer.extended:
             vocab += f" (+{e.tokenizer.added_tokens})"
-        language = e.language if e.kind == "ct" else (e.data or "")
+        language = (e.data or "") if e.kind == "sft" else e.language
         kind = f"{e.kind} (LoRA r{e.adapter.r})" if e.kind == "ct" and e.adapter else e.kind
+        if e.kind == "ct_sft":
+            kind = f"ct_sft (of {e.ct.repo})"
         revision = e.revision[:7] if e.verified else e.revision
         table.add_row(
             e.id,
@@ -354,12 +409,13 @@ def _pairs_table(checks: list[PairCheck]) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{sum(c.compatible for c in checks)} of {len(checks)} pairs compatible", title_justify="left")
-    for column in ("language", "CT", "SFT", "status", "why"):
+    for column in ("language", "CT", "SFT", "CT-then-SFT baseline", "status", "why"):
         table.add_column(column, overflow="fold")
     styles = {"compatible": "green", "incompatible": "red", "unverified": "yellow"}
     for c in checks:
         why = "; ".join(c.reasons + c.notes)
-        table.add_row(c.language, c.ct_id, c.sft_id, f"[{styles[c.status]}]{c.status}[/]", why)
+        baselines = ", ".join(c.ct_sft_ids) or "-"
+        table.add_row(c.language, c.ct_id, c.sft_id, baselines, f"[{styles[c.status]}]{c.status}[/]", why)
     return table
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     # typer >= 0.23 vendors click: its groups' methods take this Context (typer.Context subclasses it).
     from typer._click.core import Context as ClickContext
 
+    from registry.evaluate.suite import Suite
     from registry.hub import HubClient
 
 _HELP = """Evaluate models in the target language (lm-evaluation-harness) and compare results.
@@ -32,7 +33,7 @@ Two forms:
   dataset repo, see `registry hub seed-data`); Hub access takes --endpoint/--token (or HF_ENDPOINT,
   HF_TOKEN); this form is `registry eval run ...`.
 
-  registry eval compare RESULTS.json... [--markdown]
+  registry eval compare RESULTS.json... [--ct-sft CT_SFT.json] [--markdown]
 
 Examples:
 
@@ -93,7 +94,12 @@ def run_command(
         int | None, typer.Option(min=1, help="Only the first N documents per task (results are labelled as limited).")
     ] = None,
     task: Annotated[
-        list[str] | None, typer.Option("--task", help="Run only this task of the suite (repeat for several).")
+        list[str] | None,
+        typer.Option(
+            "--task",
+            help="Run only this task of the suite (repeat for several); lm-eval's own task names "
+            "(belebele_ben_Beng, mgsm_native_cot_bn; lm_eval:NAME where ours has that name) add that task (online).",
+        ),
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="lm-eval batch size.")] = 8,
@@ -140,8 +146,8 @@ def run_command(
     level = {0: logging.ERROR, 1: logging.WARNING}.get(state.verbose, logging.DEBUG)
     for name in ("lm_eval", "transformers.tokenization_utils_base"):
         logging.getLogger(name).setLevel(level)
-    spec = select_tasks(load_suite(suite), task or [])
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
+    spec = select_tasks(_with_lm_eval_tasks(load_suite(suite), task or [], tasks_root), task or [])
     with harness_progress(enabled=state.progress):  # -q: huggingface_hub's download bars too
         files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
         if data_dir is not None:
@@ -177,6 +183,22 @@ def run_command(
         stderr_console().print("[yellow]Limited run: some numbers cover only part of their split (marked †).[/]")
 
 
+def _with_lm_eval_tasks(suite: Suite, names: list[str], tasks_dir: Path) -> Suite:
+    """The suite plus the `--task` names that are lm-eval's own tasks (`lm_eval:NAME`, or a name with
+    no config of ours): an online user can run the harness's maintained tasks directly."""
+    from registry.evaluate.suite import SuiteTask
+    from registry.evaluate.tasks import LM_EVAL_PREFIX, find_task
+
+    known = {t.task for t in suite.tasks}
+    extra = []
+    for name in names:
+        if name in known or (tasks_dir / f"{name}.yaml").is_file():
+            continue  # in the suite, or ours (select_tasks says it is not in the suite)
+        if name.startswith(LM_EVAL_PREFIX) or find_task(name, tasks_dir=tasks_dir).lm_eval:
+            extra.append(SuiteTask(task=name))
+    return suite.model_copy(update={"tasks": (*suite.tasks, *extra)}) if extra else suite
+
+
 def _fetch_data(data_repo: str | None, files: list[str], hub: HubClient) -> tuple[Path, str]:
     """The suite's data files from `data_repo`, with errors that name both ways to give data."""
     from registry.errors import DataNotFoundError, HubRepoNotFoundError
@@ -205,6 +227,15 @@ def compare_command(
     label: Annotated[
         list[str] | None, typer.Option("--label", help="Column name per results file (repeat, in order).")
     ] = None,
+    ct_sft: Annotated[
+        Path | None,
+        typer.Option(
+            "--ct-sft",
+            exists=True,
+            dir_okay=False,
+            help="The CT-then-SFT baseline's results: a last column, and each cell's difference to it.",
+        ),
+    ] = None,
 ) -> None:
     """Print one table of RESULTS (models x metrics) with differences to the first.
 
@@ -217,7 +248,8 @@ def compare_command(
     from registry.evaluate.compare import build_comparison, render_markdown, render_rich
     from registry.evaluate.records import load_record
 
-    comparison = build_comparison([load_record(p) for p in results], labels=label or None)
+    baseline = load_record(ct_sft) if ct_sft is not None else None
+    comparison = build_comparison([load_record(p) for p in results], labels=label or None, ct_sft=baseline)
     if markdown:
         typer.echo(render_markdown(comparison), nl=False)
     else:

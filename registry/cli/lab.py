@@ -81,6 +81,21 @@ def build(
     resume: Annotated[
         bool, typer.Option(help="Keep stages already finished in --out (same settings) and build the rest.")
     ] = False,
+    ct_save_steps: Annotated[
+        str | None,
+        typer.Option(
+            help="Also save each CT run after these steps, e.g. '100,200' (ct-<lang>-step<N>/: growing CT tokens).",
+            show_default=False,
+        ),
+    ] = None,
+    ct_sft: Annotated[
+        bool,
+        typer.Option(
+            "--ct-sft",
+            help="Also build CT-then-SFT (the paper's baseline): the SFT stage run on every CT checkpoint "
+            "(ct-<lang>-sft/, ct-<lang>-step<N>-sft/).",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print lab.json instead of a table.")] = False,
     namespace: Annotated[
         str,
@@ -129,16 +144,28 @@ def build(
                 "repo_prefix": namespace,
                 **(TINY_PROFILE if tiny else {}),
                 **stage_steps(quick=quick, steps=steps),
+                "ct_save_steps": _save_steps(ct_save_steps),
+                "ct_sft": ct_sft,
             }
         )
     except ValidationError as exc:
         # One line per problem, named by its option (pydantic's own text spans lines and links to its docs).
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
-        hint = {"languages": "--languages", "repo_prefix": "--namespace", "seed": "--seed"}.get(field, "--steps")
+        hint = {
+            "languages": "--languages",
+            "repo_prefix": "--namespace",
+            "seed": "--seed",
+            "ct_save_steps": "--ct-save-steps",
+        }.get(field, "--steps")
         message = str(first["msg"]).removeprefix("Value error, ")
         raise typer.BadParameter(message, param_hint=hint) from None
-    total = config.base_steps + config.ct_steps * len(config.languages) + config.sft_steps
+    starts = len(config.languages) * (1 + sum(step < config.ct_steps for step in config.ct_save_steps))
+    total = (
+        config.base_steps
+        + config.ct_steps * len(config.languages)
+        + config.sft_steps * (1 + (starts if config.ct_sft else 0))
+    )
     minutes = max(1, round(total * _SECONDS_PER_STEP / 60))
     hint = "" if quick else "; --quick for a short build"
     console.print(f"Training {total} steps in all: roughly {minutes} min on a 2-core CPU{hint}.")
@@ -202,6 +229,16 @@ def push(
         sha = client.upload_folder(folder, entry["repo_id"], message=f"Upload lab checkpoint {name}")
         stderr_console().print(f"Pushed {name} to {entry['repo_id']}")
         typer.echo(f"{entry['repo_id']}@{sha}")
+
+
+def _save_steps(spec: str | None) -> tuple[int, ...]:
+    """`--ct-save-steps 100,200` as step counts."""
+    if not spec:
+        return ()
+    try:
+        return tuple(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--ct-save-steps {spec!r} is not a comma-separated list of step counts") from None
 
 
 def stage_steps(*, quick: bool, steps: str | None) -> dict[str, int]:

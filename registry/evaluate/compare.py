@@ -7,7 +7,7 @@ column header, with a footnote, so a `--limit` number is never read as a full-sp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from registry.errors import EvaluationError
@@ -31,6 +31,7 @@ class Cell:
         n_total: documents in the split.
         reference_limited: the first column's value (the delta's reference) comes from a
             partial evaluation, so the delta does too.
+        vs_ct_sft: value minus the CT-then-SFT baseline's (when a baseline column is given).
     """
 
     value: float | None
@@ -39,6 +40,7 @@ class Cell:
     n_samples: int = 0
     n_total: int = 0
     reference_limited: bool = False
+    vs_ct_sft: float | None = None
 
     @property
     def limited(self) -> bool:
@@ -68,6 +70,7 @@ class Comparison:
     models: tuple[str, ...]
     limited: tuple[bool, ...]
     rows: tuple[Row, ...]
+    ct_sft_column: int | None = None  # index of the CT-then-SFT baseline's column (the last), if any
 
     @property
     def any_limited(self) -> bool:
@@ -75,12 +78,16 @@ class Comparison:
         return any(self.limited)
 
 
-def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | None = None) -> Comparison:
+def build_comparison(
+    records: Sequence[EvalRecord], *, labels: Sequence[str] | None = None, ct_sft: EvalRecord | None = None
+) -> Comparison:
     """Line up the metrics of several records; the first record is the reference column.
 
     Args:
         records: results records, reference first.
         labels: column names; defaults to each model's short label.
+        ct_sft: the CT-then-SFT baseline's record (the paper's comparison): a last column,
+            labelled `CT-then-SFT`, and in every other cell the difference to it.
 
     Returns:
         The Comparison (rows in order of first appearance).
@@ -88,6 +95,20 @@ def build_comparison(records: Sequence[EvalRecord], *, labels: Sequence[str] | N
     Raises:
         EvaluationError: no records, or labels of the wrong length.
     """
+    if ct_sft is not None:
+        plain = build_comparison(records, labels=labels)
+        both = build_comparison([*records, ct_sft], labels=[*plain.models, "CT-then-SFT"])
+        baseline_rows = []
+        for row in both.rows:
+            base = row.cells[-1].value
+            marked = tuple(
+                c
+                if i == len(row.cells) - 1 or c.value is None or base is None
+                else replace(c, vs_ct_sft=c.value - base)
+                for i, c in enumerate(row.cells)
+            )
+            baseline_rows.append(replace(row, cells=marked))
+        return replace(both, rows=tuple(baseline_rows), ct_sft_column=len(records))
     if not records:
         raise EvaluationError("Nothing to compare: pass at least one results file.")
     if labels is not None and len(labels) != len(records):
@@ -159,6 +180,8 @@ def format_cell(cell: Cell) -> str:
         text += f" ({cell.delta:+.4f}{mark})"
     if cell.limited:
         text += LIMIT_MARK
+    if cell.vs_ct_sft is not None:
+        text += f" [{cell.vs_ct_sft:+.4f} vs CT-then-SFT]"
     return text
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import EvaluationError
+from registry.errors import DataNotFoundError, EvaluationError
 from registry.evaluate.bars import harness_progress
 from registry.evaluate.cache import ResultCache, cache_key
 from registry.evaluate.records import EvalRecord, MetricValue, TaskResult
@@ -103,16 +103,26 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
         limit: the `--limit` override; the smaller of it and a task's own limit wins.
 
     Returns:
-        One PlannedTask per suite task, in order.
+        One PlannedTask per suite task, in order; an optional task whose data is missing is left
+        out (with a warning).
 
     Raises:
-        EvaluationError: an unknown task or a broken config.
-        DataNotFoundError: a data file is missing.
+        EvaluationError: an unknown task or a broken config, or every task left out.
+        DataNotFoundError: a data file of a required task is missing.
     """
     planned = []
     for item in suite.tasks:
         spec = find_task(item.task, tasks_dir=tasks_dir)
-        spec.to_lm_eval(data_dir=data_dir)  # raises DataNotFoundError early, before any model loads
+        try:
+            spec.to_lm_eval(data_dir=data_dir)  # raises DataNotFoundError early, before any model loads
+        except DataNotFoundError:
+            if not item.optional:
+                raise
+            missing = next((rel for rel in spec.data_files().values() if not (data_dir / rel).is_file()), "?")
+            log.warning(
+                "Skipping optional task %s: no %s in the data (docs/eval.md says how to add it)", item.task, missing
+            )
+            continue
         shots = item.num_fewshot if item.num_fewshot is not None else int(spec.config.get("num_fewshot") or 0)
         limits = [x for x in (limit, item.limit) if x is not None]
         planned.append(
@@ -122,6 +132,10 @@ def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | No
                 limit=min(limits) if limits else None,
                 task_hash=task_hash(spec, data_dir=data_dir if spec.uses_local_data() else None),
             )
+        )
+    if not planned:
+        raise EvaluationError(
+            f"No task of the {suite.language} suite has its data in {data_dir}; see docs/eval.md for how to add it."
         )
     return planned
 
@@ -224,6 +238,35 @@ def _rolling_without_bos(lm: LM, *, enabled: bool) -> Iterator[None]:
         lm.add_bos_token = saved
 
 
+def _load_task(planned: PlannedTask, config: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's task dict for one planned task: ours from its config, lm-eval's by name.
+
+    lm-eval's own tasks are built by lm-eval from their folder (so their `!function` hooks and
+    includes resolve as lm-eval's CLI would) and read their Hub dataset themselves: offline, or
+    without access, that fails here, before any scoring, with one line saying so.
+    """
+    from lm_eval.tasks import TaskManager
+
+    spec = planned.spec
+    if not spec.lm_eval:
+        loaded: dict[str, Any] = TaskManager(include_defaults=False).load([config])
+        return loaded
+    dataset = spec.config.get("dataset_path", "?")
+    try:
+        loaded = TaskManager(include_defaults=False, include_path=str(spec.path.parent)).load([spec.name])
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:  # datasets' download errors derive from these
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise EvaluationError(
+            f"lm-eval task {spec.name} reads the Hub dataset {dataset}, which cannot be loaded here ({reason}); "
+            "run it where huggingface.co is reachable (HF_ENDPOINT, HF_TOKEN for gated data), or use a task of "
+            "recipes/tasks with local data (docs/eval.md).",
+            task=spec.name,
+        ) from None
+    for task in loaded["tasks"].values():
+        task.set_config(key="num_fewshot", value=planned.num_fewshot)
+    return loaded
+
+
 def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = True) -> TaskResult:
     """Evaluate one task with lm-eval (seeded: the same model gives the same numbers).
 
@@ -246,7 +289,6 @@ def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = T
     import numpy as np
     import torch
     from lm_eval.evaluator import evaluate
-    from lm_eval.tasks import TaskManager
 
     config = planned.spec.to_lm_eval(data_dir=data_dir, num_fewshot=planned.num_fewshot)
     started = time.perf_counter()
@@ -254,7 +296,7 @@ def run_task(lm: LM, planned: PlannedTask, *, data_dir: Path, progress: bool = T
     np.random.seed(HARNESS_SEEDS[1])
     torch.manual_seed(HARNESS_SEEDS[2])
     with harness_progress(enabled=progress):
-        loaded = TaskManager(include_defaults=False).load([config])  # builds the dataset splits
+        loaded = _load_task(planned, config)  # builds the dataset splits
         for task in loaded["tasks"].values():
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
         with _rolling_without_bos(lm, enabled=config["output_type"] == "loglikelihood_rolling"):

@@ -21,6 +21,9 @@ class SuiteTask(BaseModel):
         task: a task name from `recipes/tasks/` (the file stem).
         num_fewshot: shots; None keeps the task config's own `num_fewshot`.
         limit: evaluate only the first N documents (results are then labelled as limited).
+        optional: skip the task, with a warning, when its data files are missing (Belebele
+            outside English, MiLiC-Eval: data that must be fetched by hand); a required task
+            with missing data stops the run.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -28,6 +31,7 @@ class SuiteTask(BaseModel):
     task: str
     num_fewshot: int | None = Field(default=None, ge=0)
     limit: int | None = Field(default=None, ge=1)
+    optional: bool = False
 
 
 class Suite(BaseModel):
@@ -101,6 +105,9 @@ def load_suite(path: Path) -> Suite:
 def select_tasks(suite: Suite, names: list[str] | tuple[str, ...]) -> Suite:
     """The suite restricted to `names` (in suite order); an empty selection keeps every task.
 
+    A task named here is no longer optional: asking for it by name and skipping it would hide
+    that its data is missing.
+
     Raises:
         EvaluationError: a name that is not in the suite (the message lists the suite's tasks).
     """
@@ -113,4 +120,5 @@ def select_tasks(suite: Suite, names: list[str] | tuple[str, ...]) -> Suite:
             f"Task(s) {', '.join(unknown)} are not in the {suite.language} suite; choose from: {', '.join(known)}.",
             task=unknown[0],
         )
-    return suite.model_copy(update={"tasks": tuple(t for t in suite.tasks if t.task in names)})
+    chosen = tuple(t.model_copy(update={"optional": False}) for t in suite.tasks if t.task in names)
+    return suite.model_copy(update={"tasks": chosen})

@@ -8,15 +8,21 @@ loader cannot: its `!function` only imports modules beside the YAML file):
 - the string `$DATA_DIR` in any value is replaced by the data directory (a local copy of the
   `../shared/data` layout, or the snapshot of the Hub dataset repo).
 Files whose name starts with `_` are templates, not tasks.
+
+lm-eval's own tasks (`belebele_ben_Beng`, `mgsm_native_cot_bn`, ...) are accepted by name too: a
+name with no file here is looked up in lm-eval's task index, and `lm_eval:NAME` asks for lm-eval's
+task even where one of ours has that name. Those read their Hub datasets themselves (online only).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ import yaml
 from registry.errors import DataNotFoundError, EvaluationError
 
 DATA_DIR_PLACEHOLDER = "$DATA_DIR"
+LM_EVAL_PREFIX = "lm_eval:"
 _FUNCTION_PREFIX = "registry.evaluate."
 _REQUIRED = ("task", "output_type", "doc_to_text", "doc_to_target", "test_split")
 _OUTPUT_TYPES = ("loglikelihood", "loglikelihood_rolling", "generate_until", "multiple_choice")
@@ -77,14 +84,18 @@ class TaskSpec:
         name: the lm-eval task name (`task:`), also the file stem.
         path: the YAML file.
         config: the merged config; `!function` values are `FunctionRef`s.
+        lm_eval: an lm-eval task (its own YAML in lm-eval's package), built by lm-eval by name.
     """
 
     name: str
     path: Path
     config: dict[str, Any]
+    lm_eval: bool = False
 
     def data_files(self) -> dict[str, str]:
         """Split -> file, relative to the data directory (`$DATA_DIR/` stripped); {} for Hub data."""
+        if self.lm_eval:
+            return {}
         files = (self.config.get("dataset_kwargs") or {}).get("data_files") or {}
         prefix = DATA_DIR_PLACEHOLDER + "/"
         return {split: f[len(prefix) :] for split, f in files.items() if isinstance(f, str) and f.startswith(prefix)}
@@ -183,18 +194,71 @@ def load_task(path: Path) -> TaskSpec:
 
 
 def find_task(name: str, *, tasks_dir: Path) -> TaskSpec:
-    """Load the task called `name` from `tasks_dir`.
+    """Load the task called `name`: ours from `tasks_dir`, else lm-eval's (`lm_eval:NAME`: lm-eval's only).
 
     Raises:
-        EvaluationError: no such task (the message lists the available ones).
+        EvaluationError: no such task (the message lists ours and points at lm-eval's).
     """
+    if name.startswith(LM_EVAL_PREFIX):
+        return lm_eval_task(name.removeprefix(LM_EVAL_PREFIX))
     path = tasks_dir / f"{name}.yaml"
-    if name.startswith("_") or not path.is_file():
-        raise EvaluationError(
-            f"Unknown task {name!r} (looked for {path}); available: {', '.join(list_tasks(tasks_dir)) or 'none'}.",
-            task=name,
-        )
-    return load_task(path)
+    if not name.startswith("_") and path.is_file():
+        return load_task(path)
+    if _is_task_name(name):
+        found = _lm_eval_entry(name)
+        if found is not None:
+            return found
+    raise EvaluationError(
+        f"Unknown task {name!r} (looked for {path} and in lm-eval's tasks); ours: "
+        f"{', '.join(list_tasks(tasks_dir)) or 'none'}; lm-eval's: `lm-eval ls tasks`.",
+        task=name,
+    )
+
+
+def _is_task_name(name: str) -> bool:
+    # lm-eval's names are identifiers with dashes and dots; anything else (a path) is not looked up.
+    return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(("_", "."))
+
+
+def lm_eval_task(name: str) -> TaskSpec:
+    """lm-eval's own task `name` (a single task, not a group or tag), from its installed YAML.
+
+    Raises:
+        EvaluationError: lm-eval has no such task (the message suggests close names).
+    """
+    found = _lm_eval_entry(name) if _is_task_name(name) else None
+    if found is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(_lm_eval_tasks()), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise EvaluationError(f"lm-eval has no task {name!r}{hint}; list them with `lm-eval ls tasks`.", task=name)
+    return found
+
+
+def _lm_eval_entry(name: str) -> TaskSpec | None:
+    found = _lm_eval_tasks().get(name)
+    if found is None:
+        return None
+    path, config = found
+    return TaskSpec(name=name, path=path, config=copy.deepcopy(config), lm_eval=True)
+
+
+@cache
+def _lm_eval_tasks() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """lm-eval's single YAML tasks: name -> (file, config with includes resolved).
+
+    Read once per process (indexing the installed package takes seconds); the package does not
+    change while it runs.
+    """
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    return {
+        name: (Path(entry.yaml_path), dict(entry.cfg or {}))
+        for name, entry in TaskManager().task_index.items()
+        if entry.kind == Kind.TASK and entry.yaml_path is not None
+    }
 
 
 def list_tasks(tasks_dir: Path) -> list[str]:
@@ -225,7 +289,9 @@ def task_hash(spec: TaskSpec, *, data_dir: Path | None) -> str:
     Returns:
         A sha256 hex digest.
     """
-    digest = hashlib.sha256(json.dumps(_canonical(spec.config), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    canonical = {"lm_eval_task": spec.name, **spec.config} if spec.lm_eval else spec.config
+    text = json.dumps(_canonical(canonical), sort_keys=True, ensure_ascii=False, default=str)
+    digest = hashlib.sha256(text.encode("utf-8"))
     if data_dir is not None:
         for split, rel in sorted(spec.data_files().items()):
             digest.update(f"\0{split}\0{rel}\0".encode())

@@ -2,7 +2,8 @@
 
 tokenizer -> tiny Llama base (pre-trained on English) -> CT-X per language (continued
 pre-training on X text mixed 4:1 with English) -> SFT (the base fine-tuned on English task data in
-the evaluation prompt format). Each checkpoint is a Hugging Face directory with a model card;
+the evaluation prompt format) -> optionally CT-then-SFT (`ct_sft`: the same SFT stage run on each CT
+checkpoint, the paper's baseline). Each checkpoint is a Hugging Face directory with a model card;
 `lab.json` beside them records the settings, the data, the training losses and how far each model
 moved from the base (relative L2 norms of the weight deltas, overall and per tensor group).
 """
@@ -58,6 +59,10 @@ class LabConfig(BaseModel):
     sft_steps: int = Field(default=300, ge=1)
     # intermediate checkpoints of each CT run (same run, same data order): `ct-<lang>-step<N>/`
     ct_save_steps: tuple[int, ...] = ()
+    # CT-then-SFT (the paper's baseline): the SFT stage (same data, steps, learning rate and seed)
+    # run on each final CT and each saved CT step: `ct-<lang>-sft/`, `ct-<lang>-step<N>-sft/`.
+    # Off by default: it adds (1 + saved steps) SFT runs per language to the build.
+    ct_sft: bool = False
     base_lr: float = Field(default=2e-3, gt=0)
     ct_lr: float = Field(default=5e-4, gt=0)
     sft_lr: float = Field(default=1e-3, gt=0)
@@ -105,6 +110,7 @@ class LabCheckpoint:
     repo_id: str
     role: str
     language: str
+    parent: str | None = None  # the repo id it was trained from, when not the base (CT-then-SFT: its CT)
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,36 @@ def build_lab(
 
     trained["sft"] = _stage(sft_dir, resume=resume, train=train_sft)
     checkpoints.append(LabCheckpoint("sft", sft_dir, names["sft"], "sft", ENGLISH))
+    if config.ct_sft:
+        for name, start, parent, lang in _ct_sft_starts(out_dir, config, names):
+            target = out_dir / f"{name}-sft"
+
+            def train_ct_sft(start: Path = start, target: Path = target, name: str = name) -> TrainResult:
+                # The SFT stage exactly, started from the CT checkpoint instead of the base.
+                return train_causal_lm(
+                    start, _sft_mix(corpora, fmt=fmt, config=config), out_dir=target, steps=config.sft_steps,
+                    lr=config.sft_lr, batch_size=config.batch_size, seq_len=config.sft_seq_len, seed=config.seed + 100,
+                    progress=progress, desc=f"{name}-sft",
+                )  # fmt: skip
+
+            trained[f"{name}-sft"] = _stage(target, resume=resume, train=train_ct_sft)
+            repo_id = f"{config.repo_prefix}/tiny-{name}-sft"
+            checkpoints.append(LabCheckpoint(f"{name}-sft", target, repo_id, "ct_sft", lang, parent=parent))
     manifest = _finish(out_dir, checkpoints, trained, corpora=corpora, config=config, fmt=fmt, data_dir=data_dir)
     return LabResult(out_dir=out_dir, checkpoints=tuple(checkpoints), manifest=manifest, synthetic=corpora.synthetic)
+
+
+def _ct_sft_starts(out_dir: Path, config: LabConfig, names: dict[str, str]) -> list[tuple[str, Path, str, str]]:
+    """(name, directory, repo id, language) of every CT checkpoint a CT-then-SFT starts from:
+    each final CT, then each of its saved steps (`ct-<lang>-step<N>`), in step order."""
+    starts = []
+    for lang in config.languages:
+        starts.append((f"ct-{lang}", out_dir / f"ct-{lang}", names[f"ct-{lang}"], lang))
+        for step in config.ct_save_steps:
+            if step < config.ct_steps:
+                name = f"ct-{lang}-step{step}"
+                starts.append((name, ct_step_dir(out_dir, lang, step), f"{config.repo_prefix}/tiny-{name}", lang))
+    return starts
 
 
 def _stage(model_dir: Path, *, resume: bool, train: Callable[[], TrainResult]) -> TrainResult:
@@ -347,7 +381,7 @@ def _finish(
             ckpt.path,
             LabCardInfo(
                 repo_id=ckpt.repo_id, role=ckpt.role, language=ckpt.language,  # type: ignore[arg-type]
-                base_model=None if ckpt is base else base.repo_id,
+                base_model=None if ckpt is base else (ckpt.parent or base.repo_id),
                 training=f"{result.steps} steps, {result.tokens} loss-bearing tokens, loss {result.first_loss:.3f} -> "
                 f"{result.last_loss:.3f}.",
                 sources=corpora.sources, license=_license(ckpt.role, corpora), n_params=n_params,
@@ -359,6 +393,7 @@ def _finish(
             "repo_id": ckpt.repo_id,
             "role": ckpt.role,
             "language": ckpt.language,
+            **({"parent": ckpt.parent} if ckpt.parent else {}),
             "n_params": n_params,
             "train": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()},
             "delta_vs_base": norms,
@@ -379,7 +414,7 @@ def _finish(
 def _license(role: str, corpora: LabCorpora) -> str:
     if corpora.synthetic:
         return "apache-2.0"
-    if role == "sft" and any("alpaca" in s for s in corpora.sources):
+    if role in ("sft", "ct_sft") and any("alpaca" in s for s in corpora.sources):
         return "cc-by-nc-4.0"  # the Alpaca records are CC BY-NC
     return "cc-by-sa-4.0"  # NTREX-128 / FLORES-derived SIB text
 

@@ -1,7 +1,8 @@
 """Model cards for lab checkpoints: the metadata `registry add` and the catalog read.
 
 CT cards carry the target language and the tag `mergeling-ct`, SFT cards `mergeling-sft`, and
-both name the base in `base_model`, as a real CT-X or SFT repo on the Hub would.
+both name the base in `base_model`, as a real CT-X or SFT repo on the Hub would. CT-then-SFT cards
+carry the language and `mergeling-ct-sft`, and name the CT they started from in `base_model`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from typing import Literal
 
 from registry.languages import ISO_639_1
 
-Role = Literal["base", "ct", "sft"]
+Role = Literal["base", "ct", "sft", "ct_sft"]
 
-ROLE_TAGS: dict[Role, str] = {"base": "mergeling-base", "ct": "mergeling-ct", "sft": "mergeling-sft"}
+ROLE_TAGS: dict[Role, str] = {
+    "base": "mergeling-base",
+    "ct": "mergeling-ct",
+    "sft": "mergeling-sft",
+    "ct_sft": "mergeling-ct-sft",
+}
 
 _TEMPLATE = """---
 {{ card_data }}
@@ -46,7 +52,7 @@ class LabCardInfo:
 
     Attributes:
         repo_id: the name the checkpoint would have on a Hub (`mergeling-lab/tiny-ct-ben_Beng`).
-        role: base, ct or sft.
+        role: base, ct, sft or ct_sft (a CT model further fine-tuned on the SFT data).
         language: FLORES-200 code of the language it was trained for (`eng_Latn` for base/SFT).
         base_model: the base's repo id (None for the base itself).
         training: one paragraph on how it was trained.
@@ -124,6 +130,11 @@ def write_lab_card(model_dir: Path, info: LabCardInfo) -> Path:
 def _summary(info: LabCardInfo) -> str:
     if info.role == "ct":
         return f"Continued pre-training of the base on {info.language} text mixed 4:1 with English (a CT-X model)."
+    if info.role == "ct_sft":
+        return (
+            f"The {info.language} CT model `{info.base_model}` fine-tuned on the SFT model's English task data, "
+            "same data and steps (a CT-then-SFT model: the baseline that merging is compared with)."
+        )
     if info.role == "sft":
         return "The base fine-tuned on English task data in the evaluation prompt format (an SFT model)."
     return "A tiny Llama pre-trained from scratch on English text: the shared base of the lab's CT and SFT models."

@@ -44,7 +44,7 @@ def _push(config: BotConfig, alice, folder: Path, repo: str, language: str, base
 
 
 def test_group_recipe_is_remerged_on_a_new_revision_of_any_member(hub, tiny_family, tmp_path: Path) -> None:
-    group = yaml.safe_load((REPO_ROOT / "recipes" / "multi-khk_Cyrl-uig_Arab-ties-sv.yaml").read_text())
+    group = yaml.safe_load((REPO_ROOT / "recipes" / "multi-mon_Mong-uig_Arab-ties-sv.yaml").read_text())
     group["models"][0]["language"], group["models"][1]["language"] = "ben_Beng", "tam_Taml"
     config, alice, bob = _world(hub, tiny_family, tmp_path, "grp", {"multi-ben-tam.yaml": group})
     eval_fixture(tmp_path / "eval", "tam_Taml")  # both member languages have a suite

@@ -62,7 +62,7 @@ def lab(hub: HubHandle, tmp_path_factory: pytest.TempPathFactory) -> Lab:
     for user in ("pkupie", "meta-llama"):
         stand_in = hub.client(hub.make_token(user))
         names = ["Llama-2-7b-hf"] if user == "meta-llama" else [
-            f"Llama-2-7b-{code}" for code in ("ben", "tam", "tel", "bod", "uig", "mon", "FLAN-step884")
+            f"Llama-2-7b-{code}" for code in ("ben", "tam", "tel", "ori", "bod", "uig", "mon", "FLAN-step884")
         ]  # fmt: skip
         for name in names:
             folder = base if user == "meta-llama" else (sft if "FLAN" in name else ct)
@@ -219,13 +219,14 @@ def test_sync_discovers_checkpoints_from_card_metadata(lab: Lab) -> None:
 def test_add_from_seed_verifies_on_the_hub(lab: Lab, repo_root: Path) -> None:
     seed = str(repo_root / "recipes" / "registry-seed.yaml")
     added = ok(run(lab, "add", "--from", seed, registry="alice/cli-seed")).split()
-    assert len(added) == 7 and all(not i.endswith("-main") for i in added)
-    assert "ct-khk_Cyrl-pkupie--Llama-2-7b-mon-" in " ".join(added)
+    assert len(added) == 8 and all(not i.endswith("-main") for i in added)
+    assert "ct-mon_Mong-pkupie--Llama-2-7b-mon-" in " ".join(added)
     pairs = json.loads(ok(run(lab, "pairs", "--json", registry="alice/cli-seed")))
-    assert len(pairs) == 6 and {p["status"] for p in pairs} == {"compatible"}
-    assert {p["language"] for p in pairs} == {"ben_Beng", "tam_Taml", "tel_Telu", "bod_Tibt", "uig_Arab", "khk_Cyrl"}
+    assert len(pairs) == 7 and {p["status"] for p in pairs} == {"compatible"}
+    langs = {"ben_Beng", "tam_Taml", "tel_Telu", "ory_Orya", "bod_Tibt", "uig_Arab", "mon_Mong"}
+    assert {p["language"] for p in pairs} == langs
     again = run(lab, "add", "--from", seed, registry="alice/cli-seed")
-    assert ok(again) == "" and "0 entries" in again.stderr and "7 already present" in again.stderr
+    assert ok(again) == "" and "0 entries" in again.stderr and "8 already present" in again.stderr
 
 
 def test_add_from_seed_refuses_unverifiable_unless_no_verify(lab: Lab, tmp_path: Path) -> None:
@@ -235,16 +236,16 @@ def test_add_from_seed_refuses_unverifiable_unless_no_verify(lab: Lab, tmp_path:
     refused = run(lab, "add", "--from", str(seed), registry="alice/cli-unverified")
     assert refused.exit_code == 1
     message = " ".join(refused.stderr.split())
-    assert "1 of 8 seed checkpoints could not be verified, nothing added" in message
+    assert "1 of 9 seed checkpoints could not be verified, nothing added" in message
     assert "pkupie/Llama-2-7b-ory: repo not found" in message and "--no-verify" in message
     assert run(lab, "list", registry="alice/cli-unverified").exit_code == 1  # registry never created
 
     added = ok(run(lab, "add", "--from", str(seed), "--no-verify", registry="alice/cli-unverified")).split()
-    assert len(added) == 8 and all(i.endswith("-main") for i in added)
+    assert len(added) == 9 and all(i.endswith("-main") for i in added)
     entries = json.loads(ok(run(lab, "list", "--json", registry="alice/cli-unverified")))
     assert {(e["verified"], e["source"], e["shape"]) for e in entries} == {(False, "seed", None)}
     pairs = json.loads(ok(run(lab, "pairs", "--json", registry="alice/cli-unverified")))
-    assert len(pairs) == 7 and {p["status"] for p in pairs} == {"unverified"}
+    assert len(pairs) == 8 and {p["status"] for p in pairs} == {"unverified"}
     assert "unverified" in ok(run(lab, "list", registry="alice/cli-unverified"))
 
 
@@ -275,3 +276,42 @@ def test_add_ct_checks_the_flores_list(lab: Lab, monkeypatch: pytest.MonkeyPatch
     refused = run(lab, *args)
     assert refused.exit_code == 2 and "not in the FLORES-200 list" in refused.stderr
     assert "MERGELING_EXTRA_LANGUAGES=xxx_Yyyy" in refused.stderr
+
+
+def test_add_ct_sft_pairs_know_their_baseline(lab: Lab, tmp_path: Path) -> None:
+    """`registry add ct-sft`: verified against its CT, listed, shown as the pair's CT-then-SFT baseline."""
+    from registry.lab.tiny import derive_finetune
+
+    client = lab.hub.client()
+    ct_sft = derive_finetune(lab.tmp / "ct", tmp_path / "ct-sft", seed=7)  # the CT, further fine-tuned
+    wrong = derive_finetune(lab.tmp / "sft", tmp_path / "wrong", seed=8)  # base vocabulary: not from the CT
+    for repo, folder in (("lab/tiny-ct-sft", ct_sft), ("lab/tiny-wrong-ct-sft", wrong)):
+        if not client.repo_exists(repo):
+            client.create_repo(repo)
+            client.upload_folder(folder, repo)
+    registry = "alice/cli-ct-sft"
+    ok(run(lab, "add", "sft", "lab/tiny-sft", "--base", "lab/tiny-base", "--data", "flan", registry=registry))
+    missing = run(lab, "add", "ct-sft", "lab/tiny-ct-sft", "--ct", "lab/tiny-ct", registry=registry)
+    assert missing.exit_code == 1
+    assert "CT lab/tiny-ct is not in alice/cli-ct-sft; record it first with `registry add ct" in " ".join(
+        missing.stderr.split()
+    )
+    ct_id = ok(
+        run(lab, "add", "ct", "lab/tiny-ct", "--language", "ben_Beng", "--base", "lab/tiny-base", "--tokens", "12345",
+            registry=registry)
+    ).strip()  # fmt: skip
+    refused = run(lab, "add", "ct-sft", "lab/tiny-wrong-ct-sft", "--ct", "lab/tiny-ct", registry=registry)
+    assert refused.exit_code == 1 and "vocab" in refused.stderr.lower()
+    baseline = ok(
+        run(lab, "add", "ct-sft", "lab/tiny-ct-sft", "--ct", "lab/tiny-ct", "--data", "flan", registry=registry)
+    ).strip()
+    assert baseline.startswith("ct_sft-ben_Beng-lab--tiny-ct-sft-")
+    shown = json.loads(ok(run(lab, "show", baseline, registry=registry)))
+    assert shown["kind"] == "ct_sft" and shown["language"] == "ben_Beng" and shown["ct_tokens"] == 12345
+    assert shown["ct"] == {"repo": "lab/tiny-ct", "revision": lab.sha["lab/tiny-ct"]}
+    assert shown["base"]["repo"] == "lab/tiny-base" and shown["data"] == "flan"
+    listed = json.loads(ok(run(lab, "list", "--json", "--kind", "ct_sft", registry=registry)))
+    assert [e["id"] for e in listed] == [baseline]
+    assert baseline in ok(run(lab, "list", "--language", "ben_Beng", registry=registry))
+    (pair,) = json.loads(ok(run(lab, "pairs", "--json", registry=registry)))
+    assert pair["ct_id"] == ct_id and pair["ct_sft_ids"] == [baseline] and pair["status"] == "compatible"

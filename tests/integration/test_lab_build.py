@@ -172,6 +172,37 @@ def test_synthetic_fallback_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "is not empty" in again.stderr and "--overwrite" in again.stderr and "--resume" in again.stderr
 
 
+def test_ct_then_sft_is_built_on_every_ct_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ct-sft: the SFT stage (same data, steps, seed) run on the final CT and on each saved CT step."""
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load_file
+
+    work = tmp_path / "nowhere" / "main"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)  # synthetic text: this checks the pipeline, not the numbers
+    out = tmp_path / "lab"
+    args = ["-q", "lab", "build", "--out", str(out), "--languages", "ben_Beng", "--steps", "base=2,ct=4,sft=3",
+            "--ct-save-steps", "2", "--ct-sft"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Training 15 steps in all" in result.stderr  # 2 + 4 + 3 * (SFT + 2 CT-then-SFT)
+    manifest = json.loads((out / "lab.json").read_text(encoding="utf-8"))
+    entries = manifest["checkpoints"]
+    assert list(entries) == ["base", "ct-ben_Beng", "sft", "ct-ben_Beng-sft", "ct-ben_Beng-step2-sft"]
+    for name, parent in (("ct-ben_Beng-sft", "ct-ben_Beng"), ("ct-ben_Beng-step2-sft", "ct-ben_Beng-step2")):
+        entry = entries[name]
+        assert entry["role"] == "ct_sft" and entry["language"] == "ben_Beng"
+        assert entry["parent"] == f"mergeling-lab/tiny-{parent}" and entry["train"]["steps"] == 3
+        card = ModelCard.load(str(out / name / "README.md")).data
+        assert "mergeling-ct-sft" in card.tags and card.base_model == f"mergeling-lab/tiny-{parent}"
+        assert card.language == ["bn"]
+        # It started from its CT: it is nearer to that CT than the SFT (trained from the base) is.
+        mine, ct, sft = (load_file(str(out / n / "model.safetensors")) for n in (name, parent, "sft"))
+        key = "model.layers.0.mlp.down_proj.weight"
+        assert (mine[key] - ct[key]).norm() < (sft[key] - ct[key]).norm()
+    assert entries["sft"]["train"]["steps"] == 3 and "parent" not in entries["sft"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

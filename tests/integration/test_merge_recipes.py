@@ -18,18 +18,16 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 # recipes/*.yaml that are not merge recipes (owned elsewhere): the catalog's seed list.
 NOT_MERGE_RECIPES = {"registry-seed.yaml"}
 MERGE_RECIPES = sorted(p for p in RECIPES.glob("*.yaml") if p.name not in NOT_MERGE_RECIPES)
-LANGS = ("ben_Beng", "tam_Taml", "tel_Telu", "bod_Tibt", "uig_Arab", "khk_Cyrl")
+LANGS = ("ben_Beng", "tam_Taml", "tel_Telu", "ory_Orya", "bod_Tibt", "uig_Arab", "mon_Mong")
+METHODS = ("linear", "ties", "ties-sv")
 
 
 def test_the_shipped_recipes_are_all_there() -> None:
     names = {p.name for p in MERGE_RECIPES}
-    assert {f"{lang}-ties-sv.yaml" for lang in LANGS} <= names
-    assert {
-        "ben_Beng-ties.yaml",
-        "ben_Beng-linear.yaml",
-        "multi-khk_Cyrl-uig_Arab-ties-sv.yaml",
-        "demo-tiny.yaml",
-    } <= names
+    assert {f"{lang}-{method}.yaml" for lang in LANGS for method in METHODS} <= names
+    assert {f"multi-mon_Mong-uig_Arab-{method}.yaml" for method in METHODS} <= names
+    assert "demo-tiny.yaml" in names
+    assert not any("khk_Cyrl" in name for name in names)  # the paper's Mongolian is Traditional script
 
 
 @pytest.mark.parametrize("path", [p for p in MERGE_RECIPES if p.name != "demo-tiny.yaml"], ids=lambda p: p.name)
@@ -81,3 +79,31 @@ def test_demo_recipe_is_plain_yaml_with_comments() -> None:
     text = (RECIPES / "demo-tiny.yaml").read_text()
     assert text.lstrip().startswith("#")
     assert yaml.safe_load(text)["merge_method"] == "ties_sv"
+
+
+@pytest.mark.parametrize("path", [p for p in MERGE_RECIPES if p.name != "demo-tiny.yaml"], ids=lambda p: p.name)
+def test_hub_recipe_matches_the_seed_metadata(path: Path) -> None:
+    """Each paper recipe names the seed file's checkpoints with the seed file's languages."""
+    from registry.catalog.seed import load_seed
+
+    seed = load_seed(RECIPES / "registry-seed.yaml")
+    cts = {c.repo: c.language for c in seed.checkpoints if c.kind == "ct"}
+    sfts = {c.repo for c in seed.checkpoints if c.kind == "sft"}
+    recipe = load_recipe(path)
+    assert recipe.base_model == seed.base
+    for entry in recipe.models:
+        if entry.role == "ct":
+            assert cts.get(entry.model) == entry.language, f"{path.name}: {entry.model} is {cts.get(entry.model)}"
+        else:
+            assert entry.model in sfts
+    assert recipe.merge_method.replace("_", "-") in path.stem
+    assert set(recipe.languages()) <= set(cts.values())
+
+
+def test_every_seed_language_has_every_method() -> None:
+    from registry.catalog.seed import load_seed
+
+    seed = load_seed(RECIPES / "registry-seed.yaml")
+    for lang in {c.language for c in seed.checkpoints if c.kind == "ct"}:
+        for method in METHODS:
+            assert (RECIPES / f"{lang}-{method}.yaml").is_file(), f"{lang}-{method}.yaml"

@@ -46,7 +46,7 @@ def test_license_and_languages() -> None:
 
 
 def test_card_metadata_and_body() -> None:
-    recipe = load_recipe(RECIPES / "multi-khk_Cyrl-uig_Arab-ties-sv.yaml")
+    recipe = load_recipe(RECIPES / "multi-mon_Mong-uig_Arab-ties-sv.yaml")
     inputs = _inputs()[:3] + [
         CardInput(
             "pkupie/Llama-2-7b-FLAN-step884",
@@ -117,3 +117,24 @@ def test_a_mergekit_config_without_roles_claims_no_language() -> None:
     assert card.data.language is None and "language:" not in str(card).split("---")[1]
     text = str(card)
     assert "the CT model's language" not in text and "merge of 2 models" in text and "gives no roles" in text
+
+
+def test_evaluation_table_has_a_ct_then_sft_column_when_given() -> None:
+    recipe = load_recipe(RECIPES / "ben_Beng-ties-sv.yaml")
+
+    def result(task: str, value: float) -> EvalResult:
+        return EvalResult(
+            task_type="text-classification", dataset_type="sib200", dataset_name=task, metric_type="accuracy",
+            metric_value=value,
+        )  # fmt: skip
+
+    merged = [result("SIB-200 ben_Beng", 0.61), result("SIB-200 eng_Latn", 0.7)]
+    card = str(
+        build_model_card(recipe, _inputs(), eval_results=merged, ct_sft_results=[result("SIB-200 ben_Beng", 0.55)])
+    )
+    assert "| task | metric | value | CT-then-SFT |" in card
+    assert (
+        "| SIB-200 ben_Beng | accuracy | 0.61 | 0.55 |" in card and "| SIB-200 eng_Latn | accuracy | 0.7 | — |" in card
+    )
+    assert "CT-then-SFT" not in str(build_model_card(recipe, _inputs(), eval_results=merged))
+    assert ModelCard(card).data.eval_results[0].metric_value == 0.61  # the model-index holds the merge's only

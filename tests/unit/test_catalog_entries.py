@@ -120,7 +120,8 @@ def test_language_codes_rejected_with_examples(code: str) -> None:
 
 def test_language_from_card_maps_iso_codes() -> None:
     assert language_from_card("bn") == "ben_Beng"
-    assert language_from_card("mon") == "khk_Cyrl"
+    assert language_from_card("mon") == "mon_Mong"  # MC² and MiLiC-Eval: Traditional script
+    assert language_from_card("mn") == "mon_Mong" and language_from_card("khk") == "khk_Cyrl"
     assert language_from_card("tam_Taml") == "tam_Taml"
     assert language_from_card("xx") is None
 

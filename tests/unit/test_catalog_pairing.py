@@ -107,3 +107,23 @@ def test_an_adapter_ct_pairs_only_with_sfts_of_its_base() -> None:
     other = check_pair(adapter, sft(base=ModelRef(repo="other/base", revision="c" * 40)))
     assert other.status == "incompatible" and other.notes == ()
     assert other.reasons == (f"different base: CT is on {BASE.repo}, SFT on other/base",)
+
+
+def test_pairs_name_the_ct_then_sft_baselines_of_their_ct() -> None:
+    from registry.catalog.entries import CtSftEntry, ct_sft_entry_id, dump_entry, parse_entry
+
+    ben, ben_old, tam = ct(), ct(sha="3" * 40), ct("tam_Taml", repo="lab/ct-tam")
+
+    def ct_sft(of: CtEntry, repo: str) -> CtSftEntry:
+        return CtSftEntry(
+            id=ct_sft_entry_id(repo=repo, revision="4" * 40, language=of.language), repo=repo, revision="4" * 40,
+            language=of.language, base=BASE, shape=SHAPE, ct=of.ref, data="flan", ct_tokens=1000,
+        )  # fmt: skip
+
+    baseline, old_baseline = ct_sft(ben, "lab/ct-sft"), ct_sft(ben_old, "lab/ct-sft-old")
+    assert baseline.id.startswith("ct_sft-ben_Beng-lab--ct-sft-")
+    assert parse_entry(dump_entry(baseline)) == baseline  # stored and read back as its own kind
+    checks = find_pairs([ben, ben_old, tam, sft(), baseline, old_baseline])
+    by_ct = {c.ct_id: c.ct_sft_ids for c in checks}
+    assert by_ct == {ben.id: (baseline.id,), ben_old.id: (old_baseline.id,), tam.id: ()}  # same CT commit only
+    assert len(checks) == 3  # a CT-then-SFT is neither a CT nor an SFT input

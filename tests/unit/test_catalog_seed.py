@@ -20,7 +20,8 @@ def test_shipped_seed_lists_the_papers_checkpoints(repo_root: Path) -> None:
     assert cts == {
         "pkupie/Llama-2-7b-ben": "ben_Beng", "pkupie/Llama-2-7b-tam": "tam_Taml",
         "pkupie/Llama-2-7b-tel": "tel_Telu", "pkupie/Llama-2-7b-bod": "bod_Tibt",
-        "pkupie/Llama-2-7b-uig": "uig_Arab", "pkupie/Llama-2-7b-mon": "khk_Cyrl",
+        "pkupie/Llama-2-7b-uig": "uig_Arab", "pkupie/Llama-2-7b-mon": "mon_Mong",  # MC²: Traditional script
+        "pkupie/Llama-2-7b-ori": "ory_Orya",
     }  # fmt: skip
     sfts = [c for c in seed.checkpoints if c.kind == "sft"]
     assert [(c.repo, c.data) for c in sfts] == [("pkupie/Llama-2-7b-FLAN-step884", "flan")]
@@ -28,7 +29,7 @@ def test_shipped_seed_lists_the_papers_checkpoints(repo_root: Path) -> None:
 
 def test_unverified_seed_entries(repo_root: Path) -> None:
     entries = seed_entries(None, load_seed(repo_root / "recipes" / "registry-seed.yaml"), verify=False)
-    assert len(entries) == 7
+    assert len(entries) == 8
     assert all(not e.verified and e.source == "seed" and e.revision == "main" and e.shape is None for e in entries)
     ben = next(e for e in entries if isinstance(e, CtEntry) and e.language == "ben_Beng")
     assert ben.id == "ct-ben_Beng-pkupie--Llama-2-7b-ben-main"
@@ -37,7 +38,7 @@ def test_unverified_seed_entries(repo_root: Path) -> None:
     assert sft.data == "flan" and sft.note == "English SFT on FLAN, step 884"
     # Unverified entries pair as "unverified", never as compatible.
     checks = find_pairs(entries)
-    assert len(checks) == 6 and {c.status for c in checks} == {"unverified"}
+    assert len(checks) == 7 and {c.status for c in checks} == {"unverified"}
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -73,7 +74,7 @@ def test_missing_seed_file(tmp_path: Path) -> None:
 
 
 def test_verifying_without_a_hub_refuses_every_entry(repo_root: Path) -> None:
-    with pytest.raises(CatalogError, match=r"7 of 7 seed checkpoints could not be verified.*--no-verify"):
+    with pytest.raises(CatalogError, match=r"8 of 8 seed checkpoints could not be verified.*--no-verify"):
         seed_entries(None, load_seed(repo_root / "recipes" / "registry-seed.yaml"), verify=True)
 
 

@@ -77,3 +77,19 @@ def test_difference_to_a_limited_reference_is_marked() -> None:
     assert format_cell(other) == "0.2500 ±0.030 (-0.2500†)"  # the value is full-split, the difference is not
     assert "| 0.5000 ±0.030† | 0.2500 ±0.030 (-0.2500†) |" in render_markdown(table)
     assert not build_comparison([full, full]).rows[0].cells[1].reference_limited
+
+
+def test_ct_then_sft_column_and_differences_to_it() -> None:
+    sft = make_record(make_task(acc=0.25), bpb_task(2.0), path="/m/sft")
+    merge = make_record(make_task(acc=0.5), bpb_task(1.5), path="/m/merge")
+    baseline = make_record(make_task(acc=0.375), bpb_task(1.25), path="/m/ct-sft")
+    table = build_comparison([sft, merge], ct_sft=baseline)
+    assert table.models == ("sft", "merge", "CT-then-SFT") and table.ct_sft_column == 2
+    acc, bpb = table.rows
+    assert acc.cells[1].vs_ct_sft == pytest.approx(0.125) and acc.cells[0].vs_ct_sft == pytest.approx(-0.125)
+    assert acc.cells[2].vs_ct_sft is None and acc.cells[2].delta == pytest.approx(0.125)  # still vs the first
+    assert bpb.cells[1].vs_ct_sft == pytest.approx(0.25)
+    markdown = render_markdown(table)
+    assert markdown.splitlines()[0] == "| metric | sft | merge | CT-then-SFT |"
+    assert "| 0.5000 ±0.030 (+0.2500) [+0.1250 vs CT-then-SFT] |" in markdown
+    assert build_comparison([sft, merge]).ct_sft_column is None  # no baseline: the table is unchanged

@@ -62,3 +62,16 @@ def test_lab_languages_check_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EXTRA_LANGUAGES_ENV, raising=False)
     with pytest.raises(ValidationError, match="not in the FLORES-200 list"):
         LabConfig(languages=("xxx_Yyyy",))
+
+
+def test_traditional_mongolian_has_its_own_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from registry.languages import ISO_639_1, code_from_card
+
+    monkeypatch.delenv(EXTRA_LANGUAGES_ENV, raising=False)
+    assert "mon_Mong" not in flores200_codes()  # FLORES-200 has only the Cyrillic khk_Cyrl
+    assert check_language("mon_Mong") == "mon_Mong" and check_language("khk_Cyrl") == "khk_Cyrl"
+    assert code_from_card("mn") == "mon_Mong" and code_from_card("MON") == "mon_Mong"
+    assert code_from_card("khk") == "khk_Cyrl"
+    assert ISO_639_1["mon_Mong"] == ISO_639_1["khk_Cyrl"] == "mn"  # what a card writes for either
+    with pytest.raises(ValueError, match="did you mean mon_Mong"):
+        check_language("mon_Cyrl")

@@ -116,7 +116,7 @@ def test_bot_client_unreachable_and_unconfigured() -> None:
 
 def test_card_language() -> None:
     assert card_language({"language": ["en", "bn"]}) == "ben_Beng"
-    assert card_language({"language": "mn"}) == "khk_Cyrl"
+    assert card_language({"language": "mn"}) == "mon_Mong"  # MC²-trained cards: Traditional script
     assert card_language({"language": ["en"]}) is None and card_language({}) is None
 
 
