@@ -210,6 +210,12 @@ def add_ct_sft(
 
     The paper's baseline: merges of the same CT are compared with it (`registry pairs`, the model
     cards, `registry eval compare`). Its language, base and CT tokens are the CT entry's.
+
+    Examples:
+
+      registry add ct-sft alice/tiny-ct-ben_Beng-sft --ct alice/tiny-ct-ben_Beng
+
+      registry add ct-sft my-org/Llama-2-7b-ben-sft --ct pkupie/Llama-2-7b-ben --data flan
     """
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_ct_sft_entry

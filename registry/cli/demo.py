@@ -198,17 +198,24 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def _tokens(workdir: Path) -> dict[str, str]:
     """The demo's tokens (researcher, bot) and webhook secret, created once."""
-    path = workdir / "tokens.json"
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
     from registry.localhub.auth import Accounts
 
+    path = workdir / "tokens.json"
     accounts = Accounts(workdir / "hub")
+    if path.is_file():
+        known = dict(json.loads(path.read_text()))
+        if "password" not in known:  # made by an earlier version of the demo
+            known["password"] = secrets.token_urlsafe(9)
+            accounts.set_password(RESEARCHER, known["password"])
+            path.write_text(json.dumps(known))
+        return known
     tokens = {
         RESEARCHER: accounts.create_token(RESEARCHER, write=True, name="demo"),
         BOT: accounts.create_token(BOT, write=True, name="demo-bot"),
         "secret": secrets.token_urlsafe(24),
+        "password": secrets.token_urlsafe(9),  # alice signs in to the Space with it (--keep-running)
     }
+    accounts.set_password(RESEARCHER, tokens["password"])
     path.write_text(json.dumps(tokens))
     path.chmod(0o600)
     return tokens
@@ -355,6 +362,28 @@ def _report(job: dict[str, Any], hub: Any, *, took: float, total: float) -> None
     stderr_console().print(f"Push -> published in {took:.0f} s ({split}); whole demo {total:.0f} s")
 
 
+def _sign_in_env(hub_dir: Path, *, hub_url: str, port: int) -> dict[str, str]:
+    """The variables Gradio's "Sign in with HF" reads on a Space, pointed at the embedded hub's OpenID
+    provider (an OAuth app registered for this Space's callback URL, once per port)."""
+    path = hub_dir.parent / f"oauth-app-{port}.json"
+    if path.is_file():
+        app = dict(json.loads(path.read_text()))
+    else:
+        from registry.localhub.auth import Accounts
+
+        client_id, secret = Accounts(hub_dir).create_oauth_app(
+            "Mergeling Space (demo)",
+            redirect_uris=[f"http://127.0.0.1:{port}/login/callback"],
+            scopes=["openid", "profile", "read-repos"],
+        )
+        app = {"OAUTH_CLIENT_ID": client_id, "OAUTH_CLIENT_SECRET": secret}
+        path.write_text(json.dumps(app))
+        path.chmod(0o600)
+    # SYSTEM/SPACE_ID: Gradio installs its real OAuth routes only "on a Space" (else a mocked login).
+    return {**app, "OPENID_PROVIDER_URL": hub_url, "OAUTH_SCOPES": "openid profile read-repos",
+            "SYSTEM": "spaces", "SPACE_ID": f"{RESEARCHER}/mergeling-demo"}  # fmt: skip
+
+
 def _keep_running(
     stack: ExitStack,
     *,
@@ -367,7 +396,8 @@ def _keep_running(
 ) -> None:
     console = stderr_console()
     if importlib.util.find_spec("space.cli") is not None:
-        env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": tokens[RESEARCHER]}
+        env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": tokens[RESEARCHER],
+               **_sign_in_env(workdir / "hub", hub_url=hub_url, port=port)}  # fmt: skip
         cmd = [sys.executable, "-c", "from registry.cli import main; main()", "space", "--registry", registry_repo,
                "--bot", bot_url, "--port", str(port)]  # fmt: skip
         log_path = workdir / "space.log"
@@ -377,6 +407,8 @@ def _keep_running(
         _wait_healthy("Space", f"http://127.0.0.1:{port}/", proc=space, log=log_path, timeout=120)
         typer.echo(f"Space: http://127.0.0.1:{port} (log: {log_path})")
     typer.echo(f"Hub: {hub_url}   Bot: {bot_url}/jobs")
+    if tokens.get("password"):
+        typer.echo(f"Sign in to the Space as {RESEARCHER} with the password {tokens['password']}")
     typer.echo(f"export HF_ENDPOINT={hub_url} HF_TOKEN={tokens[RESEARCHER]}   # act as {RESEARCHER}")
     console.print("Running; Ctrl-C stops everything.")
     try:

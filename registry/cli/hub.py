@@ -24,9 +24,24 @@ token_app = typer.Typer(
     no_args_is_help=True,
 )
 hub_app.add_typer(token_app, name="token")
-user_app = typer.Typer(help="Users of an embedded hub (sign-in passwords).", no_args_is_help=True)
+user_app = typer.Typer(
+    help=(
+        "Users of an embedded hub (sign-in passwords).\n\n"
+        "Examples:\n\n"
+        "  REGISTRY_HUB_PASSWORD=... registry hub user create alice --data hubdata"
+    ),
+    no_args_is_help=True,
+)
 hub_app.add_typer(user_app, name="user")
-oauth_app = typer.Typer(help="OAuth apps ('Sign in with HF') of an embedded hub.", no_args_is_help=True)
+oauth_app = typer.Typer(
+    help=(
+        "OAuth apps ('Sign in with HF') of an embedded hub.\n\n"
+        "Examples:\n\n"
+        '  registry hub oauth-app create "Mergeling Space" --data hubdata '
+        "--redirect-uri http://127.0.0.1:7860/login/callback"
+    ),
+    no_args_is_help=True,
+)
 hub_app.add_typer(oauth_app, name="oauth-app")
 
 DataDir = Annotated[
@@ -167,7 +182,14 @@ def user_create(
     ],
     org: Annotated[str | None, typer.Option(help="Organisation to create or join.")] = None,
 ) -> None:
-    """Create USER (or set its password) on the hub in --data, for the sign-in page and OAuth."""
+    """Create USER (or set its password) on the hub in --data, for the sign-in page and OAuth.
+
+    Examples:
+
+      registry hub user create alice --data hubdata              (prompts for the password twice)
+
+      REGISTRY_HUB_PASSWORD=... registry hub user create carol --data hubdata --org lab
+    """
     from registry.localhub.auth import Accounts
 
     _check_hub_dir(data, init=False)
@@ -193,7 +215,14 @@ def oauth_app_create(
         typer.Option("--scope", help="A scope the app may ask for (repeatable; default: all the hub knows)."),
     ] = None,
 ) -> None:
-    """Register an OAuth app; prints OAUTH_CLIENT_ID=... and OAUTH_CLIENT_SECRET=... (the secret once)."""
+    """Register an OAuth app; prints OAUTH_CLIENT_ID=... and OAUTH_CLIENT_SECRET=... (the secret once).
+
+    Examples:
+
+      registry hub oauth-app create "Mergeling Space" --data hubdata --redirect-uri http://127.0.0.1:7860/login/callback
+
+      registry hub oauth-app create "My app" --data hubdata --redirect-uri https://app.example/cb --scope openid --scope profile
+    """
     from urllib.parse import urlsplit
 
     from registry.localhub.auth import Accounts

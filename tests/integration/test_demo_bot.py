@@ -83,6 +83,13 @@ def test_keep_running_prints_urls_that_answer_and_sigterm_stops_every_child(tmp_
         assert f"Space: http://127.0.0.1:{port}" in text, text + (proc.stderr.read() if proc.poll() is not None else "")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:  # printed: it answers
             assert response.status == 200
+        # Sign in with HF goes to the embedded hub's OpenID provider, and alice has a password for it.
+        hub_url = next(line.split()[1] for line in lines if line.startswith("Hub: "))
+        import httpx
+
+        login = httpx.get(f"http://127.0.0.1:{port}/login/huggingface", follow_redirects=False, timeout=30)
+        assert login.status_code in (302, 303, 307), login.text[:300]
+        assert login.headers["location"].startswith(f"{hub_url}/oauth/authorize?"), login.headers["location"]
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3  # hub, bot, Space
         proc.send_signal(signal.SIGTERM)
