@@ -34,8 +34,6 @@ MERGEKIT_METHODS = frozenset(
     {
         "nuslerp",
         "multislerp",
-        "breadcrumbs",
-        "breadcrumbs_ties",
         "della",
         "della_linear",
         "model_stock",
@@ -45,6 +43,8 @@ MERGEKIT_METHODS = frozenset(
         "nearswap",
         "passthrough",
         "core_space",
+        "ram",
+        "ramplus_tl",
     }
 )
 

@@ -174,7 +174,7 @@ def test_method_specific_parameters_checked() -> None:
     assert parse_recipe(linear).merge_inputs()[1].model == "b/b"
     with pytest.raises(RecipeError, match="density is not used by linear"):
         parse_recipe({**linear, "parameters": {"density": 0.5}})
-    with pytest.raises(RecipeError, match="slack is a ties_sv / dare_ties parameter"):
+    with pytest.raises(RecipeError, match="slack is a ties_sv / dare_ties"):
         parse_recipe({**TIES_SV, "merge_method": "ties"})
     with pytest.raises(RecipeError, match="ties needs `base_model:`"):
         parse_recipe({"merge_method": "ties", "models": [{"model": "a/a"}]})

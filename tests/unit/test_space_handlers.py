@@ -139,7 +139,7 @@ def test_methods_come_from_the_engine_registry(tiny_family: DemoFamily) -> None:
         assert recipe.merge_method == info.name
         assert (recipe.densities() == (0.3, 0.3)) == info.uses_density
         assert (getattr(recipe.parameters, "slack", None) == 0.2) == info.uses_slack
-    assert {m.name for m in methods if m.uses_slack} == {"ties_sv", "dare_ties"}  # every method with a slack step
+    assert {m.name for m in methods if m.uses_slack} == {"ties_sv", "dare_ties", "breadcrumbs_ties"}  # every method with a slack step
 
 
 def test_per_layer_diagnostics(tiny_family: DemoFamily, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ means writing its module and adding its spec here (docs/merge.md, "Write a merge
 from __future__ import annotations
 
 from registry.errors import UnknownMethodError
-from registry.merge.methods import dare, linear, slerp, task_arithmetic, ties, ties_sv
+from registry.merge.methods import breadcrumbs, dare, linear, slerp, task_arithmetic, ties, ties_sv
 from registry.merge.methods.base import TensorStats
 from registry.merge.methods.plugin import Merger, MethodContext, MethodParams, MethodSpec
 
@@ -24,6 +24,8 @@ METHODS: dict[str, MethodSpec] = {
         slerp.SPEC,
         dare.DARE_TIES,
         dare.DARE_LINEAR,
+        breadcrumbs.BREADCRUMBS,
+        breadcrumbs.BREADCRUMBS_TIES,
     )
 }
 
