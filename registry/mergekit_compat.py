@@ -32,19 +32,9 @@ _UNSUPPORTED_PARAMS = {
 }
 MERGEKIT_METHODS = frozenset(
     {
-        "nuslerp",
-        "multislerp",
         "della",
         "della_linear",
-        "model_stock",
-        "sce",
-        "karcher",
-        "arcee_fusion",
-        "nearswap",
-        "passthrough",
         "core_space",
-        "ram",
-        "ramplus_tl",
     }
 )
 

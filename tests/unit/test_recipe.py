@@ -158,9 +158,9 @@ def test_unknown_method_lists_valid_ids() -> None:
     assert "ties_sv" in str(info.value) and "linear" in str(info.value)
     with pytest.raises(UnknownMethodError, match="'tie' is unknown"):
         parse_recipe({**TIES_SV, "merge_method": "tie"})
-    # The method is named before its parameters: a model_stock config is refused as model_stock, not as `k`.
-    with pytest.raises(UnknownMethodError, match="'model_stock' is a mergekit method"):
-        parse_recipe({**TIES_SV, "merge_method": "model_stock", "parameters": {"k": 2}})
+    # The method is named before its parameters: a della config is refused as della, not as `epsilon`.
+    with pytest.raises(UnknownMethodError, match="'della_linear' is a mergekit method"):
+        parse_recipe({**TIES_SV, "merge_method": "della_linear", "parameters": {"epsilon": 0.1}})
 
 
 def test_unsupported_feature_refused_through_parse_recipe() -> None:

@@ -8,7 +8,24 @@ means writing its module and adding its spec here (docs/merge.md, "Write a merge
 from __future__ import annotations
 
 from registry.errors import UnknownMethodError
-from registry.merge.methods import breadcrumbs, dare, linear, slerp, task_arithmetic, ties, ties_sv
+from registry.merge.methods import (
+    arcee_fusion,
+    breadcrumbs,
+    dare,
+    karcher,
+    linear,
+    model_stock,
+    multislerp,
+    nearswap,
+    nuslerp,
+    passthrough,
+    ram,
+    sce,
+    slerp,
+    task_arithmetic,
+    ties,
+    ties_sv,
+)
 from registry.merge.methods.base import TensorStats
 from registry.merge.methods.plugin import Merger, MethodContext, MethodParams, MethodSpec
 
@@ -26,6 +43,16 @@ METHODS: dict[str, MethodSpec] = {
         dare.DARE_LINEAR,
         breadcrumbs.BREADCRUMBS,
         breadcrumbs.BREADCRUMBS_TIES,
+        sce.SPEC,
+        model_stock.SPEC,
+        nearswap.SPEC,
+        arcee_fusion.SPEC,
+        ram.RAM,
+        ram.RAMPLUS_TL,
+        nuslerp.SPEC,
+        multislerp.SPEC,
+        karcher.SPEC,
+        passthrough.SPEC,
     )
 }
 
