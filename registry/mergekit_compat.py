@@ -32,8 +32,6 @@ _UNSUPPORTED_PARAMS = {
 }
 MERGEKIT_METHODS = frozenset(
     {
-        "della",
-        "della_linear",
         "core_space",
     }
 )

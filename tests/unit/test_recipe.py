@@ -153,14 +153,14 @@ def test_unknown_key_lists_valid_keys() -> None:
 
 def test_unknown_method_lists_valid_ids() -> None:
     with pytest.raises(UnknownMethodError) as info:
-        parse_recipe({**TIES_SV, "merge_method": "della"})
-    assert "'della' is a mergekit method Mergeling does not implement" in str(info.value)
+        parse_recipe({**TIES_SV, "merge_method": "core_space"})
+    assert "'core_space' is a mergekit method Mergeling does not implement" in str(info.value)
     assert "ties_sv" in str(info.value) and "linear" in str(info.value)
     with pytest.raises(UnknownMethodError, match="'tie' is unknown"):
         parse_recipe({**TIES_SV, "merge_method": "tie"})
-    # The method is named before its parameters: a della config is refused as della, not as `epsilon`.
-    with pytest.raises(UnknownMethodError, match="'della_linear' is a mergekit method"):
-        parse_recipe({**TIES_SV, "merge_method": "della_linear", "parameters": {"epsilon": 0.1}})
+    # The method is named before its parameters: a core_space config is refused as core_space, not as `gamma`.
+    with pytest.raises(UnknownMethodError, match="'core_space' is a mergekit method"):
+        parse_recipe({**TIES_SV, "merge_method": "core_space", "parameters": {"gamma": 0.1}})
 
 
 def test_unsupported_feature_refused_through_parse_recipe() -> None:

@@ -150,6 +150,7 @@ def test_methods_come_from_the_engine_registry(tiny_family: DemoFamily) -> None:
         "ties_sv",
         "dare_ties",
         "breadcrumbs_ties",
+        "della",
     }  # every method with a slack step
 
 
