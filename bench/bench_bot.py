@@ -98,7 +98,7 @@ def bench_burst(root: Path, deliveries: int, duplicates: float, concurrency: int
            "PYTHONPATH": str(REPO)}  # fmt: skip
     cmd = [sys.executable, "-c", "from registry.cli import main; main()", "-q", "bot", "serve", "--registry",
            "mergebot/r", "--namespace", "mergebot", "--watch", "alice", "--data", str(root / "burst"), "--port", "0",
-           "--no-register", "--workers", "0"]  # fmt: skip
+           "--no-register", "--workers", "0", "--no-eval"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     url = (proc.stdout.readline() if proc.stdout else "").strip()
     rng = random.Random(0)

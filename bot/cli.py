@@ -16,7 +16,13 @@ from bot.queue import JobQueue
 
 app = typer.Typer(
     name="bot",
-    help="The merge bot: merges, evaluates and publishes when a CT checkpoint is pushed to the Hub.",
+    help=(
+        "The merge bot: merges, evaluates and publishes when a CT checkpoint is pushed to the Hub.\n\n"
+        "Examples:\n\n"
+        "  registry bot serve --registry mergebot/mergeling-registry --namespace mergebot --watch alice "
+        "--eval-data-dir ../shared/data\n\n"
+        "  registry bot status"
+    ),
     no_args_is_help=True,
 )
 
@@ -39,11 +45,19 @@ EvalDataRepoOpt = Annotated[
     str | None, typer.Option(envvar="MERGELING_DATA_REPO", help="Evaluation data as a Hub dataset repo.")
 ]
 EvalSuitesOpt = Annotated[Path | None, typer.Option(file_okay=False, help="Evaluation suites (default: recipes/eval).")]
+NoEvalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-eval",
+        help="Publish merges without evaluating them (the card and comment say so); else evaluation data is required.",
+    ),
+]
 LeaseOpt = Annotated[float, typer.Option(min=1, help="A job's lease: a worker silent this long is presumed dead.")]
 _DEFAULT_DATA = Path(".mergeling/bot")
 
 
 def _config(
+    ctx: typer.Context,
     *,
     data: Path,
     registry: str | None,
@@ -58,12 +72,26 @@ def _config(
     device: str = "cpu",
     suites_dir: Path | None = None,
     lease_s: float = 60.0,
+    no_eval: bool = False,
 ) -> BotConfig:
+    from registry.cli._state import cli_state
     from registry.hub import HubClient
 
-    token = os.environ.get("HF_TOKEN") or None
+    if no_eval and (eval_data_dir is not None or eval_data_repo):
+        raise typer.BadParameter("--no-eval cannot be combined with --eval-data-dir or --eval-data-repo")
+    if not no_eval and eval_data_dir is None and not eval_data_repo:
+        raise typer.BadParameter(
+            "the bot has no evaluation data, so every merge would be published un-evaluated: pass --eval-data-dir DIR "
+            "(the ../shared/data layout) or --eval-data-repo OWNER/NAME (`registry hub seed-data`), or --no-eval "
+            "to publish un-evaluated merges on purpose",
+            param_hint="--eval-data-dir",
+        )
+
+    # --endpoint / --token (or HF_ENDPOINT / HF_TOKEN), before or after the command.
+    state = cli_state(ctx)
+    token, endpoint = state.token, state.endpoint
     if registry is None or namespace is None:
-        user = HubClient(token=token).whoami()
+        user = HubClient(endpoint=endpoint, token=token).whoami()
         namespace = namespace or user
         registry = registry or f"{user}/mergeling-registry"
     config = BotConfig(
@@ -71,7 +99,7 @@ def _config(
         registry=registry,
         namespace=namespace,
         watch=tuple(watch or ()),
-        endpoint=os.environ.get("HF_ENDPOINT") or None,
+        endpoint=endpoint,
         token=token,
         eval_limit=eval_limit,
         data_dir=eval_data_dir,
@@ -79,6 +107,7 @@ def _config(
         executor=executor.value,
         ray_address=ray_address,
         device=device,
+        no_eval=no_eval,
     )
     if name_template:
         config.name_template = name_template
@@ -103,6 +132,7 @@ def _secret(secret_file: Path | None) -> str:
 
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     registry: RegistryOpt = None,
     namespace: NamespaceOpt = None,
     watch: Annotated[
@@ -117,6 +147,7 @@ def serve(
     eval_data_dir: EvalDataDirOpt = None,
     eval_data_repo: EvalDataRepoOpt = None,
     eval_suites: EvalSuitesOpt = None,
+    no_eval: NoEvalOpt = False,
     lease_seconds: LeaseOpt = 60.0,
     poll: Annotated[
         float | None, typer.Option("--poll", help="Also list watched repos every N seconds (no webhook needed).")
@@ -154,12 +185,15 @@ def serve(
       registry bot serve --watch alice --poll 60 --executor ray --eval-limit 20
     """
     from bot.server import Service
+    from registry.ports import ensure_port_free
 
     secret = _secret(webhook_secret_file)
+    ensure_port_free(host, port, service="bot")
     config = _config(
+        ctx,
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo, name_template=name_template,
-        suites_dir=eval_suites, lease_s=lease_seconds, device=device,
+        suites_dir=eval_suites, lease_s=lease_seconds, device=device, no_eval=no_eval,
     )  # fmt: skip
 
     def ready(url: str) -> None:
@@ -180,6 +214,7 @@ def serve(
 
 @app.command("run-once")
 def run_once(
+    ctx: typer.Context,
     registry: RegistryOpt = None,
     namespace: NamespaceOpt = None,
     watch: Annotated[
@@ -192,20 +227,29 @@ def run_once(
     eval_data_dir: EvalDataDirOpt = None,
     eval_data_repo: EvalDataRepoOpt = None,
     eval_suites: EvalSuitesOpt = None,
+    no_eval: NoEvalOpt = False,
     lease_seconds: LeaseOpt = 60.0,
     poll_first: Annotated[
         bool, typer.Option("--poll-first", help="List watched repos and queue new revisions first.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the jobs run as JSON.")] = False,
 ) -> None:
-    """Process what is queued (and, with --poll-first, new revisions of watched repos), then exit: for cron and tests."""
+    """Process what is queued (and, with --poll-first, new revisions of watched repos), then exit: for cron and tests.
+
+    Examples:
+
+      registry bot run-once --registry mergebot/mergeling-registry --namespace mergebot --eval-data-dir ../shared/data
+
+      registry bot run-once --poll-first --watch alice --json --no-eval
+    """
     from bot.server import poll_once
     from bot.worker import Worker
 
     config = _config(
+        ctx,
         data=data, registry=registry, namespace=namespace, watch=watch, executor=executor, ray_address=ray_address,
         eval_limit=eval_limit, eval_data_dir=eval_data_dir, eval_data_repo=eval_data_repo,
-        suites_dir=eval_suites, lease_s=lease_seconds,
+        suites_dir=eval_suites, lease_s=lease_seconds, no_eval=no_eval,
     )  # fmt: skip
     worker = Worker(config)
     if poll_first:
@@ -230,8 +274,27 @@ def status(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many jobs.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="JSON, as GET /jobs.")] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="First wait up to N seconds until a job exists and none is queued or running; exit 1 if one "
+            "failed or time ran out.",
+        ),
+    ] = None,
 ) -> None:
-    """List jobs, newest first: id, state, CT, output repo, error."""
+    """List jobs, newest first: id, state, CT, output repo, error; --wait waits for the bot to finish.
+
+    Examples:
+
+      registry bot status
+
+      registry bot status --state failed --json --data .mergeling/demo/bot
+
+      registry bot status --wait 600   (until the bot has no queued or running job)
+    """
+    if wait is not None:
+        _wait_idle(data, wait)
     queue = _queue(data)
     jobs = queue.list(state=state, limit=limit)
     if json_output:
@@ -246,11 +309,46 @@ def status(
         typer.echo(line)
 
 
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    job_id: Annotated[str | None, typer.Argument(help="The job id (default: the newest job).")] = None,
+    data: DataOpt = _DEFAULT_DATA,
+) -> None:
+    """Show what a job published: the merged repo, its evaluation table and the bot's comment.
+
+    The Hub is --endpoint / --token (HF_ENDPOINT / HF_TOKEN), before or after the command.
+
+    Examples:
+
+      registry bot show
+
+      registry bot show 3f9c2a7d41be --data .mergeling/demo/bot --endpoint http://127.0.0.1:8791
+    """
+    from registry.cli._state import cli_state
+    from registry.cli.jobreport import print_job_report
+    from registry.errors import RegistryError
+
+    queue = _queue(data)
+    job = queue.get(job_id) if job_id else next(iter(queue.list(limit=1)), None)
+    if job is None:
+        raise RegistryError(
+            f"no job {job_id!r} in {data}; `registry bot status` lists them" if job_id else f"no job in {data} yet"
+        )
+    if not print_job_report(job.public(), cli_state(ctx).hub()):
+        raise typer.Exit(code=1)
+
+
 @app.command("retry")
 def retry(
     job_id: Annotated[str, typer.Argument(help="The job id (`registry bot status`).")], data: DataOpt = _DEFAULT_DATA
 ) -> None:
-    """Queue a failed, cancelled or superseded job again (it resumes after its last finished step)."""
+    """Queue a failed, cancelled or superseded job again (it resumes after its last finished step).
+
+    Examples:
+
+      registry bot retry 3f9c2a7d41be   (the id `registry bot status` prints)
+    """
     _change(data, job_id, "retry")
 
 
@@ -258,8 +356,38 @@ def retry(
 def cancel(
     job_id: Annotated[str, typer.Argument(help="The job id (`registry bot status`).")], data: DataOpt = _DEFAULT_DATA
 ) -> None:
-    """Cancel a job that has not finished (a running job stops after its current step)."""
+    """Cancel a job that has not finished (a running job stops after its current step).
+
+    Examples:
+
+      registry bot cancel 3f9c2a7d41be   (the id `registry bot status` prints)
+    """
     _change(data, job_id, "cancel")
+
+
+def _wait_idle(data: Path, seconds: float) -> None:
+    """Until the queue holds a job and none is active; exit 1 after printing the jobs if one failed or
+    time ran out (the bot keeps working: run the command again to wait longer)."""
+    import time
+
+    from bot.queue import ACTIVE
+
+    deadline = time.monotonic() + seconds
+    while True:
+        jobs = _queue(data).list(limit=1000) if (data / "bot.sqlite3").is_file() else []
+        if jobs and not any(job.state in ACTIVE for job in jobs):
+            if any(job.state == "failed" for job in jobs):
+                typer.echo("A job failed:", err=True)
+                break
+            return
+        if time.monotonic() >= deadline:
+            what = "no job yet" if not jobs else f"{sum(job.state in ACTIVE for job in jobs)} job(s) still active"
+            typer.echo(f"Waited {seconds:.0f} s: {what}; the bot keeps going (run this again to wait more)", err=True)
+            break
+        time.sleep(1)
+    for job in _queue(data).list(limit=20) if (data / "bot.sqlite3").is_file() else []:
+        typer.echo(f"{job.id}  {job.state:<10}  {job.ct_repo}  {job.output_repo or ''}  {job.error or ''}".rstrip())
+    raise typer.Exit(code=1)
 
 
 def _change(data: Path, job_id: str, action: str) -> None:

@@ -48,7 +48,9 @@ def success_comment(
         "",
     ]
     if unavailable:
-        lines.append(f"Evaluation unavailable: {unavailable}.")
+        from bot.evaluation import describe_unavailable
+
+        lines.append(describe_unavailable(unavailable))
     elif records:
         from registry.evaluate.compare import build_comparison, render_markdown
 

@@ -33,6 +33,7 @@ class BotConfig:
         recipes_dir: per-language and group recipes (`<lang>-ties-sv.yaml`, `multi-*.yaml`).
         suites_dir / tasks_dir: evaluation suites and task configs.
         data_dir / data_repo: evaluation data: a local folder, else a Hub dataset repo.
+        no_eval: publish merges un-evaluated on purpose (`--no-eval`; the card and comment say so).
         eval_limit: documents per eval task (None: the whole split).
         name_template: output repo name from {ct}, {sft}, {method}, {language}.
         device: merge and eval device.
@@ -49,6 +50,7 @@ class BotConfig:
     tasks_dir: Path = REPO_ROOT / "recipes" / "tasks"
     data_dir: Path | None = None
     data_repo: str | None = None
+    no_eval: bool = False
     eval_limit: int | None = None
     eval_batch_size: int = 8
     name_template: str = DEFAULT_TEMPLATE

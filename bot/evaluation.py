@@ -30,6 +30,15 @@ class EvalOutcome:
     unavailable: str | None = None
 
 
+# The reason a bot started with --no-eval gives: merges are published un-evaluated on purpose.
+NO_EVAL = "not evaluated: this bot runs with --no-eval"
+
+
+def describe_unavailable(reason: str) -> str:
+    """The sentence the card and the comment show for a merge without evaluation results."""
+    return f"{reason[0].upper()}{reason[1:]}." if reason == NO_EVAL else f"Evaluation unavailable: {reason}."
+
+
 def suite_path(config: BotConfig, language: str) -> Path:
     return config.suites_dir / f"{language}.yaml"
 
@@ -63,6 +72,8 @@ def evaluate_models(
     from registry.evaluate.tasks import find_task
     from registry.io.lora import is_adapter
 
+    if config.no_eval:
+        return EvalOutcome({}, NO_EVAL)
     path = suite_path(config, language)
     if not path.is_file():
         return EvalOutcome({}, f"no evaluation suite for {language} (add {path.name} to recipes/eval/)")

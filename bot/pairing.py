@@ -121,6 +121,10 @@ def verify_ct(config: BotConfig, hub: Any, *, repo: str, sha: str, language: str
     return entry
 
 
+def _only_base_differs(reasons: list[str] | tuple[str, ...]) -> bool:
+    return bool(reasons) and all(reason.startswith("different base:") for reason in reasons)
+
+
 def latest_sfts(entries: list[Any]) -> list[SftEntry]:
     """One SFT entry per repo: the most recently added revision."""
     best: dict[str, SftEntry] = {}
@@ -150,6 +154,15 @@ def expand(config: BotConfig, hub: Any, ct: CtEntry) -> list[PlannedJob]:
     compatible = [sft for sft, check in checks if check.compatible]
     if not compatible:
         reasons = [f"{check.sft_id}: {check.status}: {'; '.join(check.reasons or check.notes)}" for _, check in checks]
+        # Shapes match an SFT whose base differs only by name: the CT's card most likely names the wrong base.
+        only_base = sorted({sft.base.repo for sft, check in checks if _only_base_differs(check.reasons)})
+        if only_base:
+            raise BotInputError(
+                f"{ct.repo}'s card names base_model {ct.base.repo}, but the SFT checkpoints it would merge with are on "
+                f"{', '.join(only_base)}: fix `base_model` in your card (README.md metadata) and push again, or add an "
+                f"SFT on {ct.base.repo} with `registry add sft`",
+                reasons=reasons,
+            )
         raise BotInputError(
             f"no compatible SFT checkpoint in the catalog {config.registry} for {ct.repo} "
             f"({len(sfts)} checked); add one on the same base ({ct.base.repo}) with `registry add sft`",

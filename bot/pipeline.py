@@ -387,7 +387,9 @@ def publish_step(config: BotConfig, job: Job, *, hub: Any) -> dict[str, Any]:
         f"- base `{job.spec.get('base')}`\n- recipe: `{job.spec.get('recipe_source')}`"
     ]
     if job.data.get("eval_unavailable"):
-        sections.append(f"## Evaluation\n\nEvaluation unavailable: {job.data['eval_unavailable']}.")
+        from bot.evaluation import describe_unavailable
+
+        sections.append(f"## Evaluation\n\n{describe_unavailable(job.data['eval_unavailable'])}")
     if job.data.get("sweep_table"):
         sections.append(job.data["sweep_table"])
     assert job.output_repo is not None

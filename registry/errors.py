@@ -254,3 +254,15 @@ class DataNotFoundError(EvaluationError, FileNotFoundError):
 
 class LabError(RegistryError, RuntimeError):
     """The tiny-model lab cannot build what was asked."""
+
+
+# -- local services -------------------------------------------------------------------------
+class PortInUseError(RegistryError, OSError):
+    """A service (hub, bot, Space) cannot listen where it was asked to."""
+
+    host: str | None
+    port: int | None
+
+    def __init__(self, message: str, *, host: str | None = None, port: int | None = None, **rest: Any) -> None:
+        super().__init__(message, **rest)
+        self.host, self.port = host, port

@@ -92,6 +92,15 @@ def convert_error(
                 status=status,
                 endpoint=endpoint,
             )
+        if status == 404 and not _answers_like_a_hub(getattr(exc, "response", None)):
+            return HubUnavailableError(
+                f"Cannot {what}{f' on {repo_id}' if repo_id else ''}: {endpoint} answered 404 without a Hub's error "
+                "details, so it is not a Hugging Face Hub (or not its root URL). Check --endpoint / HF_ENDPOINT "
+                "(`registry hub serve` prints an embedded hub's URL)",
+                repo_id=repo_id,
+                status=status,
+                endpoint=endpoint,
+            )
         if status in (409, 412):
             return HubConflictError(
                 f"Cannot {what} on {repo_id}: {server}. Someone changed it in between: re-read and retry",
@@ -142,6 +151,23 @@ def _auth_message(what: str, repo_id: str | None, status: int, server: str, *, w
         fix = f"Pass a token that may read {repo_id or 'it'}"
         create = "`registry hub token create USER --data DIR` (with --org for an organisation's repos)"
     return f"Cannot {what}{on}: {problem} ({server}). {fix} (--token or HF_TOKEN; on an embedded hub create one with {create})"
+
+
+def _answers_like_a_hub(response: object) -> bool:
+    """A Hub's errors carry `X-Error-Code` / `X-Error-Message` headers or a JSON `{"error": ...}` body;
+    a 404 from some other web server (a wrong port, a proxy's root) has neither."""
+    if response is None:
+        return True
+    headers = getattr(response, "headers", {})
+    if headers.get("X-Error-Code") or headers.get("X-Error-Message"):
+        return True
+    if "json" not in headers.get("Content-Type", ""):
+        return False
+    try:
+        body = response.json()  # type: ignore[attr-defined]
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body
 
 
 def _server_message(exc: Exception) -> str:

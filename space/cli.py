@@ -6,13 +6,21 @@ Importing this module is cheap (no Gradio): the root CLI imports it to mount the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from space.config import SpaceConfig
+
 app = typer.Typer(
     name="space",
-    help="Serve the Mergeling Space (Gradio): try, compare, merge and submit models.",
+    help=(
+        "Serve the Mergeling Space (Gradio): try, compare, merge and submit models.\n\n"
+        "Examples:\n\n"
+        "  registry space --registry mergebot/mergeling-registry --bot http://127.0.0.1:8792\n\n"
+        "  registry space --port 7861 --endpoint http://127.0.0.1:8791"
+    ),
     no_args_is_help=False,
     add_completion=False,
 )
@@ -71,13 +79,21 @@ def space(
             validate_repo_id(registry)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--registry") from exc
+    from registry.ports import ensure_port_free
+
+    ensure_port_free(host, port, service="Space")
     if port == 0:
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
+    from registry.cli._state import cli_state
+
+    state = cli_state(ctx)  # --endpoint / --token (or HF_ENDPOINT / HF_TOKEN), before or after `space`
     config = SpaceConfig.from_env(
-        registry=registry, bot_url=bot, data_dir=data_dir, device=device, max_new_tokens=max_new_tokens
-    )
+        registry=registry, bot_url=bot, data_dir=data_dir, device=device, max_new_tokens=max_new_tokens,
+        endpoint=state.endpoint, token=state.token,
+    )  # fmt: skip
+    _warn_if_no_registry(config)
     demo = build_app(config)
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True
@@ -90,3 +106,24 @@ def space(
         demo.block_thread()
     finally:
         demo.close()
+
+
+def _warn_if_no_registry(config: SpaceConfig) -> None:
+    """One warning line when the registry cannot be read: the Space still starts, with empty lists."""
+    from registry.catalog.store import REGISTRY_REPO_NAME
+    from registry.errors import RegistryError
+    from registry.hub import HubClient
+
+    try:
+        hub = HubClient(endpoint=config.endpoint, token=config.token, fail_fast=True)
+        repo = config.registry or f"{hub.whoami()}/{REGISTRY_REPO_NAME}"
+        if hub.repo_exists(repo, repo_type="dataset"):
+            return
+        problem = f"the registry {repo} does not exist on {config.endpoint} (or this token cannot read it)"
+    except RegistryError as exc:
+        problem = f"the registry cannot be read ({exc})"
+    typer.echo(
+        f"Warning: {problem}; the Space starts with empty lists. Record checkpoints with `registry add ct|sft "
+        "--registry OWNER/NAME`, or pass the --registry the bot uses.",
+        err=True,
+    )

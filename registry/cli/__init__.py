@@ -7,8 +7,9 @@ they may hold tokens).
 
 The root callback reads the global options once (`-q/-v`, and the Hub's `--endpoint/--token/
 --registry`) into `ctx.obj` (`registry.cli._state.CliState`), which builds the Hub client and the
-catalog store for the commands that need them. The global options may also follow a built-in
-subcommand (`registry eval MODEL -q`, `registry list --endpoint URL`).
+catalog store for the commands that need them. The global options may also follow any
+subcommand, plug-in groups included (`registry eval MODEL -q`, `registry bot serve --token T`),
+unless that command declares an option of the same name itself (`registry bot serve --registry`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,11 +36,11 @@ if TYPE_CHECKING:
 
 class _ErrorMappingGroup(TyperGroup):
     """Root group: turns our errors into a clean message and exit 1, wherever they are raised, and
-    accepts the global options after a built-in subcommand too."""
+    accepts the global options after any subcommand too."""
 
     def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
-        builtin = {name: _option_names(self.commands[name]) for name in _BUILTIN_COMMANDS if name in self.commands}
-        return super().parse_args(ctx, hoist_global_options(args, commands=builtin))
+        commands = {name: _option_names(command) for name, command in self.commands.items()}
+        return super().parse_args(ctx, hoist_global_options(args, commands=commands))
 
     def main(
         self,
@@ -49,6 +51,9 @@ class _ErrorMappingGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        from registry.cli._help import humanize
+
+        humanize(self)
         # TyperGroup.main with rich_markup_mode=None for errors only (help keeps its panels): usage
         # errors print as click prints them, the message on one "Error: ..." line, instead of in a
         # rich panel that wraps it at the terminal width.
@@ -98,7 +103,11 @@ app = typer.Typer(
     help=(
         "Mergeling: merge continually pre-trained (CT) low-resource-language models with English SFT "
         "models (TIES-SV), keep a registry of checkpoints on a Hugging Face Hub, evaluate in the "
-        "target language."
+        "target language.\n\n"
+        "Examples:\n\n"
+        "  registry demo\n\n"
+        "  registry merge recipes/demo-tiny.yaml --dry-run\n\n"
+        "  registry --endpoint http://127.0.0.1:8791 list   (Hub options go before or after the command)"
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -162,7 +171,26 @@ def _root(
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     _set_transformers_verbosity(quiet=quiet)
-    ctx.obj = CliState(verbose=verbose, quiet=quiet, endpoint=endpoint, token=token, registry=registry)
+    state = CliState(verbose=verbose, quiet=quiet, endpoint=endpoint, token=token, registry=registry)
+    if quiet or not sys.stderr.isatty():
+        _disable_library_bars()
+    ctx.obj = state
+
+
+def _disable_library_bars() -> None:
+    """-q, or stderr not a terminal (a log file, a pipe): no library draws a bar either.
+
+    huggingface_hub reads HF_HUB_DISABLE_PROGRESS_BARS when imported ("Fetching N files") and
+    tqdm >= 4.66 reads TQDM_DISABLE for every bar whose caller leaves `disable` unset (datasets,
+    transformers); children (the demo's hub, bot and Space) inherit both. Our own bars follow
+    `CliState.progress`, lm-eval's `registry.evaluate.bars`.
+    """
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def _set_transformers_verbosity(*, quiet: bool) -> None:
@@ -183,11 +211,6 @@ def _set_transformers_verbosity(*, quiet: bool) -> None:
 
 for _module in (merge, push, demo, catalog, hub, evaluate, lab):
     _module.register(app)
-# The commands mounted so far; plug-in groups (mounted below) parse their own options.
-_BUILTIN_COMMANDS = frozenset(
-    {info.name for info in app.registered_commands if info.name}
-    | {info.name for info in app.registered_groups if info.name}
-)
 
 
 def _mount_plugins(root: typer.Typer) -> None:

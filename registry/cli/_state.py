@@ -49,7 +49,8 @@ class CliState:
 
     @property
     def progress(self) -> bool:
-        """Whether progress bars should be shown."""
+        """Whether progress should be shown (not with -q): as bars on a terminal, else one log line
+        per stage (`registry.progress.progress_bar`)."""
         return not self.quiet
 
     def hub(self) -> HubClient:
@@ -113,8 +114,8 @@ def hoist_global_options(args: list[str], *, commands: Mapping[str, Collection[s
     """Move the root's options that follow a built-in subcommand in front of it.
 
     `registry eval MODEL -q --endpoint URL` becomes `registry -q --endpoint URL eval MODEL`. Only for
-    `commands` (the built-in ones: a plug-in group keeps its options), never an option the command
-    declares itself (`commands[name]`: its option names, subcommands' included), never past `--`.
+    `commands`, never an option the command declares itself (`commands[name]`: its option names,
+    subcommands' included), never past `--`.
     """
     start = 0  # the subcommand's index: skip the root options already in front of it
     while start < len(args) and args[start].startswith("-"):

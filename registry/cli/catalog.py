@@ -64,7 +64,16 @@ def _reference(value: str | None) -> str | None:
 
 
 # -- add ------------------------------------------------------------------------------------
-add_app = typer.Typer(help="Record a checkpoint in the registry (verified on the Hub first).", no_args_is_help=False)
+add_app = typer.Typer(
+    help=(
+        "Record a checkpoint in the registry (verified on the Hub first).\n\n"
+        "Examples:\n\n"
+        "  registry add ct alice/tiny-ct-ben_Beng --language ben_Beng --base alice/tiny-base\n\n"
+        "  registry add sft alice/tiny-sft --base alice/tiny-base --data sib200-eng\n\n"
+        "  registry add --from recipes/registry-seed.yaml --no-verify"
+    ),
+    no_args_is_help=False,
+)
 
 
 @add_app.callback(invoke_without_command=True)
@@ -126,6 +135,12 @@ def add_ct(
 
     The CT may be a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors): it is recorded
     on the adapter's base_model_name_or_path, which --base, when given, must name.
+
+    Examples:
+
+      registry add ct alice/tiny-ct-ben_Beng --language ben_Beng --base alice/tiny-base
+
+      registry add ct pkupie/Llama-2-7b-ben@main --language ben_Beng --registry my-org/mergeling-registry
     """
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_ct_entry
@@ -155,7 +170,14 @@ def add_sft(
     data: Annotated[str | None, typer.Option(help="Training data, e.g. flan.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Record it even if its card tags it mergeling-ct.")] = False,
 ) -> None:
-    """Verify an instruction-tuned (SFT) checkpoint on the Hub and record it."""
+    """Verify an instruction-tuned (SFT) checkpoint on the Hub and record it.
+
+    Examples:
+
+      registry add sft alice/tiny-sft --base alice/tiny-base --data sib200-eng
+
+      registry add sft meta-llama/Llama-2-7b-chat-hf --base meta-llama/Llama-2-7b-hf
+    """
     from registry.catalog.entries import split_reference
     from registry.catalog.verify import build_sft_entry
 
@@ -184,7 +206,14 @@ def list_entries(
     kind: Annotated[Kind | None, typer.Option(help="Only this kind of entry.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List registry entries (a table, or --json)."""
+    """List registry entries (a table, or --json).
+
+    Examples:
+
+      registry list
+
+      registry list --kind ct --language ben_Beng --json
+    """
     store = cli_state(ctx).catalog()
     entries = [e for e in store.list_entries(kind=kind.value if kind else None) if _has_language(e, language)]
     if as_json:
@@ -197,7 +226,12 @@ def show(
     ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
 ) -> None:
-    """Print one entry as JSON."""
+    """Print one entry as JSON.
+
+    Examples:
+
+      registry show ct-ben_Beng-alice--tiny-ct-ben_Beng-1a2b3c4   (the ids `registry list` prints)
+    """
     store = cli_state(ctx).catalog()
     typer.echo(store.get(entry_id).model_dump_json(indent=2))
 
@@ -206,7 +240,12 @@ def remove(
     ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry ID (see `registry list`).")],
 ) -> None:
-    """Remove one entry from the registry (the checkpoint itself is untouched)."""
+    """Remove one entry from the registry (the checkpoint itself is untouched).
+
+    Examples:
+
+      registry remove sft-alice--tiny-sft-1a2b3c4   (the ids `registry list` prints)
+    """
     store = cli_state(ctx).catalog()
     sha = store.remove(entry_id)
     typer.echo(entry_id)
@@ -221,7 +260,14 @@ def pairs(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """CT × SFT pairs: which can be merged, and why the others cannot."""
+    """CT × SFT pairs: which can be merged, and why the others cannot.
+
+    Examples:
+
+      registry pairs
+
+      registry pairs --language ben_Beng --registry mergebot/mergeling-registry
+    """
     from registry.catalog.pairing import find_pairs
 
     store = cli_state(ctx).catalog()
@@ -235,7 +281,14 @@ def pairs(
 def sync(
     ctx: typer.Context,
 ) -> None:
-    """Discover checkpoints tagged mergeling-ct / mergeling-sft on the Hub and record the new ones."""
+    """Discover checkpoints tagged mergeling-ct / mergeling-sft on the Hub and record the new ones.
+
+    Examples:
+
+      registry sync
+
+      registry sync --registry mergebot/mergeling-registry --endpoint http://127.0.0.1:8791
+    """
     from registry.catalog.sync import discover
 
     state = cli_state(ctx)

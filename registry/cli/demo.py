@@ -19,25 +19,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from registry.cli._state import cli_state, stderr_console
+from registry.cli.lab import TINY_PROFILE
 
 RESEARCHER, BOT = "alice", "mergebot"
 LANGUAGE = "ben_Beng"
-# Small enough to train in about 2 minutes on 2 cores (measured in docs/bot.md), big enough to learn.
-LAB_SIZE: dict[str, Any] = {
-    "languages": (LANGUAGE,), "repo_prefix": RESEARCHER, "vocab_size": 2048, "hidden_size": 64,
-    "intermediate_size": 192, "num_layers": 2, "num_heads": 4, "max_position_embeddings": 1024,
-    "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8, "seq_len": 64, "sft_seq_len": 128,
-}  # fmt: skip
-DEMO_SUITE = (
-    f"language: {LANGUAGE}\ntasks:\n  - {{task: flores_{LANGUAGE}}}\n  - {{task: sib200_{LANGUAGE}, num_fewshot: 0}}\n"
-)
+# `registry lab build --tiny`: small enough to train in about a minute on 2 cores, big enough to learn.
+LAB_SIZE: dict[str, Any] = {"languages": (LANGUAGE,), "repo_prefix": RESEARCHER, **TINY_PROFILE}
+# The quick suites (FLORES bits per byte, SIB-200 0-shot) the README's walkthrough uses too.
+QUICK_SUITES = Path(__file__).resolve().parents[2] / "recipes" / "eval" / "quick"
 
 
 def register(app: typer.Typer) -> None:
@@ -71,14 +68,20 @@ def demo(
     """
     console = stderr_console()
     started = time.monotonic()
+    if keep_running and importlib.util.find_spec("space.cli") is not None:
+        from registry.ports import ensure_port_free
+
+        ensure_port_free("127.0.0.1", space_port, service="Space", option="--space-port")
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     quiet = not cli_state(ctx).progress
     with ExitStack() as stack:
+        stack.enter_context(_unwind_on_signals())
         hub_proc, hub_url = _spawn(
             ["hub", "serve", "--data", str(workdir / "hub"), "--port", "0"], log=workdir / "hub.log", env=os.environ
         )
         stack.callback(_stop, hub_proc)
+        _wait_healthy("hub", f"{hub_url}/api/models?limit=1", proc=hub_proc, log=workdir / "hub.log")
         tokens = _tokens(workdir)
         console.print(f"Embedded hub at {hub_url} (data in {workdir / 'hub'})")
         lab = _lab(workdir / "lab", console=console, quiet=quiet, steps=lab_steps)
@@ -98,6 +101,7 @@ def demo(
             log=workdir / "bot.log", env=env,
         )  # fmt: skip
         stack.callback(_stop, bot_proc)
+        _wait_healthy("bot", f"{bot_url}/healthz", proc=bot_proc, log=workdir / "bot.log")
         console.print(f"Merge bot at {bot_url} (log: {workdir / 'bot.log'})")
         _wait_for_webhook(mergebot, bot_url, bot=bot_proc)
         ct = next(c for c in lab["checkpoints"].values() if c["role"] == "ct")
@@ -106,7 +110,7 @@ def demo(
         console.print(f"{RESEARCHER} pushed {ct['repo_id']}@{sha[:7]}; waiting for the bot ...")
         job = _wait(bot_url, ct["repo_id"], sha, timeout=timeout, bot=bot_proc)
         took = time.monotonic() - pushed
-        _report(job, mergebot, hub_url=hub_url, took=took, total=time.monotonic() - started)
+        _report(job, mergebot, took=took, total=time.monotonic() - started)
         if keep_running:
             _keep_running(stack, hub_url=hub_url, bot_url=bot_url, tokens=tokens, registry_repo=registry_repo,
                           workdir=workdir, port=space_port)  # fmt: skip
@@ -121,7 +125,9 @@ def _spawn(args: list[str], *, log: Path, env: Any) -> tuple[subprocess.Popen[st
 
     cmd = [sys.executable, "-c", "from registry.cli import main; main()", *args]
     with log.open("a") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(env))
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(env), preexec_fn=_die_with_parent
+        )
     line = proc.stdout.readline().strip() if proc.stdout else ""
     if not line.startswith("http"):
         proc.kill()
@@ -130,6 +136,54 @@ def _spawn(args: list[str], *, log: Path, env: Any) -> tuple[subprocess.Popen[st
             f"`registry {' '.join(args[:2])}` did not start ({tail[-1] if tail else 'no output'}); see {log}"
         )
     return proc, line
+
+
+@contextmanager
+def _unwind_on_signals() -> Iterator[None]:
+    """SIGTERM / SIGHUP (`kill`, a closed terminal) unwind like Ctrl-C, so every child is stopped."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signums = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the demo dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _wait_healthy(name: str, url: str, *, proc: subprocess.Popen[str], log: Path, timeout: float = 60) -> None:
+    """Wait until `url` answers 200; else say which service failed and why (its log's last line)."""
+    from registry.errors import RegistryError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (a service we started)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    why = (
+        f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer {url} in {timeout:.0f} s"
+    )
+    raise RegistryError(f"the {name} {why}: {lines[-1] if lines else 'no output'} (log: {log})")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -191,9 +245,7 @@ def _shared_data() -> Path | None:
 
 def _eval_inputs(workdir: Path) -> tuple[Path, Path]:
     """A demo suite (FLORES bits per byte, SIB-200 0-shot) and its data (shared, or generated)."""
-    suites = workdir / "suites"
-    suites.mkdir(exist_ok=True)
-    (suites / f"{LANGUAGE}.yaml").write_text(DEMO_SUITE)
+    suites = QUICK_SUITES
     shared = _shared_data()
     if shared is not None:
         return suites, shared
@@ -292,26 +344,15 @@ def _wait(bot_url: str, repo: str, sha: str, *, timeout: float, bot: subprocess.
     raise RegistryError(f"the bot did not finish within {timeout:.0f} s; `registry bot status` shows where it is")
 
 
-def _report(job: dict[str, Any], hub: Any, *, hub_url: str, took: float, total: float) -> None:
-    console = stderr_console()
-    if job["state"] != "published":
-        console.print(f"[bold red]The bot did not publish:[/] {job['error']}")
+def _report(job: dict[str, Any], hub: Any, *, took: float, total: float) -> None:
+    from registry.cli.jobreport import print_job_report
+
+    if not print_job_report(job, hub):
         return
-    typer.echo(f"Merged model: {hub_url}/{job['output_repo']} (commit {job['output_revision'][:7]})")
-    readme = hub.read_file(job["output_repo"], "README.md").decode()
-    section = readme.partition("## Evaluation: comparison")[2].partition("\n## ")[0]
-    if section:
-        typer.echo("\nEvaluation (CT vs SFT vs merged):" + section.rstrip())
-    if job.get("discussion"):
-        repo = job["ct_repo"]
-        num = int(job["discussion"].rsplit("/", 1)[1])
-        details = hub.api.get_discussion_details(repo, num)
-        comments = [e.content for e in details.events if getattr(e, "type", "") == "comment"]
-        typer.echo(f"\nThe bot's comment on {job['discussion']}:\n\n{comments[-1].rstrip()}")
     split = ", ".join(
         f"{step} {value:.1f} s" for step, value in (job.get("seconds") or {}).items() if value is not None
     )
-    console.print(f"Push -> published in {took:.0f} s ({split}); whole demo {total:.0f} s")
+    stderr_console().print(f"Push -> published in {took:.0f} s ({split}); whole demo {total:.0f} s")
 
 
 def _keep_running(
@@ -329,10 +370,12 @@ def _keep_running(
         env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_TOKEN": tokens[RESEARCHER]}
         cmd = [sys.executable, "-c", "from registry.cli import main; main()", "space", "--registry", registry_repo,
                "--bot", bot_url, "--port", str(port)]  # fmt: skip
-        with (workdir / "space.log").open("a") as log:
-            space = subprocess.Popen(cmd, stdout=log, stderr=log, text=True, env=env)
+        log_path = workdir / "space.log"
+        with log_path.open("a") as log:
+            space = subprocess.Popen(cmd, stdout=log, stderr=log, text=True, env=env, preexec_fn=_die_with_parent)
         stack.callback(_stop, space)
-        typer.echo(f"Space: http://127.0.0.1:{port} (log: {workdir / 'space.log'})")
+        _wait_healthy("Space", f"http://127.0.0.1:{port}/", proc=space, log=log_path, timeout=120)
+        typer.echo(f"Space: http://127.0.0.1:{port} (log: {log_path})")
     typer.echo(f"Hub: {hub_url}   Bot: {bot_url}/jobs")
     typer.echo(f"export HF_ENDPOINT={hub_url} HF_TOKEN={tokens[RESEARCHER]}   # act as {RESEARCHER}")
     console.print("Running; Ctrl-C stops everything.")

@@ -33,6 +33,12 @@ Two forms:
   HF_TOKEN); this form is `registry eval run ...`.
 
   registry eval compare RESULTS.json... [--markdown]
+
+Examples:
+
+  registry eval ./merged --suite recipes/eval/ben_Beng.yaml --data-dir ../shared/data --limit 50 --output merged.json
+
+  registry eval compare sft.json merged.json --markdown
 """
 
 
@@ -111,7 +117,14 @@ def run_command(
         bool, typer.Option("--no-cache", help="Neither read nor write the results cache.", rich_help_panel="Advanced")
     ] = False,
 ) -> None:
-    """Evaluate MODEL on every task of a suite (cached per model and task)."""
+    """Evaluate MODEL on every task of a suite (cached per model and task).
+
+    Examples:
+
+      registry eval run ./merged --suite recipes/eval/ben_Beng.yaml --data-dir ../shared/data --limit 50
+
+      registry eval alice/tiny-sft --suite recipes/eval/ben_Beng.yaml --data-repo alice/eval-data --output sft.json
+    """
     from registry.evaluate.bars import harness_progress
     from registry.evaluate.cache import ResultCache, default_cache_dir
     from registry.evaluate.runner import evaluate_model
@@ -193,7 +206,14 @@ def compare_command(
         list[str] | None, typer.Option("--label", help="Column name per results file (repeat, in order).")
     ] = None,
 ) -> None:
-    """Print one table of RESULTS (models x metrics) with differences to the first."""
+    """Print one table of RESULTS (models x metrics) with differences to the first.
+
+    Examples:
+
+      registry eval compare sft.json ct.json merged.json
+
+      registry eval compare sft.json merged.json --markdown --label SFT --label merged
+    """
     from registry.evaluate.compare import build_comparison, render_markdown, render_rich
     from registry.evaluate.records import load_record
 

@@ -11,9 +11,18 @@ from registry.cli._state import cli_state, stderr_console
 from registry.errors import HubError
 
 hub_app = typer.Typer(
-    help="The embedded Hub-compatible server: serve, tokens, seed evaluation data.", no_args_is_help=True
+    help=(
+        "The embedded Hub-compatible server: serve, tokens, seed evaluation data.\n\n"
+        "Examples:\n\n"
+        "  registry hub token create alice --data hubdata --init --write\n\n"
+        "  registry hub serve --data hubdata --port 8791"
+    ),
+    no_args_is_help=True,
 )
-token_app = typer.Typer(help="Access tokens of an embedded hub.", no_args_is_help=True)
+token_app = typer.Typer(
+    help=("Access tokens of an embedded hub.\n\nExamples:\n\n  registry hub token create alice --data hubdata --write"),
+    no_args_is_help=True,
+)
 hub_app.add_typer(token_app, name="token")
 
 DataDir = Annotated[
@@ -52,12 +61,20 @@ def serve(
     """Serve a Hub-compatible API on HOST:PORT over --data; prints the URL as the first stdout line.
 
     Point clients at it with HF_ENDPOINT=URL and HF_TOKEN (see `registry hub token create`).
+
+    Examples:
+
+      registry hub serve --data hubdata --port 8791 &
+
+      registry hub serve --data hubdata --host 0.0.0.0 --port 0   (a free port; the URL is printed)
     """
     import signal
 
     from registry.localhub import EmbeddedHub
     from registry.localhub.app import HubConfig
+    from registry.ports import ensure_port_free
 
+    ensure_port_free(host, port, service="hub")
     try:
         hub = EmbeddedHub.create(
             data,
@@ -93,13 +110,23 @@ def token_create(
     org: Annotated[str | None, typer.Option(help="Organisation to create or join; the token may act for it.")] = None,
     write: Annotated[bool, typer.Option("--write", help="A write token (default: read-only).")] = False,
     name: Annotated[str, typer.Option(help="A label for the token, shown by whoami.")] = "cli",
+    init: Annotated[
+        bool, typer.Option("--init", help="Start a new hub in --data when it holds none (a missing or empty folder).")
+    ] = False,
 ) -> None:
     """Create an access token for USER on the hub stored in --data; the token is the LAST stdout line.
 
     Only its hash is stored: copy it now, it cannot be shown again.
+
+    Examples:
+
+      registry hub token create alice --data hubdata --init --write   (--init: a new hub in an empty folder)
+
+      registry hub token create mergebot --data hubdata --write --name bot
     """
     from registry.localhub.auth import Accounts
 
+    _check_hub_dir(data, init=init)
     try:
         token = Accounts(data).create_token(user, org=org, write=write, name=name)
     except ValueError as exc:
@@ -109,6 +136,22 @@ def token_create(
         f"Created a {role} token for {user!r}{f' (member of {org!r})' if org else ''}. Store it now:"
     )
     typer.echo(token)
+
+
+def _check_hub_dir(data: Path, *, init: bool) -> None:
+    """A token goes into an existing hub; a typo in --data must not silently start an empty one."""
+    if (data / "accounts.json").is_file() or (data / "repos").is_dir():
+        return
+    empty = not data.exists() or (data.is_dir() and not any(data.iterdir()))
+    if init and empty:
+        data.mkdir(parents=True, exist_ok=True)
+        return
+    if init:
+        raise HubError(f"{data} is not empty and holds no hub: --init starts a hub only in a missing or empty folder")
+    raise HubError(
+        f"{data} holds no hub (no accounts.json or repos/): check --data (the folder `registry hub serve --data` "
+        "uses), or pass --init to start a new hub there"
+    )
 
 
 def _repo_id(value: str) -> str:
@@ -133,6 +176,12 @@ def seed_data(
 
     Files keep their paths, so `registry eval --data-repo OWNER/NAME` finds them; the README gets
     `configs:` so `datasets.load_dataset(REPO, "sib200-ben_Beng")` works too.
+
+    Examples:
+
+      registry hub seed-data ../shared/data --repo alice/eval-data
+
+      registry hub seed-data ./my-data --repo my-org/eval-data --private
     """
     from registry.datarepo import seed_data_repo
 

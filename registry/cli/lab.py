@@ -14,13 +14,27 @@ _STAGES = ("base", "ct", "sft")
 # --quick: about a fifth of the default steps (base=1000, ct=400 per language, sft=300). The
 # checkpoints load, merge and evaluate like the full ones; their scores are closer to chance.
 QUICK_STEPS = {"base_steps": 200, "ct_steps": 80, "sft_steps": 60}
+# --tiny: the demo's size (2 layers, hidden 64, a 2048-token vocabulary): about a minute on 2 cores,
+# big enough that the CT learns its language and the SFT its task; the README's walkthrough uses it.
+TINY_PROFILE: dict[str, Any] = {
+    "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 192, "num_layers": 2, "num_heads": 4,
+    "max_position_embeddings": 1024, "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8,
+    "seq_len": 64, "sft_seq_len": 128,
+}  # fmt: skip
 # Measured on the 2-core build machine at the default model shape (docs/lab.md): seconds per step.
 _SECONDS_PER_STEP = 0.5
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    lab = typer.Typer(help="The tiny-model lab: real CT-X / SFT / base checkpoints built offline on a CPU.")
+    lab = typer.Typer(
+        help=(
+            "The tiny-model lab: real CT-X / SFT / base checkpoints built offline on a CPU.\n\n"
+            "Examples:\n\n"
+            "  registry lab build --out lab --languages ben_Beng --quick\n\n"
+            "  registry lab push lab"
+        )
+    )
     lab.command("build")(build)
     lab.command("push")(push)
     app.add_typer(lab, name="lab")
@@ -56,6 +70,13 @@ def build(
             "working checkpoints whose scores are nearer chance. --steps still overrides single stages.",
         ),
     ] = False,
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny",
+            help="The demo's model size (2 layers, hidden 64) and steps: about a minute on 2 cores per language.",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Keep stages already finished in --out (same settings) and build the rest.")
@@ -84,6 +105,7 @@ def build(
 
         registry lab build --out lab --namespace alice && registry lab push lab
     """
+    from pydantic import ValidationError
     from transformers.utils import logging as hf_logging
 
     from registry.lab.build import LabConfig, build_lab
@@ -105,11 +127,17 @@ def build(
                 "languages": tuple(code.strip() for code in languages.split(",") if code.strip()),
                 "seed": seed,
                 "repo_prefix": namespace,
+                **(TINY_PROFILE if tiny else {}),
                 **stage_steps(quick=quick, steps=steps),
             }
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValidationError as exc:
+        # One line per problem, named by its option (pydantic's own text spans lines and links to its docs).
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        hint = {"languages": "--languages", "repo_prefix": "--namespace", "seed": "--seed"}.get(field, "--steps")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise typer.BadParameter(message, param_hint=hint) from None
     total = config.base_steps + config.ct_steps * len(config.languages) + config.sft_steps
     minutes = max(1, round(total * _SECONDS_PER_STEP / 60))
     hint = "" if quick else "; --quick for a short build"
@@ -132,14 +160,24 @@ def push(
         typer.Argument(help="A `registry lab build --out` directory (holds lab.json).", exists=True, file_okay=False),
     ],
     private: Annotated[bool, typer.Option("--private", help="Create the repos private.")] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Only these roles, comma-separated: base, sft, ct (e.g. base,sft before the bot runs)."),
+    ] = None,
 ) -> None:
     """Upload every lab checkpoint to the Hub under the repo id its card names; prints REPO@SHA lines.
 
     The base goes first, so a CT/SFT card's base_model exists by the time it lands; then
     `registry add ct|sft` can verify them. The Hub is the global --endpoint/--token (HF_ENDPOINT,
-    HF_TOKEN; a write token), given before or after the command. Example (an embedded hub):
+    HF_TOKEN; a write token), given before or after the command.
 
-        registry lab build --out lab --namespace alice && registry lab push lab
+    Examples:
+
+      registry lab push lab
+
+      registry lab push lab --only base,sft
+
+      registry lab push lab --private --endpoint http://127.0.0.1:8791 --token $ALICE_TOKEN
     """
     from registry.errors import LabError
 
@@ -147,6 +185,11 @@ def push(
     if not manifest_path.is_file():
         raise LabError(f"{lab_dir} has no lab.json: build it first with `registry lab build --out {lab_dir}`")
     checkpoints = json.loads(manifest_path.read_text(encoding="utf-8"))["checkpoints"]
+    if only is not None:
+        roles = {role.strip() for role in only.split(",") if role.strip()}
+        if not roles or roles - {"base", "sft", "ct"}:
+            raise typer.BadParameter(f"{only!r}: write roles from base, sft, ct, e.g. base,sft", param_hint="--only")
+        checkpoints = {name: entry for name, entry in checkpoints.items() if entry["role"] in roles}
     client = cli_state(ctx).hub()
     # base first: the others' cards name it
     for name, entry in sorted(checkpoints.items(), key=lambda item: item[1]["role"] != "base"):

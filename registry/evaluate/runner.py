@@ -52,6 +52,47 @@ class PlannedTask:
     task_hash: str
 
 
+def count_documents(item: PlannedTask, *, data_dir: Path) -> int | None:
+    """Documents the task will score: its evaluation split's rows (JSON lines), capped by the limit;
+    None when the data is not a local JSON-lines file (a Hub dataset)."""
+    config = item.spec.config
+    split = config.get("test_split") or config.get("validation_split")
+    rel = item.spec.data_files().get(str(split)) if split else None
+    path = data_dir / rel if rel else None
+    if path is None or not path.is_file() or path.suffix not in (".jsonl", ".json"):
+        return item.limit
+    with path.open("rb") as fh:
+        rows = sum(1 for line in fh if line.strip())
+    return min(rows, item.limit) if item.limit else rows
+
+
+class _Pace:
+    """The suite's remaining time, estimated from the documents per second of the tasks run so far
+    (rough: generation tasks such as MGSM cost more per document than scoring ones)."""
+
+    def __init__(self, docs: dict[str, int | None]) -> None:
+        self.docs = docs
+        self.left = dict(docs)
+        self.seconds = 0.0
+        self.scored = 0
+
+    def done(self, name: str, seconds: float) -> None:
+        count = self.left.pop(name, None) or 0
+        self.seconds += seconds
+        self.scored += count
+        remaining = sum(n for n in self.left.values() if n)
+        rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        if count:
+            log.info("%s: %d documents in %.0f s (%.1f/s)", name, count, seconds, count / max(seconds, 1e-9))
+        if remaining and rate > 0:
+            log.info(
+                "About %.0f s left for %d more documents (at %.1f documents/s so far)",
+                remaining / rate,
+                remaining,
+                rate,
+            )
+
+
 def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | None = None) -> list[PlannedTask]:
     """Resolve every task of `suite`: config, shots, effective limit, hash; check the data is there.
 
@@ -275,6 +316,7 @@ def evaluate_model(
     device = resolve_device(device)
     lm: LM | None = None
     results: list[TaskResult] = []
+    pace = _Pace({item.spec.name: count_documents(item, data_dir=data_dir) for item in planned})
     for item in planned:
         key = cache_key(
             model_key=model.identity.key,
@@ -287,18 +329,23 @@ def evaluate_model(
         if hit is not None:
             log.info("%s: cached result (%s)", item.spec.name, key[:12])
             results.append(hit.model_copy(update={"cached": True}))
+            pace.left.pop(item.spec.name, None)
             continue
         if lm is None:
             log.info("Loading %s on %s", model.path, device)
             with harness_progress(enabled=progress):
                 lm = load_lm(model.path, device=device, batch_size=batch_size)
+        docs = pace.docs[item.spec.name]
         log.info(
-            "%s: %d-shot, %s",
+            "%s: %d-shot, %s%s",
             item.spec.name,
             item.num_fewshot,
-            f"limit {item.limit}" if item.limit else "all documents",
+            f"{docs} documents" if docs is not None else "all documents",
+            f" (--limit {item.limit})" if item.limit else "",
         )
+        task_started = time.perf_counter()
         result = run_task(lm, item, data_dir=data_dir, progress=progress).model_copy(update={"device": device})
+        pace.done(item.spec.name, time.perf_counter() - task_started)
         if cache is not None:
             cache.put(key, result)
         results.append(result)

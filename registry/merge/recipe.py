@@ -568,6 +568,8 @@ def _recipe_error(exc: ValidationError, data: dict[str, Any], source: str) -> Re
                     + f"{guess}; valid keys: {', '.join(valid)}"
                 )
         elif kind == "too_short" and loc == ["models"]:
+            if data.get("models"):
+                continue  # the models are there; their own errors (above or below) say what is wrong
             text = "models: no input models; list them as `- model: org/name` lines under `models:`"
         elif kind == "missing":
             text = f"{field}: required; add it (see recipes/demo-tiny.yaml for an example)"

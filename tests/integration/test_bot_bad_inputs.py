@@ -95,11 +95,13 @@ def test_ct_of_another_architecture(world, hub, tiny_family) -> None:
     _assert_failed(world, hub, job, "base mismatch")
 
 
-def test_ct_on_another_base_has_no_compatible_sft_and_the_comment_lists_the_pairs(world, hub, tiny_family) -> None:
+def test_ct_whose_card_names_a_wrong_base_is_told_to_fix_its_card(world, hub, tiny_family) -> None:
+    # Same shapes as the catalog's SFT, another base_model in the card: the card is what is wrong.
     push_checkpoint(world["alice"], tiny_family.base, "alice/bad-other-base", {"license": "mit"})
     folder = _variant(tiny_family, world["root"], "otherbase")
     job = _run(world, "alice/bad-otherbase", folder, ct_meta("bn", "alice/bad-other-base"))
-    _assert_failed(world, hub, job, "no compatible SFT")
+    _assert_failed(world, hub, job, "fix `base_model` in your card", "alice/bad-base", "alice/bad-other-base")
+    assert "add an SFT on alice/bad-other-base" in (job.error or "")  # the other way out, named second
     text = _comment(hub, "alice/bad-otherbase")
     assert "different base: CT is on alice/bad-other-base, SFT on alice/bad-base" in text
 

@@ -243,3 +243,18 @@ def test_tasks_with_their_own_dataset_need_no_data_repo(tiny_family, shared_data
     assert result.exit_code == 0, result.output
     record = load_record(out)
     assert record.data_source == "datasets named by the task configs" and record.tasks[0].n_samples == 2
+
+
+def test_eval_says_how_many_documents_each_task_has_and_how_long_the_rest_will_take(
+    shared_data: Path, tiny_family, mini_suite: Path, tmp_path: Path
+) -> None:
+    result = _eval(
+        tiny_family.sft, tmp_path / "sft.json", shared_data, tmp_path / "c", "--tasks-dir", str(ROOT / "recipes" / "tasks"),
+        suite=mini_suite, quiet=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    err = " ".join(result.stderr.split())  # log lines may wrap at the console width
+    assert f"sib200_ben_Beng: 5-shot, {LIMIT} documents (--limit {LIMIT})" in err, err
+    assert f"flores_ben_Beng: 0-shot, {LIMIT} documents" in err, err
+    assert "About" in err and "s left for 2 more documents" in err, err  # after the first task, for the rest
+    assert "\r" not in result.stderr  # no bars when stderr is not a terminal

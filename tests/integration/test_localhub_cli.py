@@ -18,7 +18,9 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 
 
 def test_token_create_prints_token_last_and_stores_only_its_hash(tmp_path: Path) -> None:
-    code, out, err = _invoke("hub", "token", "create", "carol", "--data", str(tmp_path), "--org", "lab", "--write")
+    code, out, err = _invoke(
+        "hub", "token", "create", "carol", "--data", str(tmp_path), "--org", "lab", "--write", "--init"
+    )
     assert code == 0, err
     token = out.strip().splitlines()[-1]
     assert re.fullmatch(r"hf_[A-Za-z0-9_-]{40,}", token)
@@ -30,7 +32,7 @@ def test_token_create_prints_token_last_and_stores_only_its_hash(tmp_path: Path)
 
 
 def test_token_create_refuses_bad_names(tmp_path: Path) -> None:
-    code, _, err = _invoke("hub", "token", "create", "../evil", "--data", str(tmp_path))
+    code, _, err = _invoke("hub", "token", "create", "../evil", "--data", str(tmp_path), "--init")
     assert code == 1 and "Error:" in err and "../evil" in err
     assert not (tmp_path / "accounts.json").exists()
 

@@ -99,11 +99,16 @@ def test_webhook_delivers_commit_events_parsed_by_webhook_payload(hub: HubHandle
         next(b for _, b in receiver.wait(2, scope="repo") if b["event"]["action"] == "move")
     )
     assert moved.repo.name == "alice/hooked" and moved.movedTo is not None and moved.movedTo.name == "alice/renamed"
-    # An update that fails validation changes nothing; a valid one is stored.
+    # An update that fails validation changes nothing; a valid one is stored. huggingface_hub >= 2.5
+    # sends the whole webhook on update (destination, watched and domains, changed or not).
     with pytest.raises(HfHubHTTPError) as exc:
-        api.update_webhook(hook.id, url="ftp://elsewhere", watched=[WebhookWatchedItem(type="user", name="alice")])
+        api.update_webhook(
+            hook.id, url="ftp://elsewhere", watched=[WebhookWatchedItem(type="user", name="alice")], domains=["repo"]
+        )
     assert exc.value.response.status_code == 400 and api.get_webhook(hook.id).url == receiver.url
-    api.update_webhook(hook.id, watched=[WebhookWatchedItem(type="org", name="lab")], domains=["repo"])
+    api.update_webhook(
+        hook.id, url=receiver.url, watched=[WebhookWatchedItem(type="org", name="lab")], domains=["repo"]
+    )
     updated = api.get_webhook(hook.id)
     assert [(w.type, w.name) for w in updated.watched] == [("org", "lab")] and updated.domains == ["repo"]
     api.delete_webhook(hook.id)

@@ -14,6 +14,7 @@ from registry.catalog.entries import MergeEntry
 from registry.catalog.store import CatalogStore
 from registry.cli import app
 from registry.evaluate.records import EvalRecord, MetricValue, ModelIdentity, TaskResult
+from registry.evaluate.sources import hash_model_files
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,12 @@ def merged(hub, tiny_family, tmp_path_factory) -> Path:
     return out
 
 
-def _record(path: Path) -> Path:
+def _record(path: Path, weights_hash: str) -> Path:
     metric = {"bits_per_byte": MetricValue(value=1.234, higher_is_better=False)}
     task = TaskResult(task="flores_ben_Beng", task_hash="0" * 64, num_fewshot=0, n_samples=20, n_total=1012,
                       limit=20, metrics=metric, duration_s=1.0)  # fmt: skip
     record = EvalRecord(
-        model=ModelIdentity(reference="merged", local_path="merged", weights_hash="1" * 64), suite="ben_Beng.yaml",
+        model=ModelIdentity(reference="merged", local_path="merged", weights_hash=weights_hash), suite="ben_Beng.yaml",
         language="ben_Beng", data_source="local", lm_eval_version="x", device="cpu", limit=20, duration_s=1.0,
         created_at="2026-01-01T00:00:00Z", tasks=(task,),
     )  # fmt: skip
@@ -56,7 +57,7 @@ def _record(path: Path) -> Path:
 
 
 def test_push_publishes_one_commit_with_model_index_and_a_catalog_entry(hub, merged: Path, tmp_path: Path) -> None:
-    results = _record(tmp_path / "merged.json")
+    results = _record(tmp_path / "merged.json", hash_model_files(merged))
     args = ["push", str(merged), "alice/push-merged", "--eval", str(results), "--registry", "alice/push-registry",
             "--endpoint", hub.url, "--token", hub.token, "--json"]  # fmt: skip
     result = CliRunner().invoke(app, args)
@@ -75,6 +76,31 @@ def test_push_publishes_one_commit_with_model_index_and_a_catalog_entry(hub, mer
     assert (entry.status, entry.output_repo, entry.output_revision) == ("published", "alice/push-merged", out["commit"])
     assert {i.role for i in entry.inputs} == {"ct", "sft", "base"}
     assert [(r.task, r.metric, r.value) for r in entry.results] == [("flores_ben_Beng", "bits_per_byte", 1.234)]
+
+
+def test_push_refuses_results_of_other_weights_unless_forced_and_then_says_so(
+    hub, merged: Path, tmp_path: Path
+) -> None:
+    other = _record(tmp_path / "other.json", "1" * 64)  # another model's results
+    args = [
+        "push",
+        str(merged),
+        "alice/push-foreign",
+        "--eval",
+        str(other),
+        "--endpoint",
+        hub.url,
+        "--token",
+        hub.token,
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "not of" in result.stderr and "--force" in result.stderr
+    assert not hub.client().repo_exists("alice/push-foreign")  # nothing written
+    result = CliRunner().invoke(app, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    readme = hub.client().read_file("alice/push-foreign", "README.md").decode()
+    assert "## Evaluation: unverified" in readme and "not measured on these weights" in readme
 
 
 def test_push_of_a_folder_that_is_not_a_merge_is_refused_before_the_hub(hub, tmp_path: Path) -> None:
