@@ -15,6 +15,8 @@ table of medians and the ratios. Nothing here is imported by the product.
 
     .venv/bin/python bench/bench_merge.py                       # full size, 3 runs each (~15 min)
     .venv/bin/python bench/bench_merge.py --layers 2 --runs 1   # a quick smoke run
+    .venv/bin/python bench/bench_merge.py --methods ties,della,sce --layers 6 --runs 1 --skip-mergekit
+        # each method alternated with the I/O floor: its ratio to the floor
 """
 
 from __future__ import annotations
@@ -245,7 +247,15 @@ def main() -> None:
     parser.add_argument(
         "--compare-unfused", action="store_true", help="also run registry merge with MERGELING_FUSED=0 (the torch path)"
     )
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods: each `registry merge` alternated with the I/O floor, ratios printed (then exit)",
+    )
     args = parser.parse_args()
+    if args.methods:
+        bench_methods(args, [m.strip() for m in args.methods.split(",") if m.strip()])
+        return
 
     shape = Shape(layers=args.layers)
     print(f"synthesizing {shape} under {args.work}/models", flush=True)
@@ -327,6 +337,70 @@ def main() -> None:
             f"run_merge {warm['registry merge']:.2f} s, I/O floor {warm['I/O floor']:.2f} s (medians): "
             f"{warm['registry merge'] / warm['I/O floor']:.2f}x"
         )
+
+
+def method_config(method: str, models: dict[str, Path], density: float) -> dict[str, object]:
+    """A config of `method` over the synthesized models, with the parameters it needs."""
+    from registry.merge.methods import get_method
+
+    spec = get_method(method)
+    inputs = ["ft1"] if spec.max_inputs == 1 else ["ft1", "ft2"]
+    per_model: dict[str, float] = {"weight": 1.0} if spec.uses_weight else {}
+    if spec.uses_density:
+        per_model["density"] = 0.5 if method.startswith("della") else density
+    config: dict[str, object] = {
+        "merge_method": method,
+        "dtype": "float32",
+        "out_dtype": "bfloat16",
+        "models": [{"model": str(models[m]), **({"parameters": per_model} if per_model else {})} for m in inputs],
+    }
+    if spec.needs_base:
+        config["base_model"] = str(models["base"])
+    extra = {"slerp": {"t": 0.4}, "nearswap": {"t": 0.001}, "ties_sv": {"slack": 0.05}}
+    if method in extra:
+        config["parameters"] = extra[method]
+    if method == "ties_sv":
+        config["models"][1]["role"] = "sft"  # type: ignore[index]
+    return config
+
+
+def bench_methods(args: argparse.Namespace, methods: list[str]) -> None:
+    """Each method's `registry merge` alternated with the I/O floor (separate processes, after one untimed
+    floor run); prints wall times, peak RSS and the ratio to the floor measured next to it."""
+    shape = Shape(layers=args.layers)
+    print(f"synthesizing {shape} under {args.work}/models", flush=True)
+    models = synthesize(args.work / "models", shape)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    out = args.work / "out"
+    floor_cmd = [sys.executable, "-c", IO_FLOOR, *(str(models[m]) for m in ("base", "ft1", "ft2")), str(out)]
+    shutil.rmtree(out, ignore_errors=True)
+    run_child(floor_cmd, env, args.work / "warmup.log")
+    rows = []
+    for method in methods:
+        path = args.work / f"{method}.yml"
+        path.write_text(json.dumps(method_config(method, models, args.density), indent=2))
+        cmd = [str(BIN / "registry"), "--quiet", "merge", str(path), "--out", str(out), "--device", "cpu"]
+        walls: dict[str, list[float]] = {"floor": [], "merge": []}
+        rss = 0.0
+        for _ in range(args.runs):
+            for what, command in (("floor", floor_cmd), ("merge", cmd)):
+                shutil.rmtree(out, ignore_errors=True)
+                wall, peak = run_child(command, env, args.work / f"{method}-{what}.log")
+                walls[what].append(wall)
+                rss = max(rss, peak) if what == "merge" else rss
+        floor, merge = statistics.median(walls["floor"]), statistics.median(walls["merge"])
+        rows.append((method, merge, floor, rss))
+        print(
+            f"{method:16s} merge {merge:6.1f} s  floor {floor:6.1f} s  {merge / floor:5.2f}x  "
+            f"peak RSS {rss:.2f} GiB  (load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    print("\n| method | merge s | floor s | merge / floor | peak RSS GiB |\n|---|---|---|---|---|")
+    for method, merge, floor, rss in rows:
+        print(f"| `{method}` | {merge:.1f} | {floor:.1f} | {merge / floor:.2f}x | {rss:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """mergekit compatibility: the mergekit features Mergeling does not implement, refused by name.
 
-A plain mergekit config for `linear`, `task_arithmetic`, `ties`, `slerp`, `dare_ties` or
-`dare_linear` loads unchanged; anything else
-mergekit understands (other methods, slices, modules, token surgery, chat templates, chained LoRA
-references, gradient or conditional parameter values, other methods' parameters) is an error that
-names the feature, never silently ignored.
+Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table); anything else
+mergekit understands (slices, modules, token surgery, chat templates, chained LoRA references,
+gradient or conditional parameter values, other methods' parameters, methods of later mergekit
+versions) is an error that names the feature, never silently ignored.
 """
 
 from __future__ import annotations
@@ -32,18 +31,6 @@ _UNSUPPORTED_PARAMS = {
 }
 MERGEKIT_METHODS = frozenset(
     {
-        "nuslerp",
-        "multislerp",
-        "breadcrumbs",
-        "breadcrumbs_ties",
-        "della",
-        "della_linear",
-        "model_stock",
-        "sce",
-        "karcher",
-        "arcee_fusion",
-        "nearswap",
-        "passthrough",
         "core_space",
     }
 )

@@ -35,7 +35,8 @@ class MethodInfo:
 def available_methods() -> list[MethodInfo]:
     """The methods of the engine's registry (`registry.merge.methods.METHODS`), in its order, that the
     Space's controls can drive: those whose top-level parameters all have defaults (slerp needs its `t`,
-    which the Merge tab does not ask for; such methods run through a recipe and `registry merge`)."""
+    which the Merge tab does not ask for; such methods run through a recipe and `registry merge`), that
+    merge weighted inputs onto the CT's base, and take a CT and an SFT (not one or two models only)."""
     from registry.merge.methods import METHODS
 
     return [
@@ -47,6 +48,9 @@ def available_methods() -> list[MethodInfo]:
         )
         for name, spec in METHODS.items()
         if not any(field.is_required() for field in spec.params.model_fields.values())
+        and spec.needs_base
+        and spec.uses_weight
+        and (spec.max_inputs is None or spec.max_inputs >= 2)
     ]
 
 

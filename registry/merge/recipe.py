@@ -386,6 +386,7 @@ class Recipe(_Frozen):
             roles=tuple(m.role for m in inputs),
             weights=self.weights(),
             densities=self.densities(),
+            base=self.base_model,
         )
 
     def weights(self) -> tuple[float, ...]:

@@ -151,7 +151,7 @@ CASES: list[tuple[str, Callable | None, dict, tuple[str, ...]]] = [
     ("not-same-base", _unrelated, {}, ("does not look like a fine-tune", "sft", "base_model")),
     ("no-config", _no_config, {}, ("no config.json", "ct")),
     ("tokenizer-too-big", _big_tokenizer, {}, ("tokenizer", "ids", "rows", "tokenizer_source")),
-    ("unknown-method", None, {"merge_method": "della"}, ("'della'", "ties_sv")),
+    ("unknown-method", None, {"merge_method": "core_space"}, ("'core_space'", "ties_sv")),
     ("density-1.5", None, {"parameters": {"density": 1.5}}, ("parameters.density = 1.5", "(0, 1]")),
     ("slack-negative", None, {"parameters": {"slack": -0.1}}, ("parameters.slack = -0.1", "[0, 1]")),
     ("unknown-key", None, {"merge_methd": "ties"}, ("unknown key `merge_methd`", "merge_method")),

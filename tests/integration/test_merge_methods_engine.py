@@ -105,3 +105,30 @@ def test_slerp_through_the_engine(tiny_family: DemoFamily, tmp_path: Path) -> No
     base, sft = _state(tiny_family.base), _state(tiny_family.sft)
     for name in base:
         assert torch.equal(got[name], merge_slerp([sft[name]], base[name], t=0.6).to(got[name].dtype)), name
+
+
+@pytest.mark.parametrize("method", ["della", "della_linear", "breadcrumbs_ties", "model_stock", "sce"])
+def test_new_methods_through_the_engine(tiny_family: DemoFamily, tmp_path: Path, method: str) -> None:
+    data = {
+        "merge_method": method,
+        "base_model": str(tiny_family.base),
+        "models": [
+            {"model": str(tiny_family.ct), "role": "ct"},
+            {"model": str(tiny_family.sft), "role": "sft"},
+        ],
+    }
+    if method in ("della", "della_linear", "breadcrumbs_ties"):
+        data["parameters"] = {"density": 0.5}
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        run_merge(plan_merge(parse_recipe(data)), out=out, device="cpu", progress=False)
+    got = _state(outs[0])
+    assert got.keys() == _state(tiny_family.base).keys()
+    assert all(bool(torch.isfinite(t).all()) for t in got.values())
+    for file in sorted(p.name for p in outs[0].glob("*.safetensors")):  # seeded: the same bytes twice
+        assert (outs[0] / file).read_bytes() == (outs[1] / file).read_bytes(), file
+    report = json.loads((outs[0] / "merge_report.json").read_text())
+    assert report["method"] == method
+    if method.startswith("della"):
+        kept = report["totals"]["kept"][str(tiny_family.ct)] / report["totals"]["elements"]
+        assert abs(kept - 0.5) < 0.03

@@ -201,3 +201,51 @@ def test_bf16_models_differ_only_at_threshold_ties(method: str, tiny_family_bf16
         total = sum(t.numel() for t in theirs.values())
         print(f"bf16 ties: {differing} of {total} entries differ, all at threshold ties")
         assert differing < 0.01 * total
+
+
+# -- the other methods mergekit 0.1.5 registers: whole tiny models, the same config file ------------
+def _more_config(method: str, family: DemoFamily) -> dict[str, object]:
+    two = [{"model": str(family.ct)}, {"model": str(family.sft)}]
+    weighted = [{"model": str(family.ct), "parameters": {"weight": 0.7}}, {"model": str(family.sft), "parameters": {"weight": 0.4}}]  # fmt: skip
+    configs: dict[str, dict[str, object]] = {
+        "breadcrumbs": {
+            "base_model": str(family.base),
+            "parameters": {"density": 0.6, "gamma": 0.02},
+            "models": weighted,
+        },
+        "breadcrumbs_ties": {"base_model": str(family.base), "parameters": {"density": 0.5}, "models": weighted},
+        "model_stock": {"base_model": str(family.base), "models": two},
+        "nearswap": {"base_model": str(family.base), "parameters": {"t": 0.001}, "models": two[:1]},
+        "sce": {"base_model": str(family.base), "parameters": {"select_topk": 0.3}, "models": two},
+        "ram": {"base_model": str(family.base), "models": two},
+        "arcee_fusion": {"base_model": str(family.base), "models": two[:1]},
+        "nuslerp": {"models": weighted},
+        "multislerp": {"models": weighted},
+        "karcher": {"models": two},
+        "passthrough": {"models": two[:1]},
+    }
+    return {"merge_method": method, "dtype": "float32", **configs[method]}
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "model_stock",
+        "nearswap",
+        "sce",
+        "ram",
+        "arcee_fusion",
+        "nuslerp",
+        "multislerp",
+        "karcher",
+        "passthrough",
+    ],
+)
+def test_more_methods_fp32_models_bit_identical(method: str, tiny_family: DemoFamily, tmp_path: Path) -> None:
+    theirs, ours = _run_both(_more_config(method, tiny_family), tmp_path)
+    assert theirs.keys() == ours.keys()
+    for name in theirs:
+        assert theirs[name].dtype == ours[name].dtype == torch.float32, name
+        assert torch.equal(_bits(theirs[name]), _bits(ours[name])), name

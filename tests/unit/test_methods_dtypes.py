@@ -29,8 +29,24 @@ def test_low_precision_inputs_equal_their_fp32_copies(
     if name == "slerp":  # the base and one other model
         inputs = inputs[:1]
         kwargs = {"t": 0.3}
-    if name.startswith("dare"):
+    if name.startswith(("dare", "della")):
         kwargs.update(normalize=True, random_seed=7, name="w")
+    # Methods without weights/densities: their own parameters, and as many inputs as they take.
+    own: dict[str, tuple[int, dict[str, object]]] = {
+        "nearswap": (1, {"t": 0.001}),
+        "arcee_fusion": (1, {}),
+        "passthrough": (1, {"scale": 0.5}),
+        "nuslerp": (2, {"weights": [1.0, 0.5]}),
+        "multislerp": (3, {"weights": [1.0, 0.5, 0.8]}),
+        "karcher": (3, {}),
+        "model_stock": (3, {"filter_wise": True}),
+        "sce": (3, {"select_topk": 0.5}),
+        "ram": (3, {"epsilon": 1e-4}),
+        "ramplus_tl": (3, {"epsilon": 1e-4, "r": 0.3}),
+    }
+    if name in own:
+        count, kwargs = own[name]
+        inputs = inputs[:count]
     with_base = spec.needs_base
     expected = spec.fn([t.float() for t in inputs], base.float() if with_base else None, **kwargs)
     monkeypatch.setattr(methods_base, "CHUNK_ELEMENTS", 100)  # several chunks, a short last one

@@ -8,7 +8,25 @@ means writing its module and adding its spec here (docs/merge.md, "Write a merge
 from __future__ import annotations
 
 from registry.errors import UnknownMethodError
-from registry.merge.methods import dare, linear, slerp, task_arithmetic, ties, ties_sv
+from registry.merge.methods import (
+    arcee_fusion,
+    breadcrumbs,
+    dare,
+    della,
+    karcher,
+    linear,
+    model_stock,
+    multislerp,
+    nearswap,
+    nuslerp,
+    passthrough,
+    ram,
+    sce,
+    slerp,
+    task_arithmetic,
+    ties,
+    ties_sv,
+)
 from registry.merge.methods.base import TensorStats
 from registry.merge.methods.plugin import Merger, MethodContext, MethodParams, MethodSpec
 
@@ -24,6 +42,20 @@ METHODS: dict[str, MethodSpec] = {
         slerp.SPEC,
         dare.DARE_TIES,
         dare.DARE_LINEAR,
+        breadcrumbs.BREADCRUMBS,
+        breadcrumbs.BREADCRUMBS_TIES,
+        della.DELLA,
+        della.DELLA_LINEAR,
+        sce.SPEC,
+        model_stock.SPEC,
+        nearswap.SPEC,
+        arcee_fusion.SPEC,
+        ram.RAM,
+        ram.RAMPLUS_TL,
+        nuslerp.SPEC,
+        multislerp.SPEC,
+        karcher.SPEC,
+        passthrough.SPEC,
     )
 }
 

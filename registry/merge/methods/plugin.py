@@ -121,6 +121,20 @@ class MethodContext:
     roles: tuple[str | None, ...]
     weights: tuple[float, ...]
     densities: tuple[float, ...]
+    base: str | None = None  # the recipe's base_model
+
+
+def refuse_base(name: str) -> Callable[[Any, MethodContext], None]:
+    """A `check` for methods that merge the listed models only: a `base_model` would be ignored, so refuse it."""
+
+    def check(params: Any, ctx: MethodContext) -> None:
+        if ctx.base is not None:
+            raise ValueError(
+                f"{name} merges the listed models without a base here; remove base_model "
+                "(mergekit's task-vector form of it, relative to a base, is not implemented)"
+            )
+
+    return check
 
 
 class Merger:

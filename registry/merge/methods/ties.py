@@ -58,10 +58,20 @@ def trim_cut(tensor: torch.Tensor, base: torch.Tensor, density: float) -> Cut:
     Returns:
         The cut over `magnitude_keys(τ)` in flat order.
     """
+    k = trim_target(density, tensor.numel())
+    return k if isinstance(k, Cut) else top_cut(tensor, base, k)
+
+
+def top_cut(tensor: torch.Tensor, base: torch.Tensor, k: int) -> Cut:
+    """The cut keeping the k entries of largest |tensor − base| (ties: lowest flat index first).
+
+    k <= 0 keeps none, k >= numel keeps all.
+    """
     numel = tensor.numel()
-    k = trim_target(density, numel)
-    if isinstance(k, Cut):
-        return k
+    if k <= 0:
+        return Cut.keep_none()
+    if k >= numel:
+        return Cut.keep_all()
     flat, flat_base = tensor.reshape(-1), base.reshape(-1)
     size = min(chunk_elements(base.device), numel)
     delta = torch.empty(size, dtype=torch.float32, device=base.device)

@@ -284,9 +284,9 @@ class TiesSVMerger(Merger):
             "lambda_": spec.lambda_(params),
             **election_of(params),
         }
-        self.slack = params.slack or 0.0
+        self.slack = getattr(params, "slack", None) or 0.0  # methods without a slack step have none
         self.protect = protected_by_role(params, ctx)
-        model_scope = params.slack_scope == "model" and bool(self.slack)
+        model_scope = getattr(params, "slack_scope", None) == "model" and bool(self.slack)
         self.scans = len(self.protect) if model_scope else 0
         self.cuts: dict[str, list[Cut]] = {}
         self.trims: dict[str, list[Cut]] = {}
