@@ -180,13 +180,11 @@ def _root(
 def _disable_library_bars() -> None:
     """-q, or stderr not a terminal (a log file, a pipe): no library draws a bar either.
 
-    huggingface_hub reads HF_HUB_DISABLE_PROGRESS_BARS when imported ("Fetching N files") and
-    tqdm >= 4.66 reads TQDM_DISABLE for every bar whose caller leaves `disable` unset (datasets,
-    transformers); children (the demo's hub, bot and Space) inherit both. Our own bars follow
-    `CliState.progress`, lm-eval's `registry.evaluate.bars`.
+    huggingface_hub reads HF_HUB_DISABLE_PROGRESS_BARS when imported ("Fetching N files"), and
+    transformers follows huggingface_hub's switch; children (the demo's hub, bot and Space) inherit
+    it. Our own bars follow `registry.progress`, lm-eval's and datasets' `registry.evaluate.bars`.
     """
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    os.environ["TQDM_DISABLE"] = "1"
     if "huggingface_hub" in sys.modules:
         from huggingface_hub.utils.tqdm import disable_progress_bars
 

@@ -7,6 +7,7 @@ subcommand, `registry eval compare A.json B.json` the comparison.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -148,7 +149,9 @@ def run_command(
         logging.getLogger(name).setLevel(level)
     tasks_root = tasks_dir or suite.resolve().parent.parent / "tasks"
     spec = select_tasks(_with_lm_eval_tasks(load_suite(suite), task or [], tasks_root), task or [])
-    with harness_progress(enabled=state.progress):  # -q: huggingface_hub's download bars too
+    # lm-eval's bars: not with -q, nor into a log file or a pipe (each task logs its lines instead)
+    bars = state.progress and sys.stderr.isatty()
+    with harness_progress(enabled=bars):  # -q: huggingface_hub's download bars too
         files = [rel for item in spec.tasks for rel in find_task(item.task, tasks_dir=tasks_root).data_files().values()]
         if data_dir is not None:
             data_root, data_source = data_dir.resolve(), str(data_dir.resolve())
@@ -168,7 +171,7 @@ def run_command(
         device=device.value,
         batch_size=batch_size,
         cache=None if no_cache else ResultCache(cache_dir or default_cache_dir()),
-        progress=state.progress,
+        progress=bars,
     )
     from registry.evaluate.compare import build_comparison, render_rich
 
