@@ -233,7 +233,7 @@ def _lab(out: Path, *, console: Any, quiet: bool, steps: int | None = None) -> d
             size.update(base_steps=steps, ct_steps=steps, sft_steps=steps, vocab_size=512)
         data = _shared_data()
         console.print(
-            f"Training lab-size base / CT-{LANGUAGE} / SFT models in {out} (once; about a minute on 2 cores) ..."
+            f"Training lab-size base / CT-{LANGUAGE} / SFT models in {out} (once; about 100 s on 2 cores) ..."
         )
         t0 = time.monotonic()
         build_lab(out, config=LabConfig(**size), data_dir=data, resume=True, progress=not quiet)

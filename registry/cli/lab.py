@@ -14,15 +14,18 @@ _STAGES = ("base", "ct", "sft")
 # --quick: about a fifth of the default steps (base=1000, ct=400 per language, sft=300). The
 # checkpoints load, merge and evaluate like the full ones; their scores are closer to chance.
 QUICK_STEPS = {"base_steps": 200, "ct_steps": 80, "sft_steps": 60}
-# --tiny: the demo's size (2 layers, hidden 64, a 2048-token vocabulary): about a minute on 2 cores,
+# --tiny: the demo's size (2 layers, hidden 64, a 2048-token vocabulary): about 100 s on 2 cores,
 # big enough that the CT learns its language and the SFT its task; the README's walkthrough uses it.
 TINY_PROFILE: dict[str, Any] = {
     "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 192, "num_layers": 2, "num_heads": 4,
     "max_position_embeddings": 1024, "base_steps": 500, "ct_steps": 250, "sft_steps": 250, "batch_size": 8,
     "seq_len": 64, "sft_seq_len": 128,
 }  # fmt: skip
-# Measured on the 2-core build machine at the default model shape (docs/lab.md): seconds per step.
-_SECONDS_PER_STEP = 0.5
+# What a build costs on the 2-core machine with nothing else running (2026-12-07): fixed work (tokenizer,
+# data, saving) plus seconds per training step, by model size. --tiny: 98 s for one language (1,000
+# steps); --quick at the default size: about 5 minutes for one language (340 steps); the full build of
+# three languages 20-25 minutes. Under load it takes longer: the estimate says "on an idle machine".
+_COST = {"tiny": (40.0, 0.06), "default": (120.0, 0.5)}
 
 
 def register(app: typer.Typer) -> None:
@@ -74,7 +77,7 @@ def build(
         bool,
         typer.Option(
             "--tiny",
-            help="The demo's model size (2 layers, hidden 64) and steps: about a minute on 2 cores per language.",
+            help="The demo's model size (2 layers, hidden 64) and steps: about 100 s on 2 cores for one language.",
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
@@ -166,9 +169,10 @@ def build(
         + config.ct_steps * len(config.languages)
         + config.sft_steps * (1 + (starts if config.ct_sft else 0))
     )
-    minutes = max(1, round(total * _SECONDS_PER_STEP / 60))
+    fixed, per_step = _COST["tiny" if tiny else "default"]
+    minutes = max(1, round((fixed + total * per_step) / 60))
     hint = "" if quick else "; --quick for a short build"
-    console.print(f"Training {total} steps in all: roughly {minutes} min on a 2-core CPU{hint}.")
+    console.print(f"Training {total} steps in all: about {minutes} min on an idle 2-core CPU{hint}.")
     result = build_lab(
         out, config=config, data_dir=resolved, overwrite=overwrite, resume=resume, progress=cli_state(ctx).progress
     )
