@@ -162,6 +162,8 @@ def build(
             "ct_save_steps": "--ct-save-steps",
         }.get(field, "--steps")
         message = str(first["msg"]).removeprefix("Value error, ")
+        if hint == "--steps":
+            message = f"{field}: {message}"
         raise typer.BadParameter(message, param_hint=hint) from None
     starts = len(config.languages) * (1 + sum(step < config.ct_steps for step in config.ct_save_steps))
     total = (

@@ -215,7 +215,7 @@ def _build_catalog(hub: HubHandle, family: DemoFamily, tmp: Path) -> tuple[str, 
           readme=_card(language="bn", base="alice/tiny-base", scores={}, name="tiny-ct-submit"))  # fmt: skip
     # A second CT (another language, its card says so) for a group merge.
     _push(hub, family.ct, "alice/tiny-ct-khk", tmp,
-          readme=_card(language="mn", base="alice/tiny-base", scores={}, name="tiny-ct-khk"))  # fmt: skip
+          readme=_card(language="khk", base="alice/tiny-base", scores={}, name="tiny-ct-khk"))  # fmt: skip
     khk = build_ct_entry(client, repo="alice/tiny-ct-khk", revision=None, language="khk_Cyrl", base="alice/tiny-base")
     store.add(khk)
     _push(hub, family.ct, "alice/tiny-ct-nolang", tmp,
