@@ -66,31 +66,41 @@ def count_documents(item: PlannedTask, *, data_dir: Path) -> int | None:
     return min(rows, item.limit) if item.limit else rows
 
 
-class _Pace:
-    """The suite's remaining time, estimated from the documents per second of the tasks run so far
-    (rough: generation tasks such as MGSM cost more per document than scoring ones)."""
+def document_cost(item: PlannedTask) -> int:
+    """A document's relative cost: its forward passes (one per answer choice) times the length of
+    its prompt (the shots plus itself). SIB-200 5-shot costs 42 FLORES sentences; measured on the lab
+    SFT this predicts the rest of the suite within 2x, where counting documents was 10x off."""
+    config = item.spec.config
+    choices = config.get("doc_to_choice")
+    if isinstance(choices, list):
+        passes = len(choices)
+    else:
+        passes = 4 if config.get("output_type") == "multiple_choice" else 1
+    return passes * (item.num_fewshot + 1)
 
-    def __init__(self, docs: dict[str, int | None]) -> None:
+
+class _Pace:
+    """The suite's remaining time: the cost units (`document_cost`) per second of the tasks run so
+    far, applied to the documents left (rough: generation length varies with the model)."""
+
+    def __init__(self, docs: dict[str, int | None], costs: dict[str, int]) -> None:
         self.docs = docs
+        self.costs = costs
         self.left = dict(docs)
         self.seconds = 0.0
-        self.scored = 0
+        self.units = 0
 
     def done(self, name: str, seconds: float) -> None:
         count = self.left.pop(name, None) or 0
         self.seconds += seconds
-        self.scored += count
+        self.units += count * self.costs.get(name, 1)
         remaining = sum(n for n in self.left.values() if n)
-        rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        units_left = sum(n * self.costs.get(task, 1) for task, n in self.left.items() if n)
+        rate = self.units / self.seconds if self.seconds > 0 else 0.0
         if count:
             log.info("%s: %d documents in %.0f s (%.1f/s)", name, count, seconds, count / max(seconds, 1e-9))
         if remaining and rate > 0:
-            log.info(
-                "About %.0f s left for %d more documents (at %.1f documents/s so far)",
-                remaining / rate,
-                remaining,
-                rate,
-            )
+            log.info("About %.0f s left for %d more documents", units_left / rate, remaining)
 
 
 def plan_suite(suite: Suite, *, tasks_dir: Path, data_dir: Path, limit: int | None = None) -> list[PlannedTask]:
@@ -358,7 +368,10 @@ def evaluate_model(
     device = resolve_device(device)
     lm: LM | None = None
     results: list[TaskResult] = []
-    pace = _Pace({item.spec.name: count_documents(item, data_dir=data_dir) for item in planned})
+    pace = _Pace(
+        {item.spec.name: count_documents(item, data_dir=data_dir) for item in planned},
+        {item.spec.name: document_cost(item) for item in planned},
+    )
     for item in planned:
         key = cache_key(
             model_key=model.identity.key,
