@@ -273,6 +273,13 @@ def drop_sparsifier(
     return start
 
 
+def check_random_seed(value: int | None) -> int | None:
+    """The one rule for `random_seed` (dare_ties, dare_linear, della, della_linear): a 63-bit whole number."""
+    if value is not None and not 0 <= value < 2**63:
+        raise ValueError("random_seed is a non-negative whole number, e.g. 0")
+    return value
+
+
 class DareParams(ScaledParams):
     """DARE parameters: `rescale` (default on), `random_seed` (default 0), `normalize`, `lambda`."""
 
@@ -282,9 +289,7 @@ class DareParams(ScaledParams):
     @field_validator("random_seed")
     @classmethod
     def _seed_range(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value < 2**63:
-            raise ValueError("random_seed is a non-negative whole number, e.g. 0")
-        return value
+        return check_random_seed(value)
 
 
 class DareTiesParams(TiesSVParams):
@@ -297,9 +302,7 @@ class DareTiesParams(TiesSVParams):
     @field_validator("random_seed")
     @classmethod
     def _seed_range(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value < 2**63:
-            raise ValueError("random_seed is a non-negative whole number, e.g. 0")
-        return value
+        return check_random_seed(value)
 
 
 class DareTiesMerger(TiesSVMerger):

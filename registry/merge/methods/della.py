@@ -26,7 +26,7 @@ from pydantic import field_validator
 from registry.merge.kernels.topk import Cut
 from registry.merge.methods.base import TensorStats, check_inputs, fp32_chunk
 from registry.merge.methods.breadcrumbs import _l1_scales, merge_sparse_linear
-from registry.merge.methods.dare import MASK_BLOCK, mask_seed
+from registry.merge.methods.dare import MASK_BLOCK, check_random_seed, mask_seed
 from registry.merge.methods.plugin import MethodContext, MethodSpec, ScaledParams, protected_by_role
 from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace
 from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
@@ -192,9 +192,7 @@ class _DellaFields(ScaledParams):
     @field_validator("random_seed")
     @classmethod
     def _seed(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value < 2**63:
-            raise ValueError("random_seed is a non-negative whole number, e.g. 0")
-        return value
+        return check_random_seed(value)
 
 
 class DellaLinearParams(_DellaFields):
