@@ -44,3 +44,24 @@ def test_full_jitter_stays_under_the_ceiling() -> None:
     delays = list(Backoff(attempts=6, first_s=0.05, cap_s=0.2, rng=random.Random(1)).delays())
     ceilings = [0.05, 0.1, 0.2, 0.2, 0.2]
     assert len(delays) == 5 and all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+
+
+def test_the_helper_is_tenacity_with_the_same_waits_and_reraises_the_error_itself() -> None:
+    import tenacity
+
+    waits: list[float] = []
+    backoff = Backoff(attempts=3, first_s=0.5, cap_s=0.75, jitter="none", sleep=waits.append)
+    retrying = backoff.retrying(on=TimeoutError, what="loop")
+    assert isinstance(retrying, tenacity.Retrying)
+    tries = 0
+    with pytest.raises(TimeoutError, match="slow 3"):  # the error itself, not tenacity.RetryError
+        for attempt in retrying:
+            with attempt:
+                tries += 1
+                raise TimeoutError(f"slow {tries}")
+    assert tries == 3 and waits == [0.5, 0.75] == list(backoff.delays())
+
+
+def test_a_misspelt_jitter_is_refused() -> None:
+    with pytest.raises(ValueError, match="jitter must be"):
+        Backoff(jitter="ful")
