@@ -49,7 +49,7 @@ def success_comment(
         "",
     ]
     if unavailable:
-        from bot.evaluation import describe_unavailable
+        from registry.card import describe_unavailable
 
         lines.append(describe_unavailable(unavailable))
     elif records:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
+from registry.card import NO_EVAL, describe_unavailable
 from registry.errors import DataNotFoundError, HubError, HubRepoNotFoundError
 
 if TYPE_CHECKING:
@@ -29,15 +30,6 @@ class EvalOutcome:
 
     files: dict[str, str]
     unavailable: str | None = None
-
-
-# The reason a bot started with --no-eval gives: merges are published un-evaluated on purpose.
-NO_EVAL = "not evaluated: this bot runs with --no-eval"
-
-
-def describe_unavailable(reason: str) -> str:
-    """The sentence the card and the comment show for a merge without evaluation results."""
-    return f"{reason[0].upper()}{reason[1:]}." if reason == NO_EVAL else f"Evaluation unavailable: {reason}."
 
 
 def suite_path(config: BotConfig, language: str) -> Path:

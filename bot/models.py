@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from registry.catalog.entries import ModelRef
+
 MAX_RECIPE_TEXT = 64 * 1024  # a full recipe sent with POST /jobs: a short YAML file
 
 
@@ -23,6 +25,10 @@ class Member(BaseModel):
     repo: str
     sha: str
     language: str
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(repo=self.repo, revision=self.sha)
 
 
 class SweepSpec(BaseModel):
@@ -75,8 +81,13 @@ class JobSpec(BaseModel):
     custom_recipe: RecipeRequest | None = None  # POST /jobs with a recipe (the trigger and its jobs carry it)
 
     @property
+    def base_ref(self) -> ModelRef | None:
+        """The base as a `ModelRef` (None when the spec names none)."""
+        return ModelRef.parse(self.base) if self.base else None
+
+    @property
     def base_repo(self) -> str:
-        return self.base.partition("@")[0]
+        return self.base_ref.repo if self.base_ref else ""
 
     @property
     def method(self) -> str:
@@ -99,7 +110,9 @@ class StepData(BaseModel):
     eval_unavailable_by_language: dict[str, str] = {}
     eval_seconds: float | None = None
     best_point: str | None = None
-    sweep_table: str | None = None
+    sweep_table: str | None = None  # rows written before the card took data (read, never written)
+    sweep_scores: dict[str, float | None] = {}  # sweep point -> its dev value (None: not measured)
+    sweep_unavailable: str | None = None  # why the dev evaluation gave no values
     sweep_dev: dict[str, str] = {}
     commit: str | None = None  # published
     publish_seconds: float | None = None

@@ -192,7 +192,7 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry, *, custom: RecipeRequ
             f"({len(sfts)} checked); add one on the same base ({ct.base.repo}) with `registry add sft`",
             reasons=reasons or ["the catalog holds no SFT checkpoint"],
         )
-    base = f"{ct.base.repo}@{ct.base.revision}" if ct.base.revision else ct.base.repo
+    base = str(ct.base)
     if custom is not None:
         return [_custom_job(config, hub, ct, sft, custom, base=base) for sft in compatible]
     template, source = language_recipe(config.recipes_dir, ct.language, catalog=_catalog_reader(config, hub))
@@ -208,7 +208,7 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry, *, custom: RecipeRequ
             config, hub, ct_repo=ct.repo, inputs=[ct.repo, sft.repo, ct.base.repo], name=name
         )
         raw = concrete_recipe(
-            template, cts=[(f"{ct.repo}@{ct.revision}", ct.language)], sft=f"{sft.repo}@{sft.revision}", base=base,
+            template, cts=[(str(ct.ref), ct.language)], sft=str(sft.ref), base=base,
             output_repo=output,
         )  # fmt: skip
         kind = "pair" if sweep is None else "sweep"
@@ -220,7 +220,7 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry, *, custom: RecipeRequ
                 higher_is_better=sweep.higher_is_better, template=template,
             ),
         )  # fmt: skip
-        key = f"{kind}:{ct.repo}@{ct.revision}|{sft.repo}@{sft.revision}|{template_hash(template)}"
+        key = f"{kind}:{ct.ref}|{sft.ref}|{template_hash(template)}"
         jobs.append(PlannedJob(key, kind, ct.language, sft.repo, sft.revision, output, spec))
         jobs.extend(_groups(config, hub, ct, sft, entries, base=base))
     return jobs
@@ -240,7 +240,7 @@ def _custom_job(
         name = f"{name[: 95 - len(tag)].rstrip('-.')}-{tag}"
     output, private = output_place(config, hub, ct_repo=ct.repo, inputs=[ct.repo, sft.repo, ct.base.repo], name=name)
     recipe = custom_recipe(
-        custom, ct=f"{ct.repo}@{ct.revision}", language=ct.language, sft=f"{sft.repo}@{sft.revision}", base=base,
+        custom, ct=str(ct.ref), language=ct.language, sft=str(sft.ref), base=base,
         output_repo=output,
     )  # fmt: skip
     spec = JobSpec(
@@ -248,7 +248,7 @@ def _custom_job(
         ct_entry=ct.id, sft_entry=sft.id, base=base, private=private, custom_recipe=custom,
         members=[Member(repo=ct.repo, sha=ct.revision, language=ct.language)],
     )  # fmt: skip
-    key = f"pair:{ct.repo}@{ct.revision}|{sft.repo}@{sft.revision}|custom-{tag}"
+    key = f"pair:{ct.ref}|{sft.ref}|custom-{tag}"
     return PlannedJob(key, "pair", ct.language, sft.repo, sft.revision, output, spec)
 
 
@@ -287,15 +287,15 @@ def _groups(
                 config, hub, ct_repo=ct.repo, inputs=[*(m.repo for m in members), sft.repo, ct.base.repo], name=name
             )
             raw = concrete_recipe(
-                template, cts=[(f"{m.repo}@{m.revision}", m.language) for m in members],
-                sft=f"{sft.repo}@{sft.revision}", base=base, output_repo=output,
+                template, cts=[(str(m.ref), m.language) for m in members],
+                sft=str(sft.ref), base=base, output_repo=output,
             )  # fmt: skip
             spec = JobSpec(
                 recipe=raw.canonical(), recipe_source=f"recipes/{path.name}", recipe_hash=raw.recipe_hash(), ct_entry=ct.id,
                 sft_entry=sft.id, base=base, private=private,
                 members=[Member(repo=m.repo, sha=m.revision, language=m.language) for m in members],
             )  # fmt: skip
-            shas = ",".join(f"{m.repo}@{m.revision}" for m in members)
+            shas = ",".join(str(m.ref) for m in members)
             key = f"group:{shas}|{sft.repo}@{sft.revision}|{template_hash(template)}"
             out.append(PlannedJob(key, "group", ct.language, sft.repo, sft.revision, output, spec))
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,13 @@ from bot.evaluation import evaluate_models, language_tables, load_records, metri
 from bot.models import StepData
 from bot.pairing import expand, verify_ct
 from bot.queue import Job, JobQueue
+from registry.card import sweep_markdown
+from registry.catalog.entries import ModelRef
 from registry.errors import HubAuthError, HubConflictError, HubError, HubUnavailableError, RegistryError
 
 if TYPE_CHECKING:
+    from registry.card import MergeProvenance, ResultsTable, SweepResult
+    from registry.evaluate.records import EvalRecord
     from registry.hub import HubClient
     from registry.merge.plan import MergePlan
 
@@ -172,7 +177,8 @@ class Pipeline:
     def _step_commented(self, job: Job) -> StepData:
         records = load_records(job.data.eval_records)
         unavailable = job.data.eval_unavailable
-        extra = job.data.sweep_table or ""
+        sweep = sweep_result(job)
+        extra = sweep_markdown(sweep) if sweep is not None else job.data.sweep_table or ""
         if job.data.eval_by_language or job.data.eval_unavailable_by_language:  # a group: one table per language
             by_language = {lang: load_records(texts) for lang, texts in job.data.eval_by_language.items()}
             tables = language_tables(by_language, job.data.eval_unavailable_by_language, heading="####")
@@ -198,9 +204,9 @@ class Pipeline:
             return  # a merge of private or gated inputs leaves no trace in a public catalog
         inputs = [MergeInput(role="ct", repo=m.repo, revision=m.sha) for m in spec.members]
         inputs.append(MergeInput(role="sft", repo=job.sft_repo or "", revision=job.sft_sha or ""))
-        base_repo, _, base_rev = spec.base.partition("@")
-        if base_repo and base_rev:
-            inputs.append(MergeInput(role="base", repo=base_repo, revision=base_rev))
+        base = spec.base_ref
+        if base is not None and base.revision:
+            inputs.append(MergeInput(role="base", repo=base.repo, revision=base.revision))
         per_language = job.data.eval_by_language or {"": job.data.eval_records}
         merge_texts = [texts["merge"] for _, texts in sorted(per_language.items()) if "merge" in texts]
         records = list(load_records({str(i): t for i, t in enumerate(merge_texts)}).values())
@@ -364,10 +370,10 @@ def evaluate_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     staging = config.staging / job.id
     language = job.language or ""
     members = job.spec.members
-    models = {"ct": f"{job.ct_repo}@{job.ct_sha}", "sft": f"{job.sft_repo}@{job.sft_sha}"}
+    models = {"ct": _ref(job.ct_repo, job.ct_sha), "sft": _ref(job.sft_repo, job.sft_sha)}
     if len(members) > 1:  # a group merge: compare with the CT of the suite's language
-        models = {"ct": next(f"{m.repo}@{m.sha}" for m in members if m.language == language), **models}
-        models["sft"] = f"{job.sft_repo}@{job.sft_sha}"
+        models = {"ct": next(str(m.ref) for m in members if m.language == language), **models}
+        models["sft"] = _ref(job.sft_repo, job.sft_sha)
     if job.kind == "sweep":  # choose on dev, then the chosen point on the test suite for the card
         points = {f"point-{name}": path for name, path in job.data.points.items()}
         dev = evaluate_models(
@@ -404,7 +410,7 @@ def _evaluate_languages(
     by_language: dict[str, dict[str, str]] = {}
     unavailable: dict[str, str] = {}
     for member in job.spec.members:
-        models = {"ct": f"{member.repo}@{member.sha}", "sft": f"{job.sft_repo}@{job.sft_sha}", "merge": merged_dir}
+        models = {"ct": str(member.ref), "sft": _ref(job.sft_repo, job.sft_sha), "merge": merged_dir}
         outcome = evaluate_models(
             config, hub, language=member.language, models=models, limit=config.eval_limit,
             out_dir=config.staging / job.id / "eval" / member.language, adapter_base=job.spec.base or None,
@@ -421,6 +427,11 @@ def _evaluate_languages(
     }  # fmt: skip
 
 
+def _ref(repo: str | None, sha: str | None) -> str:
+    """`repo@sha` of a job's pinned input (a `ModelRef`, validated)."""
+    return str(ModelRef(repo=repo or "", revision=sha))
+
+
 def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> StepData:
     sweep = job.spec.sweep
     assert sweep is not None
@@ -435,16 +446,10 @@ def _pick_point(job: Job, files: dict[str, str], unavailable: str | None) -> Ste
         best = pick(valid, key=lambda name: valid[name])
     else:
         best = sorted(points)[0]
-    rows = "\n".join(
-        f"| `{name}` | {'' if scores.get(name) is None else f'{scores[name]:.4f}'} | {'**best**' if name == best else ''} |"
-        for name in sorted(points)
-    )
-    how = f"dev split ({unavailable}: the first point was kept)" if unavailable else "dev split"
-    table = (
-        f"## Sweep\n\nEvery point is on branch `sweep/<point>`; chosen by `{sweep.metric}` on the {how}; the "
-        f"evaluation above is the chosen point's on the test split.\n\n| point | dev value | |\n|---|---|---|\n{rows}\n"
-    )
-    return StepData(best_point=best, sweep_table=table, merged_dir=points[best], sweep_dev=files)
+    return StepData(
+        best_point=best, merged_dir=points[best], sweep_dev=files, sweep_unavailable=unavailable,
+        sweep_scores={name: scores.get(name) for name in sorted(points)},
+    )  # fmt: skip
 
 
 def publish_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
@@ -454,35 +459,12 @@ def publish_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
     from registry.publish import publish_merge
 
     started = time.monotonic()
-    records = load_records(job.data.eval_records)
-    names = {"ct": "CT", "sft": "SFT", "merge": "merged"}
-    comparison = [(names[label], records[label]) for label in ("ct", "sft", "merge") if label in records]
-    merge_records = [records["merge"]] if "merge" in records else []
-    by_language = {lang: load_records(texts) for lang, texts in job.data.eval_by_language.items()}
-    if len(by_language) > 1 or job.data.eval_unavailable_by_language:
-        comparison = []  # one table per member language instead (below)
-        merge_records = [recs["merge"] for _, recs in sorted(by_language.items()) if "merge" in recs]
-    inputs = "\n".join(f"- CT `{m.repo}` at commit `{m.sha}` ({m.language})" for m in job.spec.members)
-    sections = [
-        "## Provenance\n\n"
-        f"Merged by the Mergeling bot from [{job.ct_repo}]({hub.endpoint}/{job.ct_repo}) at commit `{job.ct_sha}` "
-        f"(job `{job.id}`).\n\n{inputs}\n- SFT `{job.sft_repo}` at commit `{job.sft_sha}`\n"
-        f"- base `{job.spec.base}`\n- recipe: `{job.spec.recipe_source}`"
-        + (f"\n- requested by `{job.submitted_by}`" if job.submitted_by else "")
-    ]
-    if comparison == [] and (by_language or job.data.eval_unavailable_by_language):
-        sections.append(language_tables(by_language, job.data.eval_unavailable_by_language, heading="## Evaluation:"))
-    elif job.data.eval_unavailable:
-        from bot.evaluation import describe_unavailable
-
-        sections.append(f"## Evaluation\n\n{describe_unavailable(job.data.eval_unavailable)}")
-    if job.data.sweep_table:
-        sections.append(job.data.sweep_table)
+    card = card_data(job, hub_endpoint=hub.endpoint)
     assert job.output_repo is not None and job.data.merged_dir is not None
     best = Path(job.data.merged_dir)
     published = publish_merge(
-        hub, best, job.output_repo, records=merge_records, comparison=comparison,
-        sections=sections, marker=job.id, message=f"Merge {job.ct_repo}@{(job.ct_sha or '')[:7]} (job {job.id})",
+        hub, best, job.output_repo, records=card.records, tables=card.tables, provenance=card.provenance,
+        sweep=card.sweep, marker=job.id, message=f"Merge {job.ct_repo}@{(job.ct_sha or '')[:7]} (job {job.id})",
         private=job.spec.private, strict=True,
     )  # fmt: skip
     stall_point(config, "push")
@@ -495,3 +477,59 @@ def publish_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
             _publish(hub, Path(path), job.output_repo, marker=f"{job.id}-{name}", revision=branch,
                      message=f"Sweep point {name} (job {job.id})")  # fmt: skip
     return StepData(commit=published.commit, publish_seconds=round(time.monotonic() - started, 2))
+
+
+@dataclass(frozen=True)
+class CardData:
+    """What a bot merge's card shows, as data for `registry.card.render_merge_card` (via `publish_merge`)."""
+
+    records: tuple[EvalRecord, ...]  # the merge's own (model-index): every member language's for a group
+    tables: tuple[ResultsTable, ...]
+    provenance: MergeProvenance
+    sweep: SweepResult | None
+
+
+def card_data(job: Job, *, hub_endpoint: str) -> CardData:
+    """The card's data of a job that has been evaluated: its records, tables, provenance and sweep."""
+    from registry.card import MergeProvenance, ResultsTable
+
+    data = job.data
+    by_language = {lang: load_records(texts) for lang, texts in data.eval_by_language.items()}
+    if len(by_language) > 1 or data.eval_unavailable_by_language:  # a group: one table per member language
+        languages = sorted(by_language.keys() | data.eval_unavailable_by_language.keys())
+        tables = tuple(
+            ResultsTable(
+                columns=_columns(by_language.get(lang, {})), language=lang,
+                unavailable=data.eval_unavailable_by_language.get(lang),
+            )
+            for lang in languages
+        )  # fmt: skip
+        records = tuple(recs["merge"] for _, recs in sorted(by_language.items()) if "merge" in recs)
+    else:
+        own = load_records(data.eval_records)
+        tables = (ResultsTable(columns=_columns(own), unavailable=data.eval_unavailable),)
+        records = (own["merge"],) if "merge" in own else ()
+    provenance = MergeProvenance(
+        ct_repo=job.ct_repo, ct_sha=job.ct_sha or "", ct_url=f"{hub_endpoint}/{job.ct_repo}", job_id=job.id,
+        members=tuple((m.repo, m.sha, m.language) for m in job.spec.members), sft_repo=job.sft_repo or "",
+        sft_sha=job.sft_sha or "", base=job.spec.base, recipe=job.spec.recipe_source, requested_by=job.submitted_by,
+    )  # fmt: skip
+    return CardData(records=records, tables=tables, provenance=provenance, sweep=sweep_result(job))
+
+
+def _columns(records: dict[str, EvalRecord]) -> tuple[tuple[str, EvalRecord], ...]:
+    return tuple((label, records[label]) for label in ("ct", "sft", "merge") if label in records)
+
+
+def sweep_result(job: Job) -> SweepResult | None:
+    """A sweep job's points and dev values (None for other jobs, or before its dev evaluation)."""
+    from registry.card import SweepResult
+
+    sweep, data = job.spec.sweep, job.data
+    if sweep is None or data.best_point is None:
+        return None
+    scores = data.sweep_scores or dict.fromkeys(sorted(data.points))
+    return SweepResult(
+        metric=sweep.metric, scores=tuple(sorted(scores.items())), best=data.best_point,
+        unavailable=data.sweep_unavailable,
+    )  # fmt: skip

@@ -19,6 +19,7 @@ from registry.languages import ISO_639_1
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
 
+    from registry.evaluate.records import EvalRecord
     from registry.recipe import Recipe
 
 # Higher is more restrictive; an unknown license is treated as the most restrictive of all.
@@ -262,4 +263,168 @@ def build_card_for_output(
         ) from None
     return build_model_card(
         recipe, inputs, diagnostics=report.get("summary"), repo_id=repo_id, eval_results=eval_results
+    )
+
+
+# -- the card of a published merge: one typed context, one renderer ----------------------------------
+# `registry push` and the bot pass data (records, inputs, reasons), never markdown; every section of a
+# published merge's card is written here, in this order: what `registry merge` writes (inputs, recipe,
+# diagnostics, model-index results), the comparison table(s), the unverified-results note, the bot's
+# provenance, the sweep table, then the hidden provenance and job marker lines.
+
+# The reason a bot started with --no-eval gives: merges are published un-evaluated on purpose.
+NO_EVAL = "not evaluated: this bot runs with --no-eval"
+_LABELS = {"ct": "CT", "sft": "SFT", "merge": "merged"}
+
+
+def describe_unavailable(reason: str) -> str:
+    """The sentence a card (and the bot's comment) shows for a merge without evaluation results."""
+    return f"{reason[0].upper()}{reason[1:]}." if reason == NO_EVAL else f"Evaluation unavailable: {reason}."
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    """One comparison table: the merge beside the models it is compared with, on one suite.
+
+    Args:
+        columns: (label, record) in column order; labels `ct`, `sft`, `merge` are shown as CT, SFT,
+            merged, any other label as given. Differences are to the first column.
+        language: a group merge's member language (one table each); None: the merge's one suite.
+        unavailable: why this table has no numbers (a one-line reason, e.g. `NO_EVAL`).
+    """
+
+    columns: tuple[tuple[str, EvalRecord], ...] = ()
+    language: str | None = None
+    unavailable: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeProvenance:
+    """Where a merge the bot made came from (its card's Provenance section)."""
+
+    ct_repo: str
+    ct_sha: str
+    ct_url: str
+    job_id: str
+    members: tuple[tuple[str, str, str], ...]  # (repo, sha, language) of each CT
+    sft_repo: str
+    sft_sha: str
+    base: str  # repo@sha
+    recipe: str  # where the recipe came from (a path, catalog:..., default, custom recipe <tag>)
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep's points and their dev values; `best` was promoted to `main`."""
+
+    metric: str
+    scores: tuple[tuple[str, float | None], ...]  # (point name, dev value or None)
+    best: str
+    unavailable: str | None = None  # why the dev evaluation gave no values (the first point was kept)
+
+
+@dataclass(frozen=True)
+class MergeCardContext:
+    """Everything the card of a published merge shows.
+
+    Args:
+        folder: the `registry merge` output (its recipe, report and diagnostics are read from it).
+        repo_id: where it is published.
+        records: the merge's own evaluation records: its `model-index` (every language's for a group).
+        tables: comparison tables (one per language for a group merge).
+        unverified: why the records may not describe these weights (`registry push --force`).
+        provenance: the bot's job that made it.
+        sweep: the sweep the bot ran.
+        marker: a hidden marker that makes the publish idempotent (the bot's job id).
+    """
+
+    folder: Path
+    repo_id: str
+    records: tuple[EvalRecord, ...] = ()
+    tables: tuple[ResultsTable, ...] = ()
+    unverified: tuple[str, ...] = ()
+    provenance: MergeProvenance | None = None
+    sweep: SweepResult | None = None
+    marker: str | None = None
+
+    def section_titles(self) -> list[str]:
+        """The `## ` headings of the rendered card, in order (what a test compares across callers)."""
+        return [line[3:] for line in render_merge_card(self).splitlines() if line.startswith("## ")]
+
+
+def render_merge_card(ctx: MergeCardContext) -> str:
+    """The README.md of a published merge: every section, from `ctx` alone."""
+    from registry.evaluate.model_index import to_eval_results
+    from registry.publish import ct_repos_of, marker_line, provenance_line
+
+    results = [result for record in ctx.records for result in to_eval_results(record)]
+    card = build_card_for_output(ctx.folder, eval_results=results or None, repo_id=ctx.repo_id)
+    parts = [str(card).rstrip("\n")]
+    parts += [_results_table(table) for table in ctx.tables if table.columns or table.unavailable]
+    if ctx.unverified:
+        parts.append(
+            "## Evaluation: unverified\n\nThe results in this card were published with `registry push --force`: "
+            "they were not measured on these weights.\n\n" + "\n".join(f"- {problem}" for problem in ctx.unverified)
+        )
+    if ctx.provenance is not None:
+        parts.append(_provenance(ctx.provenance))
+    if ctx.sweep is not None:
+        parts.append(sweep_markdown(ctx.sweep))
+    ct_repos = ct_repos_of(ctx.folder)
+    if ct_repos:
+        parts.append(provenance_line(ct_repos))
+    if ctx.marker:
+        parts.append(marker_line(ctx.marker))
+    return "\n\n".join(parts) + "\n"
+
+
+def comparison_markdown(columns: Sequence[tuple[str, EvalRecord]]) -> str:
+    """The markdown table of `columns` (label, record); differences are to the first column."""
+    from registry.evaluate.compare import build_comparison, render_markdown
+
+    labels = [_LABELS.get(label, label) for label, _ in columns]
+    return render_markdown(build_comparison([record for _, record in columns], labels=labels))
+
+
+def _results_table(table: ResultsTable) -> str:
+    if table.language is not None:
+        language = table.language
+        if table.unavailable or len(table.columns) < 2:
+            return f"## Evaluation: {language}\n\n{describe_unavailable(table.unavailable or 'no results')}"
+        return (
+            f"## Evaluation: {language}\n\nThe {language} CT, the SFT and the merge on the {language} suite "
+            f"(differences in brackets are to the CT).\n\n{comparison_markdown(table.columns)}"
+        )
+    if table.unavailable:
+        return f"## Evaluation\n\n{describe_unavailable(table.unavailable)}"
+    if len(table.columns) < 2:
+        return ""
+    first = _LABELS.get(table.columns[0][0], table.columns[0][0])
+    return (
+        f"## Evaluation: comparison\n\nDifferences in brackets are to the first column ({first}).\n\n"
+        f"{comparison_markdown(table.columns)}"
+    )
+
+
+def _provenance(p: MergeProvenance) -> str:
+    inputs = "\n".join(f"- CT `{repo}` at commit `{sha}` ({language})" for repo, sha, language in p.members)
+    text = (
+        "## Provenance\n\n"
+        f"Merged by the Mergeling bot from [{p.ct_repo}]({p.ct_url}) at commit `{p.ct_sha}` (job `{p.job_id}`).\n\n"
+        f"{inputs}\n- SFT `{p.sft_repo}` at commit `{p.sft_sha}`\n- base `{p.base}`\n- recipe: `{p.recipe}`"
+    )
+    return text + (f"\n- requested by `{p.requested_by}`" if p.requested_by else "")
+
+
+def sweep_markdown(sweep: SweepResult) -> str:
+    """The Sweep section (the card's; the bot's comment shows it too)."""
+    rows = "\n".join(
+        f"| `{name}` | {'' if value is None else f'{value:.4f}'} | {'**best**' if name == sweep.best else ''} |"
+        for name, value in sweep.scores
+    )
+    how = f"dev split ({sweep.unavailable}: the first point was kept)" if sweep.unavailable else "dev split"
+    return (
+        f"## Sweep\n\nEvery point is on branch `sweep/<point>`; chosen by `{sweep.metric}` on the {how}; the "
+        f"evaluation above is the chosen point's on the test split.\n\n| point | dev value | |\n|---|---|---|\n{rows}"
     )

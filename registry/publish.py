@@ -27,6 +27,7 @@ from registry.errors import (
 )
 
 if TYPE_CHECKING:
+    from registry.card import MergeProvenance, ResultsTable, SweepResult
     from registry.catalog.entries import EvalResult, MergeEntry, MergeInput
     from registry.evaluate.records import EvalRecord
     from registry.hub import HubClient
@@ -126,41 +127,33 @@ def build_card_text(
     *,
     repo_id: str,
     records: Sequence[EvalRecord] = (),
-    comparison: Sequence[tuple[str, EvalRecord]] = (),
-    sections: Sequence[str] = (),
+    tables: Sequence[ResultsTable] = (),
+    unverified: Sequence[str] = (),
+    provenance: MergeProvenance | None = None,
+    sweep: SweepResult | None = None,
     marker: str | None = None,
 ) -> str:
-    """The README.md of a published merge.
+    """The README.md of a published merge, rendered by `registry.card.render_merge_card` (the one card
+    renderer: `registry push` and the bot pass it data, never markdown).
 
     Args:
         folder: the merge output (recipe and report are read from it).
         repo_id: where it is published.
         records: the merge's own evaluation records (become `model-index`).
-        comparison: (label, record) pairs for a comparison table (e.g. CT, SFT, merge).
-        sections: more markdown sections appended to the body (provenance, notes).
+        tables: comparison tables (the bot: CT vs SFT vs merged, one per language for a group merge).
+        unverified: why the records may not describe these weights (`registry push --force`).
+        provenance: the bot job that made the merge.
+        sweep: the bot's sweep (points and dev values).
         marker: a hidden marker that makes the publish idempotent.
     """
-    from registry.card import build_card_for_output
-    from registry.evaluate.model_index import to_eval_results
+    from registry.card import MergeCardContext, render_merge_card
 
-    results = [result for record in records for result in to_eval_results(record)]
-    card = build_card_for_output(folder, eval_results=results or None, repo_id=repo_id)
-    parts = [str(card).rstrip("\n")]
-    if len(comparison) > 1:
-        from registry.evaluate.compare import build_comparison, render_markdown
-
-        table = render_markdown(build_comparison([r for _, r in comparison], labels=[label for label, _ in comparison]))
-        first = comparison[0][0]
-        parts.append(
-            f"## Evaluation: comparison\n\nDifferences in brackets are to the first column ({first}).\n\n{table}"
+    return render_merge_card(
+        MergeCardContext(
+            folder=Path(folder), repo_id=repo_id, records=tuple(records), tables=tuple(tables),
+            unverified=tuple(unverified), provenance=provenance, sweep=sweep, marker=marker,
         )
-    parts.extend(section.rstrip("\n") for section in sections)
-    ct_repos = ct_repos_of(folder)
-    if ct_repos:
-        parts.append(provenance_line(ct_repos))
-    if marker:
-        parts.append(marker_line(marker))
-    return "\n\n".join(parts) + "\n"
+    )  # fmt: skip
 
 
 def publish_merge(
@@ -170,8 +163,10 @@ def publish_merge(
     *,
     private: bool = False,
     records: Sequence[EvalRecord] = (),
-    comparison: Sequence[tuple[str, EvalRecord]] = (),
-    sections: Sequence[str] = (),
+    tables: Sequence[ResultsTable] = (),
+    unverified: Sequence[str] = (),
+    provenance: MergeProvenance | None = None,
+    sweep: SweepResult | None = None,
     registry: str | None = None,
     marker: str | None = None,
     message: str | None = None,
@@ -185,7 +180,7 @@ def publish_merge(
         folder: a `registry merge` output.
         repo_id: the model repo to publish to (created if missing).
         private: create the repo private.
-        records, comparison, sections, marker: see `build_card_text`.
+        records, tables, unverified, provenance, sweep, marker: the card's data (see `build_card_text`).
         registry: the catalog dataset repo to record the merge in (None: no catalog entry).
         message: the commit message.
         revision: the branch to commit to (default: main; it must exist).
@@ -203,8 +198,9 @@ def publish_merge(
     folder = Path(folder)
     check_folder(folder)
     readme = build_card_text(
-        folder, repo_id=repo_id, records=records, comparison=comparison, sections=sections, marker=marker
-    )
+        folder, repo_id=repo_id, records=records, tables=tables, unverified=unverified, provenance=provenance,
+        sweep=sweep, marker=marker,
+    )  # fmt: skip
     existing = _published_before(hub, repo_id, marker, revision=revision) if marker else None
     if existing is not None:
         commit, reused = existing, True

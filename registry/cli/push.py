@@ -14,12 +14,6 @@ from registry.errors import RegistryError
 if TYPE_CHECKING:
     from registry.evaluate.records import EvalRecord
 
-_UNVERIFIED = (
-    "## Evaluation: unverified\n\n"
-    "The results in this card were published with `registry push --force`: they were not measured on these "
-    "weights.\n\n"
-)
-
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
@@ -67,10 +61,9 @@ def push(
             f"(`registry eval {folder} --suite ... --output FILE`) and pass that file, or --force to publish them "
             "anyway (the card then says they are unverified)"
         )
-    sections = [_UNVERIFIED + "\n".join(f"- {problem}" for problem in problems)] if problems else []
     state = cli_state(ctx)
     result = publish_merge(
-        state.hub(), folder, repo, private=private, records=records, registry=state.registry, sections=sections
+        state.hub(), folder, repo, private=private, records=records, registry=state.registry, unverified=problems
     )
     stderr_console().print(f"Published {folder} to {result.url} (commit {result.commit[:7]})")
     if json_output:

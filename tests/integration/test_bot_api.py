@@ -202,3 +202,45 @@ def test_ct_and_sft_results_are_recorded_in_their_catalog_entries(world) -> None
     assert {r.value for r in ct.results} != {r.value for r in merge.results}  # the CT's own numbers
     keys = [(r.task, r.metric, r.language) for r in sft.results]
     assert len(keys) == len(set(keys))  # three jobs evaluated this SFT: one number per metric, the newest
+
+
+def test_a_bot_merge_and_registry_push_of_it_get_their_cards_from_one_renderer(world, hub, tmp_path) -> None:
+    """The bot's published README is exactly `render_merge_card` of the job's data; `registry push` of the
+    same merge renders through it too: the same sections, less the two only the bot has data for."""
+    from typer.testing import CliRunner
+
+    from bot.pipeline import card_data
+    from registry.card import MergeCardContext, render_merge_card
+    from registry.cli import app
+
+    job = next(j for j in world["queue"].list() if j.output_repo == "mergebot/alice__ap-ct-ap-sft-ties-sv")
+    folder = world["alice"].snapshot(job.output_repo, revision=job.data.commit, local_dir=tmp_path / "merged")
+    published = (folder / "README.md").read_text()
+    data = card_data(job, hub_endpoint=hub.url)
+    bot_card = MergeCardContext(folder=folder, repo_id=job.output_repo, records=data.records, tables=data.tables,
+                                provenance=data.provenance, sweep=data.sweep, marker=job.id)  # fmt: skip
+    assert render_merge_card(bot_card) == published
+
+    record = tmp_path / "merge.json"
+    record.write_text(job.data.eval_records["merge"])
+    args = ["push", str(folder), "alice/ap-pushed", "--eval", str(record), "--endpoint", hub.url, "--token",
+            hub.token, "--force"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pushed = world["alice"].read_file("alice/ap-pushed", "README.md").decode()
+    push_card = MergeCardContext(folder=folder, repo_id="alice/ap-pushed", records=data.records,
+                                 unverified=tuple(_unverified_lines(pushed)))  # fmt: skip
+    assert render_merge_card(push_card) == pushed
+    bot_sections, push_sections = bot_card.section_titles(), push_card.section_titles()
+    shared = [title for title in push_sections if title != "Evaluation: unverified"]
+    assert [title for title in bot_sections if title in shared] == shared  # same sections, same order
+    assert set(bot_sections) - set(push_sections) == {"Evaluation: comparison", "Provenance"}
+    assert {"Inputs", "Recipe", "Merge diagnostics", "Evaluation", "Usage", "Citation"} <= set(shared)
+
+
+def _unverified_lines(readme: str) -> list[str]:
+    """The reasons `registry push --force` gave (the bot's staging folder was evaluated, not this copy)."""
+    if "## Evaluation: unverified" not in readme:
+        return []
+    block = readme.split("## Evaluation: unverified", 1)[1].split("\n## ", 1)[0].split("\n\n<!--", 1)[0]
+    return [line[2:] for line in block.splitlines() if line.startswith("- ")]

@@ -95,8 +95,9 @@ def test_200_mb_of_headers_are_refused_and_rss_grows_under_10_mb(served, capsys)
     assert httpx.get(url + "/healthz", timeout=10).status_code == 200  # and it still serves
 
 
-def test_deeply_nested_json_is_400_not_500(served, hub) -> None:
-    _, url = served
+def test_deeply_nested_json_is_400_not_500(served, hub, capsys) -> None:
+    proc, url = served
+    before = _rss_kib(proc.pid)
     deep = b"[" * 100_000 + b"]" * 100_000
     hook = httpx.post(url + "/webhooks/hub", content=deep, headers={"X-Webhook-Secret": SECRET}, timeout=30)
     assert hook.status_code == 400 and "nested too deeply" in hook.json()["error"]
@@ -105,6 +106,10 @@ def test_deeply_nested_json_is_400_not_500(served, hub) -> None:
     assert hook.status_code == 400 and "nested too deeply" in hook.json()["error"]
     jobs = httpx.post(url + "/jobs", content=body, headers={"Authorization": f"Bearer {hub.bob_token}"}, timeout=30)
     assert jobs.status_code == 400 and "nested too deeply" in jobs.json()["error"]
+    growth_mb = (_rss_kib(proc.pid) - before) / 1024
+    with capsys.disabled():
+        print(f"\n[limits] 100,000-deep JSON x3: 400 each, RSS {growth_mb:+.2f} MB")
+    assert growth_mb < 10
 
 
 def test_the_hf_cache_is_evicted_least_recently_used_first(hub, tiny_family, tmp_path: Path) -> None:
