@@ -53,12 +53,10 @@ def success_comment(
 
         lines.append(describe_unavailable(unavailable))
     elif records:
-        from registry.evaluate.compare import build_comparison, render_markdown
+        from registry.card import comparison_markdown
 
-        order = [label for label in ("ct", "sft", "merge") if label in records]
-        names = {"ct": "CT", "sft": "SFT", "merge": "merged"}
-        table = build_comparison([records[label] for label in order], labels=[names[label] for label in order])
-        lines += ["Results (differences in brackets are to the CT):", "", render_markdown(table)]
+        table = comparison_markdown([(label, records[label]) for label in ("ct", "sft", "merge") if label in records])
+        lines += ["Results (differences in brackets are to the CT):", "", table]
     if extra:
         lines += ["", extra]
     return "\n".join(lines).rstrip() + "\n"

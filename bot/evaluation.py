@@ -189,9 +189,8 @@ def language_tables(by_language: dict[str, dict[str, EvalRecord]], unavailable: 
         unavailable: language -> why it has no results.
         heading: the markdown heading prefix, e.g. "## Evaluation:" or "####".
     """
-    from registry.evaluate.compare import build_comparison, render_markdown
+    from registry.card import comparison_markdown
 
-    names = {"ct": "CT", "sft": "SFT", "merge": "merged"}
     parts = []
     for language in sorted(by_language.keys() | unavailable.keys()):
         records = by_language.get(language, {})
@@ -200,9 +199,9 @@ def language_tables(by_language: dict[str, dict[str, EvalRecord]], unavailable: 
             why = unavailable.get(language, "no results")
             parts.append(f"{heading} {language}\n\n{describe_unavailable(why)}")
             continue
-        table = build_comparison([records[label] for label in order], labels=[names[label] for label in order])
+        table = comparison_markdown([(label, records[label]) for label in order])
         parts.append(
             f"{heading} {language}\n\nThe {language} CT, the SFT and the merge on the {language} suite "
-            f"(differences in brackets are to the CT).\n\n{render_markdown(table)}"
+            f"(differences in brackets are to the CT).\n\n{table}"
         )
     return "\n\n".join(parts)
