@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
+from registry.catalog.entries import CtEntry, MergeEntry, ModelRef, SftEntry
 from registry.catalog.store import CatalogStore
 
 AnyEntry = CtEntry | SftEntry | MergeEntry
@@ -80,12 +80,15 @@ class CatalogView:
 
     def find_checkpoint(self, reference: str) -> CtEntry | SftEntry | None:
         """The CT or SFT entry named by its ID or by `repo` / `repo@revision` (first match)."""
-        repo, _, revision = reference.partition("@")
         entries: tuple[CtEntry | SftEntry, ...] = (*self.cts, *self.sfts)
-        for entry in entries:
-            if entry.id == reference or (entry.repo == repo and revision in ("", entry.revision)):
-                return entry
-        return None
+        by_id = next((e for e in entries if e.id == reference), None)
+        if by_id is not None:
+            return by_id
+        try:
+            ref = ModelRef.parse(reference)
+        except ValueError:
+            return None
+        return next((e for e in entries if e.repo == ref.repo and ref.revision in (None, e.revision)), None)
 
     def trios(self, language: str | None = None) -> list[Trio]:
         """Merged models with weights (state merged/evaluated/published, a commit recorded) of a language."""
@@ -134,7 +137,19 @@ class CatalogView:
 
 
 def _ref(repo: str, revision: str | None) -> str:
-    return f"{repo}@{revision}" if revision else repo
+    return str(ModelRef(repo=repo, revision=revision or None))
+
+
+def short_ref(reference: str) -> str:
+    """`owner/name@1a2b3c4` for `owner/name@<40-hex commit>` (a branch or tag stays whole): the label users see.
+
+    Raises:
+        ValueError: not `owner/name[@revision]`.
+    """
+    ref = ModelRef.parse(reference)
+    if ref.revision and len(ref.revision) == 40:
+        ref = ref.model_copy(update={"revision": ref.revision[:7]})
+    return str(ref)
 
 
 def _row(kind: str, language: str, repo: str, revision: str, lineage: str, entry_id: str) -> dict[str, str]:

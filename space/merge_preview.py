@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.catalog.entries import CtEntry, SftEntry
+from registry.catalog.entries import CtEntry, ModelRef, SftEntry
+from space.catalog_view import short_ref
 from space.errors import MergeTooLargeError
 
 _LAYER_RE = re.compile(r"\blayers\.(\d+)\.")
@@ -195,7 +196,7 @@ def run_preview(
     summary = result.report.summary()
     # The engine labels inputs by the local snapshot path; the user knows them by repo@revision.
     for path, (repo, revision) in zip(paths, refs, strict=True):
-        summary = summary.replace(str(path), f"{repo}@{revision[:7]}" if revision else repo)
+        summary = summary.replace(str(path), short_ref(str(ModelRef(repo=repo, revision=revision or None))))
     return PreviewResult(
         out=result.out,
         summary=summary,

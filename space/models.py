@@ -19,8 +19,10 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from registry.catalog.entries import ModelRef
+from registry.device import resolve_device
 from registry.errors import HubEntryNotFoundError
-from space.errors import ModelTooLargeError, UnsupportedModelError
+from space.errors import ModelTooLargeError, SpaceError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +51,6 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
-
-
-def split_model_id(model_id: str) -> tuple[str, str | None]:
-    """`owner/name[@revision]` -> (repo, revision)."""
-    repo, sep, revision = model_id.strip().partition("@")
-    return repo, (revision or None) if sep else None
 
 
 def weights_bytes(metadata: Any) -> int:
@@ -129,9 +125,7 @@ class ModelLoader:
 
     def __init__(self, hub: Any, *, device: str = "auto") -> None:
         self.hub = hub
-        from registry.device import resolve_device
-
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, error=SpaceError)
 
     def check(self, model_id: str, *, hub: Any = None) -> tuple[int, str | None]:
         """Refuse a non-Llama or non-causal-LM repo; return (weights' bytes, commit sha); no weights read.
@@ -145,7 +139,8 @@ class ModelLoader:
             UnsupportedModelError: no config.json or safetensors weights, or the wrong architecture.
         """
         hub = hub or self.hub
-        repo, revision = split_model_id(model_id)
+        ref = ModelRef.parse(model_id.strip())
+        repo, revision = ref.repo, ref.revision
         # repo info first: one request that fails fast (a missing or private repo, a Hub that is
         # down) where a file download would retry with backoff.
         info = hub.model_info(repo, revision=revision)
@@ -179,15 +174,17 @@ class ModelLoader:
         Raises:
             HubRepoNotFoundError / HubRevisionNotFoundError: no such repo or revision, or `hub` cannot read it.
         """
-        repo, revision = split_model_id(model_id)
-        info = (hub or self.hub).model_info(repo, revision=revision)
+        ref = ModelRef.parse(model_id.strip())
+        info = (hub or self.hub).model_info(ref.repo, revision=ref.revision)
         sha = getattr(info, "sha", None)
-        return f"{repo}@{sha}" if sha else model_id
+        return str(ref.model_copy(update={"revision": sha})) if sha else str(ref)
 
     def load(self, model_id: str, *, nbytes: int, hub: Any = None, revision: str | None = None) -> LoadedModel:
         """Download (cached) and load a checked model onto the device."""
-        repo, asked = split_model_id(model_id)
-        path = (hub or self.hub).snapshot(repo, revision=revision or asked, allow_patterns=list(_WANTED_FILES))
+        ref = ModelRef.parse(model_id.strip())
+        path = (hub or self.hub).snapshot(
+            ref.repo, revision=revision or ref.revision, allow_patterns=list(_WANTED_FILES)
+        )
         return self.load_dir(path, key=model_id, nbytes=nbytes)
 
     def load_dir(self, path: Path, *, key: str, nbytes: int | None = None) -> LoadedModel:

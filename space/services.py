@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.catalog.entries import CtEntry, SftEntry, validate_repo_id
+from registry.catalog.entries import CtEntry, ModelRef, SftEntry
 from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
 from registry.errors import CatalogError, HubAuthError, RegistryError
 from space.bot_client import JOB_COLUMNS, MY_JOB_COLUMNS, BotClient, job_rows
-from space.catalog_view import CatalogView, Trio
+from space.catalog_view import CatalogView, Trio, short_ref
 from space.config import SpaceConfig
 from space.errors import PromptError, SpaceError
 from space.examples import load_examples
@@ -44,8 +44,7 @@ from space.submit import check_ct_or_hub_error
 
 logger = logging.getLogger(__name__)
 
-CATALOG_TTL_S = 15.0  # a catalog snapshot is reused this long; the Refresh buttons bypass it
-VISIBLE_TTL_S = 30.0  # what one visitor (or anonymous) can read is re-listed after this long
+BOT_HEALTH_TIMEOUT_S = 3.0  # the status line asks the bot's /healthz; a slow bot must not hold a worker
 
 
 @dataclass(frozen=True)
@@ -129,14 +128,14 @@ class SpaceServices:
             return self._store
 
     def view(self, *, fresh: bool = False) -> CatalogView:
-        """A catalog snapshot at most `CATALOG_TTL_S` old (`fresh`: read it now).
+        """A catalog snapshot at most `config.catalog_ttl_s` old (`fresh`: read it now).
 
         Raises:
             CatalogError, HubError: the registry cannot be read (the Hub is down, say).
         """
         with self._lock:
             cached = self._view
-        if cached is not None and not fresh and time.monotonic() - cached[0] < CATALOG_TTL_S:
+        if cached is not None and not fresh and time.monotonic() - cached[0] < self.config.catalog_ttl_s:
             return cached[1]
         view = CatalogView.load(self.store())
         with self._lock:
@@ -154,9 +153,20 @@ class SpaceServices:
             )
         except RegistryError as exc:
             parts.append(f"⚠ {exc}")
-        bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
-        parts.append(f"bot [{bot}]({bot}/healthz)" if bot else "no bot configured (Submit is off)")
+        parts.append(self._bot_status())
         return " · ".join(parts)
+
+    def _bot_status(self) -> str:
+        """`bot [url](url/healthz): 2 jobs queued, 1 running`, or why there is none (never raises)."""
+        bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
+        if not bot:
+            return "no bot configured (Submit is off)"
+        try:
+            health = BotClient(bot, timeout=BOT_HEALTH_TIMEOUT_S).health()
+        except SpaceError:
+            return f"bot [{bot}]({bot}/healthz) unreachable (Submit waits for it)"
+        queued, running = int(health.get("queued") or 0), int(health.get("running") or 0)
+        return f"bot [{bot}]({bot}/healthz): {queued} job{'' if queued == 1 else 's'} queued, {running} running"
 
     def languages(self, token: str | None = None) -> list[str]:
         """Languages with a CT checkpoint or a merge that the visitor can read."""
@@ -188,7 +198,7 @@ class SpaceServices:
         """The repos among `repos` that the visitor (their token, or anonymous) can read.
 
         One listing per owner (`GET /api/models?author=`), which the Hub filters by the caller's
-        rights, cached `VISIBLE_TTL_S` per visitor: a private repo never reaches a visitor who cannot
+        rights, cached `config.visible_ttl_s` per visitor: a private repo never reaches a visitor who cannot
         read it, and its existence is not revealed either.
         """
         who = hashlib.sha256((token or "").encode()).hexdigest()[:16]
@@ -198,7 +208,7 @@ class SpaceServices:
             key = (who, owner)
             with self._lock:
                 cached = self._visible.get(key)
-            if cached is None or time.monotonic() - cached[0] >= VISIBLE_TTL_S:
+            if cached is None or time.monotonic() - cached[0] >= self.config.visible_ttl_s:
                 hub = hub or self.visitor_hub(token)
                 try:
                     ids = frozenset(str(m.id) for m in hub.list_models(author=owner))
@@ -257,7 +267,7 @@ class SpaceServices:
         if not model_id:
             raise PromptError("no model chosen: pick a language and a merged model, or give a repo id")
         try:
-            validate_repo_id(model_id.partition("@")[0])
+            model_id = str(ModelRef.parse(model_id))
         except ValueError as exc:
             raise PromptError(str(exc)) from exc
         prompt = text(prompt, name="the prompt", max_chars=self.config.max_prompt_chars)
@@ -357,12 +367,10 @@ class SpaceServices:
         """(CT, SFT) choices of the catalog that the visitor can read: (`repo@short-sha`, entry id) pairs."""
         view = self.visible_view(token)
 
-        def label(repo: str, revision: str) -> str:
-            return f"{repo}@{revision[:7]}" if revision else repo
+        def label(entry: CtEntry | SftEntry) -> str:
+            return short_ref(str(ModelRef(repo=entry.repo, revision=entry.revision or None)))
 
-        return [(label(c.repo, c.revision), c.id) for c in view.cts], [
-            (label(s.repo, s.revision), s.id) for s in view.sfts
-        ]
+        return [(label(c), c.id) for c in view.cts], [(label(s), s.id) for s in view.sfts]
 
     def workdir(self) -> Path:
         with self._lock:
@@ -494,7 +502,8 @@ class SpaceServices:
         The recipe is the repo's `mergeling_recipe.yaml`, read as the visitor; a repo without one
         (pushed by hand) says so.
         """
-        repo, _, revision = model_ref.partition("@")
+        ref = ModelRef.parse(model_ref)
+        repo, revision = ref.repo, ref.revision
         endpoint = self.config.endpoint.rstrip("/")
         lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
         if endpoint != "https://huggingface.co":

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from space.catalog_view import short_ref
 from space.frames import LAYER_COLUMNS, LAYER_STATS
 from space.frames import frame as _frame
 from space.frames import seeded as _seeded
@@ -18,6 +19,7 @@ from space.tabs.common import PRIVATE, Context, edge, token_of
 class MergeTab:
     ct: gr.Dropdown
     sft: gr.Dropdown
+    handed: Any  # the "Hand to the bot" event: the app chains the status line's refresh to it
 
 
 def build(ctx: Context) -> MergeTab:
@@ -82,7 +84,7 @@ def build(ctx: Context) -> MergeTab:
         info = infos.get(method)
         view = services.visible_view(token_of(oauth_token))
         found = [view.find_checkpoint(str(c)) for c in (ct_id if isinstance(ct_id, list) else [ct_id])]
-        names = ", ".join(f"{e.repo}@{e.revision[:7]}" for e in found if e is not None)
+        names = ", ".join(short_ref(f"{e.repo}@{e.revision}" if e.revision else e.repo) for e in found if e is not None)
         done = [*done, run_row(len(done) + 1, result, method=method, cts=names,
                                density=density if info and info.uses_density else float("nan"),
                                slack=slack if info and info.uses_slack else float("nan"))][-20:]  # fmt: skip
@@ -105,5 +107,6 @@ def build(ctx: Context) -> MergeTab:
         edge(on_merge), [ct, sft, method, density, slack, prompt, runs], [summary, layers, answer, history, runs],
         concurrency_limit=1, concurrency_id="merge", **PRIVATE,
     )  # fmt: skip
-    to_bot.click(edge(on_hand_over), [ct], [handed], concurrency_limit=2, concurrency_id="submit", **PRIVATE)
-    return MergeTab(ct=ct, sft=sft)
+    handed_event = to_bot.click(edge(on_hand_over), [ct], [handed], concurrency_limit=2, concurrency_id="submit",
+                                **PRIVATE)  # fmt: skip
+    return MergeTab(ct=ct, sft=sft, handed=handed_event)

@@ -566,6 +566,37 @@ SCRIPTS = {
 }  # fmt: skip
 
 
+# Tofu: draw each base character of a sample in the font an element of the page really uses, and
+# compare its pixels with those of U+0378 (unassigned: no font has it, so it is drawn as the missing
+# glyph). A character drawn exactly like it is a box. Returns the boxed characters per sample.
+TOFU_JS = """async ([selector, samples]) => {
+  const element = document.querySelector(selector);
+  const font = `32px ${getComputedStyle(element).fontFamily}`;
+  for (const s of samples) await document.fonts.load(font, s);
+  const canvas = document.createElement("canvas");
+  canvas.width = 96; canvas.height = 64;
+  const ctx = canvas.getContext("2d", {willReadFrequently: true});
+  const draw = (text) => {
+    ctx.clearRect(0, 0, 96, 64); ctx.font = font; ctx.fillStyle = "#000"; ctx.fillText(text, 8, 44);
+    return Array.from(ctx.getImageData(0, 0, 96, 64).data).join(",");
+  };
+  const missing = draw("\u0378");
+  const out = {};
+  for (const s of samples) out[s] = [...s].filter(ch => !/\\p{M}/u.test(ch) && draw(ch) === missing);
+  return {font, boxes: out};
+}"""
+
+
+def _no_system_font_for(language: str) -> bool:
+    """Whether fontconfig has no font for a language (so, without ours, its text would be boxes)."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return False
+    return not subprocess.run(
+        [fc_list, f":lang={language}"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def test_browser_phone_width_every_tab_reachable_no_overflow(world: World, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -588,6 +619,17 @@ def test_browser_phone_width_every_tab_reachable_no_overflow(world: World, tmp_p
                         "([f, s]) => document.fonts.load(`16px '${f}'`, s).then(l => l.length)", [family, sample]
                     )
                     assert faces >= 1, f"{family} did not load for {sample!r}"
+                # No boxes: in the font the prompt box and the page's text really use, every character
+                # of the seven scripts is drawn differently from the missing glyph.
+                for selector in ("#try-prompt textarea", "#status"):
+                    drawn = page.evaluate(TOFU_JS, [selector, list(SCRIPTS.values())])
+                    assert all(not boxes for boxes in drawn["boxes"].values()), (selector, drawn)
+                if _no_system_font_for("bn"):  # the check can fail: without our fonts, Bengali is boxes
+                    page.add_style_tag(content="#status { font-family: sans-serif !important; }")
+                    bare = page.evaluate(TOFU_JS, ["#status", [SCRIPTS["Mergeling Bengali"]]])
+                    assert bare["boxes"][SCRIPTS["Mergeling Bengali"]], bare
+                    page.reload()
+                    expect(page.locator("#status")).to_contain_text(REGISTRY, timeout=30_000)
                 for tab in TABS:
                     button = page.get_by_role("tab", name=tab, exact=True)
                     expect(button).to_be_visible()  # not hidden behind an overflow menu
@@ -684,6 +726,53 @@ def test_browser(world: World, tmp_path: Path) -> None:
             browser.close()
     print(f"screenshots in {tmp_path}")
     assert errors == []
+
+
+def test_browser_status_line_follows_the_catalog_and_the_bot(world: World, tmp_path: Path) -> None:
+    """The counts on an open page change when the catalog and the bot's queue do: no reload, no click."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from registry.catalog.store import CatalogStore
+    from registry.catalog.verify import build_ct_entry, build_sft_entry
+    from space.config import SpaceConfig
+    from space.services import SpaceServices
+
+    client = world.hub.client()
+    registry = "alice/status-registry"  # its own catalog and bot: the module's stay as they are
+    store = CatalogStore(hub=client, repo_id=registry)
+    store.add(build_sft_entry(client, repo="alice/tiny-sft", revision=None, base="alice/tiny-base", data="sib200-eng"))
+    bot = StandInBot().start()
+    config = SpaceConfig(
+        endpoint=world.hub.url, token=world.hub.token, registry=registry, bot_url=bot.url, device="cpu",
+        status_every_s=1.0, catalog_ttl_s=0.5, visible_ttl_s=0.5,
+    )  # fmt: skip
+    demo, url = _launch(SpaceServices(config, hub=client))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.goto(url)
+                status = page.locator("#status")
+                expect(status).to_contain_text("0 CT, 1 SFT, 0 merges", timeout=30_000)
+                expect(status).to_contain_text("0 jobs queued, 0 running")
+                store.add(build_ct_entry(client, repo="alice/tiny-ct-ben", revision=None, language=LANG,
+                                         base="alice/tiny-base"))  # fmt: skip
+                bot.jobs.insert(0, {"id": "job-x", "state": "queued", "ct_repo": "alice/tiny-ct-ben"})
+                expect(status).to_contain_text("1 CT, 1 SFT, 0 merges", timeout=20_000)
+                expect(status).to_contain_text("1 job queued, 0 running", timeout=20_000)
+                page.screenshot(path=str(_shots(tmp_path) / "status-refreshed.png"))
+                bot.stop()  # the bot goes away: the line says so, the counts stay
+                expect(status).to_contain_text("unreachable", timeout=20_000)
+                expect(status).to_contain_text("1 CT, 1 SFT, 0 merges")
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+        bot.stop()
 
 
 def test_a_private_merge_reaches_only_who_can_read_it(world: World) -> None:

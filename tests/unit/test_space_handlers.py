@@ -10,8 +10,9 @@ import pytest
 
 from registry.lab.tiny import DemoFamily
 from space.bot_client import JOB_COLUMNS, BotClient, job_rows
+from space.catalog_view import short_ref
 from space.config import SpaceConfig
-from space.errors import BotUnavailableError, ModelTooLargeError, PromptError, UnsupportedModelError
+from space.errors import BotUnavailableError, ModelTooLargeError, PromptError, SpaceError, UnsupportedModelError
 from space.examples import SIB_PROMPT, load_examples
 from space.generation import check_max_new_tokens, encode_prompt, stream_text
 from space.merge_preview import available_methods, build_recipe, layer_of, per_layer
@@ -21,9 +22,9 @@ from space.models import (
     check_architecture,
     check_fits,
     format_bytes,
-    split_model_id,
     weights_bytes,
 )
+from space.services import SpaceServices
 from space.submit import card_language
 
 
@@ -62,7 +63,23 @@ def test_architecture_refusals() -> None:
         )
     with pytest.raises(UnsupportedModelError, match="no architectures"):
         check_architecture({}, repo="a/empty")
-    assert split_model_id("a/b@main") == ("a/b", "main") and split_model_id(" a/b ") == ("a/b", None)
+
+
+def test_model_references_are_parsed_by_model_ref() -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert (
+        short_ref(f"a/b@{sha}") == "a/b@0123456" and short_ref("a/b@main") == "a/b@main" and short_ref("a/b") == "a/b"
+    )
+    for bad in ("a/b@", "a/b@x@y", "not a repo"):
+        with pytest.raises(ValueError):
+            short_ref(bad)
+    services = SpaceServices(SpaceConfig(endpoint="http://127.0.0.1:9", token=None, registry="a/r", device="cpu"))
+    assert services.check_generate(" a/b@main ", "hi", 4, 0)[0] == "a/b@main"
+    for bad in ("a/b@", "a/b@x@y"):
+        with pytest.raises(PromptError, match="revision|'@'"):
+            services.check_generate(bad, "hi", 4, 0)
+    with pytest.raises(SpaceError, match="--device 'tpu': write auto, cpu, cuda or cuda:N"):
+        ModelLoader(hub=None, device="tpu")
 
 
 def test_prompt_checks(loaded: LoadedModel) -> None:
