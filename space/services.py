@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.catalog.entries import CtEntry, ModelRef, SftEntry
 from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
@@ -38,13 +38,29 @@ from space.leaderboard import (
     leaderboard_rows,
     scatter_rows,
 )
-from space.merge_preview import MethodInfo, PreviewResult, available_methods, run_preview
+from space.merge_preview import MethodInfo, PreviewResult, available_methods, run_preview, screen_recipe
 from space.models import ModelCache, ModelLoader
 from space.submit import check_ct_or_hub_error
+
+if TYPE_CHECKING:
+    from registry.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
 BOT_HEALTH_TIMEOUT_S = 3.0  # the status line asks the bot's /healthz; a slow bot must not hold a worker
+
+
+@dataclass(frozen=True)
+class MergeInputs:
+    """The Merge tab's settings, checked, with the catalog entries they name."""
+
+    cts: tuple[CtEntry, ...]
+    sft: SftEntry
+    method: str
+    density: float
+    slack: float
+    ct_weight: float
+    sft_weight: float
 
 
 @dataclass(frozen=True)
@@ -379,17 +395,19 @@ class SpaceServices:
             self._workdir.mkdir(parents=True, exist_ok=True)
             return self._workdir
 
-    def merge_preview(
+    def merge_inputs(
         self,
         ct_id: str | list[str] | None,
         sft_id: str | None,
         method: str | None,
         density: Any,
         slack: Any,
+        ct_weight: Any = 1.0,
+        sft_weight: Any = 1.0,
         *,
         token: str | None = None,
-    ) -> PreviewResult:
-        """Merge catalog CT(s) and an SFT here (lab-size only) and return the diagnostics.
+    ) -> MergeInputs:
+        """The Merge tab's settings checked, each with a one-line refusal, and its entries found.
 
         Args:
             ct_id: a CT entry id or repo id; several (a list, or comma-separated) make a group merge.
@@ -397,19 +415,23 @@ class SpaceServices:
             method: a method of the engine's registry.
             density: the kept fraction (methods that trim).
             slack: TIES-SV's slack.
-            token: the visitor's Hub token (None: anonymous): the inputs are downloaded with it.
+            ct_weight / sft_weight: the inputs' weights (0 to 2).
+            token: the visitor's Hub token (None: anonymous): only entries they can read are found.
 
         Raises:
-            SpaceError: unknown entries or method; MergeTooLargeError: hand it to the bot;
-            the engine's errors (RecipeError, CompatibilityError, ...) unchanged.
+            SpaceError: an argument out of range, unknown entries or method.
         """
         density_value = number(0.2 if density is None else density, name="density", low=0.0, high=1.0, low_open=True)
         slack_value = number(0.0 if slack is None else slack, name="slack", low=0.0, high=1.0)
+        weights = tuple(
+            number(1.0 if value is None else value, name=name, low=0.0, high=2.0)
+            for name, value in (("ct_weight", ct_weight), ("sft_weight", sft_weight))
+        )
         view = self.visible_view(token)
         if not isinstance(ct_id, list | str | None) or not isinstance(sft_id, str | None):
             raise SpaceError("ct_id and sft_id must be entry ids or repo ids (text)")
         names = ct_id if isinstance(ct_id, list) else (ct_id or "").split(",")
-        names = [n.strip() for n in names if n and n.strip()]
+        names = [str(n).strip() for n in names if n and str(n).strip()]
         if not names:
             raise SpaceError("no CT checkpoint chosen: pick one (or several, for a group merge)")
         cts = []
@@ -424,16 +446,81 @@ class SpaceServices:
         methods = self.methods()
         if method not in methods:
             raise SpaceError(f"unknown merge method {method!r}: use one of {', '.join(methods)}")
+        return MergeInputs(
+            cts=tuple(cts), sft=sft, method=method, density=density_value, slack=slack_value,
+            ct_weight=weights[0], sft_weight=weights[1],
+        )  # fmt: skip
+
+    def merge_preview(
+        self,
+        ct_id: str | list[str] | None,
+        sft_id: str | None,
+        method: str | None,
+        density: Any,
+        slack: Any,
+        ct_weight: Any = 1.0,
+        sft_weight: Any = 1.0,
+        *,
+        token: str | None = None,
+    ) -> PreviewResult:
+        """Merge catalog CT(s) and an SFT here (lab-size only) and return the diagnostics.
+
+        Arguments as `merge_inputs`; the inputs are downloaded with the visitor's token.
+
+        Raises:
+            SpaceError: bad settings, unknown entries or method; MergeTooLargeError: hand it to the bot;
+            the engine's errors (RecipeError, CompatibilityError, ...) unchanged.
+        """
+        got = self.merge_inputs(ct_id, sft_id, method, density, slack, ct_weight, sft_weight, token=token)
         return run_preview(
             self.visitor_hub(token),
-            cts=cts,
-            sft=sft,
-            method=method,
-            density=density_value,
-            slack=slack_value,
+            cts=list(got.cts),
+            sft=got.sft,
+            method=got.method,
+            density=got.density,
+            slack=got.slack,
+            ct_weight=got.ct_weight,
+            sft_weight=got.sft_weight,
             workdir=self.workdir(),
             max_parameters=self.config.merge_max_parameters,
         )
+
+    def hand_to_bot(
+        self,
+        ct_id: str | list[str] | None,
+        sft_id: str | None,
+        method: str | None,
+        density: Any,
+        slack: Any,
+        ct_weight: Any = 1.0,
+        sft_weight: Any = 1.0,
+        *,
+        token: str | None = None,
+    ) -> list[SubmitResult]:
+        """ "Hand to the bot": each chosen CT submitted with the recipe on screen (as the visitor).
+
+        The recipe is `screen_recipe` (the engine's typed `Recipe`, validated here first), one per CT
+        (the bot merges one CT with an SFT per job), sent whole (`recipe.text`); the bot puts the job's
+        pinned CT, SFT and base in place of its references.
+
+        Raises:
+            SignInRequiredError: anonymous; SpaceError / RecipeError: bad settings, before the bot is asked;
+            BotUnavailableError / BotRequestError: as `submit`.
+        """
+        from space.errors import SignInRequiredError
+
+        if not token:
+            raise SignInRequiredError("sign in with Hugging Face to hand a merge to the bot: it runs the job as you")
+        got = self.merge_inputs(ct_id, sft_id, method, density, slack, ct_weight, sft_weight, token=token)
+        recipes = [
+            screen_recipe(method=got.method, cts=[ct], sft=got.sft, density=got.density, slack=got.slack,
+                          ct_weight=got.ct_weight, sft_weight=got.sft_weight)
+            for ct in got.cts
+        ]  # fmt: skip
+        return [
+            self.submit(ct.repo, ct.language, token=token, recipe=recipe)
+            for ct, recipe in zip(got.cts, recipes, strict=True)
+        ]
 
     def generate_local(self, out: Path, prompt: str | None, max_new_tokens: int = 32) -> str:
         """The answer of a merge made here (loaded for this call only, never cached)."""
@@ -453,13 +540,16 @@ class SpaceServices:
         except RegistryError:
             return None
 
-    def submit(self, ct_repo_id: Any, language: Any = None, *, token: str | None = None) -> SubmitResult:
+    def submit(
+        self, ct_repo_id: Any, language: Any = None, *, token: str | None = None, recipe: Recipe | None = None
+    ) -> SubmitResult:
         """Check a CT repo as the visitor sees it and enqueue its merges with the bot, as the visitor.
 
         Args:
             ct_repo_id: the CT repo (`owner/name`).
             language: the language when the card gives none (`ben_Beng`).
             token: the signed-in visitor's Hub token; the bot receives it (never the Space's own).
+            recipe: the recipe to merge with (the Merge tab's); None: the bot's own for the language.
 
         Raises:
             SignInRequiredError: no token (an anonymous visitor).
@@ -482,7 +572,9 @@ class SpaceServices:
         check = check_ct_or_hub_error(hub, view, ct_repo_id or "", language=language)
         if not check.ok:
             return SubmitResult(job_ids=(), reasons=check.reasons, message=check.message())
-        submitted = self.bot.submit(check.repo, token=token, language=check.language)
+        submitted = self.bot.submit(
+            check.repo, token=token, language=check.language, recipe=recipe.to_yaml() if recipe is not None else None
+        )
         ids = tuple(submitted.ids)
         user = self.whoami(token)
         if user:

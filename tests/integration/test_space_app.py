@@ -482,6 +482,34 @@ def test_submit_and_job_status_through_the_bot(world: World) -> None:
     assert "no job job-404" in _app_error(lambda: world.client.predict("job-404", api_name="/job_status"))
 
 
+def test_hand_to_the_bot_sends_the_recipe_on_screen(world: World) -> None:
+    import yaml
+
+    from registry.recipe import parse_recipe
+    from space.errors import SignInRequiredError, SpaceError
+
+    services, sent = world.services, len(world.bot.requests)
+    with pytest.raises(SignInRequiredError):
+        services.hand_to_bot([world.ct_id], world.sft_id, "ties_sv", 0.4, 0.15, token=None)
+    with pytest.raises(SpaceError, match="density must be in"):
+        services.hand_to_bot([world.ct_id], world.sft_id, "ties_sv", 5, 0.15, token=world.hub.token)
+    assert len(world.bot.requests) == sent  # refused before the bot is asked
+    answers = services.hand_to_bot([world.ct_id], world.sft_id, "dare_ties", 0.4, 0.15, 0.8, 1.2, token=world.hub.token)
+    assert [a.job_ids for a in answers] == [answers[0].job_ids] and answers[0].job_ids
+    request = world.bot.requests[-1]
+    assert request["auth"] == f"Bearer {world.hub.token}" and request["body"]["ct_repo"] == "alice/tiny-ct-ben"
+    recipe = parse_recipe(yaml.safe_load(request["body"]["recipe"]["text"]))
+    assert recipe.merge_method == "dare_ties" and recipe.densities() == (0.4, 0.4) and recipe.weights() == (0.8, 1.2)
+    assert recipe.parameters.slack == 0.15  # type: ignore[attr-defined]
+    ct = services.view().find_checkpoint(world.ct_id)
+    assert ct is not None and recipe.models[0].model == f"alice/tiny-ct-ben@{ct.revision}"
+    # A method without density or slack (task arithmetic) sends neither.
+    services.hand_to_bot([world.ct_id], world.sft_id, "task_arithmetic", 0.4, 0.15, token=world.hub.token)
+    linear = parse_recipe(yaml.safe_load(world.bot.requests[-1]["body"]["recipe"]["text"]))
+    assert linear.merge_method == "task_arithmetic" and all(m.parameters.density is None for m in linear.models)
+    assert "slack" not in linear.to_yaml()
+
+
 def test_submit_gives_every_reason(world: World) -> None:
     from gradio_client import Client
 
