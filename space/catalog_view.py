@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.catalog.entries import CtEntry, MergeEntry, ModelRef, SftEntry
+from registry.catalog.entries import CtEntry, CtSftEntry, MergeEntry, ModelRef, SftEntry
 from registry.catalog.store import CatalogStore
 
-AnyEntry = CtEntry | SftEntry | MergeEntry
+AnyEntry = CtEntry | SftEntry | CtSftEntry | MergeEntry
 # Merge states whose output repo holds weights: the bot ends at `published`, `registry push` and
 # the lab record `merged` / `evaluated`; `pending`, `running` and `failed` have nothing to run.
 _RUNNABLE = ("merged", "evaluated", "published")
@@ -35,6 +35,7 @@ class CatalogView:
     cts: tuple[CtEntry, ...]
     sfts: tuple[SftEntry, ...]
     merges: tuple[MergeEntry, ...]
+    ct_sfts: tuple[CtSftEntry, ...] = ()  # CT-then-SFT checkpoints: the baseline merging is compared with
 
     @classmethod
     def load(cls, store: CatalogStore) -> CatalogView:
@@ -50,6 +51,7 @@ class CatalogView:
             cts=tuple(e for e in entries if isinstance(e, CtEntry)),
             sfts=tuple(e for e in entries if isinstance(e, SftEntry)),
             merges=tuple(e for e in entries if isinstance(e, MergeEntry)),
+            ct_sfts=tuple(e for e in entries if isinstance(e, CtSftEntry)),
         )
 
     def only(self, repos: frozenset[str] | set[str]) -> CatalogView:
@@ -59,15 +61,17 @@ class CatalogView:
             cts=tuple(e for e in self.cts if e.repo in repos),
             sfts=tuple(e for e in self.sfts if e.repo in repos),
             merges=tuple(m for m in self.merges if m.output_repo in repos),
+            ct_sfts=tuple(e for e in self.ct_sfts if e.repo in repos),
         )
 
     @property
     def entries(self) -> tuple[AnyEntry, ...]:
-        return (*self.cts, *self.sfts, *self.merges)
+        return (*self.cts, *self.sfts, *self.ct_sfts, *self.merges)
 
     def languages(self) -> list[str]:
         """Every language of a CT checkpoint or a merge, sorted."""
-        found = {ct.language for ct in self.cts} | {code for m in self.merges for code in m.languages}
+        found = {ct.language for ct in self.cts} | {e.language for e in self.ct_sfts}
+        found |= {code for m in self.merges for code in m.languages}
         return sorted(found)
 
     def methods(self) -> list[str]:
@@ -119,6 +123,11 @@ class CatalogView:
             rows.append(_row("ct", ct.language, ct.repo, ct.revision, f"{ct.base.repo} → {ct.repo}", ct.id))
         for sft in sorted(self.sfts, key=lambda e: e.repo):
             rows.append(_row("sft", "eng_Latn", sft.repo, sft.revision, f"{sft.base.repo} → {sft.repo}", sft.id))
+        for both in sorted(self.ct_sfts, key=lambda e: (e.language, e.repo)):
+            if language and both.language != language:
+                continue
+            lineage = f"{both.base.repo} → {both.ct.repo} → {both.repo}"
+            rows.append(_row("ct_sft", both.language, both.repo, both.revision, lineage, both.id))
         for merge in sorted(self.merges, key=lambda e: e.output_repo):
             if language and language not in merge.languages:
                 continue

@@ -46,7 +46,7 @@ class ModelScores:
 
     repo: str
     revision: str | None
-    role: str  # ct | sft | merge
+    role: str  # ct | sft | ct_sft | merge
     languages: tuple[str, ...]
     method: str | None = None
     status: str | None = None
@@ -106,6 +106,13 @@ def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScor
             ModelScores(
                 repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",),
                 scores=tuple(card_scores(sft.repo, sft.revision if sft.verified else None)),
+            )
+        )  # fmt: skip
+    for both in view.ct_sfts:
+        models.append(
+            ModelScores(
+                repo=both.repo, revision=both.revision, role="ct_sft", languages=(both.language,), ct=both.ct.repo,
+                scores=tuple(card_scores(both.repo, both.revision if both.verified else None)),
             )
         )  # fmt: skip
     for merge in view.merges:
@@ -280,7 +287,7 @@ def leaderboard_rows(
             task, metric = column.split(" ", 1)
             row[column] = _rounded(model.value(task, metric))
         rows.append(row)
-    order = {"merge": 0, "ct": 1, "sft": 2}
+    order = {"merge": 0, "ct": 1, "sft": 2, "ct_sft": 3}
     rows.sort(key=lambda r: (order.get(r["role"], 3), r["model"]))
     if sort_by and rows and sort_by in rows[0]:
         ascending = "bits_per_byte" in sort_by or sort_by in ("model", "role", "languages", "method")
@@ -337,17 +344,21 @@ def gains_kept(models: list[ModelScores]) -> dict[str, GainKept]:
 
 
 def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
-    """Grouped bars for one language: per metric, the CT, SFT and merged values side by side.
+    """Grouped bars for one language: per metric, the CT, SFT, CT-then-SFT and merged values side by side.
 
-    One row per (metric, model): `metric`, `bar` (the x axis: metric · CT / SFT / merged <name>),
-    `model` (CT, SFT or merged: the colour), `repo`, `value`. A CT or SFT shared by several merges
-    is shown once per metric.
+    One row per (metric, model): `metric`, `bar` (the x axis: metric · CT / SFT / CT→SFT / merged <name>),
+    `model` (CT, SFT, CT→SFT or merged: the colour), `repo`, `value`. A CT, SFT or CT-then-SFT shared
+    by several merges is shown once per metric. The CT-then-SFT bar is the catalog's `ct_sft` entry
+    trained from the merge's CT (the baseline merging is compared with), where there is one.
     """
-    by_repo = {m.repo: m for m in models}
+    by_repo = {m.repo: m for m in models if m.role != "ct_sft"}
+    baseline = {(m.ct, m.languages[0]): m for m in models if m.role == "ct_sft" and m.languages}
+    order = ("CT", "SFT", "CT→SFT", "merged")
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for merge in sorted((m for m in models if m.role == "merge" and language in m.languages), key=lambda m: m.repo):
-        trio = [("CT", by_repo.get(merge.ct or "")), ("SFT", by_repo.get(merge.sft or "")), ("merged", merge)]
+        trio = [("CT", by_repo.get(merge.ct or "")), ("SFT", by_repo.get(merge.sft or "")),
+                ("CT→SFT", baseline.get((merge.ct, language))), ("merged", merge)]  # fmt: skip
         for column in metric_columns([merge], language):
             task, metric = column.split(" ", 1)
             for label, model in trio:
@@ -360,7 +371,7 @@ def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
                     {"metric": column, "bar": f"{column} · {name}", "model": label, "repo": model.repo,
                      "value": round(value, 4)}
                 )  # fmt: skip
-    rows.sort(key=lambda r: (r["metric"], ("CT", "SFT", "merged").index(r["model"]), r["repo"]))
+    rows.sort(key=lambda r: (r["metric"], order.index(r["model"]), r["repo"]))
     # Byte-level bits (≈ 1-9) and accuracies (0-1) on one axis would hide the accuracies: each metric
     # is also given relative to its largest bar, so every metric spans the same height.
     largest: dict[str, float] = {}

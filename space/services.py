@@ -165,7 +165,8 @@ class SpaceServices:
             view = self.visible_view(token)
             parts.append(
                 f"registry {view.repo_id}: {len(view.cts)} CT, {len(view.sfts)} SFT, "
-                f"{len(view.merges)} merge{'' if len(view.merges) == 1 else 's'}"
+                + (f"{len(view.ct_sfts)} CT-then-SFT, " if view.ct_sfts else "")
+                + f"{len(view.merges)} merge{'' if len(view.merges) == 1 else 's'}"
             )
         except RegistryError as exc:
             parts.append(f"⚠ {exc}")
@@ -240,7 +241,7 @@ class SpaceServices:
     def visible_view(self, token: str | None) -> CatalogView:
         """The catalog with only the entries whose repos (a merge: its output) the visitor can read."""
         view = self.view()
-        repos = {e.repo for e in (*view.cts, *view.sfts)} | {m.output_repo for m in view.merges}
+        repos = {e.repo for e in (*view.cts, *view.sfts, *view.ct_sfts)} | {m.output_repo for m in view.merges}
         return view.only(self.readable(repos, token))
 
     # -- generation ----------------------------------------------------------------------------

@@ -137,6 +137,34 @@ def test_plot_rows(view: CatalogView) -> None:
     assert scatter_rows(models, "tam_Taml") == []
 
 
+def test_ct_then_sft_is_a_row_and_a_bar_beside_its_merge(view: CatalogView) -> None:
+    from registry.catalog.entries import CtSftEntry, ct_sft_entry_id
+
+    both = CtSftEntry(
+        id=ct_sft_entry_id(repo="lab/ct-sft-ben", revision="main", language="ben_Beng"), repo="lab/ct-sft-ben",
+        revision="main", base=BASE, language="ben_Beng", ct=ModelRef(repo="lab/ct-ben"), verified=False,
+    )  # fmt: skip
+    with_baseline = CatalogView(repo_id=view.repo_id, cts=view.cts, sfts=view.sfts, merges=view.merges,
+                                ct_sfts=(both,))  # fmt: skip
+
+    def cards(repo: str, revision: str | None) -> list[Score]:
+        if repo == "lab/ct-sft-ben":
+            return [Score("flores_ben_Beng", "bits_per_byte", 1.9), Score("sib200_eng_Latn", "acc", 0.31)]
+        return _cards(repo, revision)
+
+    models = collect_scores(with_baseline, cards)
+    rows = leaderboard_rows(models, language="ben_Beng")
+    assert [r["role"] for r in rows] == ["merge", "merge", "ct", "sft", "ct_sft"]
+    assert rows[-1]["flores_ben_Beng bits_per_byte"] == 1.9
+    assert leaderboard_rows(models, language="tam_Taml")[-1]["role"] == "sft"  # not another language's baseline
+    bpb = [(r["model"], r["value"]) for r in bar_rows(models, "ben_Beng") if r["metric"].startswith("flores")]
+    assert bpb[:3] == [("CT", 1.3), ("SFT", 7.0), ("CT→SFT", 1.9)]
+    assert with_baseline.languages() == ["ben_Beng", "tam_Taml"]
+    lineage = [r["lineage"] for r in with_baseline.registry_rows("ben_Beng") if r["kind"] == "ct_sft"]
+    assert lineage == ["lab/base → lab/ct-ben → lab/ct-sft-ben"]
+    assert with_baseline.only({"lab/ct-ben"}).ct_sfts == ()  # unreadable to the visitor: left out
+
+
 def test_limited_results_keep_their_label() -> None:
     from huggingface_hub import EvalResult as HfEvalResult
 
