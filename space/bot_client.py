@@ -98,9 +98,19 @@ class BotClient:
         data = self._json(self._request("POST", "/jobs", json=body, headers=headers), what=f"submit {ct_repo}")
         return Submitted(jobs=tuple(data.get("jobs") or ()))
 
-    def jobs(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        """`GET /jobs`: the newest jobs first."""
-        data = self._json(self._request("GET", "/jobs", params={"limit": limit}), what="list jobs")
+    def jobs(self, *, limit: int = 50, token: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
+        """`GET /jobs`: the newest jobs first, those the caller can read.
+
+        Args:
+            limit: at most this many.
+            token: the caller's Hub token (None: anonymous, public jobs only).
+            mine: only the jobs the token's user submitted (`?mine=true`; needs `token`).
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if mine:
+            params["mine"] = "true"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = self._json(self._request("GET", "/jobs", params=params, headers=headers), what="list jobs")
         return list(data)
 
     def job(self, job_id: str) -> dict[str, Any]:

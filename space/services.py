@@ -113,7 +113,6 @@ class SpaceServices:
         self.hub: Any = hub or HubClient(endpoint=config.endpoint, token=config.token)
         self.visitor_hub = visitor_hub or _anonymous_or(config.endpoint, getattr(self.hub, "cache_dir", None))
         self._visible: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
-        self._submitted: dict[str, set[str]] = {}  # username -> job ids this Space submitted for them
         self.bot = BotClient(config.bot_url)
         self.models = ModelCache(ModelLoader(self.hub, device=config.device), budget=config.cache_bytes)
         self._lock = threading.Lock()
@@ -577,10 +576,6 @@ class SpaceServices:
             check.repo, token=token, language=check.language, recipe=recipe.to_yaml() if recipe is not None else None
         )
         ids = tuple(submitted.ids)
-        user = self.whoami(token)
-        if user:
-            with self._lock:
-                self._submitted.setdefault(user, set()).update(ids)
         done = [j for j in submitted.jobs if j.get("state") == "published" and j.get("output_repo")]
         if done:
             links = ", ".join(f"{self.repo_url(str(j['output_repo']))}" for j in done)
@@ -634,29 +629,30 @@ class SpaceServices:
         return f"{state}: {job['error']}" if state == "failed" and job.get("error") else state
 
     def my_jobs(self, token: str | None) -> tuple[list[str], list[list[Any]]]:
-        """(columns, rows) of the visitor's bot jobs, newest first: jobs on CTs in their namespace and
-        jobs this Space submitted for them. Anonymous visitors have none.
+        """(columns, rows) of the visitor's bot jobs, newest first: `GET /jobs?mine=true` with their own
+        token (the bot lists the jobs its user submitted, from the Space, the API or a webhook of
+        theirs). Anonymous visitors have none.
 
         Raises:
-            BotUnavailableError, BotRequestError: the bot cannot list its jobs.
+            BotUnavailableError, BotRequestError: the bot cannot list its jobs (or does not know the token).
         """
-        user = self.whoami(token)
-        if user is None:
+        if not token:
             return list(MY_JOB_COLUMNS), []
-        with self._lock:
-            mine = set(self._submitted.get(user, ()))
-        jobs = [
-            j for j in self.bot.jobs(limit=200)
-            if j.get("id") in mine or str(j.get("ct_repo") or "").split("/", 1)[0] == user
-        ]  # fmt: skip
+        jobs = self.bot.jobs(limit=200, token=token, mine=True)
         return list(MY_JOB_COLUMNS), [self._job_row(j) for j in jobs]
 
     def _job_row(self, job: dict[str, Any]) -> list[Any]:
         def link(text: str | None, url: str | None) -> str:
             return f"[{text}]({url})" if text and url else (text or "")
 
+        # The bot's own links (docs/bot.md: `links.output`, `links.discussion`, `links.job`), else ours.
+        given = job.get("links")
+        links: dict[str, Any] = given if isinstance(given, dict) else {}
         out = job.get("output_repo")
-        job_url = f"{self.bot.url}/jobs/{job.get('id')}" if self.bot.url else None
+        job_url = links.get("job") or (f"{self.bot.url}/jobs/{job.get('id')}" if self.bot.url else None)
+        published = job.get("state") == "published"
+        out_url = self.repo_url(str(out)) if out and (published or links.get("output")) else None
+        discussion = links.get("discussion") or job.get("discussion")
         state = str(job.get("state"))
         if state == "failed" and job.get("error"):
             state = f"failed: {job['error']}"
@@ -665,8 +661,8 @@ class SpaceServices:
             state,
             job.get("language") or "",
             link(job.get("ct_repo"), self.repo_url(str(job["ct_repo"])) if job.get("ct_repo") else None),
-            link(out, self.repo_url(str(out)) if out and job.get("state") == "published" else None),
-            link("discussion", job.get("discussion")) if job.get("discussion") else "",
+            link(out, out_url),
+            link("discussion", discussion) if discussion else "",
             job.get("updated_at") or "",
         ]
 

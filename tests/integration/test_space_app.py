@@ -77,9 +77,10 @@ def _push(hub: HubHandle, src: Path, repo: str, tmp: Path, *, readme: str | None
 
 
 class StandInBot:
-    """A tiny real HTTP server implementing the contract's `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`.
+    """A tiny real HTTP server implementing the contract's `POST /jobs`, `GET /jobs[?mine=true]`, `GET /jobs/{id}`.
 
     It stands in for the bot process, which lives outside `space` (the Space only talks to it over HTTP).
+    Where the bot asks the Hub whose token it is, this one takes the token itself as the submitter.
     """
 
     def __init__(self) -> None:
@@ -97,16 +98,26 @@ class StandInBot:
             if not request.headers.get("authorization", "").startswith("Bearer "):
                 return JSONResponse({"error": "no token"}, status_code=401)
             now = "2026-11-27T18:00:00Z"
+            job_id = f"job-{len(self.jobs) + 1}"
             job = {
-                "id": f"job-{len(self.jobs) + 1}", "state": "queued", "kind": "pair", "language": body.get("language"),
+                "id": job_id, "state": "queued", "kind": "pair", "language": body.get("language"),
                 "ct_repo": body["ct_repo"], "ct_sha": None, "sft_repo": "alice/tiny-sft", "sft_sha": None,
                 "output_repo": None, "error": None, "attempts": 0, "created_at": now, "updated_at": now,
+                "submitted_by": request.headers["authorization"].removeprefix("Bearer "),
+                "links": {"output": None, "discussion": f"{self.url}/discussions/{job_id}",
+                          "job": f"{self.url}/jobs/{job_id}"},
             }  # fmt: skip
             self.jobs.insert(0, job)
             return JSONResponse({"jobs": [job]}, status_code=202)
 
         async def list_jobs(request: Request) -> JSONResponse:
-            return JSONResponse(self.jobs[: int(request.query_params.get("limit", 50))])
+            jobs = self.jobs
+            if request.query_params.get("mine") == "true":
+                token = request.headers.get("authorization", "").removeprefix("Bearer ")
+                if not token:
+                    return JSONResponse({"error": "mine=true needs a token"}, status_code=401)
+                jobs = [j for j in jobs if j.get("submitted_by") == token]
+            return JSONResponse(jobs[: int(request.query_params.get("limit", 50))])
 
         async def get_job(request: Request) -> JSONResponse:
             for job in self.jobs:
@@ -477,7 +488,11 @@ def test_submit_and_job_status_through_the_bot(world: World) -> None:
     assert request["auth"] == f"Bearer {world.hub.bob_token}"  # the visitor's own token, not the Space's
     _, mine = world.services.my_jobs(world.hub.bob_token)
     assert [row[0].split("]")[0].lstrip("[") for row in mine] == [answer["job_id"]]
+    job_id = answer["job_id"]
+    assert mine[0][0] == f"[{job_id}]({world.bot.url}/jobs/{job_id})"  # the bot's own links
+    assert mine[0][5] == f"[discussion]({world.bot.url}/discussions/{job_id})"
     assert world.services.my_jobs(None)[1] == []
+    assert job_id not in str(world.services.my_jobs(world.hub.token)[1])  # alice does not see bob's job
     assert world.client.predict(answer["job_id"], api_name="/job_status") == "queued"
     assert "no job job-404" in _app_error(lambda: world.client.predict("job-404", api_name="/job_status"))
 
