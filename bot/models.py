@@ -8,9 +8,11 @@ way in and out, so an unknown or misspelt key fails where it is written, not thr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_RECIPE_TEXT = 64 * 1024  # a full recipe sent with POST /jobs: a short YAML file
 
 
 class Member(BaseModel):
@@ -35,6 +37,26 @@ class SweepSpec(BaseModel):
     template: dict[str, Any]  # the recipe the points are made from
 
 
+class RecipeRequest(BaseModel):
+    """A recipe sent with `POST /jobs` (what the Space's Merge tab shows): either parts, or a full recipe.
+
+    Parts: `method` and its parameters (`density` and `weights` of the inputs, `slack` and any other
+    top-level `parameters`); unset ones take the engine's defaults. `text`: a full recipe, YAML or
+    JSON, with one `role: ct` and one `role: sft` model (and optionally `base_model`), whose
+    references the bot replaces with the job's pinned CT, SFT and base. Either way the recipe is
+    built and validated by the engine's `Recipe` (`bot.recipes.custom_recipe`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str | None = Field(default=None, min_length=1, max_length=64)
+    density: float | None = None
+    slack: float | None = None
+    weights: dict[Literal["ct", "sft"], float] | None = None
+    parameters: dict[str, float | int | bool | str] = Field(default_factory=dict, max_length=32)
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_RECIPE_TEXT)
+
+
 class JobSpec(BaseModel):
     """What one job merges (set when it is paired; empty for a trigger row)."""
 
@@ -50,6 +72,7 @@ class JobSpec(BaseModel):
     private: bool = False  # a private or gated input: published private, no public trace
     sweep: SweepSpec | None = None
     point: dict[str, float] | None = None
+    custom_recipe: RecipeRequest | None = None  # POST /jobs with a recipe (the trigger and its jobs carry it)
 
     @property
     def base_repo(self) -> str:

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 from bot.access import identity, is_private_repo, restricted
 from bot.config import BotConfig
 from bot.errors import BotInputError, NotACheckpoint, Superseded, VisibilityError
-from bot.models import JobSpec, Member, SweepSpec
+from bot.models import JobSpec, Member, RecipeRequest, SweepSpec
 from bot.recipes import (
     concrete_recipe,
+    custom_recipe,
+    custom_tag,
     group_recipes,
     language_recipe,
     output_name,
@@ -160,11 +162,12 @@ def latest_cts(entries: list[Any], language: str, *, base: str) -> CtEntry | Non
     return max(cts, key=lambda e: e.added_at) if cts else None
 
 
-def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
-    """The merges a new CT revision triggers.
+def expand(config: BotConfig, hub: HubClient, ct: CtEntry, *, custom: RecipeRequest | None = None) -> list[PlannedJob]:
+    """The merges a new CT revision triggers (with `custom`: one merge per compatible SFT with that recipe).
 
     Raises:
         BotInputError: no compatible SFT (with every pair's reasons).
+        RecipeError: `custom` does not validate with these inputs.
     """
     from registry.catalog.pairing import check_pair
     from registry.catalog.store import CatalogStore
@@ -190,6 +193,8 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
             reasons=reasons or ["the catalog holds no SFT checkpoint"],
         )
     base = f"{ct.base.repo}@{ct.base.revision}" if ct.base.revision else ct.base.repo
+    if custom is not None:
+        return [_custom_job(config, hub, ct, sft, custom, base=base) for sft in compatible]
     template, source = language_recipe(config.recipes_dir, ct.language, catalog=_catalog_reader(config, hub))
     sweep = pop_sweep(template, source=source)
     jobs = []
@@ -219,6 +224,32 @@ def expand(config: BotConfig, hub: HubClient, ct: CtEntry) -> list[PlannedJob]:
         jobs.append(PlannedJob(key, kind, ct.language, sft.repo, sft.revision, output, spec))
         jobs.extend(_groups(config, hub, ct, sft, entries, base=base))
     return jobs
+
+
+def _custom_job(
+    config: BotConfig, hub: HubClient, ct: CtEntry, sft: SftEntry, custom: RecipeRequest, *, base: str
+) -> PlannedJob:
+    """One pair merge with a recipe sent with POST /jobs, published under a name that carries its tag."""
+    tag = custom_tag(custom)
+    method = f"{custom_recipe(custom).merge_method}-{tag}"
+    name = output_name(
+        config.name_template, ct=short_name(ct.repo), sft=short_name(sft.repo), method=method,
+        language=ct.language, ct_owner=owner_of(ct.repo),
+    )  # fmt: skip
+    if tag not in name:  # a --name-template without {method}: the tag still keeps it off the default's repo
+        name = f"{name[: 95 - len(tag)].rstrip('-.')}-{tag}"
+    output, private = output_place(config, hub, ct_repo=ct.repo, inputs=[ct.repo, sft.repo, ct.base.repo], name=name)
+    recipe = custom_recipe(
+        custom, ct=f"{ct.repo}@{ct.revision}", language=ct.language, sft=f"{sft.repo}@{sft.revision}", base=base,
+        output_repo=output,
+    )  # fmt: skip
+    spec = JobSpec(
+        recipe=recipe.canonical(), recipe_source=f"custom recipe {tag} (POST /jobs)", recipe_hash=recipe.recipe_hash(),
+        ct_entry=ct.id, sft_entry=sft.id, base=base, private=private, custom_recipe=custom,
+        members=[Member(repo=ct.repo, sha=ct.revision, language=ct.language)],
+    )  # fmt: skip
+    key = f"pair:{ct.repo}@{ct.revision}|{sft.repo}@{sft.revision}|custom-{tag}"
+    return PlannedJob(key, "pair", ct.language, sft.repo, sft.revision, output, spec)
 
 
 def _catalog_reader(config: BotConfig, hub: HubClient) -> Callable[[str], bytes | None]:

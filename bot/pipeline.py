@@ -132,12 +132,13 @@ class Pipeline:
             return self.queue.update(job.id, state="cancelled", error=f"ignored: {exc}", lease_owner=None)
         except Superseded as exc:
             return self.queue.update(job.id, state="superseded", error=str(exc), lease_owner=None)
-        planned = expand(self.config, self.hub, ct)
+        planned = expand(self.config, self.hub, ct, custom=job.spec.custom_recipe)
         first, rest = planned[0], planned[1:]
         for item in rest:
             self.queue.enqueue(
                 key=item.key, kind=item.kind, ct_repo=job.ct_repo, ct_sha=job.ct_sha, language=item.language,
                 sft_repo=item.sft_repo, sft_sha=item.sft_sha, output_repo=item.output_repo, spec=item.spec,
+                submitted_by=job.submitted_by,
             )  # fmt: skip
         twin = self.queue.add_key(job.id, first.key)
         if twin is not None:
@@ -165,6 +166,7 @@ class Pipeline:
 
     def _step_cataloged(self, job: Job) -> StepData:
         self._record_catalog(job, status="published")
+        self._record_checkpoint_results(job)
         return StepData()
 
     def _step_commented(self, job: Job) -> StepData:
@@ -208,6 +210,44 @@ class Pipeline:
             records=records if status == "published" else [], error=error,
         )  # fmt: skip
         record_merge(CatalogStore(hub=self.hub, repo_id=self.config.registry), entry)
+
+    def _record_checkpoint_results(self, job: Job) -> None:
+        """The CT's (each member's, in its language) and the SFT's evaluation numbers, as results of their
+        catalog entries (what the Space's leaderboard shows for CT and SFT rows). The bot evaluates no
+        CT-then-SFT checkpoint, so none is recorded for one."""
+        from registry.catalog.entries import ct_entry_id
+        from registry.catalog.store import CatalogStore
+        from registry.errors import CatalogError
+        from registry.publish import eval_results, with_results
+
+        spec = job.spec
+        if spec.private and not is_private_repo(self.hub, self.config.registry, repo_type="dataset"):
+            return
+        per_language = job.data.eval_by_language or {job.language or "": job.data.eval_records}
+        found: dict[str, list[Any]] = {}
+        for language, texts in per_language.items():
+            records = load_records(texts)
+            member = next((m for m in spec.members if m.language == language), None)
+            if "ct" in records:
+                ct_id = (
+                    ct_entry_id(repo=member.repo, revision=member.sha, language=member.language)
+                    if member
+                    else spec.ct_entry
+                )
+                found.setdefault(ct_id, []).extend(eval_results([records["ct"]]))
+            if "sft" in records and spec.sft_entry:
+                found.setdefault(spec.sft_entry, []).extend(eval_results([records["sft"]]))
+        store = CatalogStore(hub=self.hub, repo_id=self.config.registry)
+        for entry_id, results in found.items():
+            if not entry_id or not results:
+                continue
+            try:
+                entry = store.get(entry_id)
+            except CatalogError:
+                continue  # not in this catalog (e.g. recorded elsewhere): nothing to add to
+            merged = with_results(getattr(entry, "results", ()), results)
+            if merged != getattr(entry, "results", ()):
+                store.add(entry.model_copy(update={"results": merged}), replace=True)
 
     def _failed(self, job_id: str, exc: BaseException) -> Job:
         job = self.queue.get(job_id)
@@ -428,6 +468,7 @@ def publish_step(config: BotConfig, job: Job, *, hub: HubClient) -> StepData:
         f"Merged by the Mergeling bot from [{job.ct_repo}]({hub.endpoint}/{job.ct_repo}) at commit `{job.ct_sha}` "
         f"(job `{job.id}`).\n\n{inputs}\n- SFT `{job.sft_repo}` at commit `{job.sft_sha}`\n"
         f"- base `{job.spec.base}`\n- recipe: `{job.spec.recipe_source}`"
+        + (f"\n- requested by `{job.submitted_by}`" if job.submitted_by else "")
     ]
     if comparison == [] and (by_language or job.data.eval_unavailable_by_language):
         sections.append(language_tables(by_language, job.data.eval_unavailable_by_language, heading="## Evaluation:"))

@@ -15,6 +15,7 @@ Rows hold no tokens: only repo ids, shas, states, step results and one-line erro
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -67,13 +68,21 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _PUBLIC = (
     "id", "state", "kind", "language", "ct_repo", "ct_sha", "sft_repo", "sft_sha", "output_repo", "error",
-    "attempts", "created_at", "updated_at",
+    "attempts", "submitted_by", "created_at", "updated_at",
 )  # fmt: skip
 
 
 # Each migration brings the schema to its version; version 1 is the first schema (its CREATE ... IF
 # NOT EXISTS also adopts a file made before versions were recorded). Append; never edit one.
-_MIGRATIONS: list[tuple[int, str]] = [(1, _SCHEMA)]
+_MIGRATIONS: list[tuple[int, str]] = [
+    (1, _SCHEMA),
+    # who asked for a job: the bearer token's user (POST /jobs) or the CT repo's owner (webhook, poll)
+    (
+        2,
+        "ALTER TABLE jobs ADD COLUMN submitted_by TEXT; "
+        "CREATE INDEX IF NOT EXISTS jobs_submitted_by ON jobs(submitted_by, seq)",
+    ),
+]
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
@@ -103,6 +112,7 @@ class Job:
     lease_owner: str | None = None
     lease_until: float | None = None
     not_before: float = 0.0
+    submitted_by: str | None = None
     created_at: str = ""
     updated_at: str = ""
     seq: int = 0
@@ -118,8 +128,13 @@ class Job:
         repos += [self.sft_repo or "", self.spec.base_repo]
         return [r for r in dict.fromkeys(repos) if r]
 
-    def public(self) -> dict[str, Any]:
-        """The job as the HTTP API and `bot status --json` show it (see docs/bot.md)."""
+    def public(self, *, endpoint: str | None = None, base_url: str | None = None) -> dict[str, Any]:
+        """The job as the HTTP API and `bot status --json` show it (see docs/bot.md).
+
+        Args:
+            endpoint: the Hub, for the output repo's link (None: huggingface.co).
+            base_url: the bot's URL, for the job's own link (None: no link).
+        """
         out = {name: getattr(self, name) for name in _PUBLIC}
         out["step"] = self.step or None
         out["members"] = [m.model_dump() for m in self.spec.members] or None
@@ -128,11 +143,24 @@ class Job:
         out["discussion"] = self.data.discussion_url
         data = self.data
         out["seconds"] = {"merge": data.merge_seconds, "eval": data.eval_seconds, "publish": data.publish_seconds}
+        spec = self.spec
+        out["recipe"] = (
+            {"source": spec.recipe_source, "hash": spec.recipe_hash or None, "custom": spec.custom_recipe is not None}
+            if spec.recipe or spec.custom_recipe
+            else None
+        )
+        hub = (endpoint or "https://huggingface.co").rstrip("/")
+        out["links"] = {
+            "output": f"{hub}/{self.output_repo}" if self.output_repo and data.commit else None,
+            "discussion": data.discussion_url,
+            "job": f"{base_url.rstrip('/')}/jobs/{self.id}" if base_url else None,
+        }
         return out
 
 
-def trigger_key(repo: str, sha: str) -> str:
-    return f"ct:{repo}@{sha}"
+def trigger_key(repo: str, sha: str, *, recipe: str | None = None) -> str:
+    """The key of a CT revision's trigger row; `recipe`: a custom recipe's hash (its own trigger)."""
+    return f"ct:{repo}@{sha}" + (f"|custom-{recipe}" if recipe else "")
 
 
 class JobQueue:
@@ -171,7 +199,7 @@ class JobQueue:
             for target, script in _MIGRATIONS:
                 if version < target:
                     for statement in script.split(";"):
-                        if statement.strip():
+                        if statement.strip() and not _has_column(db, statement):
                             db.execute(statement)
                     db.execute(f"PRAGMA user_version = {target}")
                     version = target
@@ -230,12 +258,17 @@ class JobQueue:
             db.execute("INSERT OR IGNORE INTO keys (key, job_id) VALUES (?, ?)", (key, job_id))
             return None
 
-    def list(self, *, state: str | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs newest first, optionally in one state."""
-        sql, args = "SELECT * FROM jobs", list[Any]()
+    def list(self, *, state: str | None = None, limit: int | None = None, submitted_by: str | None = None) -> list[Job]:
+        """Jobs newest first, optionally in one state and of one submitter."""
+        sql, args, where = "SELECT * FROM jobs", list[Any](), []
         if state:
-            sql += " WHERE state = ?"
+            where.append("state = ?")
             args.append(state)
+        if submitted_by:
+            where.append("submitted_by = ?")
+            args.append(submitted_by)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC"
         if limit:
             sql += " LIMIT ?"
@@ -265,12 +298,14 @@ class JobQueue:
         output_repo: str | None = None,
         spec: JobSpec | None = None,
         replaces: Sequence[str] = (),
+        submitted_by: str | None = None,
     ) -> tuple[Job, bool]:
         """Add a job unless one with `key` exists.
 
         Args:
             replaces: CT shas this revision replaced (a delivery's `oldSha`): their queued jobs
                 are superseded, and later deliveries of them are ignored.
+            submitted_by: who asked (the token's user for POST /jobs; the CT's owner for a push).
 
         Returns:
             (the job, whether it was created).
@@ -285,10 +320,10 @@ class JobQueue:
             job_id = uuid.uuid4().hex[:12]
             db.execute(
                 "INSERT INTO jobs (id, key, kind, state, language, ct_repo, ct_sha, sft_repo, sft_sha, output_repo,"
-                " spec, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " spec, submitted_by, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id, key, kind, language, ct_repo, ct_sha, sft_repo, sft_sha, output_repo,
-                    (spec or JobSpec()).model_dump_json(exclude_defaults=True), stamp, stamp,
+                    (spec or JobSpec()).model_dump_json(exclude_defaults=True), submitted_by, stamp, stamp,
                 ),
             )  # fmt: skip
             db.execute("INSERT INTO keys (key, job_id) VALUES (?, ?)", (key, job_id))
@@ -409,6 +444,19 @@ class JobQueue:
     def set_meta(self, name: str, value: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+
+_ADD_COLUMN = re.compile(r"^\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
+
+
+def _has_column(db: sqlite3.Connection, statement: str) -> bool:
+    """Whether `statement` adds a column the table already has (a file whose version was reset, say):
+    every migration can then run again on any file its version allows."""
+    found = _ADD_COLUMN.match(statement)
+    if found is None:
+        return False
+    table, column = found.groups()
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -5,9 +5,12 @@ the body with huggingface_hub's `WebhookPayload`, commits one queue row and answ
 calls the Hub or merges in the request. Repos that are not models, outside `--watch`, pushes to
 other branches and older revisions get 200 `{"ignored": reason}`.
 
-`POST /jobs` (what the Space calls) needs a Hub token: its user must be able to read the repo
+`POST /jobs` (what the Space calls) needs a Hub token: its user must be able to write to the CT
 (checked against the Hub), is rate-limited per user, and gets the same validation and dedupe as a
-webhook, answered at once: 422 with every reason when the CT cannot be merged.
+webhook, answered at once: 422 with every reason when the CT cannot be merged. An optional
+`recipe` (parts or a full recipe text, `bot.models.RecipeRequest`) is validated by the engine's
+`Recipe` (400 with one line when it does not validate) and merged into its own output repo.
+Every job records `submitted_by`; `GET /jobs?mine=true` lists the token's user's jobs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from starlette.routing import Route
 from bot.access import ReadCheck
 from bot.config import BotConfig
 from bot.errors import public_text
+from bot.models import JobSpec, RecipeRequest
 from bot.queue import Job, JobQueue, trigger_key
 
 if TYPE_CHECKING:
@@ -79,6 +83,11 @@ async def _read_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
+def _bearer(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+
+
 def watched(config: BotConfig, owner: str) -> bool:
     names = {w.split(":", 1)[-1] for w in config.watch}
     return not names or owner in names
@@ -120,21 +129,61 @@ def webhook_decision(config: BotConfig, queue: JobQueue, body: bytes) -> tuple[i
     if queue.is_replaced(repo.name, sha):
         return 200, {"ignored": f"revision {sha[:7]} of {repo.name} was already replaced by a newer one"}
     job, _ = queue.enqueue(
-        key=trigger_key(repo.name, sha), kind="pair", ct_repo=repo.name, ct_sha=sha, replaces=[old] if old else []
-    )
+        key=trigger_key(repo.name, sha), kind="pair", ct_repo=repo.name, ct_sha=sha, replaces=[old] if old else [],
+        submitted_by=owner,  # a delivery names no pusher: the CT repo's owner asked, by pushing
+    )  # fmt: skip
     return 202, {"jobs": [job.id]}
 
 
+def recipe_request(value: Any) -> RecipeRequest:
+    """The `recipe` of a POST /jobs body: parts (an object) or a full recipe (a string), validated.
+
+    Raises:
+        RecipeError: one line naming the field and what to send.
+    """
+    from pydantic import ValidationError
+
+    from bot.recipes import custom_recipe
+    from registry.errors import RecipeError
+
+    if isinstance(value, str):
+        value = {"text": value}
+    if not isinstance(value, dict):
+        raise RecipeError("recipe: send an object (method, density, slack, weights, parameters) or a recipe's text")
+    try:
+        request = RecipeRequest.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in ("recipe", *err["loc"]))
+        raise RecipeError(f"{where}: {err['msg']}; see docs/bot.md (HTTP API)") from None
+    custom_recipe(request)  # the engine's refusal, before the Hub is asked anything
+    return request
+
+
 def submit_job(
-    config: BotConfig, queue: JobQueue, hub: HubClient, token: str, body: dict[str, Any]
+    config: BotConfig,
+    queue: JobQueue,
+    hub: HubClient,
+    token: str,
+    body: dict[str, Any],
+    *,
+    user: str | None = None,
+    base_url: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """`POST /jobs` after the rate limit: read check with the user's token, validation, enqueue."""
+    """`POST /jobs` after the rate limit: recipe, write check with the user's token, validation, enqueue."""
     from bot.access import identity, may_submit
     from bot.errors import BotInputError, NotACheckpoint, Superseded
     from bot.pairing import expand, verify_ct
-    from registry.errors import HubAuthError, HubError, HubRepoNotFoundError, HubRevisionNotFoundError
+    from bot.recipes import custom_tag
+    from registry.errors import HubAuthError, HubError, HubRepoNotFoundError, HubRevisionNotFoundError, RecipeError
     from registry.hub import HubClient
 
+    custom = None
+    if body.get("recipe") is not None:
+        try:
+            custom = recipe_request(body["recipe"])
+        except RecipeError as exc:
+            return 400, {"error": " ".join(str(exc).split()), "reasons": []}
     repo = body.get("ct_repo")
     if not isinstance(repo, str) or repo.count("/") != 1:
         return 422, {"error": "ct_repo must be OWNER/NAME", "reasons": []}
@@ -145,7 +194,8 @@ def submit_job(
     user_hub = HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir)
     try:
         info = user_hub.model_info(repo, revision=revision)
-        refusal = may_submit(identity(user_hub), repo)
+        who = identity(user_hub)
+        refusal = may_submit(who, repo)
     except (HubRepoNotFoundError, HubRevisionNotFoundError):
         return 404, {"error": f"{repo}{'@' + revision if revision else ''} does not exist or this token cannot read it"}
     except HubAuthError:
@@ -155,7 +205,9 @@ def submit_job(
     sha = str(info.sha)
     try:
         ct = verify_ct(config, hub, repo=repo, sha=sha, language=language)
-        expand(config, hub, ct)
+        expand(config, hub, ct, custom=custom)
+    except RecipeError as exc:
+        return 400, {"error": public_text(" ".join(str(exc).split()), roots=(config.data,)), "reasons": []}
     except NotACheckpoint as exc:
         return 422, {"error": f'{exc}; pass "language" to submit it anyway', "reasons": []}
     except Superseded as exc:
@@ -166,8 +218,11 @@ def submit_job(
         return 422, {"error": public_text(str(exc), roots=roots), "reasons": reasons}
     except HubError as exc:
         return 503, {"error": f"the Hub could not be asked: {public_text(str(exc), roots=(config.data,))}"}
-    job, _ = queue.enqueue(key=trigger_key(repo, sha), kind="pair", ct_repo=repo, ct_sha=sha, language=ct.language)
-    return 202, {"jobs": [job.public()]}
+    job, _ = queue.enqueue(
+        key=trigger_key(repo, sha, recipe=custom_tag(custom) if custom else None), kind="pair", ct_repo=repo,
+        ct_sha=sha, language=ct.language, spec=JobSpec(custom_recipe=custom), submitted_by=user or who.name,
+    )  # fmt: skip
+    return 202, {"jobs": [job.public(endpoint=hub.endpoint, base_url=base_url)]}
 
 
 def create_app(
@@ -206,42 +261,59 @@ def create_app(
         running = sum(counts.get(s, 0) for s in ("running", "merged", "evaluated"))
         return JSONResponse({"ok": True, "queued": counts.get("queued", 0), "running": running})
 
+    def user_of(token: str) -> str:
+        """The token's user, asked of the Hub (`whoami`)."""
+        from registry.hub import HubClient
+
+        return HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir).whoami()
+
     def reader(request: Request) -> ReadCheck:
         """The caller's read access, asked of the Hub with its own token (none: anonymous)."""
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        return ReadCheck(endpoint=config.endpoint, token=token or None, cache_dir=config.cache_dir)
+        return ReadCheck(endpoint=config.endpoint, token=_bearer(request) or None, cache_dir=config.cache_dir)
 
     def visible(jobs: list[Job], check: ReadCheck) -> list[Job]:
         return [job for job in jobs if check.all_readable(job.input_repos())]
 
+    def shown(job: Job, request: Request) -> dict[str, Any]:
+        return job.public(endpoint=get_hub().endpoint, base_url=str(request.base_url))
+
     async def list_jobs(request: Request) -> JSONResponse:
+        from registry.errors import HubAuthError, HubError
+
         state = request.query_params.get("state") or None
         limit_raw = request.query_params.get("limit")
         limit = min(int(limit_raw), 1000) if limit_raw and limit_raw.isdigit() else 200
-        jobs = await run_in_threadpool(queue.list, state=state, limit=limit)
-        shown = await run_in_threadpool(visible, jobs, reader(request))
-        return JSONResponse([job.public() for job in shown])
+        mine = request.query_params.get("mine", "").lower() in ("1", "true", "yes")
+        submitter = None
+        if mine:
+            token = _bearer(request)
+            if not token:
+                return _error(401, "mine=true lists the jobs of a token's user: send Authorization: Bearer <token>")
+            try:
+                submitter = await run_in_threadpool(user_of, token)
+            except HubAuthError:
+                return _error(401, "the Hub does not know this token")
+            except HubError as exc:
+                return _error(503, f"the Hub could not check the token: {public_text(str(exc), roots=(config.data,))}")
+        jobs = await run_in_threadpool(queue.list, state=state, limit=limit, submitted_by=submitter)
+        readable = await run_in_threadpool(visible, jobs, reader(request))
+        return JSONResponse([shown(job, request) for job in readable])
 
     async def get_job(request: Request) -> JSONResponse:
         job_id = request.path_params["job_id"]
         job = await run_in_threadpool(queue.get, job_id)
         if job is None or not await run_in_threadpool(visible, [job], reader(request)):
             return _error(404, f"no job {job_id!r} that this caller can read (send Authorization: Bearer <token>)")
-        return JSONResponse(job.public())
+        return JSONResponse(shown(job, request))
 
     async def post_job(request: Request) -> JSONResponse:
         from registry.errors import HubAuthError, HubError
-        from registry.hub import HubClient
 
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        token = _bearer(request)
         if not token:
             return _error(401, "send a Hub token: Authorization: Bearer <token>")
         try:
-            user = await run_in_threadpool(
-                HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir).whoami
-            )
+            user = await run_in_threadpool(user_of, token)
         except HubAuthError:
             return _error(401, "the Hub does not know this token")
         except HubError as exc:
@@ -261,7 +333,9 @@ def create_app(
             return _error(400, "the body's JSON is nested too deeply")
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")
-        status, out = await run_in_threadpool(submit_job, config, queue, get_hub(), token, body)
+        status, out = await run_in_threadpool(
+            lambda: submit_job(config, queue, get_hub(), token, body, user=user, base_url=str(request.base_url))
+        )
         return JSONResponse(out, status_code=status)
 
     routes = [

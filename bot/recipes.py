@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from bot.models import RecipeRequest
 from registry.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -231,3 +232,124 @@ def output_name(template: str, *, ct: str, sft: str, method: str, language: str,
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
     name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name))  # the Hub refuses "--" and ".." in repo names
     return name.strip("-.")[:96].strip("-.")
+
+
+# -- a recipe sent with POST /jobs ------------------------------------------------------------------
+CUSTOM_SOURCE = "the job's recipe"
+MAX_RECIPE_DEPTH = 16  # a recipe is 4 levels deep (mergeling.sweep.<name>: [..])
+
+
+def recipe_text_data(text: str) -> dict[str, Any]:
+    """A full recipe sent as text (YAML, or JSON, which is YAML), parsed with bounds.
+
+    Anchors and aliases are refused (a few KB of aliases expand to gigabytes when the recipe is
+    copied), and so is nesting deeper than `MAX_RECIPE_DEPTH`, before anything is built.
+
+    Raises:
+        RecipeError: not YAML, not a mapping, an alias, or too deep; one line.
+    """
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise RecipeError(
+                    f"{CUSTOM_SOURCE}: YAML anchors and aliases (&name, *name) are not accepted; write the values out",
+                    path=CUSTOM_SOURCE,
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_RECIPE_DEPTH:
+                    raise RecipeError(
+                        f"{CUSTOM_SOURCE}: nested deeper than {MAX_RECIPE_DEPTH} levels; a recipe is a few levels deep",
+                        path=CUSTOM_SOURCE,
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise RecipeError(f"{CUSTOM_SOURCE}: not valid YAML or JSON{line}", path=CUSTOM_SOURCE) from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{CUSTOM_SOURCE}: a recipe is a mapping with merge_method, models, ...", path=CUSTOM_SOURCE)
+    return data
+
+
+def custom_recipe(
+    request: RecipeRequest,
+    *,
+    ct: str = "ct",
+    language: str | None = None,
+    sft: str = "sft",
+    base: str = "base",
+    output_repo: str | None = None,
+) -> Recipe:
+    """The recipe of a `POST /jobs` request with the job's inputs in place (defaults: placeholders).
+
+    Parts become `Recipe.from_parts` (CT and SFT with `density` and their `weights`, the method's
+    top-level `parameters` and `slack`); a full recipe text is parsed, its `role: ct` / `role: sft`
+    models and base are replaced with `Recipe.with_models`, and its `mergeling` block with
+    `Recipe.replace`. A sweep is refused: a job merges one recipe.
+
+    Raises:
+        RecipeError (UnknownMethodError, UnsupportedFeatureError): the engine's one-line refusal.
+    """
+    from registry.recipe import Recipe, parse_recipe
+
+    mergeling = {"output_repo": output_repo} if output_repo else None
+    if request.text is not None:
+        parts = request.model_dump(exclude={"text", "parameters"}, exclude_none=True)
+        if parts or request.parameters:
+            raise RecipeError(
+                f"{CUSTOM_SOURCE}: send either `text` (a full recipe) or method/density/slack/weights/parameters, "
+                "not both",
+                path=CUSTOM_SOURCE,
+            )
+        given = parse_recipe(recipe_text_data(request.text), source=CUSTOM_SOURCE)
+        if given.mergeling.sweep is not None:
+            raise RecipeError(
+                f"{CUSTOM_SOURCE}: mergeling.sweep is not accepted here; send one point (a job merges one recipe)",
+                path=CUSTOM_SOURCE,
+            )
+        roles = {role: [m.model for m in given.models if m.role == role] for role in ("ct", "sft")}
+        if len(roles["ct"]) != 1 or len(roles["sft"]) != 1:
+            raise RecipeError(
+                f"{CUSTOM_SOURCE}: list exactly one `role: ct` and one `role: sft` model (found "
+                f"{len(roles['ct'])} and {len(roles['sft'])}); the bot puts the job's CT and SFT in their place",
+                path=CUSTOM_SOURCE,
+            )
+        replacements = {roles["ct"][0]: ct, roles["sft"][0]: sft}
+        if given.base_model is not None and given.base_model not in replacements:
+            replacements[given.base_model] = base
+        placed = given.with_models(
+            replacements, base=base, languages={ct: language} if language else None, source=CUSTOM_SOURCE
+        )
+        return placed.replace(mergeling=mergeling, source=CUSTOM_SOURCE)
+    weights = {str(k): v for k, v in (request.weights or {}).items()}
+    models: list[dict[str, Any]] = []
+    for ref, role in ((ct, "ct"), (sft, "sft")):
+        values = {"weight": weights.get(role), "density": request.density}
+        model: dict[str, Any] = {
+            "model": ref,
+            "role": role,
+            "parameters": {k: v for k, v in values.items() if v is not None},
+        }
+        if role == "ct" and language:
+            model["language"] = language
+        models.append(model)
+    parameters = dict(request.parameters) | ({"slack": request.slack} if request.slack is not None else {})
+    return Recipe.from_parts(
+        method=request.method or str(DEFAULT_RECIPE["merge_method"]), models=models, base=base,
+        parameters=parameters, dtype=str(DEFAULT_RECIPE["dtype"]), tokenizer_source="ct", mergeling=mergeling,
+        source=CUSTOM_SOURCE,
+    )  # fmt: skip
+
+
+def custom_tag(request: RecipeRequest) -> str:
+    """8 hex digits naming a custom recipe (its method and parameters; not its inputs): in the output
+    repo's name, so a custom merge never lands in the default recipe's repo.
+
+    Raises:
+        RecipeError: the recipe does not validate.
+    """
+    return custom_recipe(request).recipe_hash()[:8]

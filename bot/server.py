@@ -77,7 +77,9 @@ def poll_once(config: BotConfig, queue: JobQueue, hub: HubClient) -> int:
             sha = info.sha or hub.head_sha(info.id)
             if not sha or queue.is_replaced(info.id, sha):
                 continue
-            _, created = queue.enqueue(key=trigger_key(info.id, sha), kind="pair", ct_repo=info.id, ct_sha=sha)
+            _, created = queue.enqueue(
+                key=trigger_key(info.id, sha), kind="pair", ct_repo=info.id, ct_sha=sha, submitted_by=owner
+            )
             added += int(created)
     return added
 

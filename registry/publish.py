@@ -27,7 +27,7 @@ from registry.errors import (
 )
 
 if TYPE_CHECKING:
-    from registry.catalog.entries import MergeEntry, MergeInput
+    from registry.catalog.entries import EvalResult, MergeEntry, MergeInput
     from registry.evaluate.records import EvalRecord
     from registry.hub import HubClient
 
@@ -349,14 +349,9 @@ def build_merge_entry(
         records: the merge's evaluation records (every language's, for a group merge): its results.
         commit: the published commit (kept only with status `published`).
     """
-    from registry.catalog.entries import EvalResult, MergeEntry, merge_entry_id
+    from registry.catalog.entries import MergeEntry, merge_entry_id
 
-    results = [
-        EvalResult(task=task.task, metric=metric, value=value.value, language=record.language, n=task.n_samples)
-        for record in records
-        for task in record.tasks
-        for metric, value in task.metrics.items()
-    ]
+    results = eval_results(records)
     return MergeEntry(
         id=merge_entry_id(output_repo=output_repo, recipe_hash=recipe_hash),
         method=method,
@@ -369,6 +364,26 @@ def build_merge_entry(
         results=tuple(results),
         error=error,
     )
+
+
+def eval_results(records: Sequence[EvalRecord]) -> list[EvalResult]:
+    """Evaluation records as catalog results: one per (task, metric), with the record's language and
+    the examples evaluated. The same records for a merge entry and for CT / SFT entries."""
+    from registry.catalog.entries import EvalResult
+
+    return [
+        EvalResult(task=task.task, metric=metric, value=value.value, language=record.language, n=task.n_samples)
+        for record in records
+        for task in record.tasks
+        for metric, value in task.metrics.items()
+    ]
+
+
+def with_results(results: Sequence[EvalResult], new: Sequence[EvalResult]) -> tuple[EvalResult, ...]:
+    """`results` updated with `new`: a newer number of the same (task, metric, language) replaces the older."""
+    merged = {(r.task, r.metric, r.language): r for r in results}
+    merged.update({(r.task, r.metric, r.language): r for r in new})
+    return tuple(merged.values())
 
 
 def record_published(

@@ -194,6 +194,16 @@ class AdapterFacts(_Frozen):
     modules_to_save: tuple[str, ...] = ()
 
 
+class EvalResult(_Frozen):
+    """One evaluation number of a model (a merge, or a CT / SFT / CT-then-SFT checkpoint the bot evaluated)."""
+
+    task: str
+    metric: str
+    value: float
+    language: str | None = None
+    n: int | None = Field(default=None, ge=0, description="examples evaluated")
+
+
 class _CheckpointEntry(_Frozen):
     id: str
     repo: str
@@ -204,6 +214,9 @@ class _CheckpointEntry(_Frozen):
     source: Literal["add", "seed", "sync"] = "add"
     added_at: datetime = Field(default_factory=_now)
     note: str | None = None
+    results: tuple[EvalResult, ...] = Field(
+        default=(), description="evaluation numbers of this revision (the bot records the CT's and SFT's it computes)"
+    )
 
     @field_validator("repo")
     @classmethod
@@ -301,16 +314,6 @@ class MergeInput(_Frozen):
     @classmethod
     def _check_repo(cls, value: str) -> str:
         return validate_repo_id(value)
-
-
-class EvalResult(_Frozen):
-    """One evaluation number of a merged model."""
-
-    task: str
-    metric: str
-    value: float
-    language: str | None = None
-    n: int | None = Field(default=None, ge=0, description="examples evaluated")
 
 
 MergeStatus = Literal["pending", "running", "merged", "evaluated", "published", "failed"]

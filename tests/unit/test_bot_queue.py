@@ -154,3 +154,28 @@ def test_step_data_and_specs_are_validated_where_they_are_written(tmp_path: Path
     queue.update(job.id, data=StepData(commit="c" * 40))
     queue.update(job.id, data=StepData(discussion_url="u"))
     assert queue.get(job.id).data == StepData(commit="c" * 40, discussion_url="u")  # type: ignore[union-attr]
+
+
+def test_a_version_1_file_gains_submitted_by_and_keeps_its_jobs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bot.queue import _MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[0][1])
+    db.execute(
+        "INSERT INTO jobs (id, key, kind, state, ct_repo, created_at, updated_at) "
+        "VALUES ('old1', 'ct:a/ct@x', 'pair', 'queued', 'a/ct', 't', 't')"
+    )
+    db.execute("INSERT INTO keys (key, job_id) VALUES ('ct:a/ct@x', 'old1')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    queue = JobQueue(path)
+    old = queue.get("old1")
+    assert old is not None and old.submitted_by is None
+    new, _ = queue.enqueue(key="ct:a/ct@y", kind="pair", ct_repo="a/ct", ct_sha="y", submitted_by="alice")
+    assert [j.id for j in queue.list(submitted_by="alice")] == [new.id]
+    queue.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
