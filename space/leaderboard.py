@@ -1,8 +1,9 @@
 """Eval results of every catalog model, the leaderboard table, and the data behind its plots.
 
-Where the numbers come from: a merge entry's `results` (the bot records them) and the `model-index`
-of each model's card (merges, CT and SFT checkpoints alike; `registry.evaluate.model_index` writes
-it). Results of a `--limit` run keep that label in the metric name, so they are never shown as
+Where the numbers come from: each catalog entry's `results` (the bot records a merge's, and the CT's
+and SFT's it evaluated for it, on their entries), then the `model-index` of each model's card
+(merges, CT, SFT and CT-then-SFT checkpoints alike; `registry.evaluate.model_index` writes it) for
+what the entry lacks. Results of a `--limit` run keep that label in the metric name, so they are never shown as
 full numbers.
 
 The two fractions the lab uses (docs/lab.md), per merge:
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.catalog.entries import CtEntry, CtSftEntry, SftEntry
 from registry.errors import HubError
 from space.catalog_view import CatalogView
 
@@ -94,26 +96,25 @@ def _card_score(result: Any) -> Score:
 def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScores]:
     """Every CT, SFT and merge of the catalog with its results (entry results first, then the card's)."""
     models: list[ModelScores] = []
+
+    def checkpoint(entry: CtEntry | SftEntry | CtSftEntry) -> tuple[Score, ...]:
+        # The numbers the bot recorded on the entry (it evaluates the CT and SFT of every merge), then the card's.
+        own = [Score(task=r.task, metric=r.metric, value=r.value) for r in entry.results]
+        return tuple(one_per_metric(own, card_scores(entry.repo, entry.revision if entry.verified else None)))
+
     for ct in view.cts:
         models.append(
-            ModelScores(
-                repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,),
-                scores=tuple(card_scores(ct.repo, ct.revision if ct.verified else None)),
-            )
-        )  # fmt: skip
+            ModelScores(repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,), scores=checkpoint(ct))
+        )
     for sft in view.sfts:
         models.append(
-            ModelScores(
-                repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",),
-                scores=tuple(card_scores(sft.repo, sft.revision if sft.verified else None)),
-            )
+            ModelScores(repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",),
+                        scores=checkpoint(sft))
         )  # fmt: skip
     for both in view.ct_sfts:
         models.append(
-            ModelScores(
-                repo=both.repo, revision=both.revision, role="ct_sft", languages=(both.language,), ct=both.ct.repo,
-                scores=tuple(card_scores(both.repo, both.revision if both.verified else None)),
-            )
+            ModelScores(repo=both.repo, revision=both.revision, role="ct_sft", languages=(both.language,),
+                        ct=both.ct.repo, scores=checkpoint(both))
         )  # fmt: skip
     for merge in view.merges:
         if merge.status not in SCORED:  # failed or unfinished: a job, not a model (see `failed_merges`)

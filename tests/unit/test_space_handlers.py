@@ -186,6 +186,20 @@ def test_methods_come_from_the_engine_registry(tiny_family: DemoFamily) -> None:
     recipe = screen_recipe(method="ties_sv", cts=[pinned], sft=_sft(), density=0.3, slack=0.2, sft_weight=0.5)
     assert recipe.models[0].model == f"a/ct@{sha}"
     assert parse_recipe(yaml.safe_load(recipe.to_yaml())) == recipe
+    # What "Hand to the bot" sends is what the bot's POST /jobs accepts: the bot's own reading of the
+    # body (`bot.recipes.custom_recipe`, the engine's Recipe) keeps method, density, slack and weights
+    # and puts the job's pinned CT, SFT and base in place of the references.
+    from bot.models import RecipeRequest
+    from bot.recipes import custom_recipe
+
+    ct_ref, sft_ref, base_ref = f"o/ct@{'1' * 40}", f"o/sft@{'2' * 40}", f"o/base@{'3' * 40}"
+    placed = custom_recipe(
+        RecipeRequest.model_validate({"text": recipe.to_yaml()}), ct=ct_ref, language="ben_Beng", sft=sft_ref,
+        base=base_ref, output_repo="bot/out",
+    )  # fmt: skip
+    assert [m.model for m in placed.models] == [ct_ref, sft_ref] and placed.base_model == base_ref
+    assert placed.merge_method == "ties_sv" and placed.densities() == (0.3, 0.3) and placed.weights() == (1.0, 0.5)
+    assert placed.parameters.slack == 0.2  # type: ignore[attr-defined]
     assert {m.name for m in methods if m.uses_slack} == {
         "ties_sv",
         "dare_ties",

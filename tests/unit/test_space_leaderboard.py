@@ -165,6 +165,44 @@ def test_ct_then_sft_is_a_row_and_a_bar_beside_its_merge(view: CatalogView) -> N
     assert with_baseline.only({"lab/ct-ben"}).ct_sfts == ()  # unreadable to the visitor: left out
 
 
+def test_ct_and_sft_numbers_from_their_catalog_entries() -> None:
+    """The bot records the CT's and SFT's numbers on their entries: rows, gains and bars need no card."""
+    ben = [EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=1.5, language="ben_Beng")]
+    ct = _ct("lab/ct-ben", "ben_Beng").model_copy(
+        update={"results": (*ben, EvalResult(task="sib200_eng_Latn", metric="acc", value=0.25))}
+    )
+    sft = _sft("lab/sft").model_copy(
+        update={"results": (EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=6.5),
+                            EvalResult(task="sib200_eng_Latn", metric="acc", value=0.45))}
+    )  # fmt: skip
+    merge = _merge("lab/ben-ties", "ties", ct, sft, results=[
+        EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=2.6),
+        EvalResult(task="sib200_eng_Latn", metric="acc", value=0.41),
+    ])  # fmt: skip
+    view = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(sft,), merges=(merge,))
+
+    def no_cards(repo: str, revision: str | None) -> list[Score]:
+        return []
+
+    models = collect_scores(view, no_cards)
+    rows = {r["model"]: r for r in leaderboard_rows(models, language="ben_Beng")}
+    assert rows["lab/ct-ben"]["flores_ben_Beng bits_per_byte"] == 1.5 and rows["lab/sft"]["sib200_eng_Latn acc"] == 0.45
+    assert rows["lab/ben-ties"]["language gain kept"] == pytest.approx((6.5 - 2.6) / (6.5 - 1.5), abs=1e-4)
+    assert rows["lab/ben-ties"]["task gain kept"] == pytest.approx((0.41 - 0.25) / (0.45 - 0.25), abs=1e-4)
+    assert [r["model"] for r in bar_rows(models, "ben_Beng") if r["metric"].startswith("sib")] == [
+        "CT",
+        "SFT",
+        "merged",
+    ]
+    assert len(scatter_rows(models, "ben_Beng")) == 1
+    # The entry's number wins over the card's; the card's `--limit` label stays on it.
+    ct_only = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(), merges=())
+    limited = collect_scores(ct_only, lambda r, v: [Score("flores_ben_Beng", "bits_per_byte (--limit 20)", 9.0)])
+    assert [(s.metric, s.value) for s in limited[0].scores if s.task == "flores_ben_Beng"] == [
+        ("bits_per_byte (--limit 20)", 1.5)
+    ]
+
+
 def test_limited_results_keep_their_label() -> None:
     from huggingface_hub import EvalResult as HfEvalResult
 
