@@ -316,7 +316,7 @@ def test_named_endpoints(world: World) -> None:
     assert set(api) == {"/generate", "/leaderboard", "/merge_preview", "/submit", "/job_status"}
     names = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api.items()}
     assert names["/generate"] == ["model_id", "prompt", "max_new_tokens", "temperature"]
-    assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack"]
+    assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack", "ct_weight", "sft_weight"]
     assert names["/submit"] == ["ct_repo_id", "language"]
 
 
@@ -750,6 +750,12 @@ def test_browser(world: World, tmp_path: Path) -> None:
             # The session's runs side by side, labelled repo@short-sha.
             expect(page.locator("#merge-history")).to_contain_text("alice/tiny-ct-ben@")
             expect(page.locator("#merge-history")).to_contain_text("ties_sv")
+            # The CT and SFT weights are on screen (they go into the recipe); handing over needs sign-in.
+            expect(page.locator("#merge-ct-weight")).to_be_visible()
+            page.locator("#merge-bot").click()
+            expect(page.get_by_text("sign in with Hugging Face to hand a merge to the bot").first).to_be_visible(
+                timeout=30_000
+            )
             page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
             # Submit: a CT handed to the (stand-in) bot from the page, then seen in its queue (a timer refreshes it).
             page.get_by_role("tab", name="Submit").click()
