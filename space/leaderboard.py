@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.catalog.entries import CtEntry, CtSftEntry, SftEntry
+from registry.catalog.entries import CtEntry, CtSftEntry, EvalResult, SftEntry
 from registry.errors import HubError
 from space.catalog_view import CatalogView
 
@@ -94,40 +94,67 @@ def _card_score(result: Any) -> Score:
 
 
 def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScores]:
-    """Every CT, SFT and merge of the catalog with its results (entry results first, then the card's)."""
-    models: list[ModelScores] = []
+    """Every CT, SFT, CT-then-SFT and merge of the catalog with its results (entry results first, then the card's).
 
-    def checkpoint(entry: CtEntry | SftEntry | CtSftEntry) -> tuple[Score, ...]:
+    A catalog result records how many examples it evaluated (`n`), not the `--limit` it ran with.
+    Where a card of the catalog marks the same task and metric as `--limit n` with that same `n`
+    (the bot evaluates a merge and its CT and SFT in one run, with one limit), the entry's number
+    takes that label too: a CT's partial number then sits in the same column as its merge's, and a
+    partial number never looks full.
+    """
+    cards: dict[tuple[str, str | None], list[Score]] = {}
+
+    def card(repo: str, revision: str | None) -> list[Score]:
+        if (repo, revision) not in cards:
+            cards[repo, revision] = card_scores(repo, revision)
+        return cards[repo, revision]
+
+    checkpoints = (*view.cts, *view.sfts, *view.ct_sfts)
+    merges = [m for m in view.merges if m.status in SCORED]  # failed or unfinished: jobs (see `failed_merges`)
+    for entry in checkpoints:
+        card(entry.repo, entry.revision if entry.verified else None)
+    for merge in merges:
+        if merge.output_revision:
+            card(merge.output_repo, merge.output_revision)
+    limits = {
+        (s.task, base_metric(s.metric), s.metric) for scores in cards.values() for s in scores if _LIMIT in s.metric
+    }
+
+    def own(results: Iterable[EvalResult]) -> list[Score]:
+        out = []
+        for r in results:
+            label = f"{r.metric}{_LIMIT}{r.n})" if r.n is not None else None
+            metric = label if label and (r.task, r.metric, label) in limits else r.metric
+            out.append(Score(task=r.task, metric=metric, value=r.value))
+        return out
+
+    def scores(entry: CtEntry | SftEntry | CtSftEntry) -> tuple[Score, ...]:
         # The numbers the bot recorded on the entry (it evaluates the CT and SFT of every merge), then the card's.
-        own = [Score(task=r.task, metric=r.metric, value=r.value) for r in entry.results]
-        return tuple(one_per_metric(own, card_scores(entry.repo, entry.revision if entry.verified else None)))
+        return tuple(one_per_metric(own(entry.results), card(entry.repo, entry.revision if entry.verified else None)))
 
+    models: list[ModelScores] = []
     for ct in view.cts:
         models.append(
-            ModelScores(repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,), scores=checkpoint(ct))
+            ModelScores(repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,), scores=scores(ct))
         )
     for sft in view.sfts:
         models.append(
-            ModelScores(repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",),
-                        scores=checkpoint(sft))
-        )  # fmt: skip
+            ModelScores(repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",), scores=scores(sft))
+        )
     for both in view.ct_sfts:
         models.append(
             ModelScores(repo=both.repo, revision=both.revision, role="ct_sft", languages=(both.language,),
-                        ct=both.ct.repo, scores=checkpoint(both))
+                        ct=both.ct.repo, scores=scores(both))
         )  # fmt: skip
-    for merge in view.merges:
-        if merge.status not in SCORED:  # failed or unfinished: a job, not a model (see `failed_merges`)
-            continue
-        own = [Score(task=r.task, metric=r.metric, value=r.value) for r in merge.results]
-        card = card_scores(merge.output_repo, merge.output_revision) if merge.output_revision else []
+    for merge in merges:
+        merge_card = card(merge.output_repo, merge.output_revision) if merge.output_revision else []
         ct_repo = next((i.repo for i in merge.inputs if i.role == "ct"), None)
         sft_repo = next((i.repo for i in merge.inputs if i.role == "sft"), None)
         models.append(
             ModelScores(
                 repo=merge.output_repo, revision=merge.output_revision, role="merge", languages=merge.languages,
                 method=merge.method, status=merge.status, ct=ct_repo, sft=sft_repo,
-                scores=tuple(one_per_metric(own, card)),
+                scores=tuple(one_per_metric(own(merge.results), merge_card)),
             )
         )  # fmt: skip
     return models
@@ -319,27 +346,29 @@ def _fraction(merged: float | None, start: float | None, goal: float | None) -> 
     return (merged - start) / (goal - start)
 
 
+def _same_run(merge: ModelScores, start: ModelScores, goal: ModelScores, task: str, metric: str) -> float | None:
+    """The fraction on one task, from numbers under one label: the full metric, else one `--limit` run
+    (all three partial numbers of the same limit; a full number is never mixed with a partial one)."""
+    labels = [metric] + sorted({s.metric for s in merge.scores if s.task == task and base_metric(s.metric) == metric})
+    for label in dict.fromkeys(labels):
+        values = (merge.value(task, label), start.value(task, label), goal.value(task, label))
+        if None not in values:
+            return _fraction(*values)
+    return None
+
+
 def gains_kept(models: list[ModelScores]) -> dict[str, GainKept]:
     """Language and task gain kept per merge repo (see the module docstring)."""
-    by_repo = {m.repo: m for m in models if m.role != "merge"}
+    by_repo = {m.repo: m for m in models if m.role in ("ct", "sft")}
     out = {}
     for merge in (m for m in models if m.role == "merge"):
         ct, sft = by_repo.get(merge.ct or ""), by_repo.get(merge.sft or "")
         if ct is None or sft is None:
             continue
-        fractions = []
-        for language in merge.languages:
-            task = f"flores_{language}"
-            fractions.append(
-                _fraction(
-                    merge.value(task, "bits_per_byte"),
-                    sft.value(task, "bits_per_byte"),
-                    ct.value(task, "bits_per_byte"),
-                )
-            )
+        fractions = [_same_run(merge, sft, ct, f"flores_{language}", "bits_per_byte") for language in merge.languages]
         known = [f for f in fractions if f is not None]
         language_kept = sum(known) / len(known) if known else None
-        task_kept = _fraction(merge.value(*TASK_METRIC), ct.value(*TASK_METRIC), sft.value(*TASK_METRIC))
+        task_kept = _same_run(merge, ct, sft, *TASK_METRIC)
         out[merge.repo] = GainKept(merge=merge.repo, language=language_kept, task=task_kept)
     return out
 

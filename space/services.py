@@ -120,6 +120,7 @@ class SpaceServices:
         self._view: tuple[float, CatalogView] | None = None
         self._card_scores: dict[tuple[str, str | None], list[Score]] = {}
         self._workdir: Path | None = config.workdir
+        self._bot_line: tuple[float, str] | None = None  # (when, the status line's bot part)
 
     # -- the catalog ---------------------------------------------------------------------------
     def store(self) -> CatalogStore:
@@ -173,16 +174,28 @@ class SpaceServices:
         return " · ".join(parts)
 
     def _bot_status(self) -> str:
-        """`bot [url](url/healthz): 2 jobs queued, 1 running`, or why there is none (never raises)."""
+        """`bot [url](url/healthz): 2 jobs queued, 1 running`, or why there is none (never raises).
+
+        The answer is shared by every visitor for up to 5 s (half the status period when shorter):
+        many open pages ticking do not each ask the bot.
+        """
         bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
         if not bot:
             return "no bot configured (Submit is off)"
+        keep = min(5.0, self.config.status_every_s / 2)
+        with self._lock:
+            cached = self._bot_line
+        if cached is not None and time.monotonic() - cached[0] < keep:
+            return cached[1]
         try:
             health = BotClient(bot, timeout=BOT_HEALTH_TIMEOUT_S).health()
-        except SpaceError:
-            return f"bot [{bot}]({bot}/healthz) unreachable (Submit waits for it)"
-        queued, running = int(health.get("queued") or 0), int(health.get("running") or 0)
-        return f"bot [{bot}]({bot}/healthz): {queued} job{'' if queued == 1 else 's'} queued, {running} running"
+            queued, running = int(health.get("queued") or 0), int(health.get("running") or 0)
+            line = f"bot [{bot}]({bot}/healthz): {queued} job{'' if queued == 1 else 's'} queued, {running} running"
+        except (SpaceError, ValueError, TypeError):
+            line = f"bot [{bot}]({bot}/healthz) unreachable (Submit waits for it)"
+        with self._lock:
+            self._bot_line = (time.monotonic(), line)
+        return line
 
     def languages(self, token: str | None = None) -> list[str]:
         """Languages with a CT checkpoint or a merge that the visitor can read."""

@@ -566,6 +566,7 @@ def test_bot_unreachable_and_hub_unreachable(world: World) -> None:
         assert page.status_code == 200
         assert httpx.get(f"{hub_url}/config", timeout=30).json()["title"] == "Mergeling"
         assert "cannot be reached" in no_hub.status()  # what the page's status line says on load
+        assert "unreachable (Submit waits for it)" in no_bot.status() and "2 CT, 1 SFT" in no_bot.status()
         down = _app_error(lambda: Client(hub_url, verbose=False).predict(LANG, api_name="/leaderboard"))
         assert "cannot be reached" in down
     finally:

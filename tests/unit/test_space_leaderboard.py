@@ -203,6 +203,29 @@ def test_ct_and_sft_numbers_from_their_catalog_entries() -> None:
     ]
 
 
+def test_a_limited_bot_run_labels_the_ct_and_sft_numbers_too() -> None:
+    """The bot evaluates merge, CT and SFT in one `--limit 20` run: the merge's card says so, the
+    entries record n=20; all three land in one labelled column, and the gain is computed from them."""
+
+    def bpb(value: float) -> EvalResult:
+        return EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=value, n=20)
+
+    ct = _ct("lab/ct-ben", "ben_Beng").model_copy(update={"results": (bpb(1.5),)})
+    sft = _sft("lab/sft").model_copy(update={"results": (bpb(6.5),)})
+    merge = _merge("lab/ben-ties", "ties", ct, sft, results=[bpb(2.6)])
+    view = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(sft,), merges=(merge,))
+
+    def cards(repo: str, revision: str | None) -> list[Score]:
+        return [Score("flores_ben_Beng", "bits_per_byte (--limit 20)", 2.6)] if repo == "lab/ben-ties" else []
+
+    models = collect_scores(view, cards)
+    rows = {r["model"]: r for r in leaderboard_rows(models, language="ben_Beng")}
+    column = "flores_ben_Beng bits_per_byte (--limit 20)"
+    assert [rows[m][column] for m in ("lab/ct-ben", "lab/sft", "lab/ben-ties")] == [1.5, 6.5, 2.6]
+    assert "flores_ben_Beng bits_per_byte" not in rows["lab/ct-ben"]  # one column, not a full-looking twin
+    assert rows["lab/ben-ties"]["language gain kept"] == pytest.approx((6.5 - 2.6) / (6.5 - 1.5), abs=1e-4)
+
+
 def test_limited_results_keep_their_label() -> None:
     from huggingface_hub import EvalResult as HfEvalResult
 
