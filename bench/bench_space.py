@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated for the tokens/s figure")
     args = parser.parse_args()
 
+    import os
+
     import httpx
     import torch
     from gradio_client import Client
@@ -91,6 +93,7 @@ def main() -> None:
     from space.config import SpaceConfig
     from space.services import SpaceServices
 
+    load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="bench-space-"))
     server = demo = None
     try:
@@ -162,7 +165,12 @@ def main() -> None:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+    load_after = os.getloadavg()
     params = sum(p.numel() for p in peer.parameters())
+    print(
+        f"Machine load (1/5/15 min, {os.cpu_count()} cores): before {' '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after {' '.join(f'{x:.2f}' for x in load_after)}"
+    )
     print(f"Lab-size model: {params / 1e6:.2f} M parameters, CPU, torch threads {torch.get_num_threads()}")
     print(f"{'measure':48s} {'Space':>10s} {'peer':>10s} {'ratio':>7s}")
     print(f"{'page: GET / (s)':48s} {http_page:10.3f}")

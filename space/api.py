@@ -34,11 +34,13 @@ def register(ctx: Context) -> None:
         return services.leaderboard(choice(language), token=token_of(oauth_token))
 
     def merge_preview(
-        ct_id: str, sft_id: str, method: str, density: float, slack: float, oauth_token: gr.OAuthToken | None = None
-    ) -> dict[str, Any]:
+        ct_id: str, sft_id: str, method: str, density: float, slack: float, ct_weight: float = 1.0,
+        sft_weight: float = 1.0, oauth_token: gr.OAuthToken | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Merge a catalog CT (several, comma-separated: a group) and an SFT here (lab-size models only).
         Returns what the page shows: summary, totals, per-layer rows (layer, stat, share, count), seconds."""
-        result = services.merge_preview(ct_id, sft_id, method, density, slack, token=token_of(oauth_token))
+        result = services.merge_preview(ct_id, sft_id, method, density, slack, ct_weight, sft_weight,
+                                        token=token_of(oauth_token))  # fmt: skip
         return {"summary": result.summary, "totals": result.totals, "layers": result.layers, "seconds": result.seconds}
 
     def submit(ct_repo_id: str, language: str, oauth_token: gr.OAuthToken | None = None) -> dict[str, Any]:

@@ -66,12 +66,13 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         gr.HTML(f"<style>{font_css(f'/gradio_api/file={FONTS_DIR}/')}\n{LAYOUT_CSS}</style>", padding=False,
                 elem_id="mergeling-style")  # fmt: skip
         ctx = Context(services=services, config=cfg, demo=demo)
-        status = header.build(ctx, title=TITLE, intro=INTRO)
+        head = header.build(ctx, title=TITLE, intro=INTRO)
+        status = head.status
         with gr.Tabs(overflow_behavior="wrap", elem_id="tabs") as tabs:
             tried = try_tab.build(ctx)
             board = leaderboard.build(ctx)
             merged = merge.build(ctx)
-            submit.build(ctx)
+            submitted = submit.build(ctx)
             registry = registry_tab.build(ctx)
         # On load the first language is picked; then its merged models and the leaderboard follow from
         # that choice. Chained, not parallel: a leaderboard computed from the pre-load "(all)" and
@@ -82,6 +83,14 @@ def build_app(config: SpaceConfig | None = None, *, services: SpaceServices | No
         ).then(edge(header.query_handler(ctx)), [tried.merged], [tried.merged, tried.prompt], **PRIVATE).then(
             board.refresh, board.inputs, board.outputs, **PRIVATE
         )
+        # The status line's counts follow the catalog and the bot without a reload: on a timer, on a
+        # tab change and after a submission (one shared concurrency slot: a cheap, cached read).
+        refresh: dict[str, Any] = {"concurrency_limit": 4, "concurrency_id": "status", "show_progress": "hidden"}
+        on_status = header.status_handler(ctx)
+        head.timer.tick(on_status, None, [status], **refresh, **PRIVATE)
+        tabs.select(on_status, None, [status], **refresh, **PRIVATE)
+        submitted.submitted.then(on_status, None, [status], **refresh, **PRIVATE)
+        merged.handed.then(on_status, None, [status], **refresh, **PRIVATE)
         # The URL follows the visitor (shareable), and a shared URL opens the same view.
         demo.load(None, None, None, js=header.URL_TO_TAB_JS)
         tabs.select(None, None, None, js=header.TAB_TO_URL_JS)

@@ -72,8 +72,18 @@ class BotClient:
         """`GET /healthz`."""
         return dict(self._json(self._request("GET", "/healthz"), what="read the bot's health"))
 
-    def submit(self, ct_repo: str, *, token: str | None, language: str | None = None) -> Submitted:
+    def submit(
+        self, ct_repo: str, *, token: str | None, language: str | None = None, recipe: str | None = None
+    ) -> Submitted:
         """`POST /jobs`: enqueue the merges of a CT repo.
+
+        Args:
+            ct_repo: the CT repo.
+            token: the visitor's Hub token (the bot acts as them).
+            language: the CT's language when its card has none.
+            recipe: a full recipe (YAML) to merge with, sent as `{"recipe": {"text": ...}}`; the bot
+                validates it with the engine's `Recipe` and puts the job's pinned CT, SFT and base in
+                place of its references. None: the bot's own recipe for the language.
 
         Raises:
             BotUnavailableError: no bot, or it cannot be reached.
@@ -82,13 +92,25 @@ class BotClient:
         body: dict[str, Any] = {"ct_repo": ct_repo}
         if language:
             body["language"] = language
+        if recipe is not None:
+            body["recipe"] = {"text": recipe}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = self._json(self._request("POST", "/jobs", json=body, headers=headers), what=f"submit {ct_repo}")
         return Submitted(jobs=tuple(data.get("jobs") or ()))
 
-    def jobs(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        """`GET /jobs`: the newest jobs first."""
-        data = self._json(self._request("GET", "/jobs", params={"limit": limit}), what="list jobs")
+    def jobs(self, *, limit: int = 50, token: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
+        """`GET /jobs`: the newest jobs first, those the caller can read.
+
+        Args:
+            limit: at most this many.
+            token: the caller's Hub token (None: anonymous, public jobs only).
+            mine: only the jobs the token's user submitted (`?mine=true`; needs `token`).
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if mine:
+            params["mine"] = "true"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = self._json(self._request("GET", "/jobs", params=params, headers=headers), what="list jobs")
         return list(data)
 
     def job(self, job_id: str) -> dict[str, Any]:

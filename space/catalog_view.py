@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.catalog.entries import CtEntry, MergeEntry, SftEntry
+from registry.catalog.entries import CtEntry, CtSftEntry, MergeEntry, ModelRef, SftEntry
 from registry.catalog.store import CatalogStore
 
-AnyEntry = CtEntry | SftEntry | MergeEntry
+AnyEntry = CtEntry | SftEntry | CtSftEntry | MergeEntry
 # Merge states whose output repo holds weights: the bot ends at `published`, `registry push` and
 # the lab record `merged` / `evaluated`; `pending`, `running` and `failed` have nothing to run.
 _RUNNABLE = ("merged", "evaluated", "published")
@@ -35,6 +35,7 @@ class CatalogView:
     cts: tuple[CtEntry, ...]
     sfts: tuple[SftEntry, ...]
     merges: tuple[MergeEntry, ...]
+    ct_sfts: tuple[CtSftEntry, ...] = ()  # CT-then-SFT checkpoints: the baseline merging is compared with
 
     @classmethod
     def load(cls, store: CatalogStore) -> CatalogView:
@@ -50,6 +51,7 @@ class CatalogView:
             cts=tuple(e for e in entries if isinstance(e, CtEntry)),
             sfts=tuple(e for e in entries if isinstance(e, SftEntry)),
             merges=tuple(e for e in entries if isinstance(e, MergeEntry)),
+            ct_sfts=tuple(e for e in entries if isinstance(e, CtSftEntry)),
         )
 
     def only(self, repos: frozenset[str] | set[str]) -> CatalogView:
@@ -59,15 +61,17 @@ class CatalogView:
             cts=tuple(e for e in self.cts if e.repo in repos),
             sfts=tuple(e for e in self.sfts if e.repo in repos),
             merges=tuple(m for m in self.merges if m.output_repo in repos),
+            ct_sfts=tuple(e for e in self.ct_sfts if e.repo in repos),
         )
 
     @property
     def entries(self) -> tuple[AnyEntry, ...]:
-        return (*self.cts, *self.sfts, *self.merges)
+        return (*self.cts, *self.sfts, *self.ct_sfts, *self.merges)
 
     def languages(self) -> list[str]:
         """Every language of a CT checkpoint or a merge, sorted."""
-        found = {ct.language for ct in self.cts} | {code for m in self.merges for code in m.languages}
+        found = {ct.language for ct in self.cts} | {e.language for e in self.ct_sfts}
+        found |= {code for m in self.merges for code in m.languages}
         return sorted(found)
 
     def methods(self) -> list[str]:
@@ -80,12 +84,15 @@ class CatalogView:
 
     def find_checkpoint(self, reference: str) -> CtEntry | SftEntry | None:
         """The CT or SFT entry named by its ID or by `repo` / `repo@revision` (first match)."""
-        repo, _, revision = reference.partition("@")
         entries: tuple[CtEntry | SftEntry, ...] = (*self.cts, *self.sfts)
-        for entry in entries:
-            if entry.id == reference or (entry.repo == repo and revision in ("", entry.revision)):
-                return entry
-        return None
+        by_id = next((e for e in entries if e.id == reference), None)
+        if by_id is not None:
+            return by_id
+        try:
+            ref = ModelRef.parse(reference)
+        except ValueError:
+            return None
+        return next((e for e in entries if e.repo == ref.repo and ref.revision in (None, e.revision)), None)
 
     def trios(self, language: str | None = None) -> list[Trio]:
         """Merged models with weights (state merged/evaluated/published, a commit recorded) of a language."""
@@ -116,6 +123,11 @@ class CatalogView:
             rows.append(_row("ct", ct.language, ct.repo, ct.revision, f"{ct.base.repo} → {ct.repo}", ct.id))
         for sft in sorted(self.sfts, key=lambda e: e.repo):
             rows.append(_row("sft", "eng_Latn", sft.repo, sft.revision, f"{sft.base.repo} → {sft.repo}", sft.id))
+        for both in sorted(self.ct_sfts, key=lambda e: (e.language, e.repo)):
+            if language and both.language != language:
+                continue
+            lineage = f"{both.base.repo} → {both.ct.repo} → {both.repo}"
+            rows.append(_row("ct_sft", both.language, both.repo, both.revision, lineage, both.id))
         for merge in sorted(self.merges, key=lambda e: e.output_repo):
             if language and language not in merge.languages:
                 continue
@@ -134,7 +146,19 @@ class CatalogView:
 
 
 def _ref(repo: str, revision: str | None) -> str:
-    return f"{repo}@{revision}" if revision else repo
+    return str(ModelRef(repo=repo, revision=revision or None))
+
+
+def short_ref(reference: str) -> str:
+    """`owner/name@1a2b3c4` for `owner/name@<40-hex commit>` (a branch or tag stays whole): the label users see.
+
+    Raises:
+        ValueError: not `owner/name[@revision]`.
+    """
+    ref = ModelRef.parse(reference)
+    if ref.revision and len(ref.revision) == 40:
+        ref = ref.model_copy(update={"revision": ref.revision[:7]})
+    return str(ref)
 
 
 def _row(kind: str, language: str, repo: str, revision: str, lineage: str, entry_id: str) -> dict[str, str]:

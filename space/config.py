@@ -38,6 +38,10 @@ class SpaceConfig:
         generate_concurrency: generations running at once (more wait in Gradio's queue).
         workdir: where in-Space merges are written (None: a temporary folder per process).
         sign_in: show "Sign in with Hugging Face" (Gradio's OAuth; see `oauth_configured`).
+        status_every_s: the status line (counts of CTs, SFTs, merges and the bot's jobs) refreshes this
+            often on an open page (also on a tab change and after a submission).
+        catalog_ttl_s: a catalog snapshot is reused this long (the Refresh buttons bypass it).
+        visible_ttl_s: what one visitor (or anonymous) can read is re-listed after this long.
     """
 
     endpoint: str
@@ -54,6 +58,9 @@ class SpaceConfig:
     generate_concurrency: int = 2
     workdir: Path | None = None
     sign_in: bool = False
+    status_every_s: float = 15.0
+    catalog_ttl_s: float = 15.0
+    visible_ttl_s: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> SpaceConfig:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 BAR_COLUMNS = ["metric", "bar", "model", "repo", "value", "relative"]
 SCATTER_COLUMNS = ["language gain kept", "task gain kept", "method", "repo"]
 LAYER_COLUMNS = ["layer", "stat", "share", "count"]
-BAR_MODELS = ("CT", "SFT", "merged")  # the colour categories of each plot (see `seeded`)
+BAR_MODELS = ("CT", "SFT", "CT→SFT", "merged")  # the colour categories of each plot (see `seeded`)
 LAYER_STATS = ("sign conflicts", "SFT discarded", "rescued by slack")  # kept shares are in the summary
 REGISTRY_COLUMNS = ["kind", "language", "repo", "revision", "lineage", "id"]
 

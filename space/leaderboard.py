@@ -1,8 +1,9 @@
 """Eval results of every catalog model, the leaderboard table, and the data behind its plots.
 
-Where the numbers come from: a merge entry's `results` (the bot records them) and the `model-index`
-of each model's card (merges, CT and SFT checkpoints alike; `registry.evaluate.model_index` writes
-it). Results of a `--limit` run keep that label in the metric name, so they are never shown as
+Where the numbers come from: each catalog entry's `results` (the bot records a merge's, and the CT's
+and SFT's it evaluated for it, on their entries), then the `model-index` of each model's card
+(merges, CT, SFT and CT-then-SFT checkpoints alike; `registry.evaluate.model_index` writes it) for
+what the entry lacks. Results of a `--limit` run keep that label in the metric name, so they are never shown as
 full numbers.
 
 The two fractions the lab uses (docs/lab.md), per merge:
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.catalog.entries import CtEntry, CtSftEntry, EvalResult, SftEntry
 from registry.errors import HubError
 from space.catalog_view import CatalogView
 
@@ -46,7 +48,7 @@ class ModelScores:
 
     repo: str
     revision: str | None
-    role: str  # ct | sft | merge
+    role: str  # ct | sft | ct_sft | merge
     languages: tuple[str, ...]
     method: str | None = None
     status: str | None = None
@@ -92,34 +94,67 @@ def _card_score(result: Any) -> Score:
 
 
 def collect_scores(view: CatalogView, card_scores: CardScores) -> list[ModelScores]:
-    """Every CT, SFT and merge of the catalog with its results (entry results first, then the card's)."""
+    """Every CT, SFT, CT-then-SFT and merge of the catalog with its results (entry results first, then the card's).
+
+    A catalog result records how many examples it evaluated (`n`), not the `--limit` it ran with.
+    Where a card of the catalog marks the same task and metric as `--limit n` with that same `n`
+    (the bot evaluates a merge and its CT and SFT in one run, with one limit), the entry's number
+    takes that label too: a CT's partial number then sits in the same column as its merge's, and a
+    partial number never looks full.
+    """
+    cards: dict[tuple[str, str | None], list[Score]] = {}
+
+    def card(repo: str, revision: str | None) -> list[Score]:
+        if (repo, revision) not in cards:
+            cards[repo, revision] = card_scores(repo, revision)
+        return cards[repo, revision]
+
+    checkpoints = (*view.cts, *view.sfts, *view.ct_sfts)
+    merges = [m for m in view.merges if m.status in SCORED]  # failed or unfinished: jobs (see `failed_merges`)
+    for entry in checkpoints:
+        card(entry.repo, entry.revision if entry.verified else None)
+    for merge in merges:
+        if merge.output_revision:
+            card(merge.output_repo, merge.output_revision)
+    limits = {
+        (s.task, base_metric(s.metric), s.metric) for scores in cards.values() for s in scores if _LIMIT in s.metric
+    }
+
+    def own(results: Iterable[EvalResult]) -> list[Score]:
+        out = []
+        for r in results:
+            label = f"{r.metric}{_LIMIT}{r.n})" if r.n is not None else None
+            metric = label if label and (r.task, r.metric, label) in limits else r.metric
+            out.append(Score(task=r.task, metric=metric, value=r.value))
+        return out
+
+    def scores(entry: CtEntry | SftEntry | CtSftEntry) -> tuple[Score, ...]:
+        # The numbers the bot recorded on the entry (it evaluates the CT and SFT of every merge), then the card's.
+        return tuple(one_per_metric(own(entry.results), card(entry.repo, entry.revision if entry.verified else None)))
+
     models: list[ModelScores] = []
     for ct in view.cts:
         models.append(
-            ModelScores(
-                repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,),
-                scores=tuple(card_scores(ct.repo, ct.revision if ct.verified else None)),
-            )
-        )  # fmt: skip
+            ModelScores(repo=ct.repo, revision=ct.revision, role="ct", languages=(ct.language,), scores=scores(ct))
+        )
     for sft in view.sfts:
         models.append(
-            ModelScores(
-                repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",),
-                scores=tuple(card_scores(sft.repo, sft.revision if sft.verified else None)),
-            )
+            ModelScores(repo=sft.repo, revision=sft.revision, role="sft", languages=("eng_Latn",), scores=scores(sft))
+        )
+    for both in view.ct_sfts:
+        models.append(
+            ModelScores(repo=both.repo, revision=both.revision, role="ct_sft", languages=(both.language,),
+                        ct=both.ct.repo, scores=scores(both))
         )  # fmt: skip
-    for merge in view.merges:
-        if merge.status not in SCORED:  # failed or unfinished: a job, not a model (see `failed_merges`)
-            continue
-        own = [Score(task=r.task, metric=r.metric, value=r.value) for r in merge.results]
-        card = card_scores(merge.output_repo, merge.output_revision) if merge.output_revision else []
+    for merge in merges:
+        merge_card = card(merge.output_repo, merge.output_revision) if merge.output_revision else []
         ct_repo = next((i.repo for i in merge.inputs if i.role == "ct"), None)
         sft_repo = next((i.repo for i in merge.inputs if i.role == "sft"), None)
         models.append(
             ModelScores(
                 repo=merge.output_repo, revision=merge.output_revision, role="merge", languages=merge.languages,
                 method=merge.method, status=merge.status, ct=ct_repo, sft=sft_repo,
-                scores=tuple(one_per_metric(own, card)),
+                scores=tuple(one_per_metric(own(merge.results), merge_card)),
             )
         )  # fmt: skip
     return models
@@ -280,7 +315,7 @@ def leaderboard_rows(
             task, metric = column.split(" ", 1)
             row[column] = _rounded(model.value(task, metric))
         rows.append(row)
-    order = {"merge": 0, "ct": 1, "sft": 2}
+    order = {"merge": 0, "ct": 1, "sft": 2, "ct_sft": 3}
     rows.sort(key=lambda r: (order.get(r["role"], 3), r["model"]))
     if sort_by and rows and sort_by in rows[0]:
         ascending = "bits_per_byte" in sort_by or sort_by in ("model", "role", "languages", "method")
@@ -311,43 +346,49 @@ def _fraction(merged: float | None, start: float | None, goal: float | None) -> 
     return (merged - start) / (goal - start)
 
 
+def _same_run(merge: ModelScores, start: ModelScores, goal: ModelScores, task: str, metric: str) -> float | None:
+    """The fraction on one task, from numbers under one label: the full metric, else one `--limit` run
+    (all three partial numbers of the same limit; a full number is never mixed with a partial one)."""
+    labels = [metric] + sorted({s.metric for s in merge.scores if s.task == task and base_metric(s.metric) == metric})
+    for label in dict.fromkeys(labels):
+        values = (merge.value(task, label), start.value(task, label), goal.value(task, label))
+        if None not in values:
+            return _fraction(*values)
+    return None
+
+
 def gains_kept(models: list[ModelScores]) -> dict[str, GainKept]:
     """Language and task gain kept per merge repo (see the module docstring)."""
-    by_repo = {m.repo: m for m in models if m.role != "merge"}
+    by_repo = {m.repo: m for m in models if m.role in ("ct", "sft")}
     out = {}
     for merge in (m for m in models if m.role == "merge"):
         ct, sft = by_repo.get(merge.ct or ""), by_repo.get(merge.sft or "")
         if ct is None or sft is None:
             continue
-        fractions = []
-        for language in merge.languages:
-            task = f"flores_{language}"
-            fractions.append(
-                _fraction(
-                    merge.value(task, "bits_per_byte"),
-                    sft.value(task, "bits_per_byte"),
-                    ct.value(task, "bits_per_byte"),
-                )
-            )
+        fractions = [_same_run(merge, sft, ct, f"flores_{language}", "bits_per_byte") for language in merge.languages]
         known = [f for f in fractions if f is not None]
         language_kept = sum(known) / len(known) if known else None
-        task_kept = _fraction(merge.value(*TASK_METRIC), ct.value(*TASK_METRIC), sft.value(*TASK_METRIC))
+        task_kept = _same_run(merge, ct, sft, *TASK_METRIC)
         out[merge.repo] = GainKept(merge=merge.repo, language=language_kept, task=task_kept)
     return out
 
 
 def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
-    """Grouped bars for one language: per metric, the CT, SFT and merged values side by side.
+    """Grouped bars for one language: per metric, the CT, SFT, CT-then-SFT and merged values side by side.
 
-    One row per (metric, model): `metric`, `bar` (the x axis: metric · CT / SFT / merged <name>),
-    `model` (CT, SFT or merged: the colour), `repo`, `value`. A CT or SFT shared by several merges
-    is shown once per metric.
+    One row per (metric, model): `metric`, `bar` (the x axis: metric · CT / SFT / CT→SFT / merged <name>),
+    `model` (CT, SFT, CT→SFT or merged: the colour), `repo`, `value`. A CT, SFT or CT-then-SFT shared
+    by several merges is shown once per metric. The CT-then-SFT bar is the catalog's `ct_sft` entry
+    trained from the merge's CT (the baseline merging is compared with), where there is one.
     """
-    by_repo = {m.repo: m for m in models}
+    by_repo = {m.repo: m for m in models if m.role != "ct_sft"}
+    baseline = {(m.ct, m.languages[0]): m for m in models if m.role == "ct_sft" and m.languages}
+    order = ("CT", "SFT", "CT→SFT", "merged")
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for merge in sorted((m for m in models if m.role == "merge" and language in m.languages), key=lambda m: m.repo):
-        trio = [("CT", by_repo.get(merge.ct or "")), ("SFT", by_repo.get(merge.sft or "")), ("merged", merge)]
+        trio = [("CT", by_repo.get(merge.ct or "")), ("SFT", by_repo.get(merge.sft or "")),
+                ("CT→SFT", baseline.get((merge.ct, language))), ("merged", merge)]  # fmt: skip
         for column in metric_columns([merge], language):
             task, metric = column.split(" ", 1)
             for label, model in trio:
@@ -360,7 +401,7 @@ def bar_rows(models: list[ModelScores], language: str) -> list[dict[str, Any]]:
                     {"metric": column, "bar": f"{column} · {name}", "model": label, "repo": model.repo,
                      "value": round(value, 4)}
                 )  # fmt: skip
-    rows.sort(key=lambda r: (r["metric"], ("CT", "SFT", "merged").index(r["model"]), r["repo"]))
+    rows.sort(key=lambda r: (r["metric"], order.index(r["model"]), r["repo"]))
     # Byte-level bits (≈ 1-9) and accuracies (0-1) on one axis would hide the accuracies: each metric
     # is also given relative to its largest bar, so every metric spans the same height.
     largest: dict[str, float] = {}

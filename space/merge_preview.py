@@ -11,12 +11,20 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry.catalog.entries import CtEntry, SftEntry
+from pydantic import ValidationError
+
+from registry.catalog.entries import CtEntry, ModelRef, SftEntry
+from registry.errors import RecipeError
+from space.catalog_view import short_ref
 from space.errors import MergeTooLargeError
+
+if TYPE_CHECKING:
+    from registry.recipe import Recipe
 
 _LAYER_RE = re.compile(r"\blayers\.(\d+)\.")
 _KEEP_PREVIEWS = 3  # merged folders kept on disk (the newest), so the Space's disk does not fill up
@@ -54,42 +62,73 @@ def available_methods() -> list[MethodInfo]:
     ]
 
 
-def build_recipe(
+def screen_recipe(
     *,
     method: str,
-    cts: list[tuple[CtEntry, Path]],
-    sft_path: Path,
-    base_path: Path,
+    cts: Sequence[CtEntry],
+    sft: SftEntry,
     density: float,
     slack: float,
-) -> Any:
-    """The recipe of a CT(s) + SFT merge of local folders; density/slack only where the method takes them.
+    ct_weight: float = 1.0,
+    sft_weight: float = 1.0,
+) -> Recipe:
+    """The recipe the Merge tab shows, on the catalog's pinned Hub references (`repo@sha`).
 
-    Several CTs make a group merge (e.g. Mongolian + Uyghur + SFT); the output then takes the base's
-    tokenizer (one CT's would not fit the others), a single CT's tokenizer otherwise.
+    Built with the engine's typed API (`ModelEntry`, `ModelParameters`, `Recipe.from_parts`, the
+    method's own parameter model through `Recipe.replace`), so it validates exactly as a recipe file
+    does. Density and slack go in only where the method takes them. Several CTs make a group merge
+    (e.g. Mongolian + Uyghur + SFT); the output then takes the base's tokenizer (one CT's would not
+    fit the others), a single CT's tokenizer otherwise. The same recipe runs here (`local_recipe`)
+    and goes to the bot ("Hand to the bot").
 
     Raises:
         RecipeError / UnknownMethodError: the engine's own refusal (an unknown method, a density
-            outside (0, 1], a slack outside [0, 1]).
+            outside (0, 1], a slack outside [0, 1], a weight that is not finite).
     """
-    from registry.recipe import Recipe
+    from registry.recipe import ModelEntry, ModelParameters, Recipe
 
     info = {m.name: m for m in available_methods()}.get(method)
-    per_model: dict[str, Any] = {"weight": 1.0}
-    if info is not None and info.uses_density:
-        per_model["density"] = density
-    models: list[dict[str, Any]] = [
-        {"model": str(path), "role": "ct", "language": ct.language, "parameters": dict(per_model)} for ct, path in cts
-    ]
-    models.append({"model": str(sft_path), "role": "sft", "parameters": dict(per_model)})
-    return Recipe.from_parts(
+    uses_density = info is not None and info.uses_density
+
+    def parameters(weight: float) -> ModelParameters:
+        return ModelParameters(weight=weight, density=density if uses_density else None)
+
+    try:
+        models = [
+            ModelEntry(model=_pinned_ref(ct.repo, ct.revision), role="ct", language=ct.language,
+                       parameters=parameters(ct_weight))
+            for ct in cts
+        ]  # fmt: skip
+        models.append(
+            ModelEntry(model=_pinned_ref(sft.repo, sft.revision), role="sft", parameters=parameters(sft_weight))
+        )
+    except ValidationError as exc:
+        raise RecipeError(f"Space merge: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    base = cts[0].base if cts else sft.base
+    recipe = Recipe.from_parts(
         method=method,
         models=models,
-        base=str(base_path),
-        parameters={"slack": slack} if info is not None and info.uses_slack else None,
+        base=_pinned_ref(base.repo, base.revision),
         tokenizer_source="ct" if len(cts) == 1 else "base",
         source=f"Space merge ({method})",
     )
+    if info is not None and info.uses_slack:  # the method's own parameter model, validated again by `replace`
+        recipe = recipe.replace(
+            parameters=recipe.parameters.model_copy(update={"slack": slack}), source=f"Space merge ({method})"
+        )
+    return recipe
+
+
+def local_recipe(recipe: Recipe, paths: Mapping[str, Path]) -> Recipe:
+    """`recipe` on local folders: each Hub reference (`repo@sha`) replaced by its download (`Recipe.with_models`)."""
+    return recipe.with_models(
+        {ref: str(path) for ref, path in paths.items()}, source=f"Space merge ({recipe.merge_method})"
+    )
+
+
+def _pinned_ref(repo: str, revision: str | None) -> str:
+    """`repo@sha` for a verified entry; a branch (an unverified entry's) reads the default: `repo`."""
+    return str(ModelRef(repo=repo, revision=_pinned(revision)))
 
 
 @dataclass(frozen=True)
@@ -152,6 +191,8 @@ def run_preview(
     slack: float,
     workdir: Path,
     max_parameters: int,
+    ct_weight: float = 1.0,
+    sft_weight: float = 1.0,
 ) -> PreviewResult:
     """Download the CT(s), SFT and base at their recorded revisions, merge them on CPU, report.
 
@@ -176,16 +217,14 @@ def run_preview(
                 parameters=size,
                 limit=max_parameters,
             )
+    on_screen = screen_recipe(
+        method=method, cts=cts, sft=sft, density=density, slack=slack, ct_weight=ct_weight, sft_weight=sft_weight
+    )
     base = cts[0].base
     refs = [(ct.repo, ct.revision) for ct in cts] + [(sft.repo, sft.revision), (base.repo, base.revision)]
     paths = [hub.snapshot(repo, revision=_pinned(revision)) for repo, revision in refs]
-    recipe = build_recipe(
-        method=method,
-        cts=list(zip(cts, paths[: len(cts)], strict=True)),
-        sft_path=paths[-2],
-        base_path=paths[-1],
-        density=density,
-        slack=slack,
+    recipe = local_recipe(
+        on_screen, {_pinned_ref(repo, revision): path for (repo, revision), path in zip(refs, paths, strict=True)}
     )
     name = hashlib.sha256(recipe.recipe_hash().encode() + str(paths).encode()).hexdigest()[:12]
     out = workdir / f"merge-{name}"
@@ -195,7 +234,7 @@ def run_preview(
     summary = result.report.summary()
     # The engine labels inputs by the local snapshot path; the user knows them by repo@revision.
     for path, (repo, revision) in zip(paths, refs, strict=True):
-        summary = summary.replace(str(path), f"{repo}@{revision[:7]}" if revision else repo)
+        summary = summary.replace(str(path), short_ref(str(ModelRef(repo=repo, revision=revision or None))))
     return PreviewResult(
         out=result.out,
         summary=summary,
@@ -216,13 +255,14 @@ def _prune(workdir: Path, *, keep: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-RUN_COLUMNS = ("run", "method", "density", "slack", "CT", "sign conflicts %", "SFT discarded %", "rescued by slack %",
+RUN_COLUMNS = ("run", "method", "density", "slack", "weights CT/SFT", "CT", "sign conflicts %", "SFT discarded %", "rescued by slack %",
                "seconds")  # fmt: skip
 
 
 def run_row(
-    number: int, result: PreviewResult, *, method: str, density: float, slack: float, cts: str
-) -> dict[str, Any]:
+    number: int, result: PreviewResult, *, method: str, density: float, slack: float, cts: str,
+    weights: tuple[float, float] = (1.0, 1.0),
+) -> dict[str, Any]:  # fmt: skip
     """One merge run as a row of the session's history: its settings and its headline figures, as
     percentages of all merged parameters (the same scale for every run, so runs compare)."""
     totals = result.totals.get("totals", {})
@@ -234,6 +274,7 @@ def run_row(
         "method": method,
         "density": density,
         "slack": slack,
+        "weights CT/SFT": f"{weights[0]:g} / {weights[1]:g}",
         "CT": cts,
         "sign conflicts %": round(100 * int(totals.get("sign_conflicts") or 0) / elements, 3),
         "SFT discarded %": round(100 * discarded / elements, 3),

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachetools import LRUCache
+
+from registry.catalog.entries import ModelRef
+from registry.device import resolve_device
 from registry.errors import HubEntryNotFoundError
-from space.errors import ModelTooLargeError, UnsupportedModelError
+from space.errors import ModelTooLargeError, SpaceError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +51,6 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
-
-
-def split_model_id(model_id: str) -> tuple[str, str | None]:
-    """`owner/name[@revision]` -> (repo, revision)."""
-    repo, sep, revision = model_id.strip().partition("@")
-    return repo, (revision or None) if sep else None
 
 
 def weights_bytes(metadata: Any) -> int:
@@ -128,9 +125,7 @@ class ModelLoader:
 
     def __init__(self, hub: Any, *, device: str = "auto") -> None:
         self.hub = hub
-        from registry.device import resolve_device
-
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, error=SpaceError)
 
     def check(self, model_id: str, *, hub: Any = None) -> tuple[int, str | None]:
         """Refuse a non-Llama or non-causal-LM repo; return (weights' bytes, commit sha); no weights read.
@@ -144,7 +139,8 @@ class ModelLoader:
             UnsupportedModelError: no config.json or safetensors weights, or the wrong architecture.
         """
         hub = hub or self.hub
-        repo, revision = split_model_id(model_id)
+        ref = ModelRef.parse(model_id.strip())
+        repo, revision = ref.repo, ref.revision
         # repo info first: one request that fails fast (a missing or private repo, a Hub that is
         # down) where a file download would retry with backoff.
         info = hub.model_info(repo, revision=revision)
@@ -178,15 +174,17 @@ class ModelLoader:
         Raises:
             HubRepoNotFoundError / HubRevisionNotFoundError: no such repo or revision, or `hub` cannot read it.
         """
-        repo, revision = split_model_id(model_id)
-        info = (hub or self.hub).model_info(repo, revision=revision)
+        ref = ModelRef.parse(model_id.strip())
+        info = (hub or self.hub).model_info(ref.repo, revision=ref.revision)
         sha = getattr(info, "sha", None)
-        return f"{repo}@{sha}" if sha else model_id
+        return str(ref.model_copy(update={"revision": sha})) if sha else str(ref)
 
     def load(self, model_id: str, *, nbytes: int, hub: Any = None, revision: str | None = None) -> LoadedModel:
         """Download (cached) and load a checked model onto the device."""
-        repo, asked = split_model_id(model_id)
-        path = (hub or self.hub).snapshot(repo, revision=revision or asked, allow_patterns=list(_WANTED_FILES))
+        ref = ModelRef.parse(model_id.strip())
+        path = (hub or self.hub).snapshot(
+            ref.repo, revision=revision or ref.revision, allow_patterns=list(_WANTED_FILES)
+        )
         return self.load_dir(path, key=model_id, nbytes=nbytes)
 
     def load_dir(self, path: Path, *, key: str, nbytes: int | None = None) -> LoadedModel:
@@ -210,7 +208,10 @@ class ModelLoader:
 class ModelCache:
     """Loaded models, least recently used evicted first, their total size kept under `budget` bytes.
 
-    Thread-safe: Gradio runs handlers on worker threads. Two requests for the same model load it once.
+    A `cachetools.LRUCache` whose size is each model's parameter bytes (`getsizeof`), so its
+    `maxsize` is the byte budget. Thread-safe: Gradio runs handlers on worker threads, so every
+    access holds one lock, and two requests for the same model load it once (a lock per key while
+    it loads; the others wait and then find it cached).
 
     Args:
         loader: checks and loads models.
@@ -228,7 +229,7 @@ class ModelCache:
         self.loader = loader
         self.memory = memory or (lambda: free_memory(loader.device))
         self.budget = budget if budget is not None else self.memory()[1] // 2
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._models: LRUCache[str, LoadedModel] = LRUCache(maxsize=self.budget, getsizeof=_model_bytes)
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
@@ -236,10 +237,10 @@ class ModelCache:
     def used(self) -> int:
         """Bytes of the cached models."""
         with self._lock:
-            return sum(m.nbytes for m in self._models.values())
+            return int(self._models.currsize)
 
     def keys(self) -> list[str]:
-        """Cached models as `repo@sha`, least recently used first."""
+        """Cached models as `repo@sha`, in the order they were loaded."""
         with self._lock:
             return list(self._models)
 
@@ -259,31 +260,39 @@ class ModelCache:
         """
         key = self.loader.resolve(model_id, hub=hub)
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+            cached = self._models.get(key)  # a hit marks it most recently used
+            if cached is not None:
+                return cached
             gate = self._loading.setdefault(key, threading.Lock())
         with gate:
             with self._lock:
-                if key in self._models:
-                    self._models.move_to_end(key)
-                    return self._models[key]
-            needed, sha = self.loader.check(key, hub=hub)
-            free, _ = self.memory()
-            check_fits(repo=model_id, needed=needed, budget=self.budget, free=free, releasable=self.used)
-            self._make_room(needed)
-            loaded = self.loader.load(key, nbytes=needed, hub=hub, revision=sha)
-            with self._lock:
-                self._models[key] = loaded
-                self._loading.pop(key, None)
+                cached = self._models.get(key)
+                if cached is not None:
+                    return cached
+            try:
+                needed, sha = self.loader.check(key, hub=hub)
+                free, _ = self.memory()
+                check_fits(repo=model_id, needed=needed, budget=self.budget, free=free, releasable=self.used)
+                self._make_room(needed)
+                loaded = self.loader.load(key, nbytes=needed, hub=hub, revision=sha)
+                with self._lock:
+                    self._models[key] = loaded  # evicts the least recently used if the budget is exceeded
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             logger.info("loaded %s (%d bytes); cache holds %d models", key, needed, len(self._models))
             return loaded
 
     def _make_room(self, needed: int) -> None:
+        """Evict least recently used models until `needed` more bytes fit, before loading (so peak memory stays bounded)."""
         with self._lock:
-            while self._models and sum(m.nbytes for m in self._models.values()) + needed > self.budget:
-                key, _ = self._models.popitem(last=False)
+            while self._models and self._models.currsize + needed > self._models.maxsize:
+                key, _ = self._models.popitem()
                 logger.info("evicted %s from the model cache", key)
         import gc
 
         gc.collect()
+
+
+def _model_bytes(model: LoadedModel) -> int:
+    return model.nbytes

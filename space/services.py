@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry.catalog.entries import CtEntry, SftEntry, validate_repo_id
+from registry.catalog.entries import CtEntry, ModelRef, SftEntry
 from registry.catalog.store import REGISTRY_REPO_NAME, CatalogStore
 from registry.errors import CatalogError, HubAuthError, RegistryError
 from space.bot_client import JOB_COLUMNS, MY_JOB_COLUMNS, BotClient, job_rows
-from space.catalog_view import CatalogView, Trio
+from space.catalog_view import CatalogView, Trio, short_ref
 from space.config import SpaceConfig
 from space.errors import PromptError, SpaceError
 from space.examples import load_examples
@@ -38,14 +38,29 @@ from space.leaderboard import (
     leaderboard_rows,
     scatter_rows,
 )
-from space.merge_preview import MethodInfo, PreviewResult, available_methods, run_preview
+from space.merge_preview import MethodInfo, PreviewResult, available_methods, run_preview, screen_recipe
 from space.models import ModelCache, ModelLoader
 from space.submit import check_ct_or_hub_error
 
+if TYPE_CHECKING:
+    from registry.recipe import Recipe
+
 logger = logging.getLogger(__name__)
 
-CATALOG_TTL_S = 15.0  # a catalog snapshot is reused this long; the Refresh buttons bypass it
-VISIBLE_TTL_S = 30.0  # what one visitor (or anonymous) can read is re-listed after this long
+BOT_HEALTH_TIMEOUT_S = 3.0  # the status line asks the bot's /healthz; a slow bot must not hold a worker
+
+
+@dataclass(frozen=True)
+class MergeInputs:
+    """The Merge tab's settings, checked, with the catalog entries they name."""
+
+    cts: tuple[CtEntry, ...]
+    sft: SftEntry
+    method: str
+    density: float
+    slack: float
+    ct_weight: float
+    sft_weight: float
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,6 @@ class SpaceServices:
         self.hub: Any = hub or HubClient(endpoint=config.endpoint, token=config.token)
         self.visitor_hub = visitor_hub or _anonymous_or(config.endpoint, getattr(self.hub, "cache_dir", None))
         self._visible: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
-        self._submitted: dict[str, set[str]] = {}  # username -> job ids this Space submitted for them
         self.bot = BotClient(config.bot_url)
         self.models = ModelCache(ModelLoader(self.hub, device=config.device), budget=config.cache_bytes)
         self._lock = threading.Lock()
@@ -106,6 +120,7 @@ class SpaceServices:
         self._view: tuple[float, CatalogView] | None = None
         self._card_scores: dict[tuple[str, str | None], list[Score]] = {}
         self._workdir: Path | None = config.workdir
+        self._bot_line: tuple[float, str] | None = None  # (when, the status line's bot part)
 
     # -- the catalog ---------------------------------------------------------------------------
     def store(self) -> CatalogStore:
@@ -129,14 +144,14 @@ class SpaceServices:
             return self._store
 
     def view(self, *, fresh: bool = False) -> CatalogView:
-        """A catalog snapshot at most `CATALOG_TTL_S` old (`fresh`: read it now).
+        """A catalog snapshot at most `config.catalog_ttl_s` old (`fresh`: read it now).
 
         Raises:
             CatalogError, HubError: the registry cannot be read (the Hub is down, say).
         """
         with self._lock:
             cached = self._view
-        if cached is not None and not fresh and time.monotonic() - cached[0] < CATALOG_TTL_S:
+        if cached is not None and not fresh and time.monotonic() - cached[0] < self.config.catalog_ttl_s:
             return cached[1]
         view = CatalogView.load(self.store())
         with self._lock:
@@ -150,13 +165,37 @@ class SpaceServices:
             view = self.visible_view(token)
             parts.append(
                 f"registry {view.repo_id}: {len(view.cts)} CT, {len(view.sfts)} SFT, "
-                f"{len(view.merges)} merge{'' if len(view.merges) == 1 else 's'}"
+                + (f"{len(view.ct_sfts)} CT-then-SFT, " if view.ct_sfts else "")
+                + f"{len(view.merges)} merge{'' if len(view.merges) == 1 else 's'}"
             )
         except RegistryError as exc:
             parts.append(f"⚠ {exc}")
-        bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
-        parts.append(f"bot [{bot}]({bot}/healthz)" if bot else "no bot configured (Submit is off)")
+        parts.append(self._bot_status())
         return " · ".join(parts)
+
+    def _bot_status(self) -> str:
+        """`bot [url](url/healthz): 2 jobs queued, 1 running`, or why there is none (never raises).
+
+        The answer is shared by every visitor for up to 5 s (half the status period when shorter):
+        many open pages ticking do not each ask the bot.
+        """
+        bot = self.config.bot_url.rstrip("/") if self.config.bot_url else None
+        if not bot:
+            return "no bot configured (Submit is off)"
+        keep = min(5.0, self.config.status_every_s / 2)
+        with self._lock:
+            cached = self._bot_line
+        if cached is not None and time.monotonic() - cached[0] < keep:
+            return cached[1]
+        try:
+            health = BotClient(bot, timeout=BOT_HEALTH_TIMEOUT_S).health()
+            queued, running = int(health.get("queued") or 0), int(health.get("running") or 0)
+            line = f"bot [{bot}]({bot}/healthz): {queued} job{'' if queued == 1 else 's'} queued, {running} running"
+        except (SpaceError, ValueError, TypeError):
+            line = f"bot [{bot}]({bot}/healthz) unreachable (Submit waits for it)"
+        with self._lock:
+            self._bot_line = (time.monotonic(), line)
+        return line
 
     def languages(self, token: str | None = None) -> list[str]:
         """Languages with a CT checkpoint or a merge that the visitor can read."""
@@ -188,7 +227,7 @@ class SpaceServices:
         """The repos among `repos` that the visitor (their token, or anonymous) can read.
 
         One listing per owner (`GET /api/models?author=`), which the Hub filters by the caller's
-        rights, cached `VISIBLE_TTL_S` per visitor: a private repo never reaches a visitor who cannot
+        rights, cached `config.visible_ttl_s` per visitor: a private repo never reaches a visitor who cannot
         read it, and its existence is not revealed either.
         """
         who = hashlib.sha256((token or "").encode()).hexdigest()[:16]
@@ -198,7 +237,7 @@ class SpaceServices:
             key = (who, owner)
             with self._lock:
                 cached = self._visible.get(key)
-            if cached is None or time.monotonic() - cached[0] >= VISIBLE_TTL_S:
+            if cached is None or time.monotonic() - cached[0] >= self.config.visible_ttl_s:
                 hub = hub or self.visitor_hub(token)
                 try:
                     ids = frozenset(str(m.id) for m in hub.list_models(author=owner))
@@ -214,7 +253,7 @@ class SpaceServices:
     def visible_view(self, token: str | None) -> CatalogView:
         """The catalog with only the entries whose repos (a merge: its output) the visitor can read."""
         view = self.view()
-        repos = {e.repo for e in (*view.cts, *view.sfts)} | {m.output_repo for m in view.merges}
+        repos = {e.repo for e in (*view.cts, *view.sfts, *view.ct_sfts)} | {m.output_repo for m in view.merges}
         return view.only(self.readable(repos, token))
 
     # -- generation ----------------------------------------------------------------------------
@@ -257,7 +296,7 @@ class SpaceServices:
         if not model_id:
             raise PromptError("no model chosen: pick a language and a merged model, or give a repo id")
         try:
-            validate_repo_id(model_id.partition("@")[0])
+            model_id = str(ModelRef.parse(model_id))
         except ValueError as exc:
             raise PromptError(str(exc)) from exc
         prompt = text(prompt, name="the prompt", max_chars=self.config.max_prompt_chars)
@@ -357,12 +396,10 @@ class SpaceServices:
         """(CT, SFT) choices of the catalog that the visitor can read: (`repo@short-sha`, entry id) pairs."""
         view = self.visible_view(token)
 
-        def label(repo: str, revision: str) -> str:
-            return f"{repo}@{revision[:7]}" if revision else repo
+        def label(entry: CtEntry | SftEntry) -> str:
+            return short_ref(str(ModelRef(repo=entry.repo, revision=entry.revision or None)))
 
-        return [(label(c.repo, c.revision), c.id) for c in view.cts], [
-            (label(s.repo, s.revision), s.id) for s in view.sfts
-        ]
+        return [(label(c), c.id) for c in view.cts], [(label(s), s.id) for s in view.sfts]
 
     def workdir(self) -> Path:
         with self._lock:
@@ -371,17 +408,19 @@ class SpaceServices:
             self._workdir.mkdir(parents=True, exist_ok=True)
             return self._workdir
 
-    def merge_preview(
+    def merge_inputs(
         self,
         ct_id: str | list[str] | None,
         sft_id: str | None,
         method: str | None,
         density: Any,
         slack: Any,
+        ct_weight: Any = 1.0,
+        sft_weight: Any = 1.0,
         *,
         token: str | None = None,
-    ) -> PreviewResult:
-        """Merge catalog CT(s) and an SFT here (lab-size only) and return the diagnostics.
+    ) -> MergeInputs:
+        """The Merge tab's settings checked, each with a one-line refusal, and its entries found.
 
         Args:
             ct_id: a CT entry id or repo id; several (a list, or comma-separated) make a group merge.
@@ -389,19 +428,23 @@ class SpaceServices:
             method: a method of the engine's registry.
             density: the kept fraction (methods that trim).
             slack: TIES-SV's slack.
-            token: the visitor's Hub token (None: anonymous): the inputs are downloaded with it.
+            ct_weight / sft_weight: the inputs' weights (0 to 2).
+            token: the visitor's Hub token (None: anonymous): only entries they can read are found.
 
         Raises:
-            SpaceError: unknown entries or method; MergeTooLargeError: hand it to the bot;
-            the engine's errors (RecipeError, CompatibilityError, ...) unchanged.
+            SpaceError: an argument out of range, unknown entries or method.
         """
         density_value = number(0.2 if density is None else density, name="density", low=0.0, high=1.0, low_open=True)
         slack_value = number(0.0 if slack is None else slack, name="slack", low=0.0, high=1.0)
+        weights = tuple(
+            number(1.0 if value is None else value, name=name, low=0.0, high=2.0)
+            for name, value in (("ct_weight", ct_weight), ("sft_weight", sft_weight))
+        )
         view = self.visible_view(token)
         if not isinstance(ct_id, list | str | None) or not isinstance(sft_id, str | None):
             raise SpaceError("ct_id and sft_id must be entry ids or repo ids (text)")
         names = ct_id if isinstance(ct_id, list) else (ct_id or "").split(",")
-        names = [n.strip() for n in names if n and n.strip()]
+        names = [str(n).strip() for n in names if n and str(n).strip()]
         if not names:
             raise SpaceError("no CT checkpoint chosen: pick one (or several, for a group merge)")
         cts = []
@@ -416,16 +459,81 @@ class SpaceServices:
         methods = self.methods()
         if method not in methods:
             raise SpaceError(f"unknown merge method {method!r}: use one of {', '.join(methods)}")
+        return MergeInputs(
+            cts=tuple(cts), sft=sft, method=method, density=density_value, slack=slack_value,
+            ct_weight=weights[0], sft_weight=weights[1],
+        )  # fmt: skip
+
+    def merge_preview(
+        self,
+        ct_id: str | list[str] | None,
+        sft_id: str | None,
+        method: str | None,
+        density: Any,
+        slack: Any,
+        ct_weight: Any = 1.0,
+        sft_weight: Any = 1.0,
+        *,
+        token: str | None = None,
+    ) -> PreviewResult:
+        """Merge catalog CT(s) and an SFT here (lab-size only) and return the diagnostics.
+
+        Arguments as `merge_inputs`; the inputs are downloaded with the visitor's token.
+
+        Raises:
+            SpaceError: bad settings, unknown entries or method; MergeTooLargeError: hand it to the bot;
+            the engine's errors (RecipeError, CompatibilityError, ...) unchanged.
+        """
+        got = self.merge_inputs(ct_id, sft_id, method, density, slack, ct_weight, sft_weight, token=token)
         return run_preview(
             self.visitor_hub(token),
-            cts=cts,
-            sft=sft,
-            method=method,
-            density=density_value,
-            slack=slack_value,
+            cts=list(got.cts),
+            sft=got.sft,
+            method=got.method,
+            density=got.density,
+            slack=got.slack,
+            ct_weight=got.ct_weight,
+            sft_weight=got.sft_weight,
             workdir=self.workdir(),
             max_parameters=self.config.merge_max_parameters,
         )
+
+    def hand_to_bot(
+        self,
+        ct_id: str | list[str] | None,
+        sft_id: str | None,
+        method: str | None,
+        density: Any,
+        slack: Any,
+        ct_weight: Any = 1.0,
+        sft_weight: Any = 1.0,
+        *,
+        token: str | None = None,
+    ) -> list[SubmitResult]:
+        """ "Hand to the bot": each chosen CT submitted with the recipe on screen (as the visitor).
+
+        The recipe is `screen_recipe` (the engine's typed `Recipe`, validated here first), one per CT
+        (the bot merges one CT with an SFT per job), sent whole (`recipe.text`); the bot puts the job's
+        pinned CT, SFT and base in place of its references.
+
+        Raises:
+            SignInRequiredError: anonymous; SpaceError / RecipeError: bad settings, before the bot is asked;
+            BotUnavailableError / BotRequestError: as `submit`.
+        """
+        from space.errors import SignInRequiredError
+
+        if not token:
+            raise SignInRequiredError("sign in with Hugging Face to hand a merge to the bot: it runs the job as you")
+        got = self.merge_inputs(ct_id, sft_id, method, density, slack, ct_weight, sft_weight, token=token)
+        recipes = [
+            screen_recipe(method=got.method, cts=[ct], sft=got.sft, density=got.density, slack=got.slack,
+                          ct_weight=got.ct_weight, sft_weight=got.sft_weight)
+            for ct in got.cts
+        ]  # fmt: skip
+        return [
+            self.submit(ct.repo, ct.language, token=token, recipe=recipe)
+            for ct, recipe in zip(got.cts, recipes, strict=True)
+        ]
 
     def generate_local(self, out: Path, prompt: str | None, max_new_tokens: int = 32) -> str:
         """The answer of a merge made here (loaded for this call only, never cached)."""
@@ -445,13 +553,16 @@ class SpaceServices:
         except RegistryError:
             return None
 
-    def submit(self, ct_repo_id: Any, language: Any = None, *, token: str | None = None) -> SubmitResult:
+    def submit(
+        self, ct_repo_id: Any, language: Any = None, *, token: str | None = None, recipe: Recipe | None = None
+    ) -> SubmitResult:
         """Check a CT repo as the visitor sees it and enqueue its merges with the bot, as the visitor.
 
         Args:
             ct_repo_id: the CT repo (`owner/name`).
             language: the language when the card gives none (`ben_Beng`).
             token: the signed-in visitor's Hub token; the bot receives it (never the Space's own).
+            recipe: the recipe to merge with (the Merge tab's); None: the bot's own for the language.
 
         Raises:
             SignInRequiredError: no token (an anonymous visitor).
@@ -474,12 +585,10 @@ class SpaceServices:
         check = check_ct_or_hub_error(hub, view, ct_repo_id or "", language=language)
         if not check.ok:
             return SubmitResult(job_ids=(), reasons=check.reasons, message=check.message())
-        submitted = self.bot.submit(check.repo, token=token, language=check.language)
+        submitted = self.bot.submit(
+            check.repo, token=token, language=check.language, recipe=recipe.to_yaml() if recipe is not None else None
+        )
         ids = tuple(submitted.ids)
-        user = self.whoami(token)
-        if user:
-            with self._lock:
-                self._submitted.setdefault(user, set()).update(ids)
         done = [j for j in submitted.jobs if j.get("state") == "published" and j.get("output_repo")]
         if done:
             links = ", ".join(f"{self.repo_url(str(j['output_repo']))}" for j in done)
@@ -494,7 +603,8 @@ class SpaceServices:
         The recipe is the repo's `mergeling_recipe.yaml`, read as the visitor; a repo without one
         (pushed by hand) says so.
         """
-        repo, _, revision = model_ref.partition("@")
+        ref = ModelRef.parse(model_ref)
+        repo, revision = ref.repo, ref.revision
         endpoint = self.config.endpoint.rstrip("/")
         lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
         if endpoint != "https://huggingface.co":
@@ -532,29 +642,30 @@ class SpaceServices:
         return f"{state}: {job['error']}" if state == "failed" and job.get("error") else state
 
     def my_jobs(self, token: str | None) -> tuple[list[str], list[list[Any]]]:
-        """(columns, rows) of the visitor's bot jobs, newest first: jobs on CTs in their namespace and
-        jobs this Space submitted for them. Anonymous visitors have none.
+        """(columns, rows) of the visitor's bot jobs, newest first: `GET /jobs?mine=true` with their own
+        token (the bot lists the jobs its user submitted, from the Space, the API or a webhook of
+        theirs). Anonymous visitors have none.
 
         Raises:
-            BotUnavailableError, BotRequestError: the bot cannot list its jobs.
+            BotUnavailableError, BotRequestError: the bot cannot list its jobs (or does not know the token).
         """
-        user = self.whoami(token)
-        if user is None:
+        if not token:
             return list(MY_JOB_COLUMNS), []
-        with self._lock:
-            mine = set(self._submitted.get(user, ()))
-        jobs = [
-            j for j in self.bot.jobs(limit=200)
-            if j.get("id") in mine or str(j.get("ct_repo") or "").split("/", 1)[0] == user
-        ]  # fmt: skip
+        jobs = self.bot.jobs(limit=200, token=token, mine=True)
         return list(MY_JOB_COLUMNS), [self._job_row(j) for j in jobs]
 
     def _job_row(self, job: dict[str, Any]) -> list[Any]:
         def link(text: str | None, url: str | None) -> str:
             return f"[{text}]({url})" if text and url else (text or "")
 
+        # The bot's own links (docs/bot.md: `links.output`, `links.discussion`, `links.job`), else ours.
+        given = job.get("links")
+        links: dict[str, Any] = given if isinstance(given, dict) else {}
         out = job.get("output_repo")
-        job_url = f"{self.bot.url}/jobs/{job.get('id')}" if self.bot.url else None
+        job_url = links.get("job") or (f"{self.bot.url}/jobs/{job.get('id')}" if self.bot.url else None)
+        published = job.get("state") == "published"
+        out_url = self.repo_url(str(out)) if out and (published or links.get("output")) else None
+        discussion = links.get("discussion") or job.get("discussion")
         state = str(job.get("state"))
         if state == "failed" and job.get("error"):
             state = f"failed: {job['error']}"
@@ -563,8 +674,8 @@ class SpaceServices:
             state,
             job.get("language") or "",
             link(job.get("ct_repo"), self.repo_url(str(job["ct_repo"])) if job.get("ct_repo") else None),
-            link(out, self.repo_url(str(out)) if out and job.get("state") == "published" else None),
-            link("discussion", job.get("discussion")) if job.get("discussion") else "",
+            link(out, out_url),
+            link("discussion", discussion) if discussion else "",
             job.get("updated_at") or "",
         ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -11,26 +12,47 @@ from registry.errors import RegistryError
 from space.tabs.common import ALL, Context, token_of
 
 
-def build(ctx: Context, *, title: str, intro: str) -> gr.Markdown:
-    """The header; returns the status line."""
+@dataclass(frozen=True)
+class Header:
+    status: gr.Markdown
+    timer: gr.Timer  # ticks every `config.status_every_s`: the status line refreshes
+
+
+def build(ctx: Context, *, title: str, intro: str) -> Header:
+    """The header: title, sign-in, the status line and its refresh timer."""
     with gr.Row(elem_id="header"):
         gr.Markdown(f"# {title}\n{intro}")
         if ctx.config.sign_in:
             gr.LoginButton(elem_id="login")
-    return gr.Markdown(elem_id="status")
+    return Header(status=gr.Markdown(elem_id="status"), timer=gr.Timer(ctx.config.status_every_s))
+
+
+def status_line(ctx: Context, token: str | None) -> str:
+    """The status line for a visitor: Hub, registry counts (what they can read), the bot's jobs, sign-in."""
+    line = ctx.services.status(token)
+    if not ctx.config.sign_in:
+        line += " · sign-in is not configured here: public models only, Submit is off"
+    elif token is None:
+        line += " · signed out: public models only; sign in to submit and to see your private models"
+    return f"<small>{line}</small>"
+
+
+def status_handler(ctx: Context) -> Callable[[gr.OAuthToken | None], str]:
+    """The status line again (on the timer, a tab change, after a submission); never raises."""
+
+    def on_refresh(oauth_token: gr.OAuthToken | None) -> str:
+        return status_line(ctx, token_of(oauth_token))
+
+    return on_refresh
 
 
 def load_handler(ctx: Context) -> Callable[..., tuple[Any, ...]]:
     """On load: the status line, then the language and checkpoint choices the visitor can see."""
-    services, cfg = ctx.services, ctx.config
+    services = ctx.services
 
     def on_load(request: gr.Request, oauth_token: gr.OAuthToken | None) -> tuple[Any, ...]:
         token = token_of(oauth_token)
-        line = services.status(token)
-        if not cfg.sign_in:
-            line += " · sign-in is not configured here: public models only, Submit is off"
-        elif token is None:
-            line += " · signed out: public models only; sign in to submit and to see your private models"
+        line = status_line(ctx, token)
         try:
             languages = services.languages(token)
             cts, sfts = services.checkpoint_choices(token)
@@ -38,7 +60,7 @@ def load_handler(ctx: Context) -> Callable[..., tuple[Any, ...]]:
             languages, cts, sfts = [], [], []
         first = query_language(request, languages) or (languages[0] if languages else None)
         return (
-            f"<small>{line}</small>",
+            line,
             gr.Dropdown(choices=languages, value=first),
             gr.Dropdown(choices=[ALL, *languages], value=first or ALL),
             gr.Dropdown(choices=[ALL, *languages], value=ALL),

@@ -55,12 +55,12 @@ def build(ctx: Context) -> LeaderboardTab:
         download = gr.DownloadButton("Download CSV (what is shown)", elem_id="leaderboard-csv")
         with gr.Row():
             bars = gr.BarPlot(_seeded(BAR_COLUMNS, "model", list(BAR_MODELS)), x="bar", y="relative", color="model",
-                              title="CT / SFT / merged per metric, ÷ the metric's largest (bpb: lower is better)",
+                              title="Per metric, ÷ its largest (bpb: lower is better)",
                               x_label_angle=-30, y_title="relative to the largest (hover: value)",
                               tooltip=["repo", "metric", "value"], elem_id="leaderboard-bars")  # fmt: skip
             scatter = gr.ScatterPlot(_seeded(SCATTER_COLUMNS, "method", methods), x="language gain kept",
                                      y="task gain kept", color="method",
-                                     title="Gain kept per merge (1 = as good as the better input)",
+                                     title="Gain kept (1 = the better input)",
                                      elem_id="leaderboard-scatter")  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="mergeling-csv-"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -11,7 +12,12 @@ from space.bot_client import MY_JOB_COLUMNS
 from space.tabs.common import PRIVATE, Context, edge, token_of
 
 
-def build(ctx: Context) -> None:
+@dataclass(frozen=True)
+class SubmitTab:
+    submitted: Any  # the submit event: the app chains the status line's refresh to it
+
+
+def build(ctx: Context) -> SubmitTab:
     services = ctx.services
     with gr.Tab("Submit", id="submit"):
         gr.Markdown(
@@ -44,6 +50,8 @@ def build(ctx: Context) -> None:
             return gr.skip(), f"⚠ {exc}"
         return pd.DataFrame(rows, columns=columns), f"{len(rows)} of your jobs"
 
-    go.click(edge(on_submit), [repo, language], [result], concurrency_limit=2, concurrency_id="submit", **PRIVATE)
+    submitted = go.click(edge(on_submit), [repo, language], [result], concurrency_limit=2, concurrency_id="submit",
+                         **PRIVATE)  # fmt: skip
     timer.tick(on_jobs, None, [jobs, note], **PRIVATE)
     ctx.demo.load(on_jobs, None, [jobs, note], **PRIVATE)
+    return SubmitTab(submitted=submitted)

@@ -8,7 +8,9 @@ from typing import Any
 
 import gradio as gr
 
+from registry.catalog.entries import ModelRef
 from registry.errors import RegistryError
+from space.catalog_view import short_ref
 from space.gpu import on_gpu
 from space.tabs.common import PRIVATE, Context, edge, token_of
 
@@ -67,7 +69,7 @@ def build(ctx: Context) -> TryTab:
         every = services.trios(None, token)
         models = [t.merged for t in every if language in t.merge.languages] if language else []
         examples = services.examples(language)
-        labels = [(f"{m.split('@')[0]}@{m.split('@')[1][:7]}" if "@" in m else m, m) for m in models]
+        labels = [(short_ref(m), m) for m in models]
         return (
             gr.Dropdown(choices=labels, value=models[0] if models else None),
             gr.Dropdown(choices=examples, value=None),
@@ -80,8 +82,7 @@ def build(ctx: Context) -> TryTab:
             return "", None, None, "", ""
 
         def link(ref: str) -> str:
-            repo, _, sha = ref.partition("@")
-            return f"[{repo}{'@' + sha[:7] if sha else ''}]({services.repo_url(repo)})"
+            return f"[{short_ref(ref)}]({services.repo_url(ModelRef.parse(ref).repo)})"
 
         inputs = f" of CT {link(trio.ct)} and SFT {link(trio.sft)}" if trio.ct and trio.sft else ""
         text = f"**{trio.merge.method}** merge{inputs} → {link(trio.merged)} ({trio.merge.status})"

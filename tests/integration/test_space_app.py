@@ -77,9 +77,10 @@ def _push(hub: HubHandle, src: Path, repo: str, tmp: Path, *, readme: str | None
 
 
 class StandInBot:
-    """A tiny real HTTP server implementing the contract's `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`.
+    """A tiny real HTTP server implementing the contract's `POST /jobs`, `GET /jobs[?mine=true]`, `GET /jobs/{id}`.
 
     It stands in for the bot process, which lives outside `space` (the Space only talks to it over HTTP).
+    Where the bot asks the Hub whose token it is, this one takes the token itself as the submitter.
     """
 
     def __init__(self) -> None:
@@ -97,16 +98,26 @@ class StandInBot:
             if not request.headers.get("authorization", "").startswith("Bearer "):
                 return JSONResponse({"error": "no token"}, status_code=401)
             now = "2026-11-27T18:00:00Z"
+            job_id = f"job-{len(self.jobs) + 1}"
             job = {
-                "id": f"job-{len(self.jobs) + 1}", "state": "queued", "kind": "pair", "language": body.get("language"),
+                "id": job_id, "state": "queued", "kind": "pair", "language": body.get("language"),
                 "ct_repo": body["ct_repo"], "ct_sha": None, "sft_repo": "alice/tiny-sft", "sft_sha": None,
                 "output_repo": None, "error": None, "attempts": 0, "created_at": now, "updated_at": now,
+                "submitted_by": request.headers["authorization"].removeprefix("Bearer "),
+                "links": {"output": None, "discussion": f"{self.url}/discussions/{job_id}",
+                          "job": f"{self.url}/jobs/{job_id}"},
             }  # fmt: skip
             self.jobs.insert(0, job)
             return JSONResponse({"jobs": [job]}, status_code=202)
 
         async def list_jobs(request: Request) -> JSONResponse:
-            return JSONResponse(self.jobs[: int(request.query_params.get("limit", 50))])
+            jobs = self.jobs
+            if request.query_params.get("mine") == "true":
+                token = request.headers.get("authorization", "").removeprefix("Bearer ")
+                if not token:
+                    return JSONResponse({"error": "mine=true needs a token"}, status_code=401)
+                jobs = [j for j in jobs if j.get("submitted_by") == token]
+            return JSONResponse(jobs[: int(request.query_params.get("limit", 50))])
 
         async def get_job(request: Request) -> JSONResponse:
             for job in self.jobs:
@@ -305,7 +316,7 @@ def test_named_endpoints(world: World) -> None:
     assert set(api) == {"/generate", "/leaderboard", "/merge_preview", "/submit", "/job_status"}
     names = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api.items()}
     assert names["/generate"] == ["model_id", "prompt", "max_new_tokens", "temperature"]
-    assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack"]
+    assert names["/merge_preview"] == ["ct_id", "sft_id", "method", "density", "slack", "ct_weight", "sft_weight"]
     assert names["/submit"] == ["ct_repo_id", "language"]
 
 
@@ -477,9 +488,41 @@ def test_submit_and_job_status_through_the_bot(world: World) -> None:
     assert request["auth"] == f"Bearer {world.hub.bob_token}"  # the visitor's own token, not the Space's
     _, mine = world.services.my_jobs(world.hub.bob_token)
     assert [row[0].split("]")[0].lstrip("[") for row in mine] == [answer["job_id"]]
+    job_id = answer["job_id"]
+    assert mine[0][0] == f"[{job_id}]({world.bot.url}/jobs/{job_id})"  # the bot's own links
+    assert mine[0][5] == f"[discussion]({world.bot.url}/discussions/{job_id})"
     assert world.services.my_jobs(None)[1] == []
+    assert job_id not in str(world.services.my_jobs(world.hub.token)[1])  # alice does not see bob's job
     assert world.client.predict(answer["job_id"], api_name="/job_status") == "queued"
     assert "no job job-404" in _app_error(lambda: world.client.predict("job-404", api_name="/job_status"))
+
+
+def test_hand_to_the_bot_sends_the_recipe_on_screen(world: World) -> None:
+    import yaml
+
+    from registry.recipe import parse_recipe
+    from space.errors import SignInRequiredError, SpaceError
+
+    services, sent = world.services, len(world.bot.requests)
+    with pytest.raises(SignInRequiredError):
+        services.hand_to_bot([world.ct_id], world.sft_id, "ties_sv", 0.4, 0.15, token=None)
+    with pytest.raises(SpaceError, match="density must be in"):
+        services.hand_to_bot([world.ct_id], world.sft_id, "ties_sv", 5, 0.15, token=world.hub.token)
+    assert len(world.bot.requests) == sent  # refused before the bot is asked
+    answers = services.hand_to_bot([world.ct_id], world.sft_id, "dare_ties", 0.4, 0.15, 0.8, 1.2, token=world.hub.token)
+    assert [a.job_ids for a in answers] == [answers[0].job_ids] and answers[0].job_ids
+    request = world.bot.requests[-1]
+    assert request["auth"] == f"Bearer {world.hub.token}" and request["body"]["ct_repo"] == "alice/tiny-ct-ben"
+    recipe = parse_recipe(yaml.safe_load(request["body"]["recipe"]["text"]))
+    assert recipe.merge_method == "dare_ties" and recipe.densities() == (0.4, 0.4) and recipe.weights() == (0.8, 1.2)
+    assert recipe.parameters.slack == 0.15  # type: ignore[attr-defined]
+    ct = services.view().find_checkpoint(world.ct_id)
+    assert ct is not None and recipe.models[0].model == f"alice/tiny-ct-ben@{ct.revision}"
+    # A method without density or slack (task arithmetic) sends neither.
+    services.hand_to_bot([world.ct_id], world.sft_id, "task_arithmetic", 0.4, 0.15, token=world.hub.token)
+    linear = parse_recipe(yaml.safe_load(world.bot.requests[-1]["body"]["recipe"]["text"]))
+    assert linear.merge_method == "task_arithmetic" and all(m.parameters.density is None for m in linear.models)
+    assert "slack" not in linear.to_yaml()
 
 
 def test_submit_gives_every_reason(world: World) -> None:
@@ -523,6 +566,7 @@ def test_bot_unreachable_and_hub_unreachable(world: World) -> None:
         assert page.status_code == 200
         assert httpx.get(f"{hub_url}/config", timeout=30).json()["title"] == "Mergeling"
         assert "cannot be reached" in no_hub.status()  # what the page's status line says on load
+        assert "unreachable (Submit waits for it)" in no_bot.status() and "2 CT, 1 SFT" in no_bot.status()
         down = _app_error(lambda: Client(hub_url, verbose=False).predict(LANG, api_name="/leaderboard"))
         assert "cannot be reached" in down
     finally:
@@ -566,6 +610,37 @@ SCRIPTS = {
 }  # fmt: skip
 
 
+# Tofu: draw each base character of a sample in the font an element of the page really uses, and
+# compare its pixels with those of U+0378 (unassigned: no font has it, so it is drawn as the missing
+# glyph). A character drawn exactly like it is a box. Returns the boxed characters per sample.
+TOFU_JS = """async ([selector, samples]) => {
+  const element = document.querySelector(selector);
+  const font = `32px ${getComputedStyle(element).fontFamily}`;
+  for (const s of samples) await document.fonts.load(font, s);
+  const canvas = document.createElement("canvas");
+  canvas.width = 96; canvas.height = 64;
+  const ctx = canvas.getContext("2d", {willReadFrequently: true});
+  const draw = (text) => {
+    ctx.clearRect(0, 0, 96, 64); ctx.font = font; ctx.fillStyle = "#000"; ctx.fillText(text, 8, 44);
+    return Array.from(ctx.getImageData(0, 0, 96, 64).data).join(",");
+  };
+  const missing = draw("\u0378");
+  const out = {};
+  for (const s of samples) out[s] = [...s].filter(ch => !/\\p{M}/u.test(ch) && draw(ch) === missing);
+  return {font, boxes: out};
+}"""
+
+
+def _no_system_font_for(language: str) -> bool:
+    """Whether fontconfig has no font for a language (so, without ours, its text would be boxes)."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return False
+    return not subprocess.run(
+        [fc_list, f":lang={language}"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def test_browser_phone_width_every_tab_reachable_no_overflow(world: World, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -588,6 +663,17 @@ def test_browser_phone_width_every_tab_reachable_no_overflow(world: World, tmp_p
                         "([f, s]) => document.fonts.load(`16px '${f}'`, s).then(l => l.length)", [family, sample]
                     )
                     assert faces >= 1, f"{family} did not load for {sample!r}"
+                # No boxes: in the font the prompt box and the page's text really use, every character
+                # of the seven scripts is drawn differently from the missing glyph.
+                for selector in ("#try-prompt textarea", "#status"):
+                    drawn = page.evaluate(TOFU_JS, [selector, list(SCRIPTS.values())])
+                    assert all(not boxes for boxes in drawn["boxes"].values()), (selector, drawn)
+                if _no_system_font_for("bn"):  # the check can fail: without our fonts, Bengali is boxes
+                    page.add_style_tag(content="#status { font-family: sans-serif !important; }")
+                    bare = page.evaluate(TOFU_JS, ["#status", [SCRIPTS["Mergeling Bengali"]]])
+                    assert bare["boxes"][SCRIPTS["Mergeling Bengali"]], bare
+                    page.reload()
+                    expect(page.locator("#status")).to_contain_text(REGISTRY, timeout=30_000)
                 for tab in TABS:
                     button = page.get_by_role("tab", name=tab, exact=True)
                     expect(button).to_be_visible()  # not hidden behind an overflow menu
@@ -665,6 +751,12 @@ def test_browser(world: World, tmp_path: Path) -> None:
             # The session's runs side by side, labelled repo@short-sha.
             expect(page.locator("#merge-history")).to_contain_text("alice/tiny-ct-ben@")
             expect(page.locator("#merge-history")).to_contain_text("ties_sv")
+            # The CT and SFT weights are on screen (they go into the recipe); handing over needs sign-in.
+            expect(page.locator("#merge-ct-weight")).to_be_visible()
+            page.locator("#merge-bot").click()
+            expect(page.get_by_text("sign in with Hugging Face to hand a merge to the bot").first).to_be_visible(
+                timeout=30_000
+            )
             page.screenshot(path=str(tmp_path / "merge.png"), full_page=True)
             # Submit: a CT handed to the (stand-in) bot from the page, then seen in its queue (a timer refreshes it).
             page.get_by_role("tab", name="Submit").click()
@@ -684,6 +776,53 @@ def test_browser(world: World, tmp_path: Path) -> None:
             browser.close()
     print(f"screenshots in {tmp_path}")
     assert errors == []
+
+
+def test_browser_status_line_follows_the_catalog_and_the_bot(world: World, tmp_path: Path) -> None:
+    """The counts on an open page change when the catalog and the bot's queue do: no reload, no click."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from registry.catalog.store import CatalogStore
+    from registry.catalog.verify import build_ct_entry, build_sft_entry
+    from space.config import SpaceConfig
+    from space.services import SpaceServices
+
+    client = world.hub.client()
+    registry = "alice/status-registry"  # its own catalog and bot: the module's stay as they are
+    store = CatalogStore(hub=client, repo_id=registry)
+    store.add(build_sft_entry(client, repo="alice/tiny-sft", revision=None, base="alice/tiny-base", data="sib200-eng"))
+    bot = StandInBot().start()
+    config = SpaceConfig(
+        endpoint=world.hub.url, token=world.hub.token, registry=registry, bot_url=bot.url, device="cpu",
+        status_every_s=1.0, catalog_ttl_s=0.5, visible_ttl_s=0.5,
+    )  # fmt: skip
+    demo, url = _launch(SpaceServices(config, hub=client))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.goto(url)
+                status = page.locator("#status")
+                expect(status).to_contain_text("0 CT, 1 SFT, 0 merges", timeout=30_000)
+                expect(status).to_contain_text("0 jobs queued, 0 running")
+                store.add(build_ct_entry(client, repo="alice/tiny-ct-ben", revision=None, language=LANG,
+                                         base="alice/tiny-base"))  # fmt: skip
+                bot.jobs.insert(0, {"id": "job-x", "state": "queued", "ct_repo": "alice/tiny-ct-ben"})
+                expect(status).to_contain_text("1 CT, 1 SFT, 0 merges", timeout=20_000)
+                expect(status).to_contain_text("1 job queued, 0 running", timeout=20_000)
+                page.screenshot(path=str(_shots(tmp_path) / "status-refreshed.png"))
+                bot.stop()  # the bot goes away: the line says so, the counts stay
+                expect(status).to_contain_text("unreachable", timeout=20_000)
+                expect(status).to_contain_text("1 CT, 1 SFT, 0 merges")
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+        bot.stop()
 
 
 def test_a_private_merge_reaches_only_who_can_read_it(world: World) -> None:

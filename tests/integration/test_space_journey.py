@@ -93,6 +93,16 @@ def test_bot_journey_then_try_tab_generates(tmp_path: Path) -> None:
             finally:
                 browser.close()
         assert errors == []
+        # The leaderboard compares: the bot evaluated the CT and SFT for its merge and recorded their
+        # numbers in the catalog, so their rows have numbers and the merge has its gain kept.
+        from gradio_client import Client
+
+        rows = Client(url, verbose=False).predict("", api_name="/leaderboard")
+        by_role = {row["role"]: row for row in rows}
+        for role in ("ct", "sft", "merge"):
+            numbers = [v for k, v in by_role[role].items() if k.startswith(("flores_", "sib200_")) and v is not None]
+            assert numbers, (role, by_role[role])
+        assert by_role["merge"]["language gain kept"] is not None, by_role["merge"]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -5,25 +5,30 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from registry.errors import RecipeError
 from registry.lab.tiny import DemoFamily
+from registry.recipe import parse_recipe
 from space.bot_client import JOB_COLUMNS, BotClient, job_rows
+from space.catalog_view import short_ref
 from space.config import SpaceConfig
-from space.errors import BotUnavailableError, ModelTooLargeError, PromptError, UnsupportedModelError
+from space.errors import BotUnavailableError, ModelTooLargeError, PromptError, SpaceError, UnsupportedModelError
 from space.examples import SIB_PROMPT, load_examples
 from space.generation import check_max_new_tokens, encode_prompt, stream_text
-from space.merge_preview import available_methods, build_recipe, layer_of, per_layer
+from space.merge_preview import available_methods, layer_of, local_recipe, per_layer, screen_recipe
 from space.models import (
     LoadedModel,
     ModelLoader,
     check_architecture,
     check_fits,
     format_bytes,
-    split_model_id,
     weights_bytes,
 )
+from space.services import SpaceServices
 from space.submit import card_language
 
 
@@ -62,7 +67,23 @@ def test_architecture_refusals() -> None:
         )
     with pytest.raises(UnsupportedModelError, match="no architectures"):
         check_architecture({}, repo="a/empty")
-    assert split_model_id("a/b@main") == ("a/b", "main") and split_model_id(" a/b ") == ("a/b", None)
+
+
+def test_model_references_are_parsed_by_model_ref() -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert (
+        short_ref(f"a/b@{sha}") == "a/b@0123456" and short_ref("a/b@main") == "a/b@main" and short_ref("a/b") == "a/b"
+    )
+    for bad in ("a/b@", "a/b@x@y", "not a repo"):
+        with pytest.raises(ValueError):
+            short_ref(bad)
+    services = SpaceServices(SpaceConfig(endpoint="http://127.0.0.1:9", token=None, registry="a/r", device="cpu"))
+    assert services.check_generate(" a/b@main ", "hi", 4, 0)[0] == "a/b@main"
+    for bad in ("a/b@", "a/b@x@y"):
+        with pytest.raises(PromptError, match="revision|'@'"):
+            services.check_generate(bad, "hi", 4, 0)
+    with pytest.raises(SpaceError, match="--device 'tpu': write auto, cpu, cuda or cuda:N"):
+        ModelLoader(hub=None, device="tpu")
 
 
 def test_prompt_checks(loaded: LoadedModel) -> None:
@@ -120,6 +141,15 @@ def test_card_language() -> None:
     assert card_language({"language": ["en"]}) is None and card_language({}) is None
 
 
+def _sft() -> Any:
+    from registry.catalog.entries import ModelRef, SftEntry, sft_entry_id
+
+    return SftEntry(
+        id=sft_entry_id(repo="a/sft", revision="main"), repo="a/sft", revision="main", base=ModelRef(repo="a/base"),
+        verified=False,
+    )  # fmt: skip
+
+
 def test_methods_come_from_the_engine_registry(tiny_family: DemoFamily) -> None:
     from registry.catalog.entries import CtEntry, ModelRef, ct_entry_id
     from registry.merge.methods import METHODS
@@ -139,13 +169,37 @@ def test_methods_come_from_the_engine_registry(tiny_family: DemoFamily) -> None:
         base=ModelRef(repo="a/base"), language="ben_Beng", verified=False,
     )  # fmt: skip
     for info in methods:
-        recipe = build_recipe(
-            method=info.name, cts=[(ct, tiny_family.ct)], sft_path=tiny_family.sft, base_path=tiny_family.base,
-            density=0.3, slack=0.2,
-        )  # fmt: skip
+        recipe = screen_recipe(method=info.name, cts=[ct], sft=_sft(), density=0.3, slack=0.2, ct_weight=0.7)
         assert recipe.merge_method == info.name
         assert (recipe.densities() == (0.3, 0.3)) == info.uses_density
         assert (getattr(recipe.parameters, "slack", None) == 0.2) == info.uses_slack
+        assert recipe.weights() == (0.7, 1.0)
+        assert [m.model for m in recipe.models] == ["a/ct", "a/sft"] and recipe.base_model == "a/base"
+    # The engine's refusals, before anything runs or reaches the bot.
+    with pytest.raises(RecipeError, match="density"):
+        screen_recipe(method="ties_sv", cts=[ct], sft=_sft(), density=5.0, slack=0.2)
+    with pytest.raises(RecipeError, match="slack"):
+        screen_recipe(method="ties_sv", cts=[ct], sft=_sft(), density=0.2, slack=3.0)
+    # A commit pins the reference; the recipe goes to the bot as the engine's own YAML and reads back equal.
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    pinned = ct.model_copy(update={"revision": sha})
+    recipe = screen_recipe(method="ties_sv", cts=[pinned], sft=_sft(), density=0.3, slack=0.2, sft_weight=0.5)
+    assert recipe.models[0].model == f"a/ct@{sha}"
+    assert parse_recipe(yaml.safe_load(recipe.to_yaml())) == recipe
+    # What "Hand to the bot" sends is what the bot's POST /jobs accepts: the bot's own reading of the
+    # body (`bot.recipes.custom_recipe`, the engine's Recipe) keeps method, density, slack and weights
+    # and puts the job's pinned CT, SFT and base in place of the references.
+    from bot.models import RecipeRequest
+    from bot.recipes import custom_recipe
+
+    ct_ref, sft_ref, base_ref = f"o/ct@{'1' * 40}", f"o/sft@{'2' * 40}", f"o/base@{'3' * 40}"
+    placed = custom_recipe(
+        RecipeRequest.model_validate({"text": recipe.to_yaml()}), ct=ct_ref, language="ben_Beng", sft=sft_ref,
+        base=base_ref, output_repo="bot/out",
+    )  # fmt: skip
+    assert [m.model for m in placed.models] == [ct_ref, sft_ref] and placed.base_model == base_ref
+    assert placed.merge_method == "ties_sv" and placed.densities() == (0.3, 0.3) and placed.weights() == (1.0, 0.5)
+    assert placed.parameters.slack == 0.2  # type: ignore[attr-defined]
     assert {m.name for m in methods if m.uses_slack} == {
         "ties_sv",
         "dare_ties",
@@ -163,10 +217,9 @@ def test_per_layer_diagnostics(tiny_family: DemoFamily, tmp_path: Path) -> None:
         id=ct_entry_id(repo="a/ct", revision="main", language="ben_Beng"), repo="a/ct", revision="main",
         base=ModelRef(repo="a/base"), language="ben_Beng", verified=False,
     )  # fmt: skip
-    recipe = build_recipe(
-        method="ties_sv", cts=[(ct, tiny_family.ct)], sft_path=tiny_family.sft, base_path=tiny_family.base,
-        density=0.5, slack=0.3,
-    )  # fmt: skip
+    on_screen = screen_recipe(method="ties_sv", cts=[ct], sft=_sft(), density=0.5, slack=0.3)
+    recipe = local_recipe(on_screen, {"a/ct": tiny_family.ct, "a/sft": tiny_family.sft, "a/base": tiny_family.base})
+    assert recipe.models[0].model == str(tiny_family.ct) and recipe.base_model == str(tiny_family.base)
     report = run_merge(plan_merge(recipe), out=tmp_path / "m", device="cpu", progress=False).report
     rows = per_layer(report)
     assert {r["layer"] for r in rows} == {"layer 00", "layer 01", "embeddings / head / norm"}
@@ -191,10 +244,13 @@ def test_group_merge_recipe(tiny_family: DemoFamily, tmp_path: Path) -> None:
         )  # fmt: skip
 
     uig = derive_finetune(tiny_family.base, tmp_path / "ct-uig", seed=7)
-    recipe = build_recipe(
-        method="ties_sv", cts=[(ct("a/ct-khk", "khk_Cyrl"), tiny_family.ct), (ct("a/ct-uig", "uig_Arab"), uig)],
-        sft_path=tiny_family.sft, base_path=tiny_family.base, density=0.5, slack=0.1,
+    on_screen = screen_recipe(
+        method="ties_sv", cts=[ct("a/ct-khk", "khk_Cyrl"), ct("a/ct-uig", "uig_Arab")], sft=_sft(), density=0.5,
+        slack=0.1,
     )  # fmt: skip
+    recipe = local_recipe(
+        on_screen, {"a/ct-khk": tiny_family.ct, "a/ct-uig": uig, "a/sft": tiny_family.sft, "a/base": tiny_family.base}
+    )
     assert recipe.languages() == ("khk_Cyrl", "uig_Arab") and recipe.tokenizer_source == "base"
     report = run_merge(plan_merge(recipe), out=tmp_path / "group", device="cpu", progress=False).report
     assert report.roles == ["ct", "ct", "sft"] and len(report.inputs) == 3

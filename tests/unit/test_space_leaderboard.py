@@ -137,6 +137,95 @@ def test_plot_rows(view: CatalogView) -> None:
     assert scatter_rows(models, "tam_Taml") == []
 
 
+def test_ct_then_sft_is_a_row_and_a_bar_beside_its_merge(view: CatalogView) -> None:
+    from registry.catalog.entries import CtSftEntry, ct_sft_entry_id
+
+    both = CtSftEntry(
+        id=ct_sft_entry_id(repo="lab/ct-sft-ben", revision="main", language="ben_Beng"), repo="lab/ct-sft-ben",
+        revision="main", base=BASE, language="ben_Beng", ct=ModelRef(repo="lab/ct-ben"), verified=False,
+    )  # fmt: skip
+    with_baseline = CatalogView(repo_id=view.repo_id, cts=view.cts, sfts=view.sfts, merges=view.merges,
+                                ct_sfts=(both,))  # fmt: skip
+
+    def cards(repo: str, revision: str | None) -> list[Score]:
+        if repo == "lab/ct-sft-ben":
+            return [Score("flores_ben_Beng", "bits_per_byte", 1.9), Score("sib200_eng_Latn", "acc", 0.31)]
+        return _cards(repo, revision)
+
+    models = collect_scores(with_baseline, cards)
+    rows = leaderboard_rows(models, language="ben_Beng")
+    assert [r["role"] for r in rows] == ["merge", "merge", "ct", "sft", "ct_sft"]
+    assert rows[-1]["flores_ben_Beng bits_per_byte"] == 1.9
+    assert leaderboard_rows(models, language="tam_Taml")[-1]["role"] == "sft"  # not another language's baseline
+    bpb = [(r["model"], r["value"]) for r in bar_rows(models, "ben_Beng") if r["metric"].startswith("flores")]
+    assert bpb[:3] == [("CT", 1.3), ("SFT", 7.0), ("CT→SFT", 1.9)]
+    assert with_baseline.languages() == ["ben_Beng", "tam_Taml"]
+    lineage = [r["lineage"] for r in with_baseline.registry_rows("ben_Beng") if r["kind"] == "ct_sft"]
+    assert lineage == ["lab/base → lab/ct-ben → lab/ct-sft-ben"]
+    assert with_baseline.only({"lab/ct-ben"}).ct_sfts == ()  # unreadable to the visitor: left out
+
+
+def test_ct_and_sft_numbers_from_their_catalog_entries() -> None:
+    """The bot records the CT's and SFT's numbers on their entries: rows, gains and bars need no card."""
+    ben = [EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=1.5, language="ben_Beng")]
+    ct = _ct("lab/ct-ben", "ben_Beng").model_copy(
+        update={"results": (*ben, EvalResult(task="sib200_eng_Latn", metric="acc", value=0.25))}
+    )
+    sft = _sft("lab/sft").model_copy(
+        update={"results": (EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=6.5),
+                            EvalResult(task="sib200_eng_Latn", metric="acc", value=0.45))}
+    )  # fmt: skip
+    merge = _merge("lab/ben-ties", "ties", ct, sft, results=[
+        EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=2.6),
+        EvalResult(task="sib200_eng_Latn", metric="acc", value=0.41),
+    ])  # fmt: skip
+    view = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(sft,), merges=(merge,))
+
+    def no_cards(repo: str, revision: str | None) -> list[Score]:
+        return []
+
+    models = collect_scores(view, no_cards)
+    rows = {r["model"]: r for r in leaderboard_rows(models, language="ben_Beng")}
+    assert rows["lab/ct-ben"]["flores_ben_Beng bits_per_byte"] == 1.5 and rows["lab/sft"]["sib200_eng_Latn acc"] == 0.45
+    assert rows["lab/ben-ties"]["language gain kept"] == pytest.approx((6.5 - 2.6) / (6.5 - 1.5), abs=1e-4)
+    assert rows["lab/ben-ties"]["task gain kept"] == pytest.approx((0.41 - 0.25) / (0.45 - 0.25), abs=1e-4)
+    assert [r["model"] for r in bar_rows(models, "ben_Beng") if r["metric"].startswith("sib")] == [
+        "CT",
+        "SFT",
+        "merged",
+    ]
+    assert len(scatter_rows(models, "ben_Beng")) == 1
+    # The entry's number wins over the card's; the card's `--limit` label stays on it.
+    ct_only = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(), merges=())
+    limited = collect_scores(ct_only, lambda r, v: [Score("flores_ben_Beng", "bits_per_byte (--limit 20)", 9.0)])
+    assert [(s.metric, s.value) for s in limited[0].scores if s.task == "flores_ben_Beng"] == [
+        ("bits_per_byte (--limit 20)", 1.5)
+    ]
+
+
+def test_a_limited_bot_run_labels_the_ct_and_sft_numbers_too() -> None:
+    """The bot evaluates merge, CT and SFT in one `--limit 20` run: the merge's card says so, the
+    entries record n=20; all three land in one labelled column, and the gain is computed from them."""
+
+    def bpb(value: float) -> EvalResult:
+        return EvalResult(task="flores_ben_Beng", metric="bits_per_byte", value=value, n=20)
+
+    ct = _ct("lab/ct-ben", "ben_Beng").model_copy(update={"results": (bpb(1.5),)})
+    sft = _sft("lab/sft").model_copy(update={"results": (bpb(6.5),)})
+    merge = _merge("lab/ben-ties", "ties", ct, sft, results=[bpb(2.6)])
+    view = CatalogView(repo_id="lab/r", cts=(ct,), sfts=(sft,), merges=(merge,))
+
+    def cards(repo: str, revision: str | None) -> list[Score]:
+        return [Score("flores_ben_Beng", "bits_per_byte (--limit 20)", 2.6)] if repo == "lab/ben-ties" else []
+
+    models = collect_scores(view, cards)
+    rows = {r["model"]: r for r in leaderboard_rows(models, language="ben_Beng")}
+    column = "flores_ben_Beng bits_per_byte (--limit 20)"
+    assert [rows[m][column] for m in ("lab/ct-ben", "lab/sft", "lab/ben-ties")] == [1.5, 6.5, 2.6]
+    assert "flores_ben_Beng bits_per_byte" not in rows["lab/ct-ben"]  # one column, not a full-looking twin
+    assert rows["lab/ben-ties"]["language gain kept"] == pytest.approx((6.5 - 2.6) / (6.5 - 1.5), abs=1e-4)
+
+
 def test_limited_results_keep_their_label() -> None:
     from huggingface_hub import EvalResult as HfEvalResult
 
