@@ -415,7 +415,10 @@ class Storage:
     def check_free(self, repo_type: str, src: str, dst: str) -> None:
         """Raise 409 when a repo already lives at `dst` (the target of a move from `src`)."""
         if self.canonical_id(repo_type, dst) is not None:
-            raise Conflict(f"Cannot move {src} to {dst}: a {repo_type} repo already exists there; pick another id")
+            # The Hub's wording (clients match on it), then what to do.
+            raise Conflict(
+                f"A {repo_type} repository called {dst} already exists: cannot move {src} there; pick another id"
+            )
 
     def move_repo(self, repo_type: str, src: str, dst: str) -> None:
         """Rename a repo; `src` then redirects to `dst`. The caller holds the repo's lock.
