@@ -17,6 +17,18 @@ server: 5xx (other than the Xet 501s), dropped connections, files written outsid
     .venv/bin/python bench/bench_hub.py                            # 16 clients x 20 s, both servers
     .venv/bin/python bench/bench_hub.py --seconds 5 --fuzz 2000    # quicker, plus the fuzz pass
     .venv/bin/python bench/bench_hub.py --history 5000             # resolve/tree cost at 1 vs N commits
+    .venv/bin/python bench/bench_hub.py --upstream-tests ~/huggingface_hub/tests   # huggingface_hub's own tests
+
+`--large-file GB` pushes one file of that size with the stock client (`HfApi.upload_file`, LFS:
+`HF_HUB_DISABLE_XET=1`, as the hub tells users) to our server and fetches it back with
+`hf_hub_download`, in a client process of its own; psutil samples the peak RSS of client and
+server every 50 ms. It also records what a stock client with Xet on gets for a large file.
+
+`--upstream-tests DIR` runs huggingface_hub's own server-facing tests (`test_hf_api.py`,
+`test_file_download.py`, `test_snapshot_download.py`, `test_repocard.py`; not those marked
+`production`, which need huggingface.co) against the old and the new server: a copy of DIR with
+`testing_constants.py` pointed at the server (its users and tokens created there), with
+`HF_HUB_DISABLE_XET=1` (Xet is not served). Needs pytest-mock and pytest-env.
 
 Nothing here is imported by the product.
 """
@@ -282,6 +294,191 @@ def history_cost(pythonpath: Path, n: int, work: Path) -> dict[str, float]:
         server.stop()
 
 
+UPSTREAM_FILES = ("test_hf_api.py", "test_file_download.py", "test_snapshot_download.py", "test_repocard.py")
+UPSTREAM_USERS = {  # testing_constants name -> (user, org) on our server; names must be valid here
+    "USER": ("dummy-hub-user", None),
+    "OTHER_USER": ("DVUser", None),
+    "ENTERPRISE_USER": ("EnterpriseAdmin", "EnterpriseOrgPrivate"),
+}
+USERS_AND_TOKENS = """
+import json, sys
+from pathlib import Path
+from registry.localhub.auth import Accounts
+accounts = Accounts(Path(sys.argv[1]))
+users = json.loads(sys.argv[2])
+print(json.dumps({k: accounts.create_token(u, org=o, write=True) for k, (u, o) in users.items()}))
+"""
+
+
+def upstream_tests(pythonpath: Path, tests: Path, work: Path, *, name: str, select: str) -> dict[str, object]:
+    """huggingface_hub's own tests against a fresh server from `pythonpath`: outcome counts and failures."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    data = work / f"upstream-data-{name}"
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    tokens = json.loads(subprocess.run(
+        [sys.executable, "-c", USERS_AND_TOKENS, str(data), json.dumps(UPSTREAM_USERS)],
+        env=env, cwd=pythonpath, capture_output=True, text=True, check=True,
+    ).stdout)  # fmt: skip
+    server = Server(pythonpath, data)
+    try:
+        copy = work / f"upstream-{name}" / "tests"
+        shutil.copytree(tests, copy)
+        # Staging mode would pin the endpoint to hub-ci.huggingface.co: off, so HF_ENDPOINT is our server.
+        pyproject = (
+            (tests.parent / "pyproject.toml")
+            .read_text()
+            .replace("HUGGINGFACE_CO_STAGING=1", "HUGGINGFACE_CO_STAGING=0")
+        )
+        (copy.parent / "pyproject.toml").write_text(pyproject)
+        constants = (copy / "testing_constants.py").read_text()
+        replace = {"ENDPOINT_STAGING": server.url, "TOKEN": tokens["USER"], "OTHER_TOKEN": tokens["OTHER_USER"],
+                   "ENTERPRISE_TOKEN": tokens["ENTERPRISE_USER"], "USER": UPSTREAM_USERS["USER"][0],
+                   "OTHER_USER": UPSTREAM_USERS["OTHER_USER"][0], "ENTERPRISE_ORG": "EnterpriseOrgPrivate",
+                   "ENTERPRISE_USER": "EnterpriseAdmin"}  # fmt: skip
+        for key, value in replace.items():
+            constants = re.sub(rf"^{key} = .*$", f"{key} = {value!r}", constants, flags=re.M)
+        (copy / "testing_constants.py").write_text(constants)
+        run_env_base = {k: v for k, v in os.environ.items() if k != "HUGGINGFACE_CO_STAGING"}
+        stubbed = _stub_missing_imports(copy, run_env_base := {**run_env_base, "HF_HUB_DISABLE_XET": "1"})
+        report = copy.parent / "report.xml"
+        run_env = {**run_env_base, "HF_ENDPOINT": server.url}
+        run_env.pop("PYTHONPATH", None)
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not production",
+             "-k", select, f"--junitxml={report}", "--timeout=120", *UPSTREAM_FILES],
+            cwd=copy, env=run_env, capture_output=True, text=True,
+        )  # fmt: skip
+        took = time.monotonic() - t0
+    finally:
+        server.stop()
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    failures: list[str] = []
+    for case in ET.parse(report).iter("testcase"):
+        kinds = [child.tag for child in case]
+        if "failure" in kinds or "error" in kinds:
+            counts["failed"] += 1
+            node = next(c for c in case if c.tag in ("failure", "error"))
+            detail = (node.get("message") or "") + " " + (node.text or "")[-400:]
+            failures.append(f"{case.get('classname')}::{case.get('name')}: {' '.join(detail.split())[:300]}")
+        elif "skipped" in kinds:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return {
+        "counts": counts,
+        "seconds": round(took),
+        "failures": failures,
+        "stubbed": stubbed,
+        "tail": proc.stdout[-600:],
+    }
+
+
+def _stub_missing_imports(tests: Path, env: dict[str, str]) -> list[str]:
+    """Names the tests import that the installed huggingface_hub lacks (the snapshot's tests can be
+    newer or older than the locked client): dropped from the import and bound to None, so the rest
+    of the file runs; the tests that use them fail and are listed as version skew."""
+    import re
+
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    stubbed: list[str] = []
+    for _ in range(30):
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                               "--collect-only", *UPSTREAM_FILES], cwd=tests, env=env, capture_output=True, text=True)  # fmt: skip
+        found = re.search(r"(\w+\.py):\d+: in <module>.*?cannot import name '(\w+)' from '([\w.]+)'", proc.stdout, re.S)
+        if found is None:
+            return stubbed
+        path, name = tests / found.group(1), found.group(2)
+        text = path.read_text()
+        text = re.sub(rf"^(\s+){name},\n", "", text, count=1, flags=re.M)
+        text = re.sub(rf"(import [^\n]*?)\b{name}, ?|, {name}\b", r"\1", text, count=1)
+        first_import = re.search(r"^(import|from) ", text, re.M)
+        at = first_import.start() if first_import else 0
+        text = text[:at] + f"{name} = None  # not in the installed huggingface_hub\n" + text[at:]
+        path.write_text(text)
+        stubbed.append(f"{found.group(1)}: {name}")
+    return stubbed
+
+
+LARGE_CLIENT = """
+import os, sys, time
+from pathlib import Path
+from huggingface_hub import HfApi, hf_hub_download
+url, token, path, cache, step = sys.argv[1:6]
+api = HfApi(endpoint=url, token=token)
+if step == "upload":
+    api.create_repo("alice/large", exist_ok=True)
+    t0 = time.monotonic()
+    api.upload_file(path_or_fileobj=path, path_in_repo="model.safetensors", repo_id="alice/large")
+else:
+    t0 = time.monotonic()
+    got = hf_hub_download("alice/large", "model.safetensors", cache_dir=cache, endpoint=url, token=token)
+    assert os.path.getsize(got) == os.path.getsize(path)
+print(f"{time.monotonic() - t0:.2f}", flush=True)
+"""
+
+
+def _peak_rss(pids: list[int], stop: threading.Event, peaks: dict[int, int]) -> None:
+    import psutil
+
+    procs = {pid: psutil.Process(pid) for pid in pids}
+    while not stop.wait(0.05):
+        for pid, proc in list(procs.items()):
+            try:
+                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            except psutil.Error:
+                continue
+            peaks[pid] = max(peaks.get(pid, 0), rss)
+
+
+def large_file(gb: float, work: Path) -> dict[str, object]:
+    """Upload then download one `gb` GB file with the stock client over LFS: time and peak RSS of both sides."""
+    server = Server(REPO, work / "data-large")
+    src = work / "model.safetensors"
+    block = os.urandom(1 << 20)
+    with src.open("wb") as fh:  # 1 MiB random blocks, each salted: no two alike, cheap to write
+        for i in range(int(gb * 1024)):
+            fh.write(i.to_bytes(8, "little") + block[8:])
+    out: dict[str, object] = {"bytes": src.stat().st_size}
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HUB_DISABLE_XET")}
+        for step in ("upload", "download"):
+            run_env = {**env, "HF_HUB_DISABLE_XET": "1"}
+            client = subprocess.Popen(
+                [sys.executable, "-c", LARGE_CLIENT, server.url, server.token, str(src), str(work / "cache"), step],
+                env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            stop, peaks = threading.Event(), dict[int, int]()
+            sampler = threading.Thread(target=_peak_rss, args=([client.pid, server.proc.pid], stop, peaks))
+            server_base = server.rss()
+            sampler.start()
+            stdout, stderr = client.communicate()
+            stop.set()
+            sampler.join()
+            if client.returncode != 0:
+                raise RuntimeError(f"{step} failed: {stderr[-2000:]}")
+            out[step] = {
+                "seconds": float(stdout.strip().splitlines()[-1]),
+                "client_peak_MB": round(peaks.get(client.pid, 0) / 2**20),
+                "server_peak_MB": round(peaks.get(server.proc.pid, 0) / 2**20),
+                "server_before_MB": round(server_base / 2**20),
+            }
+            print(f"large file {step}: {out[step]}", file=sys.stderr, flush=True)
+        # A stock client with Xet on (hf_xet installed, no setting): what does it get?
+        xet = subprocess.run(
+            [sys.executable, "-c", LARGE_CLIENT.replace('"model.safetensors", repo_id', '"xet.safetensors", repo_id'),
+             server.url, server.token, str(src), str(work / "cache2"), "upload"],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        last = (xet.stderr.strip().splitlines() or [""])[-1]
+        out["xet_on"] = "ok" if xet.returncode == 0 else last[:300]
+    finally:
+        server.stop()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -298,7 +495,36 @@ def main() -> None:
     parser.add_argument(
         "--history-old", type=int, default=None, help="N for the old server (default: --history; 0: skip)"
     )
+    parser.add_argument("--upstream-tests", type=Path, default=None,
+                        help="huggingface_hub's tests/ folder: run its server-facing tests against old and new")  # fmt: skip
+    parser.add_argument("--upstream-select", default="", help="pytest -k expression for --upstream-tests")
+    parser.add_argument("--large-file", type=float, default=0, help="GB: one stock-client upload + download over LFS")
     args = parser.parse_args()
+    if args.large_file:
+        work = Path(tempfile.mkdtemp(prefix="bench-hub-large-"))
+        try:
+            print(f"large file: {json.dumps(large_file(args.large_file, work))}; load avg {os.getloadavg()[0]:.1f}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    if args.upstream_tests is not None:
+        work = Path(tempfile.mkdtemp(prefix="bench-hub-upstream-"))
+        try:
+            impls = {"new": REPO}
+            if args.old:
+                (work / "old").mkdir()
+                impls = {"old": old_tree(args.old, work / "old"), **impls}
+            for name, path in impls.items():
+                print(f"{name}: huggingface_hub's tests ...", file=sys.stderr, flush=True)
+                result = upstream_tests(
+                    path, args.upstream_tests.resolve(), work, name=name, select=args.upstream_select
+                )
+                print(f"upstream {name}: {result['counts']} in {result['seconds']} s; stubbed {result['stubbed']}")
+                for line in result["failures"]:  # type: ignore[attr-defined]
+                    print(f"  FAIL {name} {line}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench-hub-"))
     try:

@@ -38,7 +38,8 @@ class HubConfig:
         max_json_bytes: the largest JSON body of any other API call.
         max_lfs_bytes: the largest single LFS object.
         webhook_attempts: delivery tries per event and webhook.
-        webhook_backoff_s: first retry delay; doubled on each retry.
+        webhook_backoff_s: the first retry delay's ceiling, doubled on each retry (up to 60 s), with full
+            jitter (`registry.retry.Backoff`): failures of every kind are retried alike.
         body_idle_timeout_s: a request body that pauses this long is refused (408).
         webhook_allow: CIDRs or host names webhooks may target although private, loopback,
             link-local or multicast (`registry hub serve --webhook-allow`).

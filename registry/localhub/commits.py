@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import contextlib
 import hashlib
 import json
@@ -227,33 +226,29 @@ def apply_commit(
                 code="PreconditionFailed",
             )
         files = dict(store.commit(old_head).files)
-        # Paths in order, so a folder's files are one bisected range: a commit of n deletedFolder
-        # over m files costs O((n + m) log m) comparisons, not n * m (20k + 20k took 40 s).
-        paths = sorted(files)
+        folders = _Folders(files)
+        changed: set[str] = set()  # every path added or deleted: only their folders are rebuilt
 
         def add(path: str, entry: FileEntry) -> None:
             if path not in files:
-                bisect.insort(paths, path)
+                folders.add(path)
             files[path] = entry
+            changed.add(path)
 
         def remove_folder(folder: str) -> list[str]:
-            lo = bisect.bisect_left(paths, folder + "/")
-            hi = bisect.bisect_left(paths, folder + "0")  # "0" follows "/": the end of `folder/...`
-            doomed = paths[lo:hi]
-            del paths[lo:hi]
+            doomed = folders.remove_folder(folder)
             for p in doomed:
                 del files[p]
+            changed.update(doomed)
             return doomed
 
-        pending: list[bytes] = []
+        pending: dict[str, bytes] = {}  # sha256 -> bytes: the same content is stored once
         adopt: list[Spooled] = []
         for op in ops:
             if isinstance(op, AddBytes):
-                add(
-                    op.path,
-                    FileEntry(sha256=_sha256(op.data), size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False),
-                )
-                pending.append(op.data)
+                sha256 = _sha256(op.data)
+                add(op.path, FileEntry(sha256=sha256, size=len(op.data), git_oid=git_blob_oid(op.data), lfs=False))
+                pending[sha256] = op.data
             elif isinstance(op, AddSpooled):
                 add(
                     op.path,
@@ -279,11 +274,12 @@ def apply_commit(
                     raise NotFound(f"A folder with this name doesn't exist: {op.path!r}", code="EntryNotFound")
             elif op.path in files:
                 del files[op.path]
-                del paths[bisect.bisect_left(paths, op.path)]
+                folders.remove_file(op.path)
+                changed.add(op.path)
             elif not remove_folder(op.path):  # a `deletedFile` naming a folder deletes the folder, as on the Hub
                 raise NotFound(f"A file with this name doesn't exist: {op.path!r}", code="EntryNotFound")
         _check_no_file_folder_clash(files)
-        for data in pending:
+        for data in pending.values():
             storage.blobs.put_bytes(data)
         for spooled in adopt:
             storage.blobs.adopt(spooled.path, spooled.sha256)
@@ -293,12 +289,67 @@ def apply_commit(
             message=header.description,
             author=author,
             files=files,
+            changed=changed,
         )
         refs = store.refs()
         refs[kind][name] = commit_id
         store.write_refs(refs)
     ref = f"refs/heads/{name}" if kind == "heads" else f"refs/pr/{name}"
     return CommitResult(commit_id=commit_id, old_head=old_head, ref=ref)
+
+
+class _Folders:
+    """What each folder holds (files as paths, subfolders as paths ending in "/"), so deleting a
+    folder costs what it holds, not the repo: a commit of n `deletedFolder` over m files is
+    O((n + m) x depth), where scanning every path per folder took 40 s for 20k + 20k.
+    A folder left empty disappears, as on the Hub (deleting it again is `EntryNotFound`)."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.kids: dict[str, set[str]] = {}  # "" is the root
+        for path in paths:
+            self.add(path)
+
+    def add(self, path: str) -> None:
+        child = path
+        while True:
+            parent = child.rstrip("/").rpartition("/")[0]
+            kids = self.kids.setdefault(parent, set())
+            if child in kids:
+                return  # its ancestors are linked already
+            kids.add(child)
+            if not parent:
+                return
+            child = parent + "/"
+
+    def remove_file(self, path: str) -> None:
+        self._detach(path)
+
+    def remove_folder(self, folder: str) -> list[str]:
+        """Forget `folder` and everything under it; the files that were in it (none: no folder)."""
+        if folder not in self.kids:
+            return []
+        doomed: list[str] = []
+        stack = [folder]
+        while stack:
+            for child in self.kids.pop(stack.pop(), ()):
+                if child.endswith("/"):
+                    stack.append(child[:-1])
+                else:
+                    doomed.append(child)
+        self._detach(folder + "/")
+        return doomed
+
+    def _detach(self, child: str) -> None:
+        while True:
+            parent = child.rstrip("/").rpartition("/")[0]
+            kids = self.kids.get(parent)
+            if kids is None:
+                return
+            kids.discard(child)
+            if kids or not parent:
+                return
+            del self.kids[parent]
+            child = parent + "/"
 
 
 def _sha256(data: bytes) -> str:

@@ -5,8 +5,10 @@
   matching.
 - Routes are synchronous functions `(hub, request, params) -> Response`, run in a worker
   thread; request bodies stream from uvicorn to them against each route's limit.
-- Storage errors become statuses, `X-Error-Code` and `X-Error-Message` HERE only
-  (`STATUS_OF`); nothing below this module knows HTTP statuses.
+- Errors become responses HERE only, through Starlette exception handlers (an
+  `ExceptionMiddleware` around the routers) registered from one table, `STATUS_OF`: a refusal's
+  status is its nearest kind there, with `X-Error-Code` and `X-Error-Message`; a renamed repo
+  (`Moved`) answers 307; anything else 500. Nothing below this module knows HTTP statuses.
 - Every response carries an `X-Request-Id` (the client quotes it in its error messages).
 """
 
@@ -16,7 +18,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
@@ -25,7 +27,11 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from starlette.datastructures import Headers
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
 
 from registry.localhub.http import Body, Request, Response
 from registry.localhub.names import (
@@ -52,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 ASGIApp = Callable[..., Any]
 
+# THE table: the status of each kind of refusal. Starlette picks the handler of a refusal's
+# nearest kind (its class's MRO), so a subclass (`ClientGone`, `Moved`) answers as its kind.
 STATUS_OF: dict[type[StorageError], int] = {
     InvalidInput: 400,
     AuthRequired: 401,
@@ -68,23 +76,55 @@ STATUS_OF: dict[type[StorageError], int] = {
 FILE_CHUNK = 1 << 20
 ZERO_COPY_MIN = 256 * 1024  # smaller files go through ASGI messages
 RAW_SEND = "localhub.server_send"  # scope key: the server's own `send` (for `_zero_copy`)
+REQUEST = "localhub.request"  # scope key: the route's `Request` (the error handlers read its body state)
+
+ExceptionHandler = Callable[[StarletteRequest, Exception], Awaitable[StarletteResponse]]
 
 
-def status_of(exc: StorageError) -> int:
-    """The HTTP status of a refusal: its nearest kind in `STATUS_OF`."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS_OF:
-            return STATUS_OF[cls]
-    return 400
+def exception_handlers() -> dict[type[Exception], ExceptionHandler]:
+    """The Starlette exception handlers of the hub, one per kind in `STATUS_OF`, plus `Moved` and the rest."""
+    handlers: dict[type[Exception], ExceptionHandler] = {kind: _refusal(status) for kind, status in STATUS_OF.items()}
+    handlers[Moved] = _moved
+    handlers[Exception] = _internal_error
+    return handlers
 
 
-def error_response(exc: StorageError) -> Response:
-    headers = {"X-Error-Message": str(exc)}
-    if exc.repo_commit:
-        headers["X-Repo-Commit"] = exc.repo_commit
-    if exc.code:
-        headers["X-Error-Code"] = exc.code
-    return Response.json({**exc.fields, "error": str(exc)}, status=status_of(exc), headers=headers)
+def _refusal(status: int) -> ExceptionHandler:
+    async def handle(request: StarletteRequest, exc: Exception) -> StarletteResponse:
+        assert isinstance(exc, StorageError)
+        headers = {"X-Error-Message": str(exc)}
+        if exc.repo_commit:
+            headers["X-Repo-Commit"] = exc.repo_commit
+        if exc.code:
+            headers["X-Error-Code"] = exc.code
+        return _starlette(request, Response.json({**exc.fields, "error": str(exc)}, status=status, headers=headers))
+
+    return handle
+
+
+async def _moved(request: StarletteRequest, exc: Exception) -> StarletteResponse:
+    """A renamed repo: the same path under its new id, like the Hub (404 when the id came in a body)."""
+    assert isinstance(exc, Moved)
+    location = redirect_path(request.scope["path"], exc)
+    if location is None:  # the id came in the body (`/api/repos/...`): nothing to redirect to
+        return await _refusal(STATUS_OF[NotFound])(request, exc)
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    headers = {"Location": location + (f"?{query}" if query else "")}
+    return _starlette(request, Response.json({"error": str(exc), "url": location}, status=307, headers=headers))
+
+
+async def _internal_error(request: StarletteRequest, exc: Exception) -> StarletteResponse:
+    logger.error("Internal error on %s %s", request.scope["method"], request.scope.get("path", ""), exc_info=exc)
+    return _starlette(request, Response.json({"error": "Internal server error; see the server log"}, status=500))
+
+
+def _starlette(request: StarletteRequest, resp: Response) -> StarletteResponse:
+    """`resp` as a Starlette response, its header values made legal (messages quote user input)."""
+    req = request.scope.get(REQUEST)
+    if isinstance(req, Request) and not req.body.consumed:
+        resp.headers["Connection"] = "close"  # the rest of the body is never read
+    headers = {k: _header_safe(v) for k, v in resp.headers.items()}
+    return StarletteResponse(resp.body, status_code=resp.status, headers=headers)
 
 
 # -- ASGI plumbing ----------------------------------------------------------------------------
@@ -114,25 +154,14 @@ class _Endpoint:
         await send_response(resp, scope, send)
 
     def _run(self, handler: Handler | None, req: Request, params: Params, scope: dict[str, Any]) -> Response:
-        try:
-            # Like the Hub: a token that is sent must be valid, even for reads that need none.
-            self.hub.principal(req)
-            if handler is None:
-                allowed = ", ".join(sorted(self.handlers))
-                raise NotAllowed(f"{req.method} is not allowed on this path; use one of {allowed}")
-            return handler(self.hub, req, params)
-        except Moved as exc:  # a renamed repo: the same path under its new id, like the Hub
-            location = redirect_path(scope["path"], exc)
-            if location is None:  # the id came in the body (`/api/repos/...`): nothing to redirect to
-                return error_response(exc)
-            query = scope.get("query_string", b"").decode("latin-1")
-            headers = {"Location": location + (f"?{query}" if query else "")}
-            return Response.json({"error": str(exc), "url": location}, status=307, headers=headers)
-        except StorageError as exc:
-            return error_response(exc)
-        except Exception:
-            logger.exception("Internal error on %s %s", req.method, scope.get("path", ""))
-            return Response.json({"error": "Internal server error; see the server log"}, status=500)
+        # Refusals raised here reach the exception handlers (`exception_handlers`) unchanged.
+        scope[REQUEST] = req
+        # Like the Hub: a token that is sent must be valid, even for reads that need none.
+        self.hub.principal(req)
+        if handler is None:
+            allowed = ", ".join(sorted(self.handlers))
+            raise NotAllowed(f"{req.method} is not allowed on this path; use one of {allowed}")
+        return handler(self.hub, req, params)
 
 
 def _request(scope: dict[str, Any], receive: Any, *, idle_s: float, base_url: str) -> Request:
@@ -253,7 +282,7 @@ def _no_route(hub: LocalHub) -> _Endpoint:
 
 
 def build_app(hub: LocalHub) -> ASGIApp:
-    """The ASGI app of `hub`: raw-path routing, request ids, one error mapping."""
+    """The ASGI app of `hub`: raw-path routing, request ids, errors mapped by `exception_handlers`."""
     # The table, split by its literal first segment (`api`, `datasets`, ...; "" for `/{ns}/...`)
     # only so that a request is matched against its part of the table; the order is kept.
     no_route = Route("/{rest:path}", endpoint=_no_route(hub))
@@ -265,6 +294,11 @@ def build_app(hub: LocalHub) -> ASGIApp:
         )
     routers = {key: Router(routes=[*group, no_route]) for key, group in groups.items()}
     routers.setdefault("", Router(routes=[no_route]))
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        await (routers.get(scope["path"].split("/", 2)[1]) or routers[""])(scope, receive, send)
+
+    handled = ExceptionMiddleware(dispatch, handlers=exception_handlers())
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -284,8 +318,7 @@ def build_app(hub: LocalHub) -> ASGIApp:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
-        router = routers.get(path.split("/", 2)[1]) or routers[""]
-        await router({**scope, "path": path, "root_path": "", RAW_SEND: send}, receive, send_with_id)
+        await handled({**scope, "path": path, "root_path": "", RAW_SEND: send}, receive, send_with_id)
         # Tokens travel in headers, never in the path; query strings (signed LFS URLs) are left out.
         client = scope.get("client") or ("-", 0)
         logger.debug("%s %s %s %s %s", client[0], scope["method"], path, status[0], request_id)

@@ -79,8 +79,10 @@ def handle_request(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *,
             user = next((n for n, r in data["requests"].items() if r["requestId"] == rid), None)
         if not isinstance(user, str) or (not grant and user not in data["requests"]):
             raise NotFound(f"No access request from {user or body.get('requestId')!r} for {repo_id}")
-        if grant and data["requests"].get(user, {}).get("status") == "accepted":
-            raise InvalidInput(f"{user} already has access to {repo_id}")
+        if data["requests"].get(user, {}).get("status") == status:  # as on the Hub: no-op handlings are refused
+            if grant:
+                raise InvalidInput(f"{user} already has access to {repo_id}")
+            raise InvalidInput(f"The access request of {user} for {repo_id} is already {status}")
         old = data["requests"].get(user, {})
         data["requests"][user] = {
             "requestId": old.get("requestId") or secrets.token_hex(12),

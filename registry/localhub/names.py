@@ -21,7 +21,7 @@ def web_path(repo_type: str, repo_id: str) -> str:
 
 class StorageError(Exception):
     """A refused operation. The kind of refusal is the subclass; the HTTP edge (and only it) maps
-    kinds to statuses (`registry.localhub.edge.STATUS_OF`).
+    kinds to statuses, through Starlette exception handlers built from `registry.localhub.edge.STATUS_OF`.
 
     Attributes:
         code: the Hub's error code (`X-Error-Code`), e.g. `RepoNotFound`; each kind has a default.

@@ -170,23 +170,33 @@ def paths_info(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, rev
 
 
 def validate_yaml(hub: LocalHub, req: Request) -> Response:
-    """Always JSON: the client parses the body before looking at the status."""
+    """JSON `{"errors": [{"message"}], "warnings": [...]}`, or, for `Accept: text/plain` (what
+    `RepoCard.validate` sends, then raising `ValueError(response.text)`), the Hub's text: one
+    `- Error: …` / `- Warning: …` line each."""
     from registry.localhub.cards import CardError, load_front_matter, metadata_problems
 
     body = req.json(limit=hub.config.max_json_bytes)
     text = body.get("content", "")
     if not isinstance(text, str):
         raise InvalidInput("validate-yaml needs {'content': str, 'repoType': str}")
+    errors: list[str] = []
+    warnings: list[str] = []
     try:
         card = load_front_matter(text)
     except CardError as exc:
-        return Response.json({"errors": [{"message": str(exc)}], "warnings": []}, status=400)
-    if not card:
-        return Response.json({"errors": [], "warnings": [{"message": "Empty or missing yaml metadata in repo card"}]})
-    problems = metadata_problems(card)
-    if problems:
-        return Response.json({"errors": [{"message": m} for m in problems], "warnings": []}, status=400)
-    return Response.json({"errors": [], "warnings": []})
+        errors.append(str(exc))
+    else:
+        if not card:
+            warnings.append("Empty or missing yaml metadata in repo card")
+        else:
+            errors += metadata_problems(card)
+    status = 400 if errors else 200
+    if "text/plain" in req.headers.get("Accept", ""):
+        lines = [f"- Error: {m}" for m in errors] + [f"- Warning: {m}" for m in warnings]
+        return Response(status=status, headers={"Content-Type": "text/plain; charset=utf-8"},
+                        body="\n".join(lines).encode())  # fmt: skip
+    body_ = {"errors": [{"message": m} for m in errors], "warnings": [{"message": m} for m in warnings]}
+    return Response.json(body_, status=status)
 
 
 def preupload(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:

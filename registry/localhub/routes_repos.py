@@ -305,9 +305,10 @@ def create_branch(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, 
 def create_tag(hub: LocalHub, req: Request, repo_type: str, repo_id: str, *, revision: str) -> Response:
     store, _ = hub.write_repo(req, repo_type, repo_id)
     body = req.json(limit=hub.config.max_json_bytes)
+    store.resolve(revision or "main")  # a missing revision is reported first (404), as on the Hub
     name = _check_ref_name(str(body.get("tag", "")))
     with hub.locks.get(f"{repo_type}/{repo_id}"):
-        target = store.resolve(revision or "main")  # a missing revision is reported first, as on the Hub
+        target = store.resolve(revision or "main")
         refs_ = store.refs()
         if name in refs_["tags"]:
             raise Conflict(f"Reference refs/tags/{name} already exists; pick another tag name")

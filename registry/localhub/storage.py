@@ -23,7 +23,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -158,9 +158,20 @@ class RepoStore:
             return Commit(self, commit_id, read_json(self._commit_path(commit_id)))
 
     def write_commit(
-        self, *, parents: list[str], title: str, message: str, author: str, files: dict[str, FileEntry]
+        self,
+        *,
+        parents: list[str],
+        title: str,
+        message: str,
+        author: str,
+        files: dict[str, FileEntry],
+        changed: Iterable[str] | None = None,
     ) -> str:
-        """Write the trees of `files` and a commit record (not yet on any ref); return its 40-hex id."""
+        """Write the trees of `files` and a commit record (not yet on any ref); return its 40-hex id.
+
+        `changed`: the paths that differ from the first parent (see `trees.build_tree`); None
+        compares every folder.
+        """
 
         date = now_iso()
         rec: dict[str, Any] = {
@@ -173,7 +184,8 @@ class RepoStore:
         }
         commit_id = hashlib.sha1(json.dumps(rec, sort_keys=True).encode()).hexdigest()
         parent_tree = self.commit(parents[0]).tree if parents else None
-        rec["tree"] = build_tree(self, files, parent=parent_tree, last={"id": commit_id, "title": title, "date": date})
+        last = {"id": commit_id, "title": title, "date": date}
+        rec["tree"] = build_tree(self, files, parent=parent_tree, last=last, changed=changed)
         path = self.root / "commits" / commit_id[:2] / f"{commit_id}.json"
         with self.present():
             path.parent.mkdir(exist_ok=True)  # never parents: a deleted repo stays deleted
@@ -403,7 +415,10 @@ class Storage:
     def check_free(self, repo_type: str, src: str, dst: str) -> None:
         """Raise 409 when a repo already lives at `dst` (the target of a move from `src`)."""
         if self.canonical_id(repo_type, dst) is not None:
-            raise Conflict(f"Cannot move {src} to {dst}: a {repo_type} repo already exists there; pick another id")
+            # The Hub's wording (clients match on it), then what to do.
+            raise Conflict(
+                f"A {repo_type} repository called {dst} already exists: cannot move {src} there; pick another id"
+            )
 
     def move_repo(self, repo_type: str, src: str, dst: str) -> None:
         """Rename a repo; `src` then redirects to `dst`. The caller holds the repo's lock.

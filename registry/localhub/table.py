@@ -173,9 +173,12 @@ def route_table() -> list[tuple[str, dict[str, Handler]]]:
         rows += _repo_routes(t)
     rows += [(f"/api/{t}s", {"GET": _lister(t)}) for t in ("model", "dataset", "space")]
     rows += _repo_routes("model")
+    every = ("GET", "POST", "PUT", "DELETE", "PATCH")
     for t in ("model", "dataset", "space"):  # `gpt2`-style ids: a RepoNotFound, not "no route"
+        web = {"model": "", "dataset": "/datasets", "space": "/spaces"}[t]
         rows += [
             (f"/api/{t}s/{{name}}", {"GET": _one_part(t)}),
-            (f"/api/{t}s/{{name}}/revision/{{rev:path}}", {"GET": _one_part(t)}),
+            (f"/api/{t}s/{{name}}/{{rest:path}}", dict.fromkeys(every, _one_part(t))),  # commits, like, preupload, ...
+            (web + "/{name}/resolve/{rev}/{path:path}", {"GET": _one_part(t)}),
         ]
     return rows

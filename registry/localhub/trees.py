@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,22 +58,29 @@ def read_tree(store: RepoStore, tree_id: str) -> dict[str, Any]:
         return read_json(_tree_path(store.root, tree_id))  # type: ignore[no-any-return]
 
 
-def _write_tree(store: RepoStore, node: dict[str, Any]) -> str:
-    body = json.dumps(node, sort_keys=True, separators=(",", ":")).encode()
-    tree_id = hashlib.sha1(body).hexdigest()
+def _write_tree(store: RepoStore, tree_id: str, body: bytes) -> None:
     path = _tree_path(store.root, tree_id)
     if not path.is_file():
         with store.present():
             (store.root / "trees").mkdir(exist_ok=True)  # never parents: a deleted repo stays deleted
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, body, create_dirs=False)
-    return tree_id
 
 
-def build_tree(store: RepoStore, files: dict[str, FileEntry], *, parent: str | None, last: Last | None) -> str:
+def build_tree(
+    store: RepoStore,
+    files: dict[str, FileEntry],
+    *,
+    parent: str | None,
+    last: Last | None,
+    changed: Iterable[str] | None = None,
+) -> str:
     """Write the tree of `files` (reusing `parent`'s unchanged folders); its root id.
 
-    Files and folders that differ from `parent` get `last`; the others keep theirs.
+    Files and folders that differ from `parent` get `last`; the others keep theirs. `changed`
+    (every path added, replaced or deleted since `parent`; a superset is fine) lets folders with
+    no change under them be reused as they are, without reading or hashing them: the cost of a
+    commit then follows its change, not the repo. None compares every folder.
     """
     nested: dict[str, Any] = {}
     for path, entry in files.items():
@@ -82,25 +89,47 @@ def build_tree(store: RepoStore, files: dict[str, FileEntry], *, parent: str | N
         for d in dirs:
             node = node.setdefault(d + "/", {})
         node[name] = entry
-    return _build(store, nested, parent, last)
+    touched: set[str] | None = None
+    if changed is not None:
+        touched = set()
+        for path in changed:
+            parts = path.split("/")
+            touched.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return _Builder(store, last, touched).build(nested, parent, "")
 
 
-def _build(store: RepoStore, nested: dict[str, Any], parent: str | None, last: Last | None) -> str:
-    old = read_tree(store, parent) if parent else {"f": {}, "d": {}}
-    node: dict[str, Any] = {"f": {}, "d": {}}
-    for key, value in nested.items():
-        if key.endswith("/"):
-            name = key[:-1]
-            before = old["d"].get(name)
-            sub = _build(store, value, before["tree"] if before else None, last)
-            keep = before is not None and before["tree"] == sub
-            node["d"][name] = {"tree": sub, "last": before["last"] if keep else last}
-        else:
-            entry = value.to_json()
-            before = old["f"].get(key)
-            keep = before is not None and {k: before[k] for k in entry} == entry
-            node["f"][key] = {**entry, "last": before["last"] if keep else last}
-    return _write_tree(store, node)
+class _Builder:
+    """One `build_tree` call: trees already written in it are not checked on disk again (20k
+    folders holding the same file are one tree object)."""
+
+    def __init__(self, store: RepoStore, last: Last | None, touched: set[str] | None) -> None:
+        self.store, self.last, self.touched = store, last, touched
+        self.written: set[str] = set()
+
+    def build(self, nested: dict[str, Any], parent: str | None, prefix: str) -> str:
+        old = read_tree(self.store, parent) if parent else {"f": {}, "d": {}}
+        node: dict[str, Any] = {"f": {}, "d": {}}
+        for key, value in nested.items():
+            if key.endswith("/"):
+                name = key[:-1]
+                before = old["d"].get(name)
+                if before is not None and self.touched is not None and prefix + name not in self.touched:
+                    node["d"][name] = before
+                    continue
+                sub = self.build(value, before["tree"] if before else None, prefix + name + "/")
+                keep = before is not None and before["tree"] == sub
+                node["d"][name] = {"tree": sub, "last": before["last"] if keep else self.last}
+            else:
+                entry = value.to_json()
+                before = old["f"].get(key)
+                keep = before is not None and {k: before[k] for k in entry} == entry
+                node["f"][key] = {**entry, "last": before["last"] if keep else self.last}
+        body = json.dumps(node, sort_keys=True, separators=(",", ":")).encode()
+        tree_id = hashlib.sha1(body).hexdigest()
+        if tree_id not in self.written:
+            _write_tree(self.store, tree_id, body)
+            self.written.add(tree_id)
+        return tree_id
 
 
 def lookup(store: RepoStore, tree_id: str, path: str) -> dict[str, Any] | None:
@@ -146,7 +175,24 @@ def walk(store: RepoStore, tree_id: str, prefix: str, *, recursive: bool) -> Ite
 
 
 def flatten(store: RepoStore, tree_id: str) -> dict[str, FileEntry]:
-    """Every file of the tree: path -> entry."""
-    return {
-        path: FileEntry.from_json(rec) for kind, path, rec in walk(store, tree_id, "", recursive=True) if kind == "file"
-    }
+    """Every file of the tree: path -> entry.
+
+    Trees are immutable, so each is read once even when many folders share it (20k folders
+    holding the same file), and each file record becomes a `FileEntry` once.
+    """
+    nodes: dict[str, dict[str, Any]] = {}
+    entries: dict[str, dict[str, FileEntry]] = {}
+    out: dict[str, FileEntry] = {}
+
+    def visit(tid: str, base: str) -> None:
+        node = nodes.get(tid)
+        if node is None:
+            node = nodes[tid] = read_tree(store, tid)
+            entries[tid] = {name: FileEntry.from_json(rec) for name, rec in node["f"].items()}
+        for name, entry in entries[tid].items():
+            out[base + name] = entry
+        for name, sub in node["d"].items():
+            visit(sub["tree"], base + name + "/")
+
+    visit(tree_id, "")
+    return out

@@ -1,9 +1,12 @@
 """Webhooks: management routes (`/api/settings/webhooks*`) and outbound delivery.
 
 Delivery: one worker thread per webhook (events to one URL arrive in order; a slow URL does not
-hold up the others), `webhook_attempts` tries with exponential backoff, and one line per try in
-`<data>/webhook-deliveries.jsonl` (webhook id, event, attempt, HTTP status or `"failed"`; never
-why a connection failed, so the log cannot be used to scan ports).
+hold up the others), `webhook_attempts` tries with jittered exponential backoff
+(`registry.retry`), and one line per try in `<data>/webhook-deliveries.jsonl`: webhook id, event,
+attempt, `delivered` true or false, and for false one generic reason. The webhook's owner reads
+that log, and it must not work as a port scanner: an open port answering 404 (or 302, or hanging
+up) and a closed port read the same, with the same retries at jittered times. Neither the status
+code nor why a connection failed is logged there (the operator's log has the details).
 
 Targets (SSRF): link-local, private, loopback, multicast and reserved addresses are refused at
 registration AND at each delivery (the name is resolved again and the checked address is the one
@@ -30,6 +33,7 @@ from registry.localhub.http import Request, Response
 from registry.localhub.names import InvalidInput, NotAllowed, NotFound, web_path
 from registry.localhub.storage import RepoStore, atomic_write_json, now_iso, read_json
 from registry.localhub.webhook_targets import TargetPolicy, TargetRefused, post_once
+from registry.retry import Backoff, retry
 
 if TYPE_CHECKING:
     from registry.localhub.app import LocalHub
@@ -37,6 +41,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _WATCH_TYPES = ("user", "org", "model", "dataset", "space")
 _DOMAINS = ("repo", "discussion")
+NOT_DELIVERED = "the target did not answer with a 2xx status"  # the one reason the owner sees
+BACKOFF_CAP_S = 60.0
+
+
+class _NotDelivered(Exception):
+    """One attempt got no 2xx answer (the cause stays in the operator's log)."""
+
+
+class _Stopping(Exception):
+    """The server is stopping: pending retries are dropped."""
 
 
 class WebhookDispatcher:
@@ -179,33 +193,48 @@ class WebhookDispatcher:
         if job["secret"]:
             headers["X-Webhook-Secret"] = job["secret"]
         event = job["body"]["event"]
-        for attempt in range(1, cfg.webhook_attempts + 1):
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
             status: int | None = None
             try:
                 status = post_once(job["url"], data, headers, policy=self.policy, timeout=10)
             except (OSError, ValueError, http.client.HTTPException, TargetRefused) as exc:
-                logger.info("Webhook %s attempt %d to %s failed: %s", hook_id, attempt, job["url"], exc)
-            self._log(hook_id=hook_id, event=event, attempt=attempt, status=status, error=None if status else "failed")
-            if status is not None and 200 <= status < 300:
-                return
-            if status is not None and status < 500 and status not in (408, 429):
-                return  # the receiver rejected it (or redirected it: never followed): retrying would not help
-            if attempt < cfg.webhook_attempts and self._stopping.wait(cfg.webhook_backoff_s * 2 ** (attempt - 1)):
-                return  # the server is stopping: pending retries are dropped (and were logged)
-        logger.warning(
-            "Webhook %s: giving up on a %s event after %d attempts", hook_id, event["scope"], cfg.webhook_attempts
+                logger.info("Webhook %s attempt %d to %s failed: %s", hook_id, attempts, job["url"], exc)
+            else:
+                logger.info("Webhook %s attempt %d to %s: HTTP %d", hook_id, attempts, job["url"], status)
+            delivered = status is not None and 200 <= status < 300
+            # Every failure is retried alike (a 404 or a redirect too): stopping early on some answers
+            # would tell the owner an open port from a closed one by the number of attempts.
+            self._log(hook_id=hook_id, event=event, attempt=attempts, delivered=delivered,
+                      **({} if delivered else {"reason": NOT_DELIVERED}))  # fmt: skip
+            if not delivered:
+                raise _NotDelivered
+
+        def pause(seconds: float) -> None:
+            if self._stopping.wait(seconds):
+                raise _Stopping
+
+        backoff = Backoff(
+            attempts=cfg.webhook_attempts,
+            first_s=cfg.webhook_backoff_s,
+            cap_s=BACKOFF_CAP_S,
+            jitter="full",
+            sleep=pause,
         )
+        try:
+            retry(attempt, on=_NotDelivered, backoff=backoff, what=f"webhook {hook_id} delivery")
+        except _NotDelivered:
+            logger.warning("Webhook %s: giving up on a %s event after %d attempts", hook_id, event["scope"], attempts)
+        except _Stopping:
+            return  # the server is stopping: pending retries are dropped (the attempts made were logged)
 
     def _log(self, **fields: Any) -> None:
         line = json.dumps({"time": now_iso(), **fields}) + "\n"
         with self._lock, self.log_path.open("a") as fh:
             fh.write(line)
-        logger.info(
-            "Webhook %s delivery attempt %s: %s",
-            fields["hook_id"],
-            fields["attempt"],
-            fields["status"] or fields["error"],
-        )
 
     def close(self) -> None:
         """Stop the workers: deliveries in flight finish, queued events and retries are dropped."""

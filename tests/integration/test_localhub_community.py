@@ -133,7 +133,7 @@ def test_webhook_retries_with_backoff_and_logs_every_attempt(hub_factory: HubFac
         log = httpx.get(
             f"{hub.url}/api/settings/webhooks/{hook.id}/deliveries", headers={"Authorization": f"Bearer {hub.token}"}
         ).json()
-        assert [(d["attempt"], d["status"]) for d in log] == [(1, 500), (2, 500), (3, 200)]
+        assert [(d["attempt"], d["delivered"]) for d in log] == [(1, False), (2, False), (3, True)]
         lines = (hub.data_dir / "webhook-deliveries.jsonl").read_text().splitlines()
         assert len(lines) == 3 and hub.token not in "".join(lines)
     finally:

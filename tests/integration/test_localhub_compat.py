@@ -256,3 +256,41 @@ def test_ref_and_commit_errors_have_the_hubs_status_and_words(hub: HubHandle) ->
         api.move_repo(repo, "alice/taken")
     assert taken.value.response.status_code == 409
     assert api.list_repo_files(repo) == [".gitattributes", "a.txt"]  # nothing moved
+
+
+def test_more_of_the_hubs_answers_that_huggingface_hubs_tests_match(hub: HubHandle) -> None:
+    """Found by running huggingface_hub's own tests against this hub (`bench_hub.py --upstream-tests`)."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    api = hub.api()
+    api.create_repo("alice/answers")
+    api.create_repo("alice/answers-2")
+    with pytest.raises(HfHubHTTPError, match=r"A model repository called alice/answers-2 already exists"):
+        api.move_repo("alice/answers", "alice/answers-2")
+    with pytest.raises(RevisionNotFoundError):  # the missing revision first, the bad tag name after
+        api.create_tag("alice/answers", tag="invalid tag", revision="foobar")
+    # One-part (`gpt2`-style) ids never exist here, and say so the way the client understands.
+    assert api.file_exists("repo-that-does-not-exist", "file.txt") is False
+    with pytest.raises(RepositoryNotFoundError):
+        api.list_repo_commits("missing_repo_id")
+    # RepoCard.validate asks for text (`Accept: text/plain`) and raises ValueError(response.text); it
+    # posts to HF_ENDPOINT, hence a subprocess.
+    code = (
+        "from huggingface_hub import ModelCard\n"
+        "try:\n    ModelCard('---\\nlicense: asdf\\n---\\n# card\\n').validate()\n"
+        "except ValueError as exc:\n    print('ValueError:', exc)\n"
+    )
+    assert 'ValueError: - Error: "license" must be one of' in hub.run_python(code).stdout
+    # Handling an access request into the state it already has is refused, as on the Hub.
+    httpx.put(f"{hub.url}/api/models/alice/answers/settings", json={"gated": "manual"},
+              headers={"Authorization": f"Bearer {hub.token}"}).raise_for_status()  # fmt: skip
+    api.grant_access("alice/answers", "bob")
+    for again in (
+        lambda: api.grant_access("alice/answers", "bob"),
+        lambda: api.accept_access_request("alice/answers", "bob"),
+    ):
+        with pytest.raises(HfHubHTTPError):
+            again()
+    api.reject_access_request("alice/answers", "bob", rejection_reason="no")
+    with pytest.raises(HfHubHTTPError):
+        api.reject_access_request("alice/answers", "bob", rejection_reason="no")

@@ -214,25 +214,40 @@ def test_a_slow_listing_does_not_delay_other_requests(hub_factory: HubFactory) -
 
 
 # -- deletedFolder is not quadratic ------------------------------------------------------------------
-def test_20k_deleted_folders_cost_about_what_20k_adds_cost(hub: HubHandle) -> None:
+def test_20k_adds_and_20k_deleted_folders_in_one_commit_under_2_s(hub_factory: HubFactory) -> None:
     """The quadratic scan (each deletedFolder walked every path: 20k x 40k) took 40 s of CPU under the
-    repo lock. Now the deletes are bisected ranges, so the commit that adds 20k files and deletes 20k
-    folders costs about two commits of 20k adds (trees read and written), not 40 s more."""
+    repo lock, then 7 s once bisected (the old commit's 20k folder trees were each read and rebuilt).
+    Now deletes cost what they remove and only changed folders are rebuilt: the commit that adds 20k
+    files and deletes 20k folders costs the server < 2 s. The bound is on the server process's CPU
+    time, so other jobs on a shared machine do not fail it (the wall time is printed beside it), and
+    tighter than 2 s: the bisected-but-rebuild-everything version took 1.8 s of CPU here (5.4 s wall
+    at load 8 on 2 cores), this one 0.8 s."""
+    import psutil
+
+    hub = hub_factory.process()
+    assert hub.process is not None
+    server = psutil.Process(hub.process.pid)
     hub.api().create_repo("alice/many-folders")
+
+    def timed(lines: list[dict[str, object]]) -> tuple[float, float]:
+        body = "\n".join(json.dumps(x) for x in [{"key": "header", "value": {"summary": "raw"}}, *lines]).encode()
+        cpu0, t0 = sum(server.cpu_times()[:2]), time.perf_counter()
+        r = httpx.post(f"{hub.url}/api/models/alice/many-folders/commit/main", content=body, timeout=60,
+                       headers={**_auth(hub.token), "Content-Type": "application/x-ndjson"})  # fmt: skip
+        wall, cpu = time.perf_counter() - t0, sum(server.cpu_times()[:2]) - cpu0
+        assert r.status_code == 200, r.text
+        return wall, cpu
+
     add = [{"key": "file", "value": {"path": f"old{i}/f.txt", "content": "aGk=", "encoding": "base64"}}
            for i in range(20_000)]  # fmt: skip
-    t0 = time.perf_counter()
-    assert _commit(hub, "alice/many-folders", add, hub.token).status_code == 200
-    adds_only = time.perf_counter() - t0
+    adds_wall, adds_cpu = timed(add)
     lines = [{"key": "file", "value": {"path": f"new{i}/f.txt", "content": "aGk=", "encoding": "base64"}}
              for i in range(20_000)]  # fmt: skip
     lines += [{"key": "deletedFolder", "value": {"path": f"old{i}"}} for i in range(20_000)]
-    t0 = time.perf_counter()
-    r = _commit(hub, "alice/many-folders", lines, hub.token)
-    both = time.perf_counter() - t0
-    assert r.status_code == 200, r.text
-    print(f"20k adds: {adds_only:.2f} s; 20k adds + 20k deletedFolder: {both:.2f} s")
-    assert both < 3 * adds_only + 1.0
+    both_wall, both_cpu = timed(lines)
+    print(f"20k adds: {adds_wall:.2f} s wall, {adds_cpu:.2f} s server CPU; 20k adds + 20k deletedFolder: "
+          f"{both_wall:.2f} s wall, {both_cpu:.2f} s server CPU")  # fmt: skip
+    assert both_cpu < 1.4, f"{both_cpu:.2f} s of server CPU"
     for path, status in (("new19999/f.txt", 200), ("new0/f.txt", 200), ("old0/f.txt", 404), ("old19999/f.txt", 404)):
         assert httpx.head(f"{hub.url}/alice/many-folders/resolve/main/{path}").status_code == status, path
 

@@ -34,6 +34,7 @@ from registry.localhub.names import (
 )
 from registry.localhub.routes_files import _parse_range
 from registry.localhub.storage import Storage, git_blob_oid, lfs_pointer
+from registry.localhub.trees import folder
 
 
 def test_git_blob_oid_matches_git(tmp_path: Path) -> None:
@@ -175,6 +176,40 @@ def test_storage_commits_resolve_and_history(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as exc:
         store.resolve("nope")
     assert exc.value.code == "RevisionNotFound"
+
+
+def test_deleted_folders_take_exactly_their_contents(tmp_path: Path) -> None:
+    """Folder deletes (indexed by folder, not scanned) see earlier adds of the same commit, never touch
+    a sibling sharing the prefix, and leave untouched folders' trees (and their last commit) as they were."""
+    storage = Storage(tmp_path)
+    store = storage.create_repo("model", "u/r", private=False, author="u", extra={})
+    paths = ["a/x.txt", "a/deep/er/y.txt", "ab/x.txt", "a.txt", "a-b/x.txt", "keep/z.txt", "keep/sub/w.txt"]
+    one = _commit(storage, store, [AddBytes(p, p.encode()) for p in paths])
+    two = _commit(
+        storage,
+        store,
+        [
+            AddBytes("a/new.txt", b"n"),  # added, then gone with its folder in the same commit
+            Delete("a", folder=True),
+            AddBytes("tmp/t.txt", b"t"),
+            Delete("tmp/t.txt", folder=False),  # `tmp` is now empty, so it no longer exists...
+            AddBytes("a/again.txt", b"g"),  # ... while `a` exists again
+        ],
+    )
+    after = store.commit(two.commit_id)
+    assert set(after.files) == {".gitattributes", "a/again.txt", "ab/x.txt", "a.txt", "a-b/x.txt", "keep/z.txt",
+                                "keep/sub/w.txt"}  # fmt: skip
+    with pytest.raises(NotFound) as exc:
+        _commit(storage, store, [Delete("tmp", folder=True)])
+    assert exc.value.code == "EntryNotFound"
+    with pytest.raises(NotFound):
+        _commit(storage, store, [Delete("a/deep", folder=True)])  # deleted with `a` above
+    three = _commit(storage, store, [Delete("ab", folder=False)])  # deletedFile naming a folder: the folder
+    assert "ab/x.txt" not in store.commit(three.commit_id).files
+    # `keep/` was not touched by commits two and three: same tree object, same last commit (one).
+    kept = [folder(store, store.commit(c).tree, "keep") for c in (one.commit_id, two.commit_id, three.commit_id)]
+    assert kept[0] is not None and kept[0][1] is not None and kept[0][1]["id"] == one.commit_id
+    assert kept[0] == kept[1] == kept[2]
 
 
 def test_failed_commits_write_nothing(tmp_path: Path) -> None:

@@ -57,3 +57,29 @@ def test_access_rules_are_only_in_access_py() -> None:
         if rule.search(line)
     ]
     assert offenders == [], "\n".join(offenders)
+
+
+def test_every_refusal_has_a_status_in_the_one_table() -> None:
+    """Refusals carry no HTTP status; the edge's exception handlers, built from `edge.STATUS_OF`,
+    give each kind its status. Every `StorageError` the hub defines has a kind in that table (none
+    falls through to the 500 handler), and no module but edge.py registers error handlers."""
+    import importlib
+
+    from registry.localhub import edge
+    from registry.localhub.names import StorageError
+
+    for path in PACKAGE.glob("*.py"):
+        importlib.import_module(f"registry.localhub.{path.stem}")
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    handlers = edge.exception_handlers()
+    for kind in subclasses(StorageError)[1:]:
+        nearest = next(c for c in kind.__mro__ if c in handlers)
+        assert nearest is not StorageError and issubclass(nearest, StorageError), kind
+    assert set(edge.STATUS_OF) <= set(handlers)
+    registering = [
+        p.name for p in PACKAGE.glob("*.py") if re.search(r"exception_handlers|ExceptionMiddleware", p.read_text())
+    ]
+    assert registering == ["edge.py"], registering
