@@ -22,6 +22,7 @@ from registry.merge.sources import ModelSource, adapters_on_base, open_source, r
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
+    from registry.merge.methods import MethodContext, MethodParams
     from registry.merge.recipe import Recipe
 
 _ARCH_KEYS = (
@@ -58,6 +59,7 @@ class TensorPlan:
     dtype: str
     shared_rows: int | None = None  # vocab tensors: rows [0, shared_rows) merge ...
     extra_from: int | None = None  # ... and the rest come from this source index (tokenizer model)
+    binding: int = 0  # index into `MergePlan.bindings`: this tensor's parameters (gradients, filters)
 
     @property
     def numel(self) -> int:
@@ -74,6 +76,9 @@ class MergePlan:
     input_indices: list[int]  # sources of the method's non-base inputs, in recipe order
     tokenizer_index: int
     tensors: list[TensorPlan] = field(default_factory=list)
+    # The distinct (method parameters, inputs' weights/densities) the tensors use; one unless the
+    # recipe has gradient or `filter:` values.
+    bindings: list[tuple[MethodParams, MethodContext]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # checks not run, with the reason
     warnings: list[str] = field(default_factory=list)
@@ -304,6 +309,44 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
             )
         plan.tensors.append(TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok))
     _finish_config(plan, ckpts, tokenizer_json)
+    bind_tensors(plan)
+
+
+def bind_tensors(plan: MergePlan) -> None:
+    """Resolve gradient and `filter:` parameters per tensor (mergekit's rules, `registry.merge.settings`)
+    and give each tensor the index of its distinct parameter set in `plan.bindings`.
+
+    Raises:
+        RecipeError: a resolved value the method refuses; CompatibilityError: per-tensor values with
+            a method that scans the whole model first.
+    """
+    from dataclasses import replace
+
+    from registry.merge.settings import gradient_t
+
+    recipe = plan.recipe
+    plan.bindings = [(recipe.parameters, recipe.method_context())]
+    if not recipe.has_tensor_parameters():
+        return
+    layers = plan.config.get("num_hidden_layers")
+    plan.bindings = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(plan.tensors):
+        params, ctx = recipe.tensor_parameters(t.name, gradient_t(t.name, layers))
+        key = json.dumps([params.model_dump(mode="json"), ctx.weights, ctx.densities], sort_keys=True)
+        if key not in seen:
+            seen[key] = len(plan.bindings)
+            plan.bindings.append((params, ctx))
+        plan.tensors[i] = replace(t, binding=seen[key])
+    from registry.merge.methods import get_method
+
+    spec = get_method(recipe.merge_method)
+    if len(plan.bindings) > 1 and spec.bind(*plan.bindings[0]).scans:
+        raise CompatibilityError(
+            f"{recipe.merge_method} with these parameters looks at the whole model before merging, which "
+            "per-tensor (gradient or filter) values cannot share; give one value, or use slack_scope: tensor",
+            reason="settings",
+        )
 
 
 def _finish_config(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path | None) -> None:

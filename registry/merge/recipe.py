@@ -28,6 +28,7 @@ from registry.errors import RecipeError, UnknownMethodError
 from registry.languages import check_language
 from registry.merge.methods import METHODS, get_method
 from registry.merge.methods.plugin import InputParams, MethodContext, MethodParams
+from registry.merge.settings import Setting, evaluate, first_of, is_dynamic, leaves, parse_setting, to_plain
 from registry.mergekit_compat import MERGEKIT_METHODS, refuse_unsupported
 
 Role = Literal["ct", "sft", "base"]
@@ -122,6 +123,21 @@ class MergelingBlock(_Frozen):
         return value
 
 
+class ParameterSettings(_Frozen):
+    """The gradient and `filter:` values of a recipe's parameters, by dotted place.
+
+    Keys are `parameters.<name>` or `models.<i>.parameters.<name>`; the typed `parameters` hold
+    a representative of each (its value at `t = 0` from the unfiltered default, else its first
+    number), so checks and summaries see a number. `Recipe.tensor_parameters` resolves them per tensor.
+    """
+
+    values: dict[str, Setting] = {}
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
 class Recipe(_Frozen):
     """A validated merge recipe."""
 
@@ -133,6 +149,7 @@ class Recipe(_Frozen):
     out_dtype: str | None = None
     tokenizer_source: str | None = None
     mergeling: MergelingBlock = MergelingBlock()
+    settings: ParameterSettings = Field(default=ParameterSettings(), exclude=True)
 
     @field_validator("base_model")
     @classmethod
@@ -155,6 +172,8 @@ class Recipe(_Frozen):
         if not isinstance(data, dict) or not isinstance(data.get("merge_method"), str):
             return data
         spec = METHODS.get(data["merge_method"])
+        if spec is not None:
+            data = _split_settings(data, spec.params)
         raw = data.get("parameters")
         if spec is None or (isinstance(raw, MethodParams) and isinstance(raw, spec.params)):
             return data
@@ -434,8 +453,89 @@ class Recipe(_Frozen):
         return yaml.safe_dump(self.canonical(), sort_keys=False, allow_unicode=True)
 
     def canonical(self) -> dict[str, Any]:
-        """The recipe as plain data, defaults left out, aliases used (`lambda`)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+        """The recipe as plain data, defaults left out, aliases used (`lambda`); gradients and
+        `filter:` lists in place, as written."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+        for path, setting in self.settings.values.items():
+            node: Any = data
+            *parents, name = path.split(".")
+            for part in parents:
+                if isinstance(node, list):
+                    node = node[int(part)]
+                else:
+                    node = node.setdefault(part, {})
+            node[name] = to_plain(setting)
+        return data
+
+    # -- per-tensor parameters -----------------------------------------------------------
+    def has_tensor_parameters(self) -> bool:
+        """Whether some parameter is a gradient or a `filter:` list (so tensors may differ)."""
+        return bool(self.settings.values)
+
+    def tensor_parameters(self, name: str, t: float) -> tuple[MethodParams, MethodContext]:
+        """The method's parameters and inputs' weights/densities for one tensor.
+
+        Args:
+            name: the tensor's name (filters are substrings of it).
+            t: its gradient position (`registry.merge.settings.gradient_t`).
+
+        Precedence as mergekit: a model's own value, then the top-level one, then the default;
+        a `filter:` list that matches nothing passes on to the next.
+
+        Raises:
+            RecipeError: a resolved value the method refuses (names the tensor).
+        """
+        if not self.settings.values:
+            return self.parameters, self.method_context()
+        spec = get_method(self.merge_method)
+        settings = self.settings.values
+        top = self.parameters.model_dump(by_alias=True, exclude_none=True)
+        for path, setting in settings.items():
+            parts = path.split(".")
+            if parts[0] == "parameters":
+                value = evaluate(setting, name, t, _identity)
+                if value is None:
+                    top.pop(parts[1], None)
+                else:
+                    top[parts[1]] = value
+        per_input: dict[str, list[float]] = {"weight": [], "density": []}
+        for index, entry in self._input_positions():
+            for key, default in (("weight", 1.0), ("density", 1.0)):
+                own = settings.get(f"models.{index}.parameters.{key}", getattr(entry.parameters, key))
+                shared = settings.get(f"parameters.{key}", getattr(self.parameters, key))
+                value = first_of([own, shared], name, t, _identity)
+                per_input[key].append(float(default if value is None else value))
+        try:
+            params = spec.params.model_validate(top)
+            for key, values in per_input.items():
+                for value in values:
+                    ModelParameters.model_validate({key: value})
+            ctx = MethodContext(
+                refs=tuple(m.model for _, m in self._input_positions()),
+                roles=tuple(m.role for _, m in self._input_positions()),
+                weights=tuple(per_input["weight"]),
+                densities=tuple(per_input["density"]),
+                base=self.base_model,
+            )
+            spec.check(params, ctx)
+        except (ValidationError, ValueError) as exc:
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise RecipeError(
+                f"tensor {name!r}: the gradient/filter values give {reason.removeprefix('Value error, ')}; "
+                "change the values for this tensor",
+                field="parameters",
+                value=name,
+            ) from None
+        return params, ctx
+
+    def _input_positions(self) -> list[tuple[int, ModelEntry]]:
+        inputs = self.merge_inputs()
+        out, start = [], 0
+        for entry in inputs:
+            index = next(i for i in range(start, len(self.models)) if self.models[i] is entry)
+            out.append((index, entry))
+            start = index + 1
+        return out
 
     def recipe_hash(self) -> str:
         """sha256 of the canonical JSON: equal recipes hash equal, whatever the YAML layout."""
@@ -627,6 +727,64 @@ def _model_data(model: ModelEntry | Mapping[str, Any] | tuple[str, Mapping[str, 
         ref, params = model
         return {"model": ref, "parameters": dict(params)}
     return dict(model)
+
+
+def _split_settings(data: dict[str, Any], params: type[MethodParams]) -> dict[str, Any]:
+    """Move gradient and `filter:` values out of `parameters` (and each model's) into `settings`.
+
+    Each is replaced in place by its value outside the layers (checked as any value would be),
+    every number it holds is checked against the parameter's range, and the setting itself goes to
+    `settings` (under its dotted place).
+
+    Raises:
+        ValueError: `settings` given in the recipe (not a recipe key), or a bad condition list.
+    """
+    if "settings" in data and not isinstance(data["settings"], ParameterSettings):
+        raise ValueError("unknown key `settings`; parameters go under `parameters:`")
+    found: dict[str, Setting] = {}
+    data = dict(data)
+    blocks: list[tuple[str, Any, type[BaseModel]]] = [("parameters", data.get("parameters"), params)]
+    models = data.get("models")
+    if isinstance(models, list):
+        models = [dict(m) if isinstance(m, dict) else m for m in models]
+        data["models"] = models
+        for i, entry in enumerate(models):
+            if isinstance(entry, dict):
+                blocks.append((f"models.{i}.parameters", entry.get("parameters"), ModelParameters))
+    for where, block, model in blocks:
+        if not isinstance(block, dict):
+            continue
+        block = dict(block)
+        for name, value in list(block.items()):
+            field = next((f for n, f in model.model_fields.items() if (f.alias or n) == name), None)
+            if field is None or not is_dynamic(value) or _is_list_field(field.annotation):
+                continue
+            try:
+                setting = parse_setting(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}.{name}: {exc}") from None
+            for leaf in leaves(setting):
+                try:
+                    model.model_validate({name: leaf})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"{where}.{name} holds {leaf!r}: {reason}") from None
+            found[f"{where}.{name}"] = setting
+            first = evaluate(setting, "", 0.0, _identity)
+            block[name] = first if first is not None else leaves(setting)[0]
+        if where == "parameters":
+            data["parameters"] = block
+        else:
+            models[int(where.split(".")[1])]["parameters"] = block  # type: ignore[index]
+    if found:
+        data["settings"] = ParameterSettings(values=found)
+    return data
+
+
+def _is_list_field(annotation: Any) -> bool:
+    args = getattr(annotation, "__args__", ())
+    origin = getattr(annotation, "__origin__", None)
+    return origin in (tuple, list) or any(_is_list_field(a) for a in args)
 
 
 def _check_reference(value: str) -> str:

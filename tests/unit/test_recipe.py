@@ -64,8 +64,9 @@ dtype: float16
 """
     path = tmp_path / "mk.yml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(UnsupportedFeatureError, match=r"models\.0\.parameters\.density.*gradient"):
-        load_recipe(path)
+    recipe = load_recipe(path)  # the density gradient is resolved per tensor (test_recipe_settings)
+    assert recipe.canonical()["models"][0]["parameters"]["density"] == [1, 0.7, 0.1]
+    assert recipe.tensor_parameters("model.layers.3.mlp.up_proj.weight", 0.75)[1].densities[0] == pytest.approx(0.4)
     recipe = load_recipe(path, overrides=["models.0.parameters.density=0.7"])
     assert [m.model for m in recipe.merge_inputs()] == ["psmathur/orca_mini_v3_13b", "garage-bAInd/Platypus2-13B"]
     assert recipe.densities() == (0.7, 0.5)
