@@ -359,6 +359,7 @@ def _finish_config(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Pat
     if out_dtype:
         config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = out_dtype
     config.pop("_name_or_path", None)
+    config.pop("auto_map", None)  # never code in the output (registry.merge.outputs)
     plan.config = config
     size = tokenizer_size(tokenizer_json) if tokenizer_json else None
     if size is not None and size > config.get("vocab_size", size):

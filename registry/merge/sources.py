@@ -154,10 +154,11 @@ def hub_offline() -> bool:
 def hub_files(files: list[str]) -> list[str]:
     """The files of a Hub model repo a merge needs: root-level weights in ONE format (safetensors
     when present; repos such as Llama-2-7b-hf ship both), config, tokenizer, generation config, README.
+    Never a `*.py` file (custom code: `tokenizer*` would match `tokenizer_xyz.py`).
     """
     from fnmatch import fnmatch
 
-    root = [f for f in files if "/" not in f]
+    root = [f for f in files if "/" not in f and not f.endswith(".py")]  # never code (`tokenizer*` matches *.py)
     safetensors = any(f.endswith(".safetensors") for f in root)
     wanted = []
     for name in root:
