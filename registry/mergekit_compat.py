@@ -2,7 +2,7 @@
 
 Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table), and gradient
 and `filter:` parameter values (`registry.merge.settings`); anything else mergekit understands
-(slices, modules, token surgery, chat templates, chained LoRA references, other methods'
+(modules, token surgery, chat templates, chained LoRA references, other methods'
 parameters, methods of later mergekit versions) is an error that names the feature, never
 silently ignored.
 """
@@ -16,7 +16,6 @@ from registry.errors import UnsupportedFeatureError
 
 # Keys we know but do not implement: refused with these explanations.
 _UNSUPPORTED_TOP = {
-    "slices": "layer slices (frankenmerges) are not supported; list whole models under `models:`",
     "modules": "per-module configurations are not supported; list whole models under `models:`",
     "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
     "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",

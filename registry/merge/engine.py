@@ -146,7 +146,7 @@ def run_merge(
     if not plan.complete:
         raise MergeError(f"the plan is incomplete ({plan.skipped[0]}); plan without offline mode to merge")
     target = out.resolve()
-    for src in plan.sources:
+    for src in [*plan.sources, *plan.models]:
         # --overwrite onto an input (or a folder holding one) would destroy what is being merged.
         if src.path is not None and (target == src.path or target in src.path.parents):
             raise OutputExistsError(

@@ -26,9 +26,11 @@ def card_inputs(plan: MergePlan) -> list[CardInput]:
     recipe = plan.recipe
     roles: dict[str, tuple[str, str | None]] = {m.model: (m.role or "input", m.language) for m in recipe.models}
     out = []
-    for i, src in enumerate(plan.sources):
+    for i, src in enumerate(plan.models or plan.sources):
         role, language = roles.get(src.ref, ("input", None))
-        if i == plan.base_index:
+        if plan.models:  # slices: the models themselves, not the engine's stitched slots
+            role = "base" if src.ref == recipe.base_model else role
+        elif i == plan.base_index:
             role = "base"
         elif i not in plan.input_indices:
             role = "tokenizer"

@@ -85,6 +85,43 @@ class ModelEntry(_Frozen):
         return None if value is None else check_language(value)
 
 
+class SliceSource(_Frozen):
+    """One source of an output slice (`slices[].sources[]`): a model's layers `[start, end)`."""
+
+    model: str = Field(min_length=1)
+    layer_range: tuple[int, int]
+    parameters: ModelParameters = ModelParameters()
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        return _check_reference(value)
+
+    @field_validator("layer_range")
+    @classmethod
+    def _range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= value[0] < value[1]:
+            raise ValueError("layer_range is [start, end) with 0 <= start < end, e.g. [0, 24]")
+        return value
+
+    @property
+    def count(self) -> int:
+        return self.layer_range[1] - self.layer_range[0]
+
+
+class SliceEntry(_Frozen):
+    """One output slice (`slices[]`): its sources' layers merged by the method, in output order."""
+
+    sources: tuple[SliceSource, ...] = Field(min_length=1)
+    base_model: str | None = None
+    parameters: SerializeAsAny[MethodParams] = MethodParams()
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_ref(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reference(value)
+
+
 class SweepBlock(BaseModel):
     """`mergeling.sweep`: lists of values per parameter (e.g. `density`, `slack`) and the metric to pick by.
 
@@ -144,6 +181,7 @@ class Recipe(_Frozen):
     merge_method: str
     base_model: str | None = None
     models: tuple[ModelEntry, ...] = Field(min_length=1)
+    slices: tuple[SliceEntry, ...] | None = None  # then `models` is derived: each model once, in order
     parameters: SerializeAsAny[MethodParams] = MethodParams()
     dtype: str | None = None
     out_dtype: str | None = None
@@ -172,6 +210,7 @@ class Recipe(_Frozen):
         if not isinstance(data, dict) or not isinstance(data.get("merge_method"), str):
             return data
         spec = METHODS.get(data["merge_method"])
+        data = _derive_models(data)
         if spec is not None:
             data = _split_settings(data, spec.params)
         raw = data.get("parameters")
@@ -187,7 +226,27 @@ class Recipe(_Frozen):
                 for e in exc.errors()
             ]
             raise ValidationError.from_exception_data(cls.__name__, errors) from None
-        return {**data, "parameters": params}
+        data = {**data, "parameters": params}
+        if isinstance(data.get("slices"), list):
+            slices = []
+            for j, entry in enumerate(data["slices"]):
+                if isinstance(entry, dict) and isinstance(entry.get("parameters"), dict):
+                    try:
+                        entry = {**entry, "parameters": spec.params.model_validate(entry["parameters"])}
+                    except ValidationError as exc:
+                        errors = [
+                            InitErrorDetails(
+                                type=e["type"],
+                                loc=("slices", j, "parameters", *e["loc"]),
+                                input=e["input"],
+                                ctx=e.get("ctx", {}),
+                            )
+                            for e in exc.errors()
+                        ]
+                        raise ValidationError.from_exception_data(cls.__name__, errors) from None
+                slices.append(entry)
+            data["slices"] = slices
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -197,7 +256,9 @@ class Recipe(_Frozen):
             raise ValueError(f"unknown merge method; write one of {', '.join(sorted(METHODS))}")
         if spec.needs_base and self.base_model is None:
             raise ValueError(f"{method} needs `base_model:`; add the model the inputs were fine-tuned from")
-        count = len(self.merge_inputs())
+        if self.slices is not None:
+            self._check_slices()
+        count = len(self.merge_inputs()) if self.slices is None else len(self.slice_slots()[0]) - self._slot_base()
         if count < spec.min_inputs:
             raise ValueError(f"{method} needs at least {spec.min_inputs} input models besides the base")
         if spec.max_inputs is not None and count > spec.max_inputs:
@@ -216,6 +277,58 @@ class Recipe(_Frozen):
             self._check_sweep(spec.params)
         self.tokenizer_model()
         return self
+
+    # -- slices (frankenmerges) ----------------------------------------------------------
+    def _slot_base(self) -> int:
+        """1 when slot 0 of every slice is the base model (methods that take one), else 0."""
+        return 1 if self.slices is not None and METHODS[self.merge_method].needs_base else 0
+
+    def _check_slices(self) -> None:
+        spec = METHODS[self.merge_method]
+        assert self.slices is not None
+        for j, entry in enumerate(self.slices):
+            if entry.base_model is not None and entry.base_model != self.base_model:
+                raise ValueError(
+                    f"slices.{j}.base_model: a base per slice is not supported; set the top-level base_model"
+                )
+            counts = {s.count for s in entry.sources}
+            if len(counts) > 1:
+                raise ValueError(
+                    f"slices.{j}: every source of a slice spans the same number of layers (got {sorted(counts)}); "
+                    "fix the layer_range values"
+                )
+            if spec.needs_base and self.base_model not in [s.model for s in entry.sources]:
+                raise ValueError(
+                    f"slices.{j}: {self.merge_method} needs the base_model {self.base_model} among the sources "
+                    "of every slice; add it with the same layer_range"
+                )
+        sizes = {len(entry.sources) for entry in self.slices}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"slices: every slice has the same number of sources here (got {sorted(sizes)}); "
+                "split the recipe into merges with one shape each"
+            )
+
+    def slice_slots(self) -> list[list[SliceSource]]:
+        """Per output slice, its sources in slot order: the base first (methods with a base), then the
+        others as listed. Slot k of every slice feeds the engine's input k."""
+        assert self.slices is not None
+        out = []
+        for entry in self.slices:
+            sources = list(entry.sources)
+            if self._slot_base():
+                base = next(s for s in sources if s.model == self.base_model)
+                sources.remove(base)
+                sources.insert(0, base)
+            out.append(sources)
+        return out
+
+    def slice_layout(self) -> list[tuple[int, int, int]]:
+        """Per output layer: (slice index, its layer index within the slice, the slice's layer count)."""
+        assert self.slices is not None
+        return [
+            (j, i, entry.sources[0].count) for j, entry in enumerate(self.slices) for i in range(entry.sources[0].count)
+        ]
 
     def _check_sweep(self, params: type[MethodParams]) -> None:
         sweep = self.mergeling.sweep
@@ -310,7 +423,7 @@ class Recipe(_Frozen):
             RecipeError: an old reference the recipe does not have, or a recipe that no longer validates.
         """
         data = self.canonical()
-        present = {m["model"] for m in data["models"]} | ({data["base_model"]} if "base_model" in data else set())
+        present = {m.model for m in self.models} | ({data["base_model"]} if "base_model" in data else set())
         missing = [old for old in replacements if old not in present]
         if missing:
             raise RecipeError(
@@ -320,10 +433,15 @@ class Recipe(_Frozen):
                 field="models",
                 value=missing[0],
             )
-        for model in data["models"]:
+        for model in data.get("models", []):
             model["model"] = replacements.get(model["model"], model["model"])
             if languages and model["model"] in languages:
                 model["language"] = languages[model["model"]]
+        for entry in data.get("slices", []):
+            for src in entry["sources"]:
+                src["model"] = replacements.get(src["model"], src["model"])
+            if "base_model" in entry:
+                entry["base_model"] = replacements.get(entry["base_model"], entry["base_model"])
         if "base_model" in data:
             data["base_model"] = replacements.get(data["base_model"], data["base_model"])
         if base is not None:
@@ -456,6 +574,8 @@ class Recipe(_Frozen):
         """The recipe as plain data, defaults left out, aliases used (`lambda`); gradients and
         `filter:` lists in place, as written."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+        if self.slices is not None:
+            data.pop("models", None)  # derived from the slices
         for path, setting in self.settings.values.items():
             node: Any = data
             *parents, name = path.split(".")
@@ -472,47 +592,65 @@ class Recipe(_Frozen):
         """Whether some parameter is a gradient or a `filter:` list (so tensors may differ)."""
         return bool(self.settings.values)
 
-    def tensor_parameters(self, name: str, t: float) -> tuple[MethodParams, MethodContext]:
+    def tensor_parameters(
+        self, name: str, t: float, slice_index: int | None = None
+    ) -> tuple[MethodParams, MethodContext]:
         """The method's parameters and inputs' weights/densities for one tensor.
 
         Args:
             name: the tensor's name (filters are substrings of it).
-            t: its gradient position (`registry.merge.settings.gradient_t`).
+            t: its gradient position (`registry.merge.settings.gradient_t`, or within its slice).
+            slice_index: with `slices:`, the output slice the tensor belongs to (its sources are the inputs).
 
-        Precedence as mergekit: a model's own value, then the top-level one, then the default;
-        a `filter:` list that matches nothing passes on to the next.
+        Precedence as mergekit: a source's own value, then its slice's, then the top-level one,
+        then the default; a `filter:` list that matches nothing passes on to the next.
 
         Raises:
             RecipeError: a resolved value the method refuses (names the tensor).
         """
-        if not self.settings.values:
+        if not self.settings.values and self.slices is None:
             return self.parameters, self.method_context()
         spec = get_method(self.merge_method)
         settings = self.settings.values
-        top = self.parameters.model_dump(by_alias=True, exclude_none=True)
-        for path, setting in settings.items():
-            parts = path.split(".")
-            if parts[0] == "parameters":
-                value = evaluate(setting, name, t, _identity)
-                if value is None:
-                    top.pop(parts[1], None)
-                else:
-                    top[parts[1]] = value
+
+        def place(prefix: str, block: BaseModel, key: str) -> Any:
+            attr = next((n for n, f in type(block).model_fields.items() if (f.alias or n) == key), key)
+            return settings.get(f"{prefix}.{key}", getattr(block, attr, None))
+
+        shared: list[tuple[str, BaseModel]] = [("parameters", self.parameters)]
+        if slice_index is not None:
+            assert self.slices is not None
+            shared.insert(0, (f"slices.{slice_index}.parameters", self.slices[slice_index].parameters))
+        top: dict[str, Any] = {}
+        for key in _param_names(spec.params):
+            value = first_of([place(prefix, block, key) for prefix, block in shared], name, t, _identity)
+            if value is not None:
+                top[key] = value
+        inputs: list[tuple[str, str, ModelParameters, str | None]]  # (place, model, params, role)
+        if slice_index is None:
+            inputs = [(f"models.{i}.parameters", m.model, m.parameters, m.role) for i, m in self._input_positions()]
+        else:
+            assert self.slices is not None
+            entry = self.slices[slice_index]
+            slots = self.slice_slots()[slice_index][self._slot_base() :]
+            inputs = [
+                (f"slices.{slice_index}.sources.{entry.sources.index(src)}.parameters", src.model, src.parameters, None)
+                for src in slots
+            ]
         per_input: dict[str, list[float]] = {"weight": [], "density": []}
-        for index, entry in self._input_positions():
-            for key, default in (("weight", 1.0), ("density", 1.0)):
-                own = settings.get(f"models.{index}.parameters.{key}", getattr(entry.parameters, key))
-                shared = settings.get(f"parameters.{key}", getattr(self.parameters, key))
-                value = first_of([own, shared], name, t, _identity)
-                per_input[key].append(float(default if value is None else value))
+        for prefix, _, own, _ in inputs:
+            for key in per_input:
+                chain = [place(prefix, own, key)] + [place(p, block, key) for p, block in shared]
+                value = first_of(chain, name, t, _identity)
+                per_input[key].append(float(1.0 if value is None else value))
         try:
             params = spec.params.model_validate(top)
             for key, values in per_input.items():
                 for value in values:
                     ModelParameters.model_validate({key: value})
             ctx = MethodContext(
-                refs=tuple(m.model for _, m in self._input_positions()),
-                roles=tuple(m.role for _, m in self._input_positions()),
+                refs=tuple(model for _, model, _, _ in inputs),
+                roles=tuple(role for _, _, _, role in inputs),
                 weights=tuple(per_input["weight"]),
                 densities=tuple(per_input["density"]),
                 base=self.base_model,
@@ -729,6 +867,23 @@ def _model_data(model: ModelEntry | Mapping[str, Any] | tuple[str, Mapping[str, 
     return dict(model)
 
 
+def _derive_models(data: dict[str, Any]) -> dict[str, Any]:
+    """With `slices:`, `models` is each source model once, in order of appearance (never written)."""
+    slices = data.get("slices")
+    if slices is None:
+        return data
+    if "models" in data:
+        raise ValueError("give either `models:` or `slices:`, not both (mergekit's rule)")
+    if not isinstance(slices, list) or not slices:
+        raise ValueError("slices: a list of {sources: [{model: ..., layer_range: [start, end]}]} entries")
+    refs: list[str] = []
+    for entry in slices:
+        for src in (entry.get("sources") if isinstance(entry, dict) else None) or []:
+            if isinstance(src, dict) and isinstance(src.get("model"), str) and src["model"] not in refs:
+                refs.append(src["model"])
+    return {**data, "models": [{"model": ref} for ref in refs]}
+
+
 def _split_settings(data: dict[str, Any], params: type[MethodParams]) -> dict[str, Any]:
     """Move gradient and `filter:` values out of `parameters` (and each model's) into `settings`.
 
@@ -751,6 +906,22 @@ def _split_settings(data: dict[str, Any], params: type[MethodParams]) -> dict[st
         for i, entry in enumerate(models):
             if isinstance(entry, dict):
                 blocks.append((f"models.{i}.parameters", entry.get("parameters"), ModelParameters))
+    slices = data.get("slices")
+    if isinstance(slices, list):
+        slices = [
+            {**e, "sources": [dict(x) if isinstance(x, dict) else x for x in e.get("sources") or []]}
+            if isinstance(e, dict)
+            else e
+            for e in slices
+        ]
+        data["slices"] = slices
+        for j, entry in enumerate(slices):
+            if not isinstance(entry, dict):
+                continue
+            blocks.append((f"slices.{j}.parameters", entry.get("parameters"), params))
+            for k, src in enumerate(entry["sources"]):
+                if isinstance(src, dict):
+                    blocks.append((f"slices.{j}.sources.{k}.parameters", src.get("parameters"), ModelParameters))
     for where, block, model in blocks:
         if not isinstance(block, dict):
             continue
@@ -772,10 +943,15 @@ def _split_settings(data: dict[str, Any], params: type[MethodParams]) -> dict[st
             found[f"{where}.{name}"] = setting
             first = evaluate(setting, "", 0.0, _identity)
             block[name] = first if first is not None else leaves(setting)[0]
+        parts = where.split(".")
         if where == "parameters":
             data["parameters"] = block
+        elif parts[0] == "models":
+            models[int(parts[1])]["parameters"] = block  # type: ignore[index]
+        elif len(parts) == 3:
+            slices[int(parts[1])]["parameters"] = block  # type: ignore[index]
         else:
-            models[int(where.split(".")[1])]["parameters"] = block  # type: ignore[index]
+            slices[int(parts[1])]["sources"][int(parts[3])]["parameters"] = block  # type: ignore[index]
     if found:
         data["settings"] = ParameterSettings(values=found)
     return data

@@ -153,3 +153,15 @@ def gradient_t(name: str, num_layers: int | None) -> float:
 def dynamic_paths(settings: Mapping[str, Setting], prefix: str) -> dict[str, Setting]:
     """The settings stored under `prefix.` (e.g. `parameters` or `models.2.parameters`), by parameter name."""
     return {path[len(prefix) + 1 :]: s for path, s in settings.items() if path.rpartition(".")[0] == prefix}
+
+
+def rename_layer(name: str, index: int) -> str:
+    """`name` with its layer number replaced (`model.layers.3.mlp...`, 7 -> `model.layers.7.mlp...`)."""
+    match = _LAYER.search(name)
+    assert match is not None
+    return name[: match.start(1)] + str(index) + name[match.end(1) :]
+
+
+def is_pre_weight(name: str) -> bool:
+    """Outside the layers: before them (token and position embeddings) rather than after (norm, head)."""
+    return "embed" in name or name.split(".")[-2:-1] in (["wte"], ["wpe"])

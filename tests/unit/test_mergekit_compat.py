@@ -27,7 +27,7 @@ def test_plain_config_passes() -> None:
 @pytest.mark.parametrize(
     ("change", "name"),
     [
-        ({"slices": [{"sources": []}]}, "slices"),
+        ({"modules": {"text_decoder": {"models": []}}}, "modules"),
         ({"tokenizer": {"source": "union"}}, "tokenizer"),
         ({"chat_template": "chatml"}, "chat_template"),
         ({"tokenizer_source": "union"}, "union"),

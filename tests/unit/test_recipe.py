@@ -166,8 +166,8 @@ def test_unknown_method_lists_valid_ids() -> None:
 
 def test_unsupported_feature_refused_through_parse_recipe() -> None:
     # Every case is in test_mergekit_compat.py; this checks parse_recipe runs the refusals.
-    with pytest.raises(UnsupportedFeatureError, match="slices"):
-        parse_recipe({**TIES_SV, "slices": [{"sources": []}]})
+    with pytest.raises(UnsupportedFeatureError, match="modules"):
+        parse_recipe({**TIES_SV, "modules": {"text_decoder": {"models": []}}})
 
 
 def test_method_specific_parameters_checked() -> None:
