@@ -2,7 +2,7 @@
 
 Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table), and gradient
 and `filter:` parameter values (`registry.merge.settings`); anything else mergekit understands
-(modules, token surgery, chat templates, chained LoRA references, other methods'
+(modules, merged vocabularies, per-token embedding sources, chained LoRA references, other methods'
 parameters, methods of later mergekit versions) is an error that names the feature, never
 silently ignored.
 """
@@ -17,8 +17,6 @@ from registry.errors import UnsupportedFeatureError
 # Keys we know but do not implement: refused with these explanations.
 _UNSUPPORTED_TOP = {
     "modules": "per-module configurations are not supported; list whole models under `models:`",
-    "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
-    "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
 }
 _UNSUPPORTED_PARAMS = {
     "rescale": "DARE rescaling",
@@ -50,6 +48,27 @@ def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collectio
     for key, why in _UNSUPPORTED_TOP.items():
         if key in data:
             raise UnsupportedFeatureError(f"{source}: `{key}`: {why}", path=source, field=key, value=data[key])
+    tokenizer = data.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        for key, why in (
+            ("tokens", "per-token embedding sources (`tokens:`) are not supported yet"),
+            ("pad_to_multiple_of", "padding the vocabulary (`pad_to_multiple_of`) is not supported yet"),
+        ):
+            if tokenizer.get(key):
+                raise UnsupportedFeatureError(
+                    f"{source}: tokenizer.{key}: {why}; remove it",
+                    path=source,
+                    field=f"tokenizer.{key}",
+                    value=tokenizer[key],
+                )
+        if tokenizer.get("source") == "union":
+            raise UnsupportedFeatureError(
+                f"{source}: tokenizer.source: union (merged vocabularies) is not supported; "
+                "write base or a model reference",
+                path=source,
+                field="tokenizer.source",
+                value="union",
+            )
     if data.get("tokenizer_source") == "union":
         raise UnsupportedFeatureError(
             f"{source}: tokenizer_source: union (merged vocabularies) is not supported; "

@@ -74,6 +74,8 @@ def write_side_files(plan: MergePlan, out: Path, *, report: MergeReport, extra_f
                 copy_config(src, out / name)
             else:
                 shutil.copyfile(src, out / name)
+    if plan.recipe.chat_template is not None:
+        write_chat_template(plan, out)
     (out / RECIPE_FILE).write_text(plan.recipe.to_yaml(), encoding="utf-8")
     inputs = card_inputs(plan)
     report.sources = [asdict(i) for i in inputs]
@@ -101,3 +103,55 @@ def copy_config(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
         return
     dst.write_text(json.dumps(without_code(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def input_chat_template(path: Path | None) -> str | None:
+    """A model directory's chat template: `chat_template.jinja`, else tokenizer_config's
+    `chat_template` (its `default` when it is a dict of named templates), stripped; None without one."""
+    if path is None:
+        return None
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8").strip() or None
+    try:
+        template = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(template, list):  # transformers' saved form of several named templates
+        template = next(
+            (t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None
+        )
+    if isinstance(template, dict):
+        template = template.get("default")
+    return template.strip() if isinstance(template, str) and template.strip() else None
+
+
+def write_chat_template(plan: MergePlan, out: Path) -> None:
+    """Set the recipe's `chat_template` in the output tokenizer (tokenizer_config.json, and
+    chat_template.jinja when the tokenizer has one, which transformers reads first).
+
+    `auto` is mergekit's rule: the template most inputs share (first seen wins a tie); nothing
+    when no input has one. Without a tokenizer in the output there is nothing to set it in.
+    """
+    template = plan.recipe.chat_template
+    if template == "auto":
+        from collections import Counter
+
+        found = [input_chat_template(src.path) for src in (plan.models or plan.sources)]
+        templates = [t for t in found if t]
+        if not templates:
+            return
+        template = Counter(templates).most_common(1)[0][0]
+    config_file = out / "tokenizer_config.json"
+    if not config_file.is_file():
+        return
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        return
+    config["chat_template"] = template
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if (out / "chat_template.jinja").is_file():
+        (out / "chat_template.jinja").write_text(str(template), encoding="utf-8")

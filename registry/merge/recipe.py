@@ -122,6 +122,14 @@ class SliceEntry(_Frozen):
         return None if value is None else _check_reference(value)
 
 
+class TokenizerBlock(_Frozen):
+    """mergekit's `tokenizer:` block. `source`: `base`, a model reference or `model:<reference>`
+    (the output vocabulary is that model's, as `tokenizer_source`); `union`, `tokens:` and
+    `pad_to_multiple_of` are refused by name (`registry.mergekit_compat`)."""
+
+    source: str = Field(min_length=1)
+
+
 class SweepBlock(BaseModel):
     """`mergeling.sweep`: lists of values per parameter (e.g. `density`, `slack`) and the metric to pick by.
 
@@ -186,6 +194,8 @@ class Recipe(_Frozen):
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
+    tokenizer: TokenizerBlock | None = None
+    chat_template: str | None = None  # `auto`, or a Jinja template (written to the output tokenizer_config)
     mergeling: MergelingBlock = MergelingBlock()
     settings: ParameterSettings = Field(default=ParameterSettings(), exclude=True)
 
@@ -193,6 +203,16 @@ class Recipe(_Frozen):
     @classmethod
     def _base_ref(cls, value: str | None) -> str | None:
         return None if value is None else _check_reference(value)
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None or value == "auto" or "{" in value:
+            return value
+        raise ValueError(
+            "chat_template is `auto` (the template most inputs share) or a Jinja template such as "
+            '"{% for message in messages %}...{% endfor %}"; named templates are not shipped here'
+        )
 
     @field_validator("dtype", "out_dtype")
     @classmethod
@@ -454,6 +474,11 @@ class Recipe(_Frozen):
             name = tokenizer.removeprefix("model:").strip()
             if name in replacements:
                 data["tokenizer_source"] = replacements[name]
+        block = data.get("tokenizer")
+        if isinstance(block, dict) and isinstance(block.get("source"), str):
+            name = block["source"].removeprefix("model:").strip()
+            if name in replacements:
+                block["source"] = replacements[name]
         return parse_recipe(data, source=source)
 
     def sweep_grid(self) -> list[dict[str, float]]:
@@ -542,7 +567,9 @@ class Recipe(_Frozen):
 
     def tokenizer_model(self) -> str | None:
         """The model reference whose tokenizer (and extra vocabulary rows) the output uses."""
-        source = self.tokenizer_source
+        if self.tokenizer is not None and self.tokenizer_source is not None:
+            raise ValueError("give either tokenizer_source or the tokenizer: block, not both (mergekit's rule)")
+        source = self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
         if source is not None and source.startswith("model:"):  # mergekit's spelling of a model reference
             source = source.removeprefix("model:").strip()
         if source in (None, "base"):

@@ -29,7 +29,7 @@ def test_plain_config_passes() -> None:
     [
         ({"modules": {"text_decoder": {"models": []}}}, "modules"),
         ({"tokenizer": {"source": "union"}}, "tokenizer"),
-        ({"chat_template": "chatml"}, "chat_template"),
+        ({"tokenizer": {"source": "base", "pad_to_multiple_of": 64}}, "pad_to_multiple_of"),
         ({"tokenizer_source": "union"}, "union"),
         ({"parameters": {"rescale": True}}, "DARE"),
         ({"parameters": {"t": 0.5}}, "SLERP"),
