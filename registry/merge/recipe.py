@@ -500,7 +500,12 @@ class Recipe(_Frozen):
             data.pop("mergeling", None)
         merged = {m.model for m in self.merge_inputs()}
         for name, value in point.items():
-            if name in ("weight", "density"):
+            if name in ("weight", "density") and self.slices is not None:
+                for entry in data["slices"]:  # every merged source of every slice
+                    for src in entry["sources"]:
+                        if src["model"] != self.base_model or not self._slot_base():
+                            src.setdefault("parameters", {})[name] = value
+            elif name in ("weight", "density"):
                 for model in data["models"]:
                     if model["model"] in merged:
                         model.setdefault("parameters", {})[name] = value

@@ -96,3 +96,32 @@ def test_list_parameters_stay_lists() -> None:
     )
     assert recipe.parameters.protect == ("org/sft",)  # type: ignore[attr-defined]
     assert set(recipe.settings.values) == {"parameters.slack"}
+
+
+def test_slices_recipe_round_trip_and_sweep_point() -> None:
+    data = {
+        "merge_method": "ties",
+        "base_model": "org/base",
+        "slices": [
+            {
+                "sources": [
+                    {"model": "org/base", "layer_range": [0, 2]},
+                    {"model": "org/ct", "layer_range": [0, 2], "parameters": {"weight": [0.1, 0.9]}},
+                ],
+                "parameters": {"density": 0.3},
+            }
+        ],
+        "mergeling": {"sweep": {"density": [0.2, 0.4], "metric": "bpb", "higher_is_better": False}},
+    }
+    recipe = parse_recipe(data)
+    assert [m.model for m in recipe.models] == ["org/base", "org/ct"]  # derived, never written
+    again = parse_recipe(recipe.canonical())
+    assert again == recipe and "models" not in recipe.canonical()
+    assert recipe.canonical()["slices"][0]["sources"][1]["parameters"]["weight"] == [0.1, 0.9]
+    params, ctx = recipe.tensor_parameters("model.layers.1.mlp.up_proj.weight", 1.0, 0)
+    assert ctx.refs == ("org/ct",) and ctx.weights == (0.9,) and ctx.densities == (0.3,)
+    point = recipe.at_point({"density": 0.4})
+    assert point.tensor_parameters("model.layers.1.mlp.up_proj.weight", 1.0, 0)[1].densities == (0.4,)
+    assert point.canonical()["slices"][0]["sources"][0].get("parameters") is None  # the base untouched
+    moved = recipe.with_models({"org/ct": "org/ct2"})
+    assert moved.slices is not None and moved.slices[0].sources[1].model == "org/ct2"
