@@ -109,3 +109,22 @@ def test_tokenizer_block_source_is_tokenizer_source(tiny_family_extended: DemoFa
 def test_tokenizer_refusals(tiny_family: DemoFamily, extra: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         parse_recipe(_ties(tiny_family, **extra))
+
+
+def test_tokenizer_source_base_with_an_extended_input_equals_mergekits(
+    tiny_family_extended: DemoFamily, tmp_path: Path
+) -> None:
+    # The CT has 16 extra tokens; with the base's vocabulary both tools drop its extra rows.
+    pytest.importorskip("mergekit")
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    config = _ties(tiny_family_extended, tokenizer={"source": "base"})
+    _merge(config, tmp_path / "ours")
+    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mk"), MergeOptions())
+    a, b = _load(tmp_path / "mk"), _load(tmp_path / "ours")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert b["model.embed_tokens.weight"].shape[0] == 320
