@@ -293,12 +293,15 @@ class _Stream:
             tail = raw[t.extra_from][t.shared_rows : t.shape[0]]
             check_finite(tail.float(), model=self.plan.sources[t.extra_from].ref, name=t.name)
         if self.device == "cpu":
-            inputs, base = self._prepare(t, raw)
+            inputs, base = self._prepare(t, raw, tail)
             return _Loaded(inputs=inputs, base=base, tail=tail)
         return _Loaded(raw=raw, tail=tail)
 
-    def _prepare(self, t: TensorPlan, raw: dict[int, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Inputs and base on the device, shared vocabulary rows only, each checked for NaN/Inf.
+    def _prepare(
+        self, t: TensorPlan, raw: dict[int, torch.Tensor], tail: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Inputs and base on the device, shared vocabulary rows only (or, `t.fill`, every input
+        extended by the tokenizer model's added rows), each checked for NaN/Inf.
 
         Tensors keep their stored dtype: the methods do fp32 math chunk by chunk (bf16/fp16 convert
         exactly), so no whole-tensor fp32 copy is ever made.
@@ -313,6 +316,18 @@ class _Stream:
             x = x.to(self.device, non_blocking=True)
             check_finite(x, model=self.plan.sources[i].ref, name=t.name)
             ready[i] = x
+        return self._filled(t, ready, tail)
+
+    def _filled(
+        self, t: TensorPlan, ready: dict[int, torch.Tensor], tail: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """mergekit's rows for added tokens (`t.fill`): an input without a token takes the row of
+        the one model that has it (the tokenizer model), and the method merges the whole tensor."""
+        import torch
+
+        if t.fill and tail is not None:
+            for i, x in ready.items():
+                ready[i] = torch.cat([x, tail.to(x.device, non_blocking=True).to(x.dtype)])
         base = ready[self.base_index] if self.base_index is not None else None
         return [ready[i] for i in self.plan.input_indices], base
 
@@ -323,10 +338,9 @@ class _Stream:
             ready = self.staging.ready(loaded.staged)
             loaded.on_gpu = [ready[i] for i in self.on_gpu]
             loaded.flags = finite_flag(loaded.on_gpu)  # checked by the writer once its copy synchronised
-            base = ready[self.base_index] if self.base_index is not None else None
-            return [ready[i] for i in self.plan.input_indices], base
+            return self._filled(t, {i: ready[i] for i in self.on_gpu}, loaded.tail)
         if loaded.raw is not None:
-            return self._prepare(t, loaded.raw)
+            return self._prepare(t, loaded.raw, loaded.tail)
         return loaded.inputs, loaded.base
 
     def _drain_and_write(
@@ -371,7 +385,7 @@ class _Stream:
         from registry.io.safetensors import torch_dtype
 
         result = merged.to(torch_dtype(t.dtype))
-        if tail is not None:
+        if tail is not None and not t.fill:  # filled: the method merged the added rows already
             result = torch.cat([result, tail.to(result.device).to(result.dtype)])
         return result
 

@@ -60,6 +60,10 @@ class TensorPlan:
     shared_rows: int | None = None  # vocab tensors: rows [0, shared_rows) merge ...
     extra_from: int | None = None  # ... and the rest come from this source index (tokenizer model)
     binding: int = 0  # index into `MergePlan.bindings`: this tensor's parameters (gradients, filters)
+    # mergekit's added-token rows (an explicit tokenizer source): every input gets the tokenizer
+    # model's extra rows and the method merges the whole tensor, instead of merging the shared rows
+    # and appending the extra ones.
+    fill: bool = False
 
     @property
     def numel(self) -> int:
@@ -362,7 +366,13 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
                 f"{name}: rows beyond {rows} of {', '.join(dropped)} are dropped "
                 f"(the tokenizer of {labels[tok]} has no ids for them)"
             )
-        plan.tensors.append(TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok))
+        # mergekit fills an input's missing rows from the one model that has the token: exact here when
+        # only the tokenizer model (itself merged) has the added rows and the recipe names the tokenizer.
+        explicit = plan.recipe.tokenizer is not None or plan.recipe.tokenizer_source is not None
+        fill = explicit and rows > shared and tok in used and all(shapes[i][0] == shared for i in used if i != tok)
+        plan.tensors.append(
+            TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok, fill=fill)
+        )
     _finish_config(plan, ckpts, tokenizer_json)
     bind_tensors(plan)
 

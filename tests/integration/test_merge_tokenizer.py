@@ -128,3 +128,31 @@ def test_tokenizer_source_base_with_an_extended_input_equals_mergekits(
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert b["model.embed_tokens.weight"].shape[0] == 320
+
+
+@pytest.mark.parametrize("method", ["ties", "linear"])
+def test_extended_vocabulary_rows_filled_as_mergekit(
+    method: str, tiny_family_extended: DemoFamily, tmp_path: Path
+) -> None:
+    # The output vocabulary is the CT's (16 added tokens): the other inputs take the CT's rows for
+    # them and the method merges the whole tensor, as mergekit's PermutedVocabulary does.
+    pytest.importorskip("mergekit")
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    family = tiny_family_extended
+    config = _ties(family, tokenizer={"source": str(family.ct)})
+    if method == "linear":
+        config = {**config, "merge_method": "linear"}
+        config.pop("base_model")
+        config["models"] = [
+            {"model": m["model"], "parameters": {"weight": m["parameters"]["weight"]}} for m in config["models"]
+        ]  # type: ignore[index, union-attr, attr-defined]
+    _merge(config, tmp_path / "ours")
+    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mk"), MergeOptions())
+    a, b = _load(tmp_path / "mk"), _load(tmp_path / "ours")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert b["model.embed_tokens.weight"].shape[0] == 336
