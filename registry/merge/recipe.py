@@ -621,8 +621,9 @@ class Recipe(_Frozen):
 
     # -- per-tensor parameters -----------------------------------------------------------
     def has_tensor_parameters(self) -> bool:
-        """Whether some parameter is a gradient or a `filter:` list (so tensors may differ)."""
-        return bool(self.settings.values)
+        """Whether tensors may take different parameters: a gradient or `filter:` value, or `slices:`
+        (each slice's sources and parameters are its tensors' inputs)."""
+        return bool(self.settings.values) or self.slices is not None
 
     def tensor_parameters(
         self, name: str, t: float, slice_index: int | None = None

@@ -178,3 +178,27 @@ def test_slices_refusals_name_the_fix(family5: DemoFamily) -> None:
                 "slices": [{"sources": [{"model": ct, "layer_range": [0, 2]}]}],
             }
         )
+
+
+def test_linear_slices_with_plain_per_source_weights(family5: DemoFamily, tmp_path: Path) -> None:
+    # No gradient or filter anywhere: each slice's own sources and weights still decide its layers.
+    config = {
+        "slices": [
+            {
+                "sources": [
+                    {"model": str(family5.ct), "layer_range": [0, 2], "parameters": {"weight": 0.3}},
+                    {"model": str(family5.sft), "layer_range": [0, 2], "parameters": {"weight": 0.9}},
+                ]
+            },
+            {
+                "sources": [
+                    {"model": str(family5.base), "layer_range": [2, 5], "parameters": {"weight": 0.5}},
+                    {"model": str(family5.ct), "layer_range": [2, 5], "parameters": {"weight": 0.2}},
+                ]
+            },
+        ],
+        "merge_method": "linear",
+        "parameters": {"normalize": False},
+        "dtype": "float32",
+    }
+    assert_identical(*run_both(config, tmp_path))
