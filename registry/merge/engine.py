@@ -478,7 +478,11 @@ class _Stream:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
-        roles: list[str] = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+        roles: list[str] = (
+            [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+            if not self.plan.models
+            else ["input"] * len(labels)  # slices: the inputs are stitched slots, not one model each
+        )
         report = MergeReport(
             method=self.spec.name,
             inputs=labels,
