@@ -2,7 +2,7 @@
 
 Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table), and gradient
 and `filter:` parameter values (`registry.merge.settings`); anything else mergekit understands
-(modules, merged vocabularies, per-token embedding sources, chained LoRA references, other methods'
+(modules, merged vocabularies, another token's embedding, chained LoRA references, other methods'
 parameters, methods of later mergekit versions) is an error that names the feature, never
 silently ignored.
 """
@@ -50,16 +50,27 @@ def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collectio
             raise UnsupportedFeatureError(f"{source}: `{key}`: {why}", path=source, field=key, value=data[key])
     tokenizer = data.get("tokenizer")
     if isinstance(tokenizer, dict):
-        for key, why in (
-            ("tokens", "per-token embedding sources (`tokens:`) are not supported yet"),
-            ("pad_to_multiple_of", "padding the vocabulary (`pad_to_multiple_of`) is not supported yet"),
-        ):
+        for key, why in (("pad_to_multiple_of", "padding the vocabulary (`pad_to_multiple_of`) is not supported yet"),):
             if tokenizer.get(key):
                 raise UnsupportedFeatureError(
                     f"{source}: tokenizer.{key}: {why}; remove it",
                     path=source,
                     field=f"tokenizer.{key}",
                     value=tokenizer[key],
+                )
+        tokens = tokenizer.get("tokens")
+        for token, spec in tokens.items() if isinstance(tokens, dict) else ():
+            if (
+                isinstance(spec, dict)
+                and isinstance(spec.get("source"), dict)
+                and spec["source"].get("kind") == "model_token"
+            ):
+                raise UnsupportedFeatureError(
+                    f"{source}: tokenizer.tokens.{token}: another token's embedding (`kind: model_token`) is not "
+                    "supported; give a model (its row for this token) or {kind: zero}",
+                    path=source,
+                    field=f"tokenizer.tokens.{token}",
+                    value=spec,
                 )
         if tokenizer.get("source") == "union":
             raise UnsupportedFeatureError(

@@ -328,6 +328,19 @@ class _Stream:
         if t.fill and tail is not None:
             for i, x in ready.items():
                 ready[i] = torch.cat([x, tail.to(x.device, non_blocking=True).to(x.dtype)])
+        if t.tokens:  # `tokenizer.tokens`: rows taken from a source (or zero), read before any is set
+            any_input = next(iter(ready.values()))
+            rows = [
+                any_input.new_zeros(any_input.shape[1:]) if source < 0 else ready[source][src_row].clone()
+                for _, source, src_row, _ in t.tokens
+            ]
+            copied: set[int] = set()
+            for (row, _, _, targets), value in zip(t.tokens, rows, strict=True):
+                for i in targets:
+                    if i not in copied and not t.fill:
+                        ready[i] = ready[i].clone()  # a mapped input is read-only
+                    copied.add(i)
+                    ready[i][row] = value.to(ready[i].dtype)
         base = ready[self.base_index] if self.base_index is not None else None
         return [ready[i] for i in self.plan.input_indices], base
 

@@ -64,6 +64,9 @@ class TensorPlan:
     # model's extra rows and the method merges the whole tensor, instead of merging the shared rows
     # and appending the extra ones.
     fill: bool = False
+    # `tokenizer.tokens`: (output row, source index or -1 for a zero row, the source's row, the
+    # indices of the inputs that take it: those without the token, or all with `force`)
+    tokens: tuple[tuple[int, int, int, tuple[int, ...]], ...] = ()
 
     @property
     def numel(self) -> int:
@@ -374,7 +377,86 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
             TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok, fill=fill)
         )
     _finish_config(plan, ckpts, tokenizer_json)
+    _token_rows(plan, tokenizer_json)
     bind_tensors(plan)
+
+
+def token_ids(file: Path | None) -> dict[str, int]:
+    """Token -> id of a `tokenizer.json` (vocabulary and added tokens); empty without one."""
+    if file is None or not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        vocab = (data.get("model") or {}).get("vocab") or {}
+        ids = dict(vocab) if isinstance(vocab, dict) else {}
+        ids.update({t["content"]: t["id"] for t in data.get("added_tokens") or []})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+    return {k: v for k, v in ids.items() if isinstance(v, int)}
+
+
+def _token_rows(plan: MergePlan, tokenizer_json: Path | None) -> None:
+    """`tokenizer.tokens`: which embedding rows each input takes from where (mergekit's rules: an
+    input without the token, or every input with `force`, takes the source's row for it).
+
+    Raises:
+        CompatibilityError: a token the output vocabulary lacks, or a source without it.
+    """
+    from dataclasses import replace
+
+    block = plan.recipe.tokenizer
+    if block is None or not block.tokens:
+        return
+    out_ids = token_ids(tokenizer_json)
+    used = sorted({*([plan.base_index] if plan.base_index is not None else []), *plan.input_indices})
+    refs = [s.ref for s in plan.sources]
+    for i, t in enumerate(plan.tensors):
+        if not t.name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            continue
+        if t.extra_from is not None and not t.fill and t.shape[0] > (t.shared_rows or 0):
+            raise CompatibilityError(
+                "tokenizer.tokens: with this vocabulary layout (added tokens in several inputs, or in a model that "
+                "is not merged) per-token sources are not supported; use a tokenizer source that is merged",
+                reason="token",
+            )
+        # rows each input has for the output ids (mergekit: the tokens it lacks are the filled rows)
+        full = t.shape[0]
+        rows_of = {j: full if (not t.fill or j == plan.tokenizer_index) else (t.shared_rows or full) for j in used}
+        entries = []
+        for token, spec in block.tokens.items():
+            if token not in out_ids:
+                raise CompatibilityError(
+                    f"tokenizer.tokens: {token!r} is not in the output vocabulary ({refs[plan.tokenizer_index]}); "
+                    "list only its tokens",
+                    model=refs[plan.tokenizer_index],
+                    reason="token",
+                )
+            row = out_ids[token]
+            if isinstance(spec.source, str):
+                name = spec.source.removeprefix("model:").strip()
+                name = plan.recipe.base_model if name == "base" and plan.recipe.base_model else name
+                if name not in refs or refs.index(name) not in used:
+                    raise CompatibilityError(
+                        f"tokenizer.tokens.{token}: source {spec.source!r} is not a merged model; name one of "
+                        f"{[refs[j] for j in used]} or write {{kind: zero}}",
+                        model=name,
+                        reason="token",
+                    )
+                source = refs.index(name)
+                src_path = plan.sources[source].path
+                src_ids = token_ids(src_path / "tokenizer.json") if src_path is not None else {}
+                src_row = src_ids.get(token, row)
+                if src_row >= rows_of[source]:
+                    raise CompatibilityError(
+                        f"tokenizer.tokens.{token}: {name} has no embedding row for it; choose a model that has the token",
+                        model=name,
+                        reason="token",
+                    )
+            else:
+                source, src_row = -1, 0
+            targets = tuple(j for j in used if spec.force or row >= rows_of[j])
+            entries.append((row, source, src_row, targets))
+        plan.tensors[i] = replace(t, tokens=tuple(entries))
 
 
 def bind_tensors(plan: MergePlan) -> None:

@@ -122,12 +122,28 @@ class SliceEntry(_Frozen):
         return None if value is None else _check_reference(value)
 
 
+class ZeroSource(_Frozen):
+    """`{kind: zero}`: a zero embedding row."""
+
+    kind: Literal["zero"]
+
+
+class TokenSource(_Frozen):
+    """`tokens.<token>`: where its embedding row comes from for the inputs that lack it (every input
+    with `force: true`): a model of the recipe (its row for that token) or `{kind: zero}`."""
+
+    source: str | ZeroSource
+    force: bool = False
+
+
 class TokenizerBlock(_Frozen):
     """mergekit's `tokenizer:` block. `source`: `base`, a model reference or `model:<reference>`
-    (the output vocabulary is that model's, as `tokenizer_source`); `union`, `tokens:` and
-    `pad_to_multiple_of` are refused by name (`registry.mergekit_compat`)."""
+    (the output vocabulary is that model's, as `tokenizer_source`); `tokens:` per-token embedding
+    sources. `union`, `{kind: model_token}` and `pad_to_multiple_of` are refused by name
+    (`registry.mergekit_compat`)."""
 
     source: str = Field(min_length=1)
+    tokens: dict[str, TokenSource] | None = None
 
 
 class SweepBlock(BaseModel):

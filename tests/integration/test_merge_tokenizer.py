@@ -101,7 +101,16 @@ def test_tokenizer_block_source_is_tokenizer_source(tiny_family_extended: DemoFa
     ("extra", "error", "message"),
     [
         ({"tokenizer": {"source": "union"}}, UnsupportedFeatureError, "tokenizer.source: union"),
-        ({"tokenizer": {"source": "base", "tokens": {"<x>": {"source": "base"}}}}, UnsupportedFeatureError, "tokens"),
+        (
+            {
+                "tokenizer": {
+                    "source": "base",
+                    "tokens": {"<x>": {"source": {"kind": "model_token", "model": "a/b", "token": "<y>"}}},
+                }
+            },
+            UnsupportedFeatureError,
+            "model_token",
+        ),
         ({"tokenizer": {"source": "base"}, "tokenizer_source": "base"}, RecipeError, "not both"),
         ({"chat_template": "chatml"}, RecipeError, "named templates are not shipped"),
     ],
@@ -156,3 +165,41 @@ def test_extended_vocabulary_rows_filled_as_mergekit(
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert b["model.embed_tokens.weight"].shape[0] == 336
+
+
+@pytest.mark.parametrize("method", ["ties", "linear"])
+def test_per_token_sources_equal_mergekits(method: str, tiny_family_extended: DemoFamily, tmp_path: Path) -> None:
+    # tokens: an added token with a zero row for the inputs that lack it, another from the CT, and
+    # `<s>` forced to the SFT's row in every input.
+    pytest.importorskip("mergekit")
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    family = tiny_family_extended
+    vocab = json.loads((family.ct / "tokenizer.json").read_text())["model"]["vocab"]
+    added = sorted((i, tok) for tok, i in vocab.items() if i >= 320)
+    tokens = {
+        added[0][1]: {"source": {"kind": "zero"}},
+        added[1][1]: {"source": str(family.ct)},
+        "<s>": {"source": str(family.sft), "force": True},
+    }
+    config = _ties(family, tokenizer={"source": str(family.ct), "tokens": tokens})
+    if method == "linear":
+        config = {**config, "merge_method": "linear"}
+        config.pop("base_model")
+        config["models"] = [
+            {"model": m["model"], "parameters": {"weight": m["parameters"]["weight"]}} for m in config["models"]
+        ]  # type: ignore[index, union-attr, attr-defined]
+    _merge(config, tmp_path / "ours")
+    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mk"), MergeOptions())
+    a, b = _load(tmp_path / "mk"), _load(tmp_path / "ours")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    sft = _load(family.sft)
+    if method == "linear":  # every input has the SFT's <s> row: the merge is that row (0.6 + 0.4 = 1)
+        emb, ct = b["model.embed_tokens.weight"], _load(family.ct)["model.embed_tokens.weight"]
+        assert torch.allclose(emb[1], sft["model.embed_tokens.weight"][1])
+        assert torch.allclose(emb[added[0][0]], 0.6 * ct[added[0][0]])  # the SFT's row was zero
+        assert torch.allclose(emb[added[1][0]], ct[added[1][0]])

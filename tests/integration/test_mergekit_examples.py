@@ -34,7 +34,7 @@ EXPECTED: dict[str, tuple[str, str] | str] = {
     "orcamini-platy-44layer.yml": ("as is", "bitwise"),
     "ties.yml": ("fp32 compute", "ties"),
     "docs-create_a_merge_method.yml": "refused: merge_method 'weighted_average' is unknown",
-    "docs-readme-tokenizer-union.yml": "refused: tokenizer.tokens: per-token embedding sources",
+    "docs-readme-tokenizer-union.yml": "refused: tokenizer.source: union",
     "docs-readme-tokenizer-source.yml": "refused: tokenizer_source: union",
 }
 
