@@ -1,9 +1,10 @@
 """mergekit compatibility: the mergekit features Mergeling does not implement, refused by name.
 
-Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table); anything else
-mergekit understands (slices, modules, token surgery, chat templates, chained LoRA references,
-gradient or conditional parameter values, other methods' parameters, methods of later mergekit
-versions) is an error that names the feature, never silently ignored.
+Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table), and gradient
+and `filter:` parameter values (`registry.merge.settings`); anything else mergekit understands
+(modules, merged vocabularies, another token's embedding, chained LoRA references, other methods'
+parameters, methods of later mergekit versions) is an error that names the feature, never
+silently ignored.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from registry.errors import UnsupportedFeatureError
 
 # Keys we know but do not implement: refused with these explanations.
 _UNSUPPORTED_TOP = {
-    "slices": "layer slices (frankenmerges) are not supported; list whole models under `models:`",
     "modules": "per-module configurations are not supported; list whole models under `models:`",
-    "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
-    "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
 }
 _UNSUPPORTED_PARAMS = {
     "rescale": "DARE rescaling",
@@ -50,6 +48,38 @@ def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collectio
     for key, why in _UNSUPPORTED_TOP.items():
         if key in data:
             raise UnsupportedFeatureError(f"{source}: `{key}`: {why}", path=source, field=key, value=data[key])
+    tokenizer = data.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        for key, why in (("pad_to_multiple_of", "padding the vocabulary (`pad_to_multiple_of`) is not supported yet"),):
+            if tokenizer.get(key):
+                raise UnsupportedFeatureError(
+                    f"{source}: tokenizer.{key}: {why}; remove it",
+                    path=source,
+                    field=f"tokenizer.{key}",
+                    value=tokenizer[key],
+                )
+        tokens = tokenizer.get("tokens")
+        for token, spec in tokens.items() if isinstance(tokens, dict) else ():
+            if (
+                isinstance(spec, dict)
+                and isinstance(spec.get("source"), dict)
+                and spec["source"].get("kind") == "model_token"
+            ):
+                raise UnsupportedFeatureError(
+                    f"{source}: tokenizer.tokens.{token}: another token's embedding (`kind: model_token`) is not "
+                    "supported; give a model (its row for this token) or {kind: zero}",
+                    path=source,
+                    field=f"tokenizer.tokens.{token}",
+                    value=spec,
+                )
+        if tokenizer.get("source") == "union":
+            raise UnsupportedFeatureError(
+                f"{source}: tokenizer.source: union (merged vocabularies) is not supported; "
+                "write base or a model reference",
+                path=source,
+                field="tokenizer.source",
+                value="union",
+            )
     if data.get("tokenizer_source") == "union":
         raise UnsupportedFeatureError(
             f"{source}: tokenizer_source: union (merged vocabularies) is not supported; "
@@ -84,24 +114,6 @@ def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collectio
                 method = data.get("merge_method")
                 raise UnsupportedFeatureError(
                     f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter, not used by {method}; remove it",
-                    path=source,
-                    field=field,
-                    value=value,
-                )
-            if name == "protect":
-                continue
-            if isinstance(value, list):
-                kind = "conditional (filter/value)" if any(isinstance(v, dict) for v in value) else "gradient (list)"
-                raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r:.60}: {kind} parameter values are not supported; write one number",
-                    path=source,
-                    field=field,
-                    value=value,
-                )
-            if isinstance(value, dict):
-                raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r}: conditional parameters (filter/value) are not supported; "
-                    "write one number",
                     path=source,
                     field=field,
                     value=value,

@@ -146,7 +146,7 @@ def run_merge(
     if not plan.complete:
         raise MergeError(f"the plan is incomplete ({plan.skipped[0]}); plan without offline mode to merge")
     target = out.resolve()
-    for src in plan.sources:
+    for src in [*plan.sources, *plan.models]:
         # --overwrite onto an input (or a folder holding one) would destroy what is being merged.
         if src.path is not None and (target == src.path or target in src.path.parents):
             raise OutputExistsError(
@@ -242,7 +242,11 @@ class _Stream:
         self.times = {"main_wait_read_s": 0.0, "main_compute_s": 0.0, "main_wait_write_s": 0.0, "writer_write_s": 0.0}
         self.buffers = _Buffers()
         ctx = recipe.method_context()
-        self.merger = spec.bind(recipe.parameters, ctx)
+        bindings = plan.bindings or [(recipe.parameters, ctx)]
+        # One merger per distinct parameter set (gradient or `filter:` values make several).
+        used = sorted({t.binding for t in plan.tensors}) or [0]
+        self.mergers = {i: spec.bind(*bindings[i]) for i in used}
+        self.merger = self.mergers[used[0]]  # the whole-model scans (one parameter set only, see plan)
         self.protect = list(spec.protected(recipe.parameters, ctx))
         # linear ignores the base (it is listed for the card and the config only): never read it.
         self.base_index = plan.base_index if spec.needs_base else None
@@ -289,12 +293,15 @@ class _Stream:
             tail = raw[t.extra_from][t.shared_rows : t.shape[0]]
             check_finite(tail.float(), model=self.plan.sources[t.extra_from].ref, name=t.name)
         if self.device == "cpu":
-            inputs, base = self._prepare(t, raw)
+            inputs, base = self._prepare(t, raw, tail)
             return _Loaded(inputs=inputs, base=base, tail=tail)
         return _Loaded(raw=raw, tail=tail)
 
-    def _prepare(self, t: TensorPlan, raw: dict[int, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Inputs and base on the device, shared vocabulary rows only, each checked for NaN/Inf.
+    def _prepare(
+        self, t: TensorPlan, raw: dict[int, torch.Tensor], tail: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Inputs and base on the device, shared vocabulary rows only (or, `t.fill`, every input
+        extended by the tokenizer model's added rows), each checked for NaN/Inf.
 
         Tensors keep their stored dtype: the methods do fp32 math chunk by chunk (bf16/fp16 convert
         exactly), so no whole-tensor fp32 copy is ever made.
@@ -309,6 +316,31 @@ class _Stream:
             x = x.to(self.device, non_blocking=True)
             check_finite(x, model=self.plan.sources[i].ref, name=t.name)
             ready[i] = x
+        return self._filled(t, ready, tail)
+
+    def _filled(
+        self, t: TensorPlan, ready: dict[int, torch.Tensor], tail: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """mergekit's rows for added tokens (`t.fill`): an input without a token takes the row of
+        the one model that has it (the tokenizer model), and the method merges the whole tensor."""
+        import torch
+
+        if t.fill and tail is not None:
+            for i, x in ready.items():
+                ready[i] = torch.cat([x, tail.to(x.device, non_blocking=True).to(x.dtype)])
+        if t.tokens:  # `tokenizer.tokens`: rows taken from a source (or zero), read before any is set
+            any_input = next(iter(ready.values()))
+            rows = [
+                any_input.new_zeros(any_input.shape[1:]) if source < 0 else ready[source][src_row].clone()
+                for _, source, src_row, _ in t.tokens
+            ]
+            copied: set[int] = set()
+            for (row, _, _, targets), value in zip(t.tokens, rows, strict=True):
+                for i in targets:
+                    if i not in copied and not t.fill:
+                        ready[i] = ready[i].clone()  # a mapped input is read-only
+                    copied.add(i)
+                    ready[i][row] = value.to(ready[i].dtype)
         base = ready[self.base_index] if self.base_index is not None else None
         return [ready[i] for i in self.plan.input_indices], base
 
@@ -319,10 +351,9 @@ class _Stream:
             ready = self.staging.ready(loaded.staged)
             loaded.on_gpu = [ready[i] for i in self.on_gpu]
             loaded.flags = finite_flag(loaded.on_gpu)  # checked by the writer once its copy synchronised
-            base = ready[self.base_index] if self.base_index is not None else None
-            return [ready[i] for i in self.plan.input_indices], base
+            return self._filled(t, {i: ready[i] for i in self.on_gpu}, loaded.tail)
         if loaded.raw is not None:
-            return self._prepare(t, loaded.raw)
+            return self._prepare(t, loaded.raw, loaded.tail)
         return loaded.inputs, loaded.base
 
     def _drain_and_write(
@@ -367,7 +398,7 @@ class _Stream:
         from registry.io.safetensors import torch_dtype
 
         result = merged.to(torch_dtype(t.dtype))
-        if tail is not None:
+        if tail is not None and not t.fill:  # filled: the method merged the added rows already
             result = torch.cat([result, tail.to(result.device).to(result.dtype)])
         return result
 
@@ -460,7 +491,11 @@ class _Stream:
         from registry.merge.methods import TensorStats
 
         labels = [self.plan.sources[i].ref for i in self.plan.input_indices]
-        roles: list[str] = [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+        roles: list[str] = (
+            [m.role or "input" for m in self.plan.recipe.merge_inputs()]
+            if not self.plan.models
+            else ["input"] * len(labels)  # slices: the inputs are stitched slots, not one model each
+        )
         report = MergeReport(
             method=self.spec.name,
             inputs=labels,
@@ -480,7 +515,7 @@ class _Stream:
                 stats = TensorStats()
                 try:
                     raw_out, out = self._out_buffer(t, inputs)
-                    merged = self.merger.merge(t.name, inputs, base, stats, out=out)
+                    merged = self.mergers[t.binding].merge(t.name, inputs, base, stats, out=out)
                 except (ValueError, RuntimeError) as exc:
                     raise self._failure(t, exc) from exc
                 self._recycle(loaded, merged, raw_out)

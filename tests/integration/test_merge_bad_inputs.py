@@ -155,7 +155,7 @@ CASES: list[tuple[str, Callable | None, dict, tuple[str, ...]]] = [
     ("density-1.5", None, {"parameters": {"density": 1.5}}, ("parameters.density = 1.5", "(0, 1]")),
     ("slack-negative", None, {"parameters": {"slack": -0.1}}, ("parameters.slack = -0.1", "[0, 1]")),
     ("unknown-key", None, {"merge_methd": "ties"}, ("unknown key `merge_methd`", "merge_method")),
-    ("unsupported-feature", None, {"slices": []}, ("slices", "not supported")),
+    ("unsupported-feature", None, {"modules": {"text_decoder": {}}}, ("modules", "not supported")),
     ("missing-input", None, {"base_model": "./no/such/dir"}, ("./no/such/dir", "no such directory")),
 ]
 

@@ -150,19 +150,30 @@ def test_extended_vocabulary(tiny_family_extended: DemoFamily, tmp_path: Path, t
     tokenizer = json.loads((out / "tokenizer.json").read_text())
     n_ids = max([*tokenizer["model"]["vocab"].values(), *[t["id"] for t in tokenizer["added_tokens"]]]) + 1
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        shared = get_method("ties").fn(
-            [ct[name][:rows], sft[name]],
-            base[name],
-            weights=[1.0, 0.7],
-            densities=[0.3, 0.3],
-            normalize=True,
-            lambda_=1.0,
-        )
-        assert torch.equal(got[name][:rows], shared)
         if tokenizer_source == "ct":
+            # mergekit's rule: models without the added tokens take the CT's rows; the whole tensor is merged
+            added = ct[name][rows:]
+            merged = get_method("ties").fn(
+                [ct[name], torch.cat([sft[name], added])],
+                torch.cat([base[name], added]),
+                weights=[1.0, 0.7],
+                densities=[0.3, 0.3],
+                normalize=True,
+                lambda_=1.0,
+            )
             assert got[name].shape[0] == rows + extra
-            assert torch.equal(got[name][rows:], ct[name][rows:])  # extra rows come from the CT model
+            assert torch.equal(got[name], merged)
+            assert torch.equal(got[name][rows:], added)  # zero task vectors there: the CT's rows
         else:
+            shared = get_method("ties").fn(
+                [ct[name][:rows], sft[name]],
+                base[name],
+                weights=[1.0, 0.7],
+                densities=[0.3, 0.3],
+                normalize=True,
+                lambda_=1.0,
+            )
+            assert torch.equal(got[name], shared)
             assert got[name].shape[0] == rows
     assert config["vocab_size"] == got["model.embed_tokens.weight"].shape[0] == n_ids
     if tokenizer_source == "base":
