@@ -1,9 +1,10 @@
 """mergekit compatibility: the mergekit features Mergeling does not implement, refused by name.
 
-Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table); anything else
-mergekit understands (slices, modules, token surgery, chat templates, chained LoRA references,
-gradient or conditional parameter values, other methods' parameters, methods of later mergekit
-versions) is an error that names the feature, never silently ignored.
+Every method mergekit 0.1.5 registers runs here (docs/merge.md has the parity table), and gradient
+and `filter:` parameter values (`registry.merge.settings`); anything else mergekit understands
+(modules, token surgery, chat templates, chained LoRA references, other methods'
+parameters, methods of later mergekit versions) is an error that names the feature, never
+silently ignored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from registry.errors import UnsupportedFeatureError
 
 # Keys we know but do not implement: refused with these explanations.
 _UNSUPPORTED_TOP = {
-    "slices": "layer slices (frankenmerges) are not supported; list whole models under `models:`",
     "modules": "per-module configurations are not supported; list whole models under `models:`",
     "tokenizer": "the `tokenizer:` block (token surgery) is not supported; use `tokenizer_source: base|ct|<model>`",
     "chat_template": "`chat_template` is not supported; the tokenizer of `tokenizer_source` is copied as is",
@@ -84,24 +84,6 @@ def refuse_unsupported(data: dict[str, Any], source: str, *, accepted: Collectio
                 method = data.get("merge_method")
                 raise UnsupportedFeatureError(
                     f"{source}: {field}: a {_UNSUPPORTED_PARAMS[name]} parameter, not used by {method}; remove it",
-                    path=source,
-                    field=field,
-                    value=value,
-                )
-            if name == "protect":
-                continue
-            if isinstance(value, list):
-                kind = "conditional (filter/value)" if any(isinstance(v, dict) for v in value) else "gradient (list)"
-                raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r:.60}: {kind} parameter values are not supported; write one number",
-                    path=source,
-                    field=field,
-                    value=value,
-                )
-            if isinstance(value, dict):
-                raise UnsupportedFeatureError(
-                    f"{source}: {field} = {value!r}: conditional parameters (filter/value) are not supported; "
-                    "write one number",
                     path=source,
                     field=field,
                     value=value,

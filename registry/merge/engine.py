@@ -146,7 +146,7 @@ def run_merge(
     if not plan.complete:
         raise MergeError(f"the plan is incomplete ({plan.skipped[0]}); plan without offline mode to merge")
     target = out.resolve()
-    for src in plan.sources:
+    for src in [*plan.sources, *plan.models]:
         # --overwrite onto an input (or a folder holding one) would destroy what is being merged.
         if src.path is not None and (target == src.path or target in src.path.parents):
             raise OutputExistsError(
@@ -242,7 +242,11 @@ class _Stream:
         self.times = {"main_wait_read_s": 0.0, "main_compute_s": 0.0, "main_wait_write_s": 0.0, "writer_write_s": 0.0}
         self.buffers = _Buffers()
         ctx = recipe.method_context()
-        self.merger = spec.bind(recipe.parameters, ctx)
+        bindings = plan.bindings or [(recipe.parameters, ctx)]
+        # One merger per distinct parameter set (gradient or `filter:` values make several).
+        used = sorted({t.binding for t in plan.tensors}) or [0]
+        self.mergers = {i: spec.bind(*bindings[i]) for i in used}
+        self.merger = self.mergers[used[0]]  # the whole-model scans (one parameter set only, see plan)
         self.protect = list(spec.protected(recipe.parameters, ctx))
         # linear ignores the base (it is listed for the card and the config only): never read it.
         self.base_index = plan.base_index if spec.needs_base else None
@@ -480,7 +484,7 @@ class _Stream:
                 stats = TensorStats()
                 try:
                     raw_out, out = self._out_buffer(t, inputs)
-                    merged = self.merger.merge(t.name, inputs, base, stats, out=out)
+                    merged = self.mergers[t.binding].merge(t.name, inputs, base, stats, out=out)
                 except (ValueError, RuntimeError) as exc:
                     raise self._failure(t, exc) from exc
                 self._recycle(loaded, merged, raw_out)

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from registry.errors import CompatibilityError
 from registry.io.checkpoint import Checkpoint
 from registry.io.safetensors import FLOAT_DTYPES
-from registry.merge.sources import ModelSource, adapters_on_base, open_source, resolve_source
+from registry.merge.sources import ModelSource, StitchPart, adapters_on_base, open_source, resolve_source
 
 if TYPE_CHECKING:
     from registry.hub import HubClient
+    from registry.merge.methods import MethodContext, MethodParams
     from registry.merge.recipe import Recipe
 
 _ARCH_KEYS = (
@@ -58,6 +59,7 @@ class TensorPlan:
     dtype: str
     shared_rows: int | None = None  # vocab tensors: rows [0, shared_rows) merge ...
     extra_from: int | None = None  # ... and the rest come from this source index (tokenizer model)
+    binding: int = 0  # index into `MergePlan.bindings`: this tensor's parameters (gradients, filters)
 
     @property
     def numel(self) -> int:
@@ -74,7 +76,13 @@ class MergePlan:
     input_indices: list[int]  # sources of the method's non-base inputs, in recipe order
     tokenizer_index: int
     tensors: list[TensorPlan] = field(default_factory=list)
+    # The distinct (method parameters, inputs' weights/densities) the tensors use; one unless the
+    # recipe has gradient or `filter:` values.
+    bindings: list[tuple[MethodParams, MethodContext]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    # With `slices:`, `sources` are the engine's input slots (stitched layers of several models) and
+    # `models` the resolved models themselves (for the card); otherwise empty (= `sources`).
+    models: list[ModelSource] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # checks not run, with the reason
     warnings: list[str] = field(default_factory=list)
 
@@ -150,6 +158,14 @@ def plan_merge(
         tokenizer_index=refs.index(tok_ref),
     )
     missing = [i for i, s in enumerate(sources) if s.path is None]
+    if recipe.slices is not None:
+        if missing:
+            plan.skipped.append(
+                f"{', '.join(sources[i].ref for i in missing)} not in the local Hub cache: the recipe is valid, but "
+                "the checks of a slices merge need the models (a real merge downloads them and runs every check)"
+            )
+            return plan
+        _stitch_slots(plan, dict(zip(refs, sources, strict=True)), tok_ref)
     if missing and not remote_headers:
         plan.skipped.append(
             f"{', '.join(sources[i].ref for i in missing)} not in the local Hub cache: the recipe is valid, but "
@@ -168,6 +184,50 @@ def plan_merge(
             ckpt.close()
     _warn_without_tokenizer(plan, has_tokenizer=tokenizer_json.is_file() if tokenizer_json else tok in remote)
     return plan
+
+
+def _stitch_slots(plan: MergePlan, resolved: dict[str, ModelSource], tok_ref: str) -> None:
+    """`slices:`: one engine input per slot, each the slot's sources stitched in output layer order."""
+    recipe = plan.recipe
+    slots = recipe.slice_slots()
+    plan.models = list(plan.sources)
+    plan.sources = []
+    for k in range(len(slots[0])):
+        parts, out = [], 0
+        for sources in slots:
+            src = sources[k]
+            parts.append(StitchPart(resolved[src.model], src.layer_range[0], src.count, out))
+            out += src.count
+        refs = list(dict.fromkeys(p.source.ref for p in parts))
+        label = (
+            refs[0]
+            if len(refs) == 1
+            else " | ".join(f"{p.source.ref}[{p.in_start}:{p.in_start + p.count}]" for p in parts)
+        )
+        first = parts[0].source
+        plan.sources.append(
+            ModelSource(
+                ref=label,
+                path=first.path,
+                repo_id=first.repo_id,
+                revision=first.revision,
+                commit=first.commit,
+                adapter=first.adapter,
+                stitch=tuple(parts),
+            )
+        )
+    skip = 1 if plan.base_index is not None else 0
+    plan.base_index = 0 if skip else None
+    plan.input_indices = list(range(skip, len(plan.sources)))
+    firsts = [src.model for src in slots[0]]
+    if tok_ref not in firsts:
+        raise CompatibilityError(
+            f"with slices:, the tokenizer comes from a model of the first slice ({', '.join(firsts)}), not {tok_ref}; "
+            "set tokenizer_source to one of them",
+            model=tok_ref,
+            reason="tokenizer",
+        )
+    plan.tokenizer_index = firsts.index(tok_ref)
 
 
 def _model_refs(recipe: Recipe) -> tuple[list[str], int | None, list[int]]:
@@ -304,6 +364,54 @@ def _check_plan(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path |
             )
         plan.tensors.append(TensorPlan(name, (rows, *shapes[ref][1:]), code, shared_rows=shared, extra_from=tok))
     _finish_config(plan, ckpts, tokenizer_json)
+    bind_tensors(plan)
+
+
+def bind_tensors(plan: MergePlan) -> None:
+    """Resolve gradient and `filter:` parameters per tensor (mergekit's rules, `registry.merge.settings`)
+    and give each tensor the index of its distinct parameter set in `plan.bindings`.
+
+    Raises:
+        RecipeError: a resolved value the method refuses; CompatibilityError: per-tensor values with
+            a method that scans the whole model first.
+    """
+    from dataclasses import replace
+
+    from registry.merge.settings import gradient_t, is_pre_weight, layer_index
+
+    recipe = plan.recipe
+    plan.bindings = [(recipe.parameters, recipe.method_context())]
+    if not recipe.has_tensor_parameters():
+        return
+    layers = plan.config.get("num_hidden_layers")
+    layout = recipe.slice_layout() if recipe.slices is not None else None
+    plan.bindings = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(plan.tensors):
+        if layout is None:
+            params, ctx = recipe.tensor_parameters(t.name, gradient_t(t.name, layers))
+        else:
+            index = layer_index(t.name)
+            if index is None:  # mergekit: embeddings with the first slice, norm and head with the last, t = 0
+                where, at = (0 if is_pre_weight(t.name) else layout[-1][0]), 0.0
+            else:
+                where, position, count = layout[index]
+                at = position / (count - 1) if count > 1 else 1.0
+            params, ctx = recipe.tensor_parameters(t.name, at, where)
+        key = json.dumps([params.model_dump(mode="json"), ctx.weights, ctx.densities], sort_keys=True)
+        if key not in seen:
+            seen[key] = len(plan.bindings)
+            plan.bindings.append((params, ctx))
+        plan.tensors[i] = replace(t, binding=seen[key])
+    from registry.merge.methods import get_method
+
+    spec = get_method(recipe.merge_method)
+    if len(plan.bindings) > 1 and spec.bind(*plan.bindings[0]).scans:
+        raise CompatibilityError(
+            f"{recipe.merge_method} with these parameters looks at the whole model before merging, which "
+            "per-tensor (gradient or filter) values cannot share; give one value, or use slack_scope: tensor",
+            reason="settings",
+        )
 
 
 def _finish_config(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Path | None) -> None:
@@ -316,6 +424,7 @@ def _finish_config(plan: MergePlan, ckpts: list[Checkpoint], tokenizer_json: Pat
     if out_dtype:
         config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = out_dtype
     config.pop("_name_or_path", None)
+    config.pop("auto_map", None)  # never code in the output (registry.merge.outputs)
     plan.config = config
     size = tokenizer_size(tokenizer_json) if tokenizer_json else None
     if size is not None and size > config.get("vocab_size", size):

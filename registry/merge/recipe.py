@@ -28,6 +28,7 @@ from registry.errors import RecipeError, UnknownMethodError
 from registry.languages import check_language
 from registry.merge.methods import METHODS, get_method
 from registry.merge.methods.plugin import InputParams, MethodContext, MethodParams
+from registry.merge.settings import Setting, evaluate, first_of, is_dynamic, leaves, parse_setting, to_plain
 from registry.mergekit_compat import MERGEKIT_METHODS, refuse_unsupported
 
 Role = Literal["ct", "sft", "base"]
@@ -84,6 +85,43 @@ class ModelEntry(_Frozen):
         return None if value is None else check_language(value)
 
 
+class SliceSource(_Frozen):
+    """One source of an output slice (`slices[].sources[]`): a model's layers `[start, end)`."""
+
+    model: str = Field(min_length=1)
+    layer_range: tuple[int, int]
+    parameters: ModelParameters = ModelParameters()
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        return _check_reference(value)
+
+    @field_validator("layer_range")
+    @classmethod
+    def _range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= value[0] < value[1]:
+            raise ValueError("layer_range is [start, end) with 0 <= start < end, e.g. [0, 24]")
+        return value
+
+    @property
+    def count(self) -> int:
+        return self.layer_range[1] - self.layer_range[0]
+
+
+class SliceEntry(_Frozen):
+    """One output slice (`slices[]`): its sources' layers merged by the method, in output order."""
+
+    sources: tuple[SliceSource, ...] = Field(min_length=1)
+    base_model: str | None = None
+    parameters: SerializeAsAny[MethodParams] = MethodParams()
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_ref(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reference(value)
+
+
 class SweepBlock(BaseModel):
     """`mergeling.sweep`: lists of values per parameter (e.g. `density`, `slack`) and the metric to pick by.
 
@@ -122,17 +160,34 @@ class MergelingBlock(_Frozen):
         return value
 
 
+class ParameterSettings(_Frozen):
+    """The gradient and `filter:` values of a recipe's parameters, by dotted place.
+
+    Keys are `parameters.<name>` or `models.<i>.parameters.<name>`; the typed `parameters` hold
+    a representative of each (its value at `t = 0` from the unfiltered default, else its first
+    number), so checks and summaries see a number. `Recipe.tensor_parameters` resolves them per tensor.
+    """
+
+    values: dict[str, Setting] = {}
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
 class Recipe(_Frozen):
     """A validated merge recipe."""
 
     merge_method: str
     base_model: str | None = None
     models: tuple[ModelEntry, ...] = Field(min_length=1)
+    slices: tuple[SliceEntry, ...] | None = None  # then `models` is derived: each model once, in order
     parameters: SerializeAsAny[MethodParams] = MethodParams()
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
     mergeling: MergelingBlock = MergelingBlock()
+    settings: ParameterSettings = Field(default=ParameterSettings(), exclude=True)
 
     @field_validator("base_model")
     @classmethod
@@ -155,6 +210,9 @@ class Recipe(_Frozen):
         if not isinstance(data, dict) or not isinstance(data.get("merge_method"), str):
             return data
         spec = METHODS.get(data["merge_method"])
+        data = _derive_models(data)
+        if spec is not None:
+            data = _split_settings(data, spec.params)
         raw = data.get("parameters")
         if spec is None or (isinstance(raw, MethodParams) and isinstance(raw, spec.params)):
             return data
@@ -168,7 +226,27 @@ class Recipe(_Frozen):
                 for e in exc.errors()
             ]
             raise ValidationError.from_exception_data(cls.__name__, errors) from None
-        return {**data, "parameters": params}
+        data = {**data, "parameters": params}
+        if isinstance(data.get("slices"), list):
+            slices = []
+            for j, entry in enumerate(data["slices"]):
+                if isinstance(entry, dict) and isinstance(entry.get("parameters"), dict):
+                    try:
+                        entry = {**entry, "parameters": spec.params.model_validate(entry["parameters"])}
+                    except ValidationError as exc:
+                        errors = [
+                            InitErrorDetails(
+                                type=e["type"],
+                                loc=("slices", j, "parameters", *e["loc"]),
+                                input=e["input"],
+                                ctx=e.get("ctx", {}),
+                            )
+                            for e in exc.errors()
+                        ]
+                        raise ValidationError.from_exception_data(cls.__name__, errors) from None
+                slices.append(entry)
+            data["slices"] = slices
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -178,7 +256,9 @@ class Recipe(_Frozen):
             raise ValueError(f"unknown merge method; write one of {', '.join(sorted(METHODS))}")
         if spec.needs_base and self.base_model is None:
             raise ValueError(f"{method} needs `base_model:`; add the model the inputs were fine-tuned from")
-        count = len(self.merge_inputs())
+        if self.slices is not None:
+            self._check_slices()
+        count = len(self.merge_inputs()) if self.slices is None else len(self.slice_slots()[0]) - self._slot_base()
         if count < spec.min_inputs:
             raise ValueError(f"{method} needs at least {spec.min_inputs} input models besides the base")
         if spec.max_inputs is not None and count > spec.max_inputs:
@@ -197,6 +277,58 @@ class Recipe(_Frozen):
             self._check_sweep(spec.params)
         self.tokenizer_model()
         return self
+
+    # -- slices (frankenmerges) ----------------------------------------------------------
+    def _slot_base(self) -> int:
+        """1 when slot 0 of every slice is the base model (methods that take one), else 0."""
+        return 1 if self.slices is not None and METHODS[self.merge_method].needs_base else 0
+
+    def _check_slices(self) -> None:
+        spec = METHODS[self.merge_method]
+        assert self.slices is not None
+        for j, entry in enumerate(self.slices):
+            if entry.base_model is not None and entry.base_model != self.base_model:
+                raise ValueError(
+                    f"slices.{j}.base_model: a base per slice is not supported; set the top-level base_model"
+                )
+            counts = {s.count for s in entry.sources}
+            if len(counts) > 1:
+                raise ValueError(
+                    f"slices.{j}: every source of a slice spans the same number of layers (got {sorted(counts)}); "
+                    "fix the layer_range values"
+                )
+            if spec.needs_base and self.base_model not in [s.model for s in entry.sources]:
+                raise ValueError(
+                    f"slices.{j}: {self.merge_method} needs the base_model {self.base_model} among the sources "
+                    "of every slice; add it with the same layer_range"
+                )
+        sizes = {len(entry.sources) for entry in self.slices}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"slices: every slice has the same number of sources here (got {sorted(sizes)}); "
+                "split the recipe into merges with one shape each"
+            )
+
+    def slice_slots(self) -> list[list[SliceSource]]:
+        """Per output slice, its sources in slot order: the base first (methods with a base), then the
+        others as listed. Slot k of every slice feeds the engine's input k."""
+        assert self.slices is not None
+        out = []
+        for entry in self.slices:
+            sources = list(entry.sources)
+            if self._slot_base():
+                base = next(s for s in sources if s.model == self.base_model)
+                sources.remove(base)
+                sources.insert(0, base)
+            out.append(sources)
+        return out
+
+    def slice_layout(self) -> list[tuple[int, int, int]]:
+        """Per output layer: (slice index, its layer index within the slice, the slice's layer count)."""
+        assert self.slices is not None
+        return [
+            (j, i, entry.sources[0].count) for j, entry in enumerate(self.slices) for i in range(entry.sources[0].count)
+        ]
 
     def _check_sweep(self, params: type[MethodParams]) -> None:
         sweep = self.mergeling.sweep
@@ -291,7 +423,7 @@ class Recipe(_Frozen):
             RecipeError: an old reference the recipe does not have, or a recipe that no longer validates.
         """
         data = self.canonical()
-        present = {m["model"] for m in data["models"]} | ({data["base_model"]} if "base_model" in data else set())
+        present = {m.model for m in self.models} | ({data["base_model"]} if "base_model" in data else set())
         missing = [old for old in replacements if old not in present]
         if missing:
             raise RecipeError(
@@ -301,10 +433,15 @@ class Recipe(_Frozen):
                 field="models",
                 value=missing[0],
             )
-        for model in data["models"]:
+        for model in data.get("models", []):
             model["model"] = replacements.get(model["model"], model["model"])
             if languages and model["model"] in languages:
                 model["language"] = languages[model["model"]]
+        for entry in data.get("slices", []):
+            for src in entry["sources"]:
+                src["model"] = replacements.get(src["model"], src["model"])
+            if "base_model" in entry:
+                entry["base_model"] = replacements.get(entry["base_model"], entry["base_model"])
         if "base_model" in data:
             data["base_model"] = replacements.get(data["base_model"], data["base_model"])
         if base is not None:
@@ -434,8 +571,109 @@ class Recipe(_Frozen):
         return yaml.safe_dump(self.canonical(), sort_keys=False, allow_unicode=True)
 
     def canonical(self) -> dict[str, Any]:
-        """The recipe as plain data, defaults left out, aliases used (`lambda`)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+        """The recipe as plain data, defaults left out, aliases used (`lambda`); gradients and
+        `filter:` lists in place, as written."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+        if self.slices is not None:
+            data.pop("models", None)  # derived from the slices
+        for path, setting in self.settings.values.items():
+            node: Any = data
+            *parents, name = path.split(".")
+            for part in parents:
+                if isinstance(node, list):
+                    node = node[int(part)]
+                else:
+                    node = node.setdefault(part, {})
+            node[name] = to_plain(setting)
+        return data
+
+    # -- per-tensor parameters -----------------------------------------------------------
+    def has_tensor_parameters(self) -> bool:
+        """Whether some parameter is a gradient or a `filter:` list (so tensors may differ)."""
+        return bool(self.settings.values)
+
+    def tensor_parameters(
+        self, name: str, t: float, slice_index: int | None = None
+    ) -> tuple[MethodParams, MethodContext]:
+        """The method's parameters and inputs' weights/densities for one tensor.
+
+        Args:
+            name: the tensor's name (filters are substrings of it).
+            t: its gradient position (`registry.merge.settings.gradient_t`, or within its slice).
+            slice_index: with `slices:`, the output slice the tensor belongs to (its sources are the inputs).
+
+        Precedence as mergekit: a source's own value, then its slice's, then the top-level one,
+        then the default; a `filter:` list that matches nothing passes on to the next.
+
+        Raises:
+            RecipeError: a resolved value the method refuses (names the tensor).
+        """
+        if not self.settings.values and self.slices is None:
+            return self.parameters, self.method_context()
+        spec = get_method(self.merge_method)
+        settings = self.settings.values
+
+        def place(prefix: str, block: BaseModel, key: str) -> Any:
+            attr = next((n for n, f in type(block).model_fields.items() if (f.alias or n) == key), key)
+            return settings.get(f"{prefix}.{key}", getattr(block, attr, None))
+
+        shared: list[tuple[str, BaseModel]] = [("parameters", self.parameters)]
+        if slice_index is not None:
+            assert self.slices is not None
+            shared.insert(0, (f"slices.{slice_index}.parameters", self.slices[slice_index].parameters))
+        top: dict[str, Any] = {}
+        for key in _param_names(spec.params):
+            value = first_of([place(prefix, block, key) for prefix, block in shared], name, t, _identity)
+            if value is not None:
+                top[key] = value
+        inputs: list[tuple[str, str, ModelParameters, str | None]]  # (place, model, params, role)
+        if slice_index is None:
+            inputs = [(f"models.{i}.parameters", m.model, m.parameters, m.role) for i, m in self._input_positions()]
+        else:
+            assert self.slices is not None
+            entry = self.slices[slice_index]
+            slots = self.slice_slots()[slice_index][self._slot_base() :]
+            inputs = [
+                (f"slices.{slice_index}.sources.{entry.sources.index(src)}.parameters", src.model, src.parameters, None)
+                for src in slots
+            ]
+        per_input: dict[str, list[float]] = {"weight": [], "density": []}
+        for prefix, _, own, _ in inputs:
+            for key in per_input:
+                chain = [place(prefix, own, key)] + [place(p, block, key) for p, block in shared]
+                value = first_of(chain, name, t, _identity)
+                per_input[key].append(float(1.0 if value is None else value))
+        try:
+            params = spec.params.model_validate(top)
+            for key, values in per_input.items():
+                for value in values:
+                    ModelParameters.model_validate({key: value})
+            ctx = MethodContext(
+                refs=tuple(model for _, model, _, _ in inputs),
+                roles=tuple(role for _, _, _, role in inputs),
+                weights=tuple(per_input["weight"]),
+                densities=tuple(per_input["density"]),
+                base=self.base_model,
+            )
+            spec.check(params, ctx)
+        except (ValidationError, ValueError) as exc:
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise RecipeError(
+                f"tensor {name!r}: the gradient/filter values give {reason.removeprefix('Value error, ')}; "
+                "change the values for this tensor",
+                field="parameters",
+                value=name,
+            ) from None
+        return params, ctx
+
+    def _input_positions(self) -> list[tuple[int, ModelEntry]]:
+        inputs = self.merge_inputs()
+        out, start = [], 0
+        for entry in inputs:
+            index = next(i for i in range(start, len(self.models)) if self.models[i] is entry)
+            out.append((index, entry))
+            start = index + 1
+        return out
 
     def recipe_hash(self) -> str:
         """sha256 of the canonical JSON: equal recipes hash equal, whatever the YAML layout."""
@@ -627,6 +865,102 @@ def _model_data(model: ModelEntry | Mapping[str, Any] | tuple[str, Mapping[str, 
         ref, params = model
         return {"model": ref, "parameters": dict(params)}
     return dict(model)
+
+
+def _derive_models(data: dict[str, Any]) -> dict[str, Any]:
+    """With `slices:`, `models` is each source model once, in order of appearance (never written)."""
+    slices = data.get("slices")
+    if slices is None:
+        return data
+    if "models" in data:
+        raise ValueError("give either `models:` or `slices:`, not both (mergekit's rule)")
+    if not isinstance(slices, list) or not slices:
+        raise ValueError("slices: a list of {sources: [{model: ..., layer_range: [start, end]}]} entries")
+    refs: list[str] = []
+    for entry in slices:
+        for src in (entry.get("sources") if isinstance(entry, dict) else None) or []:
+            if isinstance(src, dict) and isinstance(src.get("model"), str) and src["model"] not in refs:
+                refs.append(src["model"])
+    return {**data, "models": [{"model": ref} for ref in refs]}
+
+
+def _split_settings(data: dict[str, Any], params: type[MethodParams]) -> dict[str, Any]:
+    """Move gradient and `filter:` values out of `parameters` (and each model's) into `settings`.
+
+    Each is replaced in place by its value outside the layers (checked as any value would be),
+    every number it holds is checked against the parameter's range, and the setting itself goes to
+    `settings` (under its dotted place).
+
+    Raises:
+        ValueError: `settings` given in the recipe (not a recipe key), or a bad condition list.
+    """
+    if "settings" in data and not isinstance(data["settings"], ParameterSettings):
+        raise ValueError("unknown key `settings`; parameters go under `parameters:`")
+    found: dict[str, Setting] = {}
+    data = dict(data)
+    blocks: list[tuple[str, Any, type[BaseModel]]] = [("parameters", data.get("parameters"), params)]
+    models = data.get("models")
+    if isinstance(models, list):
+        models = [dict(m) if isinstance(m, dict) else m for m in models]
+        data["models"] = models
+        for i, entry in enumerate(models):
+            if isinstance(entry, dict):
+                blocks.append((f"models.{i}.parameters", entry.get("parameters"), ModelParameters))
+    slices = data.get("slices")
+    if isinstance(slices, list):
+        slices = [
+            {**e, "sources": [dict(x) if isinstance(x, dict) else x for x in e.get("sources") or []]}
+            if isinstance(e, dict)
+            else e
+            for e in slices
+        ]
+        data["slices"] = slices
+        for j, entry in enumerate(slices):
+            if not isinstance(entry, dict):
+                continue
+            blocks.append((f"slices.{j}.parameters", entry.get("parameters"), params))
+            for k, src in enumerate(entry["sources"]):
+                if isinstance(src, dict):
+                    blocks.append((f"slices.{j}.sources.{k}.parameters", src.get("parameters"), ModelParameters))
+    for where, block, model in blocks:
+        if not isinstance(block, dict):
+            continue
+        block = dict(block)
+        for name, value in list(block.items()):
+            field = next((f for n, f in model.model_fields.items() if (f.alias or n) == name), None)
+            if field is None or not is_dynamic(value) or _is_list_field(field.annotation):
+                continue
+            try:
+                setting = parse_setting(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}.{name}: {exc}") from None
+            for leaf in leaves(setting):
+                try:
+                    model.model_validate({name: leaf})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"{where}.{name} holds {leaf!r}: {reason}") from None
+            found[f"{where}.{name}"] = setting
+            first = evaluate(setting, "", 0.0, _identity)
+            block[name] = first if first is not None else leaves(setting)[0]
+        parts = where.split(".")
+        if where == "parameters":
+            data["parameters"] = block
+        elif parts[0] == "models":
+            models[int(parts[1])]["parameters"] = block  # type: ignore[index]
+        elif len(parts) == 3:
+            slices[int(parts[1])]["parameters"] = block  # type: ignore[index]
+        else:
+            slices[int(parts[1])]["sources"][int(parts[3])]["parameters"] = block  # type: ignore[index]
+    if found:
+        data["settings"] = ParameterSettings(values=found)
+    return data
+
+
+def _is_list_field(annotation: Any) -> bool:
+    args = getattr(annotation, "__args__", ())
+    origin = getattr(annotation, "__origin__", None)
+    return origin in (tuple, list) or any(_is_list_field(a) for a in args)
 
 
 def _check_reference(value: str) -> str:

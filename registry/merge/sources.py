@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 
 from registry.catalog.entries import ModelRef
 from registry.errors import CompatibilityError, HubUnavailableError
+from registry.io.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import torch
+
     from registry.hub import HubClient
-    from registry.io.checkpoint import Checkpoint
 
 HUB_PATTERNS = [
     "*.safetensors",
@@ -49,6 +51,17 @@ class ModelSource:
     commit: str | None = None  # the Hub commit actually used
     adapter: Path | None = None  # a LoRA adapter applied on top of `path` (`model+lora`, or an adapter ref)
     from_cache: bool = False  # the Hub was unreachable: the cached snapshot was used
+    stitch: tuple[StitchPart, ...] | None = None  # `slices:`: layers of several models, renumbered
+
+
+@dataclass(frozen=True)
+class StitchPart:
+    """Layers `[in_start, in_start + count)` of a resolved model, as output layers from `out_start`."""
+
+    source: ModelSource
+    in_start: int
+    count: int
+    out_start: int
 
 
 def open_source(src: ModelSource) -> Checkpoint:
@@ -59,6 +72,8 @@ def open_source(src: ModelSource) -> Checkpoint:
     """
     from registry.io.checkpoint import open_checkpoint
 
+    if src.stitch is not None:
+        return open_stitched(src)
     if src.path is None:
         raise CompatibilityError(f"model {src.ref!r} was not resolved", model=src.ref)
     if src.adapter is not None:
@@ -154,10 +169,11 @@ def hub_offline() -> bool:
 def hub_files(files: list[str]) -> list[str]:
     """The files of a Hub model repo a merge needs: root-level weights in ONE format (safetensors
     when present; repos such as Llama-2-7b-hf ship both), config, tokenizer, generation config, README.
+    Never a `*.py` file (custom code: `tokenizer*` would match `tokenizer_xyz.py`).
     """
     from fnmatch import fnmatch
 
-    root = [f for f in files if "/" not in f]
+    root = [f for f in files if "/" not in f and not f.endswith(".py")]  # never code (`tokenizer*` matches *.py)
     safetensors = any(f.endswith(".safetensors") for f in root)
     wanted = []
     for name in root:
@@ -243,3 +259,87 @@ def _same_model(ref: str, src: ModelSource) -> bool:
         return True
     local = Path(ref).expanduser()
     return local.is_dir() and src.path is not None and local.resolve() == src.path.resolve()
+
+
+def open_stitched(src: ModelSource) -> Checkpoint:
+    """A slot of a `slices:` merge as one checkpoint (see `StitchedCheckpoint`).
+
+    Raises:
+        CompatibilityError: a layer_range beyond a model's layers.
+    """
+    assert src.stitch is not None
+    opened: dict[tuple[Path | None, Path | None], Checkpoint] = {}
+    parts: list[tuple[Checkpoint, StitchPart]] = []
+    try:
+        for part in src.stitch:
+            key = (part.source.path, part.source.adapter)
+            if key not in opened:
+                opened[key] = open_source(part.source)
+            parts.append((opened[key], part))
+        return StitchedCheckpoint.build(src.ref, parts, list(opened.values()))
+    except BaseException:
+        for ckpt in opened.values():
+            ckpt.close()
+        raise
+
+
+class StitchedCheckpoint(Checkpoint):
+    """Output-named tensors of a frankenmerge slot: output layer `out_start + i` is layer
+    `in_start + i` of its part's model (mergekit renumbers the same way); tensors outside the
+    layers come from the first part (embeddings) or the last (final norm, head), as in mergekit."""
+
+    names: dict[str, tuple[Checkpoint, str]]
+    owned: list[Checkpoint]
+
+    @classmethod
+    def build(cls, ref: str, parts: list[tuple[Checkpoint, StitchPart]], owned: list[Checkpoint]) -> StitchedCheckpoint:
+        from dataclasses import replace
+
+        from registry.merge.settings import is_pre_weight, layer_index, rename_layer
+
+        names: dict[str, tuple[Checkpoint, str]] = {}
+        tensors = {}
+        for number, (ckpt, part) in enumerate(parts):
+            layers = ckpt.config.get("num_hidden_layers")
+            if isinstance(layers, int) and part.in_start + part.count > layers:
+                raise CompatibilityError(
+                    f"{part.source.ref} has {layers} layers but a slice takes layers "
+                    f"[{part.in_start}, {part.in_start + part.count}); fix its layer_range",
+                    model=part.source.ref,
+                    reason="layer_range",
+                )
+            for name, info in ckpt.tensors.items():
+                index = layer_index(name)
+                if index is None:
+                    take = number == 0 if is_pre_weight(name) else number == len(parts) - 1
+                    out = name if take else None
+                elif part.in_start <= index < part.in_start + part.count:
+                    out = rename_layer(name, part.out_start + index - part.in_start)
+                else:
+                    out = None
+                if out is not None:
+                    names[out] = (ckpt, name)
+                    tensors[out] = replace(info, name=out)
+        first = parts[0][0]
+        total = sum(part.count for _, part in parts)
+        config = {**first.config, "num_hidden_layers": total}
+        view = cls(path=first.path, config=config, tensors=tensors, format=first.format)
+        view.names, view.owned = names, owned
+        return view
+
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        ckpt, real = self.names[name]
+        return ckpt.read(real, out)
+
+    def map(self, name: str) -> torch.Tensor:
+        ckpt, real = self.names[name]
+        return ckpt.map(real)
+
+    def evict(self, name: str) -> None:
+        ckpt, real = self.names[name]
+        ckpt.evict(real)
+
+    def close(self) -> None:
+        for ckpt in self.owned:
+            ckpt.close()
+        self.owned = []

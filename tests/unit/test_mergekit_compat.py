@@ -18,25 +18,23 @@ TIES = {
 
 def test_plain_config_passes() -> None:
     refuse_unsupported(TIES, "r.yml")
+    # gradients and filter: conditions are implemented (registry.merge.settings)
+    refuse_unsupported({**TIES, "parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.2}]}}, "r.yml")
+    refuse_unsupported({**TIES, "parameters": {"weight": [0.1, 0.9]}}, "r.yml")
     refuse_unsupported({**TIES, "tokenizer_source": "model:org/ct"}, "r.yml")
 
 
 @pytest.mark.parametrize(
     ("change", "name"),
     [
-        ({"slices": [{"sources": []}]}, "slices"),
+        ({"modules": {"text_decoder": {"models": []}}}, "modules"),
         ({"tokenizer": {"source": "union"}}, "tokenizer"),
         ({"chat_template": "chatml"}, "chat_template"),
         ({"tokenizer_source": "union"}, "union"),
         ({"parameters": {"rescale": True}}, "DARE"),
         ({"parameters": {"t": 0.5}}, "SLERP"),
-        ({"parameters": {"weight": {"filter": "mlp", "value": 0.5}}}, "conditional"),
         ({"models": [{"model": "org/ct+org/lora+org/x"}, {"model": "org/sft", "role": "sft"}]}, "LoRA"),
         ({"base_model": "org/base+"}, r"base_model = 'org/base\+': a LoRA reference is model\+lora"),
-        (
-            {"parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.2}]}},
-            r"parameters\.density = .*: conditional \(filter/value\)",
-        ),
     ],
 )
 def test_unsupported_mergekit_features_refused_by_name(change: dict, name: str) -> None:

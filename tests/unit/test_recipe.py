@@ -64,8 +64,9 @@ dtype: float16
 """
     path = tmp_path / "mk.yml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(UnsupportedFeatureError, match=r"models\.0\.parameters\.density.*gradient"):
-        load_recipe(path)
+    recipe = load_recipe(path)  # the density gradient is resolved per tensor (test_recipe_settings)
+    assert recipe.canonical()["models"][0]["parameters"]["density"] == [1, 0.7, 0.1]
+    assert recipe.tensor_parameters("model.layers.3.mlp.up_proj.weight", 0.75)[1].densities[0] == pytest.approx(0.4)
     recipe = load_recipe(path, overrides=["models.0.parameters.density=0.7"])
     assert [m.model for m in recipe.merge_inputs()] == ["psmathur/orca_mini_v3_13b", "garage-bAInd/Platypus2-13B"]
     assert recipe.densities() == (0.7, 0.5)
@@ -165,8 +166,8 @@ def test_unknown_method_lists_valid_ids() -> None:
 
 def test_unsupported_feature_refused_through_parse_recipe() -> None:
     # Every case is in test_mergekit_compat.py; this checks parse_recipe runs the refusals.
-    with pytest.raises(UnsupportedFeatureError, match="slices"):
-        parse_recipe({**TIES_SV, "slices": [{"sources": []}]})
+    with pytest.raises(UnsupportedFeatureError, match="modules"):
+        parse_recipe({**TIES_SV, "modules": {"text_decoder": {"models": []}}})
 
 
 def test_method_specific_parameters_checked() -> None:
