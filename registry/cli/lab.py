@@ -258,6 +258,10 @@ def experiment(
     layers: Annotated[
         int | None, typer.Option(help="Transformer layers (the layer swap needs >= 3).", min=1, show_default=False)
     ] = None,
+    sft_lr: Annotated[
+        float | None,
+        typer.Option(help="SFT learning rate (default: the lab's, 1e-3); lower keeps the SFT delta small.", min=0),
+    ] = None,
     suite: Annotated[
         Path | None, typer.Option(help="Evaluation suite (default recipes/eval/<language>.yaml).", dir_okay=False)
     ] = None,
@@ -318,6 +322,7 @@ def experiment(
                 **(TINY_PROFILE if tiny else {}),
                 **stage_steps(quick=quick, steps=steps),
                 **({"num_layers": layers} if layers else {}),
+                **({"sft_lr": sft_lr} if sft_lr else {}),
                 "ct_save_steps": _save_steps(ct_save_steps),
                 "ct_sft": True,
             }

@@ -645,3 +645,44 @@ def plot(result: ExperimentResult, path: Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def modules_recipe(*, base: Path, ct: Path, sft: Path, language: str) -> Any:
+    """The `modules` variant as ONE engine recipe, with mergekit `filter:` conditions (registry/merge/settings.py).
+
+    embed_tokens, lm_head and the final norm: the SFT's weight is 0 and nothing is trimmed, so they are
+    base + τ_CT (the CT's tensors up to float rounding); attention and its norm: TIES-SV density 0.5, slack 0.1;
+    the rest (MLP and its norm): density 0.3, slack 0.3. `_compose` builds the same tensors from separate
+    merges (tests/integration/test_lab_experiment.py checks they agree).
+    """
+    from registry.recipe import Recipe
+
+    ct_only = [{"filter": name, "value": 1.0} for name in ("embed_tokens", "lm_head", "model.norm")]
+    density = [*ct_only, {"filter": "self_attn", "value": 0.5}, {"filter": "input_layernorm", "value": 0.5},
+               {"value": 0.3}]  # fmt: skip
+    sft_weight = [{"filter": name, "value": 0.0} for name in ("embed_tokens", "lm_head", "model.norm")]
+    return Recipe.from_parts(
+        method="ties_sv",
+        base=str(base),
+        models=[
+            {"model": str(ct), "role": "ct", "language": language, "parameters": {"weight": 1.0, "density": density}},
+            {
+                "model": str(sft),
+                "role": "sft",
+                "parameters": {"weight": [*sft_weight, {"value": 1.0}], "density": density},
+            },
+        ],
+        parameters={
+            "normalize": True,
+            "lambda": 1.0,
+            "slack_scope": "tensor",
+            "slack": [
+                {"filter": "self_attn", "value": 0.1},
+                {"filter": "input_layernorm", "value": 0.1},
+                {"value": 0.3},
+            ],
+        },  # fmt: skip
+        dtype="float32",
+        tokenizer_source="base",
+        source="lab experiment: per-module recipe",
+    )

@@ -13,11 +13,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.lab.experiment import ExperimentResult, Point, _interval, gains_kept, tables_markdown
+from registry.lab.experiment import ExperimentResult, Point, _interval, gains_kept, modules_recipe, tables_markdown
+from registry.merge.engine import run_merge
+from registry.merge.plan import plan_merge
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = "sib200_ben_Beng,flores_ben_Beng,sib200_eng_Latn"
@@ -73,6 +77,18 @@ def test_experiment_builds_merges_evaluates_and_resumes(tmp_path: Path, shared_d
         assert merged.get_tensor("model.layers.1.mlp.up_proj.weight").equal(
             sft.get_tensor("model.layers.1.mlp.up_proj.weight")
         )
+    # the per-module variant, stitched from separate merges, is the engine's one `filter:` recipe
+    lab = out / "seed0" / "lab"
+    recipe = modules_recipe(base=lab / "base", ct=lab / "ct-ben_Beng", sft=lab / "sft", language="ben_Beng")
+    run_merge(plan_merge(recipe), out=tmp_path / "filtered", device="cpu", progress=False)
+    filtered = load_file(str(tmp_path / "filtered" / "model.safetensors"))
+    stitched = load_file(str(out / "seed0" / "merges" / "modules-step6" / "model.safetensors"))
+    assert filtered.keys() == stitched.keys()
+    for name, tensor in stitched.items():
+        if any(part in name for part in ("embed_tokens", "lm_head", "model.norm")):  # base + (CT - base)
+            assert torch.allclose(filtered[name], tensor, rtol=0, atol=1e-6), name
+        else:
+            assert filtered[name].equal(tensor), name
     # rendered: per CT point a methods x tasks table with the average, the discard shares, the gains kept
     table = (out / "table.md").read_text(encoding="utf-8")
     assert table in text
@@ -82,10 +98,17 @@ def test_experiment_builds_merges_evaluates_and_resumes(tmp_path: Path, shared_d
     rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text(encoding="utf-8"))))
     assert {r["method"] for r in rows} >= {"ct_sft", "ties", "ties_sv", "sft", "base"}
     assert all(r["ci95"] == "" and r["n_seeds"] == "1" for r in rows)
-    # a second run keeps every build, merge and evaluation
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "seed0").rglob("*.json")}
+
+    # a second run keeps every trained and merged model and every evaluation record (the lab rewrites its cards)
+    def stamps() -> dict[Path, int]:
+        kept = [*(out / "seed0").rglob("*.safetensors"), *(out / "seed0" / "eval").glob("*.json")]
+        kept += (out / "seed0" / "merges").rglob("merge_report.json")
+        return {p: p.stat().st_mtime_ns for p in kept}
+
+    before = stamps()
+    assert len(before) > 30
     _run(out, shared_data)
-    assert {p: p.stat().st_mtime_ns for p in (out / "seed0").rglob("*.json")} == stamps
+    assert stamps() == before
 
 
 def test_intervals_over_seeds_and_gains_kept() -> None:
