@@ -292,8 +292,8 @@ def experiment(
 
     Examples:
 
-        registry lab experiment --out lab-out/exp --tiny --layers 4 --limit 200 \\
-            --tasks sib200_ben_Beng,flores_ben_Beng,sib200_eng_Latn,flores_eng_Latn --plot docs/lab_experiment.png
+        registry lab experiment --out lab-out/exp --tiny --layers 4 \\
+            --suite recipes/eval/lab/ben_Beng-experiment.yaml --plot docs/lab_experiment.png
 
         registry lab experiment --out lab-out/exp1 --tiny --seeds 0 --limit 20    # a smoke run
     """
