@@ -464,6 +464,9 @@ def tables_markdown(result: ExperimentResult) -> str:
             f"{_pct([d['discarded'] for d in sv])} |"
         )
     lines.append("")
+    for line in crossings(result):
+        lines.append(f"- {line}")
+    lines.append("")
     n = len(result.seeds)
     lines.append(
         f"Mean over {n} seed(s) ({', '.join(map(str, result.seeds))})"
@@ -557,22 +560,31 @@ def gains_markdown(result: ExperimentResult, *, goal: float = 0.8) -> str:
     return "\n".join(lines) + "\n"
 
 
-def crossings(result: ExperimentResult, task: str, merge: str) -> list[str]:
-    """Where the mean of `merge` and of CT-then-SFT on `task` change order, as lines of text."""
-    said = []
-    previous: int | None = None
-    for step, tokens in result.steps():
-        a, b = _values(result, merge, step, task), _values(result, "ct_sft", step, task)
-        if not a or not b:
-            continue
-        diff = _interval(a)[0] - _interval(b)[0]
-        sign = (diff > 0) - (diff < 0)
-        if previous is not None and sign != previous and sign != 0:
-            said.append(f"{METHOD_LABELS[merge]} vs CT-then-SFT on {task}: order changes by CT step {step} "
-                        f"({tokens / 1e3:.1f}k tokens)")  # fmt: skip
-        if sign != 0:
-            previous = sign
-    return said
+def crossings(result: ExperimentResult) -> list[str]:
+    """For each accuracy task and merge: which is ahead of CT-then-SFT at each CT point, and where the means cross."""
+    lines = []
+    for task in _accuracy_tasks(result):
+        for merge in ("ties", "ties_sv"):
+            order = []
+            for step, tokens in result.steps():
+                a, b = _values(result, merge, step, task), _values(result, "ct_sft", step, task)
+                if a and b:
+                    diff = _interval(a)[0] - _interval(b)[0]
+                    order.append((step, tokens, (diff > 0) - (diff < 0)))
+            if not order:
+                continue
+            signs = {sign for _, _, sign in order}
+            name = METHOD_LABELS[merge]
+            if signs == {1}:
+                lines.append(f"{task}: {name} above CT-then-SFT at every CT point (no crossing).")
+            elif signs == {-1}:
+                lines.append(f"{task}: {name} below CT-then-SFT at every CT point (no crossing).")
+            else:
+                changes = [f"{tokens / 1e3:.1f}k" for (_, _, s0), (_, tokens, s1) in zip(order, order[1:], strict=False)
+                           if s0 != s1]  # fmt: skip
+                said = ", ".join(changes) or "nowhere"
+                lines.append(f"{task}: {name} vs CT-then-SFT: the order of the means changes by {said} CT tokens.")
+    return lines
 
 
 def plot(result: ExperimentResult, path: Path) -> Path:

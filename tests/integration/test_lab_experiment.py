@@ -19,7 +19,15 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from registry.cli import app
-from registry.lab.experiment import ExperimentResult, Point, _interval, gains_kept, modules_recipe, tables_markdown
+from registry.lab.experiment import (
+    ExperimentResult,
+    Point,
+    _interval,
+    crossings,
+    gains_kept,
+    modules_recipe,
+    tables_markdown,
+)
 from registry.merge.engine import run_merge
 from registry.merge.plan import plan_merge
 
@@ -132,4 +140,24 @@ def test_intervals_over_seeds_and_gains_kept() -> None:
     assert row.method == "ties"
     assert row.language == pytest.approx([0.75, 0.8]) and row.task == pytest.approx([0.75, 0.9])
     assert not row.met(0.8) and row.met(0.75)
-    assert "± " in tables_markdown(result)
+    table = tables_markdown(result)
+    assert "± " in table and "- sib200_eng_Latn: TIES" not in table  # no CT-then-SFT in these points: no crossing line
+
+
+def test_crossings_say_where_the_merge_overtakes_ct_then_sft() -> None:
+    points = [Point(0, 0, 0, "sft", {"sib200_ben_Beng": 0.3})]
+    for step, merge, ct_sft in ((10, 0.30, 0.20), (20, 0.25, 0.26), (40, 0.20, 0.30)):
+        points += [Point(0, step, 100 * step, "ct", {"sib200_ben_Beng": 0.1})]
+        points += [Point(0, step, 100 * step, "ties", {"sib200_ben_Beng": merge})]
+        points += [Point(0, step, 100 * step, "ct_sft", {"sib200_ben_Beng": ct_sft})]
+    result = ExperimentResult(
+        language="ben_Beng", seeds=(0,), tasks=("sib200_ben_Beng",), metrics={"sib200_ben_Beng": "acc"},
+        higher_is_better={"sib200_ben_Beng": True}, limit=None, synthetic=False, settings={}, points=points,
+    )  # fmt: skip
+    assert crossings(result) == [
+        "sib200_ben_Beng: TIES vs CT-then-SFT: the order of the means changes by 2.0k CT tokens."
+    ]
+    later = [p for p in points if p.step != 10]
+    result.points = later
+    assert crossings(result) == ["sib200_ben_Beng: TIES below CT-then-SFT at every CT point (no crossing)."]
+    assert "- sib200_ben_Beng: TIES below CT-then-SFT" in tables_markdown(result)
