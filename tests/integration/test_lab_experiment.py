@@ -161,3 +161,22 @@ def test_crossings_say_where_the_merge_overtakes_ct_then_sft() -> None:
     result.points = later
     assert crossings(result) == ["sib200_ben_Beng: TIES below CT-then-SFT at every CT point (no crossing)."]
     assert "- sib200_ben_Beng: TIES below CT-then-SFT" in tables_markdown(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "0,x"], "is not a comma-separated list of seeds"),
+        (["--seeds", ","], "give at least one seed"),
+        (["--ct-save-steps", "5,a"], "--ct-save-steps '5,a' is not a comma-separated list"),
+        (["--language", "xx"], "FLORES-200"),
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "data" / "mono").mkdir(parents=True)
+    result = CliRunner().invoke(
+        app, ["lab", "experiment", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()  # refused before anything was built
