@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
     )
     lab.command("build")(build)
     lab.command("push")(push)
+    lab.command("experiment")(experiment)
     app.add_typer(lab, name="lab")
 
 
@@ -235,6 +236,118 @@ def push(
         sha = client.upload_folder(folder, entry["repo_id"], message=f"Upload lab checkpoint {name}")
         stderr_console().print(f"Pushed {name} to {entry['repo_id']}")
         typer.echo(f"{entry['repo_id']}@{sha}")
+
+
+def experiment(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Working directory (seed<S>/lab, merges, eval; results.json).")],
+    language: Annotated[str, typer.Option(help="The CT language (FLORES-200 code).")] = "ben_Beng",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds: one lab per seed (>= 3 for intervals).")] = "0,1,2",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data laid out like ../shared/data (default: ../shared/data if it exists).", file_okay=False),
+    ] = None,
+    ct_save_steps: Annotated[
+        str, typer.Option(help="The CT points below the final CT, e.g. '25,60,125' (growing CT tokens).")
+    ] = "25,60,125",
+    tiny: Annotated[bool, typer.Option("--tiny", help="The --tiny build profile (2 layers unless --layers).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The --quick step counts.")] = False,
+    steps: Annotated[
+        str | None, typer.Option(help="Steps per stage, e.g. 'base=500,ct=250,sft=250'.", show_default=False)
+    ] = None,
+    layers: Annotated[
+        int | None, typer.Option(help="Transformer layers (the layer swap needs >= 3).", min=1, show_default=False)
+    ] = None,
+    sft_lr: Annotated[
+        float | None,
+        typer.Option(help="SFT learning rate (default: the lab's, 1e-3); lower keeps the SFT delta small.", min=0),
+    ] = None,
+    suite: Annotated[
+        Path | None, typer.Option(help="Evaluation suite (default recipes/eval/<language>.yaml).", dir_okay=False)
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(help="Only these suite tasks, comma-separated (default: the whole suite).", show_default=False),
+    ] = None,
+    tasks_dir: Annotated[Path, typer.Option(help="Task configs.", file_okay=False)] = Path("recipes/tasks"),
+    limit: Annotated[
+        int | None, typer.Option(help="Evaluate only the first N documents of each task (labelled †).", min=1)
+    ] = None,
+    density: Annotated[float, typer.Option(help="TIES / TIES-SV density of both inputs.")] = 0.2,
+    slack: Annotated[float, typer.Option(help="TIES-SV slack (per tensor).")] = 0.1,
+    variants: Annotated[
+        bool, typer.Option(help="At the final CT also the per-module and layer-swap recipes (issue 19 item 4).")
+    ] = True,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also write the plot here (needs matplotlib, a test extra).", dir_okay=False),
+    ] = None,
+) -> None:
+    """The paper's experiment: CT, SFT, CT-then-SFT, TIES and TIES-SV at each CT point, over seeds.
+
+    For every seed a lab with CT checkpoints and CT-then-SFT on each; every CT point is merged with the
+    SFT (TIES, TIES-SV) and everything is evaluated on the suite. Writes OUT/table.md (methods x tasks
+    + average per CT point, the discarded-SFT share, the gains kept), OUT/table.csv and OUT/results.json.
+    Run it again to finish an interrupted run: finished builds, merges and evaluations are kept.
+
+    Examples:
+
+        registry lab experiment --out lab-out/exp --tiny --layers 4 \\
+            --suite recipes/eval/lab/ben_Beng-experiment.yaml --plot docs/lab_experiment.png
+
+        registry lab experiment --out lab-out/exp1 --tiny --seeds 0 --limit 20    # a smoke run
+    """
+    from pydantic import ValidationError
+    from transformers.utils import logging as hf_logging
+
+    from registry.lab.build import LabConfig
+    from registry.lab.corpora import resolve_data_dir
+    from registry.lab.experiment import ExperimentSettings, gains_markdown, run_experiment, table_csv, tables_markdown
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    console = stderr_console()
+    resolved = resolve_data_dir(data_dir, cwd=Path.cwd())
+    if resolved is None:
+        raise typer.BadParameter("no data directory: pass --data-dir (e.g. ../shared/data)", param_hint="--data-dir")
+    try:
+        seed_list = tuple(int(part) for part in seeds.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{seeds!r} is not a comma-separated list of seeds", param_hint="--seeds") from None
+    if not seed_list:
+        raise typer.BadParameter("give at least one seed, e.g. 0,1,2", param_hint="--seeds")
+    try:
+        config = LabConfig.model_validate(
+            {
+                "languages": (language,),
+                **(TINY_PROFILE if tiny else {}),
+                **stage_steps(quick=quick, steps=steps),
+                **({"num_layers": layers} if layers else {}),
+                **({"sft_lr": sft_lr} if sft_lr else {}),
+                "ct_save_steps": _save_steps(ct_save_steps),
+                "ct_sft": True,
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise typer.BadParameter(str(first["msg"]).removeprefix("Value error, ")) from None
+    suite_path = suite or Path("recipes/eval") / f"{language}.yaml"
+    settings = ExperimentSettings(
+        lab=config, seeds=seed_list, suite_path=suite_path,
+        tasks=tuple(t.strip() for t in (tasks or "").split(",") if t.strip()), tasks_dir=tasks_dir,
+        data_dir=resolved, limit=limit, density=density, slack=slack, with_variants=variants,
+    )  # fmt: skip
+    quiet = not cli_state(ctx).progress
+    result = run_experiment(out, settings, say=(lambda _line: None) if quiet else console.print, progress=False)
+    text = tables_markdown(result) + "\n" + gains_markdown(result)
+    (out / "table.md").write_text(text, encoding="utf-8")
+    (out / "table.csv").write_text(table_csv(result), encoding="utf-8")
+    if plot is not None:
+        from registry.lab.experiment import plot as draw
+
+        draw(result, plot)
+        console.print(f"Wrote {plot}")
+    typer.echo(text)
+    console.print(f"Wrote {out / 'table.md'}, {out / 'table.csv'} and {out / 'results.json'}")
 
 
 def _save_steps(spec: str | None) -> tuple[int, ...]:
