@@ -14,7 +14,12 @@ TASKS = Path(__file__).resolve().parents[2] / "recipes" / "tasks"
 
 @pytest.mark.parametrize(
     ("task", "shots", "limit"),
-    [("sib200_ben_Beng", 5, 4), ("flores_ben_Beng", 0, 6), ("belebele_eng_Latn", 0, 4), ("mgsm_ben_Beng", 8, 2)],
+    [
+        ("sib200_ben_Beng", 5, 4),
+        ("flores_ben_Beng", 0, 6),
+        ("belebele_eng_Latn", 0, 4),
+        pytest.param("mgsm_ben_Beng", 8, 2, marks=pytest.mark.slow),  # 2 x 256 tokens, twice
+    ],
 )
 def test_fastlm_metrics_equal_hflm(shared_data: Path, tiny_family, task: str, shots: int, limit: int) -> None:
     from lm_eval.models.huggingface import HFLM
