@@ -122,6 +122,8 @@ def scoring_floor(lm: Any, work: list[tuple[list[int], list[list[int]]]], budget
     `budget` padded tokens, with the log-softmax over the tails."""
     import torch
 
+    from registry.evaluate.scoring import shared_batch_fits
+
     model, device = lm.model, lm.device
     pad = lm.tokenizer.pad_token_id or 0
     work = sorted(work, key=lambda w: (len(w[0]), max(len(t) for t in w[1])), reverse=True)
@@ -133,9 +135,7 @@ def scoring_floor(lm: Any, work: list[tuple[list[int], list[list[int]]]], budget
             batch, rows, tail_w = [], 0, 0
             for item in work[i:]:
                 t = max(tail_w, *(len(x) for x in item[1]))
-                if batch and (
-                    (len(batch) + 1) * max(width, 1) > budget or (rows + len(item[1])) * (width + t) > budget
-                ):
+                if batch and not shared_batch_fits(len(batch) + 1, rows + len(item[1]), max(width, 1), t, budget):
                     break
                 batch.append(item)
                 rows += len(item[1])

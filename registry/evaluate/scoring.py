@@ -90,6 +90,14 @@ def auto_batch_tokens(model: Any, device: torch.device, *, logits: bool = True, 
     return max(floor, min(fit, cap))
 
 
+def shared_batch_fits(groups: int, rows: int, prefix: int, tail: int, budget: int) -> bool:
+    """Whether `groups` prefixes of `prefix` tokens and `rows` tails of `tail` tokens fit `budget`:
+    the prefix pass (`groups x prefix` tokens, one logit row each), the tail pass with logits
+    (`rows x tail`), and the prefix cache repeated per row (`rows x prefix` tokens of KV cache
+    only, about half a scored token's cost: twice the budget)."""
+    return groups * prefix <= budget and rows * tail <= budget and rows * prefix <= 2 * budget
+
+
 class FastLM(HFLM):  # type: ignore[misc]  # lm-eval is untyped
     """HFLM with prefix-shared, token-budgeted scoring and early-exit greedy generation.
 
@@ -203,7 +211,7 @@ class FastLM(HFLM):  # type: ignore[misc]  # lm-eval is untyped
             n_rows = tail_width = 0
             for prefix, rows in groups[start:]:
                 t = max(tail_width, *(len(tails[r]) for r in rows))
-                fits = (len(batch) + 1) * width <= budget and (n_rows + len(rows)) * (width + t) <= budget
+                fits = shared_batch_fits(len(batch) + 1, n_rows + len(rows), width, t, budget)
                 if batch and not fits:
                     break
                 batch.append((prefix, rows))
