@@ -103,7 +103,12 @@ def run_command(
         ),
     ] = None,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
-    batch_size: Annotated[int, typer.Option(min=1, help="lm-eval batch size.")] = 8,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Rows per batch (N full-length rows a scoring pass, N a generation batch); 0: from free memory."
+        ),
+    ] = 0,
     tasks_dir: Annotated[
         Path | None,
         typer.Option(
@@ -169,7 +174,7 @@ def run_command(
         data_source=data_source,
         limit=limit,
         device=device.value,
-        batch_size=batch_size,
+        batch_size=batch_size or None,
         cache=None if no_cache else ResultCache(cache_dir or default_cache_dir()),
         progress=bars,
     )

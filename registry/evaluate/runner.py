@@ -164,8 +164,12 @@ def lm_eval_version() -> str:
     return version("lm_eval")
 
 
-def load_lm(model_dir: Path, *, device: str, batch_size: int) -> LM:
-    """Wrap a checkpoint directory in lm-eval's HFLM (dtype from its config).
+def load_lm(model_dir: Path, *, device: str, batch_size: int | None = None) -> LM:
+    """Wrap a checkpoint directory in `scoring.FastLM` (lm-eval's HFLM with batched scoring; dtype
+    from its config).
+
+    `batch_size` N caps a generation batch at N rows and a scoring pass at N full-length rows
+    (N x max_length tokens); None or 0 sizes both from the free memory (`scoring.auto_batch_tokens`).
 
     Generation lengths are the tasks' own: lm-eval passes a task's `max_gen_toks` to `generate`
     as `max_length`, but a `max_new_tokens` in the checkpoint's generation_config.json takes
@@ -175,10 +179,13 @@ def load_lm(model_dir: Path, *, device: str, batch_size: int) -> LM:
     Raises:
         EvaluationError: transformers cannot load it.
     """
-    from lm_eval.models.huggingface import HFLM
+    from registry.evaluate.scoring import FastLM
 
     try:
-        lm = HFLM(pretrained=str(model_dir), device=device, batch_size=batch_size, dtype="auto")
+        lm = FastLM(pretrained=str(model_dir), device=device, batch_size=batch_size or 1, dtype="auto",
+                    max_gen_rows=batch_size or None)  # fmt: skip
+        if batch_size:
+            lm.set_row_budget(batch_size)
     except (OSError, ValueError, RuntimeError) as exc:
         raise EvaluationError(f"Cannot load {model_dir} for evaluation: {exc}") from exc
     generation_config = getattr(lm.model, "generation_config", None)
@@ -336,7 +343,7 @@ def evaluate_model(
     data_source: str,
     limit: int | None = None,
     device: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     cache: ResultCache | None = None,
     progress: bool = True,
 ) -> EvalRecord:
@@ -351,7 +358,7 @@ def evaluate_model(
         data_source: how the data is named in the record (a path or `hub:<repo>@<sha>`).
         limit: evaluate only the first N documents of each task (labelled in the record).
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
-        batch_size: lm-eval batch size.
+        batch_size: rows per batch (`load_lm`); None: sized from the free memory.
         cache: where results are looked up and stored; None disables caching.
         progress: False hides the progress bars of lm-eval and transformers (`--quiet`).
 
