@@ -13,14 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from registry.cli import app
 from registry.lab.tiny import DemoFamily
 from registry.merge.kernels.topk import Cut, find_cut, magnitude_keys
 from registry.merge.methods import get_method
+from tests._fixtures.mergekit_peer import load_tensors, run_both
 
 mergekit = pytest.importorskip("mergekit", reason="mergekit 0.1.5 is the test extra: pip install -e '.[test]'")
 
@@ -105,7 +102,7 @@ def test_slerp_models_match(tiny_family: DemoFamily, tmp_path: Path) -> None:
         "parameters": {"t": 0.35},
         "dtype": "float32",
     }
-    theirs, ours = _run_both(config, tmp_path)
+    theirs, ours = run_both(config, tmp_path)
     assert theirs.keys() == ours.keys()
     for name in theirs:
         assert float((theirs[name] - ours[name]).abs().max()) <= 1e-6, name
@@ -128,36 +125,13 @@ def _config(method: str, family: DemoFamily, *, dtype: str, out_dtype: str | Non
     return config
 
 
-def _run_both(config: dict[str, object], tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mergekit"), MergeOptions(copy_tokenizer=False))
-    result = CliRunner().invoke(
-        app, ["--quiet", "merge", str(path), "--out", str(tmp_path / "ours"), "--device", "cpu"]
-    )
-    assert result.exit_code == 0, result.output
-    return _load(tmp_path / "mergekit"), _load(tmp_path / "ours")
-
-
-def _load(path: Path) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        tensors.update(load_file(file))
-    assert tensors, f"no safetensors in {path}"
-    return tensors
-
-
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
 
 
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties"])
 def test_fp32_models_bit_identical(method: str, tiny_family: DemoFamily, tmp_path: Path) -> None:
-    theirs, ours = _run_both(_config(method, tiny_family, dtype="float32", out_dtype=None), tmp_path)
+    theirs, ours = run_both(_config(method, tiny_family, dtype="float32", out_dtype=None), tmp_path)
     assert theirs.keys() == ours.keys()
     for name in theirs:
         assert theirs[name].dtype == ours[name].dtype == torch.float32, name
@@ -182,8 +156,8 @@ def _ambiguous_ties(inputs: list[torch.Tensor], base: torch.Tensor, densities: l
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties"])
 def test_bf16_models_differ_only_at_threshold_ties(method: str, tiny_family_bf16: DemoFamily, tmp_path: Path) -> None:
     family = tiny_family_bf16
-    theirs, ours = _run_both(_config(method, family, dtype="float32", out_dtype="bfloat16"), tmp_path)
-    base, ct, sft = (_load(p) for p in (family.base, family.ct, family.sft))
+    theirs, ours = run_both(_config(method, family, dtype="float32", out_dtype="bfloat16"), tmp_path)
+    base, ct, sft = (load_tensors(p) for p in (family.base, family.ct, family.sft))
     assert theirs.keys() == ours.keys()
     differing = 0
     for name in theirs:
@@ -244,7 +218,7 @@ def _more_config(method: str, family: DemoFamily) -> dict[str, object]:
     ],
 )
 def test_more_methods_fp32_models_bit_identical(method: str, tiny_family: DemoFamily, tmp_path: Path) -> None:
-    theirs, ours = _run_both(_more_config(method, tiny_family), tmp_path)
+    theirs, ours = run_both(_more_config(method, tiny_family), tmp_path)
     assert theirs.keys() == ours.keys()
     for name in theirs:
         assert theirs[name].dtype == ours[name].dtype == torch.float32, name

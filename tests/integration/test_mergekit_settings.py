@@ -11,38 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from registry.cli import app
 from registry.lab.tiny import DemoFamily
 from registry.merge.settings import evaluate, gradient_t, parse_setting
+from tests._fixtures.mergekit_peer import load_tensors, run_both
 
 mergekit = pytest.importorskip("mergekit", reason="mergekit 0.1.5 is the test extra: pip install -e '.[test]'")
-
-
-def _run_both(config: dict[str, object], tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mergekit"), MergeOptions(copy_tokenizer=False))
-    result = CliRunner().invoke(
-        app, ["--quiet", "merge", str(path), "--out", str(tmp_path / "ours"), "--device", "cpu"]
-    )
-    assert result.exit_code == 0, result.output
-    return _load(tmp_path / "mergekit"), _load(tmp_path / "ours")
-
-
-def _load(path: Path) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        tensors.update(load_file(file))
-    assert tensors, f"no safetensors in {path}"
-    return tensors
 
 
 def _assert_identical(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> None:
@@ -109,7 +83,7 @@ def test_slerp_filter_gradients_match(tiny_family: DemoFamily, tmp_path: Path) -
         },
         "dtype": "float32",
     }
-    theirs, ours = _run_both(config, tmp_path)
+    theirs, ours = run_both(config, tmp_path)
     assert theirs.keys() == ours.keys()
     for name in theirs:  # slerp is equal within 1e-6 (see test_mergekit_parity), not bitwise
         assert float((theirs[name] - ours[name]).abs().max()) <= 1e-6, name
@@ -132,7 +106,7 @@ def test_ties_gradient_and_filter_weights_densities_match(tiny_family: DemoFamil
         "parameters": {"weight": 0.7, "density": 0.5, "lambda": [1.0, 0.8], "normalize": [True, False]},
         "dtype": "float32",
     }
-    _assert_identical(*_run_both(config, tmp_path))
+    _assert_identical(*run_both(config, tmp_path))
 
 
 @pytest.mark.parametrize("method", ["dare_linear", "della_linear", "breadcrumbs"])
@@ -153,7 +127,7 @@ def test_more_methods_with_per_layer_values_match(method: str, tiny_family: Demo
         "parameters": params,
         "dtype": "float32",
     }
-    _assert_identical(*_run_both(config, tmp_path))
+    _assert_identical(*run_both(config, tmp_path))
 
 
 def test_embeddings_and_head_from_one_model(tiny_family: DemoFamily, tmp_path: Path) -> None:
@@ -168,9 +142,9 @@ def test_embeddings_and_head_from_one_model(tiny_family: DemoFamily, tmp_path: P
         ],
         "dtype": "float32",
     }
-    theirs, ours = _run_both(config, tmp_path)
+    theirs, ours = run_both(config, tmp_path)
     _assert_identical(theirs, ours)
-    ct, sft = _load(tiny_family.ct), _load(tiny_family.sft)
+    ct, sft = load_tensors(tiny_family.ct), load_tensors(tiny_family.sft)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         assert torch.equal(ours[name], ct[name]), name
     name = "model.layers.0.mlp.up_proj.weight"

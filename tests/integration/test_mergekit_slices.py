@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from registry.cli import app
 from registry.errors import RecipeError
 from registry.lab.tiny import DemoFamily, build_tiny_llama, derive_finetune
 from registry.recipe import parse_recipe
+from tests._fixtures.mergekit_peer import load_tensors, run_both
 
 mergekit = pytest.importorskip("mergekit", reason="mergekit 0.1.5 is the test extra: pip install -e '.[test]'")
 
@@ -31,29 +29,6 @@ def family5(tmp_path_factory: pytest.TempPathFactory) -> DemoFamily:
     return DemoFamily(
         base=base, ct=derive_finetune(base, root / "ct", seed=6), sft=derive_finetune(base, root / "sft", seed=7)
     )
-
-
-def run_both(config: dict[str, object], tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    run_merge(MergeConfiguration.model_validate(config), str(tmp_path / "mergekit"), MergeOptions(copy_tokenizer=False))
-    result = CliRunner().invoke(
-        app, ["--quiet", "merge", str(path), "--out", str(tmp_path / "ours"), "--device", "cpu"]
-    )
-    assert result.exit_code == 0, result.output
-    return load(tmp_path / "mergekit"), load(tmp_path / "ours")
-
-
-def load(path: Path) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        tensors.update(load_file(file))
-    assert tensors, f"no safetensors in {path}"
-    return tensors
 
 
 def assert_identical(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], tolerance: float = 0.0) -> None:
@@ -78,7 +53,7 @@ def test_passthrough_frankenmerge_duplicates_and_renumbers(family5: DemoFamily, 
     }
     theirs, ours = run_both(config, tmp_path)
     assert_identical(theirs, ours)
-    ct, sft = load(family5.ct), load(family5.sft)
+    ct, sft = load_tensors(family5.ct), load_tensors(family5.sft)
     assert torch.equal(ours["model.layers.2.mlp.up_proj.weight"], ct["model.layers.2.mlp.up_proj.weight"])
     assert torch.equal(ours["model.layers.3.mlp.up_proj.weight"], sft["model.layers.1.mlp.up_proj.weight"])
     assert torch.equal(ours["model.layers.6.self_attn.q_proj.weight"], sft["model.layers.4.self_attn.q_proj.weight"])
