@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from functools import cache, partial
 from typing import Any, Protocol, TypeVar
@@ -161,6 +161,49 @@ def count_nonfinite(tensor: torch.Tensor) -> int | None:
     if not (supports(tensor) and enabled()):
         return None
     return _loaded().nonfinite(_bits(tensor))
+
+
+def magprune_masks(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    tables: Sequence[torch.Tensor | None],
+    draws: Sequence[Iterable[torch.Tensor] | None],
+) -> list[torch.Tensor | None]:
+    """DELLA's MAGPRUNE keep masks (bool, flat), inputs in parallel: entry j of input i is kept when its
+    uniform draw is below tables[i][rank], rank = its place in its row (the last dimension; a 1-D
+    tensor is one row) by |x - base| ascending, equal magnitudes by column (a stable sort).
+
+    Args:
+        tensors, base: bf16 or fp32 CPU tensors of one shape (`supports`).
+        tables: per input, fp32 keep probabilities by rank (one per column), None where nothing is drawn.
+        draws: per input, its fp32 uniform draws in consecutive blocks covering the tensor, or None.
+
+    Returns:
+        Per input its mask, or None where `draws` has None.
+    """
+    kernel = _loaded()
+    b = _bits(base)
+    numel = base.numel()
+    cols = base.shape[-1] if base.dim() >= 2 else max(numel, 1)
+
+    def one(
+        tensor: torch.Tensor, table: torch.Tensor | None, draw: Iterable[torch.Tensor] | None
+    ) -> torch.Tensor | None:
+        if draw is None or table is None:
+            return None
+        keep = torch.empty(numel, dtype=torch.uint8)
+        x, out = _bits(tensor), keep.numpy()
+        probs = table.to(torch.float32).contiguous().numpy()
+        lo = 0
+        for block in draw:
+            count = block.numel()
+            kernel.magprune(x, b, cols, lo, block.contiguous().numpy(), probs, out[lo : lo + count])
+            lo += count
+        if lo != numel:
+            raise ValueError(f"magprune: {lo} draws for {numel} entries")
+        return keep.view(torch.bool)
+
+    return _parallel([partial(one, t, p, d) for t, p, d in zip(tensors, tables, draws, strict=True)])
 
 
 def find_cuts(

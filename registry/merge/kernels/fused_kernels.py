@@ -54,6 +54,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mg_nonfinite": (_i64, [_p, _i64]),
     "mg_quota_stop": (None, [_p, _p, _i64, _f32, _i64, _p]),
     "mg_find_cut": (_int, [_p, _p, _i64, _i64, _i64, _i64, _p]),
+    "mg_magprune": (_int, [_p, _p, _i64, _i64, _i64, _p, _p, _p]),
     "mg_ties2": (
         None,
         [_p, _p, _p, _i64, _p, _p, _p, _i64, _f32, _f32, _int, _f32, _int, _p, _p, _int, _p],
@@ -167,6 +168,30 @@ class Kernels:
         ):
             raise MemoryError("fused find_cut: out of memory")
         return int(out[0]), int(out[1]), bool(out[2]), int(out[3]), int(out[4])
+
+    def magprune(
+        self,
+        x: np.ndarray,
+        b: np.ndarray,
+        cols: int,
+        lo: int,
+        uniforms: np.ndarray,
+        table: np.ndarray,
+        keep: np.ndarray,
+    ) -> None:
+        """DELLA's keep mask of the flat entries [lo, lo + len(uniforms)) into `keep` (uint8 0/1): kept
+        where uniforms < table[rank], rank = the place by |x - b| in its row of `cols` (stable)."""
+        hi = lo + uniforms.shape[0]
+        if not (0 <= lo <= hi <= b.shape[0] and b.shape[0] % cols == 0 and table.shape[0] == cols):
+            raise ValueError("magprune: the range, the row length and the table do not fit the tensor")
+        if uniforms.dtype != np.float32 or table.dtype != np.float32 or keep.dtype != np.uint8:
+            raise TypeError("magprune: uniforms and table must be float32, keep uint8")
+        if keep.shape != uniforms.shape or not (uniforms.flags.c_contiguous and keep.flags.c_contiguous):
+            raise TypeError("magprune: keep and uniforms must be contiguous and of one length")
+        if self._fn("mg_magprune", x, b)(
+            x.ctypes.data, b.ctypes.data, cols, lo, hi, uniforms.ctypes.data, table.ctypes.data, keep.ctypes.data
+        ):
+            raise MemoryError("fused magprune: out of memory")
 
     def quota_stop(self, x: np.ndarray, b: np.ndarray, t: float, quota: int) -> tuple[int, int]:
         """The block where the quota of kept ties at the cut (|x - b| == t) runs out, and the ties

@@ -24,7 +24,7 @@ from pydantic import field_validator
 from registry.merge.kernels.topk import Cut, cut_mask, magnitude_keys
 from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk, sum_inputs
 from registry.merge.methods.plugin import FnMerger, Merger, MethodContext, MethodSpec, ScaledParams, protected_by_role
-from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace, top_cut
+from registry.merge.methods.ties import DeltaFill, Sparsifier, Workspace, top_cut
 from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
 
 _RESCALE_EPS = 1e-7  # mergekit: below this either norm, no rescale
@@ -59,7 +59,7 @@ def outlier_sparsifier(
     def start(stats: TensorStats | None, scale: torch.Tensor | None = None) -> DeltaFill:
         left = [(c[0].ties, c[1].ties) if c is not None else (0, 0) for c in cuts]
 
-        def fill(part: slice, ws: _Workspace) -> None:
+        def fill(part: slice, ws: Workspace) -> None:
             for index, (flat, cut) in enumerate(zip(flats, cuts, strict=True)):
                 delta = ws.deltas[index]
                 torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
@@ -88,7 +88,7 @@ def _l1_scales(tensors: Sequence[torch.Tensor], base: torch.Tensor, start, spars
     n, numel = len(tensors), base.numel()
     before, after = [0.0] * n, [0.0] * n
     size = max(1, min(chunk_elements(base.device), numel))
-    ws_full = _Workspace(n, size, base.device)
+    ws_full = Workspace(n, size, base.device)
     fill = start(None)
     flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
     full = torch.empty(size, dtype=torch.float32, device=base.device)
@@ -120,7 +120,7 @@ def merge_sparse_linear(
     θ₀ + λ Σ wᵢτ̂ᵢ (/ Σ wᵢ when `normalize`; |Σ wᵢ| < 1e-8 counts as 1)."""
     n, numel, device = len(tensors), base.numel(), base.device
     size = max(1, min(chunk_elements(device), numel))
-    full = _Workspace(n, size, device)
+    full = Workspace(n, size, device)
     weight = torch.tensor(list(weights), dtype=torch.float32, device=device).unsqueeze(-1)
     divisor = weight.sum(dim=0)
     divisor[divisor.abs() < 1e-8] = 1

@@ -35,7 +35,7 @@ from pydantic import field_validator
 from registry.merge.kernels.topk import Cut
 from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk, sum_inputs
 from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, ScaledParams, protected_by_role
-from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace
+from registry.merge.methods.ties import DeltaFill, Sparsifier, Workspace
 from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
 
 MASK_BLOCK = 1 << 20  # entries per random draw; fixed, so masks do not depend on the compute chunks
@@ -256,7 +256,7 @@ def drop_sparsifier(
             else torch.tensor(list(scales), dtype=torch.float32, device=tensors[0].device).unsqueeze(-1)
         )
 
-        def fill(part: slice, ws: _Workspace) -> None:
+        def fill(part: slice, ws: Workspace) -> None:
             c = part.stop - part.start
             for index, (flat, mask) in enumerate(zip(flats, masks, strict=True)):
                 delta = ws.deltas[index]

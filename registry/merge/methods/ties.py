@@ -100,7 +100,7 @@ def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Se
     return [trim_cut(t, base, d) for t, d in zip(tensors, densities, strict=False)]
 
 
-class _Workspace:
+class Workspace:
     """Buffers for one chunk of n inputs, reused for every chunk so the work stays in cache.
 
     Masks are fp32 0/1, not bool: on CPU, float compares into float outputs and float products
@@ -124,15 +124,15 @@ class _Workspace:
         self.divisor = torch.empty(size, **f32)
         self.one = torch.ones((), **f32)
 
-    def view(self, c: int) -> _Workspace:
+    def view(self, c: int) -> Workspace:
         """The first c columns of every buffer (the last chunk is shorter)."""
-        out = object.__new__(_Workspace)
+        out = object.__new__(Workspace)
         for name, value in vars(self).items():
             out.__dict__[name] = value if value.dim() == 0 else value[..., :c]
         return out
 
 
-def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
+def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: Workspace) -> int:
     """Zero the entries of one chunk's delta (in place) that `cut` drops; returns the ties left."""
     torch.abs(delta, out=ws.magnitude)
     threshold = cut.value
@@ -151,7 +151,7 @@ def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
     return ties_left
 
 
-DeltaFill = Callable[[slice, "_Workspace"], None]
+DeltaFill = Callable[[slice, "Workspace"], None]
 Sparsifier = Callable[[TensorStats | None], DeltaFill]
 
 
@@ -169,7 +169,7 @@ def _trim_fill(
             known = kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, known or 0)
 
-    def fill(part: slice, ws: _Workspace) -> None:
+    def fill(part: slice, ws: Workspace) -> None:
         for index, (flat, cut) in enumerate(zip(flats, cuts, strict=False)):
             delta = ws.deltas[index]
             if cut == Cut.keep_none():
@@ -185,7 +185,7 @@ def _trim_fill(
     return fill
 
 
-def _vote(ws: _Workspace, majority_sign_method: str) -> None:
+def _vote(ws: Workspace, majority_sign_method: str) -> None:
     """`ws.votes` from `ws.deltas` as they stand: their sum (`total`) or the sum of their signs (`frequency`)."""
     if majority_sign_method == "frequency":
         torch.sign(ws.deltas, out=ws.scratch)  # mergekit's get_mask(method="count"): sign(delta).sum(0)
@@ -207,7 +207,7 @@ def elected_chunks(
     sparsify: Sparsifier | None = None,
     election_weights: str = "before",
     majority_sign_method: str = "total",
-) -> Iterator[tuple[slice, _Workspace]]:
+) -> Iterator[tuple[slice, Workspace]]:
     """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
 
     Args:
@@ -244,7 +244,7 @@ def elected_chunks(
     # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     size = min(chunk_elements(base.device), numel)
-    full = _Workspace(n, size, base.device)
+    full = Workspace(n, size, base.device)
     for part in flat_chunks(numel, size):
         ws = full.view(part.stop - part.start)
         ws.base = fp32_chunk(flat_base, part, ws.base)
@@ -378,7 +378,7 @@ def _fusable(tensors: Sequence[torch.Tensor], base: torch.Tensor, slack_cuts: Se
     return _fused_ok(*tensors, base)
 
 
-def _count(stats: TensorStats, ws: _Workspace, protect: Sequence[int]) -> None:
+def _count(stats: TensorStats, ws: Workspace, protect: Sequence[int]) -> None:
     # 1.0 where a surviving entry's sign differs from the final γ (reuses the scratch buffer).
     lost = torch.lt(ws.signed, 0, out=ws.scratch)
     stats.elements += lost.shape[1]
