@@ -206,6 +206,24 @@ def magprune_masks(
     return _parallel([partial(one, t, p, d) for t, p, d in zip(tensors, tables, draws, strict=True)])
 
 
+def top_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut | None]:
+    """Per (tensor, k), the cut keeping the k largest |tensor - base| (`ties.top_cut`'s), in parallel;
+    None where some |τ| is not finite (the torch path then decides)."""
+    find_cut = _loaded().find_cut
+    b = _bits(base)
+    numel = base.numel()
+
+    def one(tensor: torch.Tensor, k: int) -> Cut | None:
+        if k <= 0:
+            return Cut.keep_none()
+        if k >= numel:
+            return Cut.keep_all()
+        key, ties, finite, _, _ = find_cut(_bits(tensor), b, k, _SAMPLE, _EXACT_BELOW)
+        return Cut(key=int(key), ties=int(ties)) if finite else None
+
+    return _parallel([partial(one, t, k) for t, k in zip(tensors, ks, strict=True)])
+
+
 def find_cuts(
     tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]
 ) -> list[tuple[Cut, tuple[int, int]] | None]:

@@ -87,6 +87,14 @@ def top_cut(tensor: torch.Tensor, base: torch.Tensor, k: int) -> Cut:
     return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel, size))
 
 
+def top_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut]:
+    """`top_cut` of each (tensor, k) pair; the fused kernels find them in parallel where they can."""
+    if _fused_ok(*tensors, base):
+        found = fused.top_cuts(tensors, base, ks)
+        return [f if f is not None else top_cut(t, base, k) for f, t, k in zip(found, tensors, ks, strict=True)]
+    return [top_cut(t, base, k) for t, k in zip(tensors, ks, strict=True)]
+
+
 def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]) -> list[Cut]:
     """`trim_cut` of every input (the costly part of TIES; share it between passes over a tensor).
 
@@ -132,21 +140,45 @@ class Workspace:
         return out
 
 
+def cut_keep(magnitude: torch.Tensor, cut: Cut, ties_left: int, *, out: torch.Tensor, equal: torch.Tensor) -> int:
+    """fp32 1.0/0.0 into `out` where one chunk's entries survive a magnitude cut; returns the ties left.
+
+    The one rule of every magnitude cut (TIES' trimming, Breadcrumbs' two cuts): keep |τ| above the
+    cut's threshold, plus its ties lowest flat index first while the quota lasts. Float compares
+    into float buffers (several times faster on CPU than bool ones).
+
+    Args:
+        magnitude: |τ| of the chunk (fp32).
+        cut: a cut over `magnitude_keys` of the whole tensor in flat order (keep-all and keep-none too).
+        ties_left: ties still to keep (start with `cut.ties`; pass on what this returns).
+        out: fp32 buffer like `magnitude`, written.
+        equal: fp32 scratch like `magnitude`.
+    """
+    if cut == Cut.keep_all():
+        out.fill_(1.0)
+        return ties_left
+    if cut == Cut.keep_none():
+        out.zero_()
+        return ties_left
+    threshold = cut.value
+    torch.gt(magnitude, threshold, out=out)
+    if ties_left > 0:
+        torch.eq(magnitude, threshold, out=equal)
+        count = int(equal.sum())
+        if count <= ties_left:  # keep every tie of this chunk: no positions needed
+            out.add_(equal)
+            ties_left -= count
+        elif count:  # the quota runs out here: the first ties_left, lowest index first
+            positions = torch.nonzero(equal).squeeze(1)[:ties_left]
+            out[positions] = 1.0
+            ties_left = 0
+    return ties_left
+
+
 def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: Workspace) -> int:
     """Zero the entries of one chunk's delta (in place) that `cut` drops; returns the ties left."""
     torch.abs(delta, out=ws.magnitude)
-    threshold = cut.value
-    torch.gt(ws.magnitude, threshold, out=ws.keep)
-    if ties_left > 0:
-        torch.eq(ws.magnitude, threshold, out=ws.equal)
-        count = int(ws.equal.sum())
-        if count <= ties_left:  # keep every tie of this chunk: no positions needed
-            ws.keep.add_(ws.equal)
-            ties_left -= count
-        elif count:  # the quota runs out here: the first ties_left, lowest index first
-            equal = torch.nonzero(ws.equal).squeeze(1)[:ties_left]
-            ws.keep[equal] = 1.0
-            ties_left = 0
+    ties_left = cut_keep(ws.magnitude, cut, ties_left, out=ws.keep, equal=ws.equal)
     delta.mul_(ws.keep)  # as mergekit's delta * mask: dropped negatives become -0.0
     return ties_left
 
