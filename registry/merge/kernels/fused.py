@@ -206,6 +206,26 @@ def magprune_masks(
     return _parallel([partial(one, t, p, d) for t, p, d in zip(tensors, tables, draws, strict=True)])
 
 
+def elect_two(
+    d0: torch.Tensor,
+    d1: torch.Tensor,
+    base: torch.Tensor,
+    *,
+    weights: Sequence[float],
+    normalize: bool,
+    lambda_: float,
+    out: torch.Tensor,
+    counts: torch.Tensor,
+) -> None:
+    """TIES' election and disjoint mean of two sparsified fp32 deltas (one chunk) onto `base` (bf16 or
+    fp32 CPU) into the fp32 `out`, on the calling thread; `counts` (int64, 2) gains the entries each
+    input lost to the election. The same bits as the torch path of `ties.merge_elected`."""
+    _loaded().elect2(
+        d0.numpy(), d1.numpy(), _bits(base), weights=(weights[0], weights[1]), normalize=normalize,
+        scale=lambda_, out=out.numpy(), counts=counts.numpy(),
+    )  # fmt: skip
+
+
 def top_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut | None]:
     """Per (tensor, k), the cut keeping the k largest |tensor - base| (`ties.top_cut`'s), in parallel;
     None where some |τ| is not finite (the torch path then decides)."""

@@ -421,6 +421,38 @@ static void stable_ranks(const uint32_t *keys, int64_t n, uint32_t *idx, uint32_
         return 0;                                                                                             \
     }                                                                                                         \
                                                                                                               \
+    /* The election and disjoint mean of two sparsified fp32 deltas d0, d1 (DARE's, DELLA's, Breadcrumbs'  \
+     * drop already applied): weight, vote, elected sign, disjoint mean, λ, base; the torch path's         \
+     * float32 operations in its order (`combine` with every entry kept). counts: [lost 0, lost 1]. */    \
+    void mg_elect2_##S(const float *d0, const float *d1, const T *b, int64_t n, float w0, float w1,          \
+                       int normalize, float scale, int use_scale, float *out, int64_t *counts) {             \
+        const float zero = 0.0f, one = 1.0f;                                                                 \
+        int64_t l0 = 0, l1 = 0;                                                                              \
+        for (int64_t j = 0; j < n; j++) {                                                                    \
+            float base = W(b[j]);                                                                            \
+            float a = d0[j] * w0;                                                                            \
+            float e = d1[j] * w1;                                                                            \
+            float votes = (a + e) + zero;                                                                    \
+            float sign = votes >= zero ? one : -one;                                                         \
+            float p0 = a * sign;                                                                             \
+            float p1 = e * sign;                                                                             \
+            float g0 = p0 > zero ? one : zero;                                                               \
+            float g1 = p1 > zero ? one : zero;                                                               \
+            float mixed = ((a * g0) + (e * g1)) + zero;                                                      \
+            float div = ((w0 * g0) + (w1 * g1)) + zero;                                                      \
+            div = div + (div == zero ? one : zero);                                                          \
+            float mean = mixed / div;                                                                        \
+            mixed = normalize ? mean : mixed;                                                                \
+            float scaled = mixed * scale;                                                                    \
+            mixed = use_scale ? scaled : mixed;                                                              \
+            out[j] = base + mixed;                                                                           \
+            l0 += p0 < zero;                                                                                 \
+            l1 += p1 < zero;                                                                                 \
+        }                                                                                                    \
+        counts[0] += l0;                                                                                     \
+        counts[1] += l1;                                                                                     \
+    }                                                                                                         \
+                                                                                                              \
     /* TIES of two inputs into out32 (fp32) or out16 (bf16 bits, when bf16), one loop per block.          \
      * counts: [non-zero entries of a keep-all input 0, 1, lost 0, lost 1, NaN results]. kinds: per        \
      * input 0 keep none, 1 keep all, 2 a cut. stops: per input, `quota_stop`'s (block, ties left),        \

@@ -363,6 +363,12 @@ def merge_elected(
         )
         if merged is not None:
             return merged
+    plain_election = election_weights == "before" and majority_sign_method == "total"
+    no_flips = all(c == Cut.keep_none() for c in slack_cuts)
+    if sparsify is not None and plain_election and no_flips and len(tensors) == 2 and _fused_ok(*tensors, base):
+        return _elect_two_fused(
+            tensors, base, weights, densities, normalize, lambda_, stats, protect, slack_cuts, sparsify
+        )
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
@@ -395,6 +401,46 @@ def merge_elected(
         torch.add(ws.base, ws.mixed, out=flat_out[part])
         if stats is not None:
             _count(stats, ws, protect)
+    return result
+
+
+def _elect_two_fused(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    normalize: bool,
+    lambda_: float,
+    stats: TensorStats | None,
+    protect: Sequence[int],
+    slack_cuts: Sequence[Cut],
+    sparsify: Sparsifier,
+) -> torch.Tensor:
+    """`merge_elected` of two inputs under another method's sparsification, without slack flips: the
+    sparsifier fills each chunk's deltas (torch), one C loop elects and merges them (the same bits)."""
+    check_inputs(tensors, base, weights=weights, densities=densities)
+    numel = base.numel()
+    fill = sparsify(stats)
+    result = torch.empty(base.shape, dtype=torch.float32)
+    flat_out, flat_base = result.view(-1), base.reshape(-1)
+    size = min(chunk_elements(base.device), numel)
+    full = Workspace(2, size, base.device)
+    lost = torch.zeros(2, dtype=torch.int64)
+    for part in flat_chunks(numel, size):
+        ws = full.view(part.stop - part.start)
+        ws.base = fp32_chunk(flat_base, part, ws.base)
+        fill(part, ws)
+        fused.elect_two(
+            ws.deltas[0], ws.deltas[1], flat_base[part], weights=weights, normalize=normalize, lambda_=lambda_,
+            out=flat_out[part], counts=lost,
+        )  # fmt: skip
+    if stats is not None:
+        stats.elements += numel
+        stats.sign_conflicts += int(lost[0] + lost[1])  # two inputs: at most one disagrees with γ
+        for index in protect:
+            stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + int(lost[index])
+        for index in protect[: len(slack_cuts)]:
+            stats.conflicts[index] = stats.conflicts.get(index, 0) + int(lost[index])
     return result
 
 
