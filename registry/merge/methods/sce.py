@@ -12,6 +12,7 @@ The recipe's per-model weights are not used (mergekit's sce has none).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from pydantic import field_validator
@@ -68,20 +69,28 @@ def merge_sce(
     del squares
     total = torch.sum(weights).item()
     weights = (torch.ones_like(weights) / n if abs(total) < 1e-6 else weights / total).unsqueeze(-1)
-    # Erase, chunk by chunk.
+    # Erase, chunk by chunk, in reused buffers (the same operations as mergekit's whole-tensor ones).
     result = torch.empty(base.shape, dtype=torch.float32, device=device)
     flat_out = result.view(-1)
+    f32: dict[str, Any] = {"dtype": torch.float32, "device": device}
+    majority_full, merged_full, divisor_full = (torch.empty(size, **f32) for _ in range(3))
+    erase_full, erased_full, product_full = (torch.empty((n, size), **f32) for _ in range(3))
     for part in flat_chunks(numel, size):
+        c = part.stop - part.start
         chunk_base, tvs = deltas(part)
-        votes = tvs.sum(dim=0)
-        majority = (votes >= 0).float() * 2 - 1
-        erase = (tvs.sign() == majority).float()
-        erased = weights * erase
-        merged = (tvs * erased).sum(dim=0)
-        torch.add(chunk_base, merged / torch.sum(erased, dim=0).clamp(min=1e-6), out=flat_out[part])
+        majority, merged, divisor = majority_full[:c], merged_full[:c], divisor_full[:c]
+        erase, erased, product = erase_full[:, :c], erased_full[:, :c], product_full[:, :c]
+        torch.sum(tvs, dim=0, out=merged)  # the votes
+        torch.ge(merged, 0, out=majority).mul_(2).sub_(1)  # (votes >= 0).float() * 2 - 1
+        torch.eq(torch.sign(tvs, out=product), majority, out=erase)
+        torch.mul(weights, erase, out=erased)
+        torch.sum(torch.mul(tvs, erased, out=product), dim=0, out=merged)
+        torch.sum(erased, dim=0, out=divisor).clamp_(min=1e-6)
+        torch.add(chunk_base, merged.div_(divisor), out=flat_out[part])
         if stats is not None:
+            torch.mul(tvs, erase, out=product)
             for index in range(n):
-                stats.add_kept(index, int(torch.count_nonzero(tvs[index] * erase[index])))
+                stats.add_kept(index, int(torch.count_nonzero(product[index])))
     if stats is not None:
         stats.elements += numel
     return result
