@@ -133,25 +133,38 @@ def drop_sparsifier(
     """DARE's drop (and L1 rescale) as the sparsification of `ties.elected_chunks` (and of
     `breadcrumbs.merge_sparse_linear` for `dare_linear`).
 
-    Each pass draws the same masks again from `seeds` (they depend on the seed, the tensor name and
-    the input only), so the rescale's pass, the slack step's and the merge see the same drop.
+    The masks depend on `seeds` only (the seed, the tensor name and the input); with the rescale they
+    are drawn once, in its pass, and replayed by the slack step's and the merge's, else drawn again
+    in each pass: every pass sees the same drop.
     """
     flats = [t.reshape(-1) for t in tensors]
     numel = base.numel()
+    # With the rescale, the first pass keeps the masks it draws (one byte per entry and input), so
+    # the later passes replay them instead of drawing again.
+    kept: list[torch.Tensor | None] = [
+        torch.empty(numel, dtype=torch.bool, device=base.device) if rescale and d < 1 else None for d in densities
+    ]
+    recorded = [False]
 
     def start(stats: TensorStats | None, scale: torch.Tensor | None = None) -> DeltaFill:
+        replay = recorded[0]
         masks = [
-            Blocks(keep_masks(numel, d, s), base.device) if d < 1 else None
+            Blocks(keep_masks(numel, d, s), base.device) if d < 1 and not replay else None
             for d, s in zip(densities, seeds, strict=True)
         ]
 
         def fill(part: slice, ws: Workspace) -> None:
             c = part.stop - part.start
-            for index, (flat, mask) in enumerate(zip(flats, masks, strict=True)):
+            for index, (flat, mask, record) in enumerate(zip(flats, masks, kept, strict=True)):
                 delta = ws.deltas[index]
                 torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
-                if mask is not None:
-                    delta.mul_(mask.take(c))
+                if replay and record is not None:
+                    delta.mul_(ws.keep.copy_(record[part]))  # the same 1.0/0.0 as drawn
+                elif mask is not None:
+                    drawn = mask.take(c)
+                    delta.mul_(drawn)
+                    if record is not None:
+                        record[part] = drawn.bool()
                 if stats is not None:
                     stats.add_kept(index, int(torch.count_nonzero(delta)))
             if scale is not None:
@@ -162,6 +175,7 @@ def drop_sparsifier(
     if not rescale:
         return start
     scales = l1_scales(tensors, base, start, [d < 1 for d in densities])
+    recorded[0] = True
     factor = torch.tensor(scales, dtype=torch.float32, device=base.device).unsqueeze(-1)
     return lambda stats: start(stats, factor)
 
