@@ -217,13 +217,18 @@ print(json.dumps({name: statistics.median(values) for name, values in times.item
 )
 
 
+LAST_CPU = [0.0]
+
+
 def run_child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS GiB) of one child process; raises when it fails."""
+    """(wall seconds, peak RSS GiB) of one child process; raises when it fails. Its CPU seconds (user +
+    system) are kept in `LAST_CPU[0]`: on a shared machine they vary far less than the wall time."""
     start = time.perf_counter()
     with log.open("w") as sink:
         child = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     if status != 0:
         raise RuntimeError(f"{cmd[0]} failed ({status}); see {log}")
     return wall, usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
@@ -383,24 +388,34 @@ def bench_methods(args: argparse.Namespace, methods: list[str]) -> None:
         path.write_text(json.dumps(method_config(method, models, args.density), indent=2))
         cmd = [str(BIN / "registry"), "--quiet", "merge", str(path), "--out", str(out), "--device", "cpu"]
         walls: dict[str, list[float]] = {"floor": [], "merge": []}
+        cpus: dict[str, list[float]] = {"floor": [], "merge": []}
         rss = 0.0
         for _ in range(args.runs):
             for what, command in (("floor", floor_cmd), ("merge", cmd)):
                 shutil.rmtree(out, ignore_errors=True)
                 wall, peak = run_child(command, env, args.work / f"{method}-{what}.log")
                 walls[what].append(wall)
+                cpus[what].append(LAST_CPU[0])
                 rss = max(rss, peak) if what == "merge" else rss
         floor, merge = statistics.median(walls["floor"]), statistics.median(walls["merge"])
-        rows.append((method, merge, floor, rss))
+        cpu_floor, cpu_merge = statistics.median(cpus["floor"]), statistics.median(cpus["merge"])
+        load = os.getloadavg()[0]
+        rows.append((method, merge, floor, cpu_merge, cpu_floor, rss, load))
         print(
             f"{method:16s} merge {merge:6.1f} s  floor {floor:6.1f} s  {merge / floor:5.2f}x  "
-            f"peak RSS {rss:.2f} GiB  (load {os.getloadavg()[0]:.1f})",
+            f"CPU {cpu_merge:6.1f} s / {cpu_floor:5.1f} s  peak RSS {rss:.2f} GiB  (load {load:.1f})",
             flush=True,
         )
     shutil.rmtree(out, ignore_errors=True)
-    print("\n| method | merge s | floor s | merge / floor | peak RSS GiB |\n|---|---|---|---|---|")
-    for method, merge, floor, rss in rows:
-        print(f"| `{method}` | {merge:.1f} | {floor:.1f} | {merge / floor:.2f}x | {rss:.2f} |")
+    print(
+        "\n| method | merge s | floor s | merge / floor | CPU s merge / floor | peak RSS GiB | load |"
+        "\n|---|---|---|---|---|---|---|"
+    )
+    for method, merge, floor, cpu_merge, cpu_floor, rss, load in rows:
+        print(
+            f"| `{method}` | {merge:.1f} | {floor:.1f} | {merge / floor:.2f}x | {cpu_merge:.1f} / {cpu_floor:.1f} "
+            f"| {rss:.2f} | {load:.1f} |"
+        )
 
 
 if __name__ == "__main__":

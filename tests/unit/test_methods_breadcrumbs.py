@@ -89,3 +89,17 @@ def test_recipes() -> None:
         parse_recipe({**data, "parameters": {"gamma": 1.5}})
     with pytest.raises(RecipeError, match="slack"):
         parse_recipe({**data, "merge_method": "breadcrumbs"})
+
+
+@pytest.mark.parametrize("method", ["breadcrumbs", "breadcrumbs_ties"])
+def test_fused_cuts_are_the_torch_paths(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bf16: many equal magnitudes straddle both cuts; the fused kernels and the torch radix select agree.
+    monkeypatch.setattr(method_base, "CHUNK_ELEMENTS", 4096)
+    g = torch.Generator().manual_seed(5)
+    base = (0.02 * torch.randn(300, 200, generator=g)).bfloat16()
+    inputs = [(base.float() + 0.002 * torch.randn(300, 200, generator=g)).bfloat16() for _ in range(2)]
+    kwargs = {"weights": [1.0, 0.7], "densities": [0.3, 0.6], "gamma": 0.05}
+    fused_result = get_method(method).fn(inputs, base, **kwargs)
+    monkeypatch.setenv("MERGELING_FUSED", "0")
+    torch_result = get_method(method).fn(inputs, base, **kwargs)
+    assert torch.equal(fused_result.view(torch.int32), torch_result.view(torch.int32))

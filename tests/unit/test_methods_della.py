@@ -123,3 +123,28 @@ def test_recipes() -> None:
         )
     with pytest.raises(RecipeError, match="slack"):
         parse_recipe({**linear, "parameters": {"slack": 0.1}})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(37, 129), (3000,), (5, 1)])
+def test_fused_masks_are_the_torch_paths(
+    dtype: torch.dtype, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The C kernel ranks each row once (radix sort) and compares the draws to a table by rank; the torch
+    # path sorts per block. Draw blocks of 1000 cut rows; bf16 deltas have many equal magnitudes (ties).
+    from registry.merge.kernels import fused
+    from registry.merge.methods import drop
+    from registry.merge.methods.della import magprune_masks
+
+    if not fused.enabled():
+        pytest.skip("no C compiler: the fused kernels are off")
+    monkeypatch.setattr(drop, "MASK_BLOCK", 1000)
+    base, inputs = _data(shape)
+    base, inputs = base.to(dtype), [x.to(dtype) for x in inputs]
+    densities, seeds = [0.4, 0.5, 1.0], [11, 12, 13]
+    ours = magprune_masks(inputs, base, densities, 0.15, seeds)
+    monkeypatch.setenv("MERGELING_FUSED", "0")
+    torch_path = magprune_masks(inputs, base, densities, 0.15, seeds)
+    assert ours[2] is None and torch_path[2] is None
+    for mine, theirs in zip(ours[:2], torch_path[:2], strict=True):
+        assert mine is not None and theirs is not None and torch.equal(mine, theirs)

@@ -146,3 +146,29 @@ def test_fused_cuts_equal_the_torch_select(monkeypatch: pytest.MonkeyPatch, case
     expected = [trim_cut(x, base, d) for d in (0.05, 0.3, 0.9)]
     got = [found[0] if found else None for found in find_cuts([x, x, x], base, (0.05, 0.3, 0.9))]
     assert got == expected
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "della", "breadcrumbs_ties"])
+@pytest.mark.parametrize(
+    ("dtype", "weight", "normalize", "lambda_"), [(torch.bfloat16, -0.7, True, 0.8), (torch.float32, 1.0, False, 1.0)]
+)
+def test_fused_election_of_sparsified_inputs_equals_torch_path(
+    monkeypatch: pytest.MonkeyPatch, method: str, dtype: torch.dtype, weight: float, normalize: bool, lambda_: float
+) -> None:
+    # Two inputs after DARE's / DELLA's / Breadcrumbs' drop: one C loop elects and merges; same bits and counts.
+    from registry.merge.methods import get_method
+
+    g = torch.Generator().manual_seed(7)
+    base = (torch.randn(301, 77, generator=g) * 0.02).to(dtype)
+    inputs = [(base.float() + 0.003 * torch.randn(base.shape, generator=g)).to(dtype) for _ in range(2)]
+    monkeypatch.setattr(methods_base, "CHUNK_ELEMENTS", 4000)
+    kwargs = {"weights": [1.0, weight], "densities": [0.4, 0.6], "normalize": normalize, "lambda_": lambda_}
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("MERGELING_FUSED", flag)
+        stats = TensorStats()
+        merged = get_method(method).fn(inputs, base, stats=stats, protect=[1], **kwargs)
+        results.append((merged, stats))
+    (a, sa), (b, sb) = results
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    assert sa == sb and sa.sign_conflicts > 0 and sa.conflicts[1] > 0

@@ -173,3 +173,29 @@ def test_mergekit_configs_load(method: str, n: int, base: bool, parameters: dict
 def test_mergekit_configs_refused_with_a_reason(data: dict[str, Any], needle: str) -> None:
     with pytest.raises(RecipeError, match=needle):
         parse_recipe(data)
+
+
+@pytest.mark.parametrize("select_topk", [1.0, 0.3])
+def test_sce_streams_in_chunks(select_topk: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks that cut the tensor anywhere give the same bits as one chunk (the selection's ties carry over).
+    from registry.merge.methods import base as method_base
+
+    base, inputs = _data((97, 61), 3)
+    inputs = [x.bfloat16() for x in inputs]  # many equal variances at the selection cut
+    whole = get_method("sce").fn(inputs, base.bfloat16(), select_topk=select_topk)
+    monkeypatch.setattr(method_base, "CHUNK_ELEMENTS", 1000)
+    chunked = get_method("sce").fn(inputs, base.bfloat16(), select_topk=select_topk)
+    assert torch.equal(whole.view(torch.int32), chunked.view(torch.int32))
+
+
+@pytest.mark.parametrize("method", ["ram", "ramplus_tl"])
+def test_ram_streams_in_chunks(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks that cut the tensor anywhere give the same bits (RAM+'s overlap ratios count the whole tensor).
+    from registry.merge.methods import base as method_base
+
+    base, inputs = _data((97, 61), 3)
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.where(torch.rand(base.shape, generator=g) < 0.5, base, x) for x in inputs]  # unique and shared
+    whole = get_method(method).fn(inputs, base)
+    monkeypatch.setattr(method_base, "CHUNK_ELEMENTS", 1000)
+    assert torch.equal(whole.view(torch.int32), get_method(method).fn(inputs, base).view(torch.int32))

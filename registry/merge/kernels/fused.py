@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from functools import cache, partial
 from typing import Any, Protocol, TypeVar
@@ -161,6 +161,87 @@ def count_nonfinite(tensor: torch.Tensor) -> int | None:
     if not (supports(tensor) and enabled()):
         return None
     return _loaded().nonfinite(_bits(tensor))
+
+
+def magprune_masks(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    tables: Sequence[torch.Tensor | None],
+    draws: Sequence[Iterable[torch.Tensor] | None],
+) -> list[torch.Tensor | None]:
+    """DELLA's MAGPRUNE keep masks (bool, flat), inputs in parallel: entry j of input i is kept when its
+    uniform draw is below tables[i][rank], rank = its place in its row (the last dimension; a 1-D
+    tensor is one row) by |x - base| ascending, equal magnitudes by column (a stable sort).
+
+    Args:
+        tensors, base: bf16 or fp32 CPU tensors of one shape (`supports`).
+        tables: per input, fp32 keep probabilities by rank (one per column), None where nothing is drawn.
+        draws: per input, its fp32 uniform draws in consecutive blocks covering the tensor, or None.
+
+    Returns:
+        Per input its mask, or None where `draws` has None.
+    """
+    kernel = _loaded()
+    b = _bits(base)
+    numel = base.numel()
+    cols = base.shape[-1] if base.dim() >= 2 else max(numel, 1)
+
+    def one(
+        tensor: torch.Tensor, table: torch.Tensor | None, draw: Iterable[torch.Tensor] | None
+    ) -> torch.Tensor | None:
+        if draw is None or table is None:
+            return None
+        keep = torch.empty(numel, dtype=torch.uint8)
+        x, out = _bits(tensor), keep.numpy()
+        probs = table.to(torch.float32).contiguous().numpy()
+        lo = 0
+        for block in draw:
+            count = block.numel()
+            kernel.magprune(x, b, cols, lo, block.contiguous().numpy(), probs, out[lo : lo + count])
+            lo += count
+        if lo != numel:
+            raise ValueError(f"magprune: {lo} draws for {numel} entries")
+        return keep.view(torch.bool)
+
+    return _parallel([partial(one, t, p, d) for t, p, d in zip(tensors, tables, draws, strict=True)])
+
+
+def elect_two(
+    d0: torch.Tensor,
+    d1: torch.Tensor,
+    base: torch.Tensor,
+    *,
+    weights: Sequence[float],
+    normalize: bool,
+    lambda_: float,
+    out: torch.Tensor,
+    counts: torch.Tensor,
+) -> None:
+    """TIES' election and disjoint mean of two sparsified fp32 deltas (one chunk) onto `base` (bf16 or
+    fp32 CPU) into the fp32 `out`, on the calling thread; `counts` (int64, 2) gains the entries each
+    input lost to the election. The same bits as the torch path of `ties.merge_elected`."""
+    _loaded().elect2(
+        d0.numpy(), d1.numpy(), _bits(base), weights=(weights[0], weights[1]), normalize=normalize,
+        scale=lambda_, out=out.numpy(), counts=counts.numpy(),
+    )  # fmt: skip
+
+
+def top_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut | None]:
+    """Per (tensor, k), the cut keeping the k largest |tensor - base| (`ties.top_cut`'s), in parallel;
+    None where some |τ| is not finite (the torch path then decides)."""
+    find_cut = _loaded().find_cut
+    b = _bits(base)
+    numel = base.numel()
+
+    def one(tensor: torch.Tensor, k: int) -> Cut | None:
+        if k <= 0:
+            return Cut.keep_none()
+        if k >= numel:
+            return Cut.keep_all()
+        key, ties, finite, _, _ = find_cut(_bits(tensor), b, k, _SAMPLE, _EXACT_BELOW)
+        return Cut(key=int(key), ties=int(ties)) if finite else None
+
+    return _parallel([partial(one, t, k) for t, k in zip(tensors, ks, strict=True)])
 
 
 def find_cuts(

@@ -172,6 +172,41 @@ static int64_t to_bf16(const float *src, uint16_t *out, int64_t n) {
         *lost1 += l1;                                                                                        \
     }
 
+/* Stable ranks of keys[:n] (ascending, ties by position): ranks[j] = place of j in the sorted order.
+ * An LSD radix sort over 8-bit digits of the indices (stable by construction), skipping the digits
+ * every key shares (for magnitudes of one row most high bytes agree). idx, tmp: n entries each. */
+static void stable_ranks(const uint32_t *keys, int64_t n, uint32_t *idx, uint32_t *tmp, uint32_t *ranks) {
+    uint32_t hist[4][256];
+    memset(hist, 0, sizeof hist);
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t k = keys[j];
+        hist[0][k & 255u] += 1;
+        hist[1][(k >> 8) & 255u] += 1;
+        hist[2][(k >> 16) & 255u] += 1;
+        hist[3][k >> 24] += 1;
+        idx[j] = (uint32_t)j;
+    }
+    uint32_t *src = idx, *dst = tmp;
+    for (int pass = 0; pass < 4; pass++) {
+        int shift = 8 * pass;
+        uint32_t *h = hist[pass];
+        if (h[(keys[0] >> shift) & 255u] == (uint32_t)n) continue; /* one digit for all: order unchanged */
+        uint32_t offsets[256], sum = 0;
+        for (int d = 0; d < 256; d++) {
+            offsets[d] = sum;
+            sum += h[d];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            uint32_t i = src[j];
+            dst[offsets[(keys[i] >> shift) & 255u]++] = i;
+        }
+        uint32_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    for (int64_t j = 0; j < n; j++) ranks[src[j]] = (uint32_t)j;
+}
+
 #define DEFINE_KERNELS(T, W, S)                                                                                  \
     DEFINE_COMBINE(T, W, S)                                                                                    \
                                                                                                               \
@@ -362,6 +397,60 @@ static int64_t to_bf16(const float *src, uint16_t *out, int64_t n) {
         int64_t nonzero = 0;                                                                                  \
         for (int64_t j = 0; j < c; j++) nonzero += (W(xs[j]) - W(bs[j])) != 0.0f;                             \
         return nonzero;                                                                                       \
+    }                                                                                                         \
+                                                                                                              \
+    /* DELLA's MAGPRUNE keep mask of the flat entries [lo, hi) of a (rows, cols) tensor: entry j is kept   \
+     * when uniforms[j - lo] < table[rank], rank = its place in its row by |x - b| ascending (ties by      \
+     * column: a stable sort). Rows the range cuts are ranked whole. Returns -1 when out of memory. */    \
+    int mg_magprune_##S(const T *x, const T *b, int64_t cols, int64_t lo, int64_t hi, const float *uniforms, \
+                        const float *table, uint8_t *keep) {                                                  \
+        uint32_t *scratch = malloc((size_t)cols * 4 * sizeof(uint32_t));                                      \
+        if (!scratch) return -1;                                                                              \
+        uint32_t *keys = scratch, *idx = scratch + cols, *tmp = scratch + 2 * cols, *ranks = scratch + 3 * cols; \
+        for (int64_t row = lo / cols; row * cols < hi; row++) {                                               \
+            const T *xr = x + row * cols, *br = b + row * cols;                                               \
+            for (int64_t j = 0; j < cols; j++) keys[j] = bits_of(fabsf(W(xr[j]) - W(br[j])));                 \
+            stable_ranks(keys, cols, idx, tmp, ranks);                                                        \
+            int64_t first = row * cols < lo ? lo - row * cols : 0;                                            \
+            int64_t last = (row + 1) * cols > hi ? hi - row * cols : cols;                                    \
+            const float *u = uniforms + (row * cols - lo);                                                    \
+            uint8_t *k = keep + (row * cols - lo);                                                            \
+            for (int64_t j = first; j < last; j++) k[j] = u[j] < table[ranks[j]];                             \
+        }                                                                                                     \
+        free(scratch);                                                                                        \
+        return 0;                                                                                             \
+    }                                                                                                         \
+                                                                                                              \
+    /* The election and disjoint mean of two sparsified fp32 deltas d0, d1 (DARE's, DELLA's, Breadcrumbs'  \
+     * drop already applied): weight, vote, elected sign, disjoint mean, λ, base; the torch path's         \
+     * float32 operations in its order (`combine` with every entry kept). counts: [lost 0, lost 1]. */    \
+    void mg_elect2_##S(const float *d0, const float *d1, const T *b, int64_t n, float w0, float w1,          \
+                       int normalize, float scale, int use_scale, float *out, int64_t *counts) {             \
+        const float zero = 0.0f, one = 1.0f;                                                                 \
+        int64_t l0 = 0, l1 = 0;                                                                              \
+        for (int64_t j = 0; j < n; j++) {                                                                    \
+            float base = W(b[j]);                                                                            \
+            float a = d0[j] * w0;                                                                            \
+            float e = d1[j] * w1;                                                                            \
+            float votes = (a + e) + zero;                                                                    \
+            float sign = votes >= zero ? one : -one;                                                         \
+            float p0 = a * sign;                                                                             \
+            float p1 = e * sign;                                                                             \
+            float g0 = p0 > zero ? one : zero;                                                               \
+            float g1 = p1 > zero ? one : zero;                                                               \
+            float mixed = ((a * g0) + (e * g1)) + zero;                                                      \
+            float div = ((w0 * g0) + (w1 * g1)) + zero;                                                      \
+            div = div + (div == zero ? one : zero);                                                          \
+            float mean = mixed / div;                                                                        \
+            mixed = normalize ? mean : mixed;                                                                \
+            float scaled = mixed * scale;                                                                    \
+            mixed = use_scale ? scaled : mixed;                                                              \
+            out[j] = base + mixed;                                                                           \
+            l0 += p0 < zero;                                                                                 \
+            l1 += p1 < zero;                                                                                 \
+        }                                                                                                    \
+        counts[0] += l0;                                                                                     \
+        counts[1] += l1;                                                                                     \
     }                                                                                                         \
                                                                                                               \
     /* TIES of two inputs into out32 (fp32) or out16 (bf16 bits, when bf16), one loop per block.          \

@@ -54,6 +54,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mg_nonfinite": (_i64, [_p, _i64]),
     "mg_quota_stop": (None, [_p, _p, _i64, _f32, _i64, _p]),
     "mg_find_cut": (_int, [_p, _p, _i64, _i64, _i64, _i64, _p]),
+    "mg_magprune": (_int, [_p, _p, _i64, _i64, _i64, _p, _p, _p]),
+    "mg_elect2": (None, [_p, _p, _p, _i64, _f32, _f32, _int, _f32, _int, _p, _p]),
     "mg_ties2": (
         None,
         [_p, _p, _p, _i64, _p, _p, _p, _i64, _f32, _f32, _int, _f32, _int, _p, _p, _int, _p],
@@ -167,6 +169,54 @@ class Kernels:
         ):
             raise MemoryError("fused find_cut: out of memory")
         return int(out[0]), int(out[1]), bool(out[2]), int(out[3]), int(out[4])
+
+    def magprune(
+        self,
+        x: np.ndarray,
+        b: np.ndarray,
+        cols: int,
+        lo: int,
+        uniforms: np.ndarray,
+        table: np.ndarray,
+        keep: np.ndarray,
+    ) -> None:
+        """DELLA's keep mask of the flat entries [lo, lo + len(uniforms)) into `keep` (uint8 0/1): kept
+        where uniforms < table[rank], rank = the place by |x - b| in its row of `cols` (stable)."""
+        hi = lo + uniforms.shape[0]
+        if not (0 <= lo <= hi <= b.shape[0] and b.shape[0] % cols == 0 and table.shape[0] == cols):
+            raise ValueError("magprune: the range, the row length and the table do not fit the tensor")
+        if uniforms.dtype != np.float32 or table.dtype != np.float32 or keep.dtype != np.uint8:
+            raise TypeError("magprune: uniforms and table must be float32, keep uint8")
+        if keep.shape != uniforms.shape or not (uniforms.flags.c_contiguous and keep.flags.c_contiguous):
+            raise TypeError("magprune: keep and uniforms must be contiguous and of one length")
+        if self._fn("mg_magprune", x, b)(
+            x.ctypes.data, b.ctypes.data, cols, lo, hi, uniforms.ctypes.data, table.ctypes.data, keep.ctypes.data
+        ):
+            raise MemoryError("fused magprune: out of memory")
+
+    def elect2(
+        self,
+        d0: np.ndarray,
+        d1: np.ndarray,
+        b: np.ndarray,
+        *,
+        weights: tuple[float, float],
+        normalize: bool,
+        scale: float,
+        out: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
+        """The election and disjoint mean of two sparsified fp32 deltas onto the base `b` into `out`
+        (float32); adds the entries each input lost to the election to `counts` (int64, 2)."""
+        arrays = (d0, d1, out)
+        if any(a.dtype != np.float32 or not a.flags.c_contiguous or a.shape != b.shape for a in arrays):
+            raise TypeError("elect2: d0, d1 and out must be contiguous float32 arrays of the base's length")
+        if counts.dtype != np.int64 or counts.shape != (2,):
+            raise TypeError("elect2: counts must be two int64")
+        self._fn("mg_elect2", b)(
+            d0.ctypes.data, d1.ctypes.data, b.ctypes.data, b.shape[0], weights[0], weights[1], normalize,
+            scale, scale != 1, out.ctypes.data, counts.ctypes.data,
+        )  # fmt: skip
 
     def quota_stop(self, x: np.ndarray, b: np.ndarray, t: float, quota: int) -> tuple[int, int]:
         """The block where the quota of kept ties at the cut (|x - b| == t) runs out, and the ties

@@ -21,27 +21,31 @@ from collections.abc import Sequence
 import torch
 from pydantic import field_validator
 
-from registry.merge.kernels.topk import Cut, cut_mask, magnitude_keys
+from registry.merge.kernels.topk import Cut
 from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk, sum_inputs
+from registry.merge.methods.drop import l1_scales
 from registry.merge.methods.plugin import FnMerger, Merger, MethodContext, MethodSpec, ScaledParams, protected_by_role
-from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace, top_cut
+from registry.merge.methods.ties import DeltaFill, Sparsifier, Workspace, cut_keep, top_cut, top_cuts
 from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
 
-_RESCALE_EPS = 1e-7  # mergekit: below this either norm, no rescale
 
-
-def outlier_cuts(tensor: torch.Tensor, base: torch.Tensor, density: float, gamma: float) -> tuple[Cut, Cut] | None:
-    """(keep, outliers): keep = the top N − n_bot by |τ|, outliers = its top N − n_bot − target.
+def outlier_targets(numel: int, density: float, gamma: float) -> tuple[int, int] | None:
+    """(keep k, outliers k): keep = the top N − n_bot by |τ|, outliers = its top N − n_bot − target.
 
     None when density >= 1 (τ unchanged).
     """
     if density >= 1:
         return None
-    numel = tensor.numel()
     target = int(density * numel)
     n_top = int(gamma * numel)
     n_bot = max(0, numel - target - n_top)
-    return top_cut(tensor, base, numel - n_bot), top_cut(tensor, base, numel - n_bot - target)
+    return numel - n_bot, numel - n_bot - target
+
+
+def outlier_cuts(tensor: torch.Tensor, base: torch.Tensor, density: float, gamma: float) -> tuple[Cut, Cut] | None:
+    """The two cuts of `outlier_targets` (None when density >= 1)."""
+    ks = outlier_targets(tensor.numel(), density, gamma)
+    return None if ks is None else (top_cut(tensor, base, ks[0]), top_cut(tensor, base, ks[1]))
 
 
 def outlier_sparsifier(
@@ -52,23 +56,31 @@ def outlier_sparsifier(
     *,
     rescale: bool,
 ) -> Sparsifier:
-    """Breadcrumbs' sparsification for `ties.elected_chunks` (and `merge_sparse_linear`)."""
-    cuts = [outlier_cuts(t, base, d, gamma) for t, d in zip(tensors, densities, strict=True)]
+    """Breadcrumbs' sparsification for `ties.elected_chunks` (and `merge_sparse_linear`).
+
+    The two cuts of every input are found together (`ties.top_cuts`: the fused kernels, in parallel);
+    each chunk keeps what the first keeps and the second (the outliers) does not (`ties.cut_keep`).
+    """
+    targets = [outlier_targets(base.numel(), d, gamma) for d in densities]
+    wanted = [(t, k) for t, ks in zip(tensors, targets, strict=True) if ks is not None for k in ks]
+    found = iter(top_cuts([t for t, _ in wanted], base, [k for _, k in wanted]))
+    cuts = [(next(found), next(found)) if ks is not None else None for ks in targets]
     flats = [t.reshape(-1) for t in tensors]
 
     def start(stats: TensorStats | None, scale: torch.Tensor | None = None) -> DeltaFill:
         left = [(c[0].ties, c[1].ties) if c is not None else (0, 0) for c in cuts]
 
-        def fill(part: slice, ws: _Workspace) -> None:
+        def fill(part: slice, ws: Workspace) -> None:
             for index, (flat, cut) in enumerate(zip(flats, cuts, strict=True)):
                 delta = ws.deltas[index]
                 torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
                 if cut is not None:
-                    keys = magnitude_keys(delta)
-                    keep, hi = cut_mask(keys, cut[0], left[index][0])
-                    drop, out = cut_mask(keys, cut[1], left[index][1])
-                    left[index] = (hi, out)
-                    delta.mul_(keep.logical_and_(drop.logical_not_()).float())  # mergekit: tensor * mask
+                    torch.abs(delta, out=ws.magnitude)
+                    kept = cut_keep(ws.magnitude, cut[0], left[index][0], out=ws.keep, equal=ws.equal)
+                    outliers = cut_keep(ws.magnitude, cut[1], left[index][1], out=ws.mixed, equal=ws.equal)
+                    left[index] = (kept, outliers)
+                    # The outliers are a prefix of the same order as the kept: keep − outliers is 0/1.
+                    delta.mul_(ws.keep.sub_(ws.mixed))  # mergekit: tensor * mask
                 if stats is not None:
                     stats.add_kept(index, int(torch.count_nonzero(delta)))
             if scale is not None:
@@ -78,32 +90,9 @@ def outlier_sparsifier(
 
     if not rescale:
         return start
-    scales = _l1_scales(tensors, base, start, [c is not None for c in cuts])
+    scales = l1_scales(tensors, base, start, [c is not None for c in cuts])
     factor = torch.tensor(scales, dtype=torch.float32, device=base.device).unsqueeze(-1)
     return lambda stats: start(stats, factor)
-
-
-def _l1_scales(tensors: Sequence[torch.Tensor], base: torch.Tensor, start, sparse: Sequence[bool]) -> list[float]:  # type: ignore[no-untyped-def]
-    """Per input ‖τ‖₁ / ‖τ̂‖₁ in fp64 sums (1.0 where nothing is dropped or a norm is below 1e-7)."""
-    n, numel = len(tensors), base.numel()
-    before, after = [0.0] * n, [0.0] * n
-    size = max(1, min(chunk_elements(base.device), numel))
-    ws_full = _Workspace(n, size, base.device)
-    fill = start(None)
-    flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
-    full = torch.empty(size, dtype=torch.float32, device=base.device)
-    for part in flat_chunks(numel, size):
-        ws = ws_full.view(part.stop - part.start)
-        ws.base = fp32_chunk(flat_base, part, ws.base)
-        fill(part, ws)
-        for index in range(n):
-            whole = torch.sub(fp32_chunk(flats[index], part, full[: part.stop - part.start]), ws.base)
-            before[index] += float(whole.abs().sum(dtype=torch.float64))
-            after[index] += float(ws.deltas[index].abs().sum(dtype=torch.float64))
-    return [
-        b / a if s and b >= _RESCALE_EPS and a >= _RESCALE_EPS else 1.0
-        for b, a, s in zip(before, after, sparse, strict=True)
-    ]
 
 
 def merge_sparse_linear(
@@ -120,7 +109,7 @@ def merge_sparse_linear(
     θ₀ + λ Σ wᵢτ̂ᵢ (/ Σ wᵢ when `normalize`; |Σ wᵢ| < 1e-8 counts as 1)."""
     n, numel, device = len(tensors), base.numel(), base.device
     size = max(1, min(chunk_elements(device), numel))
-    full = _Workspace(n, size, device)
+    full = Workspace(n, size, device)
     weight = torch.tensor(list(weights), dtype=torch.float32, device=device).unsqueeze(-1)
     divisor = weight.sum(dim=0)
     divisor[divisor.abs() < 1e-8] = 1

@@ -26,102 +26,31 @@ default, is plain `dare_ties`, bit for bit) and the election's conventions (`ele
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 
 import torch
 from pydantic import field_validator
 
 from registry.merge.kernels.topk import Cut
-from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk, sum_inputs
+from registry.merge.methods.base import TensorStats, check_inputs, fp32_chunk
+from registry.merge.methods.breadcrumbs import merge_sparse_linear
+from registry.merge.methods.drop import (
+    Blocks,
+    check_drop_density,
+    check_random_seed,
+    l1_scales,
+    mask_seed,
+    uniform_blocks,
+)
 from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, ScaledParams, protected_by_role
-from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace
+from registry.merge.methods.ties import DeltaFill, Sparsifier, Workspace
 from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
-
-MASK_BLOCK = 1 << 20  # entries per random draw; fixed, so masks do not depend on the compute chunks
-_RESCALE_EPS = 1e-7  # mergekit: below this either norm, no rescale
-
-
-def mask_seed(seed: int, name: str, index: int) -> int:
-    """The generator seed of input `index`'s keep mask in tensor `name` (63 bits of a sha256)."""
-    digest = hashlib.sha256(f"{seed}\0{name}\0{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def keep_masks(numel: int, density: float, seed: int) -> Iterator[torch.Tensor]:
     """fp32 0/1 keep masks of consecutive `MASK_BLOCK`-entry blocks covering range(numel), on CPU."""
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    for start in range(0, numel, MASK_BLOCK):
-        size = min(MASK_BLOCK, numel - start)
-        yield torch.lt(torch.rand(size, generator=generator), density).float()
-
-
-class _Masks:
-    """Keep masks of one input, handed out for arbitrary consecutive slices (the compute chunks)."""
-
-    def __init__(self, numel: int, density: float, seed: int, device: torch.device) -> None:
-        self.blocks = keep_masks(numel, density, seed)
-        self.device = device
-        self.pending = torch.empty(0)
-
-    def take(self, count: int) -> torch.Tensor:
-        parts, have = [self.pending], self.pending.numel()
-        while have < count:
-            block = next(self.blocks)
-            parts.append(block)
-            have += block.numel()
-        joined = torch.cat(parts) if len(parts) > 1 else parts[0]
-        self.pending = joined[count:]
-        return joined[:count].to(self.device)
-
-
-def _dropped_deltas(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor,
-    densities: Sequence[float],
-    seeds: Sequence[int],
-    size: int,
-) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """(slice, fp32 base chunk, (n, c) deltas with the drop applied) chunk by chunk."""
-    n, numel, device = len(tensors), base.numel(), base.device
-    masks = [_Masks(numel, d, s, device) if d < 1 else None for d, s in zip(densities, seeds, strict=True)]
-    flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
-    base_buffer = torch.empty(size, dtype=torch.float32, device=device)
-    deltas = torch.empty((n, size), dtype=torch.float32, device=device)
-    for part in flat_chunks(numel, size):
-        c = part.stop - part.start
-        chunk_base = fp32_chunk(flat_base, part, base_buffer[:c])
-        view = deltas[:, :c]
-        for index, (flat, mask) in enumerate(zip(flats, masks, strict=True)):
-            torch.sub(fp32_chunk(flat, part, view[index]), chunk_base, out=view[index])
-            if mask is not None:
-                view[index].mul_(mask.take(c))
-        yield part, chunk_base, view
-
-
-def _rescales(
-    tensors: Sequence[torch.Tensor],
-    base: torch.Tensor,
-    densities: Sequence[float],
-    seeds: Sequence[int],
-    size: int,
-) -> list[float]:
-    """Per input ‖τ‖₁ / ‖τ̂‖₁ (1.0 when either is below mergekit's 1e-7, or nothing is dropped); fp64 sums."""
-    n = len(tensors)
-    before = [0.0] * n
-    after = [0.0] * n
-    flats = [t.reshape(-1) for t in tensors]
-    buffer = torch.empty(size, dtype=torch.float32, device=base.device)
-    for part, chunk_base, dropped in _dropped_deltas(tensors, base, densities, seeds, size):
-        for index in range(n):
-            full = torch.sub(fp32_chunk(flats[index], part, buffer), chunk_base)
-            before[index] += float(full.abs().sum(dtype=torch.float64))
-            after[index] += float(dropped[index].abs().sum(dtype=torch.float64))
-    return [
-        b / a if d < 1 and b >= _RESCALE_EPS and a >= _RESCALE_EPS else 1.0
-        for b, a, d in zip(before, after, densities, strict=True)
-    ]
+    for block in uniform_blocks(numel, seed):
+        yield torch.lt(block, density).float()
 
 
 def merge_dare(
@@ -169,100 +98,73 @@ def merge_dare(
     if base is None:
         raise ValueError("DARE needs a base tensor")
     check_inputs(tensors, base, weights=weights, densities=densities)
-    bad = [d for d in densities if not 0 < d <= 1]
-    if bad:
-        raise ValueError(f"density={bad[0]} must be in (0, 1]: it is the probability of keeping an entry")
-    n, device = len(tensors), base.device
-    seeds = [mask_seed(random_seed, name, i) for i in range(n)]
-    size = min(chunk_elements(device), max(base.numel(), 1))
-    scales = _rescales(tensors, base, densities, seeds, size) if rescale else [1.0] * n
-    if consensus:
-        return merge_ties_sv(
-            tensors,
-            base,
-            weights=weights,
-            densities=densities,
-            normalize=normalize,
-            lambda_=lambda_,
-            stats=stats,
-            slack=slack,
-            protect=protect,
-            cuts=cuts,
-            sparsify=drop_sparsifier(tensors, densities, seeds, scales if rescale else None),
-            election_weights=election_weights,
-            majority_sign_method=majority_sign_method,
+    check_drop_density(densities)
+    seeds = [mask_seed(random_seed, name, i) for i in range(len(tensors))]
+    sparsify = drop_sparsifier(tensors, base, densities, seeds, rescale=rescale)
+    if not consensus:
+        return merge_sparse_linear(
+            tensors, base, weights=weights, normalize=normalize, lambda_=lambda_, sparsify=sparsify, stats=stats
         )
-    weight = torch.tensor(list(weights), dtype=torch.float32, device=device).unsqueeze(-1)
-    # One factor per input: the rescale, then the weight (mergekit: masked * scale, then * weight).
-    scale = torch.tensor(scales, dtype=torch.float32, device=device).unsqueeze(-1)
-    linear_divisor = weight.sum(dim=0)
-    linear_divisor[linear_divisor.abs() < 1e-8] = 1
-    result = torch.empty(base.shape, dtype=torch.float32, device=device)
-    flat_out = result.view(-1)
-    mixed = torch.empty(size, dtype=torch.float32, device=device)
-    for part, chunk_base, deltas in _dropped_deltas(tensors, base, densities, seeds, size):
-        c = part.stop - part.start
-        out = mixed[:c]
-        if stats is not None:
-            for index in range(n):
-                stats.add_kept(index, int(torch.count_nonzero(deltas[index])))
-        if rescale:
-            deltas.mul_(scale)
-        deltas.mul_(weight)
-        if consensus:
-            votes = sum_inputs(deltas, out=torch.empty(c, dtype=torch.float32, device=device))
-            majority = torch.copysign(torch.ones((), device=device), votes.add_(0.0))
-            agree = torch.gt(deltas * majority, 0).float()
-            sum_inputs(deltas * agree, out=out)
-            divisor = sum_inputs(weight * agree, out=torch.empty(c, dtype=torch.float32, device=device))
-            divisor[divisor == 0] = 1
-            if stats is not None:
-                lost = torch.lt(deltas * majority, 0)
-                stats.sign_conflicts += int(torch.count_nonzero(lost.sum(dim=0)))
-        else:
-            sum_inputs(deltas, out=out)
-            divisor = linear_divisor
-        if normalize:
-            out.div_(divisor)
-        if lambda_ != 1:
-            out.mul_(lambda_)
-        torch.add(chunk_base, out, out=flat_out[part])
-    if stats is not None:
-        stats.elements += base.numel()
-    return result
+    return merge_ties_sv(
+        tensors,
+        base,
+        weights=weights,
+        densities=densities,
+        normalize=normalize,
+        lambda_=lambda_,
+        stats=stats,
+        slack=slack,
+        protect=protect,
+        cuts=cuts,
+        sparsify=sparsify,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
+    )
 
 
 def drop_sparsifier(
     tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
     densities: Sequence[float],
     seeds: Sequence[int],
-    scales: Sequence[float] | None,
+    *,
+    rescale: bool,
 ) -> Sparsifier:
-    """DARE's drop (and L1 rescale) as the sparsification of `ties.elected_chunks`.
+    """DARE's drop (and L1 rescale) as the sparsification of `ties.elected_chunks` (and of
+    `breadcrumbs.merge_sparse_linear` for `dare_linear`).
 
-    Each pass draws the same masks again from `seeds` (they depend on the seed, the tensor name and
-    the input only), so the slack step's passes see the same drop.
+    The masks depend on `seeds` only (the seed, the tensor name and the input); with the rescale they
+    are drawn once, in its pass, and replayed by the slack step's and the merge's, else drawn again
+    in each pass: every pass sees the same drop.
     """
     flats = [t.reshape(-1) for t in tensors]
-    numel = flats[0].numel()
+    numel = base.numel()
+    # With the rescale, the first pass keeps the masks it draws (one byte per entry and input), so
+    # the later passes replay them instead of drawing again.
+    kept: list[torch.Tensor | None] = [
+        torch.empty(numel, dtype=torch.bool, device=base.device) if rescale and d < 1 else None for d in densities
+    ]
+    recorded = [False]
 
-    def start(stats: TensorStats | None) -> DeltaFill:
-        masks: list[_Masks | None] = [
-            _Masks(numel, d, s, tensors[0].device) if d < 1 else None for d, s in zip(densities, seeds, strict=True)
+    def start(stats: TensorStats | None, scale: torch.Tensor | None = None) -> DeltaFill:
+        replay = recorded[0]
+        masks = [
+            Blocks(keep_masks(numel, d, s), base.device) if d < 1 and not replay else None
+            for d, s in zip(densities, seeds, strict=True)
         ]
-        scale = (
-            None
-            if scales is None
-            else torch.tensor(list(scales), dtype=torch.float32, device=tensors[0].device).unsqueeze(-1)
-        )
 
-        def fill(part: slice, ws: _Workspace) -> None:
+        def fill(part: slice, ws: Workspace) -> None:
             c = part.stop - part.start
-            for index, (flat, mask) in enumerate(zip(flats, masks, strict=True)):
+            for index, (flat, mask, record) in enumerate(zip(flats, masks, kept, strict=True)):
                 delta = ws.deltas[index]
                 torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
-                if mask is not None:
-                    delta.mul_(mask.take(c))
+                if replay and record is not None:
+                    delta.mul_(ws.keep.copy_(record[part]))  # the same 1.0/0.0 as drawn
+                elif mask is not None:
+                    drawn = mask.take(c)
+                    delta.mul_(drawn)
+                    if record is not None:
+                        record[part] = drawn.bool()
                 if stats is not None:
                     stats.add_kept(index, int(torch.count_nonzero(delta)))
             if scale is not None:
@@ -270,14 +172,12 @@ def drop_sparsifier(
 
         return fill
 
-    return start
-
-
-def check_random_seed(value: int | None) -> int | None:
-    """The one rule for `random_seed` (dare_ties, dare_linear, della, della_linear): a 63-bit whole number."""
-    if value is not None and not 0 <= value < 2**63:
-        raise ValueError("random_seed is a non-negative whole number, e.g. 0")
-    return value
+    if not rescale:
+        return start
+    scales = l1_scales(tensors, base, start, [d < 1 for d in densities])
+    recorded[0] = True
+    factor = torch.tensor(scales, dtype=torch.float32, device=base.device).unsqueeze(-1)
+    return lambda stats: start(stats, factor)
 
 
 class DareParams(ScaledParams):
@@ -313,35 +213,15 @@ class DareTiesMerger(TiesSVMerger):
         super().__init__(params, ctx)
         self.rescale = True if params.rescale is None else params.rescale
         self.random_seed = params.random_seed or 0
-        self._scales: dict[str, list[float]] = {}
 
     def sparsify(self, name: str, tensors: Sequence[torch.Tensor], base: torch.Tensor | None) -> Sparsifier | None:
         if base is None:
             raise ValueError("DARE needs a base tensor")
         densities = self.keywords["densities"]
         check_inputs(tensors, base, densities=densities)
-        bad = [d for d in densities if not 0 < d <= 1]
-        if bad:
-            raise ValueError(f"density={bad[0]} must be in (0, 1]: it is the probability of keeping an entry")
+        check_drop_density(densities)
         seeds = [mask_seed(self.random_seed, name, i) for i in range(len(tensors))]
-        if self.rescale and name not in self._scales:
-            size = min(chunk_elements(base.device), max(base.numel(), 1))
-            self._scales[name] = _rescales(tensors, base, densities, seeds, size)
-        scales = self._scales.pop(name, None) if not self.scans else self._scales.get(name)
-        return drop_sparsifier(tensors, densities, seeds, scales if self.rescale else None)
-
-    def merge(
-        self,
-        name: str,
-        tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        stats: TensorStats | None,
-        *,
-        out: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        merged = super().merge(name, tensors, base, stats, out=out)
-        self._scales.pop(name, None)  # the model scope kept them for its passes
-        return merged
+        return drop_sparsifier(tensors, base, densities, seeds, rescale=self.rescale)
 
 
 class DareMerger(Merger):

@@ -18,43 +18,19 @@ rank 0 here (p = d − ε); mergekit divides 0 by 0 there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from pydantic import field_validator
 
+from registry.merge.kernels import fused
 from registry.merge.kernels.topk import Cut
 from registry.merge.methods.base import TensorStats, check_inputs, fp32_chunk
-from registry.merge.methods.breadcrumbs import _l1_scales, merge_sparse_linear
-from registry.merge.methods.dare import MASK_BLOCK, check_random_seed, mask_seed
+from registry.merge.methods.breadcrumbs import merge_sparse_linear
+from registry.merge.methods.drop import check_random_seed, l1_scales, mask_seed, uniform_blocks
 from registry.merge.methods.plugin import MethodContext, MethodSpec, ScaledParams, protected_by_role
-from registry.merge.methods.ties import DeltaFill, Sparsifier, _Workspace
+from registry.merge.methods.ties import DeltaFill, Sparsifier, Workspace
 from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
-
-
-def _uniform_blocks(numel: int, seed: int) -> Iterator[torch.Tensor]:
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    for start in range(0, numel, MASK_BLOCK):
-        yield torch.rand(min(MASK_BLOCK, numel - start), generator=generator)
-
-
-class _Uniforms:
-    """Uniform draws of one input, handed out for consecutive slices."""
-
-    def __init__(self, numel: int, seed: int) -> None:
-        self.blocks = _uniform_blocks(numel, seed)
-        self.pending = torch.empty(0)
-
-    def take(self, count: int) -> torch.Tensor:
-        parts, have = [self.pending], self.pending.numel()
-        while have < count:
-            block = next(self.blocks)
-            parts.append(block)
-            have += block.numel()
-        joined = torch.cat(parts) if len(parts) > 1 else parts[0]
-        self.pending = joined[count:]
-        return joined[:count]
 
 
 def keep_probabilities(
@@ -75,6 +51,50 @@ def keep_probabilities(
     return probs.reshape(-1)[offset : offset + part.stop - part.start]
 
 
+def keep_table(cols: int, density: float, epsilon: float) -> torch.Tensor:
+    """pᵣ for every rank r of a row of `cols` (fp32, CPU): the same float operations as `keep_probabilities`."""
+    ranks = torch.arange(cols)
+    norm = ranks.float() / (cols - 1) if cols > 1 else torch.zeros(cols)
+    return (density - epsilon) + norm * (2 * epsilon)
+
+
+def magprune_masks(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    densities: Sequence[float],
+    epsilon: float,
+    seeds: Sequence[int],
+) -> list[torch.Tensor | None]:
+    """Per input its keep mask (bool, flat; None where nothing is dropped: density ≤ 0 or ≥ 1).
+
+    On CPU with bf16/fp32 tensors the fused kernel ranks each row once (a radix sort) and compares
+    the draws there, inputs in parallel; elsewhere the torch ops of `keep_probabilities`. Same masks.
+    """
+    numel = base.numel()
+    drawn = [0 < d < 1 for d in densities]
+    if fused.supports(*tensors, base) and fused.enabled():
+        cols = base.shape[-1] if base.dim() >= 2 else max(numel, 1)
+        return fused.magprune_masks(
+            tensors,
+            base,
+            [keep_table(cols, d, epsilon) if on else None for d, on in zip(densities, drawn, strict=True)],
+            [uniform_blocks(numel, s) if on else None for s, on in zip(seeds, drawn, strict=True)],
+        )
+    masks: list[torch.Tensor | None] = []
+    for tensor, density, seed, on in zip(tensors, densities, seeds, drawn, strict=True):
+        if not on:
+            masks.append(None)
+            continue
+        mask = torch.empty(numel, dtype=torch.bool, device=base.device)
+        lo = 0
+        for block in uniform_blocks(numel, seed):
+            part = slice(lo, lo + block.numel())
+            torch.lt(block.to(base.device), keep_probabilities(tensor, base, part, density, epsilon), out=mask[part])
+            lo = part.stop
+        masks.append(mask)
+    return masks
+
+
 def magprune_sparsifier(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor,
@@ -84,24 +104,24 @@ def magprune_sparsifier(
     *,
     rescale: bool,
 ) -> Sparsifier:
-    """DELLA's drop for `ties.elected_chunks` (and `breadcrumbs.merge_sparse_linear`)."""
+    """DELLA's drop for `ties.elected_chunks` (and `breadcrumbs.merge_sparse_linear`).
+
+    The masks are drawn once per tensor (one byte per entry and input) and shared by every pass
+    over it (the rescale's, the slack step's, the merge).
+    """
     flats = [t.reshape(-1) for t in tensors]
-    numel = base.numel()
+    masks = magprune_masks(tensors, base, densities, epsilon, seeds)
 
     def start(stats: TensorStats | None, scale: torch.Tensor | None = None) -> DeltaFill:
-        draws = [_Uniforms(numel, s) if 0 < d < 1 else None for d, s in zip(densities, seeds, strict=True)]
-
-        def fill(part: slice, ws: _Workspace) -> None:
-            for index, (flat, draw, density) in enumerate(zip(flats, draws, densities, strict=True)):
+        def fill(part: slice, ws: Workspace) -> None:
+            for index, (flat, mask, density) in enumerate(zip(flats, masks, densities, strict=True)):
                 delta = ws.deltas[index]
                 if density <= 0:
                     delta.zero_()
                     continue
                 torch.sub(fp32_chunk(flat, part, delta), ws.base, out=delta)
-                if draw is not None:
-                    probs = keep_probabilities(tensors[index], base, part, density, epsilon)
-                    keep = draw.take(part.stop - part.start).to(delta.device) < probs
-                    delta.mul_(keep.float())
+                if mask is not None:
+                    delta.mul_(ws.keep.copy_(mask[part]))  # as `delta * keep.float()`
                 if stats is not None:
                     stats.add_kept(index, int(torch.count_nonzero(delta)))
             if scale is not None:
@@ -111,7 +131,7 @@ def magprune_sparsifier(
 
     if not rescale:
         return start
-    scales = _l1_scales(tensors, base, start, [0 < d < 1 for d in densities])
+    scales = l1_scales(tensors, base, start, [m is not None for m in masks])
     factor = torch.tensor(scales, dtype=torch.float32, device=base.device).unsqueeze(-1)
     return lambda stats: start(stats, factor)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from pydantic import field_validator
 
-from registry.merge.methods.base import TensorStats, check_inputs
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks
 from registry.merge.methods.plugin import FnMerger, Merger, MethodContext, MethodParams, MethodSpec
 
 
@@ -29,11 +29,18 @@ def merge_nearswap(
     check_inputs(tensors, base)
     if len(tensors) != 1:
         raise ValueError(f"nearswap takes the base and ONE other model, got {len(tensors)} inputs")
-    a, b = base.float(), tensors[0].float()
-    weight = (t / torch.abs(a - b).clamp(min=1e-6)).clamp(min=0, max=1)
+    numel = base.numel()
+    size = max(1, min(chunk_elements(base.device), numel))
+    flat_a, flat_b = base.reshape(-1), tensors[0].reshape(-1)
+    result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
+    flat_out = result.view(-1)
+    for part in flat_chunks(numel, size):  # elementwise: mergekit's whole-tensor operations, chunk by chunk
+        a, b = flat_a[part].float(), flat_b[part].float()
+        weight = (t / torch.abs(a - b).clamp(min=1e-6)).clamp(min=0, max=1)
+        torch.add(weight * b, (1 - weight) * a, out=flat_out[part])
     if stats is not None:
-        stats.elements += base.numel()
-    return weight * b + (1 - weight) * a
+        stats.elements += numel
+    return result
 
 
 class NearswapParams(MethodParams):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from registry.merge.methods.base import TensorStats, check_inputs
+from registry.merge.methods.base import TensorStats, check_inputs, chunk_elements, flat_chunks, fp32_chunk
 from registry.merge.methods.plugin import FnMerger, Merger, MethodContext, MethodParams, MethodSpec
 
 
@@ -35,27 +35,47 @@ def merge_ram(
     if base is None:
         raise ValueError("ram needs a base tensor")
     check_inputs(tensors, base)
-    b = base.float()
-    tv = torch.stack([t.float() - b for t in tensors], dim=0).view(len(tensors), -1)
-    nonzero = tv.abs() > epsilon
-    counts = nonzero.sum(dim=0, keepdim=True)
-    overlap, unique = counts > 1, counts == 1
-    tv_z = tv * nonzero
-    if plus:
-        shared = (nonzero & overlap).sum(dim=1)
-        alone = (nonzero & unique).sum(dim=1)
+    n, numel, device = len(tensors), base.numel(), base.device
+    flats, flat_base = [t.reshape(-1) for t in tensors], base.reshape(-1)
+    size = max(1, min(chunk_elements(device), numel))
+    tv_full = torch.empty((n, size), dtype=torch.float32, device=device)
+    base_full = torch.empty(size, dtype=torch.float32, device=device)
+
+    def chunk(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(fp32 base, task vectors (n, c), changed, shared, unique) of one chunk (mergekit's ops)."""
+        tv = tv_full[:, : part.stop - part.start]
+        chunk_base = fp32_chunk(flat_base, part, base_full)
+        for index, flat in enumerate(flats):
+            torch.sub(fp32_chunk(flat, part, tv[index]), chunk_base, out=tv[index])
+        nonzero = tv.abs() > epsilon
+        counts = nonzero.sum(dim=0, keepdim=True)
+        return chunk_base, tv, nonzero, counts, counts > 1
+
+    scale = None
+    if plus:  # ρᵢ needs the whole tensor's counts first (exact integers, summed by chunks)
+        shared = torch.zeros(n, dtype=torch.int64, device=device)
+        alone = torch.zeros(n, dtype=torch.int64, device=device)
+        for part in flat_chunks(numel, size):
+            _, _, nonzero, counts, overlap = chunk(part)
+            shared += (nonzero & overlap).sum(dim=1)
+            alone += (nonzero & (counts == 1)).sum(dim=1)
         rho = shared / alone.clamp(min=epsilon)
-        scale = 1 + r * rho.clamp(min=0, max=alpha)
-        merged = ((tv_z * unique * scale.unsqueeze(-1)) + (tv_z * overlap / counts.clamp(min=1))).sum(
-            dim=0, keepdim=True
-        )
-    else:
-        merged = ((tv_z * unique) + (tv_z * overlap / counts.clamp(min=1))).sum(dim=0, keepdim=True)
+        scale = (1 + r * rho.clamp(min=0, max=alpha)).unsqueeze(-1)
+    result = torch.empty(base.shape, dtype=torch.float32, device=device)
+    flat_out = result.view(-1)
+    for part in flat_chunks(numel, size):
+        chunk_base, tv, nonzero, counts, overlap = chunk(part)
+        unique = counts == 1
+        tv_z = tv * nonzero
+        unique_part = tv_z * unique if scale is None else tv_z * unique * scale
+        merged = (unique_part + (tv_z * overlap / counts.clamp(min=1))).sum(dim=0, keepdim=True)
+        torch.add(chunk_base, merged.reshape(-1), out=flat_out[part])
+        if stats is not None:
+            for index in range(n):
+                stats.add_kept(index, int(nonzero[index].sum()))
     if stats is not None:
-        stats.elements += base.numel()
-        for index in range(len(tensors)):
-            stats.add_kept(index, int(nonzero[index].sum()))
-    return b + merged.reshape_as(b)
+        stats.elements += numel
+    return result
 
 
 class RamParams(MethodParams):

@@ -87,6 +87,14 @@ def top_cut(tensor: torch.Tensor, base: torch.Tensor, k: int) -> Cut:
     return find_cut_sampled(keys_of, k, numel=numel, sample=sample, parts=lambda: flat_chunks(numel, size))
 
 
+def top_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, ks: Sequence[int]) -> list[Cut]:
+    """`top_cut` of each (tensor, k) pair; the fused kernels find them in parallel where they can."""
+    if _fused_ok(*tensors, base):
+        found = fused.top_cuts(tensors, base, ks)
+        return [f if f is not None else top_cut(t, base, k) for f, t, k in zip(found, tensors, ks, strict=True)]
+    return [top_cut(t, base, k) for t, k in zip(tensors, ks, strict=True)]
+
+
 def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Sequence[float]) -> list[Cut]:
     """`trim_cut` of every input (the costly part of TIES; share it between passes over a tensor).
 
@@ -100,7 +108,7 @@ def trim_cuts(tensors: Sequence[torch.Tensor], base: torch.Tensor, densities: Se
     return [trim_cut(t, base, d) for t, d in zip(tensors, densities, strict=False)]
 
 
-class _Workspace:
+class Workspace:
     """Buffers for one chunk of n inputs, reused for every chunk so the work stays in cache.
 
     Masks are fp32 0/1, not bool: on CPU, float compares into float outputs and float products
@@ -124,34 +132,58 @@ class _Workspace:
         self.divisor = torch.empty(size, **f32)
         self.one = torch.ones((), **f32)
 
-    def view(self, c: int) -> _Workspace:
+    def view(self, c: int) -> Workspace:
         """The first c columns of every buffer (the last chunk is shorter)."""
-        out = object.__new__(_Workspace)
+        out = object.__new__(Workspace)
         for name, value in vars(self).items():
             out.__dict__[name] = value if value.dim() == 0 else value[..., :c]
         return out
 
 
-def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: _Workspace) -> int:
-    """Zero the entries of one chunk's delta (in place) that `cut` drops; returns the ties left."""
-    torch.abs(delta, out=ws.magnitude)
+def cut_keep(magnitude: torch.Tensor, cut: Cut, ties_left: int, *, out: torch.Tensor, equal: torch.Tensor) -> int:
+    """fp32 1.0/0.0 into `out` where one chunk's entries survive a magnitude cut; returns the ties left.
+
+    The one rule of every magnitude cut (TIES' trimming, Breadcrumbs' two cuts): keep |τ| above the
+    cut's threshold, plus its ties lowest flat index first while the quota lasts. Float compares
+    into float buffers (several times faster on CPU than bool ones).
+
+    Args:
+        magnitude: |τ| of the chunk (fp32).
+        cut: a cut over `magnitude_keys` of the whole tensor in flat order (keep-all and keep-none too).
+        ties_left: ties still to keep (start with `cut.ties`; pass on what this returns).
+        out: fp32 buffer like `magnitude`, written.
+        equal: fp32 scratch like `magnitude`.
+    """
+    if cut == Cut.keep_all():
+        out.fill_(1.0)
+        return ties_left
+    if cut == Cut.keep_none():
+        out.zero_()
+        return ties_left
     threshold = cut.value
-    torch.gt(ws.magnitude, threshold, out=ws.keep)
+    torch.gt(magnitude, threshold, out=out)
     if ties_left > 0:
-        torch.eq(ws.magnitude, threshold, out=ws.equal)
-        count = int(ws.equal.sum())
+        torch.eq(magnitude, threshold, out=equal)
+        count = int(equal.sum())
         if count <= ties_left:  # keep every tie of this chunk: no positions needed
-            ws.keep.add_(ws.equal)
+            out.add_(equal)
             ties_left -= count
         elif count:  # the quota runs out here: the first ties_left, lowest index first
-            equal = torch.nonzero(ws.equal).squeeze(1)[:ties_left]
-            ws.keep[equal] = 1.0
+            positions = torch.nonzero(equal).squeeze(1)[:ties_left]
+            out[positions] = 1.0
             ties_left = 0
+    return ties_left
+
+
+def _trim(delta: torch.Tensor, cut: Cut, ties_left: int, ws: Workspace) -> int:
+    """Zero the entries of one chunk's delta (in place) that `cut` drops; returns the ties left."""
+    torch.abs(delta, out=ws.magnitude)
+    ties_left = cut_keep(ws.magnitude, cut, ties_left, out=ws.keep, equal=ws.equal)
     delta.mul_(ws.keep)  # as mergekit's delta * mask: dropped negatives become -0.0
     return ties_left
 
 
-DeltaFill = Callable[[slice, "_Workspace"], None]
+DeltaFill = Callable[[slice, "Workspace"], None]
 Sparsifier = Callable[[TensorStats | None], DeltaFill]
 
 
@@ -169,7 +201,7 @@ def _trim_fill(
             known = kept_count(cut, max(1, int(density * numel)))
             stats.add_kept(index, known or 0)
 
-    def fill(part: slice, ws: _Workspace) -> None:
+    def fill(part: slice, ws: Workspace) -> None:
         for index, (flat, cut) in enumerate(zip(flats, cuts, strict=False)):
             delta = ws.deltas[index]
             if cut == Cut.keep_none():
@@ -185,7 +217,7 @@ def _trim_fill(
     return fill
 
 
-def _vote(ws: _Workspace, majority_sign_method: str) -> None:
+def _vote(ws: Workspace, majority_sign_method: str) -> None:
     """`ws.votes` from `ws.deltas` as they stand: their sum (`total`) or the sum of their signs (`frequency`)."""
     if majority_sign_method == "frequency":
         torch.sign(ws.deltas, out=ws.scratch)  # mergekit's get_mask(method="count"): sign(delta).sum(0)
@@ -207,7 +239,7 @@ def elected_chunks(
     sparsify: Sparsifier | None = None,
     election_weights: str = "before",
     majority_sign_method: str = "total",
-) -> Iterator[tuple[slice, _Workspace]]:
+) -> Iterator[tuple[slice, Workspace]]:
     """Trim, weight and elect chunk by chunk, applying the slack step of the first protected inputs.
 
     Args:
@@ -244,7 +276,7 @@ def elected_chunks(
     # (n, 1): broadcast over the (n, c) deltas, as mergekit's (n, 1, ..., 1) weights.
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     size = min(chunk_elements(base.device), numel)
-    full = _Workspace(n, size, base.device)
+    full = Workspace(n, size, base.device)
     for part in flat_chunks(numel, size):
         ws = full.view(part.stop - part.start)
         ws.base = fp32_chunk(flat_base, part, ws.base)
@@ -331,6 +363,12 @@ def merge_elected(
         )
         if merged is not None:
             return merged
+    plain_election = election_weights == "before" and majority_sign_method == "total"
+    no_flips = all(c == Cut.keep_none() for c in slack_cuts)
+    if sparsify is not None and plain_election and no_flips and len(tensors) == 2 and _fused_ok(*tensors, base):
+        return _elect_two_fused(
+            tensors, base, weights, densities, normalize, lambda_, stats, protect, slack_cuts, sparsify
+        )
     weight = torch.tensor(list(weights), dtype=torch.float32, device=base.device).unsqueeze(-1)
     result = torch.empty(base.shape, dtype=torch.float32, device=base.device)
     flat_out = result.view(-1)
@@ -366,6 +404,46 @@ def merge_elected(
     return result
 
 
+def _elect_two_fused(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    normalize: bool,
+    lambda_: float,
+    stats: TensorStats | None,
+    protect: Sequence[int],
+    slack_cuts: Sequence[Cut],
+    sparsify: Sparsifier,
+) -> torch.Tensor:
+    """`merge_elected` of two inputs under another method's sparsification, without slack flips: the
+    sparsifier fills each chunk's deltas (torch), one C loop elects and merges them (the same bits)."""
+    check_inputs(tensors, base, weights=weights, densities=densities)
+    numel = base.numel()
+    fill = sparsify(stats)
+    result = torch.empty(base.shape, dtype=torch.float32)
+    flat_out, flat_base = result.view(-1), base.reshape(-1)
+    size = min(chunk_elements(base.device), numel)
+    full = Workspace(2, size, base.device)
+    lost = torch.zeros(2, dtype=torch.int64)
+    for part in flat_chunks(numel, size):
+        ws = full.view(part.stop - part.start)
+        ws.base = fp32_chunk(flat_base, part, ws.base)
+        fill(part, ws)
+        fused.elect_two(
+            ws.deltas[0], ws.deltas[1], flat_base[part], weights=weights, normalize=normalize, lambda_=lambda_,
+            out=flat_out[part], counts=lost,
+        )  # fmt: skip
+    if stats is not None:
+        stats.elements += numel
+        stats.sign_conflicts += int(lost[0] + lost[1])  # two inputs: at most one disagrees with γ
+        for index in protect:
+            stats.protected_discarded[index] = stats.protected_discarded.get(index, 0) + int(lost[index])
+        for index in protect[: len(slack_cuts)]:
+            stats.conflicts[index] = stats.conflicts.get(index, 0) + int(lost[index])
+    return result
+
+
 def _fused_ok(*tensors: torch.Tensor) -> bool:
     """The fused CPU kernels (C) can take these tensors (CPU, all bf16 or all fp32) and are built and on."""
     return fused.supports(*tensors) and fused.enabled()
@@ -378,7 +456,7 @@ def _fusable(tensors: Sequence[torch.Tensor], base: torch.Tensor, slack_cuts: Se
     return _fused_ok(*tensors, base)
 
 
-def _count(stats: TensorStats, ws: _Workspace, protect: Sequence[int]) -> None:
+def _count(stats: TensorStats, ws: Workspace, protect: Sequence[int]) -> None:
     # 1.0 where a surviving entry's sign differs from the final γ (reuses the scratch buffer).
     lost = torch.lt(ws.signed, 0, out=ws.scratch)
     stats.elements += lost.shape[1]
