@@ -324,6 +324,13 @@ def custom_recipe(
         placed = given.with_models(
             replacements, base=base, languages={ct: language} if language else None, source=CUSTOM_SOURCE
         )
+        others = sorted(placed.references() - {ct, sft, base})
+        if others:
+            raise RecipeError(
+                f"{CUSTOM_SOURCE}: it may read only the job's CT, SFT and base; it also names {', '.join(others)} "
+                "(remove it, or submit a recipe of those three)",
+                path=CUSTOM_SOURCE,
+            )
         return placed.replace(mergeling=mergeling, source=CUSTOM_SOURCE)
     weights = {str(k): v for k, v in (request.weights or {}).items()}
     models: list[dict[str, Any]] = []

@@ -550,6 +550,20 @@ class Recipe(_Frozen):
         return parse_recipe(data, source=source)
 
     # -- derived views -------------------------------------------------------------------
+    def references(self) -> frozenset[str]:
+        """Every model reference the merge reads: inputs, base, slice sources and bases, and the
+        tokenizer's source and per-token sources (what a service must check before downloading)."""
+        refs = {m.model for m in self.models} | ({self.base_model} if self.base_model else set())
+        for entry in self.slices or ():
+            refs |= {src.model for src in entry.sources} | ({entry.base_model} if entry.base_model else set())
+        tokenizer = self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
+        if tokenizer is not None and tokenizer.removeprefix("model:").strip() not in ("base", "ct", "sft"):
+            refs.add(tokenizer.removeprefix("model:").strip())
+        for token in (self.tokenizer.tokens or {}).values() if self.tokenizer is not None else ():
+            if isinstance(token.source, str):
+                refs.add(token.source.removeprefix("model:").strip())
+        return frozenset(refs)
+
     def merge_inputs(self) -> tuple[ModelEntry, ...]:
         """The non-base inputs in recipe order (an entry equal to `base_model` is the base)."""
         spec = METHODS.get(self.merge_method)

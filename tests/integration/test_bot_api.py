@@ -124,6 +124,12 @@ def test_a_full_recipe_text_is_placed_on_the_jobs_inputs(world, hub) -> None:
     assert job.spec.recipe["base_model"].startswith("alice/ap-base")
 
 
+EXTRA_MODEL = (
+    "merge_method: ties\nbase_model: my/base\nmodels:\n"
+    "  - {model: my/ct, role: ct, parameters: {weight: 1, density: 0.5}}\n"
+    "  - {model: my/sft, role: sft, parameters: {weight: 1, density: 0.5}}\n"
+    "  - {model: victim/private-model, parameters: {weight: 1}}\n"
+)
 BAD = [
     ({"method": "frobnicate"}, "merge_method 'frobnicate' is unknown"),
     ({"method": "ties", "slack": 0.1}, "slack is a ties_sv"),
@@ -135,6 +141,18 @@ BAD = [
     ("[" * 200 + "]" * 200, "nested deeper than"),
     ("merge_method: ties\nbase_model: b\nmodels: [{model: a, role: ct}]\n", "one `role: sft`"),
     ("x" * (64 * 1024 + 1), "recipe.text:"),
+    # a recipe may read nothing but the job's inputs (the bot's token must not fetch others' models)
+    (EXTRA_MODEL, "it also names victim/private-model"),
+    (
+        EXTRA_MODEL.replace("  - {model: victim/private-model, parameters: {weight: 1}}\n", "")
+        + "tokenizer_source: victim/private-model\n",
+        "tokenizer_source must be",
+    ),
+    (
+        EXTRA_MODEL.replace("  - {model: victim/private-model, parameters: {weight: 1}}\n", "")
+        + "tokenizer: {source: base, tokens: {x: {source: victim/private-model}}}\n",
+        "it also names victim/private-model",
+    ),
     ([1, 2], "recipe: send an object"),
 ]
 
