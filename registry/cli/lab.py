@@ -285,9 +285,9 @@ def experiment(
 ) -> None:
     """The paper's experiment: CT, SFT, CT-then-SFT, TIES and TIES-SV at each CT point, over seeds.
 
-    For every seed a lab with CT checkpoints and CT-then-SFT on each; every CT point is merged with the
-    SFT (TIES, TIES-SV) and everything is evaluated on the suite. Writes OUT/table.md (methods x tasks
-    + average per CT point, the discarded-SFT share, the gains kept), OUT/table.csv and OUT/results.json.
+    For every seed: a lab with CT checkpoints and a CT-then-SFT on each.
+    Every CT point is merged with the SFT (TIES, TIES-SV); everything is evaluated on the suite.
+    Writes OUT/table.md (methods x tasks + average, discarded-SFT share, gains kept), table.csv, results.json.
     Run it again to finish an interrupted run: finished builds, merges and evaluations are kept.
 
     Examples:
