@@ -132,6 +132,47 @@ def merge_sparse_linear(
     return result
 
 
+def merge_sparsified(
+    tensors: Sequence[torch.Tensor],
+    base: torch.Tensor,
+    sparsify: Sparsifier,
+    *,
+    consensus: bool,
+    weights: Sequence[float],
+    densities: Sequence[float],
+    normalize: bool,
+    lambda_: float,
+    stats: TensorStats | None,
+    slack: float,
+    protect: Sequence[int],
+    cuts: Sequence[Cut] | None,
+    election_weights: str,
+    majority_sign_method: str,
+) -> torch.Tensor:
+    """The merge step shared by DARE, DELLA and Breadcrumbs once `sparsify` has chosen the kept deltas:
+    TIES' sign election with TIES-SV's slack when `consensus` (the `*_ties` methods), else the plain
+    weighted sum (`merge_sparse_linear`)."""
+    if not consensus:
+        return merge_sparse_linear(
+            tensors, base, weights=weights, normalize=normalize, lambda_=lambda_, sparsify=sparsify, stats=stats
+        )
+    return merge_ties_sv(
+        tensors,
+        base,
+        weights=weights,
+        densities=densities,
+        normalize=normalize,
+        lambda_=lambda_,
+        stats=stats,
+        slack=slack,
+        protect=protect,
+        cuts=cuts,
+        sparsify=sparsify,
+        election_weights=election_weights,
+        majority_sign_method=majority_sign_method,
+    )
+
+
 def merge_breadcrumbs(
     tensors: Sequence[torch.Tensor],
     base: torch.Tensor | None,
@@ -159,25 +200,11 @@ def merge_breadcrumbs(
         raise ValueError("breadcrumbs needs a base tensor")
     check_inputs(tensors, base, weights=weights, densities=densities)
     sparsify = outlier_sparsifier(tensors, base, densities, gamma, rescale=rescale)
-    if not consensus:
-        return merge_sparse_linear(
-            tensors, base, weights=weights, normalize=normalize, lambda_=lambda_, sparsify=sparsify, stats=stats
-        )
-    return merge_ties_sv(
-        tensors,
-        base,
-        weights=weights,
-        densities=densities,
-        normalize=normalize,
-        lambda_=lambda_,
-        stats=stats,
-        slack=slack,
-        protect=protect,
-        cuts=cuts,
-        sparsify=sparsify,
-        election_weights=election_weights,
+    return merge_sparsified(
+        tensors, base, sparsify, consensus=consensus, weights=weights, densities=densities, normalize=normalize,
+        lambda_=lambda_, stats=stats, slack=slack, protect=protect, cuts=cuts, election_weights=election_weights,
         majority_sign_method=majority_sign_method,
-    )
+    )  # fmt: skip
 
 
 def _gamma_range(value: float | None) -> float | None:

@@ -33,7 +33,7 @@ from pydantic import field_validator
 
 from registry.merge.kernels.topk import Cut
 from registry.merge.methods.base import TensorStats, check_inputs, fp32_chunk
-from registry.merge.methods.breadcrumbs import merge_sparse_linear
+from registry.merge.methods.breadcrumbs import merge_sparsified
 from registry.merge.methods.drop import (
     Blocks,
     check_drop_density,
@@ -44,7 +44,7 @@ from registry.merge.methods.drop import (
 )
 from registry.merge.methods.plugin import Merger, MethodContext, MethodSpec, ScaledParams, protected_by_role
 from registry.merge.methods.ties import DeltaFill, Sparsifier, Workspace
-from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack, merge_ties_sv
+from registry.merge.methods.ties_sv import TiesSVMerger, TiesSVParams, check_slack, describe_slack
 
 
 def keep_masks(numel: int, density: float, seed: int) -> Iterator[torch.Tensor]:
@@ -101,25 +101,11 @@ def merge_dare(
     check_drop_density(densities)
     seeds = [mask_seed(random_seed, name, i) for i in range(len(tensors))]
     sparsify = drop_sparsifier(tensors, base, densities, seeds, rescale=rescale)
-    if not consensus:
-        return merge_sparse_linear(
-            tensors, base, weights=weights, normalize=normalize, lambda_=lambda_, sparsify=sparsify, stats=stats
-        )
-    return merge_ties_sv(
-        tensors,
-        base,
-        weights=weights,
-        densities=densities,
-        normalize=normalize,
-        lambda_=lambda_,
-        stats=stats,
-        slack=slack,
-        protect=protect,
-        cuts=cuts,
-        sparsify=sparsify,
-        election_weights=election_weights,
+    return merge_sparsified(
+        tensors, base, sparsify, consensus=consensus, weights=weights, densities=densities, normalize=normalize,
+        lambda_=lambda_, stats=stats, slack=slack, protect=protect, cuts=cuts, election_weights=election_weights,
         majority_sign_method=majority_sign_method,
-    )
+    )  # fmt: skip
 
 
 def drop_sparsifier(
