@@ -267,6 +267,20 @@ def create_app(
 
         return HubClient(endpoint=config.endpoint, token=token, cache_dir=config.cache_dir).whoami()
 
+    async def token_user(request: Request, missing: str) -> str | JSONResponse:
+        """The bearer token's user, or the response that refuses the request (`missing`: no token)."""
+        from registry.errors import HubAuthError, HubError
+
+        token = _bearer(request)
+        if not token:
+            return _error(401, missing)
+        try:
+            return await run_in_threadpool(user_of, token)
+        except HubAuthError:
+            return _error(401, "the Hub does not know this token")
+        except HubError as exc:
+            return _error(503, f"the Hub could not check the token: {public_text(str(exc), roots=(config.data,))}")
+
     def reader(request: Request) -> ReadCheck:
         """The caller's read access, asked of the Hub with its own token (none: anonymous)."""
         return ReadCheck(endpoint=config.endpoint, token=_bearer(request) or None, cache_dir=config.cache_dir)
@@ -278,23 +292,18 @@ def create_app(
         return job.public(endpoint=get_hub().endpoint, base_url=str(request.base_url))
 
     async def list_jobs(request: Request) -> JSONResponse:
-        from registry.errors import HubAuthError, HubError
-
         state = request.query_params.get("state") or None
         limit_raw = request.query_params.get("limit")
         limit = min(int(limit_raw), 1000) if limit_raw and limit_raw.isdigit() else 200
         mine = request.query_params.get("mine", "").lower() in ("1", "true", "yes")
         submitter = None
         if mine:
-            token = _bearer(request)
-            if not token:
-                return _error(401, "mine=true lists the jobs of a token's user: send Authorization: Bearer <token>")
-            try:
-                submitter = await run_in_threadpool(user_of, token)
-            except HubAuthError:
-                return _error(401, "the Hub does not know this token")
-            except HubError as exc:
-                return _error(503, f"the Hub could not check the token: {public_text(str(exc), roots=(config.data,))}")
+            found = await token_user(
+                request, "mine=true lists the jobs of a token's user: send Authorization: Bearer <token>"
+            )
+            if isinstance(found, JSONResponse):
+                return found
+            submitter = found
         jobs = await run_in_threadpool(queue.list, state=state, limit=limit, submitted_by=submitter)
         readable = await run_in_threadpool(visible, jobs, reader(request))
         return JSONResponse([shown(job, request) for job in readable])
@@ -307,17 +316,10 @@ def create_app(
         return JSONResponse(shown(job, request))
 
     async def post_job(request: Request) -> JSONResponse:
-        from registry.errors import HubAuthError, HubError
-
+        user = await token_user(request, "send a Hub token: Authorization: Bearer <token>")
+        if isinstance(user, JSONResponse):
+            return user
         token = _bearer(request)
-        if not token:
-            return _error(401, "send a Hub token: Authorization: Bearer <token>")
-        try:
-            user = await run_in_threadpool(user_of, token)
-        except HubAuthError:
-            return _error(401, "the Hub does not know this token")
-        except HubError as exc:
-            return _error(503, f"the Hub could not check the token: {exc}")
         if not limiter.allow(user):
             return _error(
                 429, f"too many submissions from {user}; at most {limiter.limit} per {limiter.window_s:.0f} s"
